@@ -1,0 +1,144 @@
+// Package netns confines a test binary to a private network namespace, so
+// that no multicast or other packet a test sends can leave the machine.
+//
+// A package whose tests touch the network calls Main from its TestMain:
+//
+//	func TestMain(m *testing.M) { netns.Main(m) }
+//
+// Main re-executes the test binary in a new network namespace (and, when not
+// root, a new user namespace in which the caller is root), brings loopback up
+// with multicast on and a route for 224.0.0.0/4, and runs the tests there.
+// Where no namespace can be made, the tests run in the caller's namespace
+// and every test that calls Require skips, saying why.
+package netns
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+)
+
+const (
+	envKey = "TALLSHIP_NETNS"
+	inside = "inside"
+	// envReason carries, into the tests, why no namespace could be made.
+	envReason = "TALLSHIP_NETNS_UNAVAILABLE"
+)
+
+// Main runs the tests of m inside a private network namespace and exits
+// with their status. It never returns.
+func Main(m *testing.M) {
+	if os.Getenv(envKey) == inside {
+		if err := setupLoopback(); err != nil {
+			os.Setenv(envReason, err.Error())
+			os.Unsetenv(envKey)
+		}
+		os.Exit(m.Run())
+	}
+	if os.Getenv(envReason) != "" {
+		os.Exit(m.Run())
+	}
+	code, err := reexec()
+	if err != nil {
+		os.Setenv(envReason, fmt.Sprintf("cannot create a private network namespace: %v", err))
+		os.Exit(m.Run())
+	}
+	os.Exit(code)
+}
+
+// reexec runs this binary again with the same arguments in new namespaces
+// and returns its exit code. It returns an error only when the child could
+// not be started.
+func reexec() (int, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(self, os.Args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), envKey+"="+inside)
+	attr := &syscall.SysProcAttr{
+		Cloneflags: syscall.CLONE_NEWNET,
+		Pdeathsig:  syscall.SIGKILL,
+	}
+	if os.Geteuid() != 0 {
+		attr.Cloneflags |= syscall.CLONE_NEWUSER
+		attr.UidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Geteuid(), Size: 1}}
+		attr.GidMappings = []syscall.SysProcIDMap{{ContainerID: 0, HostID: os.Getegid(), Size: 1}}
+		attr.GidMappingsEnableSetgroups = false
+	}
+	cmd.SysProcAttr = attr
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	err = cmd.Wait()
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		if exit.ExitCode() < 0 {
+			return 1, nil // killed by a signal
+		}
+		return exit.ExitCode(), nil
+	}
+	if err != nil {
+		return 1, nil
+	}
+	return 0, nil
+}
+
+// setupLoopback brings lo up with multicast and routes multicast to it.
+func setupLoopback() error {
+	if _, err := exec.LookPath("ip"); err != nil {
+		return errors.New("the ip command (iproute2) is not installed")
+	}
+	for _, args := range [][]string{
+		{"link", "set", "lo", "up", "multicast", "on"},
+		{"route", "add", "224.0.0.0/4", "dev", "lo"},
+	} {
+		if out, err := exec.Command("ip", args...).CombinedOutput(); err != nil {
+			return fmt.Errorf("ip %s: %v: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+		}
+	}
+	return nil
+}
+
+// Inside reports whether this process runs in a private namespace made by
+// Main.
+func Inside() bool { return os.Getenv(envKey) == inside }
+
+// Require skips t unless it runs inside a private network namespace made
+// by Main whose only interfaces are loopback and ones the tests made
+// (named with the prefix "ts"). Call it first in every test that sends
+// multicast or relies on the namespace.
+func Require(t testing.TB) {
+	t.Helper()
+	if reason := os.Getenv(envReason); reason != "" {
+		t.Skipf("needs a private network namespace: %s", reason)
+	}
+	if !Inside() {
+		t.Skip("needs a private network namespace: call netns.Main from TestMain")
+	}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		t.Fatalf("netns: list interfaces: %v", err)
+	}
+	for _, ifi := range ifaces {
+		if ifi.Flags&net.FlagLoopback == 0 && !strings.HasPrefix(ifi.Name, "ts") {
+			t.Fatalf("netns: interface %q in what should be a private namespace; refusing to send", ifi.Name)
+		}
+	}
+}
+
+// Loopback returns the loopback interface of the namespace.
+func Loopback(t testing.TB) *net.Interface {
+	t.Helper()
+	ifi, err := net.InterfaceByName("lo")
+	if err != nil {
+		t.Fatalf("netns: %v", err)
+	}
+	return ifi
+}
