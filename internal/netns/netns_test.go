@@ -2,8 +2,8 @@ package netns
 
 import (
 	"net"
-	"time"
 	"testing"
+	"time"
 )
 
 func TestMain(m *testing.M) { Main(m) }
