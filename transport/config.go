@@ -1,0 +1,67 @@
+package transport
+
+import (
+	"io"
+	"log/slog"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Config tunes links. The zero value is valid: every field documents what
+// zero means.
+type Config struct {
+	// HandshakeTimeout bounds the whole handshake. Zero means 2 s.
+	HandshakeTimeout time.Duration
+	// KeepAliveInterval is how often an idle link is pinged. Zero means
+	// 500 ms. A silent peer is declared dead within KeepAliveInterval +
+	// WriteTimeout.
+	KeepAliveInterval time.Duration
+	// WriteTimeout bounds a write to the connection and the wait for a
+	// ping's answer. Zero means 1 s.
+	WriteTimeout time.Duration
+	// StreamWindow is the yamux receive window per stream. Zero means
+	// 256 KiB, the fastest on loopback.
+	StreamWindow uint32
+	// AcceptBacklog bounds the streams opened by a peer and not yet
+	// accepted. Zero means 256.
+	AcceptBacklog int
+	// Logger receives link-level log lines. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// withDefaults returns a copy of c with zero fields filled.
+func (c Config) withDefaults() Config {
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 2 * time.Second
+	}
+	if c.KeepAliveInterval <= 0 {
+		c.KeepAliveInterval = 500 * time.Millisecond
+	}
+	if c.WriteTimeout <= 0 {
+		c.WriteTimeout = time.Second
+	}
+	if c.StreamWindow == 0 {
+		c.StreamWindow = 256 * 1024
+	}
+	if c.AcceptBacklog <= 0 {
+		c.AcceptBacklog = 256
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) yamux() *yamux.Config {
+	y := yamux.DefaultConfig()
+	y.AcceptBacklog = c.AcceptBacklog
+	y.EnableKeepAlive = true
+	y.KeepAliveInterval = c.KeepAliveInterval
+	y.ConnectionWriteTimeout = c.WriteTimeout
+	y.MaxStreamWindowSize = c.StreamWindow
+	y.StreamOpenTimeout = 2 * c.HandshakeTimeout
+	y.StreamCloseTimeout = 2 * c.HandshakeTimeout
+	y.LogOutput = io.Discard
+	return y
+}

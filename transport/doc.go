@@ -1,0 +1,25 @@
+// Package transport makes the links of a tallship mesh: a TCP connection,
+// a versioned handshake bounded by a timeout, and one yamux session whose
+// streams are tagged with a protocol name.
+//
+// A link starts with a handshake in which each side tells the other its
+// protocol version, cluster name, node id, addresses and a fresh nonce:
+//
+//	dialer                      acceptor
+//	hello         ------------>
+//	              <------------ hello, verdict
+//	verdict       ------------>
+//
+// Each side checks the other's hello and answers with a verdict, so that a
+// refused link (wrong cluster, wrong version, a link to itself, or a
+// refusal by the caller's verify hook) fails with the same clear error on
+// both ends. After the handshake the connection carries a yamux session
+// whose keepalive declares a silent peer dead within KeepAliveInterval +
+// WriteTimeout (1.5 s by default).
+//
+//	l, err := transport.Dial(ctx, "10.0.0.2:7946", transport.Hello{Cluster: "c", ID: "a"}, transport.Config{}, nil)
+//	s, err := l.OpenStream(ctx, "echo")
+//
+// When two links join the same pair of nodes, Prefer tells which one both
+// ends keep.
+package transport
