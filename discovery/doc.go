@@ -1,0 +1,59 @@
+// Package discovery finds the peers of a tallship cluster and makes a node
+// known to them.
+//
+// A Discoverer runs until its context is cancelled and reports peers as
+// Events: Found (a new peer, or new addresses) and Lost (a goodbye, or
+// records that lapsed). Several can run at once; the mesh merges them.
+//
+// MDNS, the default, works on the local links with no configuration:
+//
+//	err := (&discovery.MDNS{}).Run(ctx, discovery.Self{
+//		Cluster: "my-cluster",
+//		ID:      id,
+//		Port:    port,
+//	}, func(ev discovery.Event) {
+//		events <- ev // report must not block
+//	})
+//
+// Every field of MDNS has a documented default; a fully configured one:
+//
+//	d := &discovery.MDNS{
+//		Interfaces:  []net.Interface{*eth0}, // default: every multicast interface
+//		DisableIPv6: true,                   // default: IPv4 and IPv6
+//		TTL:         30 * time.Second,       // default: 120 s; re-announced at half
+//		QueryMin:    time.Second,            // default: 1 s after the first query
+//		QueryMax:    time.Minute,            // default: 60 s at steady state
+//		Logger:      slog.Default(),
+//	}
+//
+// Static reports a fixed list of addresses, for peers that multicast does
+// not reach; the handshake then tells their ids:
+//
+//	d := &discovery.Static{Addrs: []string{"10.0.0.7:7946", "db.example:7946"}}
+//
+// # On the wire
+//
+// MDNS publishes a node as a DNS-SD instance of _tallship._tcp under a
+// subtype that hashes the cluster name:
+//
+//	_<hash>._sub._tallship._tcp.local.  PTR  <label>._tallship._tcp.local.
+//	<label>._tallship._tcp.local.       SRV  <port> <label>.tallship.local.
+//	<label>._tallship._tcp.local.       TXT  "v=1" "c=<cluster>" "i=<id>"
+//	<label>.tallship.local.             A, AAAA
+//
+// <hash> is 80 bits of the SHA-256 of the cluster name in base32; <label>
+// is the node id when that is a DNS-safe label, else a hash of it. TXT
+// values are raw bytes in chunks of at most 253 bytes; a cluster name over
+// 320 bytes travels as its SHA-256 ("ch=<hex>"). A receiver checks TXT
+// against its own cluster, so clusters whose hashes collide never mix.
+//
+// A node announces its records twice at start (0 s and 1 s), sends a browse
+// query at once and then with backoff, re-announces at half the TTL, and
+// withdraws its records with a goodbye (TTL 0) when Run ends. Queries are
+// answered by hashicorp/mdns, by unicast to the querier.
+//
+// # Tests
+//
+// Tests that send mDNS run inside a private network namespace (see
+// internal/netns): nothing they send can leave the machine.
+package discovery

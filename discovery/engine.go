@@ -1,0 +1,425 @@
+package discovery
+
+import (
+	"cmp"
+	"context"
+	"log/slog"
+	"math/rand/v2"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/miekg/dns"
+)
+
+const (
+	// startupAnnouncements are sent one second apart when Run starts
+	// (RFC 6762 §8.3 asks for at least two).
+	startupAnnouncements = 2
+	startupGap           = time.Second
+	// answerSpacing keeps the answers that periodic queries draw under half
+	// a packet per second per node: each query is answered by every node,
+	// so with n nodes each querying every n×2 s, each node sends n answers
+	// per n×2 s.
+	answerSpacing = 2 * time.Second
+	// maxPeers bounds the peer table against a hostile LAN.
+	maxPeers = 4096
+	// maxTTL bounds the lifetime a received record can claim.
+	maxTTL = 24 * time.Hour
+)
+
+// link is one interface MDNS runs on.
+type link struct {
+	index    int
+	name     string
+	loopback bool
+	v4, v6   bool           // mDNS runs over this IP version here
+	prefixes []netip.Prefix // the interface's own addresses
+
+	rs       *recordSet
+	zone     *zone
+	announce []byte // packed announcement
+	goodbye  []byte // packed goodbye
+}
+
+// packetKind says what an outgoing packet is.
+type packetKind uint8
+
+const (
+	sendAnnounce packetKind = iota + 1
+	sendGoodbye
+	sendQuery
+)
+
+func (k packetKind) String() string {
+	switch k {
+	case sendAnnounce:
+		return "announcement"
+	case sendGoodbye:
+		return "goodbye"
+	case sendQuery:
+		return "query"
+	}
+	return "unknown"
+}
+
+// outPacket is one packet to multicast on one link.
+type outPacket struct {
+	kind packetKind
+	link *link
+	v6   bool
+	data []byte
+}
+
+// inPacket is one received packet. ifindex is the interface it arrived on.
+type inPacket struct {
+	data    []byte
+	src     netip.AddrPort
+	ifindex int
+}
+
+// sender multicasts packets. The engine's goroutine is its only caller.
+type sender interface {
+	send(p outPacket) error
+}
+
+// peer is what the engine knows of one node.
+type peer struct {
+	port      uint16
+	addrs     map[netip.AddrPort]addrState
+	ttl       time.Duration
+	refreshAt time.Time // query for it if nothing refreshed it by then
+	reported  []netip.AddrPort
+}
+
+type addrState struct {
+	expires time.Time
+	rank    int // lower is better; see rank
+}
+
+// engine is the state of one MDNS run: schedules and peer table. One
+// goroutine owns it; packets reach it through in.
+type engine struct {
+	set     settings
+	cluster string
+	id      string
+	service string
+	links   []*link
+	query   []byte
+	out     sender
+	in      <-chan inPacket
+	report  func(Event)
+	log     *slog.Logger
+
+	peers        map[string]*peer
+	announced    int
+	nextAnnounce time.Time
+	queried      int
+	queryGap     time.Duration
+	nextQuery    time.Time
+}
+
+func newEngine(set settings, self Self, links []*link, out sender, in <-chan inPacket, report func(Event), log *slog.Logger) (*engine, error) {
+	e := &engine{
+		set:     set,
+		cluster: self.Cluster,
+		id:      self.ID,
+		service: serviceName(self.Cluster),
+		links:   links,
+		out:     out,
+		in:      in,
+		report:  report,
+		log:     log,
+		peers:   map[string]*peer{},
+	}
+	q, err := browseQuery(e.service).Pack()
+	if err != nil {
+		return nil, err
+	}
+	e.query = q
+	return e, nil
+}
+
+// run announces, browses and reports until ctx is done. It does not say
+// goodbye: the caller first silences the responder, then calls goodbye.
+func (e *engine) run(ctx context.Context) {
+	now := time.Now()
+	e.nextAnnounce, e.nextQuery = now, now
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		now := time.Now()
+		e.tick(now)
+		timer.Reset(e.deadline().Sub(now))
+		select {
+		case <-ctx.Done():
+			return
+		case p := <-e.in:
+			e.receive(p, time.Now())
+		case <-timer.C:
+		}
+	}
+}
+
+// tick does whatever is due at now.
+func (e *engine) tick(now time.Time) {
+	if !now.Before(e.nextAnnounce) {
+		e.sendAll(sendAnnounce)
+		e.announced++
+		if e.announced < startupAnnouncements {
+			e.nextAnnounce = now.Add(startupGap)
+		} else {
+			// Twice per TTL, a little early: one lost announcement
+			// never lets a record lapse.
+			half := e.set.ttl / 2
+			e.nextAnnounce = now.Add(half - jitter(half/10))
+		}
+	}
+	stale := false
+	for _, p := range e.peers {
+		if !now.Before(p.refreshAt) {
+			// RFC 6762 §5.2: ask again at 80% and 90% of a record's life.
+			stale = true
+			p.refreshAt = now.Add(p.ttl / 10)
+		}
+	}
+	if due := !now.Before(e.nextQuery); due || stale {
+		e.sendAll(sendQuery)
+		if due {
+			e.queried++
+			e.queryGap = e.nextGap()
+			e.nextQuery = now.Add(e.queryGap + jitter(e.queryGap/10))
+		}
+	}
+	for id, p := range e.peers {
+		changed := false
+		for a, st := range p.addrs {
+			if !now.Before(st.expires) {
+				delete(p.addrs, a)
+				changed = true
+			}
+		}
+		if changed {
+			e.publish(id, p)
+		}
+	}
+}
+
+// nextGap is the wait after the query just sent: QueryMin after the
+// first, then doubling up to QueryMax; never, after the second, under
+// answerSpacing per node known.
+func (e *engine) nextGap() time.Duration {
+	if e.queried <= 1 {
+		return e.set.queryMin
+	}
+	floor := answerSpacing * time.Duration(len(e.peers)+1)
+	return min(max(2*e.queryGap, floor), max(e.set.queryMax, floor))
+}
+
+func jitter(d time.Duration) time.Duration {
+	if d <= 0 {
+		return 0
+	}
+	return rand.N(d)
+}
+
+// deadline is when tick has something to do next.
+func (e *engine) deadline() time.Time {
+	next := e.nextAnnounce
+	if e.nextQuery.Before(next) {
+		next = e.nextQuery
+	}
+	for _, p := range e.peers {
+		if p.refreshAt.Before(next) {
+			next = p.refreshAt
+		}
+		for _, st := range p.addrs {
+			if st.expires.Before(next) {
+				next = st.expires
+			}
+		}
+	}
+	return next
+}
+
+// sendAll multicasts one kind of packet on every link and IP version.
+func (e *engine) sendAll(kind packetKind) {
+	for _, l := range e.links {
+		data := e.query
+		switch kind {
+		case sendAnnounce:
+			data = l.announce
+		case sendGoodbye:
+			data = l.goodbye
+		}
+		for _, v6 := range []bool{false, true} {
+			if (v6 && !l.v6) || (!v6 && !l.v4) {
+				continue
+			}
+			if err := e.out.send(outPacket{kind: kind, link: l, v6: v6, data: data}); err != nil {
+				e.log.Debug("mdns: send failed", "kind", kind, "iface", l.name, "err", err)
+				e.report(Event{Source: "mdns", Err: err})
+			}
+		}
+	}
+}
+
+// goodbye withdraws this node's records everywhere.
+func (e *engine) goodbye() { e.sendAll(sendGoodbye) }
+
+// receive handles one packet from the network.
+func (e *engine) receive(p inPacket, now time.Time) {
+	var m dns.Msg
+	if err := m.Unpack(p.data); err != nil {
+		e.log.Debug("mdns: undecodable packet", "addr", p.src, "err", err)
+		return
+	}
+	// Queries are hashicorp/mdns's to answer; RFC 6762 §18 says to ignore
+	// responses with a non-zero opcode or rcode.
+	if !m.Response || m.Opcode != dns.OpcodeQuery || m.Rcode != dns.RcodeSuccess {
+		return
+	}
+	l := e.linkFor(p.ifindex, p.src.Addr())
+	if l == nil {
+		return
+	}
+	sightings, errs := parseResponse(&m, e.service)
+	for _, err := range errs {
+		e.log.Debug("mdns: bad record", "addr", p.src, "err", err)
+	}
+	for _, s := range sightings {
+		e.observe(s, l, now)
+	}
+}
+
+// linkFor returns the link a packet belongs to: the interface it arrived
+// on, or, for a packet a node on this host sent to one of our addresses
+// (delivered through loopback), the interface that address is on.
+func (e *engine) linkFor(ifindex int, src netip.Addr) *link {
+	for _, l := range e.links {
+		if l.index == ifindex {
+			return l
+		}
+	}
+	src = src.WithZone("")
+	for _, l := range e.links {
+		for _, p := range l.prefixes {
+			if p.Addr() == src {
+				return l
+			}
+		}
+	}
+	return nil
+}
+
+// observe records what a packet said of a node.
+func (e *engine) observe(s sighting, l *link, now time.Time) {
+	if !s.txt.matches(e.cluster) {
+		e.log.Debug("mdns: other cluster under our service name", "iface", l.name)
+		return
+	}
+	id := s.txt.id
+	if id == e.id {
+		return
+	}
+	p := e.peers[id]
+	if s.goodbye {
+		if p != nil {
+			delete(e.peers, id)
+			if p.reported != nil {
+				e.report(Event{Kind: Lost, Peer: Peer{ID: id}, Source: "mdns"})
+			}
+		}
+		return
+	}
+	addrs := e.usable(s.addrs, l)
+	if s.port == 0 || len(addrs) == 0 {
+		return
+	}
+	if p == nil {
+		if len(e.peers) >= maxPeers {
+			e.log.Warn("mdns: peer table full", "cluster", e.cluster, "peer", id)
+			return
+		}
+		p = &peer{addrs: map[netip.AddrPort]addrState{}}
+		e.peers[id] = p
+	}
+	if p.port != s.port {
+		clear(p.addrs) // a new incarnation: its old addresses are stale
+		p.port = s.port
+	}
+	ttl := min(time.Duration(s.ttl)*time.Second, maxTTL)
+	for _, a := range addrs {
+		p.addrs[netip.AddrPortFrom(a.addr, s.port)] = addrState{expires: now.Add(ttl), rank: a.rank}
+	}
+	p.ttl = ttl
+	p.refreshAt = now.Add(ttl * 8 / 10)
+	e.publish(id, p)
+}
+
+type rankedAddr struct {
+	addr netip.Addr
+	rank int
+}
+
+// usable keeps the addresses of a sighting that can be dialed from link l
+// and ranks them: 0 on a subnet of l, 1 IPv6 link-local (zoned to l),
+// 2 anything else. Loopback addresses count only from a loopback link.
+func (e *engine) usable(addrs []netip.Addr, l *link) []rankedAddr {
+	var out []rankedAddr
+	for _, a := range addrs {
+		switch {
+		case a.IsUnspecified() || a.IsMulticast():
+			continue
+		case a.Is4() && !e.set.v4, a.Is6() && !e.set.v6:
+			continue
+		case a.IsLoopback() && !l.loopback:
+			continue
+		case a.Is6() && a.IsLinkLocalUnicast():
+			out = append(out, rankedAddr{a.WithZone(l.name), 1})
+			continue
+		}
+		rank := 2
+		for _, p := range l.prefixes {
+			if p.Contains(a) {
+				rank = 0
+				break
+			}
+		}
+		out = append(out, rankedAddr{a, rank})
+	}
+	return out
+}
+
+// publish reports p if its address list changed: Found with the new list,
+// or Lost when none is left.
+func (e *engine) publish(id string, p *peer) {
+	addrs := make([]netip.AddrPort, 0, len(p.addrs))
+	for a := range p.addrs {
+		addrs = append(addrs, a)
+	}
+	slices.SortFunc(addrs, func(a, b netip.AddrPort) int {
+		if c := cmp.Compare(p.addrs[a].rank, p.addrs[b].rank); c != 0 {
+			return c
+		}
+		if a.Addr().Is4() != b.Addr().Is4() {
+			if a.Addr().Is4() {
+				return -1
+			}
+			return 1
+		}
+		return a.Compare(b)
+	})
+	if len(addrs) == 0 {
+		delete(e.peers, id)
+		if p.reported != nil {
+			e.report(Event{Kind: Lost, Peer: Peer{ID: id}, Source: "mdns"})
+		}
+		return
+	}
+	if slices.Equal(addrs, p.reported) {
+		return
+	}
+	p.reported = addrs
+	e.report(Event{Kind: Found, Peer: Peer{ID: id, Addrs: slices.Clone(addrs)}, Source: "mdns"})
+}

@@ -1,0 +1,82 @@
+package discovery
+
+import (
+	"crypto/sha256"
+	"encoding/base32"
+	"strings"
+)
+
+// DNS names used by MDNS. A node of cluster C with id I is published as
+//
+//	_<hash(C)>._sub._tallship._tcp.local.  PTR  <label(I)>._tallship._tcp.local.
+//	<label(I)>._tallship._tcp.local.       SRV  <port> <label(I)>.tallship.local.
+//	<label(I)>._tallship._tcp.local.       TXT  "v=1" "c=C" "i=I"
+//	<label(I)>.tallship.local.             A / AAAA
+//
+// The cluster becomes a DNS-SD subtype: any length of name gives a short,
+// DNS-safe label, and the full name in TXT tells colliding hashes apart.
+const (
+	serviceType  = "_tallship._tcp.local."
+	hostDomain   = "tallship.local."
+	maxLabelLen  = 63
+	hashedPrefix = "h-"
+)
+
+// lowerBase32 is base32 without padding in lower case, so that labels
+// compare equal whatever case a DNS implementation hands back.
+var lowerBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// names holds the fully qualified names one node publishes.
+type names struct {
+	service  string // cluster subtype: browse target
+	instance string // service instance: owner of SRV and TXT
+	host     string // SRV target: owner of A and AAAA
+}
+
+func newNames(cluster, id string) names {
+	label := instanceLabel(id)
+	return names{
+		service:  serviceName(cluster),
+		instance: label + "." + serviceType,
+		host:     label + "." + hostDomain,
+	}
+}
+
+// serviceName returns the subtype browsed for cluster: "_" and 80 bits of
+// its SHA-256 in base32 (16 characters).
+func serviceName(cluster string) string {
+	sum := sha256.Sum256([]byte(cluster))
+	return "_" + lowerBase32.EncodeToString(sum[:10]) + "._sub." + serviceType
+}
+
+// instanceLabel returns a DNS-safe label naming id. An id made of lower-case
+// letters, digits and hyphens (a UUID, say) is its own label, so that tools
+// like avahi-browse show it; any other id, and any id that itself starts
+// with "h-", becomes "h-" and 120 bits of its SHA-256. The two forms never
+// collide.
+func instanceLabel(id string) string {
+	if isPlainLabel(id) {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return hashedPrefix + lowerBase32.EncodeToString(sum[:15])
+}
+
+func isPlainLabel(s string) bool {
+	if s == "" || len(s) > maxLabelLen || strings.HasPrefix(s, hashedPrefix) {
+		return false
+	}
+	if s[0] == '-' || s[len(s)-1] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if (c < 'a' || c > 'z') && (c < '0' || c > '9') && c != '-' {
+			return false
+		}
+	}
+	return true
+}
+
+// sameName compares DNS names the way DNS does: without regard to ASCII case.
+func sameName(a, b string) bool { return strings.EqualFold(a, b) }

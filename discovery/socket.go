@@ -1,0 +1,282 @@
+package discovery
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"golang.org/x/net/ipv4"
+	"golang.org/x/net/ipv6"
+)
+
+var (
+	group4 = &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5353}
+	group6 = &net.UDPAddr{IP: net.ParseIP("ff02::fb"), Port: 5353}
+)
+
+// sockets are MDNS's own sockets, per IP version: a listener on port 5353
+// (SO_REUSEADDR, shared with every other responder on the host) that hears
+// announcements and sends ours and our goodbyes from port 5353 as RFC 6762
+// asks; and a querier on an ephemeral port, since hashicorp/mdns answers by
+// unicast to the querier's address and port, and a unicast packet to port
+// 5353 would reach only one of the sockets sharing it.
+type sockets struct {
+	listen [2]*udpConn // [0] IPv4, [1] IPv6
+	query  [2]*udpConn
+}
+
+// udpConn is one UDP socket that reports the interface packets arrive on.
+type udpConn struct {
+	c  *net.UDPConn
+	p4 *ipv4.PacketConn // exactly one of p4, p6
+	p6 *ipv6.PacketConn
+	// single is the one link MDNS runs on, for platforms that do not
+	// report arrival interfaces.
+	single int
+}
+
+// openSockets opens the sockets of each IP version some link runs, and
+// clears a link's version where its group cannot be joined.
+func openSockets(set settings, links []*link, ifaces []net.Interface) (*sockets, error) {
+	s := &sockets{}
+	for fam, v6 := range []bool{false, true} {
+		on := func(l *link) *bool {
+			if v6 {
+				return &l.v6
+			}
+			return &l.v4
+		}
+		var members []*link
+		for _, l := range links {
+			if *on(l) {
+				members = append(members, l)
+			}
+		}
+		if len(members) == 0 {
+			continue
+		}
+		listen, err := openListener(v6, members, ifaces, on, set)
+		if err != nil {
+			set.log.Debug("mdns: cannot listen", "v6", v6, "err", err)
+			for _, l := range members {
+				*on(l) = false
+			}
+			continue
+		}
+		query, err := openQuerier(v6)
+		if err != nil {
+			set.log.Debug("mdns: cannot query", "v6", v6, "err", err)
+			listen.c.Close()
+			for _, l := range members {
+				*on(l) = false
+			}
+			continue
+		}
+		s.listen[fam], s.query[fam] = listen, query
+	}
+	running := 0
+	for _, l := range links {
+		if l.v4 || l.v6 {
+			running++
+		}
+	}
+	if running == 0 {
+		s.close()
+		return nil, fmt.Errorf("%w: cannot open mDNS sockets on any interface", ErrNoInterface)
+	}
+	if running == 1 {
+		for _, c := range s.conns() {
+			for _, l := range links {
+				if l.v4 || l.v6 {
+					c.single = l.index
+				}
+			}
+		}
+	}
+	return s, nil
+}
+
+// openListener binds port 5353 and joins the group on every member link
+// it can, clearing the version of those it cannot.
+func openListener(v6 bool, members []*link, ifaces []net.Interface, on func(*link) *bool, set settings) (*udpConn, error) {
+	network, group := "udp4", group4
+	if v6 {
+		network, group = "udp6", group6
+	}
+	var (
+		c       *net.UDPConn
+		lastErr error
+	)
+	for _, l := range members {
+		if c == nil {
+			var err error
+			// ListenMulticastUDP sets SO_REUSEADDR (and SO_REUSEPORT where
+			// needed) so that every node on the host shares the port.
+			c, err = net.ListenMulticastUDP(network, ifaceByIndex(ifaces, l.index), group)
+			if err != nil {
+				lastErr = err
+				*on(l) = false
+			}
+			continue
+		}
+		ifi := ifaceByIndex(ifaces, l.index)
+		var err error
+		if v6 {
+			err = ipv6.NewPacketConn(c).JoinGroup(ifi, group)
+		} else {
+			err = ipv4.NewPacketConn(c).JoinGroup(ifi, group)
+		}
+		if err != nil {
+			set.log.Debug("mdns: cannot join group", "iface", l.name, "err", err)
+			*on(l) = false
+		}
+	}
+	if c == nil {
+		return nil, lastErr
+	}
+	u, err := newUDPConn(c, v6)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return u, nil
+}
+
+func openQuerier(v6 bool) (*udpConn, error) {
+	network, unspec := "udp4", net.IPv4zero
+	if v6 {
+		network, unspec = "udp6", net.IPv6unspecified
+	}
+	c, err := net.ListenUDP(network, &net.UDPAddr{IP: unspec})
+	if err != nil {
+		return nil, err
+	}
+	u, err := newUDPConn(c, v6)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return u, nil
+}
+
+// newUDPConn sets what RFC 6762 asks of an mDNS socket: IP TTL (hop limit)
+// 255, loopback of our multicast to other nodes on this host, and the
+// arrival interface on each read where the platform tells it.
+func newUDPConn(c *net.UDPConn, v6 bool) (*udpConn, error) {
+	u := &udpConn{c: c}
+	if v6 {
+		u.p6 = ipv6.NewPacketConn(c)
+		if err := u.p6.SetMulticastHopLimit(255); err != nil {
+			return nil, err
+		}
+		if err := u.p6.SetMulticastLoopback(true); err != nil {
+			return nil, err
+		}
+		_ = u.p6.SetControlMessage(ipv6.FlagInterface, true)
+		return u, nil
+	}
+	u.p4 = ipv4.NewPacketConn(c)
+	if err := u.p4.SetMulticastTTL(255); err != nil {
+		return nil, err
+	}
+	if err := u.p4.SetMulticastLoopback(true); err != nil {
+		return nil, err
+	}
+	_ = u.p4.SetControlMessage(ipv4.FlagInterface, true)
+	return u, nil
+}
+
+// send implements sender.
+func (s *sockets) send(p outPacket) error {
+	fam := 0
+	if p.v6 {
+		fam = 1
+	}
+	u := s.listen[fam]
+	if p.kind == sendQuery {
+		u = s.query[fam]
+	}
+	if u == nil {
+		return fmt.Errorf("discovery: mDNS %s on %s: no socket", p.kind, p.link.name)
+	}
+	var err error
+	if p.v6 {
+		_, err = u.p6.WriteTo(p.data, &ipv6.ControlMessage{IfIndex: p.link.index}, group6)
+	} else {
+		_, err = u.p4.WriteTo(p.data, &ipv4.ControlMessage{IfIndex: p.link.index}, group4)
+	}
+	if err != nil {
+		return fmt.Errorf("discovery: mDNS %s on %s: %w", p.kind, p.link.name, err)
+	}
+	return nil
+}
+
+func (s *sockets) conns() []*udpConn {
+	var out []*udpConn
+	for _, u := range append(s.listen[:], s.query[:]...) {
+		if u != nil {
+			out = append(out, u)
+		}
+	}
+	return out
+}
+
+func (s *sockets) close() {
+	for _, u := range s.conns() {
+		u.c.Close()
+	}
+}
+
+// readLoop passes every packet read to in until the socket is closed or
+// done is closed.
+func (u *udpConn) readLoop(in chan<- inPacket, done <-chan struct{}) {
+	buf := make([]byte, maxReadSize)
+	for {
+		n, ifindex, src, err := u.readFrom(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// A transient error (an ICMP error reported on a UDP socket):
+			// go on, without spinning.
+			select {
+			case <-done:
+				return
+			case <-time.After(10 * time.Millisecond):
+			}
+			continue
+		}
+		if ifindex == 0 {
+			ifindex = u.single
+		}
+		select {
+		case in <- inPacket{data: bytes.Clone(buf[:n]), src: src, ifindex: ifindex}:
+		case <-done:
+			return
+		}
+	}
+}
+
+func (u *udpConn) readFrom(b []byte) (n, ifindex int, src netip.AddrPort, err error) {
+	var from net.Addr
+	if u.p6 != nil {
+		var cm *ipv6.ControlMessage
+		n, cm, from, err = u.p6.ReadFrom(b)
+		if cm != nil {
+			ifindex = cm.IfIndex
+		}
+	} else {
+		var cm *ipv4.ControlMessage
+		n, cm, from, err = u.p4.ReadFrom(b)
+		if cm != nil {
+			ifindex = cm.IfIndex
+		}
+	}
+	if ua, ok := from.(*net.UDPAddr); ok {
+		src = ua.AddrPort()
+	}
+	return n, ifindex, src, err
+}
