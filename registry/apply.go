@@ -1,0 +1,218 @@
+package registry
+
+import (
+	"encoding/binary"
+	"fmt"
+	"time"
+)
+
+// Applying what peers send. Every function here runs with r.mu held.
+//
+// An owner's records change by contiguous steps (inc, seq): a Put or Del is
+// applied only on top of seq-1 of the same incarnation (or as seq 1 of a
+// newer one); an older or equal one is a duplicate, dropped and not
+// relayed, which is what keeps cycles free of duplicates; a newer one
+// leaves a gap that a Want fills with a snapshot. A snapshot or a state
+// replaces what is stored when it is newer. What is applied is relayed to
+// the peers that may lack it.
+
+// owner returns the owner id, created empty when unknown.
+func (r *Registry) owner(id string) *owner {
+	o := r.owners[id]
+	if o == nil {
+		o = &owner{id: id, records: map[string]*entry{}, renewed: time.Now()}
+		r.owners[id] = o
+	}
+	return o
+}
+
+// onState applies a node's state: its adjacency, its renewal, its leaving.
+func (r *Registry) onState(l *link, m *message, payload []byte) {
+	l.noteState(m.owner, m.inc, m.beat)
+	if m.owner == r.self.id {
+		return
+	}
+	o := r.owner(m.owner)
+	if m.inc < o.inc {
+		return
+	}
+	if m.inc > o.inc {
+		r.resetOwner(o, m.inc)
+	}
+	if m.beat <= o.beat {
+		return
+	}
+	if o.beat == 0 || o.expired || o.leaving != m.leaving || !samePeers(o.peers, m.peers) {
+		r.dirty = true
+		peers := make(map[string]struct{}, len(m.peers))
+		for _, p := range m.peers {
+			peers[p] = struct{}{}
+		}
+		o.peers = peers
+	}
+	o.beat = m.beat
+	o.leaving = m.leaving
+	o.renewed = time.Now()
+	o.expired = false
+	if o.leaving {
+		r.wipeRecords(o)
+	}
+	r.relay(l, o, false, Rev{o.inc, o.beat}, payload, nil)
+	if !o.leaving && m.seq > o.seq && l.snap == nil {
+		r.want(l, o.id)
+	}
+}
+
+func samePeers(have map[string]struct{}, peers []string) bool {
+	if len(have) != len(peers) {
+		return false
+	}
+	for _, p := range peers {
+		if _, ok := have[p]; !ok {
+			return false
+		}
+	}
+	return true
+}
+
+// onChange applies a Put or a Del.
+func (r *Registry) onChange(l *link, m *message, payload []byte) error {
+	l.noteRecords(m.owner, m.inc, m.seq)
+	if m.owner == r.self.id {
+		return nil
+	}
+	o := r.owner(m.owner)
+	if m.inc < o.inc || (m.inc == o.inc && m.seq <= o.seq) {
+		return nil // stale or duplicate
+	}
+	if !(m.inc == o.inc && m.seq == o.seq+1) && !(m.inc > o.inc && m.seq == 1) {
+		r.want(l, o.id)
+		return nil
+	}
+	if m.typ == msgPut {
+		e := m.recs[0]
+		if _, ok := o.records[e.rec.ID]; !ok && !o.leaving && len(o.records) >= r.cfg.MaxRecordsPerOwner {
+			return fmt.Errorf("%w: owner %s already holds %d records", ErrTooManyRecords, o.id, len(o.records))
+		}
+	}
+	if m.inc > o.inc {
+		r.resetOwner(o, m.inc)
+	}
+	o.seq = m.seq
+	if o.leaving {
+		return nil
+	}
+	if m.typ == msgPut {
+		r.setRecord(o, m.recs[0])
+	} else {
+		r.delRecord(o, m.id)
+	}
+	r.relay(l, o, true, Rev{o.inc, o.seq}, payload, nil)
+	return nil
+}
+
+// onSnap accumulates a snapshot's chunks and applies it whole.
+func (r *Registry) onSnap(l *link, m *message, payload []byte) error {
+	s := l.snap
+	if s == nil {
+		s = &snapshot{owner: m.owner, inc: m.inc, seq: m.seq, recs: map[string]*entry{}}
+		l.snap = s
+	} else if s.owner != m.owner || s.inc != m.inc || s.seq != m.seq {
+		return fmt.Errorf("%w: snapshot chunks of different versions", ErrProtocol)
+	}
+	for _, e := range m.recs {
+		s.recs[e.rec.ID] = e
+	}
+	if len(s.recs) > r.cfg.MaxRecordsPerOwner {
+		return fmt.Errorf("%w: snapshot of %s holds more than %d records", ErrTooManyRecords, s.owner, r.cfg.MaxRecordsPerOwner)
+	}
+	s.frames = append(s.frames, frameOf(payload))
+	if !m.last {
+		return nil
+	}
+	l.snap = nil
+	delete(l.wanted, s.owner)
+	l.noteRecords(s.owner, s.inc, s.seq)
+	if s.owner == r.self.id || s.inc == 0 {
+		return nil
+	}
+	o := r.owner(s.owner)
+	if (Rev{s.inc, s.seq}).Compare(Rev{o.inc, o.seq}) <= 0 {
+		return nil
+	}
+	if s.inc > o.inc {
+		r.resetOwner(o, s.inc)
+	}
+	o.seq = s.seq
+	if o.leaving {
+		return nil
+	}
+	r.replaceRecords(o, s.recs)
+	r.relay(l, o, true, Rev{o.inc, o.seq}, nil, s.frames)
+	return nil
+}
+
+// want asks l's peer for a snapshot of an owner, once at a time.
+func (r *Registry) want(l *link, id string) {
+	if l.wanted[id] {
+		return
+	}
+	f, err := encodeWant(id, r.cfg.MaxMessageBytes)
+	if err != nil {
+		return
+	}
+	l.wanted[id] = true
+	l.enqueue(f)
+}
+
+// relay forwards what was just applied from src about o (one message's
+// payload, or the frames of a snapshot) to each other peer that may lack
+// it: not o itself, not o's own neighbours (o sends them its changes
+// directly), not peers known to have version v already.
+func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byte, frames [][]byte) {
+	for peer, ls := range r.links {
+		if peer == src.peer || peer == o.id || r.neighbours(o, peer) {
+			continue
+		}
+		for _, l := range ls {
+			if !l.ready {
+				continue
+			}
+			k := l.knows(o.id)
+			known := &k.state
+			if records {
+				known = &k.records
+			}
+			if known.Compare(v) >= 0 {
+				continue
+			}
+			*known = v
+			if frames == nil {
+				frames = [][]byte{frameOf(payload)}
+			}
+			l.enqueue(frames...)
+		}
+	}
+}
+
+// neighbours reports whether o and the node p both announce their link.
+func (r *Registry) neighbours(o *owner, p string) bool {
+	if _, ok := o.peers[p]; !ok {
+		return false
+	}
+	po := r.owners[p]
+	if po == nil {
+		return false
+	}
+	_, ok := po.peers[o.id]
+	return ok
+}
+
+// frameOf returns a new frame holding payload.
+func frameOf(payload []byte) []byte {
+	f := make([]byte, frameHeader+len(payload))
+	binary.BigEndian.PutUint32(f, uint32(len(payload)))
+	copy(f[frameHeader:], payload)
+	return f
+}
+

@@ -1,0 +1,498 @@
+package registry
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+)
+
+// protoVersion is the replication protocol's version, sent in Hello.
+const protoVersion = 1
+
+// maxRecordIDBytes bounds a record id on the wire.
+const maxRecordIDBytes = 512
+
+// frameHeader is the size of a frame's length prefix.
+const frameHeader = 4
+
+// msgType is a message's first byte.
+type msgType byte
+
+const (
+	msgHello  msgType = 1 // proto, node id, digest
+	msgState  msgType = 2 // an owner's node state
+	msgPut    msgType = 3 // an owner registered or updated a record
+	msgDel    msgType = 4 // an owner freed a record
+	msgSnap   msgType = 5 // one chunk of an owner's full record set
+	msgSynced msgType = 6 // end of the initial sync
+	msgWant   msgType = 7 // please send a snapshot of an owner
+)
+
+func (t msgType) String() string {
+	switch t {
+	case msgHello:
+		return "hello"
+	case msgState:
+		return "state"
+	case msgPut:
+		return "put"
+	case msgDel:
+		return "del"
+	case msgSnap:
+		return "snap"
+	case msgSynced:
+		return "synced"
+	case msgWant:
+		return "want"
+	}
+	return fmt.Sprintf("type(%d)", byte(t))
+}
+
+// digestEntry is what a node knows of one owner.
+type digestEntry struct {
+	owner          string
+	inc, seq, beat uint64
+}
+
+// message is any decoded protocol message; which fields are set depends on
+// typ.
+type message struct {
+	typ msgType
+
+	// msgHello
+	proto  uint64
+	node   string
+	digest []digestEntry
+
+	// msgState, msgPut, msgDel, msgSnap, msgWant
+	owner string
+	inc   uint64
+	seq   uint64 // records version (State carries the owner's current one)
+
+	// msgState
+	beat    uint64
+	leaving bool
+	peers   []string
+
+	// msgDel
+	id string
+	// msgPut (one) and msgSnap (any number)
+	recs []*entry
+	// msgSnap: the last chunk of a snapshot
+	last bool
+}
+
+// Encoding. Each function returns a whole frame: a 4-byte big-endian length
+// then the payload, which starts with the message type.
+
+func beginFrame(t msgType, sizeHint int) []byte {
+	b := make([]byte, frameHeader, frameHeader+1+sizeHint)
+	return append(b, byte(t))
+}
+
+// endFrame fills in the length prefix and checks the bound.
+func endFrame(b []byte, max int) ([]byte, error) {
+	n := len(b) - frameHeader
+	if n > max {
+		return nil, fmt.Errorf("%w: %s message of %d bytes exceeds %d", ErrMessageTooLarge, msgType(b[frameHeader]), n, max)
+	}
+	binary.BigEndian.PutUint32(b, uint32(n))
+	return b, nil
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+func appendOwner(b []byte, owner string, inc, seq uint64) []byte {
+	b = appendString(b, owner)
+	b = binary.AppendUvarint(b, inc)
+	return binary.AppendUvarint(b, seq)
+}
+
+func appendRecord(b []byte, e *entry) []byte {
+	r := &e.rec
+	b = appendString(b, r.ID)
+	b = appendString(b, r.Name)
+	b = appendString(b, r.Version)
+	b = appendString(b, r.Host)
+	b = binary.AppendUvarint(b, uint64(r.Port))
+	b = binary.AppendUvarint(b, r.Rev.Seq)
+	b = binary.AppendUvarint(b, uint64(len(r.Meta)))
+	for k, v := range r.Meta {
+		b = appendString(b, k)
+		b = appendString(b, v)
+	}
+	return b
+}
+
+// recordSize is an upper bound of appendRecord's output length.
+func recordSize(e *entry) int {
+	r := &e.rec
+	n := 5*10 + len(r.ID) + len(r.Name) + len(r.Version) + len(r.Host)
+	for k, v := range r.Meta {
+		n += 20 + len(k) + len(v)
+	}
+	return n
+}
+
+func encodeHello(node string, digest []digestEntry, max int) ([]byte, error) {
+	hint := 16 + len(node)
+	for _, d := range digest {
+		hint += 30 + len(d.owner)
+	}
+	b := beginFrame(msgHello, hint)
+	b = binary.AppendUvarint(b, protoVersion)
+	b = appendString(b, node)
+	b = binary.AppendUvarint(b, uint64(len(digest)))
+	for _, d := range digest {
+		b = appendString(b, d.owner)
+		b = binary.AppendUvarint(b, d.inc)
+		b = binary.AppendUvarint(b, d.seq)
+		b = binary.AppendUvarint(b, d.beat)
+	}
+	return endFrame(b, max)
+}
+
+func encodeState(owner string, inc, seq, beat uint64, leaving bool, peers []string, max int) ([]byte, error) {
+	hint := 40 + len(owner)
+	for _, p := range peers {
+		hint += 2 + len(p)
+	}
+	b := beginFrame(msgState, hint)
+	b = appendOwner(b, owner, inc, seq)
+	b = binary.AppendUvarint(b, beat)
+	var flags byte
+	if leaving {
+		flags = 1
+	}
+	b = append(b, flags)
+	b = binary.AppendUvarint(b, uint64(len(peers)))
+	for _, p := range peers {
+		b = appendString(b, p)
+	}
+	return endFrame(b, max)
+}
+
+func encodePut(owner string, inc uint64, e *entry, max int) ([]byte, error) {
+	b := beginFrame(msgPut, 30+len(owner)+recordSize(e))
+	b = appendOwner(b, owner, inc, e.rec.Rev.Seq)
+	b = appendRecord(b, e)
+	return endFrame(b, max)
+}
+
+func encodeDel(owner string, inc, seq uint64, id string, max int) ([]byte, error) {
+	b := beginFrame(msgDel, 30+len(owner)+len(id))
+	b = appendOwner(b, owner, inc, seq)
+	b = appendString(b, id)
+	return endFrame(b, max)
+}
+
+// encodeSnap encodes an owner's records as one or more msgSnap frames, each
+// within max; the last has the last flag. Zero records make one frame.
+func encodeSnap(owner string, inc, seq uint64, recs []*entry, max int) ([][]byte, error) {
+	var frames [][]byte
+	head := 30 + len(owner) + 1 + 10
+	for {
+		b := beginFrame(msgSnap, min(max, 4096))
+		b = appendOwner(b, owner, inc, seq)
+		n := 0
+		size := head
+		for n < len(recs) && (n == 0 || size+recordSize(recs[n]) <= max) {
+			size += recordSize(recs[n])
+			n++
+		}
+		last := n == len(recs)
+		if last {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+		b = binary.AppendUvarint(b, uint64(n))
+		for _, e := range recs[:n] {
+			b = appendRecord(b, e)
+		}
+		f, err := endFrame(b, max)
+		if err != nil {
+			return nil, err
+		}
+		frames = append(frames, f)
+		recs = recs[n:]
+		if last {
+			return frames, nil
+		}
+	}
+}
+
+func encodeSynced() []byte {
+	b, _ := endFrame(beginFrame(msgSynced, 0), math.MaxInt32)
+	return b
+}
+
+func encodeWant(owner string, max int) ([]byte, error) {
+	b := beginFrame(msgWant, 2+len(owner))
+	b = appendString(b, owner)
+	return endFrame(b, max)
+}
+
+// Decoding.
+
+// errShort is the decoder's error for truncated input.
+var errShort = errors.New("truncated message")
+
+// readFrame reads one frame from br into buf (grown as needed, never beyond
+// max) and returns its payload. A frame longer than max is an error wrapping
+// ErrMessageTooLarge; the stream is then unusable.
+func readFrame(br *bufio.Reader, buf []byte, max int) ([]byte, error) {
+	var h [frameHeader]byte
+	if _, err := io.ReadFull(br, h[:]); err != nil {
+		return buf, err
+	}
+	n := int(binary.BigEndian.Uint32(h[:]))
+	if n > max {
+		return buf, fmt.Errorf("%w: frame of %d bytes exceeds %d", ErrMessageTooLarge, n, max)
+	}
+	if n == 0 {
+		return buf, fmt.Errorf("%w: empty frame", ErrProtocol)
+	}
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	if _, err := io.ReadFull(br, buf); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return buf, err
+	}
+	return buf, nil
+}
+
+// reader walks a payload. The first error sticks; later reads return zero
+// values.
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) fail(err error) {
+	if r.err == nil {
+		r.err = err
+	}
+}
+
+func (r *reader) uvarint() uint64 {
+	if r.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.fail(errShort)
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) byte() byte {
+	if r.err != nil {
+		return 0
+	}
+	if len(r.b) == 0 {
+		r.fail(errShort)
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+// string reads a string of at most max bytes.
+func (r *reader) string(max int, what string) string {
+	n := r.uvarint()
+	if r.err != nil {
+		return ""
+	}
+	if n > uint64(max) {
+		r.fail(fmt.Errorf("%s of %d bytes exceeds %d", what, n, max))
+		return ""
+	}
+	if n > uint64(len(r.b)) {
+		r.fail(errShort)
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+// count reads an element count, each element taking at least minSize bytes.
+func (r *reader) count(minSize int) int {
+	n := r.uvarint()
+	if r.err != nil {
+		return 0
+	}
+	if n > uint64(len(r.b)/minSize) {
+		r.fail(errShort)
+		return 0
+	}
+	return int(n)
+}
+
+// decoder decodes payloads, enforcing the registry's limits.
+type decoder struct {
+	maxMeta int
+}
+
+// decode parses one payload into m, reusing m's slices. Errors wrap
+// ErrProtocol, or ErrMetadataTooLarge for a record over the limit.
+func (d *decoder) decode(p []byte, m *message) error {
+	*m = message{digest: m.digest[:0], peers: m.peers[:0], recs: m.recs[:0]}
+	if len(p) == 0 {
+		return fmt.Errorf("%w: empty message", ErrProtocol)
+	}
+	m.typ = msgType(p[0])
+	r := &reader{b: p[1:]}
+	switch m.typ {
+	case msgHello:
+		m.proto = r.uvarint()
+		m.node = r.string(MaxIDBytes, "node id")
+		n := r.count(4)
+		for i := 0; i < n && r.err == nil; i++ {
+			var e digestEntry
+			e.owner = r.string(MaxIDBytes, "owner id")
+			e.inc = r.uvarint()
+			e.seq = r.uvarint()
+			e.beat = r.uvarint()
+			m.digest = append(m.digest, e)
+		}
+	case msgState:
+		d.owner(r, m)
+		m.beat = r.uvarint()
+		flags := r.byte()
+		if flags&^1 != 0 {
+			r.fail(fmt.Errorf("unknown state flags %#x", flags))
+		}
+		m.leaving = flags&1 != 0
+		n := r.count(1)
+		for i := 0; i < n && r.err == nil; i++ {
+			m.peers = append(m.peers, r.string(MaxIDBytes, "peer id"))
+		}
+	case msgPut:
+		d.owner(r, m)
+		if e := d.record(r, m); e != nil {
+			if e.rec.Rev.Seq != m.seq {
+				r.fail(fmt.Errorf("put of seq %d carries a record of seq %d", m.seq, e.rec.Rev.Seq))
+			}
+			m.recs = append(m.recs, e)
+		}
+	case msgDel:
+		d.owner(r, m)
+		m.id = r.string(maxRecordIDBytes, "record id")
+	case msgSnap:
+		d.owner(r, m)
+		switch r.byte() {
+		case 0:
+		case 1:
+			m.last = true
+		default:
+			r.fail(errors.New("bad snapshot flag"))
+		}
+		n := r.count(7)
+		for i := 0; i < n && r.err == nil; i++ {
+			if e := d.record(r, m); e != nil {
+				if e.rec.Rev.Seq > m.seq {
+					r.fail(fmt.Errorf("snapshot at seq %d holds a record of seq %d", m.seq, e.rec.Rev.Seq))
+				}
+				m.recs = append(m.recs, e)
+			}
+		}
+	case msgSynced:
+	case msgWant:
+		m.owner = r.string(MaxIDBytes, "owner id")
+	default:
+		return fmt.Errorf("%w: unknown message type %d", ErrProtocol, p[0])
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.fail(fmt.Errorf("%d trailing bytes", len(r.b)))
+	}
+	if r.err != nil {
+		if errors.Is(r.err, ErrMetadataTooLarge) {
+			return fmt.Errorf("%s message: %w", m.typ, r.err)
+		}
+		return fmt.Errorf("%w: %s message: %v", ErrProtocol, m.typ, r.err)
+	}
+	return nil
+}
+
+func (d *decoder) owner(r *reader, m *message) {
+	m.owner = r.string(MaxIDBytes, "owner id")
+	if r.err == nil && m.owner == "" {
+		r.fail(errors.New("empty owner id"))
+	}
+	m.inc = r.uvarint()
+	m.seq = r.uvarint()
+}
+
+// record reads one record of owner m.owner, validating it.
+func (d *decoder) record(r *reader, m *message) *entry {
+	e := &entry{}
+	rec := &e.rec
+	rec.Owner = m.owner
+	rec.Rev.Incarnation = m.inc
+	rec.ID = r.string(maxRecordIDBytes, "record id")
+	rec.Name = r.string(MaxNameBytes, "name")
+	rec.Version = r.string(maxVersionBytes, "version")
+	rec.Host = r.string(MaxHostBytes, "host")
+	port := r.uvarint()
+	rec.Rev.Seq = r.uvarint()
+	n := r.count(2)
+	if r.err != nil {
+		return nil
+	}
+	if port > 65535 {
+		r.fail(fmt.Errorf("port %d out of range", port))
+		return nil
+	}
+	rec.Port = int(port)
+	if rec.ID == "" {
+		r.fail(errors.New("empty record id"))
+		return nil
+	}
+	if err := checkName(rec.Name); err != nil {
+		r.fail(err)
+		return nil
+	}
+	v, err := parseVersion(rec.Version)
+	if err != nil {
+		r.fail(err)
+		return nil
+	}
+	if v.String() != rec.Version {
+		r.fail(fmt.Errorf("version %q is not canonical", rec.Version))
+		return nil
+	}
+	e.ver = v
+	size := 0
+	if n > 0 {
+		rec.Meta = make(map[string]string, n)
+	}
+	for i := 0; i < n && r.err == nil; i++ {
+		k := r.string(d.maxMeta, "metadata key")
+		val := r.string(d.maxMeta, "metadata value")
+		size += len(k) + len(val)
+		if size > d.maxMeta {
+			r.fail(fmt.Errorf("%w: record %q has more than %d bytes", ErrMetadataTooLarge, rec.ID, d.maxMeta))
+			return nil
+		}
+		rec.Meta[k] = val
+	}
+	if r.err != nil {
+		return nil
+	}
+	return e
+}

@@ -1,0 +1,178 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+)
+
+// EventKind says what an Event reports.
+type EventKind int
+
+const (
+	// Registered: a record became visible on this node (registered, or its
+	// owner became reachable again).
+	Registered EventKind = iota + 1
+	// Updated: a visible record's metadata changed.
+	Updated
+	// Freed: a record stopped being visible on this node (freed by its
+	// owner, its owner left, became unreachable or stopped renewing).
+	Freed
+	// Synced: the initial sync from Event.Peer has been applied. Only
+	// Config.OnEvent receives it.
+	Synced
+	// Overflowed: the Watch channel's consumer fell Config.WatchBuffer
+	// events behind; this is the channel's last event before it is closed.
+	Overflowed
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case Registered:
+		return "registered"
+	case Updated:
+		return "updated"
+	case Freed:
+		return "freed"
+	case Synced:
+		return "synced"
+	case Overflowed:
+		return "overflowed"
+	}
+	return fmt.Sprintf("EventKind(%d)", int(k))
+}
+
+// Event is a change as this node sees it.
+type Event struct {
+	Kind EventKind
+	// Record is the record registered, updated or freed (for Freed, its
+	// last known content). The receiver owns it.
+	Record Record
+	// Peer is the peer whose initial sync completed (Synced only).
+	Peer string
+}
+
+// watcher is one Watch call.
+type watcher struct {
+	q      Query
+	ch     chan Event
+	stop   func() bool // stops the context.AfterFunc
+	closed bool
+}
+
+// Watch returns a channel that first receives a Registered event for every
+// record matching query at the time of the call, then every Registered,
+// Updated and Freed event of matching records, each once and in the order
+// this node applies them. The channel is closed when ctx ends or the
+// registry closes.
+//
+// Delivery never blocks the registry: Config.WatchBuffer events are
+// buffered beyond the initial ones; a consumer that falls that far behind
+// receives a final Overflowed event and the channel is closed (call Watch
+// again to resume; the new channel starts with the current records).
+//
+// Errors: ErrBadQuery, ErrClosed.
+func (r *Registry) Watch(ctx context.Context, query string) (<-chan Event, error) {
+	q, err := ParseQuery(query)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	current := r.match(&q)
+	w := &watcher{q: q, ch: make(chan Event, len(current)+r.cfg.WatchBuffer)}
+	for _, rec := range current {
+		w.ch <- Event{Kind: Registered, Record: rec}
+	}
+	r.watchers[w] = struct{}{}
+	r.wg.Add(1)
+	w.stop = context.AfterFunc(ctx, func() {
+		defer r.wg.Done()
+		r.mu.Lock()
+		r.closeWatcher(w)
+		r.mu.Unlock()
+	})
+	return w.ch, nil
+}
+
+// closeWatcher closes w's channel once. r.mu is held.
+func (r *Registry) closeWatcher(w *watcher) {
+	if w.closed {
+		return
+	}
+	w.closed = true
+	close(w.ch)
+	delete(r.watchers, w)
+}
+
+// emit reports a record event to the watchers, OnEvent and waiting
+// Lookups. r.mu is held.
+func (r *Registry) emit(kind EventKind, e *entry) {
+	for w := range r.watchers {
+		if !w.q.matches(e) {
+			continue
+		}
+		if len(w.ch) >= cap(w.ch)-1 {
+			w.ch <- Event{Kind: Overflowed}
+			if w.stop() {
+				r.wg.Done()
+			}
+			r.closeWatcher(w)
+			r.log.Warn("registry: watcher overflowed, channel closed", "query", w.q.String())
+			continue
+		}
+		w.ch <- Event{Kind: kind, Record: e.record()}
+	}
+	if r.cfg.OnEvent != nil {
+		r.queueEvent(Event{Kind: kind, Record: e.record()})
+	}
+	if r.changed != nil && kind != Freed {
+		close(r.changed)
+		r.changed = nil
+	}
+}
+
+// queueEvent queues ev for Config.OnEvent.
+func (r *Registry) queueEvent(ev Event) {
+	if r.cfg.OnEvent == nil {
+		return
+	}
+	r.evmu.Lock()
+	r.events = append(r.events, ev)
+	r.evmu.Unlock()
+	select {
+	case r.evwake <- struct{}{}:
+	default:
+	}
+}
+
+// dispatchLoop calls Config.OnEvent for each queued event, in order, until
+// Close; it delivers what is queued before it stops.
+func (r *Registry) dispatchLoop() {
+	defer r.wg.Done()
+	var batch []Event
+	for {
+		r.evmu.Lock()
+		batch, r.events = r.events, batch[:0]
+		r.evmu.Unlock()
+		for i, ev := range batch {
+			r.cfg.OnEvent(ev)
+			batch[i] = Event{}
+		}
+		if len(batch) > 0 {
+			continue
+		}
+		select {
+		case <-r.evwake:
+		case <-r.evstop:
+			r.evmu.Lock()
+			n := len(r.events)
+			r.evmu.Unlock()
+			if n == 0 {
+				return
+			}
+		}
+	}
+}

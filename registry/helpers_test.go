@@ -1,0 +1,194 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"maps"
+	"net"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+)
+
+// quiet is a logger for tests; set REGISTRY_TEST_LOG=1 to see the logs.
+var quiet = slog.New(slog.DiscardHandler)
+
+// node is a Registry under test with a log of every event it emitted.
+type node struct {
+	*Registry
+	mu     sync.Mutex
+	events []Event
+	wake   chan struct{}
+}
+
+// newNode starts a registry with fast timers, closed at the end of the test.
+func newNode(t testing.TB, id string, opts ...func(*Config)) *node {
+	t.Helper()
+	n := &node{wake: make(chan struct{}, 1)}
+	cfg := LocalConfig(id)
+	cfg.Logger = quiet
+	cfg.OnEvent = func(ev Event) {
+		n.mu.Lock()
+		n.events = append(n.events, ev)
+		n.mu.Unlock()
+		select {
+		case n.wake <- struct{}{}:
+		default:
+		}
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	r, err := New(cfg)
+	if err != nil {
+		t.Fatalf("New(%q): %v", id, err)
+	}
+	n.Registry = r
+	t.Cleanup(func() { r.Close() })
+	return n
+}
+
+// eventsOf returns the events of kind seen so far.
+func (n *node) eventsOf(kind EventKind) []Event {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	var out []Event
+	for _, ev := range n.events {
+		if ev.Kind == kind {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// count returns how many events of kind concern record id.
+func (n *node) count(kind EventKind, id string) int {
+	c := 0
+	for _, ev := range n.eventsOf(kind) {
+		if ev.Record.ID == id {
+			c++
+		}
+	}
+	return c
+}
+
+// testLink is a pair of Serve calls over net.Pipe.
+type testLink struct {
+	a, b       *node
+	ca, cb     net.Conn
+	errA, errB chan error
+	once       sync.Once
+}
+
+// connect links a and b in memory; the link is cut at the end of the test.
+func connect(t testing.TB, a, b *node) *testLink {
+	t.Helper()
+	ca, cb := net.Pipe()
+	l := &testLink{a: a, b: b, ca: ca, cb: cb, errA: make(chan error, 1), errB: make(chan error, 1)}
+	go func() { l.errA <- a.Serve(context.Background(), b.ID(), ca) }()
+	go func() { l.errB <- b.Serve(context.Background(), a.ID(), cb) }()
+	t.Cleanup(l.cut)
+	return l
+}
+
+// cut closes both ends and waits for both Serve calls to return.
+func (l *testLink) cut() {
+	l.once.Do(func() {
+		l.ca.Close()
+		l.cb.Close()
+		<-l.errA
+		<-l.errB
+	})
+}
+
+// connectSynced links a and b and waits until each has applied the other's
+// sync.
+func connectSynced(t testing.TB, a, b *node) *testLink {
+	t.Helper()
+	na, nb := len(a.syncedWith(b.ID())), len(b.syncedWith(a.ID()))
+	l := connect(t, a, b)
+	waitFor(t, "sync "+a.ID()+"-"+b.ID(), func() bool {
+		return len(a.syncedWith(b.ID())) > na && len(b.syncedWith(a.ID())) > nb
+	})
+	return l
+}
+
+func (n *node) syncedWith(peer string) []Event {
+	var out []Event
+	for _, ev := range n.eventsOf(Synced) {
+		if ev.Peer == peer {
+			out = append(out, ev)
+		}
+	}
+	return out
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		<-tick.C
+	}
+}
+
+// ids returns the ids of the records n sees for query.
+func (n *node) ids(t testing.TB, query string) []string {
+	t.Helper()
+	recs, err := n.Services(query)
+	if err != nil {
+		t.Fatalf("Services(%q): %v", query, err)
+	}
+	out := make([]string, len(recs))
+	for i, r := range recs {
+		out[i] = r.ID
+	}
+	slices.Sort(out)
+	return out
+}
+
+// has reports whether n sees the record id.
+func (n *node) has(t testing.TB, id string) bool {
+	return slices.Contains(n.ids(t, ""), id)
+}
+
+// register registers a service or fails the test.
+func (n *node) register(t testing.TB, role string, port int, meta map[string]string) Record {
+	t.Helper()
+	rec, err := n.Register(Service{Role: role, Host: "127.0.0.1", Port: port, Meta: meta})
+	if err != nil {
+		t.Fatalf("%s: Register(%q): %v", n.ID(), role, err)
+	}
+	return rec
+}
+
+// peersOf returns the adjacency n holds for owner.
+func (n *node) peersOf(owner string) []string {
+	n.mu.Lock() // only to order with events; the registry has its own lock
+	n.mu.Unlock()
+	n.Registry.mu.Lock()
+	defer n.Registry.mu.Unlock()
+	o := n.Registry.owners[owner]
+	if o == nil {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(o.peers))
+}
+
+// drain reads and discards everything from c until it fails.
+func drain(c io.Reader) {
+	io.Copy(io.Discard, c)
+}
+
+// isClosedErr reports whether err means the registry or a conn closed.
+func isClosedErr(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)
+}

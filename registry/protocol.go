@@ -1,0 +1,329 @@
+package registry
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"slices"
+)
+
+// Serve runs the replication protocol with the directly linked node peer
+// over conn, one stream of the link between them; the peer runs Serve on the
+// other end with this node's id. Both ends first send what they know that
+// the other lacks (Config.OnEvent then receives Event{Kind: Synced}), then
+// push every change as it happens, their own and those they relay.
+//
+// conn must be a reliable, ordered byte stream (a yamux stream, a TCP
+// connection, net.Pipe); Serve reads it from the calling goroutine and
+// writes it from one goroutine of its own, and closes it before returning.
+// Serve returns when conn fails or reaches EOF (nil for a clean EOF), when
+// ctx ends (ctx.Err()), when the registry closes (ErrClosed), or when the
+// peer breaks the protocol or the limits (an error wrapping ErrProtocol,
+// ErrMessageTooLarge, ErrMetadataTooLarge or ErrTooManyRecords, logged at
+// Warn) or falls too far behind (ErrSlowPeer).
+//
+// Several Serve calls for the same peer may run at once (a link being
+// replaced); the peer counts as linked while at least one has completed
+// its handshake. An invalid peer id (empty, too long, this node's) returns
+// ErrBadPeer at once.
+func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteCloser) error {
+	if peer == "" || len(peer) > MaxIDBytes || peer == r.cfg.ID {
+		conn.Close()
+		return fmt.Errorf("%w: %q", ErrBadPeer, peer)
+	}
+	l := newLink(peer, conn)
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		conn.Close()
+		return ErrClosed
+	}
+	hello, err := encodeHello(r.cfg.ID, r.digest(), r.cfg.MaxMessageBytes)
+	if err != nil {
+		r.mu.Unlock()
+		conn.Close()
+		return err
+	}
+	l.enqueue(hello)
+	r.links[peer] = append(r.links[peer], l)
+	r.serving.Add(1)
+	r.mu.Unlock()
+	defer r.serving.Done()
+
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		select {
+		case <-ctx.Done():
+		case <-r.done:
+		case <-l.stop:
+		}
+		conn.Close()
+	}()
+	go l.writeLoop()
+	r.log.Debug("registry: link up", "peer", peer)
+
+	err = r.readLoop(l)
+
+	close(l.stop)
+	conn.Close()
+	<-l.writerDone
+	<-watchDone
+	r.mu.Lock()
+	r.dropLink(l)
+	closed := r.closed
+	r.mu.Unlock()
+
+	switch {
+	case closed:
+		err = ErrClosed
+	case ctx.Err() != nil:
+		err = ctx.Err()
+	case l.failure() != nil:
+		err = fmt.Errorf("registry: link to %s: %w", peer, l.failure())
+		r.log.Warn("registry: peer too slow, link closed", "peer", peer)
+	case errors.Is(err, io.EOF):
+		err = nil
+	case errors.Is(err, ErrProtocol), errors.Is(err, ErrMessageTooLarge),
+		errors.Is(err, ErrMetadataTooLarge), errors.Is(err, ErrTooManyRecords):
+		r.log.Warn("registry: peer refused, link closed", "peer", peer, "err", err)
+		err = fmt.Errorf("registry: link to %s: %w", peer, err)
+	case err != nil:
+		err = fmt.Errorf("registry: link to %s: %w", peer, err)
+	}
+	r.log.Debug("registry: link down", "peer", peer, "err", err)
+	return err
+}
+
+// readLoop reads and applies messages until an error.
+func (r *Registry) readLoop(l *link) error {
+	br := bufio.NewReaderSize(l.conn, 32<<10)
+	var buf []byte
+	var m message
+	for {
+		var err error
+		buf, err = readFrame(br, buf, r.cfg.MaxMessageBytes)
+		if err != nil {
+			return err
+		}
+		if err := r.dec.decode(buf, &m); err != nil {
+			return err
+		}
+		r.mu.Lock()
+		err = r.handle(l, &m, buf)
+		if r.dirty {
+			r.recompute()
+		}
+		r.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// handle applies one message from l's peer. payload is the raw message,
+// valid until the next read. r.mu is held.
+func (r *Registry) handle(l *link, m *message, payload []byte) error {
+	if r.closed {
+		return nil
+	}
+	if !l.hello && m.typ != msgHello {
+		return fmt.Errorf("%w: %s message before hello", ErrProtocol, m.typ)
+	}
+	if l.snap != nil && m.typ != msgSnap {
+		return fmt.Errorf("%w: %s message inside a snapshot", ErrProtocol, m.typ)
+	}
+	switch m.typ {
+	case msgHello:
+		return r.onHello(l, m)
+	case msgState:
+		r.onState(l, m, payload)
+	case msgPut, msgDel:
+		return r.onChange(l, m, payload)
+	case msgSnap:
+		return r.onSnap(l, m, payload)
+	case msgSynced:
+		if l.synced {
+			return fmt.Errorf("%w: second synced", ErrProtocol)
+		}
+		l.synced = true
+		r.log.Debug("registry: synced", "peer", l.peer)
+		r.queueEvent(Event{Kind: Synced, Peer: l.peer})
+	case msgWant:
+		r.onWant(l, m.owner)
+	}
+	return nil
+}
+
+// onHello checks the peer's Hello, makes it adjacent and queues our sync:
+// every owner's records and state that its digest shows it lacks.
+func (r *Registry) onHello(l *link, m *message) error {
+	if l.hello {
+		return fmt.Errorf("%w: second hello", ErrProtocol)
+	}
+	if m.proto != protoVersion {
+		return fmt.Errorf("%w: peer speaks version %d, want %d", ErrProtocol, m.proto, protoVersion)
+	}
+	if m.node != l.peer {
+		return fmt.Errorf("%w: peer says it is %q, expected %q", ErrProtocol, m.node, l.peer)
+	}
+	l.hello = true
+	for _, d := range m.digest {
+		k := l.knows(d.owner)
+		k.records = Rev{d.inc, d.seq}
+		k.state = Rev{d.inc, d.beat}
+		// A peer that restarted: its old incarnation is gone for good,
+		// before it can look reachable again through this link.
+		if o := r.owners[d.owner]; d.owner == l.peer && o != nil && d.inc > o.inc {
+			r.resetOwner(o, d.inc)
+		}
+	}
+	if r.adjacent(l.peer) == 1 {
+		r.self.peers[l.peer] = struct{}{}
+		r.bumpState()
+	}
+	var frames [][]byte
+	for _, o := range r.owners {
+		if o.id == l.peer || o.inc == 0 || (o.expired && o != r.self) {
+			continue
+		}
+		k := l.knows(o.id)
+		if v := (Rev{o.inc, o.seq}); v.Compare(k.records) > 0 {
+			fs, err := r.snapFrames(o)
+			if err != nil {
+				return err
+			}
+			frames = append(frames, fs...)
+			k.records = v
+		}
+		if v := (Rev{o.inc, o.beat}); o.beat > 0 && v.Compare(k.state) > 0 {
+			f, err := r.stateFrame(o)
+			if err != nil {
+				return err
+			}
+			frames = append(frames, f)
+			k.state = v
+		}
+	}
+	frames = append(frames, encodeSynced())
+	l.enqueueSync(true, frames)
+	l.ready = true
+	r.dirty = true
+	return nil
+}
+
+// adjacent returns how many of peer's links have completed the handshake.
+// r.mu is held.
+func (r *Registry) adjacent(peer string) int {
+	n := 0
+	for _, l := range r.links[peer] {
+		if l.hello {
+			n++
+		}
+	}
+	return n
+}
+
+// dropLink forgets an ended link; the last one of a peer makes it no
+// longer adjacent. r.mu is held.
+func (r *Registry) dropLink(l *link) {
+	r.links[l.peer] = slices.DeleteFunc(r.links[l.peer], func(x *link) bool { return x == l })
+	if len(r.links[l.peer]) == 0 {
+		delete(r.links, l.peer)
+	}
+	if l.hello && r.adjacent(l.peer) == 0 {
+		delete(r.self.peers, l.peer)
+		r.dirty = true
+		if !r.closed {
+			r.bumpState()
+		}
+	}
+	if r.dirty && !r.closed {
+		r.recompute()
+	}
+}
+
+// onWant answers a peer that missed changes of an owner with a snapshot of
+// it (empty at version 0 when this node does not know the owner).
+func (r *Registry) onWant(l *link, id string) {
+	o := r.owners[id]
+	if o == nil || o.inc == 0 || id == l.peer {
+		f, _ := encodeSnap(id, 0, 0, nil, r.cfg.MaxMessageBytes)
+		l.enqueue(f...)
+		return
+	}
+	frames, err := r.snapFrames(o)
+	if err != nil {
+		r.log.Warn("registry: cannot encode snapshot", "owner", id, "err", err)
+		return
+	}
+	l.noteRecords(o.id, o.inc, o.seq)
+	if o.beat > 0 {
+		if f, err := r.stateFrame(o); err == nil {
+			frames = append(frames, f)
+			l.noteState(o.id, o.inc, o.beat)
+		}
+	}
+	l.enqueue(frames...)
+}
+
+// digest lists what this node knows, for its Hello. r.mu is held.
+func (r *Registry) digest() []digestEntry {
+	d := make([]digestEntry, 0, len(r.owners))
+	for _, o := range r.owners {
+		if o.inc == 0 || (o.expired && o != r.self) {
+			continue
+		}
+		d = append(d, digestEntry{owner: o.id, inc: o.inc, seq: o.seq, beat: o.beat})
+	}
+	return d
+}
+
+// snapFrames encodes o's records. r.mu is held.
+func (r *Registry) snapFrames(o *owner) ([][]byte, error) {
+	recs := slices.Collect(maps.Values(o.records))
+	return encodeSnap(o.id, o.inc, o.seq, recs, r.cfg.MaxMessageBytes)
+}
+
+// stateFrame encodes o's state. r.mu is held.
+func (r *Registry) stateFrame(o *owner) ([]byte, error) {
+	peers := slices.Sorted(maps.Keys(o.peers))
+	return encodeState(o.id, o.inc, o.seq, o.beat, o.leaving, peers, r.cfg.MaxMessageBytes)
+}
+
+// ownState encodes this node's state. r.mu is held.
+func (r *Registry) ownState() ([]byte, error) { return r.stateFrame(r.self) }
+
+// bumpState issues a new version of this node's state and pushes it.
+// r.mu is held.
+func (r *Registry) bumpState() {
+	r.self.beat++
+	f, err := r.ownState()
+	if err != nil {
+		r.log.Warn("registry: cannot encode own state", "err", err)
+		return
+	}
+	r.pushOwn(f, false)
+}
+
+// pushOwn sends a frame about this node's own records or state to every
+// peer whose sync is queued. r.mu is held.
+func (r *Registry) pushOwn(frame []byte, records bool) {
+	o := r.self
+	for _, ls := range r.links {
+		for _, l := range ls {
+			if !l.ready {
+				continue
+			}
+			if records {
+				l.noteRecords(o.id, o.inc, o.seq)
+			} else {
+				l.noteState(o.id, o.inc, o.beat)
+			}
+			l.enqueue(frame)
+		}
+	}
+}

@@ -1,0 +1,391 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Registry is one node's replica of the cluster's service registry. Create
+// it with New, connect it to directly linked peers with Serve, and Close it
+// when done. Its methods are safe for concurrent use.
+type Registry struct {
+	cfg Config
+	log *slog.Logger
+	dec decoder
+
+	mu       sync.Mutex
+	closed   bool
+	self     *owner
+	owners   map[string]*owner            // every owner known, self included
+	links    map[string][]*link           // by peer: every running Serve
+	visible  map[string]map[string]*entry // by name, by id: the records of live owners
+	ports    map[int]string               // own non-zero ports → record id
+	watchers map[*watcher]struct{}
+	changed  chan struct{} // closed on the next register/update; nil when no Lookup waits
+	dirty    bool          // liveness must be recomputed
+	reach    map[string]bool
+	queue    []string
+
+	evmu   sync.Mutex
+	events []Event // queued for Config.OnEvent
+	evwake chan struct{}
+
+	closing   chan struct{} // closed when Close starts
+	done      chan struct{} // closed when the goodbye is flushed: links and timers stop
+	evstop    chan struct{} // closed when the dispatcher should drain and stop
+	closeDone chan struct{} // closed when Close has finished
+	wg        sync.WaitGroup
+	serving   sync.WaitGroup
+
+	rr atomic.Uint64 // Dial's round-robin counter
+}
+
+// owner is what this node knows of one node's records and state.
+type owner struct {
+	id      string
+	inc     uint64              // incarnation of everything below
+	seq     uint64              // version of records (contiguous changes)
+	beat    uint64              // version of the state; 0 = no state known
+	leaving bool                // the node closed
+	peers   map[string]struct{} // its adjacency, as it announced it
+	records map[string]*entry
+	renewed time.Time // when beat last rose here
+	expired bool      // not renewed within Lifetime
+	live    bool      // reachable and renewed: its records are visible
+}
+
+// lastIncarnation makes incarnations unique and increasing in a process,
+// even when the clock does not move (synctest) or steps back.
+var lastIncarnation atomic.Uint64
+
+func newIncarnation() uint64 {
+	now := uint64(time.Now().UnixNano())
+	for {
+		old := lastIncarnation.Load()
+		n := max(now, old+1)
+		if lastIncarnation.CompareAndSwap(old, n) {
+			return n
+		}
+	}
+}
+
+// New returns a running Registry for the node cfg.ID, linked to nobody yet.
+// It returns an error wrapping ErrConfig for an invalid Config.
+func New(cfg Config) (*Registry, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	r := &Registry{
+		cfg:       cfg,
+		log:       cfg.Logger.With("node", cfg.ID),
+		dec:       decoder{maxMeta: cfg.MaxMetadataBytes},
+		owners:    map[string]*owner{},
+		links:     map[string][]*link{},
+		visible:   map[string]map[string]*entry{},
+		ports:     map[int]string{},
+		watchers:  map[*watcher]struct{}{},
+		reach:     map[string]bool{},
+		evwake:    make(chan struct{}, 1),
+		closing:   make(chan struct{}),
+		done:      make(chan struct{}),
+		evstop:    make(chan struct{}),
+		closeDone: make(chan struct{}),
+	}
+	r.self = &owner{
+		id:      cfg.ID,
+		inc:     newIncarnation(),
+		beat:    1,
+		peers:   map[string]struct{}{},
+		records: map[string]*entry{},
+		renewed: time.Now(),
+		live:    true,
+	}
+	r.owners[cfg.ID] = r.self
+	r.wg.Add(2)
+	go r.heartbeatLoop()
+	go r.dispatchLoop()
+	return r, nil
+}
+
+// ID returns this node's id.
+func (r *Registry) ID() string { return r.cfg.ID }
+
+// Register registers a service owned by this node and pushes it to every
+// peer at once. It returns the record as registered.
+//
+// Errors: ErrBadRole (malformed Role), ErrBadService (port out of range,
+// host too long), ErrMetadataTooLarge, ErrTooManyRecords (this node holds
+// Config.MaxRecordsPerOwner records), ErrPortTaken (this node already
+// registered Port), ErrClosed.
+func (r *Registry) Register(s Service) (Record, error) {
+	name, ver, err := ParseRole(s.Role)
+	if err != nil {
+		return Record{}, err
+	}
+	v, _ := parseVersion(ver)
+	host := s.Host
+	if host == "" {
+		host = r.cfg.Host
+	}
+	if len(host) > MaxHostBytes {
+		return Record{}, fmt.Errorf("%w: host longer than %d bytes", ErrBadService, MaxHostBytes)
+	}
+	if s.Port < 0 || s.Port > 65535 {
+		return Record{}, fmt.Errorf("%w: port %d out of range", ErrBadService, s.Port)
+	}
+	if n := metaSize(s.Meta); n > r.cfg.MaxMetadataBytes {
+		return Record{}, fmt.Errorf("%w: %d bytes, limit %d", ErrMetadataTooLarge, n, r.cfg.MaxMetadataBytes)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return Record{}, ErrClosed
+	}
+	o := r.self
+	if len(o.records) >= r.cfg.MaxRecordsPerOwner {
+		return Record{}, fmt.Errorf("%w: limit %d", ErrTooManyRecords, r.cfg.MaxRecordsPerOwner)
+	}
+	if id, ok := r.ports[s.Port]; ok && s.Port != 0 {
+		return Record{}, fmt.Errorf("%w: port %d (record %s)", ErrPortTaken, s.Port, id)
+	}
+	seq := o.seq + 1
+	e := &entry{
+		rec: Record{
+			ID:      o.id + "/" + strconv.FormatUint(o.inc, 36) + "." + strconv.FormatUint(seq, 10),
+			Name:    name,
+			Version: ver,
+			Owner:   o.id,
+			Host:    host,
+			Port:    s.Port,
+			Meta:    cloneMeta(s.Meta),
+			Rev:     Rev{Incarnation: o.inc, Seq: seq},
+		},
+		ver: v,
+	}
+	frame, err := encodePut(o.id, o.inc, e, r.cfg.MaxMessageBytes)
+	if err != nil {
+		return Record{}, err
+	}
+	o.seq = seq
+	if s.Port != 0 {
+		r.ports[s.Port] = e.rec.ID
+	}
+	r.setRecord(o, e)
+	r.pushOwn(frame, true)
+	return e.record(), nil
+}
+
+// Update replaces the metadata of a record this node owns and pushes the
+// change to every peer. It returns the updated record.
+//
+// Errors: ErrNotOwner (another node's record; nothing changes),
+// ErrNotFound, ErrMetadataTooLarge, ErrClosed.
+func (r *Registry) Update(id string, meta map[string]string) (Record, error) {
+	if n := metaSize(meta); n > r.cfg.MaxMetadataBytes {
+		return Record{}, fmt.Errorf("%w: %d bytes, limit %d", ErrMetadataTooLarge, n, r.cfg.MaxMetadataBytes)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	old, err := r.ownRecord(id)
+	if err != nil {
+		return Record{}, err
+	}
+	o := r.self
+	e := &entry{rec: old.rec, ver: old.ver}
+	e.rec.Meta = cloneMeta(meta)
+	e.rec.Rev.Seq = o.seq + 1
+	frame, err := encodePut(o.id, o.inc, e, r.cfg.MaxMessageBytes)
+	if err != nil {
+		return Record{}, err
+	}
+	o.seq++
+	r.setRecord(o, e)
+	r.pushOwn(frame, true)
+	return e.record(), nil
+}
+
+// Free frees a record this node owns, here and on every peer at once.
+//
+// Errors: ErrNotOwner (another node's record: nothing changes, here or
+// anywhere), ErrNotFound, ErrClosed.
+func (r *Registry) Free(id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, err := r.ownRecord(id)
+	if err != nil {
+		return err
+	}
+	o := r.self
+	frame, err := encodeDel(o.id, o.inc, o.seq+1, id, r.cfg.MaxMessageBytes)
+	if err != nil {
+		return err
+	}
+	o.seq++
+	if r.ports[e.rec.Port] == id {
+		delete(r.ports, e.rec.Port)
+	}
+	r.delRecord(o, id)
+	r.pushOwn(frame, true)
+	return nil
+}
+
+// ownRecord returns this node's record id, or why it cannot be changed.
+// r.mu is held.
+func (r *Registry) ownRecord(id string) (*entry, error) {
+	if r.closed {
+		return nil, ErrClosed
+	}
+	if e, ok := r.self.records[id]; ok {
+		return e, nil
+	}
+	for _, o := range r.owners {
+		if _, ok := o.records[id]; ok {
+			return nil, fmt.Errorf("%w: record %s belongs to %s", ErrNotOwner, id, o.id)
+		}
+	}
+	return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
+}
+
+// Services returns the records that match query and whose owners are live,
+// sorted by name, version, owner and id. The records are copies.
+//
+// Errors: ErrBadQuery, ErrClosed.
+func (r *Registry) Services(query string) ([]Record, error) {
+	q, err := ParseQuery(query)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	return r.match(&q), nil
+}
+
+// match returns copies of the visible records matching q. r.mu is held.
+func (r *Registry) match(q *Query) []Record {
+	var found []*entry
+	collect := func(byID map[string]*entry) {
+		for _, e := range byID {
+			if q.matches(e) {
+				found = append(found, e)
+			}
+		}
+	}
+	if q.Name != "" {
+		collect(r.visible[q.Name])
+	} else {
+		for _, byID := range r.visible {
+			collect(byID)
+		}
+	}
+	slices.SortFunc(found, compareEntries)
+	out := make([]Record, len(found))
+	for i, e := range found {
+		out[i] = e.record()
+	}
+	return out
+}
+
+// Lookup returns the records matching query as Services does, waiting
+// until there is at least one.
+//
+// Errors: ErrBadQuery, ErrClosed, or ctx.Err() when ctx ends first.
+func (r *Registry) Lookup(ctx context.Context, query string) ([]Record, error) {
+	q, err := ParseQuery(query)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		r.mu.Lock()
+		if r.closed {
+			r.mu.Unlock()
+			return nil, ErrClosed
+		}
+		if found := r.match(&q); len(found) > 0 {
+			r.mu.Unlock()
+			return found, nil
+		}
+		if r.changed == nil {
+			r.changed = make(chan struct{})
+		}
+		changed := r.changed
+		r.mu.Unlock()
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-r.closing:
+		}
+	}
+}
+
+// Close frees this node's records on every peer at once (it sends a
+// "leaving" state, waiting at most one Heartbeat for it to be written),
+// closes every link, which makes the Serve calls return ErrClosed, closes
+// the Watch channels and waits for every goroutine the registry started
+// and every Serve call to end. It is idempotent and always returns nil.
+func (r *Registry) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		<-r.closeDone
+		return nil
+	}
+	r.closed = true
+	close(r.closing)
+	o := r.self
+	o.leaving = true
+	o.beat++
+	frame, err := r.ownState()
+	var links []*link
+	for _, ls := range r.links {
+		for _, l := range ls {
+			if err == nil && l.ready {
+				l.enqueue(frame)
+			}
+			l.finish()
+			links = append(links, l)
+		}
+	}
+	for w := range r.watchers {
+		if w.stop() {
+			r.wg.Done()
+		}
+		r.closeWatcher(w)
+	}
+	r.mu.Unlock()
+
+	flush := time.NewTimer(r.cfg.Heartbeat)
+	for _, l := range links {
+		select {
+		case <-l.writerDone:
+			continue
+		case <-flush.C:
+		}
+		break
+	}
+	flush.Stop()
+	close(r.done)
+	r.serving.Wait()
+	close(r.evstop)
+	r.wg.Wait()
+	close(r.closeDone)
+	return nil
+}
+
+func cloneMeta(m map[string]string) map[string]string {
+	c := make(map[string]string, len(m))
+	for k, v := range m {
+		c[k] = v
+	}
+	return c
+}

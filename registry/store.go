@@ -1,0 +1,103 @@
+package registry
+
+// The functions here change what this node stores of an owner, keeping the
+// index of visible records and emitting events. r.mu is held.
+
+// setRecord stores e (new or replacing a record with the same id).
+func (r *Registry) setRecord(o *owner, e *entry) {
+	old := o.records[e.rec.ID]
+	o.records[e.rec.ID] = e
+	if !o.live {
+		return
+	}
+	if old != nil {
+		r.index(old, false)
+	}
+	r.index(e, true)
+	if old != nil {
+		r.emit(Updated, e)
+	} else {
+		r.emit(Registered, e)
+	}
+}
+
+// delRecord removes the record id, if stored.
+func (r *Registry) delRecord(o *owner, id string) {
+	e, ok := o.records[id]
+	if !ok {
+		return
+	}
+	delete(o.records, id)
+	if o.live {
+		r.index(e, false)
+		r.emit(Freed, e)
+	}
+}
+
+// wipeRecords removes every record of o.
+func (r *Registry) wipeRecords(o *owner) {
+	for id := range o.records {
+		r.delRecord(o, id)
+	}
+}
+
+// replaceRecords makes recs o's record set, with the events of the
+// difference.
+func (r *Registry) replaceRecords(o *owner, recs map[string]*entry) {
+	for id := range o.records {
+		if _, ok := recs[id]; !ok {
+			r.delRecord(o, id)
+		}
+	}
+	for id, e := range recs {
+		if old, ok := o.records[id]; !ok || old.rec.Rev != e.rec.Rev {
+			r.setRecord(o, e)
+		}
+	}
+}
+
+// setLive shows or hides all of o's records.
+func (r *Registry) setLive(o *owner, live bool) {
+	if o.live == live {
+		return
+	}
+	o.live = live
+	kind := Freed
+	if live {
+		kind = Registered
+	}
+	for _, e := range o.records {
+		r.index(e, live)
+		r.emit(kind, e)
+	}
+}
+
+// resetOwner forgets all of o for its new incarnation inc: the node
+// restarted, so its old records and state are gone.
+func (r *Registry) resetOwner(o *owner, inc uint64) {
+	r.wipeRecords(o)
+	o.inc = inc
+	o.seq = 0
+	o.beat = 0
+	o.leaving = false
+	o.peers = nil
+	o.expired = false
+	r.dirty = true
+}
+
+// index adds e to or removes it from the visible index.
+func (r *Registry) index(e *entry, add bool) {
+	byID := r.visible[e.rec.Name]
+	if add {
+		if byID == nil {
+			byID = map[string]*entry{}
+			r.visible[e.rec.Name] = byID
+		}
+		byID[e.rec.ID] = e
+		return
+	}
+	delete(byID, e.rec.ID)
+	if len(byID) == 0 {
+		delete(r.visible, e.rec.Name)
+	}
+}
