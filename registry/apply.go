@@ -44,9 +44,9 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	}
 	if o.beat == 0 || o.expired || o.leaving != m.leaving || !samePeers(o.peers, m.peers) {
 		r.dirty = true
-		peers := make(map[string]struct{}, len(m.peers))
+		peers := make(map[string]uint64, len(m.peers))
 		for _, p := range m.peers {
-			peers[p] = struct{}{}
+			peers[p.id] = p.inc
 		}
 		o.peers = peers
 	}
@@ -63,12 +63,12 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	}
 }
 
-func samePeers(have map[string]struct{}, peers []string) bool {
+func samePeers(have map[string]uint64, peers []peerRef) bool {
 	if len(have) != len(peers) {
 		return false
 	}
 	for _, p := range peers {
-		if _, ok := have[p]; !ok {
+		if inc, ok := have[p.id]; !ok || inc != p.inc {
 			return false
 		}
 	}
@@ -197,15 +197,19 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 
 // neighbours reports whether o and the node p both announce their link.
 func (r *Registry) neighbours(o *owner, p string) bool {
-	if _, ok := o.peers[p]; !ok {
-		return false
-	}
 	po := r.owners[p]
-	if po == nil {
+	return po != nil && r.linked(o, po)
+}
+
+// linked reports whether u and v both announce a link to each other's
+// current incarnation: an edge of the graph liveness walks.
+func (r *Registry) linked(u, v *owner) bool {
+	inc, ok := u.peers[v.id]
+	if !ok || inc != v.inc {
 		return false
 	}
-	_, ok := po.peers[o.id]
-	return ok
+	inc, ok = v.peers[u.id]
+	return ok && inc == u.inc
 }
 
 // frameOf returns a new frame holding payload.
@@ -215,4 +219,3 @@ func frameOf(payload []byte) []byte {
 	copy(f[frameHeader:], payload)
 	return f
 }
-

@@ -51,6 +51,12 @@ func (t msgType) String() string {
 	return fmt.Sprintf("type(%d)", byte(t))
 }
 
+// peerRef names a node and its incarnation, in an adjacency.
+type peerRef struct {
+	id  string
+	inc uint64
+}
+
 // digestEntry is what a node knows of one owner.
 type digestEntry struct {
 	owner          string
@@ -75,7 +81,7 @@ type message struct {
 	// msgState
 	beat    uint64
 	leaving bool
-	peers   []string
+	peers   []peerRef
 
 	// msgDel
 	id string
@@ -158,10 +164,10 @@ func encodeHello(node string, digest []digestEntry, max int) ([]byte, error) {
 	return endFrame(b, max)
 }
 
-func encodeState(owner string, inc, seq, beat uint64, leaving bool, peers []string, max int) ([]byte, error) {
+func encodeState(owner string, inc, seq, beat uint64, leaving bool, peers []peerRef, max int) ([]byte, error) {
 	hint := 40 + len(owner)
 	for _, p := range peers {
-		hint += 2 + len(p)
+		hint += 12 + len(p.id)
 	}
 	b := beginFrame(msgState, hint)
 	b = appendOwner(b, owner, inc, seq)
@@ -173,7 +179,8 @@ func encodeState(owner string, inc, seq, beat uint64, leaving bool, peers []stri
 	b = append(b, flags)
 	b = binary.AppendUvarint(b, uint64(len(peers)))
 	for _, p := range peers {
-		b = appendString(b, p)
+		b = appendString(b, p.id)
+		b = binary.AppendUvarint(b, p.inc)
 	}
 	return endFrame(b, max)
 }
@@ -378,9 +385,10 @@ func (d *decoder) decode(p []byte, m *message) error {
 			r.fail(fmt.Errorf("unknown state flags %#x", flags))
 		}
 		m.leaving = flags&1 != 0
-		n := r.count(1)
+		n := r.count(2)
 		for i := 0; i < n && r.err == nil; i++ {
-			m.peers = append(m.peers, r.string(MaxIDBytes, "peer id"))
+			id := r.string(MaxIDBytes, "peer id")
+			m.peers = append(m.peers, peerRef{id: id, inc: r.uvarint()})
 		}
 	case msgPut:
 		d.owner(r, m)

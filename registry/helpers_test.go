@@ -192,3 +192,21 @@ func drain(c io.Reader) {
 func isClosedErr(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)
 }
+
+// waitEvent waits until n has emitted at least one event of kind for the
+// record id. Events are delivered in order, so every event n emitted
+// before it has been delivered too.
+func (n *node) waitEvent(t testing.TB, kind EventKind, id string) {
+	t.Helper()
+	waitFor(t, n.ID()+" event "+kind.String()+" "+id, func() bool { return n.count(kind, id) > 0 })
+}
+
+// flush registers a marker on owner and waits until every node has emitted
+// its event: what was in flight before it has arrived.
+func flush(t testing.TB, owner *node, all ...*node) {
+	t.Helper()
+	m := owner.register(t, "marker@1.0.0", 0, nil)
+	for _, n := range all {
+		n.waitEvent(t, Registered, m.ID)
+	}
+}

@@ -19,12 +19,13 @@ type link struct {
 	conn io.ReadWriteCloser
 
 	// Guarded by Registry.mu.
-	hello  bool                  // the peer's Hello is processed: it is adjacent
-	ready  bool                  // our sync is queued: changes are pushed
-	synced bool                  // the peer's sync is applied
-	known  map[string]*peerKnows // what the peer is known to have, by owner
-	wanted map[string]bool       // owners whose snapshot was asked for
-	snap   *snapshot             // a snapshot being received
+	hello   bool                  // the peer's Hello is processed: it is adjacent
+	peerInc uint64                // the peer's incarnation, from its Hello
+	ready   bool                  // our sync is queued: changes are pushed
+	synced  bool                  // the peer's sync is applied
+	known   map[string]*peerKnows // what the peer is known to have, by owner
+	wanted  map[string]bool       // owners whose snapshot was asked for
+	snap    *snapshot             // a snapshot being received
 
 	qmu       sync.Mutex
 	queue     [][]byte

@@ -70,10 +70,7 @@ func (r *Registry) recompute() {
 				continue
 			}
 			vo := r.owners[v]
-			if vo == nil || vo.beat == 0 || vo.leaving || vo.expired {
-				continue
-			}
-			if _, ok := vo.peers[u.id]; !ok {
+			if vo == nil || vo.beat == 0 || vo.leaving || vo.expired || !r.linked(u, vo) {
 				continue
 			}
 			r.reach[v] = true

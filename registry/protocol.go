@@ -172,6 +172,9 @@ func (r *Registry) onHello(l *link, m *message) error {
 	}
 	l.hello = true
 	for _, d := range m.digest {
+		if d.owner == l.peer {
+			l.peerInc = d.inc
+		}
 		k := l.knows(d.owner)
 		k.records = Rev{d.inc, d.seq}
 		k.state = Rev{d.inc, d.beat}
@@ -181,10 +184,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 			r.resetOwner(o, d.inc)
 		}
 	}
-	if r.adjacent(l.peer) == 1 {
-		r.self.peers[l.peer] = struct{}{}
-		r.bumpState()
-	}
+	r.updateAdjacency(l.peer)
 	var frames [][]byte
 	for _, o := range r.owners {
 		if o.id == l.peer || o.inc == 0 || (o.expired && o != r.self) {
@@ -215,16 +215,31 @@ func (r *Registry) onHello(l *link, m *message) error {
 	return nil
 }
 
-// adjacent returns how many of peer's links have completed the handshake.
-// r.mu is held.
-func (r *Registry) adjacent(peer string) int {
-	n := 0
+// updateAdjacency makes this node's adjacency entry for peer follow its
+// handshaken links (the newest incarnation among them), and announces a
+// change. r.mu is held.
+func (r *Registry) updateAdjacency(peer string) {
+	var inc uint64
+	linked := false
 	for _, l := range r.links[peer] {
 		if l.hello {
-			n++
+			linked = true
+			inc = max(inc, l.peerInc)
 		}
 	}
-	return n
+	old, had := r.self.peers[peer]
+	if linked == had && inc == old {
+		return
+	}
+	if linked {
+		r.self.peers[peer] = inc
+	} else {
+		delete(r.self.peers, peer)
+	}
+	r.dirty = true
+	if !r.closed {
+		r.bumpState()
+	}
 }
 
 // dropLink forgets an ended link; the last one of a peer makes it no
@@ -234,12 +249,8 @@ func (r *Registry) dropLink(l *link) {
 	if len(r.links[l.peer]) == 0 {
 		delete(r.links, l.peer)
 	}
-	if l.hello && r.adjacent(l.peer) == 0 {
-		delete(r.self.peers, l.peer)
-		r.dirty = true
-		if !r.closed {
-			r.bumpState()
-		}
+	if l.hello {
+		r.updateAdjacency(l.peer)
 	}
 	if r.dirty && !r.closed {
 		r.recompute()
@@ -290,7 +301,10 @@ func (r *Registry) snapFrames(o *owner) ([][]byte, error) {
 
 // stateFrame encodes o's state. r.mu is held.
 func (r *Registry) stateFrame(o *owner) ([]byte, error) {
-	peers := slices.Sorted(maps.Keys(o.peers))
+	peers := make([]peerRef, 0, len(o.peers))
+	for _, id := range slices.Sorted(maps.Keys(o.peers)) {
+		peers = append(peers, peerRef{id: id, inc: o.peers[id]})
+	}
 	return encodeState(o.id, o.inc, o.seq, o.beat, o.leaving, peers, r.cfg.MaxMessageBytes)
 }
 

@@ -49,11 +49,11 @@ type Registry struct {
 // owner is what this node knows of one node's records and state.
 type owner struct {
 	id      string
-	inc     uint64              // incarnation of everything below
-	seq     uint64              // version of records (contiguous changes)
-	beat    uint64              // version of the state; 0 = no state known
-	leaving bool                // the node closed
-	peers   map[string]struct{} // its adjacency, as it announced it
+	inc     uint64            // incarnation of everything below
+	seq     uint64            // version of records (contiguous changes)
+	beat    uint64            // version of the state; 0 = no state known
+	leaving bool              // the node closed
+	peers   map[string]uint64 // its adjacency as it announced it: peer → peer's incarnation
 	records map[string]*entry
 	renewed time.Time // when beat last rose here
 	expired bool      // not renewed within Lifetime
@@ -102,7 +102,7 @@ func New(cfg Config) (*Registry, error) {
 		id:      cfg.ID,
 		inc:     newIncarnation(),
 		beat:    1,
-		peers:   map[string]struct{}{},
+		peers:   map[string]uint64{},
 		records: map[string]*entry{},
 		renewed: time.Now(),
 		live:    true,

@@ -1,0 +1,357 @@
+package registry
+
+import (
+	"fmt"
+	"maps"
+	"reflect"
+	"slices"
+	"testing"
+	"time"
+)
+
+// nodes starts n registries named n0, n1...
+func nodes(t *testing.T, n int, opts ...func(*Config)) []*node {
+	t.Helper()
+	ns := make([]*node, n)
+	for i := range ns {
+		ns[i] = newNode(t, fmt.Sprintf("n%d", i), opts...)
+	}
+	return ns
+}
+
+// fullMesh links every pair.
+func fullMesh(t *testing.T, ns []*node) map[[2]int]*testLink {
+	t.Helper()
+	links := map[[2]int]*testLink{}
+	for i := range ns {
+		for j := i + 1; j < len(ns); j++ {
+			links[[2]int{i, j}] = connect(t, ns[i], ns[j])
+		}
+	}
+	for i := range ns {
+		waitFor(t, "full mesh sync", func() bool { return len(ns[i].eventsOf(Synced)) == len(ns)-1 })
+	}
+	return links
+}
+
+// ring links n0-n1-...-n(k-1)-n0; chain omits the last link.
+func ring(t *testing.T, ns []*node, closed bool) {
+	t.Helper()
+	for i := 0; i+1 < len(ns); i++ {
+		connectSynced(t, ns[i], ns[i+1])
+	}
+	if closed {
+		connectSynced(t, ns[len(ns)-1], ns[0])
+	}
+}
+
+func TestTenNodesFullMesh(t *testing.T) {
+	ns := nodes(t, 10)
+	fullMesh(t, ns)
+	start := time.Now()
+	rec := ns[3].register(t, "svc@1.0.0", 1, map[string]string{"k": "v"})
+	for _, n := range ns {
+		waitFor(t, n.ID()+" sees it", func() bool { return n.has(t, rec.ID) })
+	}
+	t.Logf("register visible on 10 nodes in %v", time.Since(start))
+	start = time.Now()
+	if err := ns[3].Free(rec.ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range ns {
+		waitFor(t, n.ID()+" frees it", func() bool { return !n.has(t, rec.ID) })
+	}
+	t.Logf("free gone from 10 nodes in %v", time.Since(start))
+	flush(t, ns[0], ns...)
+	for _, n := range ns {
+		if r, f := n.count(Registered, rec.ID), n.count(Freed, rec.ID); r != 1 || f != 1 {
+			t.Errorf("%s: %d registered, %d freed events, want 1 and 1", n.ID(), r, f)
+		}
+	}
+}
+
+// everyRecordOnce registers one record per node and checks that every node
+// sees all of them, with exactly one Registered event each.
+func everyRecordOnce(t *testing.T, ns []*node) []Record {
+	t.Helper()
+	var recs []Record
+	for i, n := range ns {
+		recs = append(recs, n.register(t, fmt.Sprintf("r%d@1.0.%d", i, i), 1000+i, nil))
+	}
+	for _, n := range ns {
+		for _, rec := range recs {
+			waitFor(t, n.ID()+" sees "+rec.ID, func() bool { return n.has(t, rec.ID) })
+		}
+	}
+	// One more round of changes flushes anything still in flight.
+	for _, n := range ns {
+		flush(t, n, ns...)
+	}
+	for _, n := range ns {
+		for _, rec := range recs {
+			if c := n.count(Registered, rec.ID); c != 1 {
+				t.Errorf("%s: %d registered events for %s, want 1", n.ID(), c, rec.ID)
+			}
+		}
+	}
+	return recs
+}
+
+func TestRingOfThree(t *testing.T) {
+	ns := nodes(t, 3)
+	ring(t, ns, true)
+	everyRecordOnce(t, ns)
+}
+
+func TestRingOfSix(t *testing.T) {
+	ns := nodes(t, 6)
+	ring(t, ns, true)
+	recs := everyRecordOnce(t, ns)
+	if err := ns[0].Free(recs[0].ID); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range ns {
+		waitFor(t, "free", func() bool { return !n.has(t, recs[0].ID) })
+	}
+	flush(t, ns[3], ns...)
+	for _, n := range ns {
+		if c := n.count(Freed, recs[0].ID); c != 1 {
+			t.Errorf("%s: %d freed events", n.ID(), c)
+		}
+	}
+}
+
+func TestChain(t *testing.T) {
+	ns := nodes(t, 5)
+	ring(t, ns, false)
+	recs := everyRecordOnce(t, ns)
+	up, err := ns[4].Update(recs[4].ID, map[string]string{"x": "y"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "update at the other end", func() bool {
+		got, _ := ns[0].Services("r4")
+		return len(got) == 1 && reflect.DeepEqual(got[0], up)
+	})
+}
+
+func TestPartialMesh(t *testing.T) {
+	// A star with a chord: n0 hub; n1-n2 linked; n4 behind n3.
+	ns := nodes(t, 5)
+	connectSynced(t, ns[0], ns[1])
+	connectSynced(t, ns[0], ns[2])
+	connectSynced(t, ns[0], ns[3])
+	connectSynced(t, ns[1], ns[2])
+	connectSynced(t, ns[3], ns[4])
+	everyRecordOnce(t, ns)
+}
+
+func TestOwnerLinksVanish(t *testing.T) {
+	ns := nodes(t, 4)
+	links := fullMesh(t, ns)
+	rec := ns[0].register(t, "x@1.0.0", 1, nil)
+	for _, n := range ns {
+		waitFor(t, "sees it", func() bool { return n.has(t, rec.ID) })
+	}
+	// n0 "dies": every link it has drops, it never says goodbye.
+	start := time.Now()
+	for k, l := range links {
+		if k[0] == 0 {
+			l.cut()
+		}
+	}
+	for _, n := range ns[1:] {
+		waitFor(t, n.ID()+" frees the dead node's record", func() bool { return !n.has(t, rec.ID) })
+	}
+	t.Logf("dead node's records freed on 3 nodes %v after its links dropped", time.Since(start))
+	if !ns[0].has(t, rec.ID) {
+		t.Error("the owner itself lost its record")
+	}
+}
+
+func TestCloseFreesEverywhere(t *testing.T) {
+	for _, topo := range []string{"mesh", "chain"} {
+		t.Run(topo, func(t *testing.T) {
+			ns := nodes(t, 4)
+			if topo == "mesh" {
+				fullMesh(t, ns)
+			} else {
+				ring(t, ns, false)
+			}
+			var recs []Record
+			for i := range 50 {
+				recs = append(recs, ns[0].register(t, "x@1.0.0", 100+i, nil))
+			}
+			for _, n := range ns {
+				waitFor(t, "sees them", func() bool { return len(n.ids(t, "x")) == 50 })
+			}
+			start := time.Now()
+			ns[0].Close()
+			for _, n := range ns[1:] {
+				waitFor(t, n.ID()+" frees", func() bool { return len(n.ids(t, "x")) == 0 })
+			}
+			t.Logf("%s: 50 records of a closed node gone from 3 nodes %v after Close began", topo, time.Since(start))
+			flush(t, ns[1], ns[1:]...)
+			for _, n := range ns[1:] {
+				for _, r := range recs {
+					if c := n.count(Freed, r.ID); c != 1 {
+						t.Fatalf("%s: %d freed events for %s", n.ID(), c, r.ID)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestCutAndRestoreThroughThird(t *testing.T) {
+	a, b, c := newNode(t, "a"), newNode(t, "b"), newNode(t, "c")
+	connectSynced(t, a, b)
+	connectSynced(t, b, c)
+	ac := connectSynced(t, a, c)
+	ra := a.register(t, "ra@1.0.0", 1, nil)
+	rc := c.register(t, "rc@1.0.0", 2, nil)
+	for _, n := range []*node{a, b, c} {
+		waitFor(t, "all", func() bool { return n.has(t, ra.ID) && n.has(t, rc.ID) })
+	}
+	for range 3 {
+		ac.cut()
+		for _, n := range []*node{a, b, c} {
+			waitFor(t, n.ID()+" learns the cut", func() bool {
+				return !slices.Contains(n.peersOf("a"), "c") && !slices.Contains(n.peersOf("c"), "a")
+			})
+		}
+		ac = connectSynced(t, a, c)
+		for _, n := range []*node{a, b, c} {
+			waitFor(t, n.ID()+" learns the restore", func() bool {
+				return slices.Contains(n.peersOf("a"), "c") && slices.Contains(n.peersOf("c"), "a")
+			})
+		}
+	}
+	flush(t, b, a, b, c)
+	for _, n := range []*node{a, b, c} {
+		if f := n.eventsOf(Freed); len(f) != 0 {
+			t.Errorf("%s: freed events %v", n.ID(), f)
+		}
+		if r := n.eventsOf(Registered); len(r) != 3 {
+			t.Errorf("%s: %d registered events, want 3", n.ID(), len(r))
+		}
+	}
+}
+
+func TestPartitionHeals(t *testing.T) {
+	a, b, c := newNode(t, "a"), newNode(t, "b"), newNode(t, "c")
+	connectSynced(t, a, b)
+	bc := connectSynced(t, b, c)
+	rc := c.register(t, "rc@1.0.0", 1, nil)
+	waitFor(t, "a sees rc", func() bool { return a.has(t, rc.ID) })
+	bc.cut()
+	waitFor(t, "a frees rc", func() bool { return !a.has(t, rc.ID) })
+	// c changes while partitioned; a learns it all after the heal.
+	rc2 := c.register(t, "rc2@1.0.0", 2, nil)
+	connectSynced(t, b, c)
+	waitFor(t, "a sees both", func() bool { return a.has(t, rc.ID) && a.has(t, rc2.ID) })
+	if got := a.count(Registered, rc.ID); got != 2 {
+		t.Errorf("rc registered %d times on a, want 2 (before and after the partition)", got)
+	}
+}
+
+func TestLateJoinerSync(t *testing.T) {
+	small := func(c *Config) { c.MaxMessageBytes = 64 << 10 } // several snapshot chunks
+	a, c := newNode(t, "a", small), newNode(t, "c", small)
+	for i := range 1000 {
+		a.register(t, fmt.Sprintf("svc%d@1.%d.0", i%7, i), 10000+i, map[string]string{"i": fmt.Sprint(i), "pad": "0123456789abcdef"})
+	}
+	// One free and one update, so the sync carries a history, not a log.
+	all, _ := a.Services("")
+	if err := a.Free(all[10].ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Update(all[20].ID, map[string]string{"updated": "yes"}); err != nil {
+		t.Fatal(err)
+	}
+	b := newNode(t, "b", small)
+	start := time.Now()
+	connectSynced(t, a, b)
+	t.Logf("1,000 records synced to a late joiner in %v", time.Since(start))
+	want, _ := a.Services("")
+	got, _ := b.Services("")
+	if len(want) != 999 || !reflect.DeepEqual(got, want) {
+		t.Fatalf("late joiner has %d records, owner %d; equal: %v", len(got), len(want), reflect.DeepEqual(got, want))
+	}
+	// And through a relay: c joins b only.
+	connectSynced(t, b, c)
+	got, _ = c.Services("")
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("c has %d records through b", len(got))
+	}
+	flush(t, a, b)
+	if n := len(b.eventsOf(Registered)); n != 1000 {
+		t.Fatalf("b saw %d registered events, want 999 and a marker", n)
+	}
+}
+
+func TestOverlappingLinks(t *testing.T) {
+	a, b, c := newNode(t, "a"), newNode(t, "b"), newNode(t, "c")
+	old := connectSynced(t, a, b)
+	connectSynced(t, b, c)
+	ra := a.register(t, "ra@1.0.0", 1, nil)
+	waitFor(t, "c", func() bool { return c.has(t, ra.ID) })
+	connectSynced(t, a, b) // the replacement
+	old.cut()
+	ra2 := a.register(t, "ra2@1.0.0", 2, nil)
+	waitFor(t, "c", func() bool { return c.has(t, ra2.ID) })
+	if !slices.Equal(c.peersOf("a"), []string{"b"}) {
+		t.Fatalf("a's adjacency as c sees it: %v", c.peersOf("a"))
+	}
+	flush(t, a, b, c)
+	for _, n := range []*node{b, c} {
+		if f := n.eventsOf(Freed); len(f) != 0 {
+			t.Errorf("%s: freed events while a link was replaced: %v", n.ID(), f)
+		}
+	}
+}
+
+func TestRestartSameID(t *testing.T) {
+	a1, b, c := newNode(t, "a"), newNode(t, "b"), newNode(t, "c")
+	ab := connectSynced(t, a1, b)
+	connectSynced(t, b, c)
+	old := a1.register(t, "svc@1.0.0", 1, nil)
+	waitFor(t, "c", func() bool { return c.has(t, old.ID) })
+
+	// a crashes (its link just drops) and restarts with the same id.
+	ab.cut()
+	waitFor(t, "c frees the old record", func() bool { return !c.has(t, old.ID) })
+	a2 := newNode(t, "a")
+	fresh := a2.register(t, "svc@1.0.0", 1, nil) // the same port: a new process
+	connectSynced(t, a2, b)
+	for _, n := range []*node{b, c} {
+		waitFor(t, n.ID()+" sees the new record", func() bool { return n.has(t, fresh.ID) })
+		if got := n.ids(t, "svc"); !slices.Equal(got, []string{fresh.ID}) {
+			t.Errorf("%s: svc records %v, want only the new one", n.ID(), got)
+		}
+	}
+	// Even if the old incarnation comes back (it should not), it loses.
+	connectSynced(t, a1, c)
+	marker := a2.register(t, "marker@1.0.0", 2, nil)
+	waitFor(t, "marker", func() bool { return c.has(t, marker.ID) })
+	if c.has(t, old.ID) || b.has(t, old.ID) {
+		t.Error("the old incarnation's record came back")
+	}
+	flush(t, a2, b, c)
+	for _, n := range []*node{b, c} {
+		if c := n.count(Registered, old.ID); c != 1 {
+			t.Errorf("%s: old record registered %d times, want 1 (never again)", n.ID(), c)
+		}
+	}
+}
+
+func TestOwnRecordsNotTakenFromPeers(t *testing.T) {
+	a, b := newNode(t, "a"), newNode(t, "b")
+	connectSynced(t, a, b)
+	rec := a.register(t, "x@1.0.0", 1, nil)
+	waitFor(t, "b", func() bool { return b.has(t, rec.ID) })
+	got, _ := a.Services("")
+	if len(got) != 1 || !maps.Equal(got[0].Meta, rec.Meta) {
+		t.Fatalf("a has %v", got)
+	}
+}
