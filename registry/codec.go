@@ -490,8 +490,8 @@ func (d *decoder) record(r *reader, m *message) *entry {
 		rec.Meta = make(map[string]string, n)
 	}
 	for i := 0; i < n && r.err == nil; i++ {
-		k := r.string(d.maxMeta, "metadata key")
-		val := r.string(d.maxMeta, "metadata value")
+		k := r.string(math.MaxInt, "metadata key") // bounded by the message
+		val := r.string(math.MaxInt, "metadata value")
 		size += len(k) + len(val)
 		if size > d.maxMeta {
 			r.fail(fmt.Errorf("%w: record %q has more than %d bytes", ErrMetadataTooLarge, rec.ID, d.maxMeta))

@@ -1,0 +1,229 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"net"
+	"runtime"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// fakePeer speaks the protocol by hand, to play a peer that misbehaves or
+// goes silent.
+type fakePeer struct {
+	id   string
+	inc  uint64
+	conn net.Conn
+	errc chan error
+}
+
+// newFakePeer runs n.Serve with a fake peer id; what n writes is discarded.
+func newFakePeer(t testing.TB, n *node, id string, inc uint64) *fakePeer {
+	t.Helper()
+	c1, c2 := net.Pipe()
+	f := &fakePeer{id: id, inc: inc, conn: c2, errc: make(chan error, 1)}
+	go func() { f.errc <- n.Serve(context.Background(), id, c1) }()
+	go drain(c2)
+	t.Cleanup(func() { c2.Close(); <-f.errc; f.errc <- nil })
+	return f
+}
+
+// send writes frames, stopping at the first error.
+func (f *fakePeer) send(frames ...[]byte) error {
+	for _, fr := range frames {
+		if _, err := f.conn.Write(fr); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// serveErr waits for Serve to return.
+func (f *fakePeer) serveErr() error {
+	err := <-f.errc
+	f.errc <- err
+	return err
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+// fakeRecord is a record of the fake owner at seq.
+func fakeRecord(owner string, inc, seq uint64, name string, meta map[string]string) *entry {
+	v := must(parseVersion("1.0.0"))
+	return &entry{rec: Record{
+		ID: owner + "/" + name, Name: name, Version: "1.0.0", Owner: owner,
+		Host: "10.0.0.9", Port: 7, Meta: meta, Rev: Rev{inc, seq},
+	}, ver: v}
+}
+
+// join makes f a live owner holding recs, adjacent to n.
+func (f *fakePeer) join(t testing.TB, n *node, recs ...*entry) {
+	t.Helper()
+	const max = DefaultMaxMessageBytes
+	seq := uint64(len(recs))
+	frames := [][]byte{must(encodeHello(f.id, []digestEntry{{owner: f.id, inc: f.inc, seq: seq, beat: 1}}, max))}
+	frames = append(frames, must(encodeSnap(f.id, f.inc, seq, recs, max))...)
+	frames = append(frames,
+		must(encodeState(f.id, f.inc, seq, 1, false, []peerRef{{id: n.ID(), inc: n.self.inc}}, max)),
+		encodeSynced())
+	if err := f.send(frames...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestExpiryWhenOwnerStopsRenewing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b, c := newNode(t, "b"), newNode(t, "c") // 100 ms heartbeat, 500 ms lifetime
+		connect(t, b, c)
+		synctest.Wait()
+		ghost := newFakePeer(t, b, "ghost", 7)
+		rec := fakeRecord("ghost", 7, 1, "old", nil)
+		ghost.join(t, b, rec) // then never renews
+		synctest.Wait()
+		if !b.has(t, rec.rec.ID) || !c.has(t, rec.rec.ID) {
+			t.Fatal("the record did not arrive")
+		}
+		time.Sleep(b.cfg.Lifetime - b.cfg.Heartbeat)
+		synctest.Wait()
+		if !b.has(t, rec.rec.ID) || !c.has(t, rec.rec.ID) {
+			t.Fatal("the record expired before its lifetime")
+		}
+		time.Sleep(2 * b.cfg.Heartbeat)
+		synctest.Wait()
+		if b.has(t, rec.rec.ID) || c.has(t, rec.rec.ID) {
+			t.Fatal("the record outlived its lifetime by more than a heartbeat")
+		}
+		// The expired owner is forgotten after another lifetime.
+		time.Sleep(2 * b.cfg.Lifetime)
+		synctest.Wait()
+		b.Registry.mu.Lock()
+		_, known := b.owners["ghost"]
+		b.Registry.mu.Unlock()
+		if known {
+			t.Error("expired owner still stored")
+		}
+	})
+}
+
+func TestRenewedRecordsNeverExpire(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b, c := newNode(t, "a"), newNode(t, "b"), newNode(t, "c")
+		connect(t, a, b)
+		connect(t, b, c) // a reaches c only through b: relayed renewals
+		synctest.Wait()
+		rec := a.register(t, "x@1.0.0", 1, nil)
+		time.Sleep(50 * a.cfg.Lifetime)
+		synctest.Wait()
+		if !c.has(t, rec.ID) || len(c.eventsOf(Freed)) != 0 || len(b.eventsOf(Freed)) != 0 {
+			t.Fatalf("a renewed record flapped: c has it: %v, freed events: %v %v",
+				c.has(t, rec.ID), b.eventsOf(Freed), c.eventsOf(Freed))
+		}
+	})
+}
+
+func TestGoroutinesEndAfterClose(t *testing.T) {
+	base := runtime.NumGoroutine()
+	func() {
+		ns := nodes(t, 4)
+		fullMesh(t, ns)
+		ln, err := ns[0].Listen(t.Context(), "x@1.0.0", WithBindAddress("127.0.0.1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		for _, n := range ns {
+			if _, err := n.Watch(ctx, "x"); err != nil {
+				t.Fatal(err)
+			}
+			go n.Lookup(ctx, "never")
+			waitFor(t, "record", func() bool { return n.has(t, ln.Record().ID) })
+		}
+		for _, n := range ns {
+			n.Close()
+		}
+	}()
+	waitFor(t, "goroutines back to baseline", func() bool { return runtime.NumGoroutine() <= base })
+}
+
+func TestPeerBreakingLimitsIsRefused(t *testing.T) {
+	big := map[string]string{"k": "0123456789012345678901234567890123456789"}
+	for _, tc := range []struct {
+		name   string
+		frames func(f *fakePeer) [][]byte
+		want   error
+	}{
+		{"metadata", func(f *fakePeer) [][]byte {
+			return [][]byte{must(encodePut(f.id, f.inc, fakeRecord(f.id, f.inc, 1, "big", big), 1<<20))}
+		}, ErrMetadataTooLarge},
+		{"records by puts", func(f *fakePeer) [][]byte {
+			var out [][]byte
+			for i := range 3 {
+				out = append(out, must(encodePut(f.id, f.inc, fakeRecord(f.id, f.inc, uint64(i+1), "r"+string(rune('a'+i)), nil), 1<<20)))
+			}
+			return out
+		}, ErrTooManyRecords},
+		{"records by snapshot", func(f *fakePeer) [][]byte {
+			recs := []*entry{fakeRecord(f.id, f.inc, 1, "a", nil), fakeRecord(f.id, f.inc, 2, "b", nil), fakeRecord(f.id, f.inc, 3, "c", nil)}
+			return must(encodeSnap(f.id, f.inc, 3, recs, 1<<20))
+		}, ErrTooManyRecords},
+		{"frame size", func(f *fakePeer) [][]byte {
+			return [][]byte{{0, 0x10, 0, 0, 1}}
+		}, ErrMessageTooLarge},
+		{"garbage", func(f *fakePeer) [][]byte {
+			return [][]byte{{0, 0, 0, 3, 99, 1, 2}}
+		}, ErrProtocol},
+		{"second hello", func(f *fakePeer) [][]byte {
+			return [][]byte{must(encodeHello(f.id, nil, 1<<20))}
+		}, ErrProtocol},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newNode(t, "b", func(c *Config) {
+				c.MaxMetadataBytes = 16
+				c.MaxRecordsPerOwner = 2
+				c.MaxMessageBytes = 64 << 10
+			})
+			f := newFakePeer(t, b, "bad", 5)
+			f.join(t, b)
+			f.send(tc.frames(f)...)
+			if err := f.serveErr(); !errors.Is(err, tc.want) {
+				t.Fatalf("Serve = %v, want %v", err, tc.want)
+			}
+			if got := b.ids(t, ""); len(got) > 2 {
+				t.Fatalf("b holds %v", got)
+			}
+		})
+	}
+}
+
+func TestHandshakeRefusals(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+	}{
+		{"not hello first", encodeSynced()},
+		{"wrong id", must(encodeHello("mallory", nil, 1<<20))},
+		{"wrong version", func() []byte {
+			b := must(encodeHello("bad", nil, 1<<20))
+			b[frameHeader+1] = 99
+			return b
+		}()},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := newNode(t, "b")
+			f := newFakePeer(t, b, "bad", 1)
+			f.send(tc.frame)
+			if err := f.serveErr(); !errors.Is(err, ErrProtocol) {
+				t.Fatalf("Serve = %v, want ErrProtocol", err)
+			}
+		})
+	}
+}
