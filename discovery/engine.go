@@ -35,6 +35,10 @@ type link struct {
 	loopback bool
 	v4, v6   bool           // mDNS runs over this IP version here
 	prefixes []netip.Prefix // the interface's own addresses
+	// src4 and src6 are the source addresses of what we send here: an
+	// address of this interface, so that receivers (and hashicorp/mdns's
+	// answers, sent back to it) tell which link a packet belongs to.
+	src4, src6 netip.Addr
 
 	rs       *recordSet
 	zone     *zone
@@ -288,32 +292,42 @@ func (e *engine) receive(p inPacket, now time.Time) {
 		e.log.Debug("mdns: bad record", "addr", p.src, "err", err)
 	}
 	for _, s := range sightings {
-		e.observe(s, l, now)
+		e.observe(s, l, p.src.Addr(), now)
 	}
 }
 
 // linkFor returns the link a packet belongs to: the interface it arrived
-// on, or, for a packet a node on this host sent to one of our addresses
-// (delivered through loopback), the interface that address is on.
+// on; but a packet from a node on this host sent to one of our addresses
+// is delivered through loopback whatever interface it was meant for, so a
+// packet that arrives on loopback or on an interface we do not run on
+// belongs to the interface its source address is on, when it is ours.
 func (e *engine) linkFor(ifindex int, src netip.Addr) *link {
+	var arrival *link
 	for _, l := range e.links {
 		if l.index == ifindex {
-			return l
+			arrival = l
 		}
 	}
-	src = src.WithZone("")
+	if arrival != nil && !arrival.loopback {
+		return arrival
+	}
+	zone, bare := src.Zone(), src.WithZone("")
+	var owner *link
 	for _, l := range e.links {
 		for _, p := range l.prefixes {
-			if p.Addr() == src {
-				return l
+			if p.Addr() == bare && (owner == nil || l.name == zone) {
+				owner = l
 			}
 		}
 	}
-	return nil
+	if owner != nil {
+		return owner
+	}
+	return arrival
 }
 
-// observe records what a packet said of a node.
-func (e *engine) observe(s sighting, l *link, now time.Time) {
+// observe records what a packet from src, on link l, said of a node.
+func (e *engine) observe(s sighting, l *link, src netip.Addr, now time.Time) {
 	if !s.txt.matches(e.cluster) {
 		e.log.Debug("mdns: other cluster under our service name", "iface", l.name)
 		return
@@ -332,7 +346,7 @@ func (e *engine) observe(s sighting, l *link, now time.Time) {
 		}
 		return
 	}
-	addrs := e.usable(s.addrs, l)
+	addrs := e.usable(s.addrs, l, slices.Contains(s.addrs, src.WithZone("")))
 	if s.port == 0 || len(addrs) == 0 {
 		return
 	}
@@ -363,9 +377,17 @@ type rankedAddr struct {
 }
 
 // usable keeps the addresses of a sighting that can be dialed from link l
-// and ranks them: 0 on a subnet of l, 1 IPv6 link-local (zoned to l),
-// 2 anything else. Loopback addresses count only from a loopback link.
-func (e *engine) usable(addrs []netip.Addr, l *link) []rankedAddr {
+// and ranks them, best first: 0 loopback (a node on this host; counted
+// only from a loopback link), 1 on a subnet of l, 2 IPv6 link-local (zoned
+// to l), 3 anything else.
+//
+// IPv6 link-local addresses count only when ownLink says the packet came
+// from one of the sighting's addresses: then the records describe the
+// interface they came over. On Linux every hashicorp/mdns responder of a
+// host hears the queries of all its interfaces (IP_MULTICAST_ALL), and
+// answers them with its own interface's records: link-local addresses of
+// another link, which no zone would make reachable.
+func (e *engine) usable(addrs []netip.Addr, l *link, ownLink bool) []rankedAddr {
 	var out []rankedAddr
 	for _, a := range addrs {
 		switch {
@@ -373,16 +395,21 @@ func (e *engine) usable(addrs []netip.Addr, l *link) []rankedAddr {
 			continue
 		case a.Is4() && !e.set.v4, a.Is6() && !e.set.v6:
 			continue
-		case a.IsLoopback() && !l.loopback:
+		case a.IsLoopback():
+			if l.loopback {
+				out = append(out, rankedAddr{a, 0})
+			}
 			continue
 		case a.Is6() && a.IsLinkLocalUnicast():
-			out = append(out, rankedAddr{a.WithZone(l.name), 1})
+			if ownLink && !l.loopback {
+				out = append(out, rankedAddr{a.WithZone(l.name), 2})
+			}
 			continue
 		}
-		rank := 2
+		rank := 3
 		for _, p := range l.prefixes {
 			if p.Contains(a) {
-				rank = 0
+				rank = 1
 				break
 			}
 		}

@@ -51,9 +51,12 @@ var (
 // MaxIDLen bytes) and the protocol version, and is checked on receipt, so
 // clusters never mix even when their hashes collide.
 type MDNS struct {
-	// Interfaces to run on. Nil means every interface that is up and
-	// multicast-capable and has an address of an enabled IP version.
-	// Interfaces and their addresses are read once, when Run starts.
+	// Interfaces to run on; each must be up and multicast-capable. Nil
+	// means every interface that is up, running and multicast-capable and
+	// has an IPv4 address or an IPv6 address other than link-local (not,
+	// say, the veth of every container), loopback included when it is
+	// multicast-capable. Interfaces and their addresses are read once, when
+	// Run starts.
 	Interfaces []net.Interface
 
 	// DisableIPv4 and DisableIPv6 turn off one IP version, both for mDNS
@@ -214,31 +217,58 @@ func checkSelf(self Self) (uint16, error) {
 	return 0, ErrNoPort
 }
 
-// interfaces returns the interfaces to run on.
+// interfaces returns the interfaces to run on. By default: those up,
+// running and multicast-capable, with an IPv4 address or an IPv6 address
+// that is not link-local (so not, say, the veth of every container), and
+// loopback where it is multicast-capable.
 func (m *MDNS) interfaces(set settings) ([]net.Interface, error) {
-	ifaces := m.Interfaces
-	explicit := ifaces != nil
-	if !explicit {
-		all, err := net.Interfaces()
-		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrNoInterface, err)
-		}
-		ifaces = all
-	}
-	var out []net.Interface
-	for _, ifi := range ifaces {
-		if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagMulticast == 0 {
-			if explicit {
+	if m.Interfaces != nil {
+		for _, ifi := range m.Interfaces {
+			if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagMulticast == 0 {
 				return nil, fmt.Errorf("%w: %s is down or not multicast-capable", ErrNoInterface, ifi.Name)
 			}
+		}
+		return slices.Clone(m.Interfaces), nil
+	}
+	all, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoInterface, err)
+	}
+	var out []net.Interface
+	for _, ifi := range all {
+		const want = net.FlagUp | net.FlagRunning | net.FlagMulticast
+		if ifi.Flags&want != want {
 			continue
 		}
-		out = append(out, ifi)
+		if ifi.Flags&net.FlagLoopback != 0 || hasRoutableAddr(set, &ifi) {
+			out = append(out, ifi)
+		}
 	}
 	if len(out) == 0 {
-		return nil, fmt.Errorf("%w: none up and multicast-capable", ErrNoInterface)
+		return nil, fmt.Errorf("%w: none up, running and multicast-capable with an address", ErrNoInterface)
 	}
 	return out, nil
+}
+
+func hasRoutableAddr(set settings, ifi *net.Interface) bool {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		if ip4 := ipn.IP.To4(); ip4 != nil {
+			if set.v4 {
+				return true
+			}
+		} else if set.v6 && !ipn.IP.IsLinkLocalUnicast() {
+			return true
+		}
+	}
+	return false
 }
 
 // buildLinks reads the addresses of ifaces and builds each one's records.
@@ -276,9 +306,15 @@ func buildLinks(set settings, self Self, port uint16, ifaces []net.Interface) ([
 			prefixes: all[ifi.Index],
 		}
 		for _, p := range l.prefixes {
-			l.v4 = l.v4 || (p.Addr().Is4() && set.v4)
-			// Linux does not deliver IPv6 multicast on loopback.
-			l.v6 = l.v6 || (p.Addr().Is6() && set.v6 && !l.loopback)
+			a := p.Addr()
+			if a.Is4() && set.v4 && !l.src4.IsValid() {
+				l.v4, l.src4 = true, a
+			}
+			// Linux does not deliver IPv6 multicast on loopback. RFC 6762
+			// §15 prefers a link-local source.
+			if a.Is6() && set.v6 && !l.loopback && (!l.src6.IsValid() || a.IsLinkLocalUnicast() && !l.src6.IsLinkLocalUnicast()) {
+				l.v6, l.src6 = true, a
+			}
 		}
 		if !l.v4 && !l.v6 {
 			continue

@@ -2,6 +2,8 @@ package discovery
 
 import (
 	"encoding/binary"
+	"fmt"
+	"net"
 	"sync"
 	"syscall"
 	"testing"
@@ -17,9 +19,13 @@ type sniffer struct {
 	fd      int
 	mu      sync.Mutex
 	packets []sniffed
+	flushed map[string]chan struct{} // sentinel payload → closed when seen
 	stop    chan struct{}
 	wg      sync.WaitGroup
 }
+
+// sentinelPort receives the datagrams flush sends; nothing listens there.
+const sentinelPort = 9
 
 type sniffed struct {
 	at        time.Time
@@ -47,7 +53,7 @@ func newSniffer(t testing.TB) *sniffer {
 		syscall.Close(fd)
 		t.Fatal(err)
 	}
-	s := &sniffer{fd: fd, stop: make(chan struct{})}
+	s := &sniffer{fd: fd, stop: make(chan struct{}), flushed: map[string]chan struct{}{}}
 	s.wg.Go(s.loop)
 	t.Cleanup(func() {
 		close(s.stop)
@@ -73,18 +79,47 @@ func (s *sniffer) loop() {
 		if !ok || ll.Pkttype != packetOutgoing {
 			continue
 		}
-		if p, ok := parseUDP(buf[:n]); ok {
-			s.mu.Lock()
+		p, dst, payload, ok := parseUDP(buf[:n])
+		s.mu.Lock()
+		if ch := s.flushed[string(payload)]; ch != nil && dst == sentinelPort {
+			close(ch)
+			delete(s.flushed, string(payload))
+		} else if ok {
 			s.packets = append(s.packets, p)
-			s.mu.Unlock()
 		}
+		s.mu.Unlock()
 	}
 }
 
-// parseUDP decodes an IPv4 or IPv6 packet carrying UDP to or from 5353.
-func parseUDP(b []byte) (sniffed, bool) {
+// flush waits until every packet sent before it has been captured: it
+// sends a datagram of its own and waits to see it.
+func (s *sniffer) flush(t testing.TB) {
+	t.Helper()
+	payload := fmt.Sprintf("flush %d", time.Now().UnixNano())
+	seen := make(chan struct{})
+	s.mu.Lock()
+	s.flushed[payload] = seen
+	s.mu.Unlock()
+	c, err := net.Dial("udp4", fmt.Sprintf("127.0.0.1:%d", sentinelPort))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(payload)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-seen:
+	case <-time.After(5 * time.Second):
+		t.Fatal("sniffer: sentinel not captured within 5 s")
+	}
+}
+
+// parseUDP decodes an IPv4 or IPv6 packet carrying UDP. ok says it is from
+// or to port 5353.
+func parseUDP(b []byte) (p sniffed, dst uint16, payload []byte, ok bool) {
 	if len(b) < 1 {
-		return sniffed{}, false
+		return sniffed{}, 0, nil, false
 	}
 	var udp []byte
 	var multicast bool
@@ -92,31 +127,34 @@ func parseUDP(b []byte) (sniffed, bool) {
 	case 4:
 		ihl := int(b[0]&0x0f) * 4
 		if len(b) < ihl+8 || b[9] != syscall.IPPROTO_UDP {
-			return sniffed{}, false
+			return sniffed{}, 0, nil, false
 		}
 		multicast = b[16]>>4 == 0xe
 		udp = b[ihl:]
 	case 6:
 		if len(b) < 48 || b[6] != syscall.IPPROTO_UDP {
-			return sniffed{}, false
+			return sniffed{}, 0, nil, false
 		}
 		multicast = b[24] == 0xff
 		udp = b[40:]
 	default:
-		return sniffed{}, false
+		return sniffed{}, 0, nil, false
 	}
-	src, dst := binary.BigEndian.Uint16(udp[0:]), binary.BigEndian.Uint16(udp[2:])
+	src := binary.BigEndian.Uint16(udp[0:])
+	dst = binary.BigEndian.Uint16(udp[2:])
+	payload = udp[8:]
 	if src != 5353 && dst != 5353 {
-		return sniffed{}, false
+		return sniffed{}, dst, payload, false
 	}
 	m := new(dns.Msg)
-	if m.Unpack(udp[8:]) != nil {
+	if m.Unpack(payload) != nil {
 		m = nil
 	}
-	return sniffed{at: time.Now(), size: len(udp) - 8, multicast: multicast, msg: m}, true
+	return sniffed{at: time.Now(), size: len(payload), multicast: multicast, msg: m}, dst, payload, true
 }
 
-// count returns the packets seen in [from, to) that mention name.
+// count returns the packets captured in [from, to) that mention name.
+// Call flush first.
 func (s *sniffer) count(from, to time.Time, name string) []sniffed {
 	s.mu.Lock()
 	defer s.mu.Unlock()

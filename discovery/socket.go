@@ -204,9 +204,17 @@ func (s *sockets) send(p outPacket) error {
 	}
 	var err error
 	if p.v6 {
-		_, err = u.p6.WriteTo(p.data, &ipv6.ControlMessage{IfIndex: p.link.index}, group6)
+		cm := &ipv6.ControlMessage{IfIndex: p.link.index}
+		if p.link.src6.IsValid() {
+			cm.Src = p.link.src6.AsSlice()
+		}
+		_, err = u.p6.WriteTo(p.data, cm, group6)
 	} else {
-		_, err = u.p4.WriteTo(p.data, &ipv4.ControlMessage{IfIndex: p.link.index}, group4)
+		cm := &ipv4.ControlMessage{IfIndex: p.link.index}
+		if p.link.src4.IsValid() {
+			cm.Src = p.link.src4.AsSlice()
+		}
+		_, err = u.p4.WriteTo(p.data, cm, group4)
 	}
 	if err != nil {
 		return fmt.Errorf("discovery: mDNS %s on %s: %w", p.kind, p.link.name, err)
