@@ -1,0 +1,172 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+)
+
+// seedPayloads are one valid payload (no length prefix) of each message.
+func seedPayloads() [][]byte {
+	const max = 1 << 20
+	e := fakeRecord("n1", 5, 3, "web", map[string]string{"zone": "a", "": "empty key"})
+	frames := [][]byte{
+		must(encodeHello("n1", []digestEntry{{"n1", 5, 3, 9}, {"n2", 1, 0, 1}}, max)),
+		must(encodeState("n1", 5, 3, 9, false, []peerRef{{"n2", 1}, {"n3", 2}}, max)),
+		must(encodeState("n1", 5, 3, 10, true, nil, max)),
+		must(encodePut("n1", 5, e, max)),
+		must(encodeDel("n1", 5, 4, e.rec.ID, max)),
+		encodeSynced(),
+		must(encodeWant("n1", max)),
+	}
+	frames = append(frames, must(encodeSnap("n1", 5, 3, []*entry{e, fakeRecord("n1", 5, 2, "db", nil)}, max))...)
+	frames = append(frames, must(encodeSnap("n1", 0, 0, nil, max))...)
+	out := make([][]byte, len(frames))
+	for i, f := range frames {
+		out[i] = f[frameHeader:]
+	}
+	return out
+}
+
+// reencode encodes a decoded message again.
+func reencode(m *message) ([]byte, error) {
+	const max = 1 << 20
+	var f []byte
+	var err error
+	switch m.typ {
+	case msgHello:
+		if m.proto != protoVersion {
+			return nil, errSkip // encodeHello writes only the current version
+		}
+		f, err = encodeHello(m.node, m.digest, max)
+	case msgState:
+		f, err = encodeState(m.owner, m.inc, m.seq, m.beat, m.leaving, m.peers, max)
+	case msgPut:
+		f, err = encodePut(m.owner, m.inc, m.recs[0], max)
+	case msgDel:
+		f, err = encodeDel(m.owner, m.inc, m.seq, m.id, max)
+	case msgSnap:
+		var fs [][]byte
+		fs, err = encodeSnap(m.owner, m.inc, m.seq, m.recs, max)
+		if err == nil {
+			if len(fs) != 1 {
+				return nil, errSkip
+			}
+			f = fs[0]
+		}
+	case msgSynced:
+		f = encodeSynced()
+	case msgWant:
+		f, err = encodeWant(m.owner, max)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return f[frameHeader:], nil
+}
+
+var errSkip = errors.New("skip")
+
+func FuzzDecode(f *testing.F) {
+	for _, p := range seedPayloads() {
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		d := decoder{maxMeta: 4096}
+		var m message
+		err := d.decode(p, &m)
+		if err != nil {
+			if !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrMetadataTooLarge) {
+				t.Fatalf("decode error %v wraps neither ErrProtocol nor ErrMetadataTooLarge", err)
+			}
+			return
+		}
+		if m.typ == msgSnap && !m.last {
+			return // encodeSnap sets the flag on its last chunk only
+		}
+		p2, err := reencode(&m)
+		if errors.Is(err, errSkip) {
+			return
+		}
+		if err != nil {
+			t.Fatalf("re-encoding a decoded %s: %v", m.typ, err)
+		}
+		var m2 message
+		if err := d.decode(p2, &m2); err != nil {
+			t.Fatalf("decoding a re-encoded %s: %v", m.typ, err)
+		}
+		if !reflect.DeepEqual(normal(&m), normal(&m2)) {
+			t.Fatalf("round trip changed the message:\n%+v\n%+v", m, m2)
+		}
+	})
+}
+
+// normal makes a message comparable: nil and empty slices alike.
+func normal(m *message) message {
+	c := *m
+	if len(c.digest) == 0 {
+		c.digest = nil
+	}
+	if len(c.peers) == 0 {
+		c.peers = nil
+	}
+	if len(c.recs) == 0 {
+		c.recs = nil
+	}
+	return c
+}
+
+// FuzzServe feeds a handshaken link arbitrary frames: Serve must return an
+// error or nil, never panic or hang.
+func FuzzServe(f *testing.F) {
+	var seed []byte
+	for _, p := range seedPayloads()[1:] {
+		seed = append(seed, frameOf(p)...)
+	}
+	f.Add(seed)
+	f.Add([]byte{0, 0, 0, 1, 6, 0, 0, 0, 1, 6})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n := newNode(t, "me")
+		c1, c2 := net.Pipe()
+		errc := make(chan error, 1)
+		go func() { errc <- n.Serve(context.Background(), "n1", c1) }()
+		go drain(c2)
+		c2.Write(must(encodeHello("n1", nil, 1<<20)))
+		c2.Write(data)
+		c2.Close()
+		<-errc
+		if _, err := n.Services(""); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// TestWriteFuzzSeeds rewrites testdata/fuzz when REGISTRY_WRITE_SEEDS=1.
+func TestWriteFuzzSeeds(t *testing.T) {
+	if os.Getenv("REGISTRY_WRITE_SEEDS") != "1" {
+		t.Skip("set REGISTRY_WRITE_SEEDS=1 to rewrite the seed corpus")
+	}
+	write := func(fuzz, name string, data []byte) {
+		dir := filepath.Join("testdata", "fuzz", fuzz)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", data)
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var all []byte
+	for i, p := range seedPayloads() {
+		write("FuzzDecode", fmt.Sprintf("seed-%02d-%s", i, msgType(p[0])), p)
+		if i > 0 {
+			all = append(all, frameOf(p)...)
+		}
+	}
+	write("FuzzServe", "seed-all-messages", all)
+}
