@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"math"
+
+	"github.com/Masterminds/semver/v3"
 )
 
 // protoVersion is the replication protocol's version, sent in Hello.
@@ -350,9 +352,35 @@ func (r *reader) count(minSize int) int {
 	return int(n)
 }
 
-// decoder decodes payloads, enforcing the registry's limits.
+// decoder decodes payloads, enforcing the registry's limits. It is not
+// safe for concurrent use: each link has its own.
 type decoder struct {
-	maxMeta int
+	maxMeta  int
+	versions map[string]*semver.Version // canonical versions seen, parsed
+}
+
+// maxCachedVersions bounds a decoder's cache of parsed versions.
+const maxCachedVersions = 256
+
+// version parses a canonical version string, with a cache: a cluster has
+// few distinct versions and parsing one costs more than the rest of a
+// record.
+func (d *decoder) version(s string) (*semver.Version, error) {
+	if v, ok := d.versions[s]; ok {
+		return v, nil
+	}
+	v, err := parseVersion(s)
+	if err != nil {
+		return nil, err
+	}
+	if v.String() != s {
+		return nil, fmt.Errorf("version %q is not canonical", s)
+	}
+	if d.versions == nil || len(d.versions) >= maxCachedVersions {
+		d.versions = make(map[string]*semver.Version)
+	}
+	d.versions[s] = v
+	return v, nil
 }
 
 // decode parses one payload into m, reusing m's slices. Errors wrap
@@ -475,13 +503,9 @@ func (d *decoder) record(r *reader, m *message) *entry {
 		r.fail(err)
 		return nil
 	}
-	v, err := parseVersion(rec.Version)
+	v, err := d.version(rec.Version)
 	if err != nil {
 		r.fail(err)
-		return nil
-	}
-	if v.String() != rec.Version {
-		r.fail(fmt.Errorf("version %q is not canonical", rec.Version))
 		return nil
 	}
 	e.ver = v

@@ -103,13 +103,14 @@ func (r *Registry) readLoop(l *link) error {
 	br := bufio.NewReaderSize(l.conn, 32<<10)
 	var buf []byte
 	var m message
+	dec := decoder{maxMeta: r.cfg.MaxMetadataBytes}
 	for {
 		var err error
 		buf, err = readFrame(br, buf, r.cfg.MaxMessageBytes)
 		if err != nil {
 			return err
 		}
-		if err := r.dec.decode(buf, &m); err != nil {
+		if err := dec.decode(buf, &m); err != nil {
 			return err
 		}
 		r.mu.Lock()

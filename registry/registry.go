@@ -17,7 +17,6 @@ import (
 type Registry struct {
 	cfg Config
 	log *slog.Logger
-	dec decoder
 
 	mu       sync.Mutex
 	closed   bool
@@ -85,7 +84,6 @@ func New(cfg Config) (*Registry, error) {
 	r := &Registry{
 		cfg:       cfg,
 		log:       cfg.Logger.With("node", cfg.ID),
-		dec:       decoder{maxMeta: cfg.MaxMetadataBytes},
 		owners:    map[string]*owner{},
 		links:     map[string][]*link{},
 		visible:   map[string]map[string]*entry{},

@@ -1,0 +1,230 @@
+package registry
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func benchEntry() *entry {
+	return fakeRecord("node-7f3c2a", 1700000000000000000, 42, "web",
+		map[string]string{"zone": "eu-west-1a", "weight": "10"})
+}
+
+func BenchmarkEncodePut(b *testing.B) {
+	e := benchEntry()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := encodePut(e.rec.Owner, e.rec.Rev.Incarnation, e, 1<<20); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkDecodePut(b *testing.B) {
+	e := benchEntry()
+	f := must(encodePut(e.rec.Owner, e.rec.Rev.Incarnation, e, 1<<20))
+	d := decoder{maxMeta: 4096}
+	var m message
+	b.SetBytes(int64(len(f)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.decode(f[frameHeader:], &m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkApplyPutDel measures what a link's reader does per message: decode
+// and apply under the lock, for a live owner (index, event to OnEvent and a
+// watcher), alternating a register and a free.
+func BenchmarkApplyPutDel(b *testing.B) {
+	var events atomic.Int64
+	cfg := LocalConfig("me")
+	cfg.Heartbeat, cfg.Lifetime = time.Hour, 3*time.Hour // no expiry while measuring
+	cfg.Logger = quiet
+	cfg.OnEvent = func(Event) { events.Add(1) }
+	r, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ch, _ := r.Watch(ctx, "web")
+	go func() {
+		for range ch {
+		}
+	}()
+
+	const owner, inc = "peer", 9
+	l := newLink(owner, nil)
+	l.hello, l.ready = true, true
+	var m message
+	dec := decoder{maxMeta: r.cfg.MaxMetadataBytes}
+	apply := func(p []byte) {
+		if err := dec.decode(p, &m); err != nil {
+			b.Fatal(err)
+		}
+		r.mu.Lock()
+		err := r.handle(l, &m, p)
+		if r.dirty {
+			r.recompute()
+		}
+		r.mu.Unlock()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	r.mu.Lock()
+	r.self.peers[owner] = inc
+	r.mu.Unlock()
+	apply(must(encodeState(owner, inc, 0, 1, false, []peerRef{{"me", r.self.inc}}, 1<<20))[frameHeader:])
+
+	// 2,048 put/free pairs, replayed: the owner's version is rewound
+	// between rounds (outside the measure's hot path, once per 4,096).
+	const pairs = 2048
+	var payloads [][]byte
+	for i := range pairs {
+		e := fakeRecord(owner, inc, uint64(2*i+1), "web", map[string]string{"zone": "a", "weight": "10"})
+		payloads = append(payloads,
+			must(encodePut(owner, inc, e, 1<<20))[frameHeader:],
+			must(encodeDel(owner, inc, uint64(2*i+2), e.rec.ID, 1<<20))[frameHeader:])
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		if i == len(payloads) {
+			r.mu.Lock()
+			r.owners[owner].seq = 0
+			r.mu.Unlock()
+			i = 0
+		}
+		apply(payloads[i])
+		i++
+	}
+	b.StopTimer()
+	r.mu.Lock()
+	live := r.owners[owner].live
+	r.mu.Unlock()
+	if !live {
+		b.Fatal("owner not live: nothing was shown")
+	}
+}
+
+// BenchmarkPropagation measures, in a full mesh of 10 registries over
+// net.Pipe, the time from Register on one node until all 9 others have
+// emitted the Registered event, and the same for Free.
+func BenchmarkPropagation(b *testing.B) {
+	const n = 10
+	var seen [n]atomic.Int64
+	ping := make(chan struct{}, 1)
+	var regs []*Registry
+	for i := range n {
+		cfg := LocalConfig(fmt.Sprintf("n%d", i))
+		cfg.Logger = quiet
+		cfg.OnEvent = func(ev Event) {
+			if ev.Kind == Registered || ev.Kind == Freed {
+				seen[i].Add(1)
+				select {
+				case ping <- struct{}{}:
+				default:
+				}
+			}
+		}
+		r, err := New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer r.Close()
+		regs = append(regs, r)
+	}
+	for i := range n {
+		for j := i + 1; j < n; j++ {
+			c1, c2 := net.Pipe()
+			go regs[i].Serve(context.Background(), regs[j].ID(), c1)
+			go regs[j].Serve(context.Background(), regs[i].ID(), c2)
+		}
+	}
+	var want int64
+	waitAll := func() {
+		for {
+			all := true
+			for i := 1; i < n; i++ {
+				if seen[i].Load() < want {
+					all = false
+				}
+			}
+			if all {
+				return
+			}
+			<-ping
+		}
+	}
+	// Let the mesh settle: a first record reaches everyone.
+	rec, _ := regs[0].Register(Service{Role: "warmup@1.0.0"})
+	want++
+	waitAll()
+	regs[0].Free(rec.ID)
+	want++
+	waitAll()
+
+	var reg, free time.Duration
+	b.ReportAllocs()
+	for b.Loop() {
+		start := time.Now()
+		rec, err := regs[0].Register(Service{Role: "svc@1.0.0", Port: 80})
+		if err != nil {
+			b.Fatal(err)
+		}
+		want++
+		waitAll()
+		mid := time.Now()
+		regs[0].Free(rec.ID)
+		want++
+		waitAll()
+		reg += mid.Sub(start)
+		free += time.Since(mid)
+	}
+	b.ReportMetric(float64(reg.Nanoseconds())/float64(b.N), "ns/register-on-all")
+	b.ReportMetric(float64(free.Nanoseconds())/float64(b.N), "ns/free-on-all")
+}
+
+// BenchmarkSync1000 measures a late joiner's initial sync of 1,000 records.
+func BenchmarkSync1000(b *testing.B) {
+	cfg := LocalConfig("a")
+	cfg.Logger = quiet
+	a, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	for i := range 1000 {
+		a.Register(Service{Role: fmt.Sprintf("svc%d@1.0.%d", i%10, i), Port: 10000 + i, Meta: map[string]string{"i": fmt.Sprint(i)}})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		synced := make(chan struct{})
+		cfg := LocalConfig("b")
+		cfg.Logger = quiet
+		cfg.OnEvent = func(ev Event) {
+			if ev.Kind == Synced {
+				close(synced)
+			}
+		}
+		r, err := New(cfg)
+		if err != nil {
+			b.Fatal(err)
+		}
+		c1, c2 := net.Pipe()
+		done := make(chan struct{})
+		go func() { a.Serve(context.Background(), "b", c1); close(done) }()
+		go r.Serve(context.Background(), "a", c2)
+		<-synced
+		r.Close()
+		<-done
+	}
+}
