@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"io"
 	"sync"
+	"time"
 )
 
 // maxQueueBytes bounds what may wait in a link's outgoing queue beyond its
@@ -148,18 +149,18 @@ func (l *link) writeLoop() {
 		l.queue, l.queued, l.limit = nil, 0, maxQueueBytes
 		l.qmu.Unlock()
 		if fail != nil {
-			l.conn.Close()
+			l.abort()
 			return
 		}
 		if len(q) > 0 {
 			for _, f := range q {
 				if _, err := bw.Write(f); err != nil {
-					l.conn.Close()
+					l.abort()
 					return
 				}
 			}
 			if err := bw.Flush(); err != nil {
-				l.conn.Close()
+				l.abort()
 				return
 			}
 			continue
@@ -173,6 +174,16 @@ func (l *link) writeLoop() {
 			return
 		}
 	}
+}
+
+// abort closes the conn so that its reader and writer return at once: a
+// conn with deadlines (a net.Conn, a yamux stream, whose Close alone lets a
+// pending Read wait for the peer's close) gets one in the past first.
+func (l *link) abort() {
+	if d, ok := l.conn.(interface{ SetDeadline(time.Time) error }); ok {
+		d.SetDeadline(time.Unix(1, 0))
+	}
+	l.conn.Close()
 }
 
 // failure returns why the writer stopped the link, if it did.

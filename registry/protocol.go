@@ -61,7 +61,7 @@ func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteClos
 		case <-r.done:
 		case <-l.stop:
 		}
-		conn.Close()
+		l.abort()
 	}()
 	go l.writeLoop()
 	r.log.Debug("registry: link up", "peer", peer)
@@ -69,7 +69,7 @@ func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteClos
 	err = r.readLoop(l)
 
 	close(l.stop)
-	conn.Close()
+	l.abort()
 	<-l.writerDone
 	<-watchDone
 	r.mu.Lock()
