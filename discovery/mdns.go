@@ -276,7 +276,6 @@ func hasRoutableAddr(set settings, ifi *net.Interface) bool {
 func buildLinks(set settings, self Self, port uint16, ifaces []net.Interface) ([]*link, error) {
 	txt := encodeTXT(self.Cluster, self.ID)
 	n := newNames(self.Cluster, self.ID)
-	ttl := uint32(set.ttl / time.Second)
 	var links []*link
 	all := map[int][]netip.Prefix{}
 	for _, ifi := range ifaces {
@@ -305,41 +304,53 @@ func buildLinks(set settings, self Self, port uint16, ifaces []net.Interface) ([
 			loopback: ifi.Flags&net.FlagLoopback != 0,
 			prefixes: all[ifi.Index],
 		}
-		for _, p := range l.prefixes {
-			a := p.Addr()
-			if a.Is4() && set.v4 && !l.src4.IsValid() {
-				l.v4, l.src4 = true, a
-			}
-			// Linux does not deliver IPv6 multicast on loopback. RFC 6762
-			// §15 prefers a link-local source.
-			if a.Is6() && set.v6 && !l.loopback && (!l.src6.IsValid() || a.IsLinkLocalUnicast() && !l.src6.IsLinkLocalUnicast()) {
-				l.v6, l.src6 = true, a
-			}
-		}
-		if !l.v4 && !l.v6 {
-			continue
-		}
-		addrs := announcedAddrs(set, self, port, l, all)
-		if len(addrs) == 0 {
-			continue
-		}
-		rs, err := newRecordSet(n, txt, port, addrs, ttl)
+		ok, err := l.build(set, self, port, n, txt, all)
 		if err != nil {
 			return nil, err
 		}
-		if l.announce, err = rs.announcement().Pack(); err != nil {
-			return nil, err
+		if ok {
+			links = append(links, l)
 		}
-		if l.goodbye, err = rs.goodbye().Pack(); err != nil {
-			return nil, err
-		}
-		l.rs, l.zone = rs, newZone(rs)
-		links = append(links, l)
 	}
 	if len(links) == 0 {
 		return nil, fmt.Errorf("%w: no interface has an address to announce", ErrNoInterface)
 	}
 	return links, nil
+}
+
+// build chooses the IP versions and source addresses of l and builds its
+// records. It reports false when l has nothing to run on or announce.
+func (l *link) build(set settings, self Self, port uint16, n names, txt [][]byte, all map[int][]netip.Prefix) (bool, error) {
+	for _, p := range l.prefixes {
+		a := p.Addr()
+		if a.Is4() && set.v4 && !l.src4.IsValid() {
+			l.v4, l.src4 = true, a
+		}
+		// Linux does not deliver IPv6 multicast on loopback. RFC 6762 §15
+		// prefers a link-local source.
+		if a.Is6() && set.v6 && !l.loopback && (!l.src6.IsValid() || a.IsLinkLocalUnicast() && !l.src6.IsLinkLocalUnicast()) {
+			l.v6, l.src6 = true, a
+		}
+	}
+	if !l.v4 && !l.v6 {
+		return false, nil
+	}
+	addrs := announcedAddrs(set, self, port, l, all)
+	if len(addrs) == 0 {
+		return false, nil
+	}
+	rs, err := newRecordSet(n, txt, port, addrs, uint32(set.ttl/time.Second))
+	if err != nil {
+		return false, err
+	}
+	if l.announce, err = rs.announcement().Pack(); err != nil {
+		return false, err
+	}
+	if l.goodbye, err = rs.goodbye().Pack(); err != nil {
+		return false, err
+	}
+	l.rs, l.zone = rs, newZone(rs)
+	return true, nil
 }
 
 // announcedAddrs returns the addresses announced on l: without
