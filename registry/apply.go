@@ -191,6 +191,7 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 				frames = [][]byte{frameOf(payload)}
 			}
 			l.enqueue(frames...)
+			r.relayed.Add(1)
 		}
 	}
 }

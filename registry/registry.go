@@ -42,7 +42,8 @@ type Registry struct {
 	wg        sync.WaitGroup
 	serving   sync.WaitGroup
 
-	rr atomic.Uint64 // Dial's round-robin counter
+	rr      atomic.Uint64 // Dial's round-robin counter
+	relayed atomic.Int64  // messages relayed (for tests)
 }
 
 // owner is what this node knows of one node's records and state.

@@ -355,3 +355,46 @@ func TestOwnRecordsNotTakenFromPeers(t *testing.T) {
 		t.Fatalf("a has %v", got)
 	}
 }
+
+func TestRelayCounts(t *testing.T) {
+	slow := func(c *Config) { c.Heartbeat, c.Lifetime = time.Hour, 3*time.Hour } // no heartbeats
+	relayed := func(ns []*node) int64 {
+		var n int64
+		for _, x := range ns {
+			n += x.relayed.Load()
+		}
+		return n
+	}
+	for _, tc := range []struct {
+		name  string
+		build func(t *testing.T, ns []*node)
+		want  int64 // relays of one register at n0
+	}{
+		{"full mesh", func(t *testing.T, ns []*node) { fullMesh(t, ns) }, 0},
+		{"chain", func(t *testing.T, ns []*node) { ring(t, ns, false) }, 2}, // n1→n2, n2→n3
+		{"ring", func(t *testing.T, ns []*node) { ring(t, ns, true) }, 2},   // n1→n2 and n3→n2 (dropped there)
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ns := nodes(t, 4, slow)
+			tc.build(t, ns)
+			for _, n := range ns { // every adjacency known everywhere
+				waitFor(t, "adjacency", func() bool {
+					for _, m := range ns {
+						if len(n.peersOf(m.ID())) == 0 {
+							return false
+						}
+					}
+					return true
+				})
+			}
+			before := relayed(ns)
+			rec := ns[0].register(t, "x@1.0.0", 1, nil)
+			for _, n := range ns {
+				waitFor(t, "record", func() bool { return n.has(t, rec.ID) })
+			}
+			if got := relayed(ns) - before; got != tc.want {
+				t.Errorf("%d relays, want %d", got, tc.want)
+			}
+		})
+	}
+}
