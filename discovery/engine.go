@@ -28,24 +28,6 @@ const (
 	maxTTL = 24 * time.Hour
 )
 
-// link is one interface MDNS runs on.
-type link struct {
-	index    int
-	name     string
-	loopback bool
-	v4, v6   bool           // mDNS runs over this IP version here
-	prefixes []netip.Prefix // the interface's own addresses
-	// src4 and src6 are the source addresses of what we send here: an
-	// address of this interface, so that receivers (and hashicorp/mdns's
-	// answers, sent back to it) tell which link a packet belongs to.
-	src4, src6 netip.Addr
-
-	rs       *recordSet
-	zone     *zone
-	announce []byte // packed announcement
-	goodbye  []byte // packed goodbye
-}
-
 // packetKind says what an outgoing packet is.
 type packetKind uint8
 

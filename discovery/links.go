@@ -1,0 +1,228 @@
+package discovery
+
+import (
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+)
+
+// link is one interface MDNS runs on.
+type link struct {
+	index    int
+	name     string
+	loopback bool
+	v4, v6   bool           // mDNS runs over this IP version here
+	prefixes []netip.Prefix // the interface's own addresses
+	// src4 and src6 are the source addresses of what we send here: an
+	// address of this interface, so that receivers (and hashicorp/mdns's
+	// answers, sent back to it) tell which link a packet belongs to.
+	src4, src6 netip.Addr
+
+	rs       *recordSet
+	zone     *zone
+	announce []byte // packed announcement
+	goodbye  []byte // packed goodbye
+}
+
+// interfaces returns the interfaces to run on. By default: those up,
+// running and multicast-capable, with an IPv4 address or an IPv6 address
+// that is not link-local (so not, say, the veth of every container), and
+// loopback where it is multicast-capable.
+func (m *MDNS) interfaces(set settings) ([]net.Interface, error) {
+	if m.Interfaces != nil {
+		for _, ifi := range m.Interfaces {
+			if ifi.Flags&net.FlagUp == 0 || ifi.Flags&net.FlagMulticast == 0 {
+				return nil, fmt.Errorf("%w: %s is down or not multicast-capable", ErrNoInterface, ifi.Name)
+			}
+		}
+		return slices.Clone(m.Interfaces), nil
+	}
+	all, err := net.Interfaces()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrNoInterface, err)
+	}
+	var out []net.Interface
+	for _, ifi := range all {
+		const want = net.FlagUp | net.FlagRunning | net.FlagMulticast
+		if ifi.Flags&want != want {
+			continue
+		}
+		if ifi.Flags&net.FlagLoopback != 0 || hasRoutableAddr(set, &ifi) {
+			out = append(out, ifi)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w: none up, running and multicast-capable with an address", ErrNoInterface)
+	}
+	return out, nil
+}
+
+func hasRoutableAddr(set settings, ifi *net.Interface) bool {
+	addrs, err := ifi.Addrs()
+	if err != nil {
+		return false
+	}
+	for _, a := range addrs {
+		ipn, ok := a.(*net.IPNet)
+		if !ok {
+			continue
+		}
+		if ip4 := ipn.IP.To4(); ip4 != nil {
+			if set.v4 {
+				return true
+			}
+		} else if set.v6 && !ipn.IP.IsLinkLocalUnicast() {
+			return true
+		}
+	}
+	return false
+}
+
+// buildLinks reads the addresses of ifaces and builds each one's records.
+// Interfaces without an address of an enabled IP version are left out.
+func buildLinks(set settings, self Self, port uint16, ifaces []net.Interface) ([]*link, error) {
+	txt := encodeTXT(self.Cluster, self.ID)
+	n := newNames(self.Cluster, self.ID)
+	var links []*link
+	all := map[int][]netip.Prefix{}
+	for _, ifi := range ifaces {
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok {
+				ip, ok := netip.AddrFromSlice(ipn.IP)
+				ones, bits := ipn.Mask.Size()
+				if !ok || bits == 0 {
+					continue
+				}
+				if ip = ip.Unmap(); ip.Is4() && bits == 128 {
+					ones -= 96
+				}
+				all[ifi.Index] = append(all[ifi.Index], netip.PrefixFrom(ip, ones))
+			}
+		}
+	}
+	for _, ifi := range ifaces {
+		l := &link{
+			index:    ifi.Index,
+			name:     ifi.Name,
+			loopback: ifi.Flags&net.FlagLoopback != 0,
+			prefixes: all[ifi.Index],
+		}
+		ok, err := l.build(set, self, port, n, txt, all)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			links = append(links, l)
+		}
+	}
+	if len(links) == 0 {
+		return nil, fmt.Errorf("%w: no interface has an address to announce", ErrNoInterface)
+	}
+	return links, nil
+}
+
+// build chooses the IP versions and source addresses of l and builds its
+// records. It reports false when l has nothing to run on or announce.
+func (l *link) build(set settings, self Self, port uint16, n names, txt [][]byte, all map[int][]netip.Prefix) (bool, error) {
+	for _, p := range l.prefixes {
+		a := p.Addr()
+		if a.Is4() && set.v4 && !l.src4.IsValid() {
+			l.v4, l.src4 = true, a
+		}
+		// Linux does not deliver IPv6 multicast on loopback. RFC 6762 §15
+		// prefers a link-local source.
+		if a.Is6() && set.v6 && !l.loopback && (!l.src6.IsValid() || a.IsLinkLocalUnicast() && !l.src6.IsLinkLocalUnicast()) {
+			l.v6, l.src6 = true, a
+		}
+	}
+	if !l.v4 && !l.v6 {
+		return false, nil
+	}
+	addrs := announcedAddrs(set, self, port, l, all)
+	if len(addrs) == 0 {
+		return false, nil
+	}
+	rs, err := newRecordSet(n, txt, port, addrs, uint32(set.ttl/time.Second))
+	if err != nil {
+		return false, err
+	}
+	if l.announce, err = rs.announcement().Pack(); err != nil {
+		return false, err
+	}
+	if l.goodbye, err = rs.goodbye().Pack(); err != nil {
+		return false, err
+	}
+	l.rs, l.zone = rs, newZone(rs)
+	return true, nil
+}
+
+// announcedAddrs returns the addresses announced on l: without
+// self.Addrs, l's own; otherwise those of self.Addrs that fit l (with the
+// announced port): an unspecified address stands for l's own of that
+// version (:: for both), an address on some interface's subnet goes only
+// on that interface, link-local and loopback ones only on their own
+// interface, and any other goes everywhere.
+func announcedAddrs(set settings, self Self, port uint16, l *link, all map[int][]netip.Prefix) []netip.Addr {
+	var out []netip.Addr
+	add := func(a netip.Addr) {
+		a = a.WithZone("")
+		if (a.Is4() && !set.v4) || (a.Is6() && !set.v6) || slices.Contains(out, a) {
+			return
+		}
+		out = append(out, a)
+	}
+	own := func(v4, v6 bool) {
+		for _, p := range l.prefixes {
+			if (p.Addr().Is4() && v4) || (p.Addr().Is6() && v6) {
+				add(p.Addr())
+			}
+		}
+	}
+	if len(self.Addrs) == 0 {
+		own(true, true)
+		return out
+	}
+	onSubnet := func(a netip.Addr, prefixes []netip.Prefix) bool {
+		for _, p := range prefixes {
+			if p.Contains(a) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, ap := range self.Addrs {
+		a := ap.Addr().Unmap()
+		if ap.Port() != 0 && ap.Port() != port {
+			continue // one SRV record, one port
+		}
+		switch {
+		case a.IsUnspecified():
+			own(true, a.Is6())
+		case a.IsLoopback():
+			if l.loopback {
+				add(a)
+			}
+		case a.Is6() && a.IsLinkLocalUnicast():
+			if a.Zone() == l.name || (a.Zone() == "" && onSubnet(a.WithZone(""), l.prefixes)) {
+				add(a)
+			}
+		case onSubnet(a, l.prefixes):
+			add(a)
+		default:
+			elsewhere := false
+			for _, prefixes := range all {
+				elsewhere = elsewhere || onSubnet(a, prefixes)
+			}
+			if !elsewhere {
+				add(a)
+			}
+		}
+	}
+	return out
+}
