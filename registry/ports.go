@@ -47,7 +47,9 @@ type Listener struct {
 
 // Listen opens a TCP listener on a free port for role ("name@version") and
 // registers it with that port, before returning. ctx bounds the listen
-// call only.
+// call only. The record's host is the WithHost option, else Config.Host,
+// else the bind address when it is a specific one, else empty (Dial then
+// skips the record: set Config.Host).
 //
 // Errors: those of Register (ErrBadRole, ErrMetadataTooLarge,
 // ErrTooManyRecords, ErrClosed...) and of net.ListenConfig.Listen.

@@ -17,8 +17,12 @@ import (
 // push every change as it happens, their own and those they relay.
 //
 // conn must be a reliable, ordered byte stream (a yamux stream, a TCP
-// connection, net.Pipe); Serve reads it from the calling goroutine and
-// writes it from one goroutine of its own, and closes it before returning.
+// connection, net.Pipe) on which a Read and a Write may run at once: Serve
+// reads it from the calling goroutine and writes it from one goroutine of
+// its own. Serve owns conn and closes it before returning; to stop, it sets
+// a deadline in the past first when conn has SetDeadline (as net.Conn and
+// yamux streams do), so a pending Read or Write returns at once, else it
+// relies on Close to unblock them.
 // Serve returns when conn fails or reaches EOF (nil for a clean EOF), when
 // ctx ends (ctx.Err()), when the registry closes (ErrClosed), or when the
 // peer breaks the protocol or the limits (an error wrapping ErrProtocol,
