@@ -71,6 +71,7 @@ type sender interface {
 
 // peer is what the engine knows of one node.
 type peer struct {
+	instance  string // its DNS-SD instance name
 	port      uint16
 	addrs     map[netip.AddrPort]addrState
 	ttl       time.Duration
@@ -105,7 +106,7 @@ type engine struct {
 	nextQuery    time.Time
 }
 
-func newEngine(set settings, self Self, links []*link, out sender, in <-chan inPacket, report func(Event), log *slog.Logger) (*engine, error) {
+func newEngine(set settings, self Self, links []*link, out sender, in <-chan inPacket, report func(Event)) (*engine, error) {
 	e := &engine{
 		set:     set,
 		cluster: self.Cluster,
@@ -115,7 +116,7 @@ func newEngine(set settings, self Self, links []*link, out sender, in <-chan inP
 		out:     out,
 		in:      in,
 		report:  report,
-		log:     log,
+		log:     set.log,
 		peers:   map[string]*peer{},
 	}
 	q, err := browseQuery(e.service).Pack()
@@ -150,7 +151,7 @@ func (e *engine) run(ctx context.Context) {
 // tick does whatever is due at now.
 func (e *engine) tick(now time.Time) {
 	if !now.Before(e.nextAnnounce) {
-		e.sendAll(sendAnnounce)
+		e.sendAll(sendAnnounce, nil)
 		e.announced++
 		if e.announced < startupAnnouncements {
 			e.nextAnnounce = now.Add(startupGap)
@@ -161,21 +162,33 @@ func (e *engine) tick(now time.Time) {
 			e.nextAnnounce = now.Add(half - jitter(half/10))
 		}
 	}
-	stale := false
+	due := !now.Before(e.nextQuery)
+	if due {
+		e.sendAll(sendQuery, e.query)
+		e.queried++
+		e.queryGap = e.nextGap()
+		e.nextQuery = now.Add(e.queryGap + jitter(e.queryGap/10))
+	}
+	// RFC 6762 §5.2: ask again for a record at 80% and 90% of its life,
+	// by name, so that only its owner answers (a browse would draw an
+	// answer from every node, for every peer that vanished).
+	var stale []string
 	for _, p := range e.peers {
 		if !now.Before(p.refreshAt) {
-			// RFC 6762 §5.2: ask again at 80% and 90% of a record's life.
-			stale = true
 			p.refreshAt = now.Add(p.ttl / 10)
+			if !due {
+				stale = append(stale, p.instance)
+			}
 		}
 	}
-	if due := !now.Before(e.nextQuery); due || stale {
-		e.sendAll(sendQuery)
-		if due {
-			e.queried++
-			e.queryGap = e.nextGap()
-			e.nextQuery = now.Add(e.queryGap + jitter(e.queryGap/10))
+	for len(stale) > 0 {
+		q, rest, err := refreshQuery(stale)
+		if err != nil || len(rest) == len(stale) {
+			e.log.Debug("mdns: cannot build refresh query", "err", err)
+			break
 		}
+		e.sendAll(sendQuery, q)
+		stale = rest
 	}
 	for id, p := range e.peers {
 		changed := false
@@ -228,10 +241,11 @@ func (e *engine) deadline() time.Time {
 	return next
 }
 
-// sendAll multicasts one kind of packet on every link and IP version.
-func (e *engine) sendAll(kind packetKind) {
+// sendAll multicasts one kind of packet on every link and IP version:
+// query, or each link's announcement or goodbye.
+func (e *engine) sendAll(kind packetKind, query []byte) {
 	for _, l := range e.links {
-		data := e.query
+		data := query
 		switch kind {
 		case sendAnnounce:
 			data = l.announce
@@ -251,7 +265,7 @@ func (e *engine) sendAll(kind packetKind) {
 }
 
 // goodbye withdraws this node's records everywhere.
-func (e *engine) goodbye() { e.sendAll(sendGoodbye) }
+func (e *engine) goodbye() { e.sendAll(sendGoodbye, nil) }
 
 // receive handles one packet from the network.
 func (e *engine) receive(p inPacket, now time.Time) {
@@ -348,6 +362,7 @@ func (e *engine) observe(s sighting, l *link, src netip.Addr, now time.Time) {
 	for _, a := range addrs {
 		p.addrs[netip.AddrPortFrom(a.addr, s.port)] = addrState{expires: now.Add(ttl), rank: a.rank}
 	}
+	p.instance = s.instance
 	p.ttl = ttl
 	p.refreshAt = now.Add(ttl * 8 / 10)
 	e.publish(id, p)

@@ -67,7 +67,7 @@ func (lan *simLAN) start(cluster, id string, m *MDNS) *simNode {
 	if ok, err := n.link.build(set, self, uint16(self.Port), newNames(cluster, id), encodeTXT(cluster, id), nil); !ok || err != nil {
 		t.Fatalf("build link: %v, %v", ok, err)
 	}
-	n.eng, err = newEngine(set, self, []*link{n.link}, n, n.in, n.rec.report, set.log)
+	n.eng, err = newEngine(set, self, []*link{n.link}, n, n.in, n.rec.report)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,6 +307,48 @@ func TestEngineRejoin(t *testing.T) {
 		want := netip.AddrPortFrom(b2.addr, uint16(7000+b2.idx))
 		if len(got) != 1 || got[0] != want {
 			t.Errorf("a reports b at %v, want [%v]", got, want)
+		}
+	})
+}
+
+// TestEnginePartition makes half of a 20-node cluster vanish at once (a
+// partition, seen from one side): the others must report each of them Lost
+// within the TTL, and get no busier on the way than the whole cluster was:
+// refresh queries ask for the vanished peers by name, and draw no answers.
+func TestEnginePartition(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const n = 20
+		lan := newSimLAN(t)
+		for i := range n {
+			lan.start("c", fmt.Sprintf("n%02d", i), &MDNS{})
+			time.Sleep(7 * time.Millisecond)
+		}
+		time.Sleep(5 * time.Minute)
+		cut := time.Now()
+		for _, nd := range lan.nodes[n/2:] {
+			nd.stop(false)
+		}
+		time.Sleep(DefaultTTL + time.Minute)
+		for _, nd := range lan.nodes[:n/2] {
+			if got := len(peers(nd.rec.snapshot())); got != n/2-1 {
+				t.Errorf("node %d knows %d peers after the cut, want %d", nd.idx, got, n/2-1)
+			}
+		}
+		span := time.Since(cut)
+		count := func(m map[string][]time.Time) (sum int) {
+			for _, v := range m {
+				sum += len(v)
+			}
+			return sum
+		}
+		before := lan.packets(-1, cut.Add(-span), cut)
+		after := lan.packets(-1, cut, time.Now())
+		rateBefore := float64(count(before)) / span.Seconds() / n
+		rateAfter := float64(count(after)) / span.Seconds() / (n / 2)
+		t.Logf("per node: %.3f packets/s before the cut, %.3f after (%d queries, %d answers, %d announcements)",
+			rateBefore, rateAfter, len(after["query"]), len(after["answer"]), len(after["announcement"]))
+		if rateAfter > rateBefore || rateAfter > 1 {
+			t.Errorf("%.3f packets/s per node after the cut, want no more than the %.3f before", rateAfter, rateBefore)
 		}
 	})
 }

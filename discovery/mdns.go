@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -153,6 +154,7 @@ func (m *MDNS) Run(ctx context.Context, self Self, report func(Event)) error {
 	if err != nil {
 		return err
 	}
+	links = slices.DeleteFunc(links, func(l *link) bool { return !l.v4 && !l.v6 })
 	servers := startResponders(set, links, ifaces)
 	stop := func() {
 		for _, l := range links {
@@ -169,7 +171,7 @@ func (m *MDNS) Run(ctx context.Context, self Self, report func(Event)) error {
 
 	in := make(chan inPacket, 64)
 	done := make(chan struct{})
-	eng, err := newEngine(set, self, links, socks, in, report, set.log)
+	eng, err := newEngine(set, self, links, socks, in, report)
 	if err != nil {
 		stop()
 		socks.close()

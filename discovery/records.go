@@ -112,9 +112,27 @@ func browseQuery(service string) *dns.Msg {
 	return m
 }
 
+// refreshQuery asks the owners of instances for their records: only they
+// answer. It holds as many questions as fit maxPacketSize and returns the
+// instances it could not hold.
+func refreshQuery(instances []string) ([]byte, []string, error) {
+	m := &dns.Msg{Compress: true}
+	for i, name := range instances {
+		m.Question = append(m.Question, dns.Question{Name: name, Qtype: dns.TypeANY, Qclass: dns.ClassINET})
+		if m.Len() > maxPacketSize {
+			m.Question = m.Question[:len(m.Question)-1]
+			b, err := m.Pack()
+			return b, instances[i:], err
+		}
+	}
+	b, err := m.Pack()
+	return b, nil, err
+}
+
 // sighting is one node as described by one received packet.
 type sighting struct {
-	txt     txtInfo
+	instance string
+	txt      txtInfo
 	port    uint16
 	addrs   []netip.Addr
 	ttl     uint32 // the least TTL of its PTR, SRV and TXT
@@ -199,9 +217,10 @@ func parseInstance(rrs []dns.RR, ptr *dns.PTR) (sighting, error) {
 		return sighting{}, err
 	}
 	s := sighting{
-		txt:  info,
-		port: srv.Port,
-		ttl:  min(ptr.Hdr.Ttl, srv.Hdr.Ttl, txt.Hdr.Ttl),
+		instance: ptr.Ptr,
+		txt:      info,
+		port:     srv.Port,
+		ttl:      min(ptr.Hdr.Ttl, srv.Hdr.Ttl, txt.Hdr.Ttl),
 	}
 	s.goodbye = s.ttl == 0
 	for _, rr := range rrs {

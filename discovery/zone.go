@@ -24,7 +24,8 @@ func newZone(rs *recordSet) *zone { return &zone{rs: rs} }
 func (z *zone) close() { z.closed.Store(true) }
 
 // Records implements mdns.Zone. A browse (PTR or ANY for the cluster
-// subtype) gets every record, so that one answer is enough to dial.
+// subtype) and a refresh (ANY for the instance) get every record, so that
+// one answer is enough to dial.
 func (z *zone) Records(q dns.Question) []dns.RR {
 	if z.closed.Load() {
 		return nil
@@ -46,7 +47,7 @@ func (z *zone) Records(q dns.Question) []dns.RR {
 		case dns.TypeTXT:
 			out = []dns.RR{dns.Copy(rs.txt)}
 		case dns.TypeANY:
-			out = rs.all()[1:]
+			out = rs.all()
 		}
 	case sameName(q.Name, rs.names.host):
 		for _, rr := range rs.all()[3:] {
