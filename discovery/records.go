@@ -133,10 +133,10 @@ func refreshQuery(instances []string) ([]byte, []string, error) {
 type sighting struct {
 	instance string
 	txt      txtInfo
-	port    uint16
-	addrs   []netip.Addr
-	ttl     uint32 // the least TTL of its PTR, SRV and TXT
-	goodbye bool
+	port     uint16
+	addrs    []netip.Addr
+	ttl      uint32 // the least TTL of its PTR, SRV and TXT
+	goodbye  bool
 }
 
 // parseResponse extracts the nodes of service from a response. It looks at
