@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/tallship-go/tallship/internal/netns"
 )
 
@@ -286,6 +287,84 @@ func TestMDNSAnnouncedAddrs(t *testing.T) {
 				t.Errorf("addrs = %s, want %s", got, tc.want)
 			}
 			_ = a
+		})
+	}
+}
+
+// TestMDNSAnswersQueries asks a running node, from an ephemeral port as a
+// browser does, and checks hashicorp/mdns's unicast answer through our
+// zone: every record for a browse and a refresh, the one asked for else.
+func TestMDNSAnswersQueries(t *testing.T) {
+	netns.Require(t)
+	p := newProbe(t)
+	a := startNode(t, &MDNS{}, Self{Cluster: "ask", ID: "a"})
+	p.awaitRunning(t, a)
+	n := newNames("ask", "a")
+	refresh, _, err := refreshQuery([]string{n.instance})
+	if err != nil {
+		t.Fatal(err)
+	}
+	question := func(name string, qtype uint16) []byte {
+		m := new(dns.Msg)
+		m.SetQuestion(name, qtype)
+		b, err := m.Pack()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	for _, tc := range []struct {
+		name     string
+		query    []byte
+		complete bool     // a full sighting of a
+		types    []uint16 // else: the record types answered
+	}{
+		{"browse", question(serviceName("ask"), dns.TypePTR), true, nil},
+		{"browse, upper case", question(strings.ToUpper(serviceName("ask")), dns.TypePTR), true, nil},
+		{"refresh by name", refresh, true, nil},
+		{"TXT", question(n.instance, dns.TypeTXT), false, []uint16{dns.TypeTXT}},
+		{"address", question(n.host, dns.TypeA), false, []uint16{dns.TypeA}},
+		{"other cluster", question(serviceName("other"), dns.TypePTR), false, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := c.WriteToUDP(tc.query, group4); err != nil {
+				t.Fatal(err)
+			}
+			c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+			buf := make([]byte, maxReadSize)
+			nr, _, err := c.ReadFromUDP(buf)
+			if tc.types == nil && !tc.complete {
+				if err == nil {
+					t.Fatalf("answered a query for another cluster")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("no answer: %v", err)
+			}
+			m := new(dns.Msg)
+			if err := m.Unpack(buf[:nr]); err != nil {
+				t.Fatal(err)
+			}
+			if tc.complete {
+				ss, errs := parseResponse(m, serviceName("ask"))
+				if len(ss) != 1 || ss[0].txt.id != "a" || len(errs) != 0 {
+					t.Fatalf("answer %v gives %+v, %v", m, ss, errs)
+				}
+				return
+			}
+			var types []uint16
+			for _, rr := range m.Answer {
+				types = append(types, rr.Header().Rrtype)
+			}
+			if fmt.Sprint(types) != fmt.Sprint(tc.types) {
+				t.Errorf("answer types %v, want %v", types, tc.types)
+			}
 		})
 	}
 }
