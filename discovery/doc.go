@@ -12,7 +12,7 @@
 //		ID:      id,
 //		Port:    port,
 //	}, func(ev discovery.Event) {
-//		events <- ev // report must not block
+//		queue.Push(ev) // report must not block: hand the event on
 //	})
 //
 // Every field of MDNS has a documented default; a fully configured one:
@@ -29,7 +29,10 @@
 // Static reports a fixed list of addresses, for peers that multicast does
 // not reach; the handshake then tells their ids:
 //
-//	d := &discovery.Static{Addrs: []string{"10.0.0.7:7946", "db.example:7946"}}
+//	d := &discovery.Static{
+//		Addrs:    []string{"10.0.0.7:7946", "db.example:7946"},
+//		Interval: 5 * time.Second, // default; reported again so the mesh retries
+//	}
 //
 // # On the wire
 //
@@ -47,10 +50,16 @@
 // 320 bytes travels as its SHA-256 ("ch=<hex>"). A receiver checks TXT
 // against its own cluster, so clusters whose hashes collide never mix.
 //
-// A node announces its records twice at start (0 s and 1 s), sends a browse
-// query at once and then with backoff, re-announces at half the TTL, and
-// withdraws its records with a goodbye (TTL 0) when Run ends. Queries are
-// answered by hashicorp/mdns, by unicast to the querier.
+// A node announces its records twice at start (0 s and 1 s) and sends a
+// browse query at once, so that a new node and the running ones learn of
+// each other within milliseconds. It then re-announces at half the TTL
+// (default 120 s), browses again after 1 s and then at doubling intervals
+// up to 60 s (never under 2 s per node known), asks a peer by name for its
+// records at 80% and 90% of their life, reports Lost when they lapse, and
+// withdraws its own with a goodbye (TTL 0) when Run ends. Queries are
+// answered by hashicorp/mdns, by unicast to the querier. At steady state a
+// node sends about 0.2 packets a second in a cluster of 10, 0.5 in a
+// cluster of 50; every packet is at most 1,400 bytes.
 //
 // # Tests
 //

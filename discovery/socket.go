@@ -42,6 +42,7 @@ type udpConn struct {
 // clears a link's version where its group cannot be joined.
 func openSockets(set settings, links []*link, ifaces []net.Interface) (*sockets, error) {
 	s := &sockets{}
+	var lastErr error
 	for fam, v6 := range []bool{false, true} {
 		on := func(l *link) *bool {
 			if v6 {
@@ -61,6 +62,7 @@ func openSockets(set settings, links []*link, ifaces []net.Interface) (*sockets,
 		listen, err := openListener(v6, members, ifaces, on, set)
 		if err != nil {
 			set.log.Debug("mdns: cannot listen", "v6", v6, "err", err)
+			lastErr = err
 			for _, l := range members {
 				*on(l) = false
 			}
@@ -69,6 +71,7 @@ func openSockets(set settings, links []*link, ifaces []net.Interface) (*sockets,
 		query, err := openQuerier(v6)
 		if err != nil {
 			set.log.Debug("mdns: cannot query", "v6", v6, "err", err)
+			lastErr = err
 			listen.c.Close()
 			for _, l := range members {
 				*on(l) = false
@@ -85,7 +88,7 @@ func openSockets(set settings, links []*link, ifaces []net.Interface) (*sockets,
 	}
 	if running == 0 {
 		s.close()
-		return nil, fmt.Errorf("%w: cannot open mDNS sockets on any interface", ErrNoInterface)
+		return nil, fmt.Errorf("%w: cannot open mDNS sockets on any interface: %v", ErrNoInterface, lastErr)
 	}
 	if running == 1 {
 		for _, c := range s.conns() {
