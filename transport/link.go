@@ -134,6 +134,9 @@ func (l *Link) Close() error {
 	return nil
 }
 
+// IsClosed reports whether the link has closed.
+func (l *Link) IsClosed() bool { return l.sess.IsClosed() }
+
 // NumStreams is the number of open streams.
 func (l *Link) NumStreams() int { return l.sess.NumStreams() }
 
@@ -186,6 +189,9 @@ func (l *Link) OpenStream(ctx context.Context, protocol string) (*Stream, error)
 func (l *Link) AcceptStream(ctx context.Context) (*Stream, error) {
 	s, err := l.sess.AcceptStreamWithContext(ctx)
 	if err != nil {
+		if l.sess.IsClosed() {
+			return nil, fmt.Errorf("transport: link closed (%v): %w", err, net.ErrClosed)
+		}
 		return nil, closedErr(err)
 	}
 	s.SetReadDeadline(time.Now().Add(l.cfg.HandshakeTimeout))

@@ -1,0 +1,134 @@
+package mesh
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/tallship-go/tallship/discovery"
+	"github.com/tallship-go/tallship/transport"
+)
+
+// Config configures a node. The zero value is valid: every field says what
+// its zero value means. Join and New copy it; they never change the
+// caller's Config.
+type Config struct {
+	// ID is the node id. Empty means a new random UUID. Ids are compared
+	// as byte strings; two nodes with the same id never link.
+	ID string
+
+	// Listen is the TCP address links are accepted on. Empty means ":0":
+	// an OS-chosen port on every address, IPv4 and IPv6.
+	Listen string
+
+	// Discovery lists the discoverers to run. Nil means mDNS on every
+	// multicast interface (discovery.MDNS{}); NoDiscovery, an empty list,
+	// runs none (links then come from Connect and peer exchange).
+	Discovery []discovery.Discoverer
+
+	// HandshakeTimeout bounds a link's handshake. Zero means 2 s.
+	HandshakeTimeout time.Duration
+	// KeepAliveInterval is how often a link is pinged. Zero means 500 ms.
+	KeepAliveInterval time.Duration
+	// WriteTimeout bounds a write on a link and the wait for a ping's
+	// answer. Zero means 1 s. A silent peer is declared dead within
+	// KeepAliveInterval + WriteTimeout.
+	WriteTimeout time.Duration
+
+	// DialBackoff is the first wait before redialing a kept peer or
+	// retrying a discovered one; it doubles up to DialBackoffMax. Zero
+	// means 100 ms; DialBackoffMax zero means 5 s.
+	DialBackoff    time.Duration
+	DialBackoffMax time.Duration
+	// DialAttempts is how many times a discovered (not kept) peer is
+	// dialed before giving up until discovery reports it again. Zero
+	// means 5. Kept peers are redialed until Disconnect.
+	DialAttempts int
+	// FallbackDelay is how long the node with the higher id waits for a
+	// discovered peer with a lower id to dial it before it dials itself.
+	// Zero means 1 s.
+	FallbackDelay time.Duration
+
+	// MaxMessageSize bounds one message. Zero means 1 MiB. A larger Send
+	// fails with ErrTooLarge; a larger frame from a peer closes its link.
+	MaxMessageSize int
+	// SendQueueBytes bounds the bytes queued for one peer; Send waits for
+	// room beyond it. Zero means 16 MiB.
+	SendQueueBytes int
+	// ReceiveBuffer is how many received messages wait for Receive before
+	// reading from links pauses. Zero means 1024.
+	ReceiveBuffer int
+	// EventBuffer is how many events wait for a slow Events consumer
+	// before the oldest are dropped. Zero means 4096.
+	EventBuffer int
+
+	// Logger receives the node's log lines, routine ones at Debug. Nil
+	// means slog.Default().
+	Logger *slog.Logger
+}
+
+// NoDiscovery, as Config.Discovery, runs no discoverer.
+var NoDiscovery = []discovery.Discoverer{}
+
+// LocalConfig returns a Config with fast timers for tests and loopback: a
+// silent peer is noticed within 300 ms, redials start after 20 ms.
+func LocalConfig() Config {
+	return Config{
+		HandshakeTimeout:  time.Second,
+		KeepAliveInterval: 100 * time.Millisecond,
+		WriteTimeout:      200 * time.Millisecond,
+		DialBackoff:       20 * time.Millisecond,
+		DialBackoffMax:    500 * time.Millisecond,
+		FallbackDelay:     200 * time.Millisecond,
+	}
+}
+
+func (c Config) withDefaults() Config {
+	if c.Listen == "" {
+		c.Listen = ":0"
+	}
+	if c.Discovery == nil {
+		c.Discovery = defaultDiscovery()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.HandshakeTimeout, 2*time.Second)
+	def(&c.KeepAliveInterval, 500*time.Millisecond)
+	def(&c.WriteTimeout, time.Second)
+	def(&c.DialBackoff, 100*time.Millisecond)
+	def(&c.DialBackoffMax, 5*time.Second)
+	def(&c.FallbackDelay, time.Second)
+	if c.DialAttempts <= 0 {
+		c.DialAttempts = 5
+	}
+	if c.MaxMessageSize <= 0 {
+		c.MaxMessageSize = 1 << 20
+	}
+	if c.SendQueueBytes <= 0 {
+		c.SendQueueBytes = 16 << 20
+	}
+	if c.SendQueueBytes < c.MaxMessageSize {
+		c.SendQueueBytes = c.MaxMessageSize
+	}
+	if c.ReceiveBuffer <= 0 {
+		c.ReceiveBuffer = 1024
+	}
+	if c.EventBuffer <= 0 {
+		c.EventBuffer = 4096
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) transport() transport.Config {
+	return transport.Config{
+		HandshakeTimeout:  c.HandshakeTimeout,
+		KeepAliveInterval: c.KeepAliveInterval,
+		WriteTimeout:      c.WriteTimeout,
+		Logger:            c.Logger,
+	}
+}

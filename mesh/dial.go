@@ -1,0 +1,269 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/tallship-go/tallship/discovery"
+	"github.com/tallship-go/tallship/internal/wire"
+	"github.com/tallship-go/tallship/transport"
+)
+
+// target is a peer this node wants a link with: one that discovery or
+// peer exchange reported, or one kept by Connect.
+type target struct {
+	id      string // empty until learned, for an address-only target
+	addrs   []netip.AddrPort
+	kept    bool
+	dialing bool // a dial goroutine runs for it
+}
+
+// Connect dials addr, waits for the link's handshake and keeps the peer:
+// when its link drops, the node redials it with backoff until Disconnect.
+// It returns the peer's description, or the dial's error (a refusal wraps
+// transport's sentinels; ctx's error when ctx ends first).
+func (n *Node) Connect(ctx context.Context, addr string) (Peer, error) {
+	ap, err := netip.ParseAddrPort(addr)
+	if err != nil {
+		return Peer{}, fmt.Errorf("mesh: connect: address %q: %w", addr, err)
+	}
+	n.mu.Lock()
+	if !n.runningLocked() {
+		n.mu.Unlock()
+		return Peer{}, errClosedOrNotStarted(n)
+	}
+	n.mu.Unlock()
+	l, err := n.dial(ctx, ap)
+	if err != nil {
+		return Peer{}, err
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t := n.targetLocked(l.peer)
+	t.kept = true
+	t.addrs = mergeAddrs([]netip.AddrPort{ap}, t.addrs)
+	p := n.peers[l.peer]
+	if p == nil {
+		// The link went down already; the kept peer is redialed.
+		n.startDialLocked(t, n.cfg.DialBackoff)
+		return Peer{ID: l.peer, Addrs: l.tl.Remote().Addrs, Kept: true}, nil
+	}
+	return n.peerInfo(p), nil
+}
+
+// Disconnect stops keeping the peer with id and closes its links, saying
+// goodbye. Discovery may link the two nodes again later. It returns an
+// error wrapping ErrUnknownPeer when the node neither keeps nor has a link
+// to that peer.
+func (n *Node) Disconnect(id string) error {
+	n.mu.Lock()
+	t := n.targets[id]
+	p := n.peers[id]
+	if t == nil && p == nil {
+		n.mu.Unlock()
+		return unknownPeer(id)
+	}
+	delete(n.targets, id)
+	n.mu.Unlock()
+	if p != nil {
+		p.leave()
+		select {
+		case <-p.writerDone:
+		case <-time.After(n.cfg.WriteTimeout):
+		}
+		n.mu.Lock()
+		links := []*link{p.active}
+		links = append(links, p.retiring...)
+		n.mu.Unlock()
+		for _, l := range links {
+			l.drain(n, n.cfg.WriteTimeout, false)
+			l.tl.Close()
+		}
+	}
+	return nil
+}
+
+func errClosedOrNotStarted(n *Node) error {
+	if n.closed {
+		return errClosed
+	}
+	return errNotRunning
+}
+
+// targetLocked returns the target for id, making it; n.mu is held.
+func (n *Node) targetLocked(id string) *target {
+	t := n.targets[id]
+	if t == nil {
+		t = &target{id: id}
+		n.targets[id] = t
+	}
+	return t
+}
+
+// dial dials one address and takes the link into the mesh.
+func (n *Node) dial(ctx context.Context, ap netip.AddrPort) (*link, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(n.ctx, cancel)
+	defer stop()
+	hello := n.hello(n.dialSeq.Add(1))
+	tl, err := transport.Dial(ctx, ap.String(), hello, n.tcfg, n.verifyPeer)
+	if err != nil {
+		n.log.Debug("dial failed", "addr", ap.String(), "err", err)
+		return nil, fmt.Errorf("mesh: %w", err)
+	}
+	l := n.addLink(tl)
+	if l == nil {
+		return nil, errClosed
+	}
+	return l, nil
+}
+
+// startDialLocked starts t's dial goroutine after delay unless one runs;
+// n.mu is held.
+func (n *Node) startDialLocked(t *target, delay time.Duration) {
+	if t.dialing || n.closed {
+		return
+	}
+	t.dialing = true
+	n.wg.Add(1)
+	go n.dialLoop(t, delay)
+}
+
+// dialLoop dials t until it has a link: a kept target forever, with
+// backoff; another Config.DialAttempts times.
+func (n *Node) dialLoop(t *target, delay time.Duration) {
+	defer n.wg.Done()
+	backoff := n.cfg.DialBackoff
+	for attempt := 0; ; attempt++ {
+		if delay > 0 {
+			timer := time.NewTimer(delay)
+			select {
+			case <-timer.C:
+			case <-n.closing:
+				timer.Stop()
+				n.endDial(t)
+				return
+			}
+		}
+		n.mu.Lock()
+		_, linked := n.peers[t.id]
+		current := n.targets[t.id] == t || t.id == ""
+		addrs := slices.Clone(t.addrs)
+		n.mu.Unlock()
+		if (linked && t.id != "") || !current {
+			n.endDial(t)
+			return
+		}
+		for _, ap := range addrs {
+			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.HandshakeTimeout)
+			l, err := n.dial(ctx, ap)
+			cancel()
+			if err == nil {
+				if t.id != "" && l.peer != t.id {
+					n.log.Info("address now belongs to another node", "addr", ap.String(), "peer", l.peer, "want", t.id)
+					continue
+				}
+				n.endDial(t)
+				return
+			}
+			if errors.Is(err, transport.ErrWrongCluster) || errors.Is(err, transport.ErrSelfLink) || errors.Is(err, transport.ErrWrongVersion) {
+				n.log.Info("peer refused", "addr", ap.String(), "err", err)
+			}
+		}
+		n.mu.Lock()
+		kept := t.kept
+		n.mu.Unlock()
+		if !kept && attempt+1 >= n.cfg.DialAttempts {
+			n.endDial(t)
+			return
+		}
+		delay = backoff
+		backoff = min(2*backoff, n.cfg.DialBackoffMax)
+	}
+}
+
+func (n *Node) endDial(t *target) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	t.dialing = false
+	if t.id == "" {
+		return
+	}
+	if !t.kept && n.targets[t.id] == t {
+		delete(n.targets, t.id)
+	}
+}
+
+// discovered takes a discoverer's report. It never blocks.
+func (n *Node) discovered(e discovery.Event) {
+	switch {
+	case e.Err != nil:
+		n.log.Debug("discovery error", "source", e.Source, "err", e.Err)
+		n.events.publish(Event{Kind: DiscoveryError, Err: e.Err})
+	case e.Kind == discovery.Found:
+		n.consider(e.Peer.ID, e.Peer.Addrs)
+	}
+}
+
+// learnMembers takes a member list a peer sent.
+func (n *Node) learnMembers(ms []wire.Member) {
+	for _, m := range ms {
+		n.consider(m.ID, m.Addrs)
+	}
+}
+
+// consider starts a dial to a reported peer unless it is this node or is
+// linked already. The lower id dials at once; the higher waits
+// FallbackDelay for the other to dial it first.
+func (n *Node) consider(id string, addrs []netip.AddrPort) {
+	if id == n.id || len(addrs) == 0 {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if !n.runningLocked() {
+		return
+	}
+	if id == "" {
+		// An address alone (Static): dial it unless its node is linked.
+		for _, ap := range addrs {
+			if owner, ok := n.addrOwner[ap]; ok && (owner == n.id || n.peers[owner] != nil) {
+				return
+			}
+		}
+		n.startDialLocked(&target{addrs: addrs}, 0)
+		return
+	}
+	if n.peers[id] != nil {
+		return
+	}
+	t := n.targetLocked(id)
+	t.addrs = mergeAddrs(addrs, t.addrs)
+	delay := time.Duration(0)
+	if n.id > id {
+		delay = n.cfg.FallbackDelay
+	}
+	n.startDialLocked(t, delay)
+}
+
+// exchangeLocked tells a new peer the members this node is linked with,
+// and tells those members of the new peer; n.mu is held.
+func (n *Node) exchangeLocked(p *peer) {
+	newcomer := []wire.Member{{ID: p.id, Addrs: p.addrs}}
+	var known []wire.Member
+	for _, o := range n.peers {
+		if o == p {
+			continue
+		}
+		known = append(known, wire.Member{ID: o.id, Addrs: o.addrs})
+		o.push(wire.Frame(wire.Members, wire.AppendMembers(nil, newcomer)))
+	}
+	if len(known) > 0 {
+		p.push(wire.Frame(wire.Members, wire.AppendMembers(nil, known)))
+	}
+}

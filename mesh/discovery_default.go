@@ -1,0 +1,8 @@
+package mesh
+
+import "github.com/tallship-go/tallship/discovery"
+
+// defaultDiscovery is what a nil Config.Discovery means.
+func defaultDiscovery() []discovery.Discoverer {
+	return []discovery.Discoverer{} // TODO: mDNS once discovery.MDNS lands
+}

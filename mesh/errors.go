@@ -1,0 +1,30 @@
+package mesh
+
+import (
+	"errors"
+	"fmt"
+	"net"
+)
+
+// Errors returned by a Node. Link refusals (wrong cluster, wrong version,
+// a link to self) are the transport package's sentinels.
+var (
+	// ErrUnknownPeer: no link to a peer of that id.
+	ErrUnknownPeer = errors.New("mesh: unknown peer")
+	// ErrTooLarge: a message larger than Config.MaxMessageSize.
+	ErrTooLarge = errors.New("mesh: message too large")
+	// ErrProtocolInUse: Listen on a protocol that already has a listener.
+	ErrProtocolInUse = errors.New("mesh: protocol already has a listener")
+	// ErrBadProtocol: an empty or too long protocol name.
+	ErrBadProtocol = errors.New("mesh: bad protocol name")
+	// ErrStarted: Start on a node that has already started.
+	ErrStarted = errors.New("mesh: node already started")
+	// ErrNoCluster: an empty cluster name.
+	ErrNoCluster = errors.New("mesh: empty cluster name")
+)
+
+// errClosed is returned by calls on a closed node; it unwraps to
+// net.ErrClosed.
+var errClosed = fmt.Errorf("mesh: node closed: %w", net.ErrClosed)
+
+func unknownPeer(id string) error { return fmt.Errorf("%w %q", ErrUnknownPeer, id) }

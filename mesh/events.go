@@ -1,0 +1,154 @@
+package mesh
+
+import (
+	"context"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// EventKind says what an Event reports.
+type EventKind int
+
+const (
+	// PeerUp: a first link to a peer is up.
+	PeerUp EventKind = iota + 1
+	// PeerDown: the last link to a peer is gone.
+	PeerDown
+	// DiscoveryError: a discoverer reported a transient error.
+	DiscoveryError
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case PeerUp:
+		return "peer-up"
+	case PeerDown:
+		return "peer-down"
+	case DiscoveryError:
+		return "discovery-error"
+	}
+	return "unknown"
+}
+
+// Event is one thing that happened to a node.
+type Event struct {
+	Kind EventKind
+	Time time.Time
+	// Peer is the peer's id (PeerUp, PeerDown).
+	Peer string
+	// Addrs are the peer's advertised addresses (PeerUp).
+	Addrs []netip.AddrPort
+	// Err says why a peer went down or what a discoverer reported; nil
+	// when a peer left gracefully.
+	Err error
+}
+
+// hub fans events out to subscribers in order. Publishing never blocks:
+// each subscriber has a queue of at most limit events, and a subscriber
+// that falls further behind loses the oldest.
+type hub struct {
+	mu     sync.Mutex
+	subs   map[*subscriber]struct{}
+	limit  int
+	closed bool
+	wg     *sync.WaitGroup
+}
+
+type subscriber struct {
+	mu     sync.Mutex
+	queue  []Event
+	wake   chan struct{}
+	done   chan struct{} // closed when the hub closes
+	closed bool
+}
+
+func newHub(limit int, wg *sync.WaitGroup) *hub {
+	return &hub{subs: make(map[*subscriber]struct{}), limit: limit, wg: wg}
+}
+
+func (h *hub) publish(e Event) {
+	if e.Time.IsZero() {
+		e.Time = time.Now()
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for s := range h.subs {
+		s.mu.Lock()
+		if len(s.queue) >= h.limit {
+			s.queue = s.queue[1:]
+		}
+		s.queue = append(s.queue, e)
+		s.mu.Unlock()
+		select {
+		case s.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// subscribe returns a channel of the events published from now on, closed
+// when ctx ends or the hub closes.
+func (h *hub) subscribe(ctx context.Context) <-chan Event {
+	out := make(chan Event)
+	s := &subscriber{wake: make(chan struct{}, 1), done: make(chan struct{})}
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		close(out)
+		return out
+	}
+	h.subs[s] = struct{}{}
+	h.wg.Add(1)
+	h.mu.Unlock()
+	go func() {
+		defer h.wg.Done()
+		defer close(out)
+		defer func() {
+			h.mu.Lock()
+			delete(h.subs, s)
+			h.mu.Unlock()
+		}()
+		for {
+			s.mu.Lock()
+			var e Event
+			have := len(s.queue) > 0
+			if have {
+				e = s.queue[0]
+				s.queue = s.queue[1:]
+			}
+			s.mu.Unlock()
+			if !have {
+				select {
+				case <-s.wake:
+					continue
+				case <-ctx.Done():
+					return
+				case <-s.done:
+					return
+				}
+			}
+			select {
+			case out <- e:
+			case <-ctx.Done():
+				return
+			case <-s.done:
+				return
+			}
+		}
+	}()
+	return out
+}
+
+// close ends every subscription.
+func (h *hub) close() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	h.closed = true
+	for s := range h.subs {
+		close(s.done)
+	}
+}

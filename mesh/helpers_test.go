@@ -1,0 +1,122 @@
+package mesh
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"runtime"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/netns"
+)
+
+func TestMain(m *testing.M) { netns.Main(m) }
+
+// testConfig is LocalConfig without discovery, listening on loopback.
+func testConfig(id string) Config {
+	c := LocalConfig()
+	c.ID = id
+	c.Listen = "127.0.0.1:0"
+	c.Discovery = NoDiscovery
+	if os.Getenv("TALLSHIP_DEBUG") != "" {
+		c.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return c
+}
+
+// start joins a node that the test closes when it ends.
+func start(t *testing.T, cluster string, cfg Config) *Node {
+	t.Helper()
+	n, err := cfg.Join(context.Background(), cluster)
+	if err != nil {
+		t.Fatalf("join: %v", err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
+}
+
+// addr returns a node's first address as a string for Connect.
+func addr(t *testing.T, n *Node) string {
+	t.Helper()
+	as := n.Addrs()
+	if len(as) == 0 {
+		t.Fatalf("node %s has no address", n.ID())
+	}
+	return as[0].String()
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+func peerIDs(n *Node) []string {
+	var ids []string
+	for _, p := range n.Peers() {
+		ids = append(ids, p.ID)
+	}
+	return ids
+}
+
+// linkCount is the number of links a node holds, duplicates included.
+func linkCount(n *Node) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return len(n.links)
+}
+
+// settled reports whether every node is linked, by exactly one link, to
+// every other.
+func settled(nodes ...*Node) bool {
+	for _, n := range nodes {
+		want := make([]string, 0, len(nodes)-1)
+		for _, o := range nodes {
+			if o != n {
+				want = append(want, o.ID())
+			}
+		}
+		slices.Sort(want)
+		if !slices.Equal(peerIDs(n), want) || linkCount(n) != len(want) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkGoroutines fails t if, after it ends and its cleanups ran, more
+// goroutines run than before it started. Call it first in a test.
+func checkGoroutines(t *testing.T) {
+	t.Helper()
+	before := runtime.NumGoroutine()
+	t.Cleanup(func() {
+		deadline := time.Now().Add(5 * time.Second)
+		for runtime.NumGoroutine() > before {
+			if time.Now().After(deadline) {
+				buf := make([]byte, 1<<20)
+				t.Errorf("goroutines: %d before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	})
+}
+
+func receive(t *testing.T, n *Node) Message {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	m, err := n.Receive(ctx)
+	if err != nil {
+		t.Fatalf("%s receive: %v", n.ID(), err)
+	}
+	return m
+}

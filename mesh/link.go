@@ -1,0 +1,379 @@
+package mesh
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/wire"
+	"github.com/tallship-go/tallship/transport"
+)
+
+// Stream protocols of the mesh itself; users' protocols get the user
+// prefix, so they can never collide.
+const (
+	protoMessages = "t/msg"
+	userPrefix    = "u/"
+)
+
+// link is the node's view of one transport link.
+type link struct {
+	tl   *transport.Link
+	peer string
+
+	// inDone is closed once the peer's message stream on this link has
+	// been read to its end, or the link has closed without one.
+	inDone     chan struct{}
+	inDoneOnce sync.Once
+	inStarted  bool // guarded by Node.mu
+
+	// out is this node's message stream on the link, set by the peer's
+	// writer under Node.mu; outEnded is closed once the writer has ended
+	// it (sent its FIN) or will never open one.
+	out          *transport.Stream
+	outEnded     chan struct{}
+	outEndedOnce sync.Once
+	retiring     bool // guarded by Node.mu: a duplicate being wound down
+	goodbye      bool // guarded by Node.mu: the peer said it leaves
+}
+
+func (l *link) finishIn() { l.inDoneOnce.Do(func() { close(l.inDone) }) }
+
+func (l *link) finishOut() { l.outEndedOnce.Do(func() { close(l.outEnded) }) }
+
+// drain waits, up to timeout, until this node's message stream on l has
+// ended and the peer has read it to its end (the peer then closes it in
+// turn) and, when both is set, until the peer's stream has been read to
+// its end too. Only then may l close without a TCP reset destroying bytes
+// the peer has not read yet.
+func (l *link) drain(n *Node, timeout time.Duration, both bool) {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	wait := []chan struct{}{l.outEnded}
+	if both {
+		wait = append(wait, l.inDone)
+	}
+	for _, ch := range wait {
+		select {
+		case <-ch:
+		case <-t.C:
+			return
+		case <-l.tl.Done():
+			return
+		}
+	}
+	n.mu.Lock()
+	out := l.out
+	n.mu.Unlock()
+	if out != nil {
+		out.SetReadDeadline(time.Now().Add(timeout))
+		io.Copy(io.Discard, out)
+	}
+}
+
+// acceptLoop accepts TCP connections and runs their handshakes.
+func (n *Node) acceptLoop(ln net.Listener) {
+	defer n.wg.Done()
+	for {
+		conn, err := ln.Accept()
+		if err != nil {
+			select {
+			case <-n.closing:
+				return
+			default:
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			n.log.Warn("accept failed", "err", err)
+			return
+		}
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			n.serveConn(conn)
+		}()
+	}
+}
+
+// serveConn runs the acceptor's handshake on conn.
+func (n *Node) serveConn(conn net.Conn) {
+	ctx := n.ctx
+	var pendingID uint64
+	verify := func(h transport.Hello) error {
+		if err := n.verifyPeer(h); err != nil {
+			return err
+		}
+		// The dialer may use the link as soon as it reads our verdict;
+		// mark it pending so its message streams can be ordered.
+		pendingID = binary.BigEndian.Uint64(h.Nonce[:8])
+		n.mu.Lock()
+		n.pending[pendingID] = make(chan struct{})
+		n.mu.Unlock()
+		return nil
+	}
+	tl, err := transport.Server(ctx, conn, n.hello(0), n.tcfg, verify)
+	if err != nil {
+		conn.Close()
+		level := slog.LevelInfo
+		if n.ctx.Err() != nil {
+			level = slog.LevelDebug
+		}
+		n.log.Log(context.Background(), level, "link refused", "addr", conn.RemoteAddr().String(), "err", err)
+	} else {
+		n.addLink(tl)
+	}
+	if pendingID != 0 {
+		n.mu.Lock()
+		if ch, ok := n.pending[pendingID]; ok {
+			close(ch)
+			delete(n.pending, pendingID)
+		}
+		n.mu.Unlock()
+	}
+}
+
+// verifyPeer is the node's own check of a peer's hello.
+func (n *Node) verifyPeer(h transport.Hello) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.closed {
+		return errors.New("node is closing")
+	}
+	return nil
+}
+
+// hello is what this node says in a handshake.
+func (n *Node) hello(dialSeq uint64) transport.Hello {
+	n.mu.Lock()
+	addrs := n.addrs
+	n.mu.Unlock()
+	return transport.Hello{
+		Version:     transport.Version,
+		Cluster:     n.cluster,
+		ID:          n.id,
+		Addrs:       addrs,
+		Incarnation: n.incarnation,
+		DialSeq:     dialSeq,
+	}
+}
+
+// addLink takes a link whose handshake succeeded into the mesh, applying
+// the duplicate rule when the peer already has one.
+func (n *Node) addLink(tl *transport.Link) *link {
+	l := &link{tl: tl, peer: tl.Peer(), inDone: make(chan struct{}), outEnded: make(chan struct{})}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		tl.Close()
+		return nil
+	}
+	n.links[tl.ID()] = l
+	for _, a := range tl.Remote().Addrs {
+		n.addrOwner[a] = l.peer
+	}
+	if ap, err := netip.ParseAddrPort(tl.RemoteAddr().String()); err == nil {
+		n.addrOwner[ap] = l.peer
+	}
+	p := n.peers[l.peer]
+	switch {
+	case p == nil:
+		n.peerUpLocked(l)
+	case transport.Prefer(p.active.tl, tl) == tl:
+		old := p.active
+		p.active = l
+		if old.tl.Remote().Incarnation != tl.Remote().Incarnation {
+			// The peer restarted with the same id: its old run is gone.
+			n.events.publish(Event{Kind: PeerDown, Peer: l.peer, Err: errors.New("peer restarted")})
+			p.addrs = tl.Remote().Addrs
+			p.since = time.Now()
+			n.events.publish(Event{Kind: PeerUp, Peer: l.peer, Addrs: p.addrs})
+		}
+		n.retireLocked(p, old)
+	default:
+		n.retireLocked(p, l)
+	}
+	n.wg.Add(1)
+	n.mu.Unlock()
+	go n.serveLink(l)
+	n.log.Debug("link up", "peer", l.peer, "addr", tl.RemoteAddr().String(), "link", tl.ID(), "outbound", tl.Outbound())
+	return l
+}
+
+// serveLink accepts the streams the peer opens on l, until l closes.
+func (n *Node) serveLink(l *link) {
+	defer n.wg.Done()
+	defer n.linkClosed(l)
+	for {
+		s, err := l.tl.AcceptStream(context.Background())
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) || l.tl.IsClosed() {
+				return
+			}
+			n.log.Info("bad stream from peer", "peer", l.peer, "err", err)
+			continue
+		}
+		switch proto := s.Protocol(); {
+		case proto == protoMessages:
+			n.mu.Lock()
+			dup := l.inStarted
+			l.inStarted = true
+			n.mu.Unlock()
+			if dup {
+				n.log.Warn("second message stream on a link; closing it", "peer", l.peer)
+				l.tl.Close()
+				s.Close()
+				continue
+			}
+			n.wg.Add(1)
+			go n.readMessages(l, s)
+		case strings.HasPrefix(proto, userPrefix):
+			n.deliverStream(strings.TrimPrefix(proto, userPrefix), s)
+		default:
+			n.log.Info("stream of unknown protocol", "peer", l.peer, "protocol", proto)
+			s.Close()
+		}
+	}
+}
+
+// linkClosed forgets l once its session has ended.
+func (n *Node) linkClosed(l *link) {
+	l.tl.Close()
+	// Let the reader take what arrived before the end (a goodbye, the
+	// last messages) unless it is stuck on a full receive buffer.
+	n.mu.Lock()
+	reading := l.inStarted
+	n.mu.Unlock()
+	if reading {
+		t := time.NewTimer(n.cfg.WriteTimeout)
+		select {
+		case <-l.inDone:
+		case <-t.C:
+		case <-n.closing:
+		}
+		t.Stop()
+	}
+	l.finishIn()
+	l.finishOut()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	delete(n.links, l.tl.ID())
+	p := n.peers[l.peer]
+	if p == nil {
+		return
+	}
+	if p.active != l {
+		p.dropRetiringLocked(l)
+		return
+	}
+	delete(n.peers, l.peer)
+	p.stop()
+	var err error
+	if !l.goodbye {
+		err = errors.New("link lost")
+	}
+	n.events.publish(Event{Kind: PeerDown, Peer: l.peer, Err: err})
+	n.log.Debug("peer down", "peer", l.peer, "err", err)
+	// Links still winding down go with the peer.
+	for _, r := range p.retiring {
+		r.tl.Close()
+	}
+	if t := n.targets[l.peer]; t != nil && t.kept && !n.closed {
+		n.startDialLocked(t, n.cfg.DialBackoff)
+	}
+}
+
+// readMessages reads the peer's message stream on l.
+func (n *Node) readMessages(l *link, s *transport.Stream) {
+	defer n.wg.Done()
+	defer l.finishIn()
+	defer s.Close()
+	var after [8]byte
+	s.SetReadDeadline(time.Now().Add(n.cfg.HandshakeTimeout))
+	if _, err := io.ReadFull(s, after[:]); err != nil {
+		n.log.Info("message stream without header", "peer", l.peer, "err", err)
+		return
+	}
+	s.SetReadDeadline(time.Time{})
+	if !n.waitFinished(binary.BigEndian.Uint64(after[:])) {
+		return
+	}
+	r := wire.NewReader(s, n.cfg.MaxMessageSize+wire.HeaderMax)
+	for {
+		typ, payload, err := r.Next()
+		if err != nil {
+			if err != io.EOF && !errors.Is(err, net.ErrClosed) && !isClosedStream(err) {
+				n.log.Warn("bad frame from peer; closing its link", "peer", l.peer, "err", err)
+				l.tl.Close()
+			}
+			return
+		}
+		switch typ {
+		case wire.Message:
+			if len(payload) > n.cfg.MaxMessageSize {
+				n.log.Warn("oversized message from peer; closing its link", "peer", l.peer, "size", len(payload))
+				l.tl.Close()
+				return
+			}
+			select {
+			case n.recv <- Message{From: l.peer, Data: payload}:
+			case <-n.closing:
+				return
+			}
+		case wire.Members:
+			ms, err := wire.ParseMembers(payload)
+			if err != nil {
+				n.log.Warn("bad member list from peer; closing its link", "peer", l.peer, "err", err)
+				l.tl.Close()
+				return
+			}
+			n.learnMembers(ms)
+		case wire.Goodbye:
+			n.mu.Lock()
+			l.goodbye = true
+			n.mu.Unlock()
+		}
+	}
+}
+
+func isClosedStream(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "stream closed") || strings.Contains(err.Error(), "session shutdown") || strings.Contains(err.Error(), "connection reset"))
+}
+
+// waitFinished waits until the link with id prev, whose message stream
+// the peer wrote before the one now starting, has been read to its end:
+// this keeps each peer's messages in order across a change of link. It
+// returns false when the node closes first.
+func (n *Node) waitFinished(prev uint64) bool {
+	if prev == 0 {
+		return true
+	}
+	for {
+		n.mu.Lock()
+		l := n.links[prev]
+		ch := n.pending[prev]
+		n.mu.Unlock()
+		switch {
+		case l != nil:
+			ch = l.inDone
+		case ch == nil:
+			return true // gone, or never reached this node
+		}
+		select {
+		case <-ch:
+			if l != nil {
+				return true
+			}
+		case <-n.closing:
+			return false
+		}
+	}
+}

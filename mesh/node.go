@@ -1,0 +1,312 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/tallship-go/tallship/discovery"
+	"github.com/tallship-go/tallship/transport"
+)
+
+// Node is one member of a mesh. Its methods are safe for concurrent use.
+type Node struct {
+	cfg         Config
+	cluster     string
+	id          string
+	incarnation int64
+	log         *slog.Logger
+	tcfg        transport.Config
+	dialSeq     atomic.Uint64
+
+	closing chan struct{}   // closed when Close starts
+	ctx     context.Context // cancelled when Close starts
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	events  *hub
+	recv    chan Message
+
+	mu         sync.Mutex
+	started    bool
+	closed     bool
+	ln         net.Listener
+	addrs      []netip.AddrPort
+	peers      map[string]*peer         // peers with a link up
+	links      map[uint64]*link         // every link past its handshake
+	pending    map[uint64]chan struct{} // links accepted, handshake not finished
+	targets    map[string]*target       // peers being dialed or kept, by id
+	addrOwner  map[netip.AddrPort]string
+	listeners  map[string]*listener
+	discCancel context.CancelFunc
+
+	closeOnce sync.Once
+}
+
+// Join starts a node in the named cluster with the default Config: it
+// listens on an OS-chosen port and finds its peers over mDNS.
+func Join(cluster string) (*Node, error) {
+	return Config{}.Join(context.Background(), cluster)
+}
+
+// Join starts a node in the named cluster with this Config. ctx bounds
+// the start only; the node runs until Close.
+func (c Config) Join(ctx context.Context, cluster string) (*Node, error) {
+	n, err := New(cluster, c)
+	if err != nil {
+		return nil, err
+	}
+	if err := n.Start(ctx); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// New returns a node of the named cluster that has not started: it has an
+// id but no addresses and no links until Start.
+func New(cluster string, cfg Config) (*Node, error) {
+	if cluster == "" {
+		return nil, ErrNoCluster
+	}
+	cfg = cfg.withDefaults()
+	if cfg.ID == "" {
+		cfg.ID = uuid.NewString()
+	}
+	n := &Node{
+		cfg:         cfg,
+		cluster:     cluster,
+		id:          cfg.ID,
+		incarnation: time.Now().UnixNano(),
+		tcfg:        cfg.transport(),
+		closing:     make(chan struct{}),
+		recv:        make(chan Message, cfg.ReceiveBuffer),
+		peers:       make(map[string]*peer),
+		links:       make(map[uint64]*link),
+		pending:     make(map[uint64]chan struct{}),
+		targets:     make(map[string]*target),
+		addrOwner:   make(map[netip.AddrPort]string),
+		listeners:   make(map[string]*listener),
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.log = cfg.Logger.With("node", n.id, "cluster", cluster)
+	n.tcfg.Logger = n.log
+	n.events = newHub(cfg.EventBuffer, &n.wg)
+	return n, nil
+}
+
+// Start listens for links and starts discovery. It returns ErrStarted when
+// called twice, and an error wrapping net.ErrClosed after Close.
+func (n *Node) Start(ctx context.Context) error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	switch {
+	case n.closed:
+		return errClosed
+	case n.started:
+		return ErrStarted
+	}
+	var lc net.ListenConfig
+	ln, err := lc.Listen(ctx, "tcp", n.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("mesh: listen: %w", err)
+	}
+	n.started = true
+	n.ln = ln
+	n.addrs = reachableAddrs(ln.Addr())
+	n.wg.Add(1)
+	go n.acceptLoop(ln)
+
+	dctx, cancel := context.WithCancel(context.Background())
+	n.discCancel = cancel
+	self := discovery.Self{Cluster: n.cluster, ID: n.id, Port: ln.Addr().(*net.TCPAddr).Port, Addrs: slices.Clone(n.addrs)}
+	for _, d := range n.cfg.Discovery {
+		n.wg.Add(1)
+		go func() {
+			defer n.wg.Done()
+			if err := d.Run(dctx, self, n.discovered); err != nil {
+				n.log.Warn("discovery stopped", "err", err)
+				n.events.publish(Event{Kind: DiscoveryError, Err: err})
+			}
+		}()
+	}
+	n.log.Debug("node started", "addr", ln.Addr().String())
+	return nil
+}
+
+// ID returns the node's id.
+func (n *Node) ID() string { return n.id }
+
+// Cluster returns the node's cluster name.
+func (n *Node) Cluster() string { return n.cluster }
+
+// Addrs returns the addresses the node can be reached at: none before
+// Start and after Close.
+func (n *Node) Addrs() []netip.AddrPort {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.addrs)
+}
+
+// Peer describes a linked peer.
+type Peer struct {
+	ID string
+	// Addrs are the addresses the peer advertises.
+	Addrs []netip.AddrPort
+	// Since is when the peer's link came up.
+	Since time.Time
+	// Kept reports whether the node redials the peer when its link drops.
+	Kept bool
+}
+
+// Peers returns the peers with a link up, sorted by id.
+func (n *Node) Peers() []Peer {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]Peer, 0, len(n.peers))
+	for _, p := range n.peers {
+		out = append(out, n.peerInfo(p))
+	}
+	slices.SortFunc(out, func(a, b Peer) int {
+		if a.ID < b.ID {
+			return -1
+		}
+		if a.ID > b.ID {
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+// peerInfo describes p; n.mu is held.
+func (n *Node) peerInfo(p *peer) Peer {
+	t := n.targets[p.id]
+	return Peer{ID: p.id, Addrs: slices.Clone(p.addrs), Since: p.since, Kept: t != nil && t.kept}
+}
+
+// Events returns the node's events from now on, in order. The channel is
+// closed when ctx ends or the node closes. Events are queued for a slow
+// reader, up to Config.EventBuffer; beyond that the oldest are dropped.
+func (n *Node) Events(ctx context.Context) <-chan Event {
+	return n.events.subscribe(ctx)
+}
+
+// Close says goodbye to every peer and to discovery, closes every link and
+// returns once every goroutine the node started has ended. It is
+// idempotent and returns nil.
+func (n *Node) Close() error {
+	n.closeOnce.Do(n.close)
+	return nil
+}
+
+func (n *Node) close() {
+	n.mu.Lock()
+	n.closed = true
+	close(n.closing)
+	n.cancel()
+	if n.ln != nil {
+		n.ln.Close()
+	}
+	if n.discCancel != nil {
+		n.discCancel()
+	}
+	peers := make([]*peer, 0, len(n.peers))
+	for _, p := range n.peers {
+		peers = append(peers, p)
+	}
+	for _, l := range n.listeners {
+		l.closeLocked()
+	}
+	n.mu.Unlock()
+
+	// Goodbye: each writer sends it after what is queued, then closes
+	// its stream; waiting is bounded by WriteTimeout.
+	deadline := time.After(n.cfg.WriteTimeout)
+	for _, p := range peers {
+		p.leave()
+	}
+	for _, p := range peers {
+		select {
+		case <-p.writerDone:
+		case <-deadline:
+		}
+	}
+	n.mu.Lock()
+	links := make([]*link, 0, len(n.links))
+	for _, l := range n.links {
+		links = append(links, l)
+	}
+	n.addrs = nil
+	n.mu.Unlock()
+	// Close each link once the peer has read what was sent on it.
+	var drained sync.WaitGroup
+	for _, l := range links {
+		drained.Add(1)
+		go func() {
+			defer drained.Done()
+			l.drain(n, n.cfg.WriteTimeout, false)
+			l.tl.Close()
+		}()
+	}
+	drained.Wait()
+	n.events.close()
+	n.wg.Wait()
+	n.log.Debug("node closed")
+}
+
+// running reports whether the node accepts new work; n.mu is held.
+func (n *Node) runningLocked() bool { return n.started && !n.closed }
+
+// reachableAddrs lists the addresses a listener on addr can be reached
+// at: for an unspecified host, those of every up interface, loopback last.
+func reachableAddrs(addr net.Addr) []netip.AddrPort {
+	ap := addr.(*net.TCPAddr).AddrPort()
+	port := ap.Port()
+	if !ap.Addr().Unmap().IsUnspecified() {
+		return []netip.AddrPort{netip.AddrPortFrom(ap.Addr().Unmap(), port)}
+	}
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return nil
+	}
+	var out, loop []netip.AddrPort
+	for _, ifi := range ifaces {
+		if ifi.Flags&net.FlagUp == 0 {
+			continue
+		}
+		as, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range as {
+			ipn, ok := a.(*net.IPNet)
+			if !ok {
+				continue
+			}
+			ip, ok := netip.AddrFromSlice(ipn.IP)
+			if !ok {
+				continue
+			}
+			ip = ip.Unmap()
+			if ip.IsLinkLocalUnicast() {
+				continue
+			}
+			if ip.IsLoopback() {
+				loop = append(loop, netip.AddrPortFrom(ip, port))
+			} else {
+				out = append(out, netip.AddrPortFrom(ip, port))
+			}
+		}
+	}
+	return append(out, loop...)
+}
+
+var errNotRunning = errors.New("mesh: node not running")

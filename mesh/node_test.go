@@ -1,0 +1,470 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tallship-go/tallship/transport"
+)
+
+func TestConnectLinksBothWays(t *testing.T) {
+	checkGoroutines(t)
+	a := start(t, "c", testConfig("a"))
+	b := start(t, "c", testConfig("b"))
+	if _, err := b.Connect(context.Background(), addr(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "one link each way", 5*time.Second, func() bool { return settled(a, b) })
+	ctx := context.Background()
+	if err := a.Send(ctx, "b", []byte("hello b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Send(ctx, "a", []byte("hello a")); err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(t, b); m.From != "a" || string(m.Data) != "hello b" {
+		t.Fatalf("b got %+v", m)
+	}
+	if m := receive(t, a); m.From != "b" || string(m.Data) != "hello a" {
+		t.Fatalf("a got %+v", m)
+	}
+}
+
+func TestThreeNodesThenOneLeaves(t *testing.T) {
+	checkGoroutines(t)
+	a := start(t, "c", testConfig("a"))
+	b := start(t, "c", testConfig("b"))
+	c := start(t, "c", testConfig("c"))
+	ctx := context.Background()
+	// c knows only b; peer exchange completes the mesh.
+	if _, err := b.Connect(ctx, addr(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Connect(ctx, addr(t, b)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "full mesh of three", 5*time.Second, func() bool { return settled(a, b, c) })
+
+	evA, evB := a.Events(ctx), b.Events(ctx)
+	closed := time.Now()
+	c.Close()
+	for _, ev := range []<-chan Event{evA, evB} {
+		select {
+		case e := <-ev:
+			if e.Kind != PeerDown || e.Peer != "c" || e.Err != nil {
+				t.Fatalf("event %+v, want a graceful peer-down of c", e)
+			}
+			t.Logf("peer-down seen %v after Close began", time.Since(closed))
+			if d := time.Since(closed); d > time.Second {
+				t.Errorf("peer-down seen after %v", d)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no peer-down")
+		}
+	}
+	waitFor(t, "two nodes left", 5*time.Second, func() bool { return settled(a, b) })
+	if err := a.Send(ctx, "b", []byte("still here")); err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(t, b); string(m.Data) != "still here" {
+		t.Fatalf("got %q", m.Data)
+	}
+}
+
+func TestDedupByteOrderedIDs(t *testing.T) {
+	checkGoroutines(t)
+	x := start(t, "c", testConfig("0A0"))
+	y := start(t, "c", testConfig("00A"))
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); x.Connect(ctx, addr(t, y)) }()
+	go func() { defer wg.Done(); y.Connect(ctx, addr(t, x)) }()
+	wg.Wait()
+	waitFor(t, "exactly one link", 5*time.Second, func() bool { return settled(x, y) })
+	// The survivor is the link dialed by the lower id, "00A".
+	y.mu.Lock()
+	kept := y.peers["0A0"].active.tl
+	y.mu.Unlock()
+	if kept.Dialer().ID != "00A" {
+		t.Fatalf("kept the link dialed by %q, want 00A", kept.Dialer().ID)
+	}
+}
+
+// TestSimultaneousDialsLoseNothing dials both ways at once, over and over,
+// while 100 ordered round trips run: every ping and pong arrives once.
+func TestSimultaneousDialsLoseNothing(t *testing.T) {
+	checkGoroutines(t)
+	a := start(t, "c", testConfig("a"))
+	b := start(t, "c", testConfig("b"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := a.Connect(ctx, addr(t, b)); err != nil {
+		t.Fatal(err)
+	}
+	stopDials := make(chan struct{})
+	var dials sync.WaitGroup
+	for i := 0; i < 5; i++ {
+		dials.Add(2)
+		go func() { defer dials.Done(); a.dial(ctx, b.Addrs()[0]) }()
+		go func() { defer dials.Done(); b.dial(ctx, a.Addrs()[0]) }()
+	}
+	go func() {
+		// Echo every ping back.
+		for {
+			m, err := b.Receive(ctx)
+			if err != nil {
+				return
+			}
+			if err := b.Send(ctx, m.From, m.Data); err != nil {
+				return
+			}
+		}
+	}()
+	for i := 0; i < 100; i++ {
+		if i == 50 {
+			dials.Wait()
+			close(stopDials)
+			for j := 0; j < 3; j++ {
+				dials.Add(2)
+				go func() { defer dials.Done(); a.dial(ctx, b.Addrs()[0]) }()
+				go func() { defer dials.Done(); b.dial(ctx, a.Addrs()[0]) }()
+			}
+		}
+		want := fmt.Sprintf("ping %d", i)
+		if err := a.Send(ctx, "b", []byte(want)); err != nil {
+			t.Fatalf("send %d: %v", i, err)
+		}
+		m, err := a.Receive(ctx)
+		if err != nil {
+			t.Fatalf("round trip %d: %v", i, err)
+		}
+		if string(m.Data) != want {
+			t.Fatalf("round trip %d: got %q", i, m.Data)
+		}
+	}
+	dials.Wait()
+	waitFor(t, "one link", 10*time.Second, func() bool { return settled(a, b) })
+	select {
+	case m := <-a.recv:
+		t.Fatalf("extra message %q", m.Data)
+	default:
+	}
+}
+
+// TestOrderAcrossDuplicateLinks sends a stream of numbered messages while
+// duplicate links come and go: they arrive in order, none lost.
+func TestOrderAcrossDuplicateLinks(t *testing.T) {
+	checkGoroutines(t)
+	a := start(t, "c", testConfig("a"))
+	b := start(t, "c", testConfig("b"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := b.Connect(ctx, addr(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "link", 5*time.Second, func() bool { return settled(a, b) })
+	const total = 2000
+	go func() {
+		for i := 0; i < total; i++ {
+			if i%200 == 0 {
+				go a.dial(ctx, b.Addrs()[0])
+				go b.dial(ctx, a.Addrs()[0])
+			}
+			if err := a.Send(ctx, "b", []byte(fmt.Sprint(i))); err != nil {
+				t.Errorf("send %d: %v", i, err)
+				return
+			}
+		}
+	}()
+	for i := 0; i < total; i++ {
+		m, err := b.Receive(ctx)
+		if err != nil {
+			t.Fatalf("after %d messages: %v", i, err)
+		}
+		if string(m.Data) != fmt.Sprint(i) {
+			t.Fatalf("message %d: got %q", i, m.Data)
+		}
+	}
+	waitFor(t, "one link", 10*time.Second, func() bool { return settled(a, b) })
+}
+
+// proxy forwards TCP connections to target until cut.
+type proxy struct {
+	ln     net.Listener
+	target string
+	mu     sync.Mutex
+	conns  []net.Conn
+	wg     sync.WaitGroup
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go func() { defer p.wg.Done(); io.Copy(u, c); u.Close() }()
+			go func() { defer p.wg.Done(); io.Copy(c, u); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); p.cut(); p.wg.Wait() })
+	return p
+}
+
+// cut closes every connection through the proxy.
+func (p *proxy) cut() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.conns {
+		c.Close()
+	}
+	p.conns = nil
+}
+
+func TestKeptPeerReconnects(t *testing.T) {
+	checkGoroutines(t)
+	a := start(t, "c", testConfig("a"))
+	b := start(t, "c", testConfig("b"))
+	px := newProxy(t, addr(t, b))
+	ctx := context.Background()
+	peer, err := a.Connect(ctx, px.ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if peer.ID != "b" || !peer.Kept {
+		t.Fatalf("peer = %+v", peer)
+	}
+	ev := a.Events(ctx)
+	px.cut()
+	for _, want := range []EventKind{PeerDown, PeerUp} {
+		select {
+		case e := <-ev:
+			if e.Kind != want || e.Peer != "b" {
+				t.Fatalf("event %+v, want %v of b", e, want)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("no %v", want)
+		}
+	}
+	if err := a.Send(ctx, "b", []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(t, b); string(m.Data) != "again" {
+		t.Fatalf("got %q", m.Data)
+	}
+	if err := a.Disconnect("b"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "disconnected", 5*time.Second, func() bool { return len(a.Peers()) == 0 })
+}
+
+func TestAddrsFollowLifecycle(t *testing.T) {
+	checkGoroutines(t)
+	n, err := New("c", testConfig("a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if as := n.Addrs(); len(as) != 0 {
+		t.Fatalf("before start: %v", as)
+	}
+	if err := n.Start(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	as := n.Addrs()
+	if len(as) == 0 || as[0].Port() == 0 || !as[0].Addr().IsValid() {
+		t.Fatalf("after start: %v", as)
+	}
+	c, err := net.Dial("tcp", as[0].String())
+	if err != nil {
+		t.Fatalf("address %v does not accept: %v", as[0], err)
+	}
+	c.Close()
+	if err := n.Start(context.Background()); !errors.Is(err, ErrStarted) {
+		t.Fatalf("second start: %v", err)
+	}
+	n.Close()
+	if as := n.Addrs(); len(as) != 0 {
+		t.Fatalf("after close: %v", as)
+	}
+}
+
+func TestCloseIsCleanAndIdempotent(t *testing.T) {
+	t.Run("no peers", func(t *testing.T) {
+		checkGoroutines(t)
+		n := start(t, "c", testConfig("a"))
+		if err := n.Close(); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("twice", func(t *testing.T) {
+		checkGoroutines(t)
+		a := start(t, "c", testConfig("a"))
+		b := start(t, "c", testConfig("b"))
+		if _, err := a.Connect(context.Background(), addr(t, b)); err != nil {
+			t.Fatal(err)
+		}
+		if a.Close() != nil || a.Close() != nil {
+			t.Fatal("close returned an error")
+		}
+		if _, err := a.Receive(context.Background()); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("receive after close: %v", err)
+		}
+		if err := a.Send(context.Background(), "b", nil); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("send after close: %v", err)
+		}
+	})
+	t.Run("right after join, with mDNS default", func(t *testing.T) {
+		checkGoroutines(t)
+		cfg := testConfig("a")
+		cfg.Discovery = nil
+		n, err := cfg.Join(context.Background(), "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Close()
+	})
+}
+
+func TestSendErrorsAndLimits(t *testing.T) {
+	checkGoroutines(t)
+	cfg := testConfig("hub")
+	cfg.MaxMessageSize = 64 << 10
+	hub := start(t, "c", cfg)
+	ctx := context.Background()
+	var spokes []*Node
+	for _, id := range []string{"s1", "s2", "s3"} {
+		c := testConfig(id)
+		c.MaxMessageSize = 64 << 10
+		s := start(t, "c", c)
+		if _, err := s.Connect(ctx, addr(t, hub)); err != nil {
+			t.Fatal(err)
+		}
+		spokes = append(spokes, s)
+	}
+	waitFor(t, "hub linked to 3", 5*time.Second, func() bool { return len(hub.Peers()) == 3 })
+
+	err := hub.Send(ctx, "nobody", []byte("x"))
+	if !errors.Is(err, ErrUnknownPeer) || !strings.Contains(err.Error(), "nobody") {
+		t.Fatalf("send to unknown: %v", err)
+	}
+	if err := hub.Broadcast(ctx, []byte("all")); err != nil {
+		t.Fatal(err)
+	}
+	max := bytes.Repeat([]byte{1}, 64<<10)
+	if err := hub.Send(ctx, "s1", max); err != nil {
+		t.Fatalf("max size: %v", err)
+	}
+	if err := hub.Send(ctx, "s1", append(max, 1)); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("max+1: %v", err)
+	}
+	for _, s := range spokes {
+		if m := receive(t, s); m.From != "hub" || string(m.Data) != "all" {
+			t.Fatalf("%s got %+v", s.ID(), m)
+		}
+	}
+	if m := receive(t, spokes[0]); !bytes.Equal(m.Data, max) {
+		t.Fatalf("max-size message: %d bytes", len(m.Data))
+	}
+	for _, s := range spokes {
+		ctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		m, err := s.Receive(ctx)
+		cancel()
+		if err == nil {
+			t.Fatalf("%s got a second message %q", s.ID(), m.Data)
+		}
+	}
+}
+
+func TestStreamWrittenAtOnce(t *testing.T) {
+	checkGoroutines(t)
+	a := start(t, "c", testConfig("a"))
+	b := start(t, "c", testConfig("b"))
+	ctx := context.Background()
+	if _, err := a.Connect(ctx, addr(t, b)); err != nil {
+		t.Fatal(err)
+	}
+	ln, err := b.Listen("blob")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	if _, err := b.Listen("blob"); !errors.Is(err, ErrProtocolInUse) {
+		t.Fatalf("second listen: %v", err)
+	}
+	payload := make([]byte, 1<<20)
+	for i := range payload {
+		payload[i] = byte(i*31 + i>>8)
+	}
+	errc := make(chan error, 1)
+	go func() {
+		s, err := a.OpenStream(ctx, "b", "blob")
+		if err != nil {
+			errc <- err
+			return
+		}
+		_, err = s.Write(payload)
+		s.Close()
+		errc <- err
+	}()
+	s, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	if s.RemoteAddr().String() != "a" {
+		t.Fatalf("remote addr %v, want a", s.RemoteAddr())
+	}
+	got, err := io.ReadAll(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(got) != sha256.Sum256(payload) {
+		t.Fatalf("stream corrupted: %d bytes", len(got))
+	}
+}
+
+func TestRefusedLinks(t *testing.T) {
+	checkGoroutines(t)
+	a := start(t, "c", testConfig("a"))
+	other := start(t, "other", testConfig("x"))
+	ctx := context.Background()
+	if _, err := a.Connect(ctx, addr(t, other)); !errors.Is(err, transport.ErrWrongCluster) {
+		t.Fatalf("wrong cluster: %v", err)
+	}
+	if _, err := a.Connect(ctx, addr(t, a)); !errors.Is(err, transport.ErrSelfLink) {
+		t.Fatalf("self: %v", err)
+	}
+	if len(a.Peers()) != 0 || len(other.Peers()) != 0 {
+		t.Fatalf("peers: %v, %v", a.Peers(), other.Peers())
+	}
+}

@@ -1,0 +1,311 @@
+package mesh
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/wire"
+	"github.com/tallship-go/tallship/transport"
+)
+
+// peer is a node this one has a link up with. Its writer goroutine owns
+// the outbound message stream: it writes the queued frames, in order, to
+// the peer's current link.
+type peer struct {
+	n  *Node
+	id string
+
+	// Guarded by Node.mu.
+	active   *link
+	retiring []*link // duplicates being wound down
+	toRetire []*link // duplicates whose outbound stream the writer must end
+	addrs    []netip.AddrPort
+	since    time.Time
+
+	qmu     sync.Mutex
+	queue   [][]byte      // frames; each may be shared with other peers' queues
+	queued  int           // bytes in queue
+	room    chan struct{} // closed and replaced when the writer takes frames
+	stopped bool          // no more frames accepted
+	leaving bool          // send a goodbye, then end
+
+	wake       chan struct{} // capacity 1: frames queued or links changed
+	done       chan struct{} // closed by stop
+	stopOnce   sync.Once
+	writerDone chan struct{}
+}
+
+// peerUpLocked makes l the first link of a new peer; n.mu is held.
+func (n *Node) peerUpLocked(l *link) {
+	p := &peer{
+		n:          n,
+		id:         l.peer,
+		active:     l,
+		addrs:      l.tl.Remote().Addrs,
+		since:      time.Now(),
+		room:       make(chan struct{}),
+		wake:       make(chan struct{}, 1),
+		done:       make(chan struct{}),
+		writerDone: make(chan struct{}),
+	}
+	n.peers[p.id] = p
+	if t := n.targets[p.id]; t != nil {
+		t.addrs = mergeAddrs(t.addrs, p.addrs)
+	}
+	n.wg.Add(1)
+	go p.writeLoop()
+	n.events.publish(Event{Kind: PeerUp, Peer: p.id, Addrs: slices.Clone(p.addrs)})
+	n.log.Debug("peer up", "peer", p.id)
+	n.exchangeLocked(p)
+}
+
+// retireLocked winds down l, a duplicate link to p: the writer ends its
+// outbound stream on l; once the peer has ended its own, l closes. No
+// message in flight on l is lost. n.mu is held.
+func (n *Node) retireLocked(p *peer, l *link) {
+	l.retiring = true
+	p.retiring = append(p.retiring, l)
+	p.toRetire = append(p.toRetire, l)
+	p.signal()
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		l.drain(n, 2*n.cfg.HandshakeTimeout, true)
+		l.tl.Close()
+	}()
+	n.log.Debug("duplicate link retired", "peer", p.id, "link", l.tl.ID(), "kept", p.active.tl.ID())
+}
+
+func (p *peer) dropRetiringLocked(l *link) {
+	p.retiring = slices.DeleteFunc(p.retiring, func(r *link) bool { return r == l })
+}
+
+func (p *peer) signal() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
+	}
+}
+
+// stop ends the writer; frames still queued are dropped.
+func (p *peer) stop() {
+	p.stopOnce.Do(func() {
+		p.qmu.Lock()
+		if !p.stopped {
+			p.stopped = true
+			close(p.room)
+		}
+		p.qmu.Unlock()
+		close(p.done)
+	})
+}
+
+// leave asks the writer to send a goodbye after the queued frames and end.
+func (p *peer) leave() {
+	p.qmu.Lock()
+	if !p.stopped {
+		p.stopped = true
+		p.leaving = true
+		close(p.room)
+	}
+	p.qmu.Unlock()
+	p.signal()
+}
+
+// enqueue adds frame to p's queue, waiting for room while the queue holds
+// more than limit bytes. The frame's bytes must not change afterwards.
+func (p *peer) enqueue(ctx context.Context, frame []byte, limit int) error {
+	for {
+		p.qmu.Lock()
+		if p.stopped {
+			p.qmu.Unlock()
+			return unknownPeer(p.id)
+		}
+		if p.queued == 0 || p.queued+len(frame) <= limit {
+			p.queue = append(p.queue, frame)
+			p.queued += len(frame)
+			p.qmu.Unlock()
+			p.signal()
+			return nil
+		}
+		room := p.room
+		p.qmu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// take removes the queued frames, at most max bytes of them (at least one).
+func (p *peer) take(max int) (frames [][]byte, leaving bool) {
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	size, i := 0, 0
+	for i < len(p.queue) && (i == 0 || size+len(p.queue[i]) <= max) {
+		size += len(p.queue[i])
+		i++
+	}
+	frames = slices.Clone(p.queue[:i])
+	clear(p.queue[:i])
+	p.queue = p.queue[i:]
+	if len(p.queue) == 0 {
+		p.queue = nil
+	}
+	p.queued -= size
+	if i > 0 && !p.stopped {
+		close(p.room)
+		p.room = make(chan struct{})
+	}
+	return frames, p.leaving && len(p.queue) == 0
+}
+
+// outStream is the writer's current outbound message stream.
+type outStream struct {
+	link *link
+	s    *transport.Stream
+	w    *bufio.Writer
+}
+
+const batchBytes = 64 << 10
+
+// writeLoop is the peer's writer.
+func (p *peer) writeLoop() {
+	n := p.n
+	defer n.wg.Done()
+	defer close(p.writerDone)
+	var out *outStream
+	var prev uint64  // link of the last stream written to this peer
+	var broken *link // a link a write failed on: never written again
+	end := func() {
+		if out != nil {
+			out.w.Flush()
+			out.s.Close()
+			out.link.finishOut()
+			prev = out.link.tl.ID()
+			out = nil
+		}
+	}
+	defer end()
+	for {
+		select {
+		case <-p.wake:
+		case <-p.done:
+			return
+		}
+		for {
+			n.mu.Lock()
+			active := p.active
+			retire := p.toRetire
+			p.toRetire = nil
+			n.mu.Unlock()
+			for _, l := range retire {
+				if out != nil && out.link == l {
+					end()
+					continue
+				}
+				// Open and end a stream on l, so that the peer knows that
+				// nothing more comes on it.
+				if s := p.open(l, prev); s != nil {
+					s.w.Flush()
+					s.s.Close()
+					prev = l.tl.ID()
+				}
+				l.finishOut()
+			}
+			if out != nil && out.link != active {
+				end()
+			}
+			frames, leaving := p.take(batchBytes)
+			if leaving {
+				frames = append(frames, wire.Frame(wire.Goodbye, nil))
+			}
+			if len(frames) == 0 {
+				if out != nil && out.w.Buffered() > 0 {
+					if err := p.flush(out); err != nil {
+						broken, prev, out = out.link, out.link.tl.ID(), nil
+					}
+				}
+				break
+			}
+			if out == nil && active != broken {
+				out = p.open(active, prev)
+				if out == nil {
+					broken = active
+				}
+			}
+			if out != nil {
+				if err := p.write(out, frames); err != nil {
+					n.log.Debug("write to peer failed", "peer", p.id, "err", err)
+					broken, prev, out = out.link, out.link.tl.ID(), nil
+				}
+			} // else the link is going down, and the frames with it
+			if leaving {
+				return
+			}
+		}
+	}
+}
+
+// open opens a message stream on l, telling the peer which link carried
+// the previous one.
+func (p *peer) open(l *link, prev uint64) *outStream {
+	ctx, cancel := context.WithTimeout(context.Background(), p.n.cfg.WriteTimeout)
+	defer cancel()
+	s, err := l.tl.OpenStream(ctx, protoMessages)
+	if err != nil {
+		p.n.log.Debug("cannot open message stream", "peer", p.id, "err", err)
+		return nil
+	}
+	p.n.mu.Lock()
+	l.out = s
+	p.n.mu.Unlock()
+	o := &outStream{link: l, s: s, w: bufio.NewWriterSize(s, batchBytes)}
+	var hdr [8]byte
+	binary.BigEndian.PutUint64(hdr[:], prev)
+	o.w.Write(hdr[:])
+	return o
+}
+
+// write buffers frames on o. There is no write deadline: a peer that
+// reads slowly holds the writer back through yamux's flow control, and a
+// dead one is found by the link's keepalive, which ends the write.
+func (p *peer) write(o *outStream, frames [][]byte) error {
+	for _, f := range frames {
+		if _, err := o.w.Write(f); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *peer) flush(o *outStream) error { return o.w.Flush() }
+
+// push adds a small control frame to p's queue without waiting for room.
+func (p *peer) push(frame []byte) {
+	p.qmu.Lock()
+	if p.stopped {
+		p.qmu.Unlock()
+		return
+	}
+	p.queue = append(p.queue, frame)
+	p.queued += len(frame)
+	p.qmu.Unlock()
+	p.signal()
+}
+
+func mergeAddrs(a, b []netip.AddrPort) []netip.AddrPort {
+	out := slices.Clone(a)
+	for _, x := range b {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}

@@ -1,0 +1,118 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/tallship-go/tallship/internal/wire"
+)
+
+// Message is a message received from a peer.
+type Message struct {
+	// From is the sender's id.
+	From string
+	// Data is the message; it belongs to the receiver.
+	Data []byte
+}
+
+// Send queues msg for the peer with id to. It returns once the message is
+// queued (waiting for room when the peer's queue is full), not when it has
+// arrived. Messages to one peer arrive in the order they were sent. It
+// returns an error wrapping ErrUnknownPeer, naming the id, when no link to
+// that peer is up; ErrTooLarge for a message over Config.MaxMessageSize;
+// ctx's error when ctx ends first. msg may be reused once Send returns.
+func (n *Node) Send(ctx context.Context, to string, msg []byte) error {
+	return n.SendMany(ctx, []string{to}, msg)
+}
+
+// SendMany queues msg for each peer in to. The message is framed once and
+// the same bytes are queued for every peer. Peers that are known get the
+// message even when others are not; the error then names every unknown id.
+func (n *Node) SendMany(ctx context.Context, to []string, msg []byte) error {
+	frame, err := n.frame(msg)
+	if err != nil {
+		return err
+	}
+	var unknown []error
+	ps := make([]*peer, 0, len(to))
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return errClosed
+	}
+	for _, id := range to {
+		if p := n.peers[id]; p != nil {
+			ps = append(ps, p)
+		} else {
+			unknown = append(unknown, unknownPeer(id))
+		}
+	}
+	n.mu.Unlock()
+	gone, err := n.enqueue(ctx, ps, frame)
+	if err != nil {
+		return err
+	}
+	return errors.Join(append(unknown, gone...)...)
+}
+
+// Broadcast queues msg for every peer with a link up, framed once. A slow
+// peer does not hold back the others: each has its own queue and writer.
+func (n *Node) Broadcast(ctx context.Context, msg []byte) error {
+	frame, err := n.frame(msg)
+	if err != nil {
+		return err
+	}
+	n.mu.Lock()
+	if n.closed {
+		n.mu.Unlock()
+		return errClosed
+	}
+	ps := make([]*peer, 0, len(n.peers))
+	for _, p := range n.peers {
+		ps = append(ps, p)
+	}
+	n.mu.Unlock()
+	_, err = n.enqueue(ctx, ps, frame)
+	return err
+}
+
+func (n *Node) frame(msg []byte) ([]byte, error) {
+	if len(msg) > n.cfg.MaxMessageSize {
+		return nil, fmt.Errorf("%w: %d bytes (max %d)", ErrTooLarge, len(msg), n.cfg.MaxMessageSize)
+	}
+	return wire.Frame(wire.Message, msg), nil
+}
+
+// enqueue queues frame for each peer. A peer that went down meanwhile is
+// skipped and reported in gone.
+func (n *Node) enqueue(ctx context.Context, ps []*peer, frame []byte) (gone []error, err error) {
+	for _, p := range ps {
+		if err := p.enqueue(ctx, frame, n.cfg.SendQueueBytes); err != nil {
+			if !errors.Is(err, ErrUnknownPeer) {
+				return gone, err
+			}
+			gone = append(gone, err)
+		}
+	}
+	return gone, nil
+}
+
+// Receive returns the next message from any peer, waiting for one. It
+// returns ctx's error when ctx ends first, and an error wrapping
+// net.ErrClosed once the node has closed.
+func (n *Node) Receive(ctx context.Context) (Message, error) {
+	select {
+	case m := <-n.recv:
+		return m, nil
+	case <-ctx.Done():
+		return Message{}, ctx.Err()
+	case <-n.closing:
+		select {
+		case m := <-n.recv:
+			return m, nil
+		default:
+			return Message{}, errClosed
+		}
+	}
+}
