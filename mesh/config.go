@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/discovery"
+	"github.com/tallship-go/tallship/registry"
 	"github.com/tallship-go/tallship/transport"
 )
 
@@ -61,6 +62,11 @@ type Config struct {
 	// before the oldest are dropped. Zero means 4096.
 	EventBuffer int
 
+	// Registry configures the service registry: heartbeat, lifetime and
+	// limits. Its ID is the node's; a zero Host means the node's first
+	// address. Zero fields take the registry's defaults.
+	Registry registry.Config
+
 	// Logger receives the node's log lines, routine ones at Debug. Nil
 	// means slog.Default().
 	Logger *slog.Logger
@@ -79,6 +85,7 @@ func LocalConfig() Config {
 		DialBackoff:       20 * time.Millisecond,
 		DialBackoffMax:    500 * time.Millisecond,
 		FallbackDelay:     200 * time.Millisecond,
+		Registry:          registry.Config{Heartbeat: 100 * time.Millisecond, Lifetime: 500 * time.Millisecond},
 	}
 }
 

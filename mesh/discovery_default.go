@@ -4,5 +4,5 @@ import "github.com/tallship-go/tallship/discovery"
 
 // defaultDiscovery is what a nil Config.Discovery means.
 func defaultDiscovery() []discovery.Discoverer {
-	return []discovery.Discoverer{} // TODO: mDNS once discovery.MDNS lands
+	return []discovery.Discoverer{&discovery.MDNS{}}
 }

@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/tallship-go/tallship/registry"
 )
 
 // EventKind says what an Event reports.
@@ -17,6 +19,14 @@ const (
 	PeerDown
 	// DiscoveryError: a discoverer reported a transient error.
 	DiscoveryError
+	// PeerSynced: a peer's registry has been received after its link came up.
+	PeerSynced
+	// ServiceRegistered: a record appeared.
+	ServiceRegistered
+	// ServiceUpdated: a record's metadata changed.
+	ServiceUpdated
+	// ServiceFreed: a record was freed, expired or lost with its owner.
+	ServiceFreed
 )
 
 func (k EventKind) String() string {
@@ -27,6 +37,14 @@ func (k EventKind) String() string {
 		return "peer-down"
 	case DiscoveryError:
 		return "discovery-error"
+	case PeerSynced:
+		return "peer-synced"
+	case ServiceRegistered:
+		return "service-registered"
+	case ServiceUpdated:
+		return "service-updated"
+	case ServiceFreed:
+		return "service-freed"
 	}
 	return "unknown"
 }
@@ -35,13 +53,16 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind EventKind
 	Time time.Time
-	// Peer is the peer's id (PeerUp, PeerDown).
+	// Peer is the peer's id (PeerUp, PeerDown, PeerSynced), or the owner
+	// of the service (Service events).
 	Peer string
 	// Addrs are the peer's advertised addresses (PeerUp).
 	Addrs []netip.AddrPort
 	// Err says why a peer went down or what a discoverer reported; nil
 	// when a peer left gracefully.
 	Err error
+	// Service is the record of a Service event.
+	Service *registry.Record
 }
 
 // hub fans events out to subscribers in order. Publishing never blocks:

@@ -202,6 +202,10 @@ func (n *Node) addLink(tl *transport.Link) *link {
 		n.retireLocked(p, l)
 	}
 	n.wg.Add(1)
+	if tl.Outbound() {
+		n.wg.Add(1)
+		go n.openRegistry(l)
+	}
 	n.mu.Unlock()
 	go n.serveLink(l)
 	n.log.Debug("link up", "peer", l.peer, "addr", tl.RemoteAddr().String(), "link", tl.ID(), "outbound", tl.Outbound())
@@ -235,6 +239,9 @@ func (n *Node) serveLink(l *link) {
 			}
 			n.wg.Add(1)
 			go n.readMessages(l, s)
+		case proto == protoRegistry:
+			n.wg.Add(1)
+			go n.serveRegistry(l.peer, s)
 		case strings.HasPrefix(proto, userPrefix):
 			n.deliverStream(strings.TrimPrefix(proto, userPrefix), s)
 		default:

@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/tallship-go/tallship/discovery"
+	"github.com/tallship-go/tallship/registry"
 	"github.com/tallship-go/tallship/transport"
 )
 
@@ -46,6 +47,7 @@ type Node struct {
 	addrOwner  map[netip.AddrPort]string
 	listeners  map[string]*listener
 	discCancel context.CancelFunc
+	reg        *registry.Registry
 
 	closeOnce sync.Once
 }
@@ -118,9 +120,14 @@ func (n *Node) Start(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("mesh: listen: %w", err)
 	}
+	n.addrs = reachableAddrs(ln.Addr())
+	if err := n.startRegistryLocked(); err != nil {
+		ln.Close()
+		n.addrs = nil
+		return fmt.Errorf("mesh: registry: %w", err)
+	}
 	n.started = true
 	n.ln = ln
-	n.addrs = reachableAddrs(ln.Addr())
 	n.wg.Add(1)
 	go n.acceptLoop(ln)
 
@@ -225,8 +232,13 @@ func (n *Node) close() {
 	for _, l := range n.listeners {
 		l.closeLocked()
 	}
+	reg := n.reg
 	n.mu.Unlock()
 
+	// The registry first says this node leaves, freeing its records.
+	if reg != nil {
+		reg.Close()
+	}
 	// Goodbye: each writer sends it after what is queued, then closes
 	// its stream; waiting is bounded by WriteTimeout.
 	deadline := time.After(n.cfg.WriteTimeout)
