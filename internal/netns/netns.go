@@ -26,6 +26,9 @@ import (
 const (
 	envKey = "TALLSHIP_NETNS"
 	inside = "inside"
+	// ready marks a process, and the processes it starts (fuzz workers,
+	// helper programs), as running in a namespace already set up.
+	ready = "ready"
 	// envReason carries, into the tests, why no namespace could be made.
 	envReason = "TALLSHIP_NETNS_UNAVAILABLE"
 )
@@ -33,11 +36,16 @@ const (
 // Main runs the tests of m inside a private network namespace and exits
 // with their status. It never returns.
 func Main(m *testing.M) {
-	if os.Getenv(envKey) == inside {
+	switch os.Getenv(envKey) {
+	case inside:
 		if err := setupLoopback(); err != nil {
 			os.Setenv(envReason, err.Error())
 			os.Unsetenv(envKey)
+		} else {
+			os.Setenv(envKey, ready)
 		}
+		os.Exit(m.Run())
+	case ready:
 		os.Exit(m.Run())
 	}
 	if os.Getenv(envReason) != "" {
@@ -108,7 +116,7 @@ func setupLoopback() error {
 
 // Inside reports whether this process runs in a private namespace made by
 // Main.
-func Inside() bool { return os.Getenv(envKey) == inside }
+func Inside() bool { return os.Getenv(envKey) == ready }
 
 // Require skips t unless it runs inside a private network namespace made
 // by Main whose only interfaces are loopback and ones the tests made
