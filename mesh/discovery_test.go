@@ -1,0 +1,101 @@
+package mesh
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/netns"
+)
+
+// mdnsConfig is testConfig with mDNS discovery on loopback.
+func mdnsConfig(id string) Config {
+	c := testConfig(id)
+	c.Discovery = nil
+	return c
+}
+
+func TestMDNSTwoNodesTogether(t *testing.T) {
+	netns.Require(t)
+	checkGoroutines(t)
+	var a, b *Node
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); a = start(t, "pair", mdnsConfig("a")) }()
+	go func() { defer wg.Done(); b = start(t, "pair", mdnsConfig("b")) }()
+	wg.Wait()
+	began := time.Now()
+	waitFor(t, "one link each way", 5*time.Second, func() bool { return settled(a, b) })
+	t.Logf("linked %v after both started", time.Since(began))
+	ctx := context.Background()
+	if err := b.Send(ctx, "a", []byte("hi a")); err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(t, a); m.From != "b" || string(m.Data) != "hi a" {
+		t.Fatalf("a got %+v", m)
+	}
+}
+
+func TestMDNSOneAfterTheOther(t *testing.T) {
+	netns.Require(t)
+	checkGoroutines(t)
+	// The later node has the lower id, so it dials; then the reverse.
+	for _, ids := range [][2]string{{"b", "a"}, {"a", "b"}} {
+		t.Run(ids[0]+" then "+ids[1], func(t *testing.T) {
+			cluster := "seq-" + ids[0]
+			first := start(t, cluster, mdnsConfig(ids[0]))
+			began := time.Now()
+			second := start(t, cluster, mdnsConfig(ids[1]))
+			waitFor(t, "one link each way", 5*time.Second, func() bool { return settled(first, second) })
+			t.Logf("linked %v after the second joined", time.Since(began))
+			if err := first.Send(context.Background(), ids[1], []byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			receive(t, second)
+		})
+	}
+}
+
+func TestMDNSTenNodesFullMesh(t *testing.T) {
+	netns.Require(t)
+	checkGoroutines(t)
+	nodes := make([]*Node, 10)
+	var wg sync.WaitGroup
+	began := time.Now()
+	for i := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nodes[i] = start(t, "ten", mdnsConfig(fmt.Sprintf("n%02d", i)))
+		}()
+	}
+	wg.Wait()
+	waitFor(t, "45 links", 10*time.Second, func() bool { return settled(nodes...) })
+	t.Logf("ten nodes formed the full mesh %v after starting", time.Since(began))
+	links := 0
+	for _, n := range nodes {
+		links += linkCount(n)
+	}
+	if links != 90 { // each link counted at both ends
+		t.Fatalf("%d link ends, want 90", links)
+	}
+}
+
+func TestMDNSOtherClusterNeverLinks(t *testing.T) {
+	netns.Require(t)
+	checkGoroutines(t)
+	a := start(t, "blue", mdnsConfig("a"))
+	b := start(t, "blue", mdnsConfig("b"))
+	x := start(t, "green", mdnsConfig("x"))
+	waitFor(t, "blue linked", 5*time.Second, func() bool { return settled(a, b) })
+	// A green node joining later hears the blue announcements too.
+	y := start(t, "green", mdnsConfig("y"))
+	waitFor(t, "green linked", 5*time.Second, func() bool { return settled(x, y) })
+	for _, n := range []*Node{a, b, x, y} {
+		if got := len(n.Peers()); got != 1 {
+			t.Fatalf("%s has %d peers: %v", n.ID(), got, peerIDs(n))
+		}
+	}
+}
