@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+)
+
+const joinHelp = `
+Join the cluster and stay in it until SIGINT or SIGTERM, printing one line
+per event: this node joining, peers up, synced and down, services
+registered, updated and freed, discovery errors. With --json each line is a
+JSON object: {"time", "event", "peer", "addrs", "service", "error"}; the
+first has "event":"joined" with this node's "id" and "addrs", the last
+"event":"left".
+`
+
+func runJoin(ctx context.Context, e *env, args []string) error {
+	var nf nodeFlags
+	fs := newFlagSet("join", e, joinHelp)
+	nf.register(fs, e)
+	asJSON := fs.Bool("json", false, "print events as JSON lines")
+	pos, err := fs.parse(args, -1)
+	if err != nil {
+		return err
+	}
+	if err := fs.exactly(pos, "CLUSTER"); err != nil {
+		return err
+	}
+	n, events, err := nf.startNode(ctx, e, pos[0])
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+
+	addrs := addrStrings(n.Addrs())
+	if *asJSON {
+		err = writeJSON(e.stdout, eventJSON{Time: time.Now(), Event: "joined", Cluster: n.Cluster(), ID: n.ID(), Addrs: addrs})
+	} else {
+		_, err = fmt.Fprintf(e.stdout, "%s %-18s %s as %s at %s\n", time.Now().Format(timeLayout), "joined", n.Cluster(), n.ID(), strings.Join(addrs, " "))
+	}
+	if err != nil {
+		return err
+	}
+	for ev := range events { // until ctx ends
+		if *asJSON {
+			err = writeJSON(e.stdout, eventOf(ev))
+		} else {
+			_, err = fmt.Fprintln(e.stdout, eventLine(ev))
+		}
+		if err != nil {
+			return err // stdout closed: nobody listens any more
+		}
+	}
+	n.Close()
+	if *asJSON {
+		return writeJSON(e.stdout, eventJSON{Time: time.Now(), Event: "left", Cluster: n.Cluster(), ID: n.ID()})
+	}
+	_, err = fmt.Fprintf(e.stdout, "%s %-18s %s\n", time.Now().Format(timeLayout), "left", n.Cluster())
+	return err
+}

@@ -1,0 +1,147 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/tallship-go/tallship/discovery"
+	"github.com/tallship-go/tallship/mesh"
+)
+
+// errNoSecret: the cluster secret is not implemented by the library yet,
+// and running without the secret a user asked for would be unsafe.
+var errNoSecret = errors.New("secret support is not available yet (unset --secret and $TALLSHIP_SECRET)")
+
+// nodeFlags are the flags every command has: how its node joins.
+type nodeFlags struct {
+	listen   string
+	connect  stringList
+	id       string
+	secret   string
+	logLevel string
+	mdns     bool
+	fast     bool
+}
+
+func (f *nodeFlags) register(fs *flagSet, e *env) {
+	fs.StringVar(&f.listen, "listen", "", "`ADDR` to accept links on (default \":0\": any free port, every address)")
+	fs.Var(&f.connect, "connect", "link to the node at `ADDR` (\"host:port\"); repeatable")
+	fs.StringVar(&f.id, "id", "", "node `ID` (default a random UUID)")
+	fs.StringVar(&f.secret, "secret", e.getenv("TALLSHIP_SECRET"), "cluster `SECRET` (default $TALLSHIP_SECRET)")
+	fs.StringVar(&f.logLevel, "log-level", "warn", "log `LEVEL` on stderr: debug, info, warn or error")
+	fs.BoolVar(&f.mdns, "mdns", true, "find peers over mDNS (--mdns=false: only --connect addresses)")
+	fs.BoolVar(&f.fast, "fast", e.getenv("TALLSHIP_FAST") == "1",
+		"fast timers (mesh.LocalConfig), for tests on loopback; every node of the cluster must use them")
+	// The secret's default comes from the environment: never show it.
+	if f.secret != "" {
+		fs.Lookup("secret").DefValue = "$TALLSHIP_SECRET"
+	}
+}
+
+// config returns the mesh configuration the flags ask for.
+func (f *nodeFlags) config(stderr io.Writer) (mesh.Config, error) {
+	if f.secret != "" {
+		return mesh.Config{}, errNoSecret
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+		return mesh.Config{}, usageErrorf("--log-level %q: want debug, info, warn or error", f.logLevel)
+	}
+	var cfg mesh.Config
+	staticInterval := time.Duration(0)
+	if f.fast {
+		cfg = mesh.LocalConfig()
+		staticInterval = 500 * time.Millisecond
+	}
+	cfg.ID = f.id
+	cfg.Listen = f.listen
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Logger = logger
+	cfg.Discovery = []discovery.Discoverer{}
+	if f.mdns {
+		cfg.Discovery = append(cfg.Discovery, &discovery.MDNS{Logger: logger})
+	}
+	if len(f.connect) > 0 {
+		for _, a := range f.connect {
+			if !strings.Contains(a, ":") {
+				return mesh.Config{}, usageErrorf("--connect %q: want host:port", a)
+			}
+		}
+		cfg.Discovery = append(cfg.Discovery, &discovery.Static{Addrs: f.connect, Interval: staticInterval, Logger: logger})
+	}
+	return cfg, nil
+}
+
+// startNode starts a node of cluster with the flags' configuration and
+// returns it with its events from the very start, until ctx ends or the
+// node closes.
+func (f *nodeFlags) startNode(ctx context.Context, e *env, cluster string) (*mesh.Node, <-chan mesh.Event, error) {
+	if cluster == "" {
+		return nil, nil, usageErrorf("empty cluster name")
+	}
+	cfg, err := f.config(e.stderr)
+	if err != nil {
+		return nil, nil, err
+	}
+	n, err := mesh.New(cluster, cfg)
+	if err != nil {
+		return nil, nil, err
+	}
+	events := n.Events(ctx)
+	if err := n.Start(ctx); err != nil {
+		n.Close()
+		return nil, nil, err
+	}
+	return n, events, nil
+}
+
+// settle waits until the node has met the cluster: until every peer it
+// linked with has sent its registry and nothing new happened for quiet, or
+// until max has passed (a cluster with no other node takes all of max).
+// It returns early with ctx's error.
+func settle(ctx context.Context, events <-chan mesh.Event, max, quiet time.Duration) error {
+	deadline := time.NewTimer(max)
+	defer deadline.Stop()
+	calm := time.NewTimer(quiet)
+	defer calm.Stop()
+	up := map[string]bool{}     // linked peers
+	synced := map[string]bool{} // peers whose registry arrived
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-deadline.C:
+			return nil
+		case <-calm.C:
+			if len(up) == 0 {
+				continue
+			}
+			done := true
+			for id := range up {
+				done = done && synced[id]
+			}
+			if done {
+				return nil
+			}
+		case ev, ok := <-events:
+			if !ok {
+				return fmt.Errorf("node closed while meeting the cluster")
+			}
+			switch ev.Kind {
+			case mesh.PeerUp:
+				up[ev.Peer] = true
+			case mesh.PeerSynced:
+				synced[ev.Peer] = true
+			case mesh.PeerDown:
+				delete(up, ev.Peer)
+				delete(synced, ev.Peer)
+			}
+			calm.Reset(quiet)
+		}
+	}
+}

@@ -1,0 +1,155 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/tallship-go/tallship/mesh"
+)
+
+// The JSON forms of what the commands print. Their field names are part
+// of the CLI's interface.
+
+// memberJSON is a linked node.
+type memberJSON struct {
+	ID    string   `json:"id"`
+	Addrs []string `json:"addrs"`
+}
+
+// serviceJSON is a registered service instance.
+type serviceJSON struct {
+	ID      string            `json:"id"`
+	Role    string            `json:"role"`
+	Name    string            `json:"name"`
+	Version string            `json:"version"`
+	Host    string            `json:"host"`
+	Port    int               `json:"port"`
+	Addr    string            `json:"addr"`
+	Owner   string            `json:"owner"`
+	Meta    map[string]string `json:"meta,omitempty"`
+}
+
+// listingJSON is the output of ls --json.
+type listingJSON struct {
+	Cluster  string        `json:"cluster"`
+	Members  []memberJSON  `json:"members"`
+	Services []serviceJSON `json:"services"`
+}
+
+// eventJSON is one line of join --json.
+type eventJSON struct {
+	Time    time.Time    `json:"time"`
+	Event   string       `json:"event"`
+	Cluster string       `json:"cluster,omitempty"`
+	ID      string       `json:"id,omitempty"`   // joined, left: this node
+	Peer    string       `json:"peer,omitempty"` // peer events; the owner for service events
+	Addrs   []string     `json:"addrs,omitempty"`
+	Service *serviceJSON `json:"service,omitempty"`
+	Error   string       `json:"error,omitempty"`
+}
+
+func addrStrings(as []netip.AddrPort) []string {
+	out := make([]string, 0, len(as))
+	for _, a := range as {
+		out = append(out, a.String())
+	}
+	return out
+}
+
+func memberOf(p mesh.Peer) memberJSON {
+	return memberJSON{ID: p.ID, Addrs: addrStrings(p.Addrs)}
+}
+
+func serviceOf(r mesh.Record) serviceJSON {
+	s := serviceJSON{
+		ID: r.ID, Role: r.Role(), Name: r.Name, Version: r.Version,
+		Host: r.Host, Port: r.Port, Addr: r.Addr(), Owner: r.Owner,
+	}
+	if len(r.Meta) > 0 {
+		s.Meta = r.Meta
+	}
+	return s
+}
+
+func eventOf(ev mesh.Event) eventJSON {
+	out := eventJSON{Time: ev.Time, Event: ev.Kind.String(), Peer: ev.Peer}
+	if len(ev.Addrs) > 0 {
+		out.Addrs = addrStrings(ev.Addrs)
+	}
+	if ev.Service != nil {
+		s := serviceOf(*ev.Service)
+		out.Service = &s
+	}
+	if ev.Err != nil {
+		out.Error = ev.Err.Error()
+	}
+	return out
+}
+
+// writeJSON writes v as one line of JSON.
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(append(b, '\n'))
+	return err
+}
+
+const timeLayout = "15:04:05.000"
+
+// eventLine is an event as one readable line.
+func eventLine(ev mesh.Event) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s %-18s", ev.Time.Format(timeLayout), ev.Kind)
+	switch ev.Kind {
+	case mesh.PeerUp:
+		fmt.Fprintf(&b, " %s %s", ev.Peer, strings.Join(addrStrings(ev.Addrs), " "))
+	case mesh.PeerDown:
+		b.WriteString(" " + ev.Peer)
+		if ev.Err != nil {
+			b.WriteString(" (" + ev.Err.Error() + ")")
+		}
+	case mesh.PeerSynced:
+		b.WriteString(" " + ev.Peer)
+	case mesh.ServiceRegistered, mesh.ServiceUpdated, mesh.ServiceFreed:
+		if r := ev.Service; r != nil {
+			fmt.Fprintf(&b, " %s %s owner %s", r.Role(), r.Addr(), r.Owner)
+		}
+	case mesh.DiscoveryError:
+		if ev.Err != nil {
+			b.WriteString(" " + ev.Err.Error())
+		}
+	}
+	return strings.TrimRight(b.String(), " ")
+}
+
+// writeListing prints members and services as two tables.
+func writeListing(w io.Writer, l listingJSON) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "MEMBER\tADDRESSES\n")
+	if len(l.Members) == 0 {
+		fmt.Fprintf(tw, "(none found)\t\n")
+	}
+	for _, m := range l.Members {
+		fmt.Fprintf(tw, "%s\t%s\n", m.ID, strings.Join(m.Addrs, " "))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(w)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "ROLE\tADDRESS\tOWNER\n")
+	if len(l.Services) == 0 {
+		fmt.Fprintf(tw, "(none)\t\t\n")
+	}
+	for _, s := range l.Services {
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Role, s.Addr, s.Owner)
+	}
+	return tw.Flush()
+}

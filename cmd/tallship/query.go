@@ -1,0 +1,79 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/tallship-go/tallship/mesh"
+	"github.com/tallship-go/tallship/registry"
+)
+
+const queryHelp = `
+Print the addresses of the instances of a role as one JSON array of
+"host:port" (seaport's query), [] when there are none. The query is a role
+name with an optional semantic-version range: web, web@1.2.3, web@^1.2,
+"web@>=1.0 <2", web@1.x.
+
+Without --wait the answer is what the cluster holds once every node met
+has sent its registry (at most --settle). With --wait the command waits
+until at least one instance exists (at most --timeout) and prints the
+instances then.
+`
+
+func runQuery(ctx context.Context, e *env, args []string) error {
+	var nf nodeFlags
+	fs := newFlagSet("query", e, queryHelp)
+	nf.register(fs, e)
+	wait := fs.Bool("wait", false, "wait until at least one instance exists")
+	timeout := fs.Duration("timeout", 0, "with --wait, give up after `DURATION` (default: never)")
+	settleMax := fs.Duration("settle", 1500*time.Millisecond, "without --wait, wait at most `DURATION` for the cluster's nodes to answer")
+	pos, err := fs.parse(args, -1)
+	if err != nil {
+		return err
+	}
+	if err := fs.exactly(pos, "CLUSTER", "ROLE[@RANGE]"); err != nil {
+		return err
+	}
+	query := pos[1]
+	if query == "" {
+		return usageErrorf("empty role (want ROLE or ROLE@RANGE)")
+	}
+	if _, err := registry.ParseQuery(query); err != nil {
+		return &usageError{msg: err.Error()}
+	}
+	if *timeout < 0 || *settleMax <= 0 {
+		return usageErrorf("--timeout and --settle want positive durations")
+	}
+	n, events, err := nf.startNode(ctx, e, pos[0])
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+
+	var recs []mesh.Record
+	if *wait {
+		lctx, cancel := ctx, context.CancelFunc(func() {})
+		if *timeout > 0 {
+			lctx, cancel = context.WithTimeout(ctx, *timeout)
+		}
+		recs, err = n.Lookup(lctx, query)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+			return fmt.Errorf("no instance of %s within %v", query, *timeout)
+		}
+	} else {
+		if err = settle(ctx, events, *settleMax, quietFor(*settleMax)); err == nil {
+			recs, err = n.Services(query)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	addrs := make([]string, 0, len(recs))
+	for _, r := range recs {
+		addrs = append(addrs, r.Addr())
+	}
+	return writeJSON(e.stdout, addrs)
+}
