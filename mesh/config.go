@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"crypto/tls"
 	"log/slog"
 	"time"
 
@@ -61,6 +62,16 @@ type Config struct {
 	// EventBuffer is how many events wait for a slow Events consumer
 	// before the oldest are dropped. Zero means 4096.
 	EventBuffer int
+
+	// Secret, when set, is the cluster secret (seaport's --secret): only
+	// nodes that know it can link, everything on a link after the
+	// handshake is sealed, and mDNS announces a keyed hash of the cluster
+	// name instead of the name. Every node of the cluster must set it.
+	Secret string
+	// TLS, when set, runs mutual TLS on every link instead, for meshes
+	// with certificates (see transport.Config.TLS). Secret and TLS
+	// exclude each other.
+	TLS *tls.Config
 
 	// Registry configures the service registry: heartbeat, lifetime and
 	// limits. Its ID is the node's; a zero Host means the node's first
@@ -136,6 +147,8 @@ func (c Config) transport() transport.Config {
 		HandshakeTimeout:  c.HandshakeTimeout,
 		KeepAliveInterval: c.KeepAliveInterval,
 		WriteTimeout:      c.WriteTimeout,
+		Secret:            c.Secret,
+		TLS:               c.TLS,
 		Logger:            c.Logger,
 	}
 }

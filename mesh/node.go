@@ -2,6 +2,9 @@ package mesh
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -78,6 +81,9 @@ func New(cluster string, cfg Config) (*Node, error) {
 	if cluster == "" {
 		return nil, ErrNoCluster
 	}
+	if cfg.Secret != "" && cfg.TLS != nil {
+		return nil, errors.New("mesh: set Config.Secret or Config.TLS, not both")
+	}
 	cfg = cfg.withDefaults()
 	if cfg.ID == "" {
 		cfg.ID = uuid.NewString()
@@ -133,7 +139,7 @@ func (n *Node) Start(ctx context.Context) error {
 
 	dctx, cancel := context.WithCancel(context.Background())
 	n.discCancel = cancel
-	self := discovery.Self{Cluster: n.cluster, ID: n.id, Port: ln.Addr().(*net.TCPAddr).Port, Addrs: slices.Clone(n.addrs)}
+	self := discovery.Self{Cluster: n.announcedCluster(), ID: n.id, Port: ln.Addr().(*net.TCPAddr).Port, Addrs: slices.Clone(n.addrs)}
 	for _, d := range n.cfg.Discovery {
 		n.wg.Add(1)
 		go func() {
@@ -146,6 +152,18 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.log.Debug("node started", "addr", ln.Addr().String())
 	return nil
+}
+
+// announcedCluster is the cluster name discovery announces: with a secret,
+// a keyed hash of it, so that announcements do not reveal the name and
+// only nodes with the same secret find each other.
+func (n *Node) announcedCluster() string {
+	if n.cfg.Secret == "" {
+		return n.cluster
+	}
+	mac := hmac.New(sha256.New, []byte("tallship announce v1\x00"+n.cfg.Secret))
+	mac.Write([]byte(n.cluster))
+	return "s-" + hex.EncodeToString(mac.Sum(nil)[:16])
 }
 
 // ID returns the node's id.

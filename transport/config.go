@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"time"
@@ -26,8 +27,30 @@ type Config struct {
 	// AcceptBacklog bounds the streams opened by a peer and not yet
 	// accepted. Zero means 256.
 	AcceptBacklog int
+	// Secret, when set, is the cluster secret: only peers that know it
+	// can link, and everything after the handshake is sealed
+	// (ChaCha20-Poly1305 under keys from a Noise NNpsk0 handshake). Both
+	// ends must set the same secret.
+	Secret string
+	// TLS, when set, runs TLS on every link after the hellos, for meshes
+	// with certificates: it must hold this node's certificate and the CAs
+	// it trusts, and for mutual authentication ClientAuth set to
+	// tls.RequireAndVerifyClientCert. Both ends must use TLS. Secret and
+	// TLS exclude each other.
+	TLS *tls.Config
 	// Logger receives link-level log lines. Nil means slog.Default().
 	Logger *slog.Logger
+}
+
+func (c Config) flags() byte {
+	var f byte
+	if c.Secret != "" {
+		f |= flagSecret
+	}
+	if c.TLS != nil {
+		f |= flagTLS
+	}
+	return f
 }
 
 // withDefaults returns a copy of c with zero fields filled.

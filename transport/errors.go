@@ -15,6 +15,9 @@ var (
 	// ErrRefused: the peer (or this node's Verify hook) refused the link
 	// for another reason, which the error text gives.
 	ErrRefused = errors.New("transport: link refused")
+	// ErrAuth: the peer does not share this node's cluster secret (or its
+	// TLS certificate is not trusted), or requires one this node lacks.
+	ErrAuth = errors.New("transport: authentication failed")
 	// ErrBadHandshake: the peer sent bytes that are not a valid handshake.
 	ErrBadHandshake = errors.New("transport: malformed handshake")
 	// ErrBadStream: a stream header was malformed.

@@ -18,6 +18,7 @@ const (
 	verdictWrongCluster
 	verdictSelf
 	verdictRefused
+	verdictAuth
 )
 
 const maxReasonBytes = 512
@@ -31,6 +32,8 @@ func verdictError(code byte) error {
 		return ErrWrongCluster
 	case verdictSelf:
 		return ErrSelfLink
+	case verdictAuth:
+		return ErrAuth
 	}
 	return ErrRefused
 }
@@ -45,6 +48,8 @@ func verdictCode(err error) byte {
 		return verdictWrongCluster
 	case errors.Is(err, ErrSelfLink):
 		return verdictSelf
+	case errors.Is(err, ErrAuth):
+		return verdictAuth
 	}
 	return verdictRefused
 }
@@ -80,7 +85,7 @@ func readVerdict(r io.Reader) error {
 	if head[0] == verdictOK {
 		return nil
 	}
-	if head[0] > verdictRefused {
+	if head[0] > verdictAuth {
 		return fmt.Errorf("%w: unknown verdict %d", ErrBadHandshake, head[0])
 	}
 	return fmt.Errorf("%w (refused by peer: %s)", verdictError(head[0]), reason)
@@ -100,6 +105,18 @@ func check(local, remote *Hello, verify func(Hello) error) error {
 	if remote.ID == local.ID {
 		return fmt.Errorf("%w: peer has this node's id %q", ErrSelfLink, local.ID)
 	}
+	if mine, theirs := local.Flags&flagSecret, remote.Flags&flagSecret; mine != theirs {
+		if mine != 0 {
+			return fmt.Errorf("%w: this node requires a cluster secret and the peer has none", ErrAuth)
+		}
+		return fmt.Errorf("%w: the peer requires a cluster secret and this node has none", ErrAuth)
+	}
+	if mine, theirs := local.Flags&flagTLS, remote.Flags&flagTLS; mine != theirs {
+		if mine != 0 {
+			return fmt.Errorf("%w: this node requires TLS and the peer does not use it", ErrAuth)
+		}
+		return fmt.Errorf("%w: the peer requires TLS and this node does not use it", ErrAuth)
+	}
 	if verify != nil {
 		if err := verify(*remote); err != nil {
 			if verdictCode(err) == verdictRefused && !errors.Is(err, ErrRefused) {
@@ -111,22 +128,25 @@ func check(local, remote *Hello, verify func(Hello) error) error {
 	return nil
 }
 
-// handshake runs the exchange on conn, as the dialer when dialer is true.
+// handshake runs the exchange on conn, as the dialer when dialer is true,
+// and returns the peer's hello and the connection to run the link on
+// (sealed when cfg has a secret or TLS).
 //
 //	dialer                      acceptor
 //	hello         ------------>
 //	              <------------ hello, verdict
 //	verdict       ------------>
+//	[secure phase: Noise with the cluster secret, or TLS]
 //
 // Each verdict says whether its sender accepts the link, and why not. The
-// whole exchange is bounded by timeout and by ctx.
-func handshake(ctx context.Context, conn net.Conn, local Hello, dialer bool, timeout time.Duration, verify func(Hello) error) (remote Hello, err error) {
-	deadline := time.Now().Add(timeout)
+// whole exchange is bounded by cfg.HandshakeTimeout and by ctx.
+func handshake(ctx context.Context, conn net.Conn, local Hello, dialer bool, cfg Config, verify func(Hello) error) (remote Hello, out net.Conn, err error) {
+	deadline := time.Now().Add(cfg.HandshakeTimeout)
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}
 	if err := conn.SetDeadline(deadline); err != nil {
-		return Hello{}, err
+		return Hello{}, nil, err
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer func() {
@@ -151,48 +171,65 @@ func handshake(ctx context.Context, conn net.Conn, local Hello, dialer bool, tim
 	}()
 	hello, err := local.marshal()
 	if err != nil {
-		return Hello{}, err
+		return Hello{}, nil, err
 	}
+	var raw []byte
 	if dialer {
 		if _, err := conn.Write(hello); err != nil {
-			return Hello{}, err
+			return Hello{}, nil, err
 		}
-		remote, err = readHello(conn)
+		remote, raw, err = readHelloRaw(conn)
 		if err != nil {
-			return Hello{}, err
+			return Hello{}, nil, err
 		}
 		peerVerdict := readVerdict(conn)
 		if peerVerdict != nil && !isRefusal(peerVerdict) {
-			return Hello{}, peerVerdict
+			return Hello{}, nil, peerVerdict
 		}
 		mine := check(&local, &remote, verify)
 		conn.Write(appendVerdict(nil, mine)) // best effort when refusing
 		if mine != nil {
-			return Hello{}, mine
+			return Hello{}, nil, mine
 		}
-		return remote, peerVerdict
+		if peerVerdict != nil {
+			return Hello{}, nil, peerVerdict
+		}
+		out, err = protect(ctx, conn, cfg, true, append(hello, raw...))
+		return remote, out, err
 	}
-	remote, err = readHello(conn)
+	remote, raw, err = readHelloRaw(conn)
 	if err != nil {
-		return Hello{}, err
+		return Hello{}, nil, err
 	}
 	mine := check(&local, &remote, verify)
 	if _, err := conn.Write(appendVerdict(hello, mine)); err != nil && mine == nil {
-		return Hello{}, err
+		return Hello{}, nil, err
 	}
 	if mine != nil {
-		return Hello{}, mine
+		return Hello{}, nil, mine
 	}
 	if err := readVerdict(conn); err != nil {
-		return Hello{}, err
+		return Hello{}, nil, err
 	}
-	return remote, nil
+	out, err = protect(ctx, conn, cfg, false, append(raw, hello...))
+	return remote, out, err
+}
+
+// protect runs the secure phase that cfg asks for, if any.
+func protect(ctx context.Context, conn net.Conn, cfg Config, dialer bool, prologue []byte) (net.Conn, error) {
+	switch {
+	case cfg.TLS != nil:
+		return secureTLS(ctx, conn, cfg.TLS, dialer)
+	case cfg.Secret != "":
+		return secure(conn, cfg.Secret, dialer, prologue)
+	}
+	return conn, nil
 }
 
 // isRefusal reports whether err is a peer's refusal (as opposed to an I/O
 // or framing error).
 func isRefusal(err error) bool {
-	for _, s := range []error{ErrWrongVersion, ErrWrongCluster, ErrSelfLink, ErrRefused} {
+	for _, s := range []error{ErrWrongVersion, ErrWrongCluster, ErrSelfLink, ErrRefused, ErrAuth} {
 		if errors.Is(err, s) {
 			return true
 		}

@@ -42,8 +42,11 @@ type Hello struct {
 	// it is zero. It orders two links dialed by the same node.
 	DialSeq uint64
 	// Nonce is fresh randomness for this handshake; the dialer's names the
-	// link, and both serve the secret's proof.
+	// link.
 	Nonce [nonceSize]byte
+	// Flags say what protection the sender requires: a cluster secret,
+	// TLS. Set by the transport from its Config.
+	Flags byte
 }
 
 // frame layout: magic[4] version[2] length[4] body[length]. The layout is
@@ -71,6 +74,7 @@ func (h *Hello) marshal() ([]byte, error) {
 	body = binary.BigEndian.AppendUint64(body, uint64(h.Incarnation))
 	body = binary.BigEndian.AppendUint64(body, h.DialSeq)
 	body = append(body, h.Nonce[:]...)
+	body = append(body, h.Flags)
 	out := make([]byte, 0, 10+len(body))
 	out = append(out, magic[:]...)
 	out = binary.BigEndian.AppendUint16(out, h.Version)
@@ -81,29 +85,36 @@ func (h *Hello) marshal() ([]byte, error) {
 // readHello reads one hello frame. A frame of another version is returned
 // with only Version set, and no error: the caller refuses it politely.
 func readHello(r io.Reader) (Hello, error) {
+	h, _, err := readHelloRaw(r)
+	return h, err
+}
+
+// readHelloRaw is readHello that also returns the frame's bytes.
+func readHelloRaw(r io.Reader) (Hello, []byte, error) {
 	var head [10]byte
 	if _, err := io.ReadFull(r, head[:]); err != nil {
-		return Hello{}, err
+		return Hello{}, nil, err
 	}
 	if [4]byte(head[:4]) != magic {
-		return Hello{}, fmt.Errorf("%w: bad magic %q", ErrBadHandshake, head[:4])
+		return Hello{}, nil, fmt.Errorf("%w: bad magic %q", ErrBadHandshake, head[:4])
 	}
 	h := Hello{Version: binary.BigEndian.Uint16(head[4:6])}
 	n := binary.BigEndian.Uint32(head[6:10])
 	if n > maxHelloBytes {
-		return Hello{}, fmt.Errorf("%w: hello of %d bytes (max %d)", ErrBadHandshake, n, maxHelloBytes)
+		return Hello{}, nil, fmt.Errorf("%w: hello of %d bytes (max %d)", ErrBadHandshake, n, maxHelloBytes)
 	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(r, body); err != nil {
-		return Hello{}, err
+	raw := make([]byte, 10+n)
+	copy(raw, head[:])
+	if _, err := io.ReadFull(r, raw[10:]); err != nil {
+		return Hello{}, nil, err
 	}
 	if h.Version != Version {
-		return h, nil
+		return h, raw, nil
 	}
-	if err := h.unmarshalBody(body); err != nil {
-		return Hello{}, err
+	if err := h.unmarshalBody(raw[10:]); err != nil {
+		return Hello{}, nil, err
 	}
-	return h, nil
+	return h, raw, nil
 }
 
 // ParseHello decodes one hello frame from b. It is the decoder readHello
@@ -135,6 +146,9 @@ func (h *Hello) unmarshalBody(b []byte) error {
 	h.Incarnation = int64(d.uint64())
 	h.DialSeq = d.uint64()
 	copy(h.Nonce[:], d.bytes(nonceSize))
+	if f := d.bytes(1); f != nil {
+		h.Flags = f[0]
+	}
 	if d.err == nil && len(d.b) != 0 {
 		d.fail("%d trailing bytes", len(d.b))
 	}

@@ -63,6 +63,9 @@ func Server(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify 
 
 func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify func(Hello) error, dialer bool) (*Link, error) {
 	cfg = cfg.withDefaults()
+	if cfg.Secret != "" && cfg.TLS != nil {
+		return nil, fmt.Errorf("%w: set a cluster secret or TLS, not both", ErrAuth)
+	}
 	if local.Version == 0 {
 		local.Version = Version
 	}
@@ -72,7 +75,8 @@ func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify
 	if !dialer {
 		local.DialSeq = 0
 	}
-	remote, err := handshake(ctx, conn, local, dialer, cfg.HandshakeTimeout, verify)
+	local.Flags = cfg.flags()
+	remote, sealed, err := handshake(ctx, conn, local, dialer, cfg, verify)
 	if err != nil {
 		return nil, err
 	}
@@ -86,9 +90,9 @@ func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify
 	yc.LogOutput = nil
 	yc.Logger = yamuxLogger{cfg.Logger.With("peer", remote.ID)}
 	if dialer {
-		l.sess, err = yamux.Client(conn, yc)
+		l.sess, err = yamux.Client(sealed, yc)
 	} else {
-		l.sess, err = yamux.Server(conn, yc)
+		l.sess, err = yamux.Server(sealed, yc)
 	}
 	if err != nil {
 		return nil, err

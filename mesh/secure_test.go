@@ -1,0 +1,197 @@
+package mesh
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/transport"
+)
+
+func secretConfig(id, secret string) Config {
+	c := testConfig(id)
+	c.Secret = secret
+	return c
+}
+
+func TestSecretKeepsStrangersOut(t *testing.T) {
+	checkGoroutines(t)
+	a := start(t, "c", secretConfig("a", "s3cret"))
+	b := start(t, "c", secretConfig("b", "s3cret"))
+	wrong := start(t, "c", secretConfig("w", "guess"))
+	none := start(t, "c", testConfig("n"))
+	ctx := context.Background()
+	if _, err := b.Connect(ctx, addr(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Register(Service{Role: "vault@1.0.0", Port: 1}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*Node{wrong, none} {
+		_, err := n.Connect(ctx, addr(t, a))
+		if !errors.Is(err, transport.ErrAuth) || !strings.Contains(err.Error(), "secret") {
+			t.Fatalf("%s: err = %v, want ErrAuth naming the secret", n.ID(), err)
+		}
+		if _, err := n.Register(Service{Role: "intruder@1.0.0", Port: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "b sees vault", 5*time.Second, func() bool {
+		recs, _ := b.Services("vault")
+		return len(recs) == 1
+	})
+	for _, n := range []*Node{wrong, none} {
+		if recs, _ := n.Services("vault"); len(recs) != 0 || len(n.Peers()) != 0 {
+			t.Fatalf("%s sees %v, peers %v", n.ID(), recs, n.Peers())
+		}
+	}
+	for _, n := range []*Node{a, b} {
+		if recs, _ := n.Services("intruder"); len(recs) != 0 || len(n.Peers()) != 1 {
+			t.Fatalf("%s sees %v, peers %v", n.ID(), recs, peerIDs(n))
+		}
+	}
+}
+
+// capture is a TCP proxy that records every byte in both directions.
+type capture struct {
+	ln    net.Listener
+	mu    sync.Mutex
+	buf   bytes.Buffer
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func newCapture(t *testing.T, target string) *capture {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &capture{ln: ln}
+	c.wg.Add(1)
+	go func() {
+		defer c.wg.Done()
+		for {
+			in, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			out, err := net.Dial("tcp", target)
+			if err != nil {
+				in.Close()
+				continue
+			}
+			c.mu.Lock()
+			c.conns = append(c.conns, in, out)
+			c.mu.Unlock()
+			c.wg.Add(2)
+			go func() { defer c.wg.Done(); io.Copy(out, io.TeeReader(in, c)); out.Close() }()
+			go func() { defer c.wg.Done(); io.Copy(in, io.TeeReader(out, c)); in.Close() }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		c.mu.Lock()
+		for _, conn := range c.conns {
+			conn.Close()
+		}
+		c.mu.Unlock()
+		c.wg.Wait()
+	})
+	return c
+}
+
+func (c *capture) Write(b []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.buf.Write(b)
+}
+
+func TestSecretSealsTraffic(t *testing.T) {
+	a := start(t, "c", secretConfig("a", "s3cret"))
+	b := start(t, "c", secretConfig("b", "s3cret"))
+	cp := newCapture(t, addr(t, a))
+	ctx := context.Background()
+	if _, err := b.Connect(ctx, cp.ln.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "link", 5*time.Second, func() bool { return settled(a, b) })
+	const text, role = "attack at dawn, the password is swordfish", "confidential-payroll"
+	if _, err := b.Register(Service{Role: role + "@1.0.0", Port: 9}); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Send(ctx, "a", []byte(text)); err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(t, a); string(m.Data) != text {
+		t.Fatalf("got %q", m.Data)
+	}
+	waitFor(t, "a sees the role", 5*time.Second, func() bool {
+		recs, _ := a.Services(role)
+		return len(recs) == 1
+	})
+	cp.mu.Lock()
+	wire := cp.buf.Bytes()
+	cp.mu.Unlock()
+	if len(wire) == 0 {
+		t.Fatal("nothing captured")
+	}
+	for _, secret := range []string{text, role, "swordfish"} {
+		if bytes.Contains(wire, []byte(secret)) {
+			t.Fatalf("%q appears on the wire", secret)
+		}
+	}
+}
+
+func TestTLSMesh(t *testing.T) {
+	checkGoroutines(t)
+	pki := newTestPKI(t)
+	tlsConfig := func(id string, p *testPKI) Config {
+		c := testConfig(id)
+		c.TLS = p.config(t, id)
+		return c
+	}
+	a := start(t, "c", tlsConfig("a", pki))
+	b := start(t, "c", tlsConfig("b", pki))
+	c := start(t, "c", tlsConfig("c", pki))
+	ctx := context.Background()
+	for _, n := range []*Node{b, c} {
+		if _, err := n.Connect(ctx, addr(t, a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "TLS mesh of three", 5*time.Second, func() bool { return settled(a, b, c) })
+	rogue := start(t, "c", tlsConfig("r", newTestPKI(t)))
+	if _, err := rogue.Connect(ctx, addr(t, a)); !errors.Is(err, transport.ErrAuth) {
+		t.Fatalf("untrusted certificate: err = %v, want ErrAuth", err)
+	}
+	if len(rogue.Peers()) != 0 || len(a.Peers()) != 2 {
+		t.Fatalf("rogue peers %v, a peers %v", rogue.Peers(), peerIDs(a))
+	}
+}
+
+func TestSecretMDNSFindsOnlySameSecret(t *testing.T) {
+	netns.Require(t)
+	cfg := func(id, s string) Config { c := secretConfig(id, s); c.Discovery = nil; return c }
+	a := start(t, "sec", cfg("a", "one"))
+	b := start(t, "sec", cfg("b", "one"))
+	x := start(t, "sec", cfg("x", "two"))
+	waitFor(t, "same secret linked", 5*time.Second, func() bool { return settled(a, b) })
+	if _, err := a.Register(Service{Role: "hidden@1.0.0", Port: 3}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := x.Lookup(ctx, "hidden"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("other secret looked up: %v", err)
+	}
+	if len(x.Peers()) != 0 {
+		t.Fatalf("x linked to %v", peerIDs(x))
+	}
+}
