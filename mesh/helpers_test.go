@@ -120,3 +120,22 @@ func receive(t *testing.T, n *Node) Message {
 	}
 	return m
 }
+
+// nextEvent returns the next event of kind from ch, skipping others.
+func nextEvent(t *testing.T, ch <-chan Event, kind EventKind) Event {
+	t.Helper()
+	timeout := time.After(5 * time.Second)
+	for {
+		select {
+		case e, ok := <-ch:
+			if !ok {
+				t.Fatalf("event stream closed waiting for %v", kind)
+			}
+			if e.Kind == kind {
+				return e
+			}
+		case <-timeout:
+			t.Fatalf("no %v event", kind)
+		}
+	}
+}

@@ -58,17 +58,13 @@ func TestThreeNodesThenOneLeaves(t *testing.T) {
 	closed := time.Now()
 	c.Close()
 	for _, ev := range []<-chan Event{evA, evB} {
-		select {
-		case e := <-ev:
-			if e.Kind != PeerDown || e.Peer != "c" || e.Err != nil {
-				t.Fatalf("event %+v, want a graceful peer-down of c", e)
-			}
-			t.Logf("peer-down seen %v after Close began", time.Since(closed))
-			if d := time.Since(closed); d > time.Second {
-				t.Errorf("peer-down seen after %v", d)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatal("no peer-down")
+		e := nextEvent(t, ev, PeerDown)
+		if e.Peer != "c" || e.Err != nil {
+			t.Fatalf("event %+v, want a graceful peer-down of c", e)
+		}
+		t.Logf("peer-down seen %v after Close began", time.Since(closed))
+		if d := time.Since(closed); d > time.Second {
+			t.Errorf("peer-down seen after %v", d)
 		}
 	}
 	waitFor(t, "two nodes left", 5*time.Second, func() bool { return settled(a, b) })
@@ -264,13 +260,8 @@ func TestKeptPeerReconnects(t *testing.T) {
 	ev := a.Events(ctx)
 	px.cut()
 	for _, want := range []EventKind{PeerDown, PeerUp} {
-		select {
-		case e := <-ev:
-			if e.Kind != want || e.Peer != "b" {
-				t.Fatalf("event %+v, want %v of b", e, want)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no %v", want)
+		if e := nextEvent(t, ev, want); e.Peer != "b" {
+			t.Fatalf("event %+v, want %v of b", e, want)
 		}
 	}
 	if err := a.Send(ctx, "b", []byte("again")); err != nil {
