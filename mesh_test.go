@@ -947,10 +947,11 @@ func TestLinkCutThroughThirdNoFree(t *testing.T) {
 	netns.Require(t)
 	checkGoroutines(t)
 	cluster := clusterName(t)
-	a := join(t, cluster, connectConfig("cut-a"))
-	b := join(t, cluster, connectConfig("cut-b"))
-	c := join(t, cluster, connectConfig("cut-c"))
+	a, aLog := startLogged(t, cluster, connectConfig("cut-a"))
+	b, bLog := startLogged(t, cluster, connectConfig("cut-b"))
+	c, cLog := startLogged(t, cluster, connectConfig("cut-c"))
 	nodes := []*mesh.Node{a, b, c}
+	logs := []*eventLog{aLog, bLog, cLog}
 
 	// a–c first, through the proxy, so that peer exchange (which tells
 	// a c's real address) never makes a direct a–c link.
@@ -964,6 +965,20 @@ func TestLinkCutThroughThirdNoFree(t *testing.T) {
 	for i, n := range nodes {
 		recs = append(recs, register(t, n, mesh.Service{Role: fmt.Sprintf("cut@1.0.%d", i), Port: 10 + i}))
 	}
+	// The registry has converged once every node has synced with both
+	// others and the adjacency changes each announced have arrived
+	// everywhere (settle). Before, a node may not know yet that the
+	// other two are linked, and a cut would rightly free records.
+	for i, l := range logs {
+		for j, o := range nodes {
+			if i != j {
+				l.waitFor(t, meshWait, nodes[i].ID()+" synced with "+o.ID(), func(ev mesh.Event) bool {
+					return ev.Kind == mesh.PeerSynced && ev.Peer == o.ID()
+				})
+			}
+		}
+	}
+	settle(t, nodes...)
 	var watchers []*recorder
 	for _, n := range nodes {
 		watchers = append(watchers, watch(t, n, "cut"))
@@ -971,77 +986,39 @@ func TestLinkCutThroughThirdNoFree(t *testing.T) {
 	for _, w := range watchers {
 		w.waitFor(t, changeWait, "the three records", func(evs []mesh.ServiceEvent) bool { return len(evs) == 3 })
 	}
-	// Every node's event stream, for ServiceFreed of any record.
-	var freed atomic.Int64
-	ectx, ecancel := context.WithCancel(context.Background())
-	var ewg sync.WaitGroup
-	aEvents := make(chan mesh.Event, 64)
-	for _, n := range nodes {
-		ch := n.Events(ectx)
-		ewg.Add(1)
-		go func() {
-			defer ewg.Done()
-			for ev := range ch {
-				if ev.Kind == mesh.ServiceFreed {
-					freed.Add(1)
-					t.Errorf("%s: ServiceFreed %s during the cut", n.ID(), ev.Service.Role())
-				}
-				if n == a && ev.Peer == c.ID() {
-					select {
-					case aEvents <- ev:
-					default:
-					}
-				}
-			}
-		}()
-	}
-	defer func() { ecancel(); ewg.Wait() }()
-	waitEvent := func(kind mesh.EventKind) {
-		t.Helper()
-		timer := time.NewTimer(changeWait)
-		defer timer.Stop()
-		for {
-			select {
-			case ev := <-aEvents:
-				if ev.Kind == kind {
-					return
-				}
-			case <-timer.C:
-				t.Fatalf("a: no %v event for c after %v", kind, changeWait)
-			}
-		}
+	marks := make([]int, len(logs))
+	for i, l := range logs {
+		marks[i] = l.len()
 	}
 
 	t0 := time.Now()
 	if n := px.setDown(true); n == 0 {
 		t.Fatal("the proxy had no connection to cut: a–c is not going through it")
 	}
-	waitEvent(mesh.PeerDown)
+	aLog.waitFor(t, changeWait, "a: c down", func(ev mesh.Event) bool { return ev.Kind == mesh.PeerDown && ev.Peer == c.ID() })
 	// Keep the link down longer than a record's lifetime (500 ms), while
 	// a redials through the proxy and is refused.
 	eventually(t, changeWait, "5 refused redials", func() bool { return px.refused.Load() >= 5 })
 	for _, n := range nodes {
 		if got := len(services(t, n, "cut")); got != 3 {
-			t.Fatalf("%s sees %d records while a–c is cut, want 3", n.ID(), got)
+			t.Errorf("%s sees %d records while a–c is cut, want 3", n.ID(), got)
 		}
 	}
 	px.setDown(false)
-	waitEvent(mesh.PeerUp)
-	waitEvent(mesh.PeerSynced)
+	aLog.waitFor(t, changeWait, "a: c up", func(ev mesh.Event) bool { return ev.Kind == mesh.PeerUp && ev.Peer == c.ID() })
+	aLog.waitFor(t, changeWait, "a: synced with c", func(ev mesh.Event) bool {
+		return ev.Kind == mesh.PeerSynced && ev.Peer == c.ID() && ev.Time.After(t0)
+	})
+	t.Logf("a–c link cut for %v, %d redials refused", time.Since(t0), px.refused.Load())
+	eventually(t, meshWait, "the triangle again", func() bool { return fullMesh(nodes...) })
 	px.mu.Lock()
 	through := len(px.conns)
 	px.mu.Unlock()
 	if through == 0 {
 		t.Fatal("a–c came back, but not through the proxy")
 	}
-	t.Logf("a–c link cut for %v, %d redials refused", time.Since(t0), px.refused.Load())
-	eventually(t, meshWait, "the triangle again", func() bool { return fullMesh(nodes...) })
 
-	// A barrier after the restore: a change from a reaches c directly.
-	m := register(t, a, mesh.Service{Role: "cut@9.0.0", Port: 99})
-	watchers[2].waitFor(t, changeWait, "a's marker on c", func(evs []mesh.ServiceEvent) bool {
-		return slices.ContainsFunc(evs, func(ev mesh.ServiceEvent) bool { return ev.Record.ID == m.ID })
-	})
+	settle(t, nodes...) // anything in flight has arrived
 	for i, w := range watchers {
 		for _, ev := range w.events() {
 			if ev.Kind != registry.Registered {
@@ -1054,8 +1031,92 @@ func TestLinkCutThroughThirdNoFree(t *testing.T) {
 			}
 		}
 	}
-	if freed.Load() != 0 {
-		t.Errorf("%d ServiceFreed events", freed.Load())
+	for i, l := range logs {
+		for _, ev := range l.since(marks[i]) {
+			if ev.Kind == mesh.ServiceFreed && ev.Service.Name == "cut" {
+				t.Errorf("%s: ServiceFreed of %s across the cut", nodes[i].ID(), ev.Service.Role())
+			}
+		}
+	}
+}
+
+// eventLog records every event of a node.
+type eventLog struct {
+	mu   sync.Mutex
+	evs  []mesh.Event
+	wake chan struct{}
+}
+
+// startLogged starts a node like join, recording its events from before
+// it starts.
+func startLogged(t *testing.T, cluster string, cfg mesh.Config) (*mesh.Node, *eventLog) {
+	t.Helper()
+	n, err := mesh.New(cluster, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &eventLog{wake: make(chan struct{}, 1)}
+	events := n.Events(context.Background()) // closed by Close
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range events {
+			l.mu.Lock()
+			l.evs = append(l.evs, ev)
+			l.mu.Unlock()
+			select {
+			case l.wake <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() { n.Close(); <-done })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := n.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return n, l
+}
+
+func (l *eventLog) len() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.evs)
+}
+
+// since returns the events recorded after the first i.
+func (l *eventLog) since(i int) []mesh.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.evs[i:])
+}
+
+// peerUps lists the peers of every PeerUp event recorded.
+func (l *eventLog) peerUps() []string {
+	var out []string
+	for _, ev := range l.since(0) {
+		if ev.Kind == mesh.PeerUp {
+			out = append(out, ev.Peer)
+		}
+	}
+	return out
+}
+
+// waitFor waits until an event recorded matches, failing t after d.
+func (l *eventLog) waitFor(t *testing.T, d time.Duration, what string, match func(mesh.Event) bool) mesh.Event {
+	t.Helper()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	for {
+		if i := slices.IndexFunc(l.since(0), match); i >= 0 {
+			return l.since(i)[0]
+		}
+		select {
+		case <-l.wake:
+		case <-timer.C:
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
 	}
 }
 
@@ -1210,15 +1271,15 @@ func allRecords(t *testing.T, n *mesh.Node) map[string]mesh.Record {
 }
 
 // A node of another cluster in the same namespace never links and sees no
-// records; a node never links to itself.
+// records; a node never links to itself (nor to its own announcement).
 func TestWrongClusterAndSelfNeverLink(t *testing.T) {
 	netns.Require(t)
 	checkGoroutines(t)
 	cluster := clusterName(t)
 	other := clusterName(t)
-	a := join(t, cluster, nodeConfig("wc-a"))
-	stranger := join(t, other, nodeConfig("wc-z"))
-	b := join(t, cluster, nodeConfig("wc-b")) // started after the stranger announced
+	a, aLog := startLogged(t, cluster, nodeConfig("wc-a"))
+	stranger, strangerLog := startLogged(t, other, nodeConfig("wc-z"))
+	b, bLog := startLogged(t, cluster, nodeConfig("wc-b")) // started after the stranger announced
 	register(t, a, mesh.Service{Role: "mine@1.0.0", Port: 1})
 	register(t, stranger, mesh.Service{Role: "mine@2.0.0", Port: 2})
 	eventually(t, meshWait, "a and b linked by mDNS", func() bool { return fullMesh(a, b) })
@@ -1254,5 +1315,15 @@ func TestWrongClusterAndSelfNeverLink(t *testing.T) {
 	}
 	if recs := services(t, stranger, "mine"); len(recs) != 1 || recs[0].Owner != stranger.ID() {
 		t.Errorf("stranger sees %+v, want its own record only", recs)
+	}
+	// Never, not even for a moment: every peer-up each node saw.
+	for _, c := range []struct {
+		n    *mesh.Node
+		log  *eventLog
+		want []string
+	}{{a, aLog, []string{b.ID()}}, {b, bLog, []string{a.ID()}}, {stranger, strangerLog, nil}} {
+		if got := c.log.peerUps(); !slices.Equal(got, c.want) {
+			t.Errorf("%s: peer-up events from %v, want %v", c.n.ID(), got, c.want)
+		}
 	}
 }
