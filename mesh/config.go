@@ -63,6 +63,17 @@ type Config struct {
 	// before the oldest are dropped. Zero means 4096.
 	EventBuffer int
 
+	// MaxPeers bounds the peers a node links with; further links are
+	// refused. Zero means 1024.
+	MaxPeers int
+	// MaxStreams bounds the open streams on one link; a peer opening more
+	// has them refused. Zero means 1024.
+	MaxStreams int
+	// MaxHandshakes bounds the handshakes in progress on accepted
+	// connections; connections beyond it are dropped at once. Zero means
+	// 64.
+	MaxHandshakes int
+
 	// Secret, when set, is the cluster secret (seaport's --secret): only
 	// nodes that know it can link, everything on a link after the
 	// handshake is sealed, and mDNS announces a keyed hash of the cluster
@@ -132,6 +143,15 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ReceiveBuffer <= 0 {
 		c.ReceiveBuffer = 1024
+	}
+	if c.MaxPeers <= 0 {
+		c.MaxPeers = 1024
+	}
+	if c.MaxStreams <= 0 {
+		c.MaxStreams = 1024
+	}
+	if c.MaxHandshakes <= 0 {
+		c.MaxHandshakes = 64
 	}
 	if c.EventBuffer <= 0 {
 		c.EventBuffer = 4096

@@ -19,6 +19,9 @@ var (
 	ErrBadProtocol = errors.New("mesh: bad protocol name")
 	// ErrStarted: Start on a node that has already started.
 	ErrStarted = errors.New("mesh: node already started")
+	// ErrTooManyPeers: a link refused because the node has
+	// Config.MaxPeers peers.
+	ErrTooManyPeers = errors.New("mesh: too many peers")
 	// ErrNoCluster: an empty cluster name.
 	ErrNoCluster = errors.New("mesh: empty cluster name")
 )

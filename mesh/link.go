@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -33,6 +34,7 @@ type link struct {
 	inDone     chan struct{}
 	inDoneOnce sync.Once
 	inStarted  bool // guarded by Node.mu
+	regStarted bool // guarded by Node.mu
 
 	// out is this node's message stream on the link, set by the peer's
 	// writer under Node.mu; outEnded is closed once the writer has ended
@@ -96,9 +98,17 @@ func (n *Node) acceptLoop(ln net.Listener) {
 			n.log.Warn("accept failed", "err", err)
 			return
 		}
+		select {
+		case n.handshakes <- struct{}{}:
+		default:
+			n.log.Warn("too many handshakes in progress; dropping connection", "addr", conn.RemoteAddr().String(), "max", cap(n.handshakes))
+			conn.Close()
+			continue
+		}
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
+			defer func() { <-n.handshakes }()
 			n.serveConn(conn)
 		}()
 	}
@@ -147,6 +157,10 @@ func (n *Node) verifyPeer(h transport.Hello) error {
 	defer n.mu.Unlock()
 	if n.closed {
 		return errors.New("node is closing")
+	}
+	if n.peers[h.ID] == nil && len(n.peers) >= n.cfg.MaxPeers {
+		n.log.Warn("peer limit reached; refusing link", "peer", h.ID, "max", n.cfg.MaxPeers)
+		return fmt.Errorf("%w: peer limit of %d reached", ErrTooManyPeers, n.cfg.MaxPeers)
 	}
 	return nil
 }
@@ -225,6 +239,11 @@ func (n *Node) serveLink(l *link) {
 			n.log.Info("bad stream from peer", "peer", l.peer, "err", err)
 			continue
 		}
+		if l.tl.NumStreams() > n.cfg.MaxStreams {
+			n.log.Warn("stream limit reached; refusing stream", "peer", l.peer, "max", n.cfg.MaxStreams)
+			s.Close()
+			continue
+		}
 		switch proto := s.Protocol(); {
 		case proto == protoMessages:
 			n.mu.Lock()
@@ -240,6 +259,17 @@ func (n *Node) serveLink(l *link) {
 			n.wg.Add(1)
 			go n.readMessages(l, s)
 		case proto == protoRegistry:
+			// One registry stream per link, opened by its dialer.
+			n.mu.Lock()
+			dup := l.regStarted || l.tl.Outbound()
+			l.regStarted = true
+			n.mu.Unlock()
+			if dup {
+				n.log.Warn("unexpected registry stream; closing the link", "peer", l.peer)
+				l.tl.Close()
+				s.Close()
+				continue
+			}
 			n.wg.Add(1)
 			go n.serveRegistry(l.peer, s)
 		case strings.HasPrefix(proto, userPrefix):

@@ -37,6 +37,8 @@ type Node struct {
 	wg      sync.WaitGroup
 	events  *hub
 	recv    chan Message
+	// handshakes holds a token per handshake in progress.
+	handshakes chan struct{}
 
 	mu         sync.Mutex
 	started    bool
@@ -96,6 +98,7 @@ func New(cluster string, cfg Config) (*Node, error) {
 		tcfg:        cfg.transport(),
 		closing:     make(chan struct{}),
 		recv:        make(chan Message, cfg.ReceiveBuffer),
+		handshakes:  make(chan struct{}, cfg.MaxHandshakes),
 		peers:       make(map[string]*peer),
 		links:       make(map[uint64]*link),
 		pending:     make(map[uint64]chan struct{}),

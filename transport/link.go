@@ -199,22 +199,29 @@ func (l *Link) AcceptStream(ctx context.Context) (*Stream, error) {
 		return nil, closedErr(err)
 	}
 	s.SetReadDeadline(time.Now().Add(l.cfg.HandshakeTimeout))
-	var n [1]byte
-	if _, err := io.ReadFull(s, n[:]); err != nil {
+	proto, err := readStreamHeader(s)
+	if err != nil {
 		s.Close()
-		return nil, fmt.Errorf("%w: %v", ErrBadStream, err)
-	}
-	if n[0] == 0 {
-		s.Close()
-		return nil, fmt.Errorf("%w: empty protocol name", ErrBadStream)
-	}
-	proto := make([]byte, n[0])
-	if _, err := io.ReadFull(s, proto); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("%w: %v", ErrBadStream, err)
+		return nil, err
 	}
 	s.SetReadDeadline(time.Time{})
-	return &Stream{Stream: s, protocol: string(proto), link: l}, nil
+	return &Stream{Stream: s, protocol: proto, link: l}, nil
+}
+
+// readStreamHeader reads a stream's protocol tag: length[1] name[length].
+func readStreamHeader(r io.Reader) (string, error) {
+	var n [1]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadStream, err)
+	}
+	if n[0] == 0 {
+		return "", fmt.Errorf("%w: empty protocol name", ErrBadStream)
+	}
+	proto := make([]byte, n[0])
+	if _, err := io.ReadFull(r, proto); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadStream, err)
+	}
+	return string(proto), nil
 }
 
 // closedErr makes a yamux shutdown error unwrap to net.ErrClosed.
