@@ -1,0 +1,54 @@
+// Package mesh is the face of tallship: a node of a zero-config cluster
+// mesh. Nodes announce themselves over mDNS under a cluster name, link to
+// every other node of the cluster (one TCP link per pair, multiplexed with
+// yamux) and share a replicated service registry.
+//
+// The one-line use:
+//
+//	node, err := mesh.Join("my-cluster")
+//	defer node.Close()
+//
+// Messages go to one peer, to a list, or to all, framed once; each peer's
+// messages arrive in order, with the sender's id:
+//
+//	err = node.Send(ctx, peerID, []byte("hello"))
+//	err = node.Broadcast(ctx, []byte("hello, all"))
+//	msg, err := node.Receive(ctx) // msg.From, msg.Data
+//
+// Streams are net.Conns, and stream listeners net.Listeners, so http.Serve
+// works over the mesh:
+//
+//	ln, err := node.Listen("http")
+//	go http.Serve(ln, handler)
+//	conn, err := node.OpenStream(ctx, peerID, "http")
+//
+// The registry (seaport and tallship-manifest's manifest):
+//
+//	ln, err := node.ListenService(ctx, "web@1.4.2") // a free port, registered
+//	recs, err := node.Lookup(ctx, "web@^1.4")       // waits for one to exist
+//	events, err := node.Watch(ctx, "web")           // registered, updated, freed
+//	conn, err := node.DialService(ctx, "web@^1")    // any live instance
+//
+// Fully configured, with cancellation of the start:
+//
+//	node, err := mesh.Config{
+//		ID:        "web-1",               // default: a random UUID
+//		Listen:    ":7946",               // default: ":0"
+//		Discovery: []discovery.Discoverer{&discovery.MDNS{}, &discovery.Static{Addrs: seeds}},
+//		Secret:    os.Getenv("TALLSHIP_SECRET"),
+//		Logger:    slog.Default(),
+//	}.Join(ctx, "my-cluster")
+//
+// Links: discovery makes the lower id dial; when two links join a pair
+// anyway both ends keep the one dialed by the lower id, without losing a
+// message. A peer added with Connect is kept: its link is redialed with
+// backoff until Disconnect. Linked nodes exchange their members, so joining
+// through one address completes the mesh. A closed peer is seen at once, a
+// crashed one on the connection reset, a silent one within
+// KeepAliveInterval + WriteTimeout (1.5 s by default; LocalConfig: 300 ms).
+//
+// Events (peer up and down, registry sync, service changes) arrive in
+// order on the channels of Events; a slow reader never blocks the node.
+// Close says goodbye, frees this node's records everywhere, and returns
+// once every goroutine the node started has ended.
+package mesh
