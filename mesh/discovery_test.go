@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tallship-go/tallship/discovery"
 	"github.com/tallship-go/tallship/internal/netns"
 )
 
@@ -98,4 +99,18 @@ func TestMDNSOtherClusterNeverLinks(t *testing.T) {
 			t.Fatalf("%s has %d peers: %v", n.ID(), got, peerIDs(n))
 		}
 	}
+}
+
+func TestStaticDiscoveryAndPeerExchange(t *testing.T) {
+	checkGoroutines(t)
+	a := start(t, "st", testConfig("a"))
+	b := start(t, "st", testConfig("b"))
+	if _, err := b.Connect(context.Background(), addr(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	// c knows only a's address; peer exchange brings b.
+	cfg := testConfig("c")
+	cfg.Discovery = []discovery.Discoverer{&discovery.Static{Addrs: []string{addr(t, a)}}}
+	c := start(t, "st", cfg)
+	waitFor(t, "full mesh through one address", 5*time.Second, func() bool { return settled(a, b, c) })
 }
