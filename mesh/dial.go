@@ -113,6 +113,7 @@ func (n *Node) dial(ctx context.Context, ap netip.AddrPort) (*link, error) {
 	hello := n.hello(n.dialSeq.Add(1))
 	tl, err := transport.Dial(ctx, ap.String(), hello, n.tcfg, n.verifyPeer)
 	if err != nil {
+		n.noteRefusal(err)
 		n.log.Debug("dial failed", "addr", ap.String(), "err", err)
 		return nil, fmt.Errorf("mesh: %w", err)
 	}

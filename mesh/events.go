@@ -27,6 +27,10 @@ const (
 	ServiceUpdated
 	// ServiceFreed: a record was freed, expired or lost with its owner.
 	ServiceFreed
+	// IDConflict: peers refuse this node because another live node of the
+	// cluster has its id; Err says which peer. The node stays apart from
+	// them; a program usually exits with Err.
+	IDConflict
 )
 
 func (k EventKind) String() string {
@@ -45,6 +49,8 @@ func (k EventKind) String() string {
 		return "service-updated"
 	case ServiceFreed:
 		return "service-freed"
+	case IDConflict:
+		return "id-conflict"
 	}
 	return "unknown"
 }

@@ -132,6 +132,7 @@ func (n *Node) serveConn(conn net.Conn) {
 	}
 	tl, err := transport.Server(ctx, conn, n.hello(0), n.tcfg, verify)
 	if err != nil {
+		n.noteRefusal(err)
 		conn.Close()
 		level := slog.LevelInfo
 		if n.ctx.Err() != nil {
@@ -154,13 +155,28 @@ func (n *Node) serveConn(conn net.Conn) {
 // verifyPeer is the node's own check of a peer's hello.
 func (n *Node) verifyPeer(h transport.Hello) error {
 	n.mu.Lock()
-	defer n.mu.Unlock()
 	if n.closed {
+		n.mu.Unlock()
 		return errors.New("node is closing")
 	}
-	if n.peers[h.ID] == nil && len(n.peers) >= n.cfg.MaxPeers {
+	p := n.peers[h.ID]
+	if p == nil && len(n.peers) >= n.cfg.MaxPeers {
+		n.mu.Unlock()
 		n.log.Warn("peer limit reached; refusing link", "peer", h.ID, "max", n.cfg.MaxPeers)
 		return fmt.Errorf("%w: peer limit of %d reached", ErrTooManyPeers, n.cfg.MaxPeers)
+	}
+	var old *transport.Link
+	if p != nil && p.active.tl.Remote().Incarnation != h.Incarnation {
+		old = p.active.tl
+	}
+	n.mu.Unlock()
+	if old != nil {
+		// Another run of the same id: a restart if the old run is gone,
+		// else a second process with the same id.
+		if _, err := old.Ping(); err == nil {
+			n.log.Warn("refusing a second node with the same id", "peer", h.ID)
+			return fmt.Errorf("%w: a live node with id %q is already linked to %q", transport.ErrDuplicateID, h.ID, n.id)
+		}
 	}
 	return nil
 }
@@ -412,5 +428,15 @@ func (n *Node) waitFinished(prev uint64) bool {
 		case <-n.closing:
 			return false
 		}
+	}
+}
+
+// noteRefusal reports a peer's refusal of this node's id: another live
+// node of the cluster has it.
+func (n *Node) noteRefusal(err error) {
+	var refusal *transport.RefusalError
+	if errors.As(err, &refusal) && errors.Is(err, transport.ErrDuplicateID) {
+		n.log.Error("another node of the cluster has this node's id", "err", err)
+		n.events.publish(Event{Kind: IDConflict, Err: err})
 	}
 }

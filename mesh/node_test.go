@@ -459,3 +459,34 @@ func TestRefusedLinks(t *testing.T) {
 		t.Fatalf("peers: %v, %v", a.Peers(), other.Peers())
 	}
 }
+
+func TestSameIDTwiceIsRefused(t *testing.T) {
+	checkGoroutines(t)
+	a := start(t, "c", testConfig("a"))
+	first := start(t, "c", testConfig("x"))
+	if _, err := first.Connect(context.Background(), addr(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	second := start(t, "c", testConfig("x"))
+	ev := second.Events(context.Background())
+	_, err := second.Connect(context.Background(), addr(t, a))
+	if !errors.Is(err, transport.ErrDuplicateID) {
+		t.Fatalf("second node with the same id: err = %v, want ErrDuplicateID", err)
+	}
+	if e := nextEvent(t, ev, IDConflict); !errors.Is(e.Err, transport.ErrDuplicateID) {
+		t.Fatalf("event %+v", e)
+	}
+	// The first is unaffected.
+	if err := a.Send(context.Background(), "x", []byte("still you")); err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(t, first); string(m.Data) != "still you" {
+		t.Fatalf("got %q", m.Data)
+	}
+	// A restart (the first run gone) is not a conflict.
+	first.Close()
+	waitFor(t, "restart accepted", 5*time.Second, func() bool {
+		_, err := second.Connect(context.Background(), addr(t, a))
+		return err == nil
+	})
+}

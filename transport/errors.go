@@ -18,6 +18,9 @@ var (
 	// ErrAuth: the peer does not share this node's cluster secret (or its
 	// TLS certificate is not trusted), or requires one this node lacks.
 	ErrAuth = errors.New("transport: authentication failed")
+	// ErrDuplicateID: the peer is linked to another live node with the
+	// same id as this one.
+	ErrDuplicateID = errors.New("transport: duplicate node id")
 	// ErrBadHandshake: the peer sent bytes that are not a valid handshake.
 	ErrBadHandshake = errors.New("transport: malformed handshake")
 	// ErrBadStream: a stream header was malformed.

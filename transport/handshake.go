@@ -19,6 +19,7 @@ const (
 	verdictSelf
 	verdictRefused
 	verdictAuth
+	verdictDuplicate
 )
 
 const maxReasonBytes = 512
@@ -34,6 +35,8 @@ func verdictError(code byte) error {
 		return ErrSelfLink
 	case verdictAuth:
 		return ErrAuth
+	case verdictDuplicate:
+		return ErrDuplicateID
 	}
 	return ErrRefused
 }
@@ -50,6 +53,8 @@ func verdictCode(err error) byte {
 		return verdictSelf
 	case errors.Is(err, ErrAuth):
 		return verdictAuth
+	case errors.Is(err, ErrDuplicateID):
+		return verdictDuplicate
 	}
 	return verdictRefused
 }
@@ -85,11 +90,25 @@ func readVerdict(r io.Reader) error {
 	if head[0] == verdictOK {
 		return nil
 	}
-	if head[0] > verdictAuth {
+	if head[0] > verdictDuplicate {
 		return fmt.Errorf("%w: unknown verdict %d", ErrBadHandshake, head[0])
 	}
-	return fmt.Errorf("%w (refused by peer: %s)", verdictError(head[0]), reason)
+	return &RefusalError{Err: verdictError(head[0]), Reason: string(reason)}
 }
+
+// RefusalError is the peer's refusal of a link: Err is the sentinel the
+// peer's verdict stands for (errors.Is works through it), Reason the
+// peer's words.
+type RefusalError struct {
+	Err    error
+	Reason string
+}
+
+func (e *RefusalError) Error() string {
+	return fmt.Sprintf("%v (refused by peer: %s)", e.Err, e.Reason)
+}
+
+func (e *RefusalError) Unwrap() error { return e.Err }
 
 // check is what each side verifies of the other's hello.
 func check(local, remote *Hello, verify func(Hello) error) error {
@@ -229,7 +248,7 @@ func protect(ctx context.Context, conn net.Conn, cfg Config, dialer bool, prolog
 // isRefusal reports whether err is a peer's refusal (as opposed to an I/O
 // or framing error).
 func isRefusal(err error) bool {
-	for _, s := range []error{ErrWrongVersion, ErrWrongCluster, ErrSelfLink, ErrRefused, ErrAuth} {
+	for _, s := range []error{ErrWrongVersion, ErrWrongCluster, ErrSelfLink, ErrRefused, ErrAuth, ErrDuplicateID} {
 		if errors.Is(err, s) {
 			return true
 		}

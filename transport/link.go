@@ -138,6 +138,10 @@ func (l *Link) Close() error {
 	return nil
 }
 
+// Ping measures a round trip on the link; it fails when the peer does not
+// answer within Config.WriteTimeout.
+func (l *Link) Ping() (time.Duration, error) { return l.sess.Ping() }
+
 // IsClosed reports whether the link has closed.
 func (l *Link) IsClosed() bool { return l.sess.IsClosed() }
 

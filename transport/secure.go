@@ -98,7 +98,7 @@ func secure(conn net.Conn, secret string, dialer bool, prologue []byte) (net.Con
 		return fmt.Errorf("%w: the peer's proof does not match this node's cluster secret", ErrAuth)
 	}
 	peerRefused := func(body []byte) error {
-		return fmt.Errorf("%w (refused by peer: %s)", ErrAuth, body)
+		return &RefusalError{Err: ErrAuth, Reason: string(body)}
 	}
 	if dialer {
 		msg, _, _, err := hs.WriteMessage(nil, nil)
