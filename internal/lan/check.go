@@ -1,0 +1,97 @@
+package lan
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Eventually polls cond until it returns nil and returns how long that
+// took. When d passes first it fails t with cond's last error.
+func Eventually(t testing.TB, d time.Duration, what string, cond func() error) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for {
+		err := cond()
+		if err == nil {
+			return time.Since(start)
+		}
+		if time.Since(start) > d {
+			t.Fatalf("lan: after %v, still not %s: %v", d, what, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// IDs returns the procs' node ids, sorted.
+func IDs(procs ...*Proc) []string {
+	var ids []string
+	for _, p := range procs {
+		ids = append(ids, p.ID)
+	}
+	slices.Sort(ids)
+	return ids
+}
+
+// FullMesh returns nil when each proc is linked with exactly the others.
+func FullMesh(procs ...*Proc) error {
+	for _, p := range procs {
+		var want []string
+		for _, o := range procs {
+			if o != p {
+				want = append(want, o.ID)
+			}
+		}
+		slices.Sort(want)
+		got, err := p.Peers()
+		if err != nil {
+			return err
+		}
+		if !slices.Equal(got, want) {
+			return fmt.Errorf("%s has peers %s, want %s", p, short(got), short(want))
+		}
+	}
+	return nil
+}
+
+// SeeExactly returns nil when every proc sees exactly the records want
+// (compared by id, role and owner), each once.
+func SeeExactly(procs []*Proc, want []Record) error {
+	w := recordKeys(want)
+	for _, p := range procs {
+		got, err := p.Services("")
+		if err != nil {
+			return err
+		}
+		if g := recordKeys(got); !slices.Equal(g, w) {
+			return fmt.Errorf("%s sees %d records, want %d:\n  got  %s\n  want %s", p, len(g), len(w), strings.Join(g, " "), strings.Join(w, " "))
+		}
+	}
+	return nil
+}
+
+func recordKeys(rs []Record) []string {
+	var keys []string
+	for _, r := range rs {
+		keys = append(keys, fmt.Sprintf("%s/%s/%s", short1(r.Owner), r.Role, short1(r.ID)))
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func short(ids []string) string {
+	var s []string
+	for _, id := range ids {
+		s = append(s, short1(id))
+	}
+	return "[" + strings.Join(s, " ") + "]"
+}
+
+func short1(id string) string {
+	if len(id) > 8 {
+		return id[:8]
+	}
+	return id
+}
