@@ -102,6 +102,7 @@ func testErrors(t *testing.T, bin binaries) {
 		{"missing cluster", nil, []string{"ls"}, 2, "missing CLUSTER"},
 		{"missing role", nil, []string{"query", "c"}, 2, "missing ROLE"},
 		{"missing command", nil, []string{"run", "c", "web@1.0.0"}, 2, "missing CMD"},
+		{"bad metadata", nil, []string{"run", "c", "web@1.0.0", "--meta", "zone", "--", bin.child}, 2, `--meta "zone": want KEY=VALUE`},
 		{"extra argument", nil, []string{"join", "c", "d"}, 2, `unexpected argument "d"`},
 		{"secret flag", nil, []string{"join", "c", "--secret", "s3cret"}, 1, "secret support is not available yet"},
 		{"secret from env", []string{"TALLSHIP_SECRET=s3cret"}, []string{"ls", "c"}, 1, "secret support is not available yet"},
@@ -290,7 +291,7 @@ func testQueryWait(t *testing.T, bin binaries) {
 func testLs(t *testing.T, bin binaries) {
 	const cluster = "cli-ls"
 	a := tallship(t, bin, "join a", nil, "join", cluster, "--fast", "--id", "a")
-	tallship(t, bin, "run", nil, "run", cluster, "api@2.1.0", "--fast", "--id", "r", "--", bin.child)
+	tallship(t, bin, "run", nil, "run", cluster, "api@2.1.0", "--fast", "--id", "r", "--meta", "zone=a", "--", bin.child)
 	a.waitLine("peer-up of r", 10*time.Second, 0, func(s string) bool { return strings.Contains(s, " peer-up ") && strings.Contains(s, " r 127.0.0.1:") })
 	_, reg := a.waitLine("registration", 10*time.Second, 0, func(s string) bool {
 		return strings.Contains(s, " service-registered ") && strings.Contains(s, " api@2.1.0 ") && strings.HasSuffix(s, " owner r")
@@ -325,7 +326,7 @@ func testLs(t *testing.T, bin binaries) {
 	if len(l.Services) != 1 {
 		t.Fatalf("ls --json: services %+v, want one", l.Services)
 	}
-	if s := l.Services[0]; s.Role != "api@2.1.0" || s.Name != "api" || s.Version != "2.1.0" || s.Owner != "r" || s.Addr != addr ||
+	if s := l.Services[0]; s.Role != "api@2.1.0" || s.Name != "api" || s.Version != "2.1.0" || s.Owner != "r" || s.Addr != addr || s.Meta["zone"] != "a" ||
 		net.JoinHostPort(s.Host, strconv.Itoa(s.Port)) != addr {
 		t.Errorf("ls --json: service %+v, want api@2.1.0 at %s owned by r", s, addr)
 	}

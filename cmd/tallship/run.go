@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -50,6 +51,8 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	backoff := fs.Duration("backoff", 200*time.Millisecond, "wait `DURATION` before the first restart of CMD")
 	backoffMax := fs.Duration("backoff-max", 10*time.Second, "wait at most `DURATION` between restarts of CMD")
 	grace := fs.Duration("grace", 5*time.Second, "after forwarding a signal, wait `DURATION` for CMD to exit before killing it")
+	var meta stringList
+	fs.Var(&meta, "meta", "record metadata `KEY=VALUE` with the service; repeatable")
 	pos, err := fs.parse(args, 2)
 	if err != nil {
 		return err
@@ -67,6 +70,14 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	}
 	if *backoff <= 0 || *backoffMax < *backoff || *grace <= 0 {
 		return usageErrorf("--backoff, --backoff-max and --grace want positive durations, --backoff-max ≥ --backoff")
+	}
+	metadata := map[string]string{}
+	for _, kv := range meta {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return usageErrorf("--meta %q: want KEY=VALUE", kv)
+		}
+		metadata[k] = v
 	}
 	if _, err := exec.LookPath(argv[0]); err != nil {
 		return err
@@ -89,7 +100,7 @@ func runRun(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer n.Close()
-	rec, err := n.Register(mesh.Service{Role: role, Host: *host, Port: p})
+	rec, err := n.Register(mesh.Service{Role: role, Host: *host, Port: p, Meta: metadata})
 	if err != nil {
 		return err
 	}
