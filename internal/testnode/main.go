@@ -71,7 +71,11 @@ func run() error {
 		md[k] = v
 	}
 
+	// The timers of the tests' nodeConfig (mesh_test.go).
 	cfg := mesh.LocalConfig()
+	cfg.KeepAliveInterval = 250 * time.Millisecond
+	cfg.WriteTimeout = time.Second
+	cfg.Registry.Lifetime = time.Second
 	cfg.ID = *id
 	cfg.Listen = *listen
 	level := slog.LevelWarn
