@@ -269,7 +269,7 @@ func testQueryWait(t *testing.T, bin binaries) {
 		t.Errorf("query --wait printed %q, want [%q]", got, reg.Service.Addr)
 	}
 	after := answer.at.Sub(reg.Time)
-	t.Logf("query --wait answered %v after the registration reached the observer (negative: the query node saw it first)", after)
+	t.Logf("query --wait printed its answer %v after the observer saw the registration (< 0: the query's node saw it first)", after)
 	if after > time.Second {
 		t.Errorf("query --wait answered %v after the service appeared, want well under 1 s", after)
 	}

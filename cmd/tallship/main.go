@@ -90,6 +90,9 @@ func (e *env) main(args []string) int {
 	if errors.Is(err, errHelp) {
 		return 0
 	}
+	if err != nil && ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		err = errors.New("interrupted")
+	}
 	return e.fail(c.name, err)
 }
 
