@@ -328,6 +328,13 @@ func (p *Proc) Send(peer, text string) error {
 	return err
 }
 
+// Connect makes the node link to (and keep) the node at addr, and
+// returns the id it linked with or the node's error.
+func (p *Proc) Connect(addr string) (string, error) {
+	e, err := p.do("connect", addr)
+	return e.Peer, err
+}
+
 // Peers returns the ids of the node's linked peers, sorted.
 func (p *Proc) Peers() ([]string, error) {
 	e, err := p.do("peers")

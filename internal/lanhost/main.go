@@ -21,6 +21,7 @@
 //	N register NAME@VER [KEY=VALUE]...   reply: rec
 //	N free RECORD-ID
 //	N send PEER TEXT...                  TEXT arrives as one message
+//	N connect HOST:PORT                  reply: peer (the id linked)
 //	N peers                              reply: peers (ids, sorted)
 //	N services [QUERY]                   reply: records (sorted by id)
 //	N close                              leave gracefully and exit 0
@@ -297,6 +298,17 @@ func command(ctx context.Context, node *mesh.Node, out *printer, line string) (s
 		}
 		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		err = node.Send(sctx, args[0], []byte(strings.Join(args[1:], " ")))
+		cancel()
+	case "connect":
+		if len(args) != 1 {
+			err = errors.New("connect HOST:PORT")
+			break
+		}
+		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		var p mesh.Peer
+		if p, err = node.Connect(cctx, args[0]); err == nil {
+			reply.Peer = p.ID
+		}
 		cancel()
 	case "peers":
 		reply.Peers = []string{}
