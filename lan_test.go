@@ -27,9 +27,9 @@ import (
 // generous so a busy machine does not fail them. The targets the figures
 // are compared with are the spec's.
 const (
-	lanMeshWait   = 15 * time.Second  // N processes started → full mesh
-	lanChangeWait = 5 * time.Second   // a change to reach every node
-	lanDownBound  = 3 * time.Second   // a dead peer dropped everywhere (target 1 s; 1.5 s for a silent one)
+	lanMeshWait   = 15 * time.Second // N processes started → full mesh
+	lanChangeWait = 5 * time.Second  // a change to reach every node
+	lanDownBound  = 3 * time.Second  // a dead peer dropped everywhere (target 1 s; 1.5 s for a silent one)
 	lanHealWait   = 15 * time.Second // a healed LAN → one mesh
 )
 
