@@ -98,12 +98,12 @@ type Config struct {
 var NoDiscovery = []discovery.Discoverer{}
 
 // LocalConfig returns a Config with fast timers for tests and loopback: a
-// silent peer is noticed within 300 ms, redials start after 20 ms.
+// silent peer is noticed within 1 s, redials start after 20 ms.
 func LocalConfig() Config {
 	return Config{
 		HandshakeTimeout:  time.Second,
-		KeepAliveInterval: 100 * time.Millisecond,
-		WriteTimeout:      200 * time.Millisecond,
+		KeepAliveInterval: 250 * time.Millisecond,
+		WriteTimeout:      750 * time.Millisecond,
 		DialBackoff:       20 * time.Millisecond,
 		DialBackoffMax:    500 * time.Millisecond,
 		FallbackDelay:     200 * time.Millisecond,

@@ -16,10 +16,13 @@ import (
 // target is a peer this node wants a link with: one that discovery or
 // peer exchange reported, or one kept by Connect.
 type target struct {
-	id      string // empty until learned, for an address-only target
-	addrs   []netip.AddrPort
-	kept    bool
-	dialing bool // a dial goroutine runs for it
+	id    string // empty until learned, for an address-only target
+	addrs []netip.AddrPort
+	kept  bool
+	// announced: a discoverer reports the peer present (until Lost); it
+	// is retried, with backoff, as long as that holds.
+	announced bool
+	dialing   bool // a dial goroutine runs for it
 }
 
 // Connect dials addr, waits for the link's handshake and keeps the peer:
@@ -177,9 +180,9 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 			}
 		}
 		n.mu.Lock()
-		kept := t.kept
+		persist := t.kept || t.announced
 		n.mu.Unlock()
-		if !kept && attempt+1 >= n.cfg.DialAttempts {
+		if !persist && attempt+1 >= n.cfg.DialAttempts {
 			n.endDial(t)
 			return
 		}
@@ -195,7 +198,7 @@ func (n *Node) endDial(t *target) {
 	if t.id == "" {
 		return
 	}
-	if !t.kept && n.targets[t.id] == t {
+	if !t.kept && !t.announced && n.targets[t.id] == t {
 		delete(n.targets, t.id)
 	}
 }
@@ -207,21 +210,31 @@ func (n *Node) discovered(e discovery.Event) {
 		n.log.Debug("discovery error", "source", e.Source, "err", e.Err)
 		n.events.publish(Event{Kind: DiscoveryError, Err: e.Err})
 	case e.Kind == discovery.Found:
-		n.consider(e.Peer.ID, e.Peer.Addrs)
+		n.consider(e.Peer.ID, e.Peer.Addrs, e.Peer.ID != "")
+	case e.Kind == discovery.Lost:
+		n.mu.Lock()
+		if t := n.targets[e.Peer.ID]; t != nil {
+			t.announced = false
+			if !t.kept && !t.dialing {
+				delete(n.targets, t.id)
+			}
+		}
+		n.mu.Unlock()
 	}
 }
 
 // learnMembers takes a member list a peer sent.
 func (n *Node) learnMembers(ms []wire.Member) {
 	for _, m := range ms {
-		n.consider(m.ID, m.Addrs)
+		n.consider(m.ID, m.Addrs, false)
 	}
 }
 
 // consider starts a dial to a reported peer unless it is this node or is
 // linked already. The lower id dials at once; the higher waits
-// FallbackDelay for the other to dial it first.
-func (n *Node) consider(id string, addrs []netip.AddrPort) {
+// FallbackDelay for the other to dial it first. An announced peer (one a
+// discoverer reports present) is retried until it is linked or lost.
+func (n *Node) consider(id string, addrs []netip.AddrPort, announced bool) {
 	if id == n.id || len(addrs) == 0 {
 		return
 	}
@@ -245,6 +258,7 @@ func (n *Node) consider(id string, addrs []netip.AddrPort) {
 	}
 	t := n.targetLocked(id)
 	t.addrs = mergeAddrs(addrs, t.addrs)
+	t.announced = t.announced || announced
 	delay := time.Duration(0)
 	if n.id > id {
 		delay = n.cfg.FallbackDelay

@@ -59,21 +59,61 @@ func TestMDNSOneAfterTheOther(t *testing.T) {
 	}
 }
 
+// counting wraps a discoverer and counts what it reports.
+type counting struct {
+	d     discovery.Discoverer
+	mu    sync.Mutex
+	found map[string]int
+	errs  []error
+}
+
+func (c *counting) Run(ctx context.Context, self discovery.Self, report func(discovery.Event)) error {
+	return c.d.Run(ctx, self, func(e discovery.Event) {
+		c.mu.Lock()
+		if e.Err != nil {
+			c.errs = append(c.errs, e.Err)
+		} else if e.Kind == discovery.Found {
+			c.found[e.Peer.ID]++
+		}
+		c.mu.Unlock()
+		report(e)
+	})
+}
+
+func (c *counting) String() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return fmt.Sprintf("found %v, errors %v", c.found, c.errs)
+}
+
 func TestMDNSTenNodesFullMesh(t *testing.T) {
 	netns.Require(t)
 	checkGoroutines(t)
 	nodes := make([]*Node, 10)
+	counts := make([]*counting, 10)
 	var wg sync.WaitGroup
 	began := time.Now()
 	for i := range nodes {
+		counts[i] = &counting{d: &discovery.MDNS{}, found: map[string]int{}}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			nodes[i] = start(t, "ten", mdnsConfig(fmt.Sprintf("n%02d", i)))
+			cfg := testConfig(fmt.Sprintf("n%02d", i))
+			cfg.Discovery = []discovery.Discoverer{counts[i]}
+			nodes[i] = start(t, "ten", cfg)
 		}()
 	}
 	wg.Wait()
-	waitFor(t, "45 links", 10*time.Second, func() bool { return settled(nodes...) })
+	deadline := time.Now().Add(10 * time.Second)
+	for !settled(nodes...) {
+		if time.Now().After(deadline) {
+			for i, c := range counts {
+				t.Logf("n%02d discovery: %v", i, c)
+			}
+			t.Fatalf("no full mesh after 10 s:%s", meshState(nodes...))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	t.Logf("ten nodes formed the full mesh %v after starting", time.Since(began))
 	links := 0
 	for _, n := range nodes {

@@ -2,10 +2,12 @@ package mesh
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -72,6 +74,15 @@ func linkCount(n *Node) int {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	return len(n.links)
+}
+
+// meshState describes who is linked to whom, for failure messages.
+func meshState(nodes ...*Node) string {
+	var b strings.Builder
+	for _, n := range nodes {
+		fmt.Fprintf(&b, "\n  %s: %d links, peers %v", n.ID(), linkCount(n), peerIDs(n))
+	}
+	return b.String()
 }
 
 // settled reports whether every node is linked, by exactly one link, to

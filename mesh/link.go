@@ -359,7 +359,7 @@ func (n *Node) readMessages(l *link, s *transport.Stream) {
 	if !n.waitFinished(binary.BigEndian.Uint64(after[:])) {
 		return
 	}
-	r := wire.NewReader(s, n.cfg.MaxMessageSize+wire.HeaderMax)
+	r := wire.NewReader(s, n.cfg.MaxMessageSize)
 	for {
 		typ, payload, err := r.Next()
 		if err != nil {

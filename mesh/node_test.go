@@ -467,6 +467,7 @@ func TestSameIDTwiceIsRefused(t *testing.T) {
 	if _, err := first.Connect(context.Background(), addr(t, a)); err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, "link", 5*time.Second, func() bool { return settled(a, first) })
 	second := start(t, "c", testConfig("x"))
 	ev := second.Events(context.Background())
 	_, err := second.Connect(context.Background(), addr(t, a))

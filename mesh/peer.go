@@ -1,7 +1,6 @@
 package mesh
 
 import (
-	"bufio"
 	"context"
 	"encoding/binary"
 	"net/netip"
@@ -170,10 +169,18 @@ func (p *peer) take(max int) (frames [][]byte, leaving bool) {
 type outStream struct {
 	link *link
 	s    *transport.Stream
-	w    *bufio.Writer
+	head []byte // the stream's header, until written with the first batch
 }
 
-const batchBytes = 64 << 10
+// batchBytes bounds the frames the writer takes from the queue at once;
+// they go out in one write. Small frames are copied into a pooled buffer,
+// so an idle peer holds no buffer.
+const (
+	batchBytes  = 64 << 10
+	directBytes = 16 << 10 // frames from this size on are written as they are
+)
+
+var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, batchBytes); return &b }}
 
 // writeLoop is the peer's writer.
 func (p *peer) writeLoop() {
@@ -185,7 +192,9 @@ func (p *peer) writeLoop() {
 	var broken *link // a link a write failed on: never written again
 	end := func() {
 		if out != nil {
-			out.w.Flush()
+			if out.head != nil {
+				out.s.Write(out.head)
+			}
 			out.s.Close()
 			out.link.finishOut()
 			prev = out.link.tl.ID()
@@ -213,7 +222,7 @@ func (p *peer) writeLoop() {
 				// Open and end a stream on l, so that the peer knows that
 				// nothing more comes on it.
 				if s := p.open(l, prev); s != nil {
-					s.w.Flush()
+					s.s.Write(s.head)
 					s.s.Close()
 					prev = l.tl.ID()
 				}
@@ -227,11 +236,6 @@ func (p *peer) writeLoop() {
 				frames = append(frames, wire.Frame(wire.Goodbye, nil))
 			}
 			if len(frames) == 0 {
-				if out != nil && out.w.Buffered() > 0 {
-					if err := p.flush(out); err != nil {
-						broken, prev, out = out.link, out.link.tl.ID(), nil
-					}
-				}
 				break
 			}
 			if out == nil && active != broken {
@@ -266,26 +270,45 @@ func (p *peer) open(l *link, prev uint64) *outStream {
 	p.n.mu.Lock()
 	l.out = s
 	p.n.mu.Unlock()
-	o := &outStream{link: l, s: s, w: bufio.NewWriterSize(s, batchBytes)}
-	var hdr [8]byte
-	binary.BigEndian.PutUint64(hdr[:], prev)
-	o.w.Write(hdr[:])
-	return o
+	return &outStream{link: l, s: s, head: binary.BigEndian.AppendUint64(nil, prev)}
 }
 
-// write buffers frames on o. There is no write deadline: a peer that
-// reads slowly holds the writer back through yamux's flow control, and a
-// dead one is found by the link's keepalive, which ends the write.
+// write sends frames on o, small ones gathered into one write. There is
+// no write deadline: a peer that reads slowly holds the writer back through
+// yamux's flow control, and a dead one is found by the link's keepalive,
+// which ends the write.
 func (p *peer) write(o *outStream, frames [][]byte) error {
+	bp := batchPool.Get().(*[]byte)
+	defer batchPool.Put(bp)
+	buf := append((*bp)[:0], o.head...)
+	o.head = nil
 	for _, f := range frames {
-		if _, err := o.w.Write(f); err != nil {
+		if len(f) < directBytes && len(buf)+len(f) <= batchBytes {
+			buf = append(buf, f...)
+			continue
+		}
+		if len(buf) > 0 {
+			if _, err := o.s.Write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
+		}
+		if len(f) >= directBytes {
+			if _, err := o.s.Write(f); err != nil {
+				return err
+			}
+		} else {
+			buf = append(buf, f...)
+		}
+	}
+	if len(buf) > 0 {
+		if _, err := o.s.Write(buf); err != nil {
 			return err
 		}
 	}
+	*bp = buf[:0]
 	return nil
 }
-
-func (p *peer) flush(o *outStream) error { return o.w.Flush() }
 
 // push adds a small control frame to p's queue without waiting for room.
 func (p *peer) push(frame []byte) {
