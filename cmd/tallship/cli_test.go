@@ -29,6 +29,8 @@ func TestCLI(t *testing.T) {
 	t.Run("run restarts on one port, SIGTERM frees", func(t *testing.T) { t.Parallel(); testRunRestartAndFree(t, bin) })
 	t.Run("query --wait before run", func(t *testing.T) { t.Parallel(); testQueryWait(t, bin) })
 	t.Run("ls from a third process", func(t *testing.T) { t.Parallel(); testLs(t, bin) })
+	t.Run("secret", func(t *testing.T) { t.Parallel(); testSecret(t, bin) })
+	t.Run("duplicate id", func(t *testing.T) { t.Parallel(); testDuplicateID(t, bin) })
 }
 
 // tallship starts the CLI with args.
@@ -104,8 +106,6 @@ func testErrors(t *testing.T, bin binaries) {
 		{"missing command", nil, []string{"run", "c", "web@1.0.0"}, 2, "missing CMD"},
 		{"bad metadata", nil, []string{"run", "c", "web@1.0.0", "--meta", "zone", "--", bin.child}, 2, `--meta "zone": want KEY=VALUE`},
 		{"extra argument", nil, []string{"join", "c", "d"}, 2, `unexpected argument "d"`},
-		{"secret flag", nil, []string{"join", "c", "--secret", "s3cret"}, 1, "secret support is not available yet"},
-		{"secret from env", []string{"TALLSHIP_SECRET=s3cret"}, []string{"ls", "c"}, 1, "secret support is not available yet"},
 		{"command not found", nil, []string{"run", "c", "web@1.0.0", "--", "/nonexistent/server"}, 1, "/nonexistent/server"},
 	}
 	for _, tc := range tests {
@@ -343,6 +343,99 @@ func testLs(t *testing.T, bin binaries) {
 	for _, w := range want {
 		if !slices.ContainsFunc(rows, func(r []string) bool { return slices.Equal(r, w) }) {
 			t.Errorf("ls printed no row %q:\n%v", w, rows)
+		}
+	}
+}
+
+// listing runs "tallship ls --json" to the end and returns its members'
+// ids.
+func listing(t *testing.T, bin binaries, env []string, args ...string) []string {
+	t.Helper()
+	ls := tallship(t, bin, "ls --json", env, append([]string{"ls", "--json", "--fast"}, args...)...)
+	if code := ls.wait(20 * time.Second); code != 0 {
+		t.Fatalf("ls %q: exit status %d: %s", args, code, ls.stderrText())
+	}
+	lines := ls.snapshot()
+	var l listingJSON
+	if len(lines) != 1 || json.Unmarshal([]byte(lines[0].text), &l) != nil {
+		t.Fatalf("ls --json printed %v", lines)
+	}
+	ids := []string{}
+	for _, m := range l.Members {
+		ids = append(ids, m.ID)
+	}
+	return ids
+}
+
+// testSecret: nodes that share the secret, from --secret or
+// $TALLSHIP_SECRET, link; one with another secret or none does not.
+func testSecret(t *testing.T, bin binaries) {
+	const cluster = "cli-secret"
+	a := tallship(t, bin, "join a", nil, "join", cluster, "--json", "--fast", "--id", "a", "--secret", "s3cret")
+	a.waitEvent("joined event", 10*time.Second, 0, func(e eventJSON) bool { return e.Event == "joined" })
+	if ids := listing(t, bin, []string{"TALLSHIP_SECRET=s3cret"}, cluster, "--id", "good"); !slices.Equal(ids, []string{"a"}) {
+		t.Errorf("ls with the secret from $TALLSHIP_SECRET: members %v, want [a]", ids)
+	}
+	// Absence can only be checked for a while: each ls waits its --wait.
+	for _, tc := range []struct {
+		name string
+		env  []string
+		args []string
+	}{
+		{"another secret", nil, []string{"--secret", "guess", "--id", "wrong"}},
+		{"no secret", nil, []string{"--id", "none"}},
+	} {
+		if ids := listing(t, bin, tc.env, append([]string{cluster, "--wait", "700ms"}, tc.args...)...); len(ids) != 0 {
+			t.Errorf("ls with %s: members %v, want none", tc.name, ids)
+		}
+	}
+	for _, l := range a.snapshot() {
+		var e eventJSON
+		if json.Unmarshal([]byte(l.text), &e) == nil && e.Event == "peer-up" && e.Peer != "good" {
+			t.Errorf("a linked with %s, which lacks the secret", e.Peer)
+		}
+	}
+	if !slices.ContainsFunc(a.snapshot(), func(l line) bool { return strings.Contains(l.text, `"event":"peer-up","peer":"good"`) }) {
+		t.Errorf("a never linked with the ls node that has the secret")
+	}
+}
+
+// testDuplicateID: a node whose id a live node of the cluster already has
+// is refused by its peers; join, query --wait and ls then exit 1 with the
+// reason on one line.
+func testDuplicateID(t *testing.T, bin binaries) {
+	const cluster = "cli-dup"
+	x := joinObserver(t, bin, cluster, "x")
+	tallship(t, bin, "join dup", nil, "join", cluster, "--fast", "--id", "dup")
+	x.waitEvent("peer-up of dup", 10*time.Second, 0, func(e eventJSON) bool { return e.Event == "peer-up" && e.Peer == "dup" })
+	for _, args := range [][]string{
+		{"join", cluster, "--fast", "--id", "dup"},
+		{"query", cluster, "web", "--wait", "--fast", "--id", "dup"},
+		{"ls", cluster, "--fast", "--id", "dup"},
+	} {
+		p := tallship(t, bin, args[0]+" dup", nil, args...)
+		start := time.Now()
+		if code := p.wait(15 * time.Second); code != 1 {
+			t.Errorf("%s with a live duplicate id: exit status %d, want 1", args[0], code)
+		}
+		stderr := p.stderrText()
+		if !strings.Contains(stderr, "duplicate node id") || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%s with a live duplicate id: stderr %q, want one line saying duplicate node id", args[0], stderr)
+		}
+		t.Logf("%s with a live duplicate id exited after %v", args[0], time.Since(start).Round(time.Millisecond))
+	}
+	// run stops its command and exits 1; its status lines precede the error.
+	run := tallship(t, bin, "run dup", nil, "run", cluster, "web@1.0.0", "--fast", "--id", "dup", "--", bin.child)
+	if code := run.wait(15 * time.Second); code != 1 {
+		t.Errorf("run with a live duplicate id: exit status %d, want 1", code)
+	}
+	lines := strings.Split(strings.TrimSpace(run.stderrText()), "\n")
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "tallship run: ") || !strings.Contains(last, "duplicate node id") {
+		t.Errorf("run with a live duplicate id: last line on stderr %q", last)
+	}
+	for _, l := range run.snapshot() {
+		if strings.HasPrefix(l.text, "child serving") {
+			run.waitLine("the command's stop", time.Second, 0, func(s string) bool { return strings.HasPrefix(s, "child stopping") })
 		}
 	}
 }

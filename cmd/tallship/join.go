@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tallship-go/tallship/mesh"
 )
 
 const joinHelp = `
 Join the cluster and stay in it until SIGINT or SIGTERM, printing one line
 per event: this node joining, peers up, synced and down, services
-registered, updated and freed, discovery errors. With --json each line is a
+registered, updated and freed, discovery errors. When peers refuse this
+node because another live node has its id (id-conflict), it exits with
+status 1. With --json each line is a
 JSON object: {"time", "event", "peer", "addrs", "service", "error"}; the
 first has "event":"joined" with this node's "id" and "addrs", the last
 "event":"left".
@@ -51,6 +55,9 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 		}
 		if err != nil {
 			return err // stdout closed: nobody listens any more
+		}
+		if ev.Kind == mesh.IDConflict {
+			return conflictError(ev)
 		}
 	}
 	n.Close()

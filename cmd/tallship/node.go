@@ -13,10 +13,6 @@ import (
 	"github.com/tallship-go/tallship/mesh"
 )
 
-// errNoSecret: the cluster secret is not implemented by the library yet,
-// and running without the secret a user asked for would be unsafe.
-var errNoSecret = errors.New("secret support is not available yet (unset --secret and $TALLSHIP_SECRET)")
-
 // nodeFlags are the flags every command has: how its node joins.
 type nodeFlags struct {
 	listen   string
@@ -32,8 +28,9 @@ func (f *nodeFlags) register(fs *flagSet, e *env) {
 	fs.StringVar(&f.listen, "listen", "", "`ADDR` to accept links on (default \":0\": any free port, every address)")
 	fs.Var(&f.connect, "connect", "link to the node at `ADDR` (\"host:port\"); repeatable")
 	fs.StringVar(&f.id, "id", "", "node `ID` (default a random UUID)")
-	fs.StringVar(&f.secret, "secret", e.getenv("TALLSHIP_SECRET"), "cluster `SECRET` (default $TALLSHIP_SECRET)")
-	fs.StringVar(&f.logLevel, "log-level", "warn", "log `LEVEL` on stderr: debug, info, warn or error")
+	fs.StringVar(&f.secret, "secret", e.getenv("TALLSHIP_SECRET"),
+		"cluster `SECRET`: only nodes that know it link, and links are sealed (default $TALLSHIP_SECRET)")
+	fs.StringVar(&f.logLevel, "log-level", "off", "the library's log `LEVEL` on stderr: debug, info, warn, error or off")
 	fs.BoolVar(&f.mdns, "mdns", true, "find peers over mDNS (--mdns=false: only --connect addresses)")
 	fs.BoolVar(&f.fast, "fast", e.getenv("TALLSHIP_FAST") == "1",
 		"fast timers (mesh.LocalConfig), for tests on loopback; every node of the cluster must use them")
@@ -45,12 +42,15 @@ func (f *nodeFlags) register(fs *flagSet, e *env) {
 
 // config returns the mesh configuration the flags ask for.
 func (f *nodeFlags) config(stderr io.Writer) (mesh.Config, error) {
-	if f.secret != "" {
-		return mesh.Config{}, errNoSecret
-	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
-		return mesh.Config{}, usageErrorf("--log-level %q: want debug, info, warn or error", f.logLevel)
+	// Off by default: what matters reaches the user as events (join),
+	// status lines (run) or the one line of an error.
+	logger := slog.New(slog.DiscardHandler)
+	if f.logLevel != "off" {
+		var level slog.Level
+		if err := level.UnmarshalText([]byte(f.logLevel)); err != nil {
+			return mesh.Config{}, usageErrorf("--log-level %q: want debug, info, warn, error or off", f.logLevel)
+		}
+		logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	}
 	var cfg mesh.Config
 	staticInterval := time.Duration(0)
@@ -60,7 +60,7 @@ func (f *nodeFlags) config(stderr io.Writer) (mesh.Config, error) {
 	}
 	cfg.ID = f.id
 	cfg.Listen = f.listen
-	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	cfg.Secret = f.secret
 	cfg.Logger = logger
 	cfg.Discovery = []discovery.Discoverer{}
 	if f.mdns {
@@ -140,8 +140,30 @@ func settle(ctx context.Context, events <-chan mesh.Event, max, quiet time.Durat
 			case mesh.PeerDown:
 				delete(up, ev.Peer)
 				delete(synced, ev.Peer)
+			case mesh.IDConflict:
+				return conflictError(ev)
 			}
 			calm.Reset(quiet)
+		}
+	}
+}
+
+// conflictError is the error of an IDConflict event: peers refuse this
+// node because another live node of the cluster has its id.
+func conflictError(ev mesh.Event) error {
+	if ev.Err != nil {
+		return ev.Err
+	}
+	return errors.New("another live node of the cluster has this id")
+}
+
+// watchConflict reads events until they end and calls stop with the error
+// of each IDConflict event among them. Use it where nothing else reads the
+// node's events.
+func watchConflict(events <-chan mesh.Event, stop func(error)) {
+	for ev := range events {
+		if ev.Kind == mesh.IDConflict {
+			stop(conflictError(ev))
 		}
 	}
 }

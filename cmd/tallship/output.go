@@ -121,7 +121,7 @@ func eventLine(ev mesh.Event) string {
 		if r := ev.Service; r != nil {
 			fmt.Fprintf(&b, " %s %s owner %s", r.Role(), r.Addr(), r.Owner)
 		}
-	case mesh.DiscoveryError:
+	case mesh.DiscoveryError, mesh.IDConflict:
 		if ev.Err != nil {
 			b.WriteString(" " + ev.Err.Error())
 		}

@@ -54,14 +54,22 @@ func runQuery(ctx context.Context, e *env, args []string) error {
 
 	var recs []mesh.Record
 	if *wait {
-		lctx, cancel := ctx, context.CancelFunc(func() {})
+		lctx, cancel := context.WithCancelCause(ctx)
+		go watchConflict(events, cancel) // ends when the node closes
 		if *timeout > 0 {
-			lctx, cancel = context.WithTimeout(ctx, *timeout)
+			var stop context.CancelFunc
+			lctx, stop = context.WithTimeout(lctx, *timeout)
+			defer stop()
 		}
 		recs, err = n.Lookup(lctx, query)
-		cancel()
-		if errors.Is(err, context.DeadlineExceeded) && ctx.Err() == nil {
+		cause := context.Cause(lctx)
+		cancel(nil)
+		switch {
+		case err == nil, ctx.Err() != nil:
+		case errors.Is(err, context.DeadlineExceeded):
 			return fmt.Errorf("no instance of %s within %v", query, *timeout)
+		case cause != nil && !errors.Is(cause, context.Canceled):
+			return cause // the id conflict
 		}
 	} else {
 		if err = settle(ctx, events, *settleMax, quietFor(*settleMax)); err == nil {

@@ -25,7 +25,8 @@ has run for --backoff-max); the service stays registered meanwhile.
 
 SIGINT or SIGTERM frees the service everywhere first, then is forwarded to
 CMD (to its process group); CMD gets --grace to exit before it is killed,
-and the command exits 0. CMD runs in its own process group with stdin from
+and the command exits 0. When peers refuse this node because another live
+node has its --id, the same happens with SIGTERM, and the exit status is 1. CMD runs in its own process group with stdin from
 /dev/null and this command's stdout and stderr; status lines go to stderr.
 `
 
@@ -40,6 +41,7 @@ type supervisor struct {
 	backoffMax time.Duration
 	grace      time.Duration
 	signals    <-chan os.Signal
+	conflict   <-chan error // peers refuse the node's id
 }
 
 func runRun(ctx context.Context, e *env, args []string) error {
@@ -95,11 +97,18 @@ func runRun(ctx context.Context, e *env, args []string) error {
 			return err
 		}
 	}
-	n, _, err := nf.startNode(ctx, e, cluster)
+	n, events, err := nf.startNode(ctx, e, cluster)
 	if err != nil {
 		return err
 	}
 	defer n.Close()
+	conflict := make(chan error, 1)
+	go watchConflict(events, func(err error) { // ends when the node closes
+		select {
+		case conflict <- err:
+		default:
+		}
+	})
 	rec, err := n.Register(mesh.Service{Role: role, Host: *host, Port: p, Meta: metadata})
 	if err != nil {
 		return err
@@ -107,7 +116,7 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	fmt.Fprintf(e.stderr, "tallship run: %s registered at %s (node %s)\n", rec.Role(), rec.Addr(), n.ID())
 	s := &supervisor{
 		e: e, node: n, rec: rec, argv: argv, port: p,
-		backoff: *backoff, backoffMax: *backoffMax, grace: *grace, signals: signals,
+		backoff: *backoff, backoffMax: *backoffMax, grace: *grace, signals: signals, conflict: conflict,
 	}
 	return s.loop()
 }
@@ -140,7 +149,10 @@ func (s *supervisor) loop() error {
 			go func() { exited <- cmd.Wait() }()
 			select {
 			case sig := <-s.signals:
-				return s.stop(sig, cmd, exited)
+				return s.stop(sig.String(), sig, cmd, exited)
+			case err := <-s.conflict:
+				s.stop("id conflict", syscall.SIGTERM, cmd, exited)
+				return err
 			case err := <-exited:
 				if time.Since(started) >= s.backoffMax {
 					delay = s.backoff
@@ -153,7 +165,11 @@ func (s *supervisor) loop() error {
 		select {
 		case sig := <-s.signals:
 			t.Stop()
-			return s.stop(sig, nil, nil)
+			return s.stop(sig.String(), sig, nil, nil)
+		case err := <-s.conflict:
+			t.Stop()
+			s.stop("id conflict", syscall.SIGTERM, nil, nil)
+			return err
 		case <-t.C:
 		}
 		delay = min(2*delay, s.backoffMax)
@@ -170,11 +186,11 @@ func (s *supervisor) command() *exec.Cmd {
 	return cmd
 }
 
-// stop frees the service, forwards sig to the running command (if any),
+// stop frees the service, sends sig to the running command (if any),
 // waits for it at most the grace period, kills it after, and returns nil.
-func (s *supervisor) stop(sig os.Signal, cmd *exec.Cmd, exited <-chan error) error {
+func (s *supervisor) stop(why string, sig os.Signal, cmd *exec.Cmd, exited <-chan error) error {
 	s.free()
-	fmt.Fprintf(s.e.stderr, "tallship run: %v: %s freed\n", sig, s.rec.Role())
+	fmt.Fprintf(s.e.stderr, "tallship run: %s: %s freed\n", why, s.rec.Role())
 	if cmd != nil {
 		signalGroup(cmd, sig)
 		t := time.NewTimer(s.grace)
