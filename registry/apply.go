@@ -52,6 +52,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	}
 	o.beat = m.beat
 	o.leaving = m.leaving
+	o.lifetime = m.lifetime
 	o.renewed = time.Now()
 	o.expired = false
 	if o.leaving {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"time"
 
 	"github.com/Masterminds/semver/v3"
 )
@@ -83,7 +84,9 @@ type message struct {
 	// msgState
 	beat    uint64
 	leaving bool
-	peers   []peerRef
+	// lifetime is what a state says of its owner's record lifetime.
+	lifetime time.Duration
+	peers    []peerRef
 
 	// msgDel
 	id string
@@ -167,6 +170,13 @@ func encodeHello(node string, digest []digestEntry, max int) ([]byte, error) {
 }
 
 func encodeState(owner string, inc, seq, beat uint64, leaving bool, peers []peerRef, max int) ([]byte, error) {
+	return encodeStateLifetime(owner, inc, seq, beat, leaving, peers, 0, max)
+}
+
+// encodeStateLifetime encodes a state that also says how long the owner's
+// records live without renewal (0: not said; receivers use their own
+// Lifetime), so that nodes with other timings never expire them early.
+func encodeStateLifetime(owner string, inc, seq, beat uint64, leaving bool, peers []peerRef, lifetime time.Duration, max int) ([]byte, error) {
 	hint := 40 + len(owner)
 	for _, p := range peers {
 		hint += 12 + len(p.id)
@@ -183,6 +193,9 @@ func encodeState(owner string, inc, seq, beat uint64, leaving bool, peers []peer
 	for _, p := range peers {
 		b = appendString(b, p.id)
 		b = binary.AppendUvarint(b, p.inc)
+	}
+	if ms := lifetime.Milliseconds(); ms > 0 {
+		b = binary.AppendUvarint(b, uint64(ms))
 	}
 	return endFrame(b, max)
 }
@@ -417,6 +430,13 @@ func (d *decoder) decode(p []byte, m *message) error {
 		for i := 0; i < n && r.err == nil; i++ {
 			id := r.string(MaxIDBytes, "peer id")
 			m.peers = append(m.peers, peerRef{id: id, inc: r.uvarint()})
+		}
+		if r.err == nil && len(r.b) > 0 {
+			ms := r.uvarint()
+			if ms > uint64(maxLifetime/time.Millisecond) {
+				r.fail(fmt.Errorf("lifetime of %d ms", ms))
+			}
+			m.lifetime = time.Duration(ms) * time.Millisecond
 		}
 	case msgPut:
 		d.owner(r, m)

@@ -20,6 +20,9 @@ const (
 	// machine never makes the registry flap.
 	MinLifetimeBeats = 3
 
+	// maxLifetime bounds the record lifetime a peer may announce.
+	maxLifetime = 24 * time.Hour
+
 	// MaxIDBytes bounds a node id (Config.ID, a peer's id).
 	MaxIDBytes = 255
 	// MaxHostBytes bounds a record's host.
@@ -49,6 +52,8 @@ type Config struct {
 
 	// Lifetime is how long the records of a node that stopped renewing
 	// (and that is still reachable, else they go at once) stay registered.
+	// A node announces its Lifetime with its state, and its peers expire
+	// its records by it, so nodes with different timings can mix.
 	// Zero means DefaultLifetimeBeats × Heartbeat (5 s with the default
 	// heartbeat). It must be at least MinLifetimeBeats × Heartbeat, so
 	// that late heartbeats never make records flap; New refuses less.

@@ -44,12 +44,16 @@ func (r *Registry) expire(now time.Time) {
 			continue
 		}
 		age := now.Sub(o.renewed)
-		if !o.expired && age > r.cfg.Lifetime {
+		lifetime := r.cfg.Lifetime
+		if o.lifetime > 0 {
+			lifetime = o.lifetime
+		}
+		if !o.expired && age > lifetime {
 			o.expired = true
 			r.dirty = true
 			r.log.Debug("registry: owner expired", "owner", id)
 		}
-		if o.expired && !o.live && age > 2*r.cfg.Lifetime {
+		if o.expired && !o.live && age > 2*lifetime {
 			delete(r.owners, id)
 		}
 	}

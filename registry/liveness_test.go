@@ -227,3 +227,26 @@ func TestHandshakeRefusals(t *testing.T) {
 		})
 	}
 }
+
+// A node with slower timers than its peer is not expired by the peer: its
+// state says how long its records live.
+func TestOwnersLifetimeRulesExpiry(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		slow := newNode(t, "slow", func(c *Config) { c.Heartbeat, c.Lifetime = time.Second, 5*time.Second })
+		fast := newNode(t, "fast") // 100 ms heartbeat, 500 ms lifetime
+		connect(t, slow, fast)
+		synctest.Wait()
+		rec := slow.register(t, "web@1.0.0", 80, nil)
+		synctest.Wait()
+		for i := 0; i < 30; i++ {
+			time.Sleep(100 * time.Millisecond)
+			synctest.Wait()
+			if !fast.has(t, rec.ID) {
+				t.Fatalf("the fast node dropped the slow node's record after %v", time.Duration(i+1)*100*time.Millisecond)
+			}
+		}
+		if n := fast.count(Freed, rec.ID); n != 0 {
+			t.Fatalf("%d free events", n)
+		}
+	})
+}

@@ -310,7 +310,11 @@ func (r *Registry) stateFrame(o *owner) ([]byte, error) {
 	for _, id := range slices.Sorted(maps.Keys(o.peers)) {
 		peers = append(peers, peerRef{id: id, inc: o.peers[id]})
 	}
-	return encodeState(o.id, o.inc, o.seq, o.beat, o.leaving, peers, r.cfg.MaxMessageBytes)
+	lifetime := o.lifetime
+	if o == r.self {
+		lifetime = r.cfg.Lifetime
+	}
+	return encodeStateLifetime(o.id, o.inc, o.seq, o.beat, o.leaving, peers, lifetime, r.cfg.MaxMessageBytes)
 }
 
 // ownState encodes this node's state. r.mu is held.

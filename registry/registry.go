@@ -49,15 +49,18 @@ type Registry struct {
 // owner is what this node knows of one node's records and state.
 type owner struct {
 	id      string
-	inc     uint64            // incarnation of everything below
-	seq     uint64            // version of records (contiguous changes)
-	beat    uint64            // version of the state; 0 = no state known
-	leaving bool              // the node closed
-	peers   map[string]uint64 // its adjacency as it announced it: peer → peer's incarnation
-	records map[string]*entry
-	renewed time.Time // when beat last rose here
-	expired bool      // not renewed within Lifetime
-	live    bool      // reachable and renewed: its records are visible
+	inc     uint64 // incarnation of everything below
+	seq     uint64 // version of records (contiguous changes)
+	beat    uint64 // version of the state; 0 = no state known
+	leaving bool   // the node closed
+	// lifetime is the record lifetime the owner announced; 0 = this
+	// node's own Lifetime applies.
+	lifetime time.Duration
+	peers    map[string]uint64 // its adjacency as it announced it: peer → peer's incarnation
+	records  map[string]*entry
+	renewed  time.Time // when beat last rose here
+	expired  bool      // not renewed within Lifetime
+	live     bool      // reachable and renewed: its records are visible
 }
 
 // lastIncarnation makes incarnations unique and increasing in a process,
