@@ -222,7 +222,9 @@ func (n *Node) peerInfo(p *peer) Peer {
 
 // Events returns the node's events from now on, in order. The channel is
 // closed when ctx ends or the node closes. Events are queued for a slow
-// reader, up to Config.EventBuffer; beyond that the oldest are dropped.
+// reader, up to Config.EventBuffer; beyond that the oldest are dropped. To
+// see every event from the start, make the node with New, call Events,
+// then Start.
 func (n *Node) Events(ctx context.Context) <-chan Event {
 	return n.events.subscribe(ctx)
 }
