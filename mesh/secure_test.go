@@ -4,14 +4,12 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"io"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testpki"
 	"github.com/tallship-go/tallship/transport"
 )
 
@@ -59,64 +57,10 @@ func TestSecretKeepsStrangersOut(t *testing.T) {
 	}
 }
 
-// capture is a TCP proxy that records every byte in both directions.
-type capture struct {
-	ln    net.Listener
-	mu    sync.Mutex
-	buf   bytes.Buffer
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func newCapture(t *testing.T, target string) *capture {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := &capture{ln: ln}
-	c.wg.Add(1)
-	go func() {
-		defer c.wg.Done()
-		for {
-			in, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			out, err := net.Dial("tcp", target)
-			if err != nil {
-				in.Close()
-				continue
-			}
-			c.mu.Lock()
-			c.conns = append(c.conns, in, out)
-			c.mu.Unlock()
-			c.wg.Add(2)
-			go func() { defer c.wg.Done(); io.Copy(out, io.TeeReader(in, c)); out.Close() }()
-			go func() { defer c.wg.Done(); io.Copy(in, io.TeeReader(out, c)); in.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		c.mu.Lock()
-		for _, conn := range c.conns {
-			conn.Close()
-		}
-		c.mu.Unlock()
-		c.wg.Wait()
-	})
-	return c
-}
-
-func (c *capture) Write(b []byte) (int, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.buf.Write(b)
-}
-
 func TestSecretSealsTraffic(t *testing.T) {
 	a := start(t, "c", secretConfig("a", "s3cret"))
 	b := start(t, "c", secretConfig("b", "s3cret"))
-	cp := newCapture(t, addr(t, a))
+	cp := newProxy(t, addr(t, a))
 	ctx := context.Background()
 	if _, err := b.Connect(ctx, cp.ln.Addr().String()); err != nil {
 		t.Fatal(err)
@@ -136,9 +80,7 @@ func TestSecretSealsTraffic(t *testing.T) {
 		recs, _ := a.Services(role)
 		return len(recs) == 1
 	})
-	cp.mu.Lock()
-	wire := cp.buf.Bytes()
-	cp.mu.Unlock()
+	wire := cp.captured()
 	if len(wire) == 0 {
 		t.Fatal("nothing captured")
 	}
@@ -151,10 +93,10 @@ func TestSecretSealsTraffic(t *testing.T) {
 
 func TestTLSMesh(t *testing.T) {
 	checkGoroutines(t)
-	pki := newTestPKI(t)
-	tlsConfig := func(id string, p *testPKI) Config {
+	pki := testpki.New(t)
+	tlsConfig := func(id string, p *testpki.CA) Config {
 		c := testConfig(id)
-		c.TLS = p.config(t, id)
+		c.TLS = p.Config(t, id)
 		return c
 	}
 	a := start(t, "c", tlsConfig("a", pki))
@@ -167,7 +109,7 @@ func TestTLSMesh(t *testing.T) {
 		}
 	}
 	waitFor(t, "TLS mesh of three", 5*time.Second, func() bool { return settled(a, b, c) })
-	rogue := start(t, "c", tlsConfig("r", newTestPKI(t)))
+	rogue := start(t, "c", tlsConfig("r", testpki.New(t)))
 	if _, err := rogue.Connect(ctx, addr(t, a)); !errors.Is(err, transport.ErrAuth) {
 		t.Fatalf("untrusted certificate: err = %v, want ErrAuth", err)
 	}

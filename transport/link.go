@@ -26,6 +26,7 @@ type Link struct {
 	id     uint64
 	cfg    Config
 
+	streams   streamSet
 	closeOnce sync.Once
 }
 
@@ -89,10 +90,11 @@ func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify
 	yc := cfg.yamux()
 	yc.LogOutput = nil
 	yc.Logger = yamuxLogger{cfg.Logger.With("peer", remote.ID)}
+	sc := &sessionConn{Conn: sealed, streams: &l.streams}
 	if dialer {
-		l.sess, err = yamux.Client(sealed, yc)
+		l.sess, err = yamux.Client(sc, yc)
 	} else {
-		l.sess, err = yamux.Server(sealed, yc)
+		l.sess, err = yamux.Server(sc, yc)
 	}
 	if err != nil {
 		return nil, err
@@ -134,7 +136,10 @@ func (l *Link) Done() <-chan struct{} { return l.sess.CloseChan() }
 
 // Close closes the link and every stream on it. It is idempotent.
 func (l *Link) Close() error {
-	l.closeOnce.Do(func() { l.sess.Close() })
+	l.closeOnce.Do(func() {
+		l.streams.abort()
+		l.sess.Close()
+	})
 	return nil
 }
 
@@ -187,7 +192,7 @@ func (l *Link) OpenStream(ctx context.Context, protocol string) (*Stream, error)
 		return nil, closedErr(err)
 	}
 	r.s.SetWriteDeadline(time.Time{})
-	return &Stream{Stream: r.s, protocol: protocol, link: l}, nil
+	return l.track(&Stream{Stream: r.s, protocol: protocol, link: l})
 }
 
 // AcceptStream waits for the next stream the peer opens and reads its
@@ -209,7 +214,7 @@ func (l *Link) AcceptStream(ctx context.Context) (*Stream, error) {
 		return nil, err
 	}
 	s.SetReadDeadline(time.Time{})
-	return &Stream{Stream: s, protocol: proto, link: l}, nil
+	return l.track(&Stream{Stream: s, protocol: proto, link: l})
 }
 
 // readStreamHeader reads a stream's protocol tag: length[1] name[length].
@@ -250,18 +255,20 @@ type Stream struct {
 // a net.Error whose Timeout is true.
 func (s *Stream) Read(b []byte) (int, error) {
 	if past(&s.readDeadline) {
-		return 0, &timeoutError{op: "read"}
+		return 0, s.linkErr(&timeoutError{op: "read"})
 	}
-	return s.Stream.Read(b)
+	n, err := s.Stream.Read(b)
+	return n, s.linkErr(err)
 }
 
 // Write writes to the stream; a deadline already past fails at once with
 // a net.Error whose Timeout is true.
 func (s *Stream) Write(b []byte) (int, error) {
 	if past(&s.writeDeadline) {
-		return 0, &timeoutError{op: "write"}
+		return 0, s.linkErr(&timeoutError{op: "write"})
 	}
-	return s.Stream.Write(b)
+	n, err := s.Stream.Write(b)
+	return n, s.linkErr(err)
 }
 
 // SetDeadline sets the read and write deadlines.
@@ -273,12 +280,18 @@ func (s *Stream) SetDeadline(t time.Time) error {
 // SetReadDeadline sets the read deadline.
 func (s *Stream) SetReadDeadline(t time.Time) error {
 	s.readDeadline.Store(t)
+	if s.link.streams.isAborted() {
+		t = abortedDeadline
+	}
 	return s.Stream.SetReadDeadline(t)
 }
 
 // SetWriteDeadline sets the write deadline.
 func (s *Stream) SetWriteDeadline(t time.Time) error {
 	s.writeDeadline.Store(t)
+	if s.link.streams.isAborted() {
+		t = abortedDeadline
+	}
 	return s.Stream.SetWriteDeadline(t)
 }
 

@@ -3,20 +3,16 @@ package transport
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"errors"
 	"io"
-	"math/big"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tallship-go/tallship/internal/testpki"
 )
 
 // pairCfg is pair with a Config for each side.
@@ -192,64 +188,15 @@ func TestSecretSealsAndRefusesReplay(t *testing.T) {
 	}
 }
 
-// testPKI makes a CA and certificates it signs.
-type testPKI struct {
-	ca    *x509.Certificate
-	caKey *ecdsa.PrivateKey
-	pool  *x509.CertPool
-}
-
-func newPKI(t *testing.T) *testPKI {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
-	return &testPKI{ca: ca, caKey: key, pool: pool}
-}
-
-// config returns a mutual-TLS config with a certificate for name.
-func (p *testPKI) config(t *testing.T, name string) *tls.Config {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		DNSNames: []string{"tallship"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, p.ca, &key.PublicKey, p.caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return &tls.Config{
-		Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-		RootCAs:      p.pool, ClientCAs: p.pool, ClientAuth: tls.RequireAndVerifyClientCert,
-		ServerName: "tallship", MinVersion: tls.VersionTLS13,
-	}
-}
-
 func TestTLSLinks(t *testing.T) {
-	good := newPKI(t)
+	good := testpki.New(t)
 	tlsCfg := func(c *tls.Config) Config { cfg := fastConfig; cfg.TLS = c; return cfg }
-	d, a := pairCfg(t, tlsCfg(good.config(t, "a")), tlsCfg(good.config(t, "b")))
+	d, a := pairCfg(t, tlsCfg(good.Config(t, "a")), tlsCfg(good.Config(t, "b")))
 	if d.err != nil || a.err != nil {
 		t.Fatalf("trusted: dialer %v, acceptor %v", d.err, a.err)
 	}
-	rogue := newPKI(t)
-	d, a = pairCfg(t, tlsCfg(rogue.config(t, "a")), tlsCfg(good.config(t, "b")))
+	rogue := testpki.New(t)
+	d, a = pairCfg(t, tlsCfg(rogue.Config(t, "a")), tlsCfg(good.Config(t, "b")))
 	if !errors.Is(d.err, ErrAuth) || !errors.Is(a.err, ErrAuth) {
 		t.Fatalf("untrusted: dialer %v, acceptor %v; want ErrAuth on both", d.err, a.err)
 	}

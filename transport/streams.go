@@ -1,0 +1,110 @@
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// streamSet holds a link's open streams, so that closing the link ends
+// their blocked reads and writes at once.
+//
+// yamux v0.1.2 does not: a Read or Write blocked on a stream whose session
+// shuts down loops on the closed shutdown channel (hashicorp/yamux#176)
+// until the session has closed its connection and its receive loop has
+// ended. With many links dropping at once on a loaded machine those
+// spinning goroutines starve the loops they wait for, keepalives time out,
+// more links drop: a 30-node mesh in one process never formed. A deadline
+// in the past ends the spin, since yamux checks it in the same loop.
+type streamSet struct {
+	mu      sync.Mutex
+	m       map[*Stream]struct{}
+	aborted bool
+}
+
+// add tracks s; it reports false, and s must be closed, when the link is
+// closing.
+func (ss *streamSet) add(s *Stream) bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.aborted {
+		return false
+	}
+	if ss.m == nil {
+		ss.m = make(map[*Stream]struct{})
+	}
+	ss.m[s] = struct{}{}
+	return true
+}
+
+func (ss *streamSet) remove(s *Stream) {
+	ss.mu.Lock()
+	delete(ss.m, s)
+	ss.mu.Unlock()
+}
+
+// isAborted reports whether abort has run.
+func (ss *streamSet) isAborted() bool {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.aborted
+}
+
+// abort ends every blocked and future read and write of the streams.
+func (ss *streamSet) abort() {
+	ss.mu.Lock()
+	ss.aborted = true
+	m := ss.m
+	ss.m = nil
+	ss.mu.Unlock()
+	for s := range m {
+		s.Stream.SetDeadline(abortedDeadline)
+	}
+}
+
+// abortedDeadline is a deadline long past.
+var abortedDeadline = time.Unix(1, 0)
+
+// track adds s to the link's streams, or closes it when the link is
+// closing.
+func (l *Link) track(s *Stream) (*Stream, error) {
+	if !l.streams.add(s) {
+		s.Stream.Close()
+		return nil, fmt.Errorf("transport: link closed: %w", net.ErrClosed)
+	}
+	return s, nil
+}
+
+// Close closes the stream: see yamux.Stream.Close.
+func (s *Stream) Close() error {
+	s.link.streams.remove(s)
+	return s.Stream.Close()
+}
+
+// linkErr turns the error of a read or write that the link's closing
+// ended into one that unwraps to net.ErrClosed.
+func (s *Stream) linkErr(err error) error {
+	var ne net.Error
+	if err != nil && (errors.Is(err, yamux.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout())) && s.link.streams.isAborted() {
+		return fmt.Errorf("transport: link closed: %w", net.ErrClosed)
+	}
+	return err
+}
+
+// sessionConn is the connection under a link's yamux session. yamux
+// closes it right after it starts shutting down, whatever the cause (a
+// failed keepalive, a broken connection, Close), so its Close is where
+// the link's streams are aborted, before any reader can spin.
+type sessionConn struct {
+	net.Conn
+	streams *streamSet
+}
+
+func (c *sessionConn) Close() error {
+	c.streams.abort()
+	return c.Conn.Close()
+}
