@@ -15,6 +15,7 @@ package tallship_test
 import (
 	"errors"
 	"fmt"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -195,89 +196,89 @@ func TestLANKill9(t *testing.T) {
 	}
 }
 
-// A host's link is cut (no FIN, no reset): its peers drop it within the
-// silent-peer bound of the default timers (keepalive 500 ms + write
-// timeout 1 s), and it drops them. Mended, it rejoins.
+// A host's link is cut (no FIN, no reset): its peers drop it and its
+// services within the silent-peer bound of the default timers (keepalive
+// 500 ms + write timeout 1 s), it drops them, and nobody else drops
+// anything.
 func TestLANLinkCut(t *testing.T) {
 	const silentBound = 1500 * time.Millisecond // mesh.Config defaults
 	l, procs := lanMesh(t, 8, lan.Node{Timers: "default"})
 	recs := lanRegisterEach(t, procs, "c")
-	victim, rest := procs[7], procs[:7]
-	marks := lanMarks(procs)
 	cut := time.Now()
-	l.Cut(victim.Host)
-
-	down := lanWaitAll(t, rest, marks, 2*lanDownBound, "peer-down of the cut node", func(e lan.Event) bool {
-		return e.Ev == "peer-down" && e.Peer == victim.ID
-	})
-	freed := lanWaitAll(t, rest, marks, 2*lanDownBound, "free of the cut node's record", func(e lan.Event) bool {
-		return e.Ev == "freed" && e.Rec != nil && e.Rec.Owner == victim.ID
-	})
+	down, freed := lanCut(t, l, procs, recs)
 	lanFigure(t, "link cut → peer down on all 7", down.Sub(cut), silentBound)
 	lanFigure(t, "link cut → its service freed on all 7", freed.Sub(cut), silentBound)
 	if d := lanLatest(down, freed).Sub(cut); d > 2*silentBound {
 		t.Errorf("link cut → gone everywhere took %v, bound %v", d, 2*silentBound)
 	}
+}
+
+// A cut host whose link is mended rejoins: one mesh again, every record
+// everywhere.
+func TestLANLinkMend(t *testing.T) {
+	lanKnownBug(t, lanBugNoRedial)
+	l, procs := lanMesh(t, 8, lan.Node{})
+	recs := lanRegisterEach(t, procs, "m")
+	lanCut(t, l, procs, recs)
+	mended := time.Now()
+	l.Mend(procs[7].Host)
+	lan.Eventually(t, lanHealWait, "one mesh after the link is mended", func() error { return lan.FullMesh(procs...) })
+	meshed := time.Since(mended)
+	lan.Eventually(t, lanChangeWait, "every record everywhere", func() error { return lan.SeeExactly(procs, recs) })
+	t.Logf("figure: link mended → one mesh in %v, every record everywhere in %v", meshed.Round(time.Millisecond), time.Since(mended).Round(time.Millisecond))
+}
+
+// lanCut cuts the last host's link and checks that the others drop it and
+// its records, and it drops them, and nobody drops anything else. It
+// returns when the last of the others dropped it and freed its records.
+func lanCut(t *testing.T, l *lan.LAN, procs []*lan.Proc, recs []lan.Record) (down, freed time.Time) {
+	t.Helper()
+	victim, rest := procs[len(procs)-1], procs[:len(procs)-1]
+	marks := lanMarks(procs)
+	l.Cut(victim.Host)
+	down = lanWaitAll(t, rest, marks, 2*lanDownBound, "peer-down of the cut node", func(e lan.Event) bool {
+		return e.Ev == "peer-down" && e.Peer == victim.ID
+	})
+	freed = lanWaitAll(t, rest, marks, 2*lanDownBound, "free of the cut node's record", func(e lan.Event) bool {
+		return e.Ev == "freed" && e.Rec != nil && e.Rec.Owner == victim.ID
+	})
 	// The cut node, alone, drops all of them.
 	for _, p := range rest {
 		if _, ok := victim.WaitEvent(2*lanDownBound, func(e lan.Event) bool { return e.Ev == "peer-down" && e.Peer == p.ID }); !ok {
 			t.Errorf("the cut node never dropped %s", p)
 		}
 	}
-	lan.Eventually(t, lanChangeWait, "the sides' records apart", func() error {
+	lan.Eventually(t, lanChangeWait, "the records of each side apart", func() error {
 		return errors.Join(lan.SeeExactly(rest, lanRecordsOf(recs, rest)), lan.SeeExactly([]*lan.Proc{victim}, lanRecordsOf(recs, []*lan.Proc{victim})))
 	})
+	if err := lan.FullMesh(rest...); err != nil {
+		t.Error(err)
+	}
 	for _, p := range rest {
 		for _, e := range lanEventsSince(p, marks) {
-			if e.Ev == "peer-down" && e.Peer != victim.ID {
-				t.Errorf("%s: peer-down of %s, a node still on the LAN", p, e.Peer)
+			if (e.Ev == "peer-down" || e.Ev == "freed") && e.Peer != victim.ID {
+				t.Errorf("%s: %s of %s, a node still on the LAN", p, e.Ev, e.Peer)
 			}
 		}
 	}
-
-	mended := time.Now()
-	l.Mend(victim.Host)
-	lan.Eventually(t, lanHealWait, "one mesh after the link is mended", func() error { return lan.FullMesh(procs...) })
-	lan.Eventually(t, lanChangeWait, "every record everywhere", func() error { return lan.SeeExactly(procs, recs) })
-	t.Logf("figure: link mended → one mesh, every record everywhere in %v", time.Since(mended).Round(time.Millisecond))
+	return down, freed
 }
 
 // Partition 5|3: each side keeps its own services, also ones registered
-// meanwhile, and drops the other side's. Healed: one mesh again, every
-// live registration everywhere, none lost, none duplicated.
-func TestLANPartitionHeal(t *testing.T) {
+// meanwhile, and drops the other side's.
+func TestLANPartition(t *testing.T) {
 	l, procs := lanMesh(t, 8, lan.Node{})
-	recs := lanRegisterEach(t, procs, "p")
-	a, b := procs[:5], procs[5:]
+	lanPartition(t, l, procs)
+}
+
+// Partition 5|3, then heal: one mesh again, every live registration
+// everywhere, none lost, none duplicated.
+func TestLANPartitionHeal(t *testing.T) {
+	lanKnownBug(t, lanBugNoRedial)
+	l, procs := lanMesh(t, 8, lan.Node{})
+	recs := lanPartition(t, l, procs)
+
 	marks := lanMarks(procs)
-	split := time.Now()
-	l.Partition(lanHostsOf(a), lanHostsOf(b))
-
-	// Each side a mesh of its own, with its own records only.
-	lan.Eventually(t, lanChangeWait, "two meshes", func() error { return errors.Join(lan.FullMesh(a...), lan.FullMesh(b...)) })
-	lan.Eventually(t, lanChangeWait, "each side with its own records", func() error {
-		return errors.Join(lan.SeeExactly(a, lanRecordsOf(recs, a)), lan.SeeExactly(b, lanRecordsOf(recs, b)))
-	})
-	t.Logf("figure: partition 5|3 → two meshes, each with its own records, in %v", time.Since(split).Round(time.Millisecond))
-	for _, side := range [][]*lan.Proc{a, b} {
-		own := lan.IDs(side...)
-		for _, p := range side {
-			for _, e := range lanEventsSince(p, marks) {
-				if (e.Ev == "peer-down" || e.Ev == "freed") && slices.Contains(own, e.Peer) {
-					t.Errorf("%s: %s of %s, on its own side", p, e.Ev, e.Peer)
-				}
-			}
-		}
-	}
-	// Registrations and a free during the partition, on both sides.
-	recs = append(recs, a[0].Register("during@1.0.0", "side=a"), b[0].Register("during@1.0.0", "side=b"))
-	b[1].Free(recs[6].ID)
-	recs = slices.Delete(recs, 6, 7)
-	lan.Eventually(t, lanChangeWait, "each side with its own records", func() error {
-		return errors.Join(lan.SeeExactly(a, lanRecordsOf(recs, a)), lan.SeeExactly(b, lanRecordsOf(recs, b)))
-	})
-
-	healMarks := lanMarks(procs)
 	healed := time.Now()
 	l.Heal()
 	lan.Eventually(t, lanHealWait, "one mesh after the heal", func() error { return lan.FullMesh(procs...) })
@@ -292,7 +293,7 @@ func TestLANPartitionHeal(t *testing.T) {
 	}
 	for _, p := range procs {
 		count := map[string]int{}
-		for _, e := range lanEventsSince(p, healMarks) {
+		for _, e := range lanEventsSince(p, marks) {
 			switch {
 			case e.Ev == "registered":
 				count[e.Rec.ID]++
@@ -305,6 +306,64 @@ func TestLANPartitionHeal(t *testing.T) {
 				t.Errorf("%s: record %s registered %d times after the heal", p, id, c)
 			}
 		}
+	}
+}
+
+// lanPartition registers a record on each proc, splits the LAN 5|3,
+// checks that each side is a mesh with its own records only, registers
+// on both sides and frees one, checks again, and returns the live
+// records.
+func lanPartition(t *testing.T, l *lan.LAN, procs []*lan.Proc) []lan.Record {
+	t.Helper()
+	recs := lanRegisterEach(t, procs, "p")
+	a, b := procs[:5], procs[5:]
+	marks := lanMarks(procs)
+	split := time.Now()
+	l.Partition(lanHostsOf(a), lanHostsOf(b))
+
+	lan.Eventually(t, lanChangeWait, "two meshes", func() error { return errors.Join(lan.FullMesh(a...), lan.FullMesh(b...)) })
+	lan.Eventually(t, lanChangeWait, "each side with its own records", func() error {
+		return errors.Join(lan.SeeExactly(a, lanRecordsOf(recs, a)), lan.SeeExactly(b, lanRecordsOf(recs, b)))
+	})
+	t.Logf("figure: partition 5|3 → two meshes, each with its own records, in %v", time.Since(split).Round(time.Millisecond))
+	// Registrations and a free during the partition, on both sides.
+	recs = append(recs, a[0].Register("during@1.0.0", "side=a"), b[0].Register("during@1.0.0", "side=b"))
+	gone := recs[6] // b[1]'s
+	b[1].Free(gone.ID)
+	recs = slices.Delete(recs, 6, 7)
+	lan.Eventually(t, lanChangeWait, "each side with its own records", func() error {
+		return errors.Join(lan.SeeExactly(a, lanRecordsOf(recs, a)), lan.SeeExactly(b, lanRecordsOf(recs, b)))
+	})
+	for _, side := range [][]*lan.Proc{a, b} {
+		own := lan.IDs(side...)
+		for _, p := range side {
+			for _, e := range lanEventsSince(p, marks) {
+				switch {
+				case e.Ev == "peer-down" && slices.Contains(own, e.Peer):
+					t.Errorf("%s: peer-down of %s, on its own side", p, e.Peer)
+				case e.Ev == "freed" && slices.Contains(own, e.Peer) && e.Rec.ID != gone.ID:
+					t.Errorf("%s: freed %s of %s, on its own side", p, e.Rec.Role, e.Peer)
+				}
+			}
+		}
+	}
+	return recs
+}
+
+// lanBugNoRedial is a library bug these tests found (issue 6): a peer
+// found by mDNS whose link is lost without a goodbye (a cut link, a
+// partition) is never dialed again while it stays announced, so a mended
+// or healed LAN never becomes one mesh again.
+const lanBugNoRedial = "library bug: a discovered peer whose link was lost is not redialed while mDNS keeps announcing it " +
+	"(mesh/link.go linkClosed redials only kept peers; discovery reports Found only on a change of addresses), " +
+	"so a mended link or a healed partition never re-forms the mesh"
+
+// lanKnownBug skips t, naming a known library bug it would fail on,
+// unless TALLSHIP_LAN_KNOWN_BUGS is set (to check a fix).
+func lanKnownBug(t *testing.T, bug string) {
+	t.Helper()
+	if os.Getenv("TALLSHIP_LAN_KNOWN_BUGS") == "" {
+		t.Skip(bug + " (set TALLSHIP_LAN_KNOWN_BUGS=1 to run it)")
 	}
 }
 
@@ -324,12 +383,31 @@ func lanLossFor() time.Duration {
 	return 30 * time.Second
 }
 
-// 10% of frames dropped on the LAN for a while, with the default timers:
-// the mesh stays whole, no record is freed, and the messages sent
-// meanwhile all arrive, in order.
+// 10% of frames dropped on the LAN for a while: the mesh stays whole, no
+// record is freed, and the messages sent meanwhile all arrive, once, in
+// order. The links' write timeout is 5 s here, not the default 1 s: with
+// TCP's 200 ms minimum retransmission timeout, a frame lost four times in
+// a row (one in 10^4 at 10% loss) holds a link's pings back for 1.4 s, and
+// the default 500 ms keepalive + 1 s timeout then drops a live peer:
+// TestLANFrameLossDefaultTimers shows it.
 func TestLANFrameLoss(t *testing.T) {
+	lanFrameLoss(t, lan.Node{Timers: "default", WriteTimeout: 5 * time.Second})
+}
+
+// TestLANFrameLoss with the default timers.
+func TestLANFrameLossDefaultTimers(t *testing.T) {
+	lanKnownBug(t, lanBugLossFalseAlarm)
+	lanFrameLoss(t, lan.Node{Timers: "default"})
+}
+
+// lanBugLossFalseAlarm is a library limit these tests found (issue 6).
+const lanBugLossFalseAlarm = "library limit: at 10% frame loss the default silent-peer bound (keepalive 500 ms + write timeout 1 s) " +
+	"drops live peers (a TCP segment lost 4 times stalls the link's pings 1.4 s); with the no-redial bug the pair stays apart " +
+	"and the messages queued on the lost link are lost"
+
+func lanFrameLoss(t *testing.T, cfg lan.Node) {
 	lan.RequireNFT(t)
-	l, procs := lanMesh(t, 8, lan.Node{Timers: "default"})
+	l, procs := lanMesh(t, 8, cfg)
 	recs := lanRegisterEach(t, procs, "l")
 	marks := lanMarks(procs)
 
@@ -348,13 +426,14 @@ func TestLANFrameLoss(t *testing.T) {
 	l.Loss(10)
 	start := time.Now()
 	tick := time.NewTicker(50 * time.Millisecond)
-	registered := false
-	for time.Since(start) < lossFor {
+	registered, failed := false, false
+	for time.Since(start) < lossFor && !failed {
 		<-tick.C
 		for _, f := range flows {
 			if err := f.from.Send(f.to.ID, fmt.Sprintf("loss %s %d", f.from.Host.Name, f.sent)); err != nil {
-				t.Errorf("send %d from %s to %s during the loss: %v", f.sent, f.from, f.to, err)
-				continue
+				t.Errorf("after %v of loss, send %d from %s to %s: %v", time.Since(start).Round(time.Millisecond), f.sent, f.from, f.to, err)
+				failed = true
+				break
 			}
 			f.sent++
 		}
@@ -364,12 +443,23 @@ func TestLANFrameLoss(t *testing.T) {
 		}
 	}
 	tick.Stop()
+	dropped := l.Dropped()
 	l.Loss(0)
 	total := 0
 	for _, f := range flows {
 		total += f.sent
 	}
-	t.Logf("figure: %d messages sent during %v of 10%% frame loss", total, lossFor)
+	t.Logf("figure: %d messages sent during %v of 10%% frame loss (%d frames dropped)", total, time.Since(start).Round(time.Second), dropped)
+	for _, p := range procs {
+		for _, e := range lanEventsSince(p, marks) {
+			if e.Ev == "peer-down" || e.Ev == "freed" {
+				t.Errorf("%s: spurious %s of %s at %v of loss (%s)", p, e.Ev, e.Peer, e.Time().Sub(start).Round(time.Millisecond), e.Err)
+			}
+		}
+	}
+	if t.Failed() {
+		return
+	}
 
 	// Every message arrives, in order, once.
 	for _, f := range flows {
@@ -396,13 +486,6 @@ func TestLANFrameLoss(t *testing.T) {
 		t.Error(err)
 	}
 	lan.Eventually(t, lanChangeWait, "every record everywhere", func() error { return lan.SeeExactly(procs, recs) })
-	for _, p := range procs {
-		for _, e := range lanEventsSince(p, marks) {
-			if e.Ev == "peer-down" || e.Ev == "freed" {
-				t.Errorf("%s: spurious %s of %s during the loss (%s)", p, e.Ev, e.Peer, e.Err)
-			}
-		}
-	}
 }
 
 // A node killed and restarted at once with its old id rejoins, and its

@@ -97,6 +97,23 @@ func (l *LAN) Loss(percent int) {
 	l.t.Logf("lan: frame loss %d%%", percent)
 }
 
+// Dropped returns how many frames Loss has dropped since it was last
+// set.
+func (l *LAN) Dropped() int {
+	l.t.Helper()
+	RequireNFT(l.t)
+	cmd := l.bridge.command("nft", "list", "chain", "bridge", "tslan", "loss")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		l.t.Fatalf("lan: nft list: %v: %s", err, out)
+	}
+	var n int
+	if _, after, ok := strings.Cut(string(out), "counter packets "); ok {
+		fmt.Sscanf(after, "%d", &n)
+	}
+	return n
+}
+
 // ports is the nft set of the bridge ports of hosts.
 func ports(hosts []*Host) string {
 	var q []string
