@@ -488,6 +488,70 @@ func lanFrameLoss(t *testing.T, cfg lan.Node) {
 	lan.Eventually(t, lanChangeWait, "every record everywhere", func() error { return lan.SeeExactly(procs, recs) })
 }
 
+// A link with 100 ms of latency each way (through a user-space proxy):
+// it comes up, changes and messages cross it in order and no faster than
+// the latency allows, and the default timers keep it up.
+func TestLANDelay(t *testing.T) {
+	const delay = 100 * time.Millisecond
+	l := lan.New(t, 2)
+	cfg := lan.Node{Cluster: "lan-delay", Timers: "default", NoMDNS: true}
+	a, b := l.Start(l.Host(0), cfg), l.Start(l.Host(1), cfg)
+	proxy := l.Delay(l.Host(1), a.Addrs[0], delay)
+
+	start := time.Now()
+	id, err := b.Connect(proxy)
+	if err != nil || id != a.ID {
+		t.Fatalf("connect through the proxy: %q, %v", id, err)
+	}
+	t.Logf("figure: link through %v of latency each way up in %v", delay, time.Since(start).Round(time.Millisecond))
+	lan.Eventually(t, lanChangeWait, "linked both ways", func() error { return lan.FullMesh(a, b) })
+	marks := lanMarks([]*lan.Proc{a, b})
+
+	registered := time.Now()
+	rec := a.Register("slow@1.0.0")
+	e, ok := b.WaitEvent(lanChangeWait, func(e lan.Event) bool { return e.Ev == "registered" && e.Rec.ID == rec.ID })
+	if !ok {
+		t.Fatal("the record never crossed the slow link")
+	}
+	crossed := e.Time().Sub(registered)
+	t.Logf("figure: register → seen across the slow link in %v", crossed.Round(time.Millisecond))
+	if crossed < delay {
+		t.Errorf("the record crossed in %v, less than the link's %v latency: the proxy is not in the path", crossed, delay)
+	}
+
+	const n = 200
+	for i := range n {
+		if err := b.Send(a.ID, fmt.Sprintf("slow %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lan.Eventually(t, lanChangeWait, "every message across the slow link, in order", func() error {
+		var got []string
+		for _, e := range a.Events() {
+			if e.Ev == "msg" && strings.HasPrefix(e.Data, "slow ") {
+				got = append(got, e.Data)
+			}
+		}
+		for i, g := range got {
+			if g != fmt.Sprintf("slow %d", i) {
+				return fmt.Errorf("message %d is %q", i, g)
+			}
+		}
+		if len(got) != n {
+			return fmt.Errorf("%d of %d received", len(got), n)
+		}
+		return nil
+	})
+	// A few keepalive rounds at this latency: no false alarm.
+	deadline := time.Now().Add(3 * time.Second)
+	for _, p := range []*lan.Proc{a, b} {
+		skip, seen := marks[p], 0
+		if e, ok := p.WaitEvent(time.Until(deadline), func(e lan.Event) bool { seen++; return seen > skip && e.Ev == "peer-down" }); ok {
+			t.Errorf("%s: peer-down of %s on a slow but live link (%s)", p, e.Peer, e.Err)
+		}
+	}
+}
+
 // A node killed and restarted at once with its old id rejoins, and its
 // new registrations replace the old ones everywhere.
 func TestLANRestartSameID(t *testing.T) {

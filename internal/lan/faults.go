@@ -3,11 +3,13 @@ package lan
 import (
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Faults. Cut and Mend work with iproute2 alone; Partition, Heal and Loss
 // filter frames with nftables on the bridge (the kernel has no netem) and
-// skip the test when nft is missing.
+// skip the test when nft is missing; Delay is a proxy in user space.
+// Killing a node and restarting it are Proc.Kill and LAN.Start.
 
 // nftTable is the bridge-family table the faults live in: the forward
 // hook sees every frame the bridge passes from one port to another,
@@ -112,6 +114,21 @@ func (l *LAN) Dropped() int {
 		fmt.Sscanf(after, "%d", &n)
 	}
 	return n
+}
+
+// Delay starts a TCP proxy on h that forwards to target (host:port on
+// the LAN) with d of latency in each direction, and returns its address:
+// a node told to Connect to it gets a slow link. (The kernel has no
+// netem, so delay is in user space and only for links made through the
+// proxy.) The proxy is stopped when the test ends.
+func (l *LAN) Delay(h *Host, target string, d time.Duration) string {
+	l.t.Helper()
+	p, err := l.startHelper(h, []string{"-proxy", fmt.Sprintf("listen=%s:0,to=%s,delay=%s", h.IP, target, d)})
+	if err != nil {
+		l.t.Fatalf("lan: delay proxy on %s: %v", h, err)
+	}
+	l.t.Logf("lan: %s → %s delayed %v each way", p.Addrs[0], target, d)
+	return p.Addrs[0]
 }
 
 // ports is the nft set of the bridge ports of hosts.

@@ -30,6 +30,9 @@ type Node struct {
 	// KeepAlive, WriteTimeout, Heartbeat and Lifetime override the
 	// preset's when not zero.
 	KeepAlive, WriteTimeout, Heartbeat, Lifetime time.Duration
+	// NoMDNS runs no discovery: links come from Connect and peer
+	// exchange only.
+	NoMDNS bool
 	// Roles are registered at start.
 	Roles []string
 	// Debug logs the node's Debug lines (shown when the test fails or
@@ -56,6 +59,9 @@ func (c Node) args(h *Host) []string {
 		if d > 0 {
 			args = append(args, flag, d.String())
 		}
+	}
+	if c.NoMDNS {
+		args = append(args, "-no-mdns")
 	}
 	for _, r := range c.Roles {
 		args = append(args, "-role", r)
@@ -148,8 +154,14 @@ func (l *LAN) Start(h *Host, cfg Node) *Proc {
 // start (its "fatal" line, or how it exited) instead of failing the test.
 func (l *LAN) TryStart(h *Host, cfg Node) (*Proc, error) {
 	l.t.Helper()
+	return l.startHelper(h, cfg.args(h))
+}
+
+// startHelper runs lanhost with args on h and waits for its start line.
+func (l *LAN) startHelper(h *Host, args []string) (*Proc, error) {
+	l.t.Helper()
 	bin := helperBinary(l.t)
-	cmd := h.ns.command(bin, cfg.args(h)...)
+	cmd := h.ns.command(bin, args...)
 	p := &Proc{lan: l, Host: h, cmd: cmd, wake: make(chan struct{}), replies: make(map[int]chan Event), exited: make(chan struct{})}
 	cmd.Stderr = &p.stderr
 	var err error

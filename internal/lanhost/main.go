@@ -27,6 +27,10 @@
 //	N close                              leave gracefully and exit 0
 //
 // End of input also closes the node; SIGINT and SIGTERM too.
+//
+// With -proxy listen=ADDR,to=ADDR,delay=D it is instead a TCP proxy that
+// adds D of latency in each direction (the kernel has no netem): it
+// prints "start" with its address and runs until its input ends.
 package main
 
 import (
@@ -126,6 +130,8 @@ func run(out *printer) error {
 		heartbeat = flag.Duration("heartbeat", 0, "registry heartbeat (0: the preset's)")
 		lifetime  = flag.Duration("lifetime", 0, "registry record lifetime (0: the preset's)")
 		mdnsTTL   = flag.Duration("mdns-ttl", 0, "mDNS record TTL (0: the default)")
+		noMDNS    = flag.Bool("no-mdns", false, "run no discovery: links come from connect commands and peer exchange")
+		proxy     = flag.String("proxy", "", "run as a delaying TCP proxy: listen=ADDR,to=ADDR,delay=D")
 		debug     = flag.Bool("debug", false, "log at Debug level to standard error")
 		ifaces    list
 		roles     list
@@ -133,6 +139,12 @@ func run(out *printer) error {
 	flag.Var(&ifaces, "iface", "interface to run mDNS on (repeatable; none: the default choice)")
 	flag.Var(&roles, "role", "role name@version to register at start (repeatable)")
 	flag.Parse()
+	if *proxy != "" {
+		if err := checkPrivate(); err != nil {
+			return err
+		}
+		return runProxy(out, *proxy)
+	}
 	if *cluster == "" || flag.NArg() > 0 {
 		flag.Usage()
 		return errors.New("usage: -cluster is required and no arguments are taken")
@@ -175,6 +187,9 @@ func run(out *printer) error {
 		md.Interfaces = append(md.Interfaces, *ifi)
 	}
 	cfg.Discovery = []discovery.Discoverer{md}
+	if *noMDNS {
+		cfg.Discovery = mesh.NoDiscovery
+	}
 
 	node, err := mesh.New(*cluster, cfg)
 	if err != nil {
