@@ -365,33 +365,36 @@ func freedAll(ids ...string) func([]mesh.ServiceEvent) bool {
 // ---- the helper program ----
 
 var testnode struct {
-	once sync.Once
+	mu   sync.Mutex
 	path string
-	err  error
 }
 
-// testnodeBinary builds internal/testnode once per test binary, into the
-// temporary directory of the first test that asks, and returns its path.
+// testnodeBinary builds internal/testnode, once per test binary, into the
+// temporary directory of the test that asks first, and returns its path.
+// (Should that directory be gone, with -count above 1, it builds again.)
 // The modules come from the local cache: no proxy is reachable in the
 // namespace.
 func testnodeBinary(t *testing.T) string {
 	t.Helper()
-	testnode.once.Do(func() {
-		gobin, err := exec.LookPath("go")
-		if err != nil {
-			gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	testnode.mu.Lock()
+	defer testnode.mu.Unlock()
+	if testnode.path != "" {
+		if _, err := os.Stat(testnode.path); err == nil {
+			return testnode.path
 		}
-		testnode.path = filepath.Join(t.TempDir(), "testnode")
-		cmd := exec.Command(gobin, "build", "-o", testnode.path, "./internal/testnode")
-		cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOTOOLCHAIN=local")
-		if out, err := cmd.CombinedOutput(); err != nil {
-			testnode.err = fmt.Errorf("go build ./internal/testnode: %v\n%s", err, out)
-		}
-	})
-	if testnode.err != nil {
-		t.Fatal(testnode.err)
 	}
-	return testnode.path
+	gobin, err := exec.LookPath("go")
+	if err != nil {
+		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	path := filepath.Join(t.TempDir(), "testnode")
+	cmd := exec.Command(gobin, "build", "-o", path, "./internal/testnode")
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOTOOLCHAIN=local")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./internal/testnode: %v\n%s", err, out)
+	}
+	testnode.path = path
+	return path
 }
 
 // child is a testnode process.
@@ -939,10 +942,12 @@ func TestFreeByOtherNodeRefused(t *testing.T) {
 }
 
 // proxy forwards TCP connections to a target; cut closes those open and,
-// while down, refuses new ones.
+// while down, refuses new ones. With a delay, what the target sends
+// reaches the client that much later (a slow path), in order.
 type proxy struct {
 	ln      net.Listener
 	target  string
+	delay   time.Duration
 	mu      sync.Mutex
 	down    bool
 	conns   map[net.Conn]struct{}
@@ -950,13 +955,15 @@ type proxy struct {
 	wg      sync.WaitGroup
 }
 
-func startProxy(t *testing.T, target string) *proxy {
+// startProxy starts a proxy to target that delays what target sends by
+// delay (none when 0).
+func startProxy(t *testing.T, target string, delay time.Duration) *proxy {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &proxy{ln: ln, target: target, delay: delay, conns: map[net.Conn]struct{}{}}
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(func() {
@@ -1009,9 +1016,56 @@ func (p *proxy) serve() {
 			p.mu.Unlock()
 		}
 		p.wg.Add(2)
-		go pipe(in, out)
 		go pipe(out, in)
+		if p.delay > 0 {
+			go func() {
+				defer p.wg.Done()
+				delayCopy(in, out, p.delay)
+				in.Close()
+				out.Close()
+			}()
+		} else {
+			go pipe(in, out)
+		}
 	}
+}
+
+// delayCopy copies src to dst, each chunk d after it was read, until src
+// ends or a write fails.
+func delayCopy(dst, src net.Conn, d time.Duration) {
+	type chunk struct {
+		b   []byte
+		due time.Time
+	}
+	chunks := make(chan chunk, 1024) // bounded: reading waits when full
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		timer := time.NewTimer(0)
+		defer timer.Stop()
+		for c := range chunks {
+			timer.Reset(time.Until(c.due))
+			<-timer.C
+			if _, err := dst.Write(c.b); err != nil {
+				src.Close()
+				for range chunks {
+				}
+				return
+			}
+		}
+	}()
+	for {
+		b := make([]byte, 32<<10)
+		n, err := src.Read(b)
+		if n > 0 {
+			chunks <- chunk{b[:n], time.Now().Add(d)}
+		}
+		if err != nil {
+			break
+		}
+	}
+	close(chunks)
+	<-done
 }
 
 // setDown cuts every connection and refuses new ones (true), or lets
@@ -1042,9 +1096,13 @@ func TestLinkCutThroughThirdNoFree(t *testing.T) {
 	nodes := []*mesh.Node{a, b, c}
 	logs := []*eventLog{aLog, logOf(b), logOf(c)}
 
-	// a–c first, through the proxy, so that peer exchange (which tells
-	// a c's real address) never makes a direct a–c link.
-	px := startProxy(t, addrOf(t, c))
+	// a–c goes through the proxy only. No node ever needs to dial a
+	// (a dials b and the proxy), so a's port is closed to all: c, which
+	// learns a's real address from the link and from peer exchange, can
+	// never make a direct a–c link, even should it redial a lost link.
+	// And a–c comes first, so that peer exchange never makes a dial c.
+	blockPort(t, int(a.Addrs()[0].Port()))
+	px := startProxy(t, addrOf(t, c), 0)
 	connect(t, a, px.addr())
 	connect(t, a, addrOf(t, b))
 	connect(t, c, addrOf(t, b))
@@ -1405,5 +1463,129 @@ func TestWrongClusterAndSelfNeverLink(t *testing.T) {
 		if got := c.log.peerUps(); !slices.Equal(got, c.want) {
 			t.Errorf("%s: peer-up events from %v, want %v", c.n.ID(), got, c.want)
 		}
+	}
+}
+
+// blockPort drops, with nftables in the test's private namespace, every
+// TCP segment to or from port on loopback, until the returned function
+// (also run at cleanup) lifts the block.
+func blockPort(t *testing.T, port int) (unblock func()) {
+	t.Helper()
+	netns.Require(t) // the rules must never touch the machine's own namespace
+	if _, err := exec.LookPath("nft"); err != nil {
+		t.Skip("needs nft (Debian's nftables) to cut a link silently")
+	}
+	table := fmt.Sprintf("tsblock%d", port)
+	script := fmt.Sprintf(`table inet %s {
+	chain out {
+		type filter hook output priority 0; policy accept;
+		tcp dport %d drop
+		tcp sport %d drop
+	}
+}
+`, table, port, port)
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("nft: %v: %s", err, out)
+	}
+	var once sync.Once
+	unblock = func() {
+		once.Do(func() {
+			if out, err := exec.Command("nft", "delete", "table", "inet", table).CombinedOutput(); err != nil {
+				t.Errorf("nft delete table: %v: %s", err, out)
+			}
+		})
+	}
+	t.Cleanup(unblock)
+	return unblock
+}
+
+// Two nodes found by mDNS whose link goes silent (its packets dropped)
+// lose each other's records within the keepalive bound, and link again
+// once packets flow, although neither node restarted nor re-announced.
+//
+// Known bug (see knownBug): a link lost between two live nodes is redialed
+// only when the peer is kept (Connect); for a discovered peer nothing
+// dials again until discovery reports it anew, which mDNS does not while
+// the peer's announcement is fresh (TTL 120 s).
+func TestSilentLinkBetweenDiscoveredNodesHeals(t *testing.T) {
+	netns.Require(t)
+	knownBug(t, "mesh/link.go linkClosed redials kept peers only; a discovered peer whose link was lost is not redialed")
+	checkGoroutines(t)
+	cluster := clusterName(t)
+	a := join(t, cluster, nodeConfig("silent-a"))
+	b := join(t, cluster, nodeConfig("silent-b"))
+	eventually(t, meshWait, "a and b linked by mDNS", func() bool { return fullMesh(a, b) })
+	converge(t, a, b)
+	rec := register(t, b, mesh.Service{Role: "quiet@1.0.0", Port: 5})
+	w := watch(t, a, "quiet")
+	w.waitFor(t, changeWait, "b's record", func(evs []mesh.ServiceEvent) bool { return len(evs) == 1 })
+
+	// a dialed b (the lower id dials): every segment of the link has b's
+	// listening port on one side.
+	t0 := time.Now()
+	unblock := blockPort(t, int(b.Addrs()[0].Port()))
+	w.waitFor(t, changeWait, "b's record freed on a", freedAll(rec.ID))
+	t.Logf("link silenced → b's record freed on a: %v", time.Since(t0))
+	eventually(t, changeWait, "a and b to drop their link", func() bool { return !linked(a, b) && !linked(b, a) })
+	unblock()
+	t1 := time.Now()
+	eventually(t, meshWait, "a and b linked again", func() bool { return fullMesh(a, b) })
+	w.waitFor(t, changeWait, "b's record back on a", func(evs []mesh.ServiceEvent) bool {
+		return evs[len(evs)-1].Kind == registry.Registered && evs[len(evs)-1].Record.ID == rec.ID
+	})
+	t.Logf("packets flow again → linked, record back: %v", time.Since(t1))
+}
+
+// A node that closes right after joining, before the others have heard
+// how it is linked: its records are freed on every node once, never
+// freed and then shown again. The slow a–b path (300 ms, through a
+// delaying proxy) makes a learn of the b–c link only after c has gone.
+//
+// Known bug (see knownBug): the mesh cancels the registry's streams
+// before the registry says goodbye, so a may not get c's "leaving" state
+// and only hides c's records when its link drops, to show them again when
+// b's late state makes c look reachable. It loses that race in about one
+// round in five; five rounds run.
+func TestCloseBeforeConvergenceNoFlap(t *testing.T) {
+	netns.Require(t)
+	knownBug(t, "mesh/node.go close cancels n.ctx, ending every registry Serve, before reg.Close sends the leaving state")
+	checkGoroutines(t)
+	for round := range 5 {
+		t.Run(fmt.Sprint("round", round), func(t *testing.T) {
+			cluster := clusterName(t)
+			a := join(t, cluster, connectConfig("flap-a"))
+			b := join(t, cluster, connectConfig("flap-b"))
+			c := join(t, cluster, connectConfig("flap-c"))
+			px := startProxy(t, addrOf(t, b), 300*time.Millisecond)
+			connect(t, a, px.addr()) // a–b: b's bytes reach a 300 ms late
+			w := watch(t, a, "flap")
+			connect(t, c, addrOf(t, a))
+			rec := register(t, c, mesh.Service{Role: "flap@1.0.0", Port: 7})
+			w.waitFor(t, changeWait, "c's record on a", func(evs []mesh.ServiceEvent) bool { return len(evs) == 1 })
+			connect(t, c, addrOf(t, b))
+			c.Close()
+			w.waitFor(t, changeWait, "c's record freed on a", freedAll(rec.ID))
+			// b's states, 300 ms late, tell a of the b–c link that was,
+			// then of its end: wait until a has heard b after both.
+			settle(t, a, b)
+			if r, f := w.count(registry.Registered, rec.ID), w.count(registry.Freed, rec.ID); r != 1 || f != 1 {
+				t.Errorf("a: c's record registered %d times, freed %d times; want once each; events: %s", r, f, w.describe())
+			}
+		})
+	}
+}
+
+// knownBug skips t, which shows a bug not fixed yet, unless
+// TALLSHIP_KNOWN_BUGS is set: run them with
+//
+//	TALLSHIP_KNOWN_BUGS=1 go test -race -run 'TestCloseBeforeConvergenceNoFlap|TestSilentLinkBetweenDiscoveredNodesHeals' .
+//
+// Remove the call once the bug is fixed.
+func knownBug(t *testing.T, what string) {
+	t.Helper()
+	if os.Getenv("TALLSHIP_KNOWN_BUGS") == "" {
+		t.Skipf("known bug, not fixed yet: %s (set TALLSHIP_KNOWN_BUGS=1 to run)", what)
 	}
 }
