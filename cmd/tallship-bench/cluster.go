@@ -1,0 +1,269 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/tallship-go/tallship/mesh"
+)
+
+var quiet = benchLogger()
+
+// benchLogger discards log lines unless TALLSHIP_BENCH_LOG names a level
+// (debug, info, warn), then writes them to stderr.
+func benchLogger() *slog.Logger {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(os.Getenv("TALLSHIP_BENCH_LOG"))); err != nil || os.Getenv("TALLSHIP_BENCH_LOG") == "" {
+		return slog.New(slog.DiscardHandler)
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+}
+
+// benchNode is a node whose events are logged with their times, so that a
+// measure can ask when something happened on it.
+type benchNode struct {
+	*mesh.Node
+	notify chan struct{} // shared by a group of nodes: poked on every event
+
+	mu        sync.Mutex
+	log       []mesh.Event
+	up        map[string]bool
+	upChanged time.Time // when the set of peers up last changed
+
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// newBenchNode makes a node that has not started and logs its events.
+func newBenchNode(cluster string, cfg mesh.Config, notify chan struct{}) (*benchNode, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = quiet
+	}
+	n, err := mesh.New(cluster, cfg)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b := &benchNode{Node: n, notify: notify, up: map[string]bool{}, cancel: cancel, done: make(chan struct{})}
+	events := n.Events(ctx)
+	go func() {
+		defer close(b.done)
+		for e := range events {
+			b.mu.Lock()
+			b.log = append(b.log, e)
+			switch e.Kind {
+			case mesh.PeerUp:
+				if !b.up[e.Peer] {
+					b.up[e.Peer] = true
+					b.upChanged = e.Time
+				}
+			case mesh.PeerDown:
+				if b.up[e.Peer] {
+					delete(b.up, e.Peer)
+					b.upChanged = e.Time
+				}
+			}
+			b.mu.Unlock()
+			select {
+			case b.notify <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	return b, nil
+}
+
+// close closes the node and ends its event log.
+func (b *benchNode) close() {
+	b.Node.Close()
+	b.cancel()
+	<-b.done
+}
+
+// mark is the position in the log from which a measure looks for events.
+func (b *benchNode) mark() int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.log)
+}
+
+// find returns the first event at or after position from that matches.
+func (b *benchNode) find(from int, match func(mesh.Event) bool) (mesh.Event, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, e := range b.log[min(from, len(b.log)):] {
+		if match(e) {
+			return e, true
+		}
+	}
+	return mesh.Event{}, false
+}
+
+// count returns how many events from position from match.
+func (b *benchNode) count(from int, match func(mesh.Event) bool) int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	c := 0
+	for _, e := range b.log[min(from, len(b.log)):] {
+		if match(e) {
+			c++
+		}
+	}
+	return c
+}
+
+func (b *benchNode) peersUp() (int, time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return len(b.up), b.upChanged
+}
+
+var errTimeout = errors.New("timed out")
+
+// group is a set of nodes sharing one notification channel.
+type group struct {
+	nodes  []*benchNode
+	notify chan struct{}
+}
+
+func newGroup() *group { return &group{notify: make(chan struct{}, 1)} }
+
+func (g *group) add(cluster string, cfg mesh.Config) (*benchNode, error) {
+	b, err := newBenchNode(cluster, cfg, g.notify)
+	if err != nil {
+		return nil, err
+	}
+	g.nodes = append(g.nodes, b)
+	return b, nil
+}
+
+// closeAll closes every node, in parallel.
+func (g *group) closeAll() {
+	var wg sync.WaitGroup
+	for _, b := range g.nodes {
+		wg.Go(b.close)
+	}
+	wg.Wait()
+	g.nodes = nil
+}
+
+func (g *group) marks() []int {
+	m := make([]int, len(g.nodes))
+	for i, b := range g.nodes {
+		m[i] = b.mark()
+	}
+	return m
+}
+
+// waitAll waits until every node of nodes (with log positions marks) has
+// an event that matches, and returns the latest of those events' times.
+func (g *group) waitAll(nodes []*benchNode, marks []int, timeout time.Duration, match func(mesh.Event) bool) (time.Time, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		var latest time.Time
+		missing := 0
+		for i, b := range nodes {
+			e, ok := b.find(marks[i], match)
+			if !ok {
+				missing++
+				continue
+			}
+			if e.Time.After(latest) {
+				latest = e.Time
+			}
+		}
+		if missing == 0 {
+			return latest, nil
+		}
+		select {
+		case <-g.notify:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline.C:
+			return time.Time{}, fmt.Errorf("%w after %v: %d of %d nodes without the event", errTimeout, timeout, missing, len(nodes))
+		}
+	}
+}
+
+// waitFull waits until every node of nodes has want peers up and returns
+// when the last of them got there.
+func (g *group) waitFull(nodes []*benchNode, want int, timeout time.Duration) (time.Time, error) {
+	deadline := time.NewTimer(timeout)
+	defer deadline.Stop()
+	for {
+		var latest time.Time
+		missing, least := 0, want
+		for _, b := range nodes {
+			n, at := b.peersUp()
+			least = min(least, n)
+			if n != want {
+				missing++
+			} else if at.After(latest) {
+				latest = at
+			}
+		}
+		if missing == 0 {
+			return latest, nil
+		}
+		select {
+		case <-g.notify:
+		case <-time.After(50 * time.Millisecond):
+		case <-deadline.C:
+			return time.Time{}, fmt.Errorf("%w after %v: %d of %d nodes short of %d peers (least %d)", errTimeout, timeout, missing, len(nodes), want, least)
+		}
+	}
+}
+
+// startAll starts every node at once and returns when the starts began.
+func (g *group) startAll(nodes []*benchNode) (time.Time, error) {
+	var wg sync.WaitGroup
+	errs := make([]error, len(nodes))
+	t0 := time.Now()
+	for i, b := range nodes {
+		wg.Go(func() { errs[i] = b.Start(context.Background()) })
+	}
+	wg.Wait()
+	return t0, errors.Join(errs...)
+}
+
+// mdnsConfig is the default Config: mDNS, default timers, quiet.
+func mdnsConfig() mesh.Config {
+	return mesh.Config{Logger: quiet}
+}
+
+// formMesh starts n nodes of cluster with cfg and waits for the full mesh.
+func formMesh(cluster string, n int, cfg mesh.Config, timeout time.Duration) (*group, time.Duration, error) {
+	g := newGroup()
+	for range n {
+		if _, err := g.add(cluster, cfg); err != nil {
+			g.closeAll()
+			return nil, 0, err
+		}
+	}
+	t0, err := g.startAll(g.nodes)
+	if err != nil {
+		g.closeAll()
+		return nil, 0, err
+	}
+	at, err := g.waitFull(g.nodes, n-1, timeout)
+	if err != nil {
+		g.closeAll()
+		return nil, 0, err
+	}
+	return g, at.Sub(t0), nil
+}
+
+func isPeer(kind mesh.EventKind, id string) func(mesh.Event) bool {
+	return func(e mesh.Event) bool { return e.Kind == kind && e.Peer == id }
+}
+
+func isService(kind mesh.EventKind, recID string) func(mesh.Event) bool {
+	return func(e mesh.Event) bool { return e.Kind == kind && e.Service != nil && e.Service.ID == recID }
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"fmt"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/tallship-go/tallship/mesh"
+)
+
+// measureFormation starts n nodes together, runs times, and records how
+// long each took to form the full mesh over mDNS.
+func measureFormation(r *row, tag string, n, runs int) {
+	for i := range runs {
+		g, d, err := formMesh(fmt.Sprintf("form%d-%s-%d", n, tag, i), n, mdnsConfig(), 30*time.Second)
+		if err != nil {
+			r.err = err
+			return
+		}
+		r.samples = append(r.samples, ms(d))
+		g.closeAll()
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// measureChurn joins a node to the running mesh g of cluster, runs times:
+// the time until it is linked to every node (both ends up), then a
+// register on it until visible on every node, then its Close until it and
+// its record are gone everywhere.
+func measureChurn(join, register, leave *row, g *group, cluster string, runs int) {
+	for range runs {
+		marks := g.marks()
+		j, err := newBenchNode(cluster, mdnsConfig(), g.notify)
+		if err != nil {
+			join.err = err
+			return
+		}
+		t0, err := g.startAll([]*benchNode{j})
+		if err != nil {
+			j.close()
+			join.err = err
+			return
+		}
+		atAll, err := g.waitAll(g.nodes, marks, 10*time.Second, isPeer(mesh.PeerUp, j.ID()))
+		if err == nil {
+			var atJ time.Time
+			atJ, err = g.waitFull([]*benchNode{j}, len(g.nodes), 10*time.Second)
+			atAll = later(atAll, atJ)
+		}
+		if err != nil {
+			j.close()
+			join.err = err
+			return
+		}
+		join.samples = append(join.samples, ms(atAll.Sub(t0)))
+
+		// Let the registry syncs that follow the links finish.
+		waitCount(j, 0, len(g.nodes), 5*time.Second, func(e mesh.Event) bool { return e.Kind == mesh.PeerSynced })
+		marks = g.marks()
+		t1 := time.Now()
+		rec, err := j.Register(mesh.Service{Role: "bench@1.0.0"})
+		if err != nil {
+			j.close()
+			register.err = err
+			return
+		}
+		at, err := g.waitAll(g.nodes, marks, 5*time.Second, isService(mesh.ServiceRegistered, rec.ID))
+		if err != nil {
+			j.close()
+			register.err = err
+			return
+		}
+		register.samples = append(register.samples, ms(at.Sub(t1)))
+
+		marks = g.marks()
+		t2 := time.Now()
+		j.close()
+		at1, err1 := g.waitAll(g.nodes, marks, 5*time.Second, isPeer(mesh.PeerDown, j.ID()))
+		at2, err2 := g.waitAll(g.nodes, marks, 5*time.Second, isService(mesh.ServiceFreed, rec.ID))
+		if err1 != nil || err2 != nil {
+			leave.err = fmt.Errorf("peer down: %v; service freed: %v", err1, err2)
+			return
+		}
+		leave.samples = append(leave.samples, ms(later(at1, at2).Sub(t2)))
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitCount waits until b has want events matching from position from.
+func waitCount(b *benchNode, from, want int, timeout time.Duration, match func(mesh.Event) bool) bool {
+	deadline := time.Now().Add(timeout)
+	for b.count(from, match) < want {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return true
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// victim starts a helper node in cluster and waits until every node of g
+// has it up and its record registered.
+func victim(g *group, cluster string, args ...string) (*child, error) {
+	marks := g.marks()
+	c, err := startHelper("node", append([]string{"-cluster", cluster}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := g.waitAll(g.nodes, marks, 15*time.Second, isPeer(mesh.PeerUp, c.id)); err != nil {
+		c.kill()
+		return nil, fmt.Errorf("victim did not link: %w", err)
+	}
+	if _, err := g.waitAll(g.nodes, marks, 5*time.Second, isService(mesh.ServiceRegistered, c.rec)); err != nil {
+		c.kill()
+		return nil, fmt.Errorf("victim's record did not spread: %w", err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	return c, nil
+}
+
+// gone waits until every node of g has seen c's node down and its record
+// freed, and returns when the last did.
+func gone(g *group, c *child, marks []int, timeout time.Duration) (time.Time, error) {
+	at1, err := g.waitAll(g.nodes, marks, timeout, isPeer(mesh.PeerDown, c.id))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("peer down: %w", err)
+	}
+	at2, err := g.waitAll(g.nodes, marks, timeout, isService(mesh.ServiceFreed, c.rec))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("service freed: %w", err)
+	}
+	return later(at1, at2), nil
+}
+
+// measureKill kills a helper node with SIGKILL, runs times, and records
+// how long until it and its record are gone on every node of g.
+func measureKill(r *row, g *group, cluster string, runs int) {
+	for range runs {
+		c, err := victim(g, cluster)
+		if err != nil {
+			r.err = err
+			return
+		}
+		marks := g.marks()
+		t0 := time.Now()
+		c.cmd.Process.Signal(syscall.SIGKILL)
+		at, err := gone(g, c, marks, 10*time.Second)
+		c.kill()
+		if err != nil {
+			r.err = err
+			return
+		}
+		r.samples = append(r.samples, ms(at.Sub(t0)))
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// measureFreeze stops a helper node with SIGSTOP (a frozen host: its
+// kernel still acknowledges, nothing answers), runs times, and records how
+// long until it and its record are gone on every node of g.
+func measureFreeze(r *row, g *group, cluster string, runs int) {
+	for range runs {
+		c, err := victim(g, cluster)
+		if err != nil {
+			r.err = err
+			return
+		}
+		marks := g.marks()
+		t0 := time.Now()
+		c.cmd.Process.Signal(syscall.SIGSTOP)
+		at, err := gone(g, c, marks, 10*time.Second)
+		c.kill()
+		if err != nil {
+			r.err = err
+			return
+		}
+		r.samples = append(r.samples, ms(at.Sub(t0)))
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// cutAddr is the address of the node whose links are cut: every link of
+// the mesh to it runs to this address, and nftables drops every packet
+// from or to it, in both directions, without a reset: a pulled cable.
+const cutAddr = "127.0.0.2"
+
+// measureCut links a helper node listening on cutAddr (with the highest
+// id, so that every other node dials it), cuts it off, runs times, and
+// records how long until it and its record are gone on every node of g.
+func measureCut(r *row, g *group, cluster string, runs int) {
+	if err := nftRun("add table inet tsbench_cut\n" +
+		"add chain inet tsbench_cut out { type filter hook output priority 0; policy accept; }\n"); err != nil {
+		r.err = err
+		return
+	}
+	defer nftRun("delete table inet tsbench_cut\n")
+	for range runs {
+		c, err := victim(g, cluster, "-listen", cutAddr+":0", "-id", "zzzz-"+uuid.NewString(), "-fallback", "10m")
+		if err != nil {
+			r.err = err
+			return
+		}
+		marks := g.marks()
+		t0 := time.Now()
+		err = nftRun("add rule inet tsbench_cut out ip saddr " + cutAddr + " drop\n" +
+			"add rule inet tsbench_cut out ip daddr " + cutAddr + " drop\n")
+		if err != nil {
+			c.kill()
+			r.err = err
+			return
+		}
+		at, err := gone(g, c, marks, 10*time.Second)
+		c.kill()
+		nftRun("flush chain inet tsbench_cut out\n")
+		if err != nil {
+			r.err = err
+			return
+		}
+		r.samples = append(r.samples, ms(at.Sub(t0)))
+		time.Sleep(200 * time.Millisecond)
+	}
+}

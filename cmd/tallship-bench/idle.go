@@ -1,0 +1,224 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os/exec"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/tallship-go/tallship/mesh"
+)
+
+// measureIdleLinks links `links` pairs of nodes, lets each side send one
+// message (so that both message streams exist, as in any mesh of three
+// nodes or more, where peer exchange uses them), waits for the links to go
+// idle and reports the heap, stack and goroutines they added, per side.
+func measureIdleLinks(heap, stack, gor *row, links int) {
+	fail := func(err error) { heap.err, stack.err, gor.err = err, err, err }
+	cfg := mesh.Config{Listen: "127.0.0.1:0", Discovery: mesh.NoDiscovery, Logger: quiet}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	nodes := make([]*mesh.Node, 0, 2*links)
+	defer func() {
+		var wg sync.WaitGroup
+		for _, n := range nodes {
+			wg.Go(func() { n.Close() })
+		}
+		wg.Wait()
+	}()
+	for i := range 2 * links {
+		n, err := cfg.Join(ctx, fmt.Sprintf("idle-%d", i/2))
+		if err != nil {
+			fail(err)
+			return
+		}
+		nodes = append(nodes, n)
+	}
+	settle := func() (heap, stack uint64, gor int) {
+		time.Sleep(500 * time.Millisecond)
+		var m runtime.MemStats
+		runtime.GC()
+		runtime.GC()
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc, m.StackInuse, runtime.NumGoroutine()
+	}
+	h0, s0, g0 := settle()
+	for i := 0; i < len(nodes); i += 2 {
+		if _, err := nodes[i].Connect(ctx, nodes[i+1].Addrs()[0].String()); err != nil {
+			fail(err)
+			return
+		}
+	}
+	msg := make([]byte, 64)
+	for i := 0; i < len(nodes); i += 2 {
+		a, b := nodes[i], nodes[i+1]
+		for len(b.Peers()) == 0 {
+			if ctx.Err() != nil {
+				fail(errors.New("pairs did not link"))
+				return
+			}
+			time.Sleep(time.Millisecond)
+		}
+		if err := a.Send(ctx, b.ID(), msg); err != nil {
+			fail(err)
+			return
+		}
+		if err := b.Send(ctx, a.ID(), msg); err != nil {
+			fail(err)
+			return
+		}
+		if _, err := a.Receive(ctx); err != nil {
+			fail(err)
+			return
+		}
+		if _, err := b.Receive(ctx); err != nil {
+			fail(err)
+			return
+		}
+	}
+	time.Sleep(time.Second) // registry sync, first heartbeats
+	h1, s1, g1 := settle()
+	sides := float64(2 * links)
+	heap.samples = append(heap.samples, (float64(h1)-float64(h0))/sides/1024)
+	stack.samples = append(stack.samples, (float64(s1)-float64(s0))/sides/1024)
+	gor.samples = append(gor.samples, float64(g1-g0)/sides)
+}
+
+// idleWatch counts, over windows of an idle mesh, the mDNS packets sent
+// (all UDP leaving a socket in the namespace, counted by an nftables rule,
+// and those heard by a passive multicast listener) and the process's CPU
+// time.
+type idleWatch struct {
+	nft      bool
+	heard    atomic.Int64
+	listener *net.UDPConn
+	wg       sync.WaitGroup
+}
+
+func startIdleWatch() (*idleWatch, error) {
+	w := &idleWatch{}
+	lo, err := net.InterfaceByName("lo")
+	if err != nil {
+		return nil, err
+	}
+	w.listener, err = net.ListenMulticastUDP("udp4", lo, &net.UDPAddr{IP: net.IPv4(224, 0, 0, 251), Port: 5353})
+	if err != nil {
+		return nil, fmt.Errorf("passive mDNS listener: %w", err)
+	}
+	w.wg.Go(func() {
+		buf := make([]byte, 9000)
+		for {
+			if _, _, err := w.listener.ReadFromUDP(buf); err != nil {
+				return
+			}
+			w.heard.Add(1)
+		}
+	})
+	w.nft = nftRun("add table inet tsbench_udp\n"+
+		"add chain inet tsbench_udp out { type filter hook output priority 0; policy accept; }\n"+
+		"add rule inet tsbench_udp out meta l4proto udp counter\n") == nil
+	return w, nil
+}
+
+func (w *idleWatch) stop() {
+	w.listener.Close()
+	w.wg.Wait()
+	if w.nft {
+		nftRun("delete table inet tsbench_udp\n")
+	}
+}
+
+// sent reads the nftables counter of UDP packets sent.
+func (w *idleWatch) sent() int64 {
+	if !w.nft {
+		return -1
+	}
+	out, err := exec.Command("nft", "list", "chain", "inet", "tsbench_udp", "out").CombinedOutput()
+	if err != nil {
+		return -1
+	}
+	m := regexp.MustCompile(`counter packets (\d+)`).FindSubmatch(out)
+	if m == nil {
+		return -1
+	}
+	n, _ := strconv.ParseInt(string(m[1]), 10, 64)
+	return n
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// measureIdleMesh counts mDNS packets and CPU over windows of the idle
+// mesh g of n nodes.
+func measureIdleMesh(sent, heard, cpu *row, n int, settle, window time.Duration, windows int) {
+	w, err := startIdleWatch()
+	if err != nil {
+		sent.err, heard.err, cpu.err = err, err, err
+		return
+	}
+	defer w.stop()
+	time.Sleep(settle)
+	for range windows {
+		s0, h0, c0, t0 := w.sent(), w.heard.Load(), cpuTime(), time.Now()
+		time.Sleep(window)
+		s1, h1, c1, t1 := w.sent(), w.heard.Load(), cpuTime(), time.Now()
+		secs := t1.Sub(t0).Seconds()
+		if s0 >= 0 && s1 >= 0 {
+			sent.samples = append(sent.samples, float64(s1-s0)/secs/float64(n))
+		}
+		heard.samples = append(heard.samples, float64(h1-h0)/secs/float64(n))
+		cpu.samples = append(cpu.samples, 100*float64(c1-c0)/float64(t1.Sub(t0)))
+	}
+	if !w.nft {
+		sent.err = errors.New("nft unavailable: cannot count unicast answers")
+	}
+}
+
+// nftRun runs an nftables script.
+func nftRun(script string) error {
+	cmd := exec.Command("nft", "-f", "-")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("nft: %v: %s", err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// measureBusy runs one CPU burner per core for d while the mesh g idles,
+// and counts the peer-down events its nodes report meanwhile (and for a
+// second after). Every one is a false alarm.
+func measureBusy(r *row, g *group, d time.Duration) {
+	marks := g.marks()
+	var burners []*child
+	for range runtime.NumCPU() {
+		c, err := startHelper("burn", "-for", d.String())
+		if err != nil {
+			r.err = err
+			break
+		}
+		burners = append(burners, c)
+	}
+	for _, c := range burners {
+		c.wait()
+	}
+	time.Sleep(time.Second)
+	down := 0
+	for i, b := range g.nodes {
+		down += b.count(marks[i], func(e mesh.Event) bool { return e.Kind == mesh.PeerDown })
+	}
+	if r.err == nil {
+		r.samples = append(r.samples, float64(down))
+	}
+}

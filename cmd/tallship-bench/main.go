@@ -1,0 +1,266 @@
+// Command tallship-bench measures tallship against the targets of the
+// specification's Performance table and prints one table: each measure's
+// median and tail over repeated runs, its target, and, where one applies,
+// the same work over raw TCP on loopback measured in the same run.
+//
+//	go run ./cmd/tallship-bench            full run (a few minutes)
+//	go run ./cmd/tallship-bench -quick     short run
+//	go run ./cmd/tallship-bench -runs 20   more runs per measure
+//
+// It re-executes itself in a private network namespace (a new user
+// namespace too when not root), so that its mDNS traffic never leaves the
+// machine; without one it runs only the measures that use loopback alone.
+// Nodes run with the default Config (mDNS discovery, default timers),
+// except the link measures, which link two nodes on 127.0.0.1 with
+// Connect.
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+
+	"github.com/google/uuid"
+)
+
+func main() {
+	if len(os.Args) > 2 && os.Args[1] == "-helper" {
+		if err := runHelper(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "tallship-bench helper:", err)
+			os.Exit(1)
+		}
+		return
+	}
+	switch os.Getenv(envNS) {
+	case "":
+		code, err := enterNamespace(os.Args[1:])
+		if err == nil {
+			os.Exit(code)
+		}
+		os.Setenv(envNS, "unavailable: "+err.Error())
+	case nsChild:
+		if err := setupNamespace(); err != nil {
+			fmt.Fprintln(os.Stderr, "tallship-bench: private network namespace:", err)
+			os.Exit(1)
+		}
+		os.Setenv(envNS, nsReady)
+	}
+	os.Exit(run(os.Args[1:]))
+}
+
+// options of a run.
+type options struct {
+	runs  int
+	quick bool
+	only  string
+}
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("tallship-bench", flag.ContinueOnError)
+	var o options
+	fs.BoolVar(&o.quick, "quick", false, "short run: fewer runs, shorter windows")
+	fs.IntVar(&o.runs, "runs", 0, "runs per measure (default 10, 3 with -quick)")
+	fs.StringVar(&o.only, "only", "", "run only the measures whose group name contains this (link, memory, formation, mesh)")
+	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	if o.runs <= 0 {
+		o.runs = 10
+		if o.quick {
+			o.runs = 3
+		}
+	}
+	inNS := os.Getenv(envNS) == nsReady
+	fmt.Println(machine())
+	fmt.Printf("runs: %d%s; network: %s\n", o.runs, map[bool]string{true: " (quick)"}[o.quick], nsStatus())
+	fmt.Printf("load average at start: %s\n\n", loadavg())
+	start := time.Now()
+
+	tag := uuid.NewString()[:8]
+	// The rows, in the order of the specification's table.
+	var formRows, meshRows, linkRows, memRows, idleRows []*row
+	want := func(group string) bool { return o.only == "" || strings.Contains(group, o.only) }
+	dur := func(full, quick time.Duration) time.Duration {
+		if o.quick {
+			return quick
+		}
+		return full
+	}
+	noNS := func(r *row) *row {
+		r.err = fmt.Errorf("needs a private network namespace (%s)", nsStatus())
+		return r
+	}
+
+	if want("formation") {
+		f10 := &row{name: "N=10 nodes started together → full mesh (mDNS)", unit: "ms", target: "≤ 300 ms",
+			check: func(r *row) bool { return median(r.samples) <= 300 }}
+		f50 := &row{name: "N=50 nodes started together → full mesh (mDNS)", unit: "ms", target: "≤ 2 s",
+			check: func(r *row) bool { return median(r.samples) <= 2000 }}
+		if inNS {
+			if n := os.Getenv("TALLSHIP_BENCH_FORM"); n != "" {
+				var size int
+				fmt.Sscan(n, &size)
+				f50.name = fmt.Sprintf("N=%d nodes started together → full mesh (mDNS)", size)
+				measureFormation(f50, tag, size, o.runs)
+			} else {
+				measureFormation(f10, tag, 10, o.runs)
+				measureFormation(f50, tag, 50, max(2, o.runs/2))
+			}
+		} else {
+			noNS(f10)
+			noNS(f50)
+		}
+		formRows = []*row{f10, f50}
+	}
+
+	if want("mesh") {
+		const n = 20
+		join := &row{name: "new node → linked to all of a 20-node mesh", unit: "ms", target: "p50 ≤ 100 ms, p99 ≤ 500 ms",
+			check: func(r *row) bool { return median(r.samples) <= 100 && r.tail() <= 500 }}
+		register := &row{name: "register → visible on all (N=20)", unit: "ms", target: "p99 ≤ 10 ms",
+			check: func(r *row) bool { return r.tail() <= 10 }}
+		leave := &row{name: "graceful leave → gone everywhere", unit: "ms", target: "≤ 50 ms",
+			check: func(r *row) bool { return r.tail() <= 50 }}
+		kill := &row{name: "kill -9 → node and services gone everywhere", unit: "ms", target: "≤ 300 ms",
+			check: func(r *row) bool { return r.tail() <= 300 }}
+		cut := &row{name: "silent peer, link cut (nft drop) → gone everywhere", unit: "ms", target: "≤ 1.5 s",
+			check: func(r *row) bool { return r.tail() <= 1500 }}
+		freeze := &row{name: "silent peer, host frozen (SIGSTOP) → gone everywhere", unit: "ms", target: "≤ 1.5 s",
+			check: func(r *row) bool { return r.tail() <= 1500 }}
+		busy := &row{name: fmt.Sprintf("false peer-downs, %d CPU burners, 20 idle nodes", runtime.NumCPU()), unit: "", target: "0",
+			check: func(r *row) bool { return percentile(r.samples, 100) == 0 }}
+		sent := &row{name: "mDNS packets sent /s per node, idle 20-node mesh", unit: "/s", target: "≤ 1 /s",
+			check: func(r *row) bool { return r.tail() <= 1 }}
+		heard := &row{name: "mDNS multicast heard /s per node, idle 20-node mesh", unit: "/s", target: "",
+			note: "passive listener"}
+		cpu := &row{name: "CPU of an idle 20-node mesh", unit: "%", note: "of one core, whole process"}
+		all := []*row{join, register, leave, kill, cut, freeze, busy, sent, heard, cpu}
+		if inNS {
+			cluster := "mesh-" + tag
+			g, d, err := formMesh(cluster, n, mdnsConfig(), 60*time.Second)
+			if err != nil {
+				for _, r := range all {
+					r.err = fmt.Errorf("20-node mesh: %w", err)
+				}
+			} else {
+				fmt.Printf("20-node mesh formed in %v\n", d.Round(time.Millisecond))
+				measureIdleMesh(sent, heard, cpu, n, dur(10*time.Second, 5*time.Second), dur(10*time.Second, 5*time.Second), map[bool]int{false: 3, true: 2}[o.quick])
+				for range map[bool]int{false: 2, true: 1}[o.quick] {
+					measureBusy(busy, g, dur(5*time.Second, 3*time.Second))
+				}
+				measureChurn(join, register, leave, g, cluster, 2*o.runs)
+				measureKill(kill, g, cluster, o.runs)
+				measureCut(cut, g, cluster, max(2, o.runs/2))
+				measureFreeze(freeze, g, cluster, max(2, o.runs/2))
+				g.closeAll()
+			}
+		} else {
+			for _, r := range all {
+				noNS(r)
+			}
+		}
+		meshRows, idleRows = []*row{join, register, leave, kill, cut, freeze, busy}, []*row{sent, heard, cpu}
+	}
+
+	if want("link") {
+		tp32 := &row{name: "one stream's throughput, 32 KiB writes", unit: "MB/s", higher: true, target: "≥ 85% of raw TCP",
+			check: func(r *row) bool { return r.ratio() >= 0.85 }}
+		tp1m := &row{name: "one stream's throughput, 1 MiB writes", unit: "MB/s", higher: true, target: "(≥ 85% of raw TCP)",
+			check: func(r *row) bool { return r.ratio() >= 0.85 }}
+		tpSec := &row{name: "one stream's throughput, 32 KiB writes, cluster secret", unit: "MB/s", higher: true, target: ""}
+		msgs := &row{name: "64 B messages one way (Send → Receive)", unit: "/s", higher: true, target: "≥ 100% of raw TCP",
+			check: func(r *row) bool { return r.ratio() >= 1 }}
+		pp := &row{name: "64 B ping-pong, messages (Send/Receive)", unit: "/s", higher: true, target: "≥ 50% of raw TCP",
+			check: func(r *row) bool { return r.ratio() >= 0.5 }}
+		ppStream := &row{name: "64 B ping-pong, one stream", unit: "/s", higher: true, target: "≥ 50% of raw TCP",
+			check: func(r *row) bool { return r.ratio() >= 0.5 }}
+		d := dur(time.Second, 300*time.Millisecond)
+		measureThroughput(tp32, o.runs, 32<<10, d, "")
+		measureThroughput(tp1m, o.runs, 1<<20, d, "")
+		measureThroughput(tpSec, o.runs, 32<<10, d, "bench-secret")
+		measureMessages(msgs, o.runs, int(dur(200_000, 50_000)))
+		measurePingPong(pp, o.runs, int(dur(20_000, 5_000)))
+		measureStreamPingPong(ppStream, o.runs, int(dur(20_000, 5_000)))
+		linkRows = []*row{tp32, tp1m, tpSec, msgs, pp, ppStream}
+	}
+
+	if want("memory") {
+		heap := &row{name: "heap per idle link, per side (100 links)", unit: "KiB", target: "≤ 32 KiB",
+			check: func(r *row) bool { return median(r.samples) <= 32 }}
+		stack := &row{name: "stack per idle link, per side (100 links)", unit: "KiB"}
+		gor := &row{name: "goroutines per idle link, per side (100 links)", unit: "", target: "≤ 4",
+			check: func(r *row) bool { return median(r.samples) <= 4 }}
+		measureIdleLinks(heap, stack, gor, 100)
+		memRows = []*row{heap, stack, gor}
+	}
+
+	var rows []*row
+	if len(meshRows) > 0 {
+		rows = append(rows, meshRows[0])
+	}
+	rows = append(rows, formRows...)
+	if len(meshRows) > 0 {
+		rows = append(rows, meshRows[1:]...)
+	}
+	rows = append(rows, linkRows...)
+	rows = append(rows, memRows...)
+	rows = append(rows, idleRows...)
+
+	printTable(os.Stdout, rows)
+	fmt.Printf("\ntook %v; load average at end: %s\n", time.Since(start).Round(time.Second), loadavg())
+	return 0
+}
+
+// machine describes the machine and toolchain.
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
+				model = strings.TrimSpace(v)
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("machine: %d CPUs (%s), %s %s/%s", runtime.NumCPU(), model, runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func nsStatus() string {
+	switch v := os.Getenv(envNS); v {
+	case nsReady:
+		if out, err := exec.Command("nft", "--version").Output(); err == nil {
+			return "private namespace (loopback only; " + string(bytes.TrimSpace(out)) + ")"
+		}
+		return "private namespace (loopback only; no nft: the link-cut and packet-count measures fail)"
+	default:
+		return "no private namespace: " + strings.TrimPrefix(v, "unavailable: ")
+	}
+}
