@@ -48,7 +48,8 @@ var clusterSeq atomic.Int64
 // clusterName returns a cluster name used by this test alone, so nodes of
 // different tests never meet even though they share the namespace.
 func clusterName(t *testing.T) string {
-	return fmt.Sprintf("ts-%s-%d-%d", strings.ToLower(t.Name()), os.Getpid(), clusterSeq.Add(1))
+	name := strings.ReplaceAll(strings.ToLower(t.Name()), "/", "-")
+	return fmt.Sprintf("ts-%s-%d-%d", name, os.Getpid(), clusterSeq.Add(1))
 }
 
 // testLogger logs at Debug to stderr with TALLSHIP_DEBUG set, else nothing.
@@ -429,17 +430,18 @@ func startChild(t *testing.T, args ...string) *child {
 	lines := make(chan string)
 	go func() {
 		defer close(c.exited)
+		to := lines
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
-			if lines != nil {
-				lines <- sc.Text()
+			if to != nil {
+				to <- sc.Text()
 				if sc.Text() == "ready" {
-					lines = nil
+					to = nil
 				}
 			}
 		}
-		if lines != nil {
-			close(lines)
+		if to != nil {
+			close(to)
 		}
 		cmd.Wait()
 	}()
@@ -558,7 +560,7 @@ func TestLookupBeforeRegister(t *testing.T) {
 		t.Fatalf("Lookup returned before any instance exists: %v, %v", r.recs, r.err)
 	default:
 	}
-	register(t, b, mesh.Service{Role: "late@1.9.0", Port: 9001}) // out of range: no wake-up
+	register(t, b, mesh.Service{Role: "late@1.9.0", Port: 9001}) // out of range: the Lookup waits on
 	meta := map[string]string{"zone": "blue", "weight": "3"}
 	want := register(t, b, mesh.Service{Role: "late@2.1.0", Port: 9002, Meta: meta})
 
@@ -608,6 +610,7 @@ func TestTenNodesRegisterAndFree(t *testing.T) {
 	if len(pairs) != 45 {
 		t.Fatalf("%d distinct links, want 45", len(pairs))
 	}
+	converge(t, nodes...)
 
 	watchers := make([]*recorder, len(nodes))
 	for i, n := range nodes {
@@ -719,17 +722,12 @@ func TestRingOfThreeNoDuplicates(t *testing.T) {
 		owner[id] = nodes[i%3].ID()
 	}
 	for _, w := range watchers {
-		var got []string
-		for _, ev := range w.events() {
-			if slices.Contains(ids, ev.Record.ID) {
-				got = append(got, ev.Kind.String()+" "+ev.Record.ID)
-			}
-		}
+		evs := w.events()
 		for _, id := range ids {
 			var seq []string
-			for _, g := range got {
-				if strings.HasSuffix(g, " "+id) {
-					seq = append(seq, strings.TrimSuffix(g, " "+id))
+			for _, ev := range evs {
+				if ev.Record.ID == id {
+					seq = append(seq, ev.Kind.String())
 				}
 			}
 			// Each event once, in order. An update may be folded into the
@@ -899,6 +897,7 @@ func TestFreeByOtherNodeRefused(t *testing.T) {
 	c := join(t, cluster, nodeConfig("witness-c"))
 	nodes := []*mesh.Node{a, b, c}
 	eventually(t, meshWait, "a full mesh of 3 by mDNS", func() bool { return fullMesh(nodes...) })
+	converge(t, nodes...)
 	rec := register(t, a, mesh.Service{Role: "owned@1.0.0", Port: 4242, Meta: map[string]string{"k": "v"}})
 	for _, n := range nodes {
 		eventually(t, changeWait, n.ID()+" to see the record", func() bool { return has(t, n, "owned", rec.ID) })
