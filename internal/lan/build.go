@@ -55,7 +55,7 @@ func buildHelper() (string, error) {
 		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	path := filepath.Join(dir, "lanhost")
-	cmd := exec.Command(gobin, "build", "-o", path, helperPkg)
+	cmd := exec.Command(gobin, "build", "-buildvcs=false", "-o", path, helperPkg)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOTOOLCHAIN=local")
 	if out, err := cmd.CombinedOutput(); err != nil {

@@ -20,9 +20,10 @@
 //	p := l.Start(l.Host(0), lan.Node{Cluster: "c"})
 //	l.Cut(l.Host(3)) ...
 //
-// It needs root (in the test's namespace), iproute2, nsenter and sleep;
-// faults made with nftables (Partition, Loss) also need nft. Where one is
-// missing, the test skips and says which.
+// It needs root in the test's namespace, which netns.Main also gives an
+// ordinary user (a user namespace of its own), and iproute2, nsenter and
+// sleep; Partition and Loss also need nft. Where one is missing, the test
+// skips and says which.
 package lan
 
 import (
@@ -155,7 +156,7 @@ func New(t testing.TB, n int) *LAN {
 func Require(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
-		t.Skip("lan: needs root in the test's namespace to make network namespaces")
+		t.Skip("lan: needs root in the test's namespace (netns.Main) to make network namespaces")
 	}
 	for _, tool := range []string{"ip", "nsenter", "sleep"} {
 		if _, err := exec.LookPath(tool); err != nil {
