@@ -1510,7 +1510,7 @@ func blockPort(t *testing.T, port int) (unblock func()) {
 // the peer's announcement is fresh (TTL 120 s).
 func TestSilentLinkBetweenDiscoveredNodesHeals(t *testing.T) {
 	netns.Require(t)
-	knownBug(t, "mesh/link.go linkClosed redials kept peers only; a discovered peer whose link was lost is not redialed")
+
 	checkGoroutines(t)
 	cluster := clusterName(t)
 	a := join(t, cluster, nodeConfig("silent-a"))
@@ -1549,7 +1549,7 @@ func TestSilentLinkBetweenDiscoveredNodesHeals(t *testing.T) {
 // round in five; five rounds run.
 func TestCloseBeforeConvergenceNoFlap(t *testing.T) {
 	netns.Require(t)
-	knownBug(t, "mesh/node.go close cancels n.ctx, ending every registry Serve, before reg.Close sends the leaving state")
+
 	checkGoroutines(t)
 	for round := range 5 {
 		t.Run(fmt.Sprint("round", round), func(t *testing.T) {

@@ -339,8 +339,17 @@ func (n *Node) linkClosed(l *link) {
 	for _, r := range p.retiring {
 		r.tl.Close()
 	}
-	if t := n.targets[l.peer]; t != nil && t.kept && !n.closed {
-		n.startDialLocked(t, n.cfg.DialBackoff)
+	// Redial a kept peer, and one discovery still reports present: the
+	// link may have died while both nodes live on.
+	if t := n.targets[l.peer]; t != nil && !n.closed {
+		switch {
+		case t.kept:
+			n.startDialLocked(t, n.cfg.DialBackoff)
+		case t.announced && n.id < t.id:
+			n.startDialLocked(t, n.cfg.DialBackoff)
+		case t.announced:
+			n.startDialLocked(t, n.cfg.FallbackDelay)
+		}
 	}
 }
 

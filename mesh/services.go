@@ -72,9 +72,11 @@ func (n *Node) registryEvent(e registry.Event) {
 }
 
 // serveRegistry runs the registry's replication over one stream of a link.
+// It ends when the link does or the registry closes; not when the node
+// starts closing, so that the registry's goodbye still goes out.
 func (n *Node) serveRegistry(peer string, s *transport.Stream) {
 	defer n.wg.Done()
-	if err := n.reg.Serve(n.ctx, peer, s); err != nil && n.ctx.Err() == nil {
+	if err := n.reg.Serve(context.Background(), peer, s); err != nil && n.ctx.Err() == nil {
 		n.log.Debug("registry stream ended", "peer", peer, "err", err)
 	}
 }
