@@ -98,4 +98,3 @@ func BenchmarkParseMembers20(b *testing.B) {
 		}
 	}
 }
-
