@@ -1504,13 +1504,12 @@ func blockPort(t *testing.T, port int) (unblock func()) {
 // lose each other's records within the keepalive bound, and link again
 // once packets flow, although neither node restarted nor re-announced.
 //
-// Known bug (see knownBug): a link lost between two live nodes is redialed
-// only when the peer is kept (Connect); for a discovered peer nothing
-// dials again until discovery reports it anew, which mDNS does not while
-// the peer's announcement is fresh (TTL 120 s).
+// A regression test: a link lost between two live nodes used to be
+// redialed only when the peer was kept (Connect); for a discovered peer
+// nothing dialed again until discovery reported it anew, which mDNS does
+// not while the peer's announcement is fresh (TTL 120 s).
 func TestSilentLinkBetweenDiscoveredNodesHeals(t *testing.T) {
 	netns.Require(t)
-
 	checkGoroutines(t)
 	cluster := clusterName(t)
 	a := join(t, cluster, nodeConfig("silent-a"))
@@ -1542,14 +1541,13 @@ func TestSilentLinkBetweenDiscoveredNodesHeals(t *testing.T) {
 // freed and then shown again. The slow a–b path (300 ms, through a
 // delaying proxy) makes a learn of the b–c link only after c has gone.
 //
-// Known bug (see knownBug): the mesh cancels the registry's streams
-// before the registry says goodbye, so a may not get c's "leaving" state
-// and only hides c's records when its link drops, to show them again when
-// b's late state makes c look reachable. It loses that race in about one
-// round in five; five rounds run.
+// A regression test: the mesh used to cancel the registry's streams
+// before the registry said goodbye, so a might not get c's "leaving"
+// state and only hid c's records when its link dropped, to show them
+// again when b's late state made c look reachable. That race was lost in
+// one round in five to one in two; five rounds run.
 func TestCloseBeforeConvergenceNoFlap(t *testing.T) {
 	netns.Require(t)
-
 	checkGoroutines(t)
 	for round := range 5 {
 		t.Run(fmt.Sprint("round", round), func(t *testing.T) {
@@ -1573,18 +1571,5 @@ func TestCloseBeforeConvergenceNoFlap(t *testing.T) {
 				t.Errorf("a: c's record registered %d times, freed %d times; want once each; events: %s", r, f, w.describe())
 			}
 		})
-	}
-}
-
-// knownBug skips t, which shows a bug not fixed yet, unless
-// TALLSHIP_KNOWN_BUGS is set: run them with
-//
-//	TALLSHIP_KNOWN_BUGS=1 go test -race -run 'TestCloseBeforeConvergenceNoFlap|TestSilentLinkBetweenDiscoveredNodesHeals' .
-//
-// Remove the call once the bug is fixed.
-func knownBug(t *testing.T, what string) {
-	t.Helper()
-	if os.Getenv("TALLSHIP_KNOWN_BUGS") == "" {
-		t.Skipf("known bug, not fixed yet: %s (set TALLSHIP_KNOWN_BUGS=1 to run)", what)
 	}
 }
