@@ -216,7 +216,6 @@ func TestLANLinkCut(t *testing.T) {
 // A cut host whose link is mended rejoins: one mesh again, every record
 // everywhere.
 func TestLANLinkMend(t *testing.T) {
-	lanKnownBug(t, lanBugNoRedial)
 	l, procs := lanMesh(t, 8, lan.Node{})
 	recs := lanRegisterEach(t, procs, "m")
 	lanCut(t, l, procs, recs)
@@ -274,7 +273,6 @@ func TestLANPartition(t *testing.T) {
 // Partition 5|3, then heal: one mesh again, every live registration
 // everywhere, none lost, none duplicated.
 func TestLANPartitionHeal(t *testing.T) {
-	lanKnownBug(t, lanBugNoRedial)
 	l, procs := lanMesh(t, 8, lan.Node{})
 	recs := lanPartition(t, l, procs)
 
@@ -350,20 +348,12 @@ func lanPartition(t *testing.T, l *lan.LAN, procs []*lan.Proc) []lan.Record {
 	return recs
 }
 
-// lanBugNoRedial is a library bug these tests found (issue 6): a peer
-// found by mDNS whose link is lost without a goodbye (a cut link, a
-// partition) is never dialed again while it stays announced, so a mended
-// or healed LAN never becomes one mesh again.
-const lanBugNoRedial = "library bug: a discovered peer whose link was lost is not redialed while mDNS keeps announcing it " +
-	"(mesh/link.go linkClosed redials only kept peers; discovery reports Found only on a change of addresses), " +
-	"so a mended link or a healed partition never re-forms the mesh"
-
 // lanKnownBug skips t, naming a known library bug it would fail on,
-// unless TALLSHIP_LAN_KNOWN_BUGS is set (to check a fix).
+// unless TALLSHIP_KNOWN_BUGS is set (to check a fix).
 func lanKnownBug(t *testing.T, bug string) {
 	t.Helper()
-	if os.Getenv("TALLSHIP_LAN_KNOWN_BUGS") == "" {
-		t.Skip(bug + " (set TALLSHIP_LAN_KNOWN_BUGS=1 to run it)")
+	if os.Getenv("TALLSHIP_KNOWN_BUGS") == "" {
+		t.Skip(bug + " (set TALLSHIP_KNOWN_BUGS=1 to run it)")
 	}
 }
 
@@ -402,8 +392,8 @@ func TestLANFrameLossDefaultTimers(t *testing.T) {
 
 // lanBugLossFalseAlarm is a library limit these tests found (issue 6).
 const lanBugLossFalseAlarm = "library limit: at 10% frame loss the default silent-peer bound (keepalive 500 ms + write timeout 1 s) " +
-	"drops live peers (a TCP segment lost 4 times stalls the link's pings 1.4 s); with the no-redial bug the pair stays apart " +
-	"and the messages queued on the lost link are lost"
+	"drops live peers (a TCP segment lost 4 times in a row holds a link's pings back 1.4 s), " +
+	"and the messages queued on the dropped link are lost although Send returned nil (a gap in the sequence the peer receives)"
 
 func lanFrameLoss(t *testing.T, cfg lan.Node) {
 	lan.RequireNFT(t)
