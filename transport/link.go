@@ -90,7 +90,7 @@ func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify
 	yc := cfg.yamux()
 	yc.LogOutput = nil
 	yc.Logger = yamuxLogger{cfg.Logger.With("peer", remote.ID)}
-	sc := &sessionConn{Conn: sealed, streams: &l.streams}
+	sc := newSessionConn(sealed, &l.streams)
 	if dialer {
 		l.sess, err = yamux.Client(sc, yc)
 	} else {

@@ -94,17 +94,3 @@ func (s *Stream) linkErr(err error) error {
 	}
 	return err
 }
-
-// sessionConn is the connection under a link's yamux session. yamux
-// closes it right after it starts shutting down, whatever the cause (a
-// failed keepalive, a broken connection, Close), so its Close is where
-// the link's streams are aborted, before any reader can spin.
-type sessionConn struct {
-	net.Conn
-	streams *streamSet
-}
-
-func (c *sessionConn) Close() error {
-	c.streams.abort()
-	return c.Conn.Close()
-}

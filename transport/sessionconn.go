@@ -1,0 +1,98 @@
+package transport
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+)
+
+// sessionConn is the connection under a link's yamux session.
+//
+// yamux closes it right after it starts shutting down, whatever the cause
+// (a failed keepalive, a broken connection, Close), so its Close is where
+// the link's streams are aborted, before any reader can spin (see
+// streamSet).
+//
+// Its Write joins each yamux data frame into one write. yamux's send loop
+// (the connection's only writer) writes a frame as two writes, the 12-byte
+// header and then the body: two system calls, two TCP segments for a small
+// message, and two sealed records under a cluster secret. A data header
+// announcing a body is held and goes out with that body, which yamux
+// writes next, from the same goroutine; every other write goes out at
+// once, so nothing waits.
+type sessionConn struct {
+	net.Conn
+	streams *streamSet
+
+	// Used only by the send loop.
+	held    bool
+	hdr     [yamuxHeaderSize]byte
+	vectors net.Buffers
+	direct  bool // Conn writes vectors in one system call
+	copyMax int  // bodies up to this size are copied after their header
+}
+
+// yamux's frame header: version[1] type[1] flags[2] stream[4] length[4].
+const (
+	yamuxHeaderSize = 12
+	yamuxTypeData   = 0
+	// On a TCP connection, bodies up to tcpCopyMax are copied after their
+	// header, larger ones written with it as a vector (writev). Elsewhere
+	// (a sealed or TLS connection) bodies up to sealedCopyMax are copied,
+	// so that header and body make one record.
+	tcpCopyMax    = 1 << 10
+	sealedCopyMax = maxPlainText - yamuxHeaderSize
+)
+
+var joinBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
+
+func newSessionConn(c net.Conn, streams *streamSet) *sessionConn {
+	sc := &sessionConn{Conn: c, streams: streams, copyMax: sealedCopyMax}
+	if _, tcp := c.(*net.TCPConn); tcp {
+		sc.direct, sc.copyMax = true, tcpCopyMax
+	}
+	return sc
+}
+
+func (c *sessionConn) Write(p []byte) (int, error) {
+	if c.held {
+		c.held = false
+		return c.writeJoined(p)
+	}
+	if len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
+		copy(c.hdr[:], p)
+		c.held = true
+		return len(p), nil
+	}
+	return c.Conn.Write(p)
+}
+
+// writeJoined writes the held header and body in one write.
+func (c *sessionConn) writeJoined(body []byte) (int, error) {
+	if len(body) > c.copyMax && c.direct {
+		c.vectors = append(c.vectors[:0], c.hdr[:], body)
+		v := c.vectors
+		n, err := v.WriteTo(c.Conn)
+		clear(c.vectors[:2])
+		return max(0, int(n)-yamuxHeaderSize), err
+	}
+	if len(body) > c.copyMax {
+		if _, err := c.Conn.Write(c.hdr[:]); err != nil {
+			return 0, err
+		}
+		return c.Conn.Write(body)
+	}
+	bp := joinBufs.Get().(*[]byte)
+	b := append(append((*bp)[:0], c.hdr[:]...), body...)
+	n, err := c.Conn.Write(b)
+	if cap(b) <= 64<<10 {
+		*bp = b[:0]
+		joinBufs.Put(bp)
+	}
+	return max(0, n-yamuxHeaderSize), err
+}
+
+func (c *sessionConn) Close() error {
+	c.streams.abort()
+	return c.Conn.Close()
+}
