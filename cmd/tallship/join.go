@@ -18,6 +18,10 @@ status 1. With --json each line is a
 JSON object: {"time", "event", "peer", "addrs", "service", "error"}; the
 first has "event":"joined" with this node's "id" and "addrs", the last
 "event":"left".
+
+With --http the node also serves the dashboard of tallship ui on ADDR,
+with itself in the picture; the line after "joined" gives its address
+("dashboard", or {"event":"dashboard","url"} with --json).
 `
 
 func runJoin(ctx context.Context, e *env, args []string) error {
@@ -25,6 +29,7 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("join", e, joinHelp)
 	nf.register(fs, e)
 	asJSON := fs.Bool("json", false, "print events as JSON lines")
+	httpAddr := fs.String("http", "", "serve the dashboard (see tallship ui) on `ADDR`, host:port")
 	pos, err := fs.parse(args, -1)
 	if err != nil {
 		return err
@@ -32,11 +37,24 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 	if err := fs.exactly(pos, "CLUSTER"); err != nil {
 		return err
 	}
-	n, events, err := nf.startNode(ctx, e, pos[0])
+	started := time.Now()
+	httpLn, err := listenHTTP(ctx, *httpAddr) // nil without --http
 	if err != nil {
 		return err
 	}
+	n, events, err := nf.startNode(ctx, e, pos[0])
+	if err != nil {
+		if httpLn != nil {
+			httpLn.Close()
+		}
+		return err
+	}
 	defer n.Close()
+	dash, stopServing, err := serveNode(n, started, false, httpLn)
+	if err != nil {
+		return err
+	}
+	defer stopServing()
 
 	addrs := addrStrings(n.Addrs())
 	if *asJSON {
@@ -44,10 +62,14 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 	} else {
 		_, err = fmt.Fprintf(e.stdout, "%s %-18s %s as %s at %s\n", time.Now().Format(timeLayout), "joined", n.Cluster(), n.ID(), strings.Join(addrs, " "))
 	}
+	if err == nil && dash != nil {
+		err = printDashboard(e.stdout, *asJSON, httpLn)
+	}
 	if err != nil {
 		return err
 	}
 	for ev := range events { // until ctx ends
+		dash.observe(ev)
 		if *asJSON {
 			err = writeJSON(e.stdout, eventOf(ev))
 		} else {
@@ -60,6 +82,7 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 			return conflictError(ev)
 		}
 	}
+	stopServing()
 	n.Close()
 	if *asJSON {
 		return writeJSON(e.stdout, eventJSON{Time: time.Now(), Event: "left", Cluster: n.Cluster(), ID: n.ID()})

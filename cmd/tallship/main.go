@@ -5,6 +5,9 @@
 //	tallship ls CLUSTER                      members and services
 //	tallship query CLUSTER ROLE[@RANGE]      JSON array of "host:port"
 //	tallship run CLUSTER ROLE@VER -- CMD...  supervise CMD on a registered port
+//	tallship ui CLUSTER --http ADDR          serve a live dashboard of the cluster
+//
+// join --http ADDR serves the same dashboard from a node of the cluster.
 //
 // Every command takes --help. Nodes find each other over mDNS on the LAN
 // (--mdns=false turns it off) and through --connect addresses. Errors are
@@ -51,6 +54,7 @@ func init() {
 		{name: "ls", args: "CLUSTER", summary: "list the members and services of a cluster", run: runLs},
 		{name: "query", args: "CLUSTER ROLE[@RANGE]", summary: `print the addresses of a role's instances as a JSON array of "host:port"`, run: runQuery},
 		{name: "run", args: "CLUSTER ROLE@VERSION -- CMD [ARGS...]", summary: "run CMD on a free port registered as ROLE, restarting it when it exits", run: runRun, ownSignals: true},
+		{name: "ui", args: "CLUSTER", summary: "serve a live dashboard of the cluster over HTTP (--http ADDR), as an observer", run: runUI},
 	}
 }
 

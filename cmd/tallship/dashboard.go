@@ -1,0 +1,315 @@
+package main
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"maps"
+	"net"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/tallship-go/tallship/mesh"
+)
+
+// The dashboard of join --http and ui: what the node sees of the cluster,
+// kept up to date from its events and its peers' reports (peers.go), and
+// pushed to the browsers watching (dashboard_http.go).
+
+const (
+	// logSize is how many events the dashboard keeps for a new page.
+	logSize = 500
+	// pushDelay gathers the changes of a burst into one members update.
+	pushDelay = 30 * time.Millisecond
+)
+
+// dashboard watches one node and serves its picture over HTTP.
+type dashboard struct {
+	n        *mesh.Node
+	started  time.Time // when the node started
+	observer bool      // the node only watches: it is not a member
+	srv      *http.Server
+
+	ctx    context.Context // ends at Close
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // watchers, the pusher, the server
+	dirty  chan struct{}  // capacity 1: the members picture may have changed
+
+	mu       sync.Mutex
+	direct   map[string]mesh.Peer          // the node's linked peers
+	watching map[string]context.CancelFunc // report readers, by peer
+	reports  map[string]*heardReport       // the last report of each peer
+	log      []logEntry                    // the last logSize events
+	clients  map[*sseClient]struct{}
+	lastPush []byte // the members and links last pushed
+}
+
+// heardReport is a peer's report with when it was read.
+type heardReport struct {
+	peerReport
+	upSince time.Time // on this node's clock
+}
+
+// logEntry is one event of the log: its join --json form and its join
+// line.
+type logEntry struct {
+	eventJSON
+	Line string `json:"line"`
+}
+
+// membersJSON is the body of /api/members and of the "members" event.
+type membersJSON struct {
+	Cluster  string       `json:"cluster"`
+	Self     string       `json:"self"`
+	Observer bool         `json:"observer"`
+	Time     time.Time    `json:"time"`
+	Members  []memberView `json:"members"`
+	Links    [][2]string  `json:"links"`
+}
+
+// memberView is a node of the picture.
+type memberView struct {
+	ID    string   `json:"id"`
+	Addrs []string `json:"addrs"`
+	// Self: the node serving the dashboard (join --http).
+	Self bool `json:"self,omitempty"`
+	// Direct: linked to the node serving the dashboard.
+	Direct bool `json:"direct"`
+	// Reports: the node answers with its own peer list, so its links are
+	// known from itself, not only from its peers.
+	Reports bool `json:"reports"`
+	// UpSince is when the node started, when it reports it.
+	UpSince *time.Time `json:"up_since,omitempty"`
+	// LinkedSince is when its link to the dashboard's node came up.
+	LinkedSince *time.Time `json:"linked_since,omitempty"`
+}
+
+// newDashboard serves the dashboard of n on ln until Close. The caller
+// feeds it every event of n through observe.
+func newDashboard(n *mesh.Node, ln net.Listener, started time.Time, observer bool) *dashboard {
+	d := &dashboard{
+		n:        n,
+		started:  started,
+		observer: observer,
+		dirty:    make(chan struct{}, 1),
+		direct:   map[string]mesh.Peer{},
+		watching: map[string]context.CancelFunc{},
+		reports:  map[string]*heardReport{},
+		clients:  map[*sseClient]struct{}{},
+	}
+	d.ctx, d.cancel = context.WithCancel(context.Background())
+	d.srv = newHTTPServer(d.handler())
+	d.mu.Lock()
+	d.syncPeersLocked()
+	d.mu.Unlock()
+	d.wg.Add(2)
+	go d.pushLoop()
+	go d.serve(ln)
+	return d
+}
+
+// Close ends every page's event stream, stops the HTTP server and the
+// report readers, and returns once they have ended. It is idempotent.
+func (d *dashboard) Close() {
+	d.cancel()
+	d.shutdown()
+	d.wg.Wait()
+}
+
+// observe takes one event of the node: into the log, and into the picture
+// when a peer came or went. It never blocks on a page.
+func (d *dashboard) observe(ev mesh.Event) {
+	if d == nil {
+		return
+	}
+	entry := logEntry{eventJSON: eventOf(ev), Line: eventLine(ev)}
+	data, _ := json.Marshal(entry)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if len(d.log) >= logSize {
+		d.log = slices.Delete(d.log, 0, len(d.log)-logSize+1)
+	}
+	d.log = append(d.log, entry)
+	d.sendLocked(sseMessage{event: "event", data: data})
+	if ev.Kind == mesh.PeerUp || ev.Kind == mesh.PeerDown {
+		d.syncPeersLocked()
+	}
+}
+
+// syncPeersLocked takes the node's linked peers as they are now, and
+// starts or stops reading their reports; d.mu is held.
+func (d *dashboard) syncPeersLocked() {
+	clear(d.direct)
+	for _, p := range d.n.Peers() {
+		d.direct[p.ID] = p
+	}
+	for id, stop := range d.watching {
+		if _, ok := d.direct[id]; !ok {
+			stop()
+			delete(d.watching, id)
+			delete(d.reports, id)
+		}
+	}
+	for id := range d.direct {
+		if _, ok := d.watching[id]; !ok && d.ctx.Err() == nil {
+			ctx, stop := context.WithCancel(d.ctx)
+			d.watching[id] = stop
+			d.wg.Add(1)
+			go d.watchPeer(ctx, id)
+		}
+	}
+	d.markDirty()
+}
+
+// watchPeer reads the reports of a linked peer until ctx ends. A peer that
+// does not answer (a program of its own, tallship run) is asked again,
+// less and less often; meanwhile its links are known from its peers'
+// reports.
+func (d *dashboard) watchPeer(ctx context.Context, id string) {
+	defer d.wg.Done()
+	backoff := 500 * time.Millisecond
+	for {
+		readPeerReports(ctx, d.n, id, func(rep peerReport) {
+			backoff = 500 * time.Millisecond
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			if ctx.Err() != nil {
+				return // the peer went: its report must not come back
+			}
+			since := time.Now().Add(-time.Duration(rep.UpMS) * time.Millisecond)
+			if old := d.reports[id]; old != nil && old.upSince.Sub(since).Abs() < time.Second {
+				since = old.upSince // the same run: keep the picture still
+			}
+			d.reports[id] = &heardReport{peerReport: rep, upSince: since}
+			d.markDirty()
+		})
+		d.mu.Lock()
+		if d.reports[id] != nil && ctx.Err() == nil {
+			delete(d.reports, id) // stale from now on
+			d.markDirty()
+		}
+		d.mu.Unlock()
+		t := time.NewTimer(backoff)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		backoff = min(2*backoff, 10*time.Second)
+	}
+}
+
+func (d *dashboard) markDirty() {
+	select {
+	case d.dirty <- struct{}{}:
+	default:
+	}
+}
+
+// pushLoop sends the members picture to the pages when it changed, at
+// most once per pushDelay.
+func (d *dashboard) pushLoop() {
+	defer d.wg.Done()
+	for {
+		select {
+		case <-d.ctx.Done():
+			return
+		case <-d.dirty:
+		}
+		t := time.NewTimer(pushDelay)
+		select {
+		case <-d.ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		d.mu.Lock()
+		m := d.membersLocked()
+		data, _ := json.Marshal(m)
+		m.Time = time.Time{}
+		key, _ := json.Marshal(m)
+		if !bytes.Equal(key, d.lastPush) {
+			d.lastPush = key
+			d.sendLocked(sseMessage{event: "members", data: data})
+		}
+		d.mu.Unlock()
+	}
+}
+
+// members returns the picture now.
+func (d *dashboard) members() membersJSON {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.membersLocked()
+}
+
+// membersLocked computes the picture: the node itself (unless it only
+// observes), its linked peers, the nodes its peers report; and a link
+// wherever one end says so. Observers and their links are left out. d.mu
+// is held.
+func (d *dashboard) membersLocked() membersJSON {
+	self := d.n.ID()
+	nodes := map[string]*memberView{}
+	links := map[[2]string]bool{}
+	link := func(a, b string) {
+		if a != b {
+			links[[2]string{min(a, b), max(a, b)}] = true
+		}
+	}
+	if !d.observer {
+		since := d.started
+		nodes[self] = &memberView{ID: self, Addrs: addrStrings(d.n.Addrs()), Self: true, Reports: true, UpSince: &since}
+	}
+	for id, p := range d.direct {
+		since := p.Since
+		v := &memberView{ID: id, Addrs: addrStrings(p.Addrs), Direct: true, LinkedSince: &since}
+		if rep := d.reports[id]; rep != nil {
+			up := rep.upSince
+			v.Reports, v.UpSince = true, &up
+		}
+		nodes[id] = v
+		if !d.observer {
+			link(self, id)
+		}
+	}
+	observers := map[string]bool{}
+	if d.observer {
+		observers[self] = true
+	}
+	for _, id := range slices.Sorted(maps.Keys(d.reports)) {
+		rep := d.reports[id]
+		if rep.Observer {
+			observers[id] = true
+		}
+		for _, q := range rep.Peers {
+			if _, ok := nodes[q.ID]; !ok && q.ID != self {
+				nodes[q.ID] = &memberView{ID: q.ID, Addrs: q.Addrs}
+			}
+			link(id, q.ID)
+		}
+	}
+	out := membersJSON{Cluster: d.n.Cluster(), Self: self, Observer: d.observer, Time: time.Now(),
+		Members: []memberView{}, Links: [][2]string{}}
+	for id, v := range nodes {
+		if !observers[id] {
+			if v.Addrs == nil {
+				v.Addrs = []string{}
+			}
+			out.Members = append(out.Members, *v)
+		}
+	}
+	for l := range links {
+		if nodes[l[0]] != nil && nodes[l[1]] != nil && !observers[l[0]] && !observers[l[1]] {
+			out.Links = append(out.Links, l)
+		}
+	}
+	slices.SortFunc(out.Members, func(a, b memberView) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(out.Links, func(a, b [2]string) int {
+		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
+	})
+	return out
+}
