@@ -38,19 +38,30 @@ const (
 // for the full mesh.
 func lanMesh(t *testing.T, n int, cfg lan.Node) (*lan.LAN, []*lan.Proc) {
 	t.Helper()
+	return lanMeshOf(t, n, func(int) lan.Node { return cfg })
+}
+
+// lanMeshOf is lanMesh with host i's node configured by cfg(i). The
+// cluster defaults to one named for the test.
+func lanMeshOf(t *testing.T, n int, cfg func(i int) lan.Node) (*lan.LAN, []*lan.Proc) {
+	t.Helper()
 	l := lan.New(t, n)
-	if cfg.Cluster == "" {
-		cfg.Cluster = "lan-" + strings.ToLower(t.Name())
-	}
 	start := time.Now()
 	var procs []*lan.Proc
-	for _, h := range l.Hosts() {
-		procs = append(procs, l.Start(h, cfg))
+	for i, h := range l.Hosts() {
+		c := cfg(i)
+		if c.Cluster == "" {
+			c.Cluster = lanCluster(t)
+		}
+		procs = append(procs, l.Start(h, c))
 	}
 	lan.Eventually(t, lanMeshWait, "a full mesh", func() error { return lan.FullMesh(procs...) })
 	t.Logf("figure: %d nodes started → full mesh in %v", n, time.Since(start).Round(time.Millisecond))
 	return l, procs
 }
+
+// lanCluster is the cluster name of the test's nodes.
+func lanCluster(t *testing.T) string { return "lan-" + strings.ToLower(t.Name()) }
 
 // lanRegisterEach registers role <prefix><i>@1.0.0 on each proc and waits
 // until every proc sees them all.
@@ -390,6 +401,11 @@ func TestLANFrameLossDefaultTimers(t *testing.T) {
 	lanFrameLoss(t, lan.Node{Timers: "default"})
 }
 
+// lanBugRestartDedup is a library bug these tests found (issue 6).
+const lanBugRestartDedup = "library bug: transport.Prefer ranks two links to a peer by their dialers' ids before the peer's incarnation, " +
+	"so a peer that dialed a hung node's old run keeps that dead link and retires the link the restarted run dials; " +
+	"when the old link's keepalive fails the peer drops the node and frees its new records everywhere"
+
 // lanBugLossFalseAlarm is a library limit these tests found (issue 6).
 const lanBugLossFalseAlarm = "library limit: at 10% frame loss the default silent-peer bound (keepalive 500 ms + write timeout 1 s) " +
 	"drops live peers (a TCP segment lost 4 times in a row holds a link's pings back 1.4 s), " +
@@ -554,7 +570,7 @@ func TestLANRestartSameID(t *testing.T) {
 	marks := lanMarks(rest)
 
 	killed := old.Kill()
-	again := l.Start(old.Host, lan.Node{Cluster: "lan-" + strings.ToLower(t.Name()), ID: old.ID})
+	again := l.Start(old.Host, lan.Node{Cluster: lanCluster(t), ID: old.ID})
 	restarted := time.Since(killed)
 	newRec := again.Register("new@2.0.0")
 	all := append(slices.Clone(rest), again)
@@ -575,6 +591,63 @@ func TestLANRestartSameID(t *testing.T) {
 	}
 }
 
+// A host hangs (its process frozen: connections open, nothing answered)
+// and its node is started again, with its old id, before the peers have
+// noticed: the new one gets in once the old one is dropped, and its new
+// registrations replace the old ones everywhere.
+func TestLANRestartAfterHang(t *testing.T) {
+	lanKnownBug(t, lanBugRestartDedup)
+	// The hung node has the highest id: its peers dialed its old links, and
+	// its new run dials them (after FallbackDelay) while they may still
+	// hold those old links.
+	l, procs := lanMeshOf(t, 5, func(i int) lan.Node {
+		if i == 4 {
+			return lan.Node{ID: "zz-hung-node"}
+		}
+		return lan.Node{}
+	})
+	recs := lanRegisterEach(t, procs, "h")
+	old := procs[4]
+	recs = append(recs, old.Register("old@1.0.0"))
+	lan.Eventually(t, lanChangeWait, "every record everywhere", func() error { return lan.SeeExactly(procs, recs) })
+	rest := procs[:4]
+	marks := lanMarks(rest)
+
+	hung := time.Now()
+	old.Freeze()
+	again := l.Start(old.Host, lan.Node{Cluster: lanCluster(t), ID: old.ID})
+	newRec := again.Register("new@2.0.0")
+	all := append(slices.Clone(rest), again)
+	want := append(lanRecordsOf(recs, rest), newRec)
+	lan.Eventually(t, lanHealWait, "one mesh with the new process", func() error { return lan.FullMesh(all...) })
+	lan.Eventually(t, lanChangeWait, "the new registrations in place of the old", func() error { return lan.SeeExactly(all, want) })
+	t.Logf("figure: hang, restart with the old id → rejoined with its new records everywhere in %v", time.Since(hung).Round(time.Millisecond))
+	for _, p := range rest {
+		for _, e := range lanEventsSince(p, marks) {
+			if (e.Ev == "freed" || e.Ev == "peer-down") && e.Peer != old.ID {
+				t.Errorf("%s: %s of %s, a node that did not hang", p, e.Ev, e.Peer)
+			}
+		}
+	}
+	// The old process's death changes nothing for the new one: no link of
+	// the mesh drops, no record is freed.
+	marks = lanMarks(all)
+	old.Kill()
+	deadline := time.Now().Add(time.Second)
+	for _, p := range all {
+		skip, seen := marks[p], 0
+		if e, ok := p.WaitEvent(time.Until(deadline), func(e lan.Event) bool {
+			seen++
+			return seen > skip && (e.Ev == "peer-down" || e.Ev == "freed")
+		}); ok {
+			t.Errorf("%s: %s of %s (%s) when the old process was killed", p, e.Ev, e.Peer, e.Err)
+		}
+	}
+	if err := lan.SeeExactly(all, want); err != nil {
+		t.Error(err)
+	}
+}
+
 // A second process started with the id of a running one: the second gets
 // a clear error and the first is unaffected (it keeps its links and its
 // records).
@@ -590,7 +663,7 @@ func TestLANDuplicateID(t *testing.T) {
 	recs = lanRecordsOf(recs, members)
 	marks = lanMarks(members)
 
-	second, err := l.TryStart(procs[3].Host, lan.Node{Cluster: "lan-" + strings.ToLower(t.Name()), ID: first.ID})
+	second, err := l.TryStart(procs[3].Host, lan.Node{Cluster: lanCluster(t), ID: first.ID})
 	if err != nil {
 		t.Logf("the second process with id %s: %v", first.ID, err)
 	} else {

@@ -196,6 +196,7 @@ func (l *LAN) teardown() {
 			l.t.Errorf("lan: %s did not exit after SIGKILL", p)
 		}
 		if failed || os.Getenv("TALLSHIP_DEBUG") != "" {
+			l.t.Logf("lan: last events of %s:\n%s", p, p.eventLog(40))
 			if out := p.Stderr(); out != "" {
 				l.t.Logf("lan: stderr of %s:\n%s", p, out)
 			}

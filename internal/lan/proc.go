@@ -259,6 +259,23 @@ func (p *Proc) Kill() time.Time {
 	return at
 }
 
+// Freeze stops the process (SIGSTOP), as a hung host: its connections stay
+// open and its kernel still acknowledges, but it answers nothing.
+func (p *Proc) Freeze() {
+	p.lan.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		p.lan.t.Fatalf("lan: freeze %s: %v", p, err)
+	}
+}
+
+// Thaw resumes a frozen process (SIGCONT).
+func (p *Proc) Thaw() {
+	p.lan.t.Helper()
+	if err := p.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		p.lan.t.Fatalf("lan: thaw %s: %v", p, err)
+	}
+}
+
 func (p *Proc) kill() {
 	p.mu.Lock()
 	p.killed = true
@@ -405,6 +422,35 @@ func (p *Proc) WaitEvent(d time.Duration, match func(Event) bool) (Event, bool) 
 			return Event{}, false
 		}
 	}
+}
+
+// eventLog formats the last n events, one a line, for a failed test's log.
+func (p *Proc) eventLog(n int) string {
+	evs := p.Events()
+	if len(evs) > n {
+		evs = evs[len(evs)-n:]
+	}
+	var b strings.Builder
+	for _, e := range evs {
+		if e.Ev == "reply" && e.Err == "" {
+			continue
+		}
+		fmt.Fprintf(&b, "  %s %-15s", e.Time().Format("15:04:05.000"), e.Ev)
+		if e.Peer != "" {
+			fmt.Fprintf(&b, " peer=%s", short1(e.Peer))
+		}
+		if e.Rec != nil {
+			fmt.Fprintf(&b, " rec=%s/%s inc=%d seq=%d", short1(e.Rec.ID), e.Rec.Role, e.Rec.Inc, e.Rec.Seq)
+		}
+		if e.Data != "" {
+			fmt.Fprintf(&b, " data=%q", e.Data)
+		}
+		if e.Err != "" {
+			fmt.Fprintf(&b, " err=%s", e.Err)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
 }
 
 // tail keeps the last 64 KiB written to it.
