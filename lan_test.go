@@ -401,11 +401,6 @@ func TestLANFrameLossDefaultTimers(t *testing.T) {
 	lanFrameLoss(t, lan.Node{Timers: "default"})
 }
 
-// lanBugRestartDedup is a library bug these tests found (issue 6).
-const lanBugRestartDedup = "library bug: transport.Prefer ranks two links to a peer by their dialers' ids before the peer's incarnation, " +
-	"so a peer that dialed a hung node's old run keeps that dead link and retires the link the restarted run dials; " +
-	"when the old link's keepalive fails the peer drops the node and frees its new records everywhere"
-
 // lanBugLossFalseAlarm is a library limit these tests found (issue 6).
 const lanBugLossFalseAlarm = "library limit: at 10% frame loss the default silent-peer bound (keepalive 500 ms + write timeout 1 s) " +
 	"drops live peers (a TCP segment lost 4 times in a row holds a link's pings back 1.4 s), " +
@@ -596,7 +591,6 @@ func TestLANRestartSameID(t *testing.T) {
 // noticed: the new one gets in once the old one is dropped, and its new
 // registrations replace the old ones everywhere.
 func TestLANRestartAfterHang(t *testing.T) {
-	lanKnownBug(t, lanBugRestartDedup)
 	// The hung node has the highest id: its peers dialed its old links, and
 	// its new run dials them (after FallbackDelay) while they may still
 	// hold those old links.

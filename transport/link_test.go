@@ -197,6 +197,22 @@ func TestPrefer(t *testing.T) {
 	}
 }
 
+func TestPreferLaterRunOfPeer(t *testing.T) {
+	// This node ("z") dialed the old run of peer "a"; the new run of "a"
+	// dialed this node. The link to the new run wins, whoever dialed: the
+	// old run is frozen or gone.
+	old := &Link{local: Hello{ID: "z", Incarnation: 5}, remote: Hello{ID: "a", Incarnation: 1}, dialed: true, id: 1}
+	newer := &Link{local: Hello{ID: "z", Incarnation: 5}, remote: Hello{ID: "a", Incarnation: 2, DialSeq: 1}, dialed: false, id: 2}
+	if Prefer(old, newer) != newer || Prefer(newer, old) != newer {
+		t.Fatal("kept the link to the earlier run")
+	}
+	// Same run of the peer: the lower dialer's link wins, as before.
+	byZ := &Link{local: Hello{ID: "z"}, remote: Hello{ID: "a", Incarnation: 2}, dialed: true, id: 3}
+	if Prefer(byZ, newer) != newer || Prefer(newer, byZ) != newer {
+		t.Fatal("the link dialed by the lower id must win")
+	}
+}
+
 func linkPair(t *testing.T) (*Link, *Link) {
 	t.Helper()
 	d, a := pair(t, Hello{Cluster: "c", ID: "a"}, Hello{Cluster: "c", ID: "b"}, nil, nil)
