@@ -27,6 +27,7 @@ type Link struct {
 	cfg    Config
 
 	streams   streamSet
+	live      *liveness
 	closeOnce sync.Once
 }
 
@@ -89,8 +90,10 @@ func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify
 	l.id = binary.BigEndian.Uint64(nonce[:8])
 	yc := cfg.yamux()
 	yc.LogOutput = nil
-	yc.Logger = yamuxLogger{cfg.Logger.With("peer", remote.ID)}
-	sc := newSessionConn(sealed, &l.streams)
+	log := cfg.Logger.With("peer", remote.ID)
+	yc.Logger = yamuxLogger{log}
+	l.live = newLiveness(cfg, sealed, log)
+	sc := newSessionConn(sealed, &l.streams, l.live)
 	if dialer {
 		l.sess, err = yamux.Client(sc, yc)
 	} else {
@@ -99,6 +102,7 @@ func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify
 	if err != nil {
 		return nil, err
 	}
+	l.live.start(l.sess)
 	return l, nil
 }
 
@@ -137,6 +141,7 @@ func (l *Link) Done() <-chan struct{} { return l.sess.CloseChan() }
 // Close closes the link and every stream on it. It is idempotent.
 func (l *Link) Close() error {
 	l.closeOnce.Do(func() {
+		l.live.stop()
 		l.streams.abort()
 		l.sess.Close()
 	})

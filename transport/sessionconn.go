@@ -23,6 +23,7 @@ import (
 type sessionConn struct {
 	net.Conn
 	streams *streamSet
+	live    *liveness // told of every read
 
 	// Used only by the send loop.
 	held    bool
@@ -46,8 +47,8 @@ const (
 
 var joinBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &b }}
 
-func newSessionConn(c net.Conn, streams *streamSet) *sessionConn {
-	sc := &sessionConn{Conn: c, streams: streams, copyMax: sealedCopyMax}
+func newSessionConn(c net.Conn, streams *streamSet, live *liveness) *sessionConn {
+	sc := &sessionConn{Conn: c, streams: streams, live: live, copyMax: sealedCopyMax}
 	if _, tcp := c.(*net.TCPConn); tcp {
 		sc.direct, sc.copyMax = true, tcpCopyMax
 	}
@@ -90,6 +91,15 @@ func (c *sessionConn) writeJoined(body []byte) (int, error) {
 		joinBufs.Put(bp)
 	}
 	return max(0, n-yamuxHeaderSize), err
+}
+
+// Read reads from the connection; anything read is a sign of life.
+func (c *sessionConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 && c.live != nil {
+		c.live.touch()
+	}
+	return n, err
 }
 
 func (c *sessionConn) Close() error {

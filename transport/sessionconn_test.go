@@ -28,7 +28,7 @@ func yamuxHeader(typ byte, length uint32) []byte {
 func TestSessionConnJoinsDataFrames(t *testing.T) {
 	for _, size := range []int{1, 64, tcpCopyMax + 1, sealedCopyMax} {
 		rc := &recordingConn{}
-		c := newSessionConn(rc, &streamSet{})
+		c := newSessionConn(rc, &streamSet{}, nil)
 		body := bytes.Repeat([]byte{7}, size)
 		hdr := yamuxHeader(yamuxTypeData, uint32(size))
 		if n, err := c.Write(hdr); n != len(hdr) || err != nil {
@@ -55,7 +55,7 @@ func TestSessionConnPassesControlFrames(t *testing.T) {
 		yamuxHeader(yamuxTypeData, 0), // a data frame without a body
 	} {
 		rc := &recordingConn{}
-		c := newSessionConn(rc, &streamSet{})
+		c := newSessionConn(rc, &streamSet{}, nil)
 		c.Write(hdr)
 		if len(rc.writes) != 1 || !bytes.Equal(rc.writes[0], hdr) {
 			t.Fatalf("header %x held back", hdr)

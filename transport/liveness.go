@@ -1,0 +1,120 @@
+package transport
+
+import (
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// liveness declares a link's peer dead when nothing at all has arrived from
+// it for KeepAliveInterval + WriteTimeout, and makes sure an idle but live
+// peer never stays silent that long: after an interval without traffic it
+// pings the peer, whose answer is traffic.
+//
+// It replaces yamux's keepalive, which closes the session as soon as one
+// ping goes unanswered for WriteTimeout, however busy the link: on a
+// loaded machine a ping queued behind data, or a pong behind a starved
+// goroutine, then brings down a link that carries traffic all the while,
+// and every link dropped that way is work that loads the machine more. It
+// also runs on a timer instead of a goroutine per link.
+//
+// Bytes the kernel has received but the session has not read yet count as
+// traffic too: a process too busy to read is not a sign of a silent peer.
+//
+// The bound on a silent peer stays what the Config documents: pings go
+// out every KeepAliveInterval while the link is quiet, so a live peer
+// answers within that interval plus its round trip, and a dead one is
+// declared so KeepAliveInterval + WriteTimeout after the last thing it
+// sent.
+type liveness struct {
+	sess     *yamux.Session
+	conn     net.Conn // under the session, for pendingBytes
+	log      *slog.Logger
+	interval time.Duration
+	limit    time.Duration // silence after which the peer is dead
+
+	last    atomic.Int64 // monotonic time of the last read, see now
+	pinging atomic.Bool  // a ping waits for its answer
+
+	mu      sync.Mutex
+	timer   *time.Timer
+	stopped bool
+}
+
+// epoch anchors now on the monotonic clock.
+var epoch = time.Now()
+
+func now() time.Duration { return time.Since(epoch) }
+
+func newLiveness(cfg Config, conn net.Conn, log *slog.Logger) *liveness {
+	lv := &liveness{conn: conn, log: log, interval: cfg.KeepAliveInterval, limit: cfg.KeepAliveInterval + cfg.WriteTimeout}
+	lv.touch()
+	return lv
+}
+
+// touch records traffic from the peer. The session's receive loop calls it
+// for every read.
+func (lv *liveness) touch() { lv.last.Store(int64(now())) }
+
+// start watches sess from now on.
+func (lv *liveness) start(sess *yamux.Session) {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	lv.sess = sess
+	lv.touch()
+	if !lv.stopped {
+		lv.timer = time.AfterFunc(lv.interval, lv.tick)
+	}
+}
+
+// stop ends the watch.
+func (lv *liveness) stop() {
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	lv.stopped = true
+	if lv.timer != nil {
+		lv.timer.Stop()
+	}
+}
+
+func (lv *liveness) tick() {
+	if lv.sess.IsClosed() {
+		return
+	}
+	silence := now() - time.Duration(lv.last.Load())
+	if silence >= lv.limit && pendingBytes(lv.conn) > 0 {
+		// The peer did send; this process has not read it yet (it is
+		// busy). Not a silent peer.
+		lv.touch()
+		silence = 0
+	}
+	if silence >= lv.limit {
+		lv.log.Debug("keepalive: peer silent; closing the link", "silence", silence.Round(time.Millisecond))
+		lv.sess.Close()
+		return
+	}
+	// Wake when the link will have been quiet for an interval, or, once it
+	// has, when it will have been silent for the limit.
+	ping := silence >= lv.interval-time.Millisecond
+	next := lv.interval - silence
+	if ping {
+		next = min(lv.interval, lv.limit-silence)
+	}
+	lv.mu.Lock()
+	if lv.stopped {
+		lv.mu.Unlock()
+		return
+	}
+	lv.timer.Reset(max(next, time.Millisecond))
+	lv.mu.Unlock()
+	if ping && lv.pinging.CompareAndSwap(false, true) {
+		// The answer, or anything else the peer sends, is what counts;
+		// Ping's own verdict does not.
+		lv.sess.Ping()
+		lv.pinging.Store(false)
+	}
+}
