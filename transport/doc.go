@@ -13,9 +13,10 @@
 // Each side checks the other's hello and answers with a verdict, so that a
 // refused link (wrong cluster, wrong version, a link to itself, or a
 // refusal by the caller's verify hook) fails with the same clear error on
-// both ends. After the handshake the connection carries a yamux session
-// whose keepalive declares a silent peer dead within KeepAliveInterval +
-// WriteTimeout (1.5 s by default).
+// both ends. After the handshake the connection carries a yamux session;
+// a peer from which nothing at all arrives for KeepAliveInterval +
+// WriteTimeout (1.5 s by default) is declared dead, and a quiet link is
+// pinged so that a live peer never stays silent that long.
 //
 //	l, err := transport.Dial(ctx, "10.0.0.2:7946", transport.Hello{Cluster: "c", ID: "a"}, transport.Config{}, nil)
 //	s, err := l.OpenStream(ctx, "echo")
