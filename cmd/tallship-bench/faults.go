@@ -13,7 +13,7 @@ import (
 // long each took to form the full mesh over mDNS.
 func measureFormation(r *row, tag string, n, runs int) {
 	for i := range runs {
-		g, d, err := formMesh(fmt.Sprintf("form%d-%s-%d", n, tag, i), n, mdnsConfig(), 30*time.Second)
+		g, d, err := formMesh(fmt.Sprintf("form%d-%s-%d", n, tag, i), n, mdnsConfig(), 60*time.Second)
 		if err != nil {
 			r.err = err
 			return

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"os/exec"
 	"regexp"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +19,10 @@ import (
 
 	"github.com/tallship-go/tallship/mesh"
 )
+
+// memProfile, when set, names the file the heap profile of the idle links
+// is written to.
+var memProfile string
 
 // measureIdleLinks links `links` pairs of nodes, lets each side send one
 // message (so that both message streams exist, as in any mesh of three
@@ -87,6 +93,12 @@ func measureIdleLinks(heap, stack, gor *row, links int) {
 	}
 	time.Sleep(time.Second) // registry sync, first heartbeats
 	h1, s1, g1 := settle()
+	if memProfile != "" {
+		if f, err := os.Create(memProfile); err == nil {
+			pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+	}
 	sides := float64(2 * links)
 	heap.samples = append(heap.samples, (float64(h1)-float64(h0))/sides/1024)
 	stack.samples = append(stack.samples, (float64(s1)-float64(s0))/sides/1024)

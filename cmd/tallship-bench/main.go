@@ -6,6 +6,11 @@
 //	go run ./cmd/tallship-bench            full run (a few minutes)
 //	go run ./cmd/tallship-bench -quick     short run
 //	go run ./cmd/tallship-bench -runs 20   more runs per measure
+//	go run ./cmd/tallship-bench -only link run one group of measures
+//
+// Other flags: -form (the node counts of the formation measure),
+// -cpuprofile, -memprofile. TALLSHIP_BENCH_LOG=debug (or info, warn)
+// sends the nodes' logs to stderr.
 //
 // It re-executes itself in a private network namespace (a new user
 // namespace too when not root), so that its mDNS traffic never leaves the
@@ -59,6 +64,7 @@ type options struct {
 	runs  int
 	quick bool
 	only  string
+	form  []int // node counts of the formation measure
 }
 
 func run(args []string) int {
@@ -67,6 +73,8 @@ func run(args []string) int {
 	fs.BoolVar(&o.quick, "quick", false, "short run: fewer runs, shorter windows")
 	fs.IntVar(&o.runs, "runs", 0, "runs per measure (default 10, 3 with -quick)")
 	fs.StringVar(&o.only, "only", "", "run only the measures whose group name contains this (link, memory, formation, mesh)")
+	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile of the idle links to this file")
+	form := fs.String("form", "10,50", "node counts for the formation measure, comma-separated")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -79,6 +87,14 @@ func run(args []string) int {
 		}
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
+	}
+	for _, f := range strings.Split(*form, ",") {
+		var n int
+		if _, err := fmt.Sscan(strings.TrimSpace(f), &n); err != nil || n < 2 {
+			fmt.Fprintf(os.Stderr, "tallship-bench: -form: bad node count %q\n", f)
+			return 2
+		}
+		o.form = append(o.form, n)
 	}
 	if o.runs <= 0 {
 		o.runs = 10
@@ -108,25 +124,24 @@ func run(args []string) int {
 	}
 
 	if want("formation") {
-		f10 := &row{name: "N=10 nodes started together → full mesh (mDNS)", unit: "ms", target: "≤ 300 ms",
-			check: func(r *row) bool { return median(r.samples) <= 300 }}
-		f50 := &row{name: "N=50 nodes started together → full mesh (mDNS)", unit: "ms", target: "≤ 2 s",
-			check: func(r *row) bool { return median(r.samples) <= 2000 }}
-		if inNS {
-			if n := os.Getenv("TALLSHIP_BENCH_FORM"); n != "" {
-				var size int
-				fmt.Sscan(n, &size)
-				f50.name = fmt.Sprintf("N=%d nodes started together → full mesh (mDNS)", size)
-				measureFormation(f50, tag, size, o.runs)
-			} else {
-				measureFormation(f10, tag, 10, o.runs)
-				measureFormation(f50, tag, 50, max(2, o.runs/2))
+		targets := map[int]float64{10: 300, 50: 2000}
+		for _, n := range o.form {
+			r := &row{name: fmt.Sprintf("N=%d nodes started together → full mesh (mDNS)", n), unit: "ms"}
+			if t, ok := targets[n]; ok {
+				r.target = "≤ " + format(t, "ms")
+				r.check = func(r *row) bool { return r.tail() <= t }
 			}
-		} else {
-			noNS(f10)
-			noNS(f50)
+			runs := o.runs
+			if n > 20 {
+				runs = max(2, o.runs/2)
+			}
+			if inNS {
+				measureFormation(r, tag, n, runs)
+			} else {
+				noNS(r)
+			}
+			formRows = append(formRows, r)
 		}
-		formRows = []*row{f10, f50}
 	}
 
 	if want("mesh") {
@@ -160,7 +175,7 @@ func run(args []string) int {
 				}
 			} else {
 				fmt.Printf("20-node mesh formed in %v\n", d.Round(time.Millisecond))
-				measureIdleMesh(sent, heard, cpu, n, dur(10*time.Second, 5*time.Second), dur(10*time.Second, 5*time.Second), map[bool]int{false: 3, true: 2}[o.quick])
+				measureIdleMesh(sent, heard, cpu, n, 5*time.Second, dur(30*time.Second, 5*time.Second), map[bool]int{false: 3, true: 2}[o.quick])
 				for range map[bool]int{false: 2, true: 1}[o.quick] {
 					measureBusy(busy, g, dur(5*time.Second, 3*time.Second))
 				}
