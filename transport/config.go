@@ -21,8 +21,9 @@ type Config struct {
 	// WriteTimeout bounds a write to the connection and the wait for a
 	// ping's answer. Zero means 1 s.
 	WriteTimeout time.Duration
-	// StreamWindow is the yamux receive window per stream. Zero means
-	// 256 KiB, the fastest on loopback.
+	// StreamWindow is the yamux receive window per stream: how much a
+	// stream buffers for a slow reader. Zero means 512 KiB, the fastest on
+	// loopback for bulk writes (see docs/benchmarks.md).
 	StreamWindow uint32
 	// AcceptBacklog bounds the streams opened by a peer and not yet
 	// accepted. Zero means 256.
@@ -65,7 +66,7 @@ func (c Config) withDefaults() Config {
 		c.WriteTimeout = time.Second
 	}
 	if c.StreamWindow == 0 {
-		c.StreamWindow = 256 * 1024
+		c.StreamWindow = 512 * 1024
 	}
 	if c.AcceptBacklog <= 0 {
 		c.AcceptBacklog = 256
