@@ -3,6 +3,7 @@ package mesh
 import (
 	"crypto/tls"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/tallship-go/tallship/discovery"
@@ -21,6 +22,20 @@ type Config struct {
 	// Listen is the TCP address links are accepted on. Empty means ":0":
 	// an OS-chosen port on every address, IPv4 and IPv6.
 	Listen string
+
+	// Interfaces, when set, names the network interfaces the node uses:
+	// it advertises only their addresses (to peers, and through
+	// discovery), and the default discovery runs mDNS on them only. Nil
+	// means every interface that is up. Loopback counts only when named.
+	// Start fails with an error wrapping ErrBadInterface for a name that
+	// is not an interface. Listen still says where links are accepted:
+	// with an unspecified host, on every address.
+	Interfaces []string
+
+	// Advertise, when set, are the addresses the node advertises instead
+	// of the ones it found: for a node behind NAT or in a container with
+	// mapped ports. Peers dial them in order.
+	Advertise []netip.AddrPort
 
 	// Discovery lists the discoverers to run. Nil means mDNS on every
 	// multicast interface (discovery.MDNS{}); NoDiscovery, an empty list,
@@ -114,9 +129,6 @@ func LocalConfig() Config {
 func (c Config) withDefaults() Config {
 	if c.Listen == "" {
 		c.Listen = ":0"
-	}
-	if c.Discovery == nil {
-		c.Discovery = defaultDiscovery()
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {

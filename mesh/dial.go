@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/tallship-go/tallship/discovery"
@@ -109,6 +110,20 @@ func (n *Node) targetLocked(id string) *target {
 
 // dial dials one address and takes the link into the mesh.
 func (n *Node) dial(ctx context.Context, ap netip.AddrPort) (*link, error) {
+	tl, err := n.handshake(ctx, ap)
+	if err != nil {
+		return nil, err
+	}
+	l := n.addLink(tl)
+	if l == nil {
+		return nil, errClosed
+	}
+	return l, nil
+}
+
+// handshake dials one address and runs the handshake, until ctx or the
+// node ends.
+func (n *Node) handshake(ctx context.Context, ap netip.AddrPort) (*transport.Link, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(n.ctx, cancel)
@@ -120,11 +135,80 @@ func (n *Node) dial(ctx context.Context, ap netip.AddrPort) (*link, error) {
 		n.log.Debug("dial failed", "addr", ap.String(), "err", err)
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
-	l := n.addLink(tl)
-	if l == nil {
-		return nil, errClosed
+	return tl, nil
+}
+
+// dialStagger is how long a dial waits for an address before it tries
+// the next one too (RFC 8305's Connection Attempt Delay).
+const dialStagger = 250 * time.Millisecond
+
+// dialAny dials addrs in order, starting the next one when the previous
+// fails or dialStagger has passed without an answer, each within
+// HandshakeTimeout, and takes the first link whose peer is want (any
+// when want is empty) into the mesh, then any that succeed later (the
+// duplicate rule settles them). It returns nil when none linked.
+func (n *Node) dialAny(addrs []netip.AddrPort, want string) *link {
+	ctx, cancel := context.WithCancel(n.ctx)
+	defer cancel()
+	type result struct {
+		ap  netip.AddrPort
+		tl  *transport.Link
+		err error
 	}
-	return l, nil
+	results := make(chan result, len(addrs))
+	var wg sync.WaitGroup
+	defer func() {
+		cancel()
+		wg.Wait()
+		close(results)
+		// A late success is a duplicate link: take it in as well, so that
+		// both ends apply the same rule to it (its peer may keep it).
+		for r := range results {
+			if r.tl != nil {
+				n.addLink(r.tl)
+			}
+		}
+	}()
+	next, pending := 0, 0
+	stagger := time.NewTimer(0)
+	defer stagger.Stop()
+	for next < len(addrs) || pending > 0 {
+		select {
+		case <-stagger.C:
+			if next == len(addrs) {
+				continue
+			}
+			ap := addrs[next]
+			next++
+			pending++
+			wg.Go(func() {
+				actx, acancel := context.WithTimeout(ctx, n.cfg.HandshakeTimeout)
+				defer acancel()
+				tl, err := n.handshake(actx, ap)
+				results <- result{ap, tl, err}
+			})
+			stagger.Reset(dialStagger)
+		case r := <-results:
+			pending--
+			if r.err != nil {
+				if errors.Is(r.err, transport.ErrWrongCluster) || errors.Is(r.err, transport.ErrSelfLink) || errors.Is(r.err, transport.ErrWrongVersion) {
+					n.log.Info("peer refused", "addr", r.ap.String(), "err", r.err)
+				}
+				stagger.Reset(0) // no need to wait: try the next now
+				continue
+			}
+			if want != "" && r.tl.Peer() != want {
+				n.log.Info("address now belongs to another node", "addr", r.ap.String(), "peer", r.tl.Peer(), "want", want)
+			}
+			if l := n.addLink(r.tl); l != nil && (want == "" || l.peer == want) {
+				return l
+			}
+			stagger.Reset(0)
+		case <-n.closing:
+			return nil
+		}
+	}
+	return nil
 }
 
 // startDialLocked starts t's dial goroutine after delay unless one runs;
@@ -134,6 +218,11 @@ func (n *Node) startDialLocked(t *target, delay time.Duration) {
 		return
 	}
 	t.dialing = true
+	if t.id == "" {
+		for _, ap := range t.addrs {
+			n.addrDialing[ap]++
+		}
+	}
 	n.wg.Add(1)
 	go n.dialLoop(t, delay)
 }
@@ -163,21 +252,9 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 			n.endDial(t)
 			return
 		}
-		for _, ap := range addrs {
-			ctx, cancel := context.WithTimeout(n.ctx, n.cfg.HandshakeTimeout)
-			l, err := n.dial(ctx, ap)
-			cancel()
-			if err == nil {
-				if t.id != "" && l.peer != t.id {
-					n.log.Info("address now belongs to another node", "addr", ap.String(), "peer", l.peer, "want", t.id)
-					continue
-				}
-				n.endDial(t)
-				return
-			}
-			if errors.Is(err, transport.ErrWrongCluster) || errors.Is(err, transport.ErrSelfLink) || errors.Is(err, transport.ErrWrongVersion) {
-				n.log.Info("peer refused", "addr", ap.String(), "err", err)
-			}
+		if l := n.dialAny(addrs, t.id); l != nil {
+			n.endDial(t)
+			return
 		}
 		n.mu.Lock()
 		persist := t.kept || t.announced
@@ -196,6 +273,11 @@ func (n *Node) endDial(t *target) {
 	defer n.mu.Unlock()
 	t.dialing = false
 	if t.id == "" {
+		for _, ap := range t.addrs {
+			if n.addrDialing[ap]--; n.addrDialing[ap] <= 0 {
+				delete(n.addrDialing, ap)
+			}
+		}
 		return
 	}
 	if !t.kept && !t.announced && n.targets[t.id] == t {
@@ -244,9 +326,13 @@ func (n *Node) consider(id string, addrs []netip.AddrPort, announced bool) {
 		return
 	}
 	if id == "" {
-		// An address alone (Static): dial it unless its node is linked.
+		// An address alone (Static, DNS): dial it unless its node is
+		// linked or a dial to it runs already.
 		for _, ap := range addrs {
 			if owner, ok := n.addrOwner[ap]; ok && (owner == n.id || n.peers[owner] != nil) {
+				return
+			}
+			if n.addrDialing[ap] > 0 {
 				return
 			}
 		}

@@ -1,8 +1,13 @@
 package mesh
 
-import "github.com/tallship-go/tallship/discovery"
+import (
+	"net"
 
-// defaultDiscovery is what a nil Config.Discovery means.
-func defaultDiscovery() []discovery.Discoverer {
-	return []discovery.Discoverer{&discovery.MDNS{}}
+	"github.com/tallship-go/tallship/discovery"
+)
+
+// defaultDiscovery is what a nil Config.Discovery means: mDNS on ifaces,
+// or on every multicast interface when ifaces is nil.
+func defaultDiscovery(ifaces []net.Interface) []discovery.Discoverer {
+	return []discovery.Discoverer{&discovery.MDNS{Interfaces: ifaces}}
 }

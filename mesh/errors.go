@@ -24,6 +24,8 @@ var (
 	ErrTooManyPeers = errors.New("mesh: too many peers")
 	// ErrNoCluster: an empty cluster name.
 	ErrNoCluster = errors.New("mesh: empty cluster name")
+	// ErrBadInterface: a name in Config.Interfaces that is no interface.
+	ErrBadInterface = errors.New("mesh: no such interface")
 )
 
 // errClosed is returned by calls on a closed node; it unwraps to

@@ -40,19 +40,23 @@ type Node struct {
 	// handshakes holds a token per handshake in progress.
 	handshakes chan struct{}
 
-	mu         sync.Mutex
-	started    bool
-	closed     bool
-	ln         net.Listener
-	addrs      []netip.AddrPort
-	peers      map[string]*peer         // peers with a link up
-	links      map[uint64]*link         // every link past its handshake
-	pending    map[uint64]chan struct{} // links accepted, handshake not finished
-	targets    map[string]*target       // peers being dialed or kept, by id
-	addrOwner  map[netip.AddrPort]string
-	listeners  map[string]*listener
-	discCancel context.CancelFunc
-	reg        *registry.Registry
+	mu        sync.Mutex
+	started   bool
+	closed    bool
+	ln        net.Listener
+	addrs     []netip.AddrPort
+	peers     map[string]*peer         // peers with a link up
+	links     map[uint64]*link         // every link past its handshake
+	pending   map[uint64]chan struct{} // links accepted, handshake not finished
+	targets   map[string]*target       // peers being dialed or kept, by id
+	addrOwner map[netip.AddrPort]string
+	// addrDialing counts the running dials of address-only targets, by
+	// address, so that a discoverer reporting an address again while it
+	// is dialed starts no second dial.
+	addrDialing map[netip.AddrPort]int
+	listeners   map[string]*listener
+	discCancel  context.CancelFunc
+	reg         *registry.Registry
 
 	closeOnce sync.Once
 }
@@ -104,6 +108,7 @@ func New(cluster string, cfg Config) (*Node, error) {
 		pending:     make(map[uint64]chan struct{}),
 		targets:     make(map[string]*target),
 		addrOwner:   make(map[netip.AddrPort]string),
+		addrDialing: make(map[netip.AddrPort]int),
 		listeners:   make(map[string]*listener),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
@@ -124,12 +129,23 @@ func (n *Node) Start(ctx context.Context) error {
 	case n.started:
 		return ErrStarted
 	}
+	ifaces, err := interfacesNamed(n.cfg.Interfaces)
+	if err != nil {
+		return err
+	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", n.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("mesh: listen: %w", err)
 	}
-	n.addrs = reachableAddrs(ln.Addr())
+	n.addrs = slices.Clone(n.cfg.Advertise)
+	if len(n.addrs) == 0 {
+		n.addrs = reachableAddrs(ln.Addr(), ifaces)
+	}
+	discoverers := n.cfg.Discovery
+	if discoverers == nil {
+		discoverers = defaultDiscovery(ifaces)
+	}
 	if err := n.startRegistryLocked(); err != nil {
 		ln.Close()
 		n.addrs = nil
@@ -143,7 +159,7 @@ func (n *Node) Start(ctx context.Context) error {
 	dctx, cancel := context.WithCancel(context.Background())
 	n.discCancel = cancel
 	self := discovery.Self{Cluster: n.announcedCluster(), ID: n.id, Port: ln.Addr().(*net.TCPAddr).Port, Addrs: slices.Clone(n.addrs)}
-	for _, d := range n.cfg.Discovery {
+	for _, d := range discoverers {
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
@@ -300,17 +316,36 @@ func (n *Node) close() {
 // running reports whether the node accepts new work; n.mu is held.
 func (n *Node) runningLocked() bool { return n.started && !n.closed }
 
+// interfacesNamed returns the interfaces of names; nil for nil.
+func interfacesNamed(names []string) ([]net.Interface, error) {
+	if names == nil {
+		return nil, nil
+	}
+	out := make([]net.Interface, 0, len(names))
+	for _, name := range names {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %q: %v", ErrBadInterface, name, err)
+		}
+		out = append(out, *ifi)
+	}
+	return out, nil
+}
+
 // reachableAddrs lists the addresses a listener on addr can be reached
-// at: for an unspecified host, those of every up interface, loopback last.
-func reachableAddrs(addr net.Addr) []netip.AddrPort {
+// at: for an unspecified host, those of ifaces (nil: every interface) that
+// are up, loopback last.
+func reachableAddrs(addr net.Addr, ifaces []net.Interface) []netip.AddrPort {
 	ap := addr.(*net.TCPAddr).AddrPort()
 	port := ap.Port()
 	if !ap.Addr().Unmap().IsUnspecified() {
 		return []netip.AddrPort{netip.AddrPortFrom(ap.Addr().Unmap(), port)}
 	}
-	ifaces, err := net.Interfaces()
-	if err != nil {
-		return nil
+	if ifaces == nil {
+		var err error
+		if ifaces, err = net.Interfaces(); err != nil {
+			return nil
+		}
 	}
 	var out, loop []netip.AddrPort
 	for _, ifi := range ifaces {
