@@ -105,6 +105,9 @@ func testErrors(t *testing.T, bin binaries) {
 		{"missing role", nil, []string{"query", "c"}, 2, "missing ROLE"},
 		{"missing command", nil, []string{"run", "c", "web@1.0.0"}, 2, "missing CMD"},
 		{"bad metadata", nil, []string{"run", "c", "web@1.0.0", "--meta", "zone", "--", bin.child}, 2, `--meta "zone": want KEY=VALUE`},
+		{"unknown interface", nil, []string{"ls", "c", "--interface", "nosuch0"}, 2, `--interface "nosuch0"`},
+		{"bad advertised address", nil, []string{"ls", "c", "--advertise", "10.0.0.1"}, 2, `--advertise "10.0.0.1": want ip:port`},
+		{"bad DNS server", nil, []string{"ls", "c", "--dns", "tallship.service.consul", "--dns-server", "not an address"}, 2, `--dns-server "not an address": want ip[:port]`},
 		{"extra argument", nil, []string{"join", "c", "d"}, 2, `unexpected argument "d"`},
 		{"command not found", nil, []string{"run", "c", "web@1.0.0", "--", "/nonexistent/server"}, 1, "/nonexistent/server"},
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -22,6 +24,11 @@ type nodeFlags struct {
 	logLevel string
 	mdns     bool
 	fast     bool
+
+	dns       stringList
+	dnsServer string
+	ifaces    stringList
+	advertise stringList
 }
 
 func (f *nodeFlags) register(fs *flagSet, e *env) {
@@ -32,6 +39,10 @@ func (f *nodeFlags) register(fs *flagSet, e *env) {
 		"cluster `SECRET`: only nodes that know it link, and links are sealed (default $TALLSHIP_SECRET)")
 	fs.StringVar(&f.logLevel, "log-level", "off", "the library's log `LEVEL` on stderr: debug, info, warn, error or off")
 	fs.BoolVar(&f.mdns, "mdns", true, "find peers over mDNS (--mdns=false: only --connect addresses)")
+	fs.Var(&f.dns, "dns", "find peers through the DNS SRV records of `NAME` (Consul: tallship.service.consul; Kubernetes: _tallship._tcp.SVC.NS.svc.cluster.local); repeatable")
+	fs.StringVar(&f.dnsServer, "dns-server", "", "DNS server `ADDR` (\"ip[:port]\") for --dns (default: /etc/resolv.conf)")
+	fs.Var(&f.ifaces, "interface", "announce and advertise only on network interface `IFACE`; repeatable")
+	fs.Var(&f.advertise, "advertise", "advertise `ADDR` (\"ip:port\") instead of the interfaces' addresses, e.g. behind NAT; repeatable")
 	fs.BoolVar(&f.fast, "fast", e.getenv("TALLSHIP_FAST") == "1",
 		"fast timers (mesh.LocalConfig), for tests on loopback; every node of the cluster must use them")
 	// The secret's default comes from the environment: never show it.
@@ -63,8 +74,38 @@ func (f *nodeFlags) config(stderr io.Writer) (mesh.Config, error) {
 	cfg.Secret = f.secret
 	cfg.Logger = logger
 	cfg.Discovery = []discovery.Discoverer{}
+	var ifaces []net.Interface
+	for _, name := range f.ifaces {
+		ifi, err := net.InterfaceByName(name)
+		if err != nil {
+			return mesh.Config{}, usageErrorf("--interface %q: %v", name, err)
+		}
+		ifaces = append(ifaces, *ifi)
+		cfg.Interfaces = append(cfg.Interfaces, name)
+	}
+	for _, a := range f.advertise {
+		ap, err := netip.ParseAddrPort(a)
+		if err != nil {
+			return mesh.Config{}, usageErrorf("--advertise %q: want ip:port", a)
+		}
+		cfg.Advertise = append(cfg.Advertise, ap)
+	}
 	if f.mdns {
-		cfg.Discovery = append(cfg.Discovery, &discovery.MDNS{Logger: logger})
+		cfg.Discovery = append(cfg.Discovery, &discovery.MDNS{Interfaces: ifaces, Logger: logger})
+	}
+	if f.dnsServer != "" {
+		if _, err := netip.ParseAddrPort(f.dnsServer); err != nil {
+			if _, err := netip.ParseAddr(f.dnsServer); err != nil {
+				return mesh.Config{}, usageErrorf("--dns-server %q: want ip[:port]", f.dnsServer)
+			}
+		}
+	}
+	for _, name := range f.dns {
+		interval := time.Duration(0)
+		if f.fast {
+			interval = 500 * time.Millisecond
+		}
+		cfg.Discovery = append(cfg.Discovery, &discovery.DNS{Name: name, Server: f.dnsServer, Interval: interval, Logger: logger})
 	}
 	if len(f.connect) > 0 {
 		for _, a := range f.connect {
