@@ -21,7 +21,7 @@ import (
 )
 
 // memProfile, when set, names the file the heap profile of the idle links
-// is written to.
+// is written to; their goroutines go to the same name + ".goroutines".
 var memProfile string
 
 // measureIdleLinks links `links` pairs of nodes, lets each side send one
@@ -96,6 +96,10 @@ func measureIdleLinks(heap, stack, gor *row, links int) {
 	if memProfile != "" {
 		if f, err := os.Create(memProfile); err == nil {
 			pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+		if f, err := os.Create(memProfile + ".goroutines"); err == nil {
+			pprof.Lookup("goroutine").WriteTo(f, 1)
 			f.Close()
 		}
 	}
