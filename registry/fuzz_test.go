@@ -45,7 +45,7 @@ func reencode(m *message) ([]byte, error) {
 		}
 		f, err = encodeHello(m.node, m.digest, max)
 	case msgState:
-		f, err = encodeState(m.owner, m.inc, m.seq, m.beat, m.leaving, m.peers, max)
+		f, err = encodeStateLifetime(m.owner, m.inc, m.seq, m.beat, m.leaving, m.peers, m.lifetime, max)
 	case msgPut:
 		f, err = encodePut(m.owner, m.inc, m.recs[0], max)
 	case msgDel:
