@@ -72,7 +72,8 @@ type Config struct {
 	// room beyond it. Zero means 16 MiB.
 	SendQueueBytes int
 	// ReceiveBuffer is how many received messages wait for Receive before
-	// reading from links pauses. Zero means 1024.
+	// reading from links pauses (each link still buffers a yamux window).
+	// Zero means 128.
 	ReceiveBuffer int
 	// EventBuffer is how many events wait for a slow Events consumer
 	// before the oldest are dropped. Zero means 4096.
@@ -154,7 +155,7 @@ func (c Config) withDefaults() Config {
 		c.SendQueueBytes = c.MaxMessageSize
 	}
 	if c.ReceiveBuffer <= 0 {
-		c.ReceiveBuffer = 1024
+		c.ReceiveBuffer = 128
 	}
 	if c.MaxPeers <= 0 {
 		c.MaxPeers = 1024

@@ -142,7 +142,6 @@ func (l *link) signal() {
 // queue is empty.
 func (l *link) writeLoop() {
 	defer close(l.writerDone)
-	bw := bufio.NewWriterSize(l.conn, 32<<10)
 	for {
 		l.qmu.Lock()
 		q, fail, finishing := l.queue, l.fail, l.finishing
@@ -153,13 +152,7 @@ func (l *link) writeLoop() {
 			return
 		}
 		if len(q) > 0 {
-			for _, f := range q {
-				if _, err := bw.Write(f); err != nil {
-					l.abort()
-					return
-				}
-			}
-			if err := bw.Flush(); err != nil {
+			if err := l.write(q); err != nil {
 				l.abort()
 				return
 			}
@@ -174,6 +167,25 @@ func (l *link) writeLoop() {
 			return
 		}
 	}
+}
+
+// writers buffer the frames of one batch; an idle link holds none.
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+
+// write sends frames in as few writes as the buffer allows.
+func (l *link) write(frames [][]byte) error {
+	bw := writers.Get().(*bufio.Writer)
+	bw.Reset(l.conn)
+	defer func() {
+		bw.Reset(nil)
+		writers.Put(bw)
+	}()
+	for _, f := range frames {
+		if _, err := bw.Write(f); err != nil {
+			return err
+		}
+	}
+	return bw.Flush()
 }
 
 // abort closes the conn so that its reader and writer return at once: a

@@ -104,7 +104,7 @@ func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteClos
 
 // readLoop reads and applies messages until an error.
 func (r *Registry) readLoop(l *link) error {
-	br := bufio.NewReaderSize(l.conn, 32<<10)
+	br := bufio.NewReaderSize(l.conn, 1<<10) // small: idle links are many; big frames bypass it
 	var buf []byte
 	var m message
 	dec := decoder{maxMeta: r.cfg.MaxMetadataBytes}
@@ -125,6 +125,9 @@ func (r *Registry) readLoop(l *link) error {
 		r.mu.Unlock()
 		if err != nil {
 			return err
+		}
+		if cap(buf) > 16<<10 {
+			buf = nil // a sync's big frames need not be held while idle
 		}
 	}
 }

@@ -55,7 +55,7 @@ type Reader struct {
 // NewReader returns a Reader of frames from r whose payloads are at most
 // max bytes.
 func NewReader(r io.Reader, max int) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, 4<<10), max: max}
+	return &Reader{r: bufio.NewReaderSize(r, 1<<10), max: max} // big payloads bypass it
 }
 
 // Next reads the next frame. The payload is newly allocated and belongs to
