@@ -57,25 +57,18 @@ func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteClos
 	r.mu.Unlock()
 	defer r.serving.Done()
 
-	watchDone := make(chan struct{})
-	go func() {
-		defer close(watchDone)
-		select {
-		case <-ctx.Done():
-		case <-r.done:
-		case <-l.stop:
-		}
-		l.abort()
-	}()
+	// ctx's end aborts the link (Close aborts every link itself); no
+	// goroutine waits for it.
+	stopWatch := context.AfterFunc(ctx, l.abort)
 	go l.writeLoop()
 	r.log.Debug("registry: link up", "peer", peer)
 
 	err = r.readLoop(l)
 
 	close(l.stop)
+	stopWatch()
 	l.abort()
 	<-l.writerDone
-	<-watchDone
 	r.mu.Lock()
 	r.dropLink(l)
 	closed := r.closed

@@ -376,6 +376,9 @@ func (r *Registry) Close() error {
 		break
 	}
 	flush.Stop()
+	for _, l := range links {
+		l.abort()
+	}
 	close(r.done)
 	r.serving.Wait()
 	close(r.evstop)
