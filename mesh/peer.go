@@ -32,11 +32,19 @@ type peer struct {
 	room    chan struct{} // closed and replaced when the writer takes frames
 	stopped bool          // no more frames accepted
 	leaving bool          // send a goodbye, then end
+	writing bool          // a writer goroutine runs
+	pending bool          // work arrived since the writer last looked
+	ended   bool          // the writer is done for good: writerDone is closed
 
-	wake       chan struct{} // capacity 1: frames queued or links changed
 	done       chan struct{} // closed by stop
 	stopOnce   sync.Once
 	writerDone chan struct{}
+
+	// The writer's state, touched only by the writer goroutine of the
+	// moment (one at a time; qmu orders them).
+	out    *outStream
+	prev   uint64 // link of the last stream written to this peer
+	broken *link  // a link a write failed on: never written again
 }
 
 // peerUpLocked makes l the first link of a new peer; n.mu is held.
@@ -48,7 +56,6 @@ func (n *Node) peerUpLocked(l *link) {
 		addrs:      l.tl.Remote().Addrs,
 		since:      time.Now(),
 		room:       make(chan struct{}),
-		wake:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
@@ -56,8 +63,6 @@ func (n *Node) peerUpLocked(l *link) {
 	if t := n.targets[p.id]; t != nil {
 		t.addrs = mergeAddrs(t.addrs, p.addrs)
 	}
-	n.wg.Add(1)
-	go p.writeLoop()
 	n.events.publish(Event{Kind: PeerUp, Peer: p.id, Addrs: slices.Clone(p.addrs)})
 	n.log.Debug("peer up", "peer", p.id)
 	n.exchangeLocked(p)
@@ -84,10 +89,19 @@ func (p *peer) dropRetiringLocked(l *link) {
 	p.retiring = slices.DeleteFunc(p.retiring, func(r *link) bool { return r == l })
 }
 
+// signal tells the writer there is work, starting it if none runs: an
+// idle peer has no writer goroutine.
 func (p *peer) signal() {
-	select {
-	case p.wake <- struct{}{}:
-	default:
+	p.qmu.Lock()
+	p.pending = true
+	start := !p.writing && !p.ended
+	if start {
+		p.writing = true
+		p.n.wg.Add(1)
+	}
+	p.qmu.Unlock()
+	if start {
+		go p.writeLoop()
 	}
 }
 
@@ -99,8 +113,15 @@ func (p *peer) stop() {
 			p.stopped = true
 			close(p.room)
 		}
+		finish := !p.writing && !p.ended
+		if finish {
+			p.ended = true
+		}
 		p.qmu.Unlock()
 		close(p.done)
+		if finish {
+			close(p.writerDone)
+		}
 	})
 }
 
@@ -182,77 +203,103 @@ const (
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, batchBytes); return &b }}
 
-// writeLoop is the peer's writer.
+// writeLoop is the peer's writer: it runs while there is work, and ends
+// for good (closing writerDone) once it has said goodbye or the peer
+// stopped.
 func (p *peer) writeLoop() {
-	n := p.n
-	defer n.wg.Done()
-	defer close(p.writerDone)
-	var out *outStream
-	var prev uint64  // link of the last stream written to this peer
-	var broken *link // a link a write failed on: never written again
-	end := func() {
-		if out != nil {
-			if out.head != nil {
-				out.s.Write(out.head)
-			}
-			out.s.Close()
-			out.link.finishOut()
-			prev = out.link.tl.ID()
-			out = nil
-		}
-	}
-	defer end()
+	defer p.n.wg.Done()
 	for {
-		select {
-		case <-p.wake:
-		case <-p.done:
+		p.qmu.Lock()
+		stopping := isClosed(p.done)
+		if !stopping && !p.pending {
+			p.writing = false
+			p.qmu.Unlock()
 			return
 		}
-		for {
-			n.mu.Lock()
-			active := p.active
-			retire := p.toRetire
-			p.toRetire = nil
-			n.mu.Unlock()
-			for _, l := range retire {
-				if out != nil && out.link == l {
-					end()
-					continue
-				}
-				// Open and end a stream on l, so that the peer knows that
-				// nothing more comes on it.
-				if s := p.open(l, prev); s != nil {
-					s.s.Write(s.head)
-					s.s.Close()
-					prev = l.tl.ID()
-				}
-				l.finishOut()
+		p.pending = false
+		p.qmu.Unlock()
+		if stopping || p.pass() {
+			p.end()
+			p.qmu.Lock()
+			p.writing, p.ended = false, true
+			p.qmu.Unlock()
+			close(p.writerDone)
+			return
+		}
+	}
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
+}
+
+// end ends the current outbound stream, if any.
+func (p *peer) end() {
+	if p.out == nil {
+		return
+	}
+	if p.out.head != nil {
+		p.out.s.Write(p.out.head)
+	}
+	p.out.s.Close()
+	p.out.link.finishOut()
+	p.prev = p.out.link.tl.ID()
+	p.out = nil
+}
+
+// pass ends the streams of retired links and writes what is queued until
+// the queue is empty. It returns true once it has sent the goodbye.
+func (p *peer) pass() bool {
+	n := p.n
+	for {
+		n.mu.Lock()
+		active := p.active
+		retire := p.toRetire
+		p.toRetire = nil
+		n.mu.Unlock()
+		for _, l := range retire {
+			if p.out != nil && p.out.link == l {
+				p.end()
+				continue
 			}
-			if out != nil && out.link != active {
-				end()
+			// Open and end a stream on l, so that the peer knows that
+			// nothing more comes on it.
+			if s := p.open(l, p.prev); s != nil {
+				s.s.Write(s.head)
+				s.s.Close()
+				p.prev = l.tl.ID()
 			}
-			frames, leaving := p.take(batchBytes)
-			if leaving {
-				frames = append(frames, wire.Frame(wire.Goodbye, nil))
+			l.finishOut()
+		}
+		if p.out != nil && p.out.link != active {
+			p.end()
+		}
+		frames, leaving := p.take(batchBytes)
+		if leaving {
+			frames = append(frames, wire.Frame(wire.Goodbye, nil))
+		}
+		if len(frames) == 0 {
+			return false
+		}
+		if p.out == nil && active != p.broken {
+			p.out = p.open(active, p.prev)
+			if p.out == nil {
+				p.broken = active
 			}
-			if len(frames) == 0 {
-				break
+		}
+		if p.out != nil {
+			if err := p.write(p.out, frames); err != nil {
+				n.log.Debug("write to peer failed", "peer", p.id, "err", err)
+				p.broken, p.prev, p.out = p.out.link, p.out.link.tl.ID(), nil
 			}
-			if out == nil && active != broken {
-				out = p.open(active, prev)
-				if out == nil {
-					broken = active
-				}
-			}
-			if out != nil {
-				if err := p.write(out, frames); err != nil {
-					n.log.Debug("write to peer failed", "peer", p.id, "err", err)
-					broken, prev, out = out.link, out.link.tl.ID(), nil
-				}
-			} // else the link is going down, and the frames with it
-			if leaving {
-				return
-			}
+		} // else the link is going down, and the frames with it
+		if leaving {
+			return true
 		}
 	}
 }
