@@ -44,7 +44,7 @@ func main() {
 	}
 	switch os.Getenv(envNS) {
 	case "":
-		code, err := enterNamespace(os.Args[1:])
+		code, err := enterNamespace()
 		if err == nil {
 			os.Exit(code)
 		}

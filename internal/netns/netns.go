@@ -38,7 +38,7 @@ const (
 func Main(m *testing.M) {
 	switch os.Getenv(envKey) {
 	case inside:
-		if err := setupLoopback(); err != nil {
+		if err := SetupLoopback(); err != nil {
 			os.Setenv(envReason, err.Error())
 			os.Unsetenv(envKey)
 		} else {
@@ -51,7 +51,7 @@ func Main(m *testing.M) {
 	if os.Getenv(envReason) != "" {
 		os.Exit(m.Run())
 	}
-	code, err := reexec()
+	code, err := Reexec(envKey + "=" + inside)
 	if err != nil {
 		os.Setenv(envReason, fmt.Sprintf("cannot create a private network namespace: %v", err))
 		os.Exit(m.Run())
@@ -59,17 +59,19 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// reexec runs this binary again with the same arguments in new namespaces
-// and returns its exit code. It returns an error only when the child could
-// not be started.
-func reexec() (int, error) {
+// Reexec runs this binary again with the same arguments, in a new network
+// namespace (and a new user namespace in which the caller is root, when it
+// is not root already), with env added to its environment, and returns its
+// exit code. It returns an error only when the child could not be started.
+// Commands (the benchmark) use it as Main does for tests.
+func Reexec(env ...string) (int, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 0, err
 	}
 	cmd := exec.Command(self, os.Args[1:]...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	cmd.Env = append(os.Environ(), envKey+"="+inside)
+	cmd.Env = append(os.Environ(), env...)
 	attr := &syscall.SysProcAttr{
 		Cloneflags: syscall.CLONE_NEWNET,
 		Pdeathsig:  syscall.SIGKILL,
@@ -98,8 +100,9 @@ func reexec() (int, error) {
 	return 0, nil
 }
 
-// setupLoopback brings lo up with multicast and routes multicast to it.
-func setupLoopback() error {
+// SetupLoopback brings lo up with multicast and routes multicast to it;
+// call it first in the re-executed process.
+func SetupLoopback() error {
 	if _, err := exec.LookPath("ip"); err != nil {
 		return errors.New("the ip command (iproute2) is not installed")
 	}
@@ -130,15 +133,24 @@ func Require(t testing.TB) {
 	if !Inside() {
 		t.Skip("needs a private network namespace: call netns.Main from TestMain")
 	}
+	if err := CheckPrivate(); err != nil {
+		t.Fatalf("%v; refusing to send", err)
+	}
+}
+
+// CheckPrivate returns an error unless every interface is loopback or one
+// made by the caller (named with the prefix "ts").
+func CheckPrivate() error {
 	ifaces, err := net.Interfaces()
 	if err != nil {
-		t.Fatalf("netns: list interfaces: %v", err)
+		return err
 	}
 	for _, ifi := range ifaces {
 		if ifi.Flags&net.FlagLoopback == 0 && !strings.HasPrefix(ifi.Name, "ts") {
-			t.Fatalf("netns: interface %q in what should be a private namespace; refusing to send", ifi.Name)
+			return fmt.Errorf("netns: interface %q in what should be a private namespace", ifi.Name)
 		}
 	}
+	return nil
 }
 
 // Loopback returns the loopback interface of the namespace.
