@@ -135,42 +135,51 @@ func throughput(w, r net.Conn, chunk int, d time.Duration, max int64) (float64, 
 	return float64(sent) / time.Since(start).Seconds() / 1e6, nil
 }
 
-// measureThroughput fills r with runs of one stream's throughput at chunk-
-// sized writes, and the raw TCP reference.
-func measureThroughput(r *row, runs, chunk int, d time.Duration, secret string) {
+// versusRaw fills r with runs of a measure over a link of a fresh pair
+// (sealed with secret when set) and, in the same runs, its raw TCP
+// reference.
+func versusRaw(r *row, runs int, secret string, raw func(run int) (float64, error), link func(p *pair, run int) (float64, error)) {
 	p, err := newPair(secret)
 	if err != nil {
 		r.err = err
 		return
 	}
 	defer p.close()
-	const max = 8 << 30
 	for i := range runs {
-		tw, tr, err := tcpPair()
-		if err != nil {
-			r.err = err
-			return
-		}
-		raw, err := throughput(tw, tr, chunk, d, max)
-		tr.Close()
+		ref, err := raw(i)
 		if err != nil {
 			r.err = fmt.Errorf("raw tcp: %w", err)
 			return
 		}
-		sw, sr, err := p.streams(fmt.Sprintf("tp-%d", i))
-		if err != nil {
-			r.err = err
-			return
-		}
-		got, err := throughput(sw, sr, chunk, d, max)
-		sr.Close()
+		got, err := link(p, i)
 		if err != nil {
 			r.err = err
 			return
 		}
 		r.samples = append(r.samples, got)
-		r.raw = append(r.raw, raw)
+		r.raw = append(r.raw, ref)
 	}
+}
+
+// measureThroughput fills r with runs of one stream's throughput at chunk-
+// sized writes, and the raw TCP reference.
+func measureThroughput(r *row, runs, chunk int, d time.Duration, secret string) {
+	const max = 8 << 30
+	versusRaw(r, runs, secret, func(int) (float64, error) {
+		tw, tr, err := tcpPair()
+		if err != nil {
+			return 0, err
+		}
+		defer tr.Close()
+		return throughput(tw, tr, chunk, d, max)
+	}, func(p *pair, i int) (float64, error) {
+		sw, sr, err := p.streams(fmt.Sprintf("tp-%d", i))
+		if err != nil {
+			return 0, err
+		}
+		defer sr.Close()
+		return throughput(sw, sr, chunk, d, max)
+	})
 }
 
 // measureMessages fills r with the rate of count 64-byte messages sent one
@@ -178,27 +187,10 @@ func measureThroughput(r *row, runs, chunk int, d time.Duration, secret string) 
 // message written with its own Write as a length-prefixed frame, read
 // through a bufio.Reader.
 func measureMessages(r *row, runs, count int) {
-	p, err := newPair("")
-	if err != nil {
-		r.err = err
-		return
-	}
-	defer p.close()
 	msg := make([]byte, 64)
-	for range runs {
-		raw, err := rawMessages(count, msg)
-		if err != nil {
-			r.err = fmt.Errorf("raw tcp: %w", err)
-			return
-		}
-		got, err := meshMessages(p, count, msg)
-		if err != nil {
-			r.err = err
-			return
-		}
-		r.samples = append(r.samples, got)
-		r.raw = append(r.raw, raw)
-	}
+	versusRaw(r, runs, "",
+		func(int) (float64, error) { return rawMessages(count, msg) },
+		func(p *pair, _ int) (float64, error) { return meshMessages(p, count, msg) })
 }
 
 func meshMessages(p *pair, count int, msg []byte) (float64, error) {
@@ -269,27 +261,10 @@ func rawMessages(count int, msg []byte) (float64, error) {
 // message sent with Send and answered with Send, and the raw TCP
 // reference (a length-prefixed frame written and echoed).
 func measurePingPong(r *row, runs, count int) {
-	p, err := newPair("")
-	if err != nil {
-		r.err = err
-		return
-	}
-	defer p.close()
 	msg := make([]byte, 64)
-	for range runs {
-		raw, err := rawPingPong(count, msg)
-		if err != nil {
-			r.err = fmt.Errorf("raw tcp: %w", err)
-			return
-		}
-		got, err := meshPingPong(p, count, msg)
-		if err != nil {
-			r.err = err
-			return
-		}
-		r.samples = append(r.samples, got)
-		r.raw = append(r.raw, raw)
-	}
+	versusRaw(r, runs, "",
+		func(int) (float64, error) { return rawPingPong(count, msg) },
+		func(p *pair, _ int) (float64, error) { return meshPingPong(p, count, msg) })
 }
 
 func meshPingPong(p *pair, count int, msg []byte) (float64, error) {
@@ -374,32 +349,16 @@ func pingPong(a, b net.Conn, count int, frame []byte) (float64, error) {
 
 // measureStreamPingPong is measurePingPong over one stream of the link.
 func measureStreamPingPong(r *row, runs, count int) {
-	p, err := newPair("")
-	if err != nil {
-		r.err = err
-		return
-	}
-	defer p.close()
 	msg := make([]byte, 64)
-	for i := range runs {
-		raw, err := rawPingPong(count, msg)
-		if err != nil {
-			r.err = fmt.Errorf("raw tcp: %w", err)
-			return
-		}
-		a, b, err := p.streams(fmt.Sprintf("pp-%d", i))
-		if err != nil {
-			r.err = err
-			return
-		}
-		got, err := pingPong(a, b, count, msg)
-		a.Close()
-		b.Close()
-		if err != nil {
-			r.err = err
-			return
-		}
-		r.samples = append(r.samples, got)
-		r.raw = append(r.raw, raw)
-	}
+	versusRaw(r, runs, "",
+		func(int) (float64, error) { return rawPingPong(count, msg) },
+		func(p *pair, i int) (float64, error) {
+			a, b, err := p.streams(fmt.Sprintf("pp-%d", i))
+			if err != nil {
+				return 0, err
+			}
+			defer a.Close()
+			defer b.Close()
+			return pingPong(a, b, count, msg)
+		})
 }
