@@ -143,30 +143,19 @@ func gone(g *group, c *child, marks []int, timeout time.Duration) (time.Time, er
 // measureKill kills a helper node with SIGKILL, runs times, and records
 // how long until it and its record are gone on every node of g.
 func measureKill(r *row, g *group, cluster string, runs int) {
-	for range runs {
-		c, err := victim(g, cluster)
-		if err != nil {
-			r.err = err
-			return
-		}
-		marks := g.marks()
-		t0 := time.Now()
-		c.cmd.Process.Signal(syscall.SIGKILL)
-		at, err := gone(g, c, marks, 10*time.Second)
-		c.kill()
-		if err != nil {
-			r.err = err
-			return
-		}
-		r.samples = append(r.samples, ms(at.Sub(t0)))
-		time.Sleep(200 * time.Millisecond)
-	}
+	measureSignal(r, g, cluster, runs, syscall.SIGKILL)
 }
 
 // measureFreeze stops a helper node with SIGSTOP (a frozen host: its
 // kernel still acknowledges, nothing answers), runs times, and records how
 // long until it and its record are gone on every node of g.
 func measureFreeze(r *row, g *group, cluster string, runs int) {
+	measureSignal(r, g, cluster, runs, syscall.SIGSTOP)
+}
+
+// measureSignal sends sig to a fresh helper node, runs times, and records
+// how long until it and its record are gone on every node of g.
+func measureSignal(r *row, g *group, cluster string, runs int, sig syscall.Signal) {
 	for range runs {
 		c, err := victim(g, cluster)
 		if err != nil {
@@ -175,7 +164,7 @@ func measureFreeze(r *row, g *group, cluster string, runs int) {
 		}
 		marks := g.marks()
 		t0 := time.Now()
-		c.cmd.Process.Signal(syscall.SIGSTOP)
+		c.cmd.Process.Signal(sig)
 		at, err := gone(g, c, marks, 10*time.Second)
 		c.kill()
 		if err != nil {
@@ -183,7 +172,7 @@ func measureFreeze(r *row, g *group, cluster string, runs int) {
 			return
 		}
 		r.samples = append(r.samples, ms(at.Sub(t0)))
-		time.Sleep(200 * time.Millisecond)
+		time.Sleep(200 * time.Millisecond) // let the mesh settle between runs
 	}
 }
 
