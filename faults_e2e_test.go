@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tallship-go/tallship/internal/leakcheck"
 	"github.com/tallship-go/tallship/internal/netns"
 	"github.com/tallship-go/tallship/mesh"
 	"github.com/tallship-go/tallship/registry"
@@ -169,7 +170,7 @@ func (p *proxy) setDown(down bool) int {
 // direct link frees nothing anywhere.
 func TestLinkCutThroughThirdNoFree(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cluster := clusterName(t)
 	a, aLog := startLogged(t, cluster, connectConfig("cut-a"))
 	b := join(t, cluster, connectConfig("cut-b"))
@@ -384,7 +385,7 @@ func blockPort(t *testing.T, port int) (unblock func()) {
 // not while the peer's announcement is fresh (TTL 120 s).
 func TestSilentLinkBetweenDiscoveredNodesHeals(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cluster := clusterName(t)
 	a := join(t, cluster, nodeConfig("silent-a"))
 	b := join(t, cluster, nodeConfig("silent-b"))
@@ -422,7 +423,7 @@ func TestSilentLinkBetweenDiscoveredNodesHeals(t *testing.T) {
 // one round in five to one in two; five rounds run.
 func TestCloseBeforeConvergenceNoFlap(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	for round := range 5 {
 		t.Run(fmt.Sprint("round", round), func(t *testing.T) {
 			cluster := clusterName(t)

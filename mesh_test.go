@@ -237,24 +237,6 @@ func register(t *testing.T, n *mesh.Node, s mesh.Service) mesh.Record {
 	return rec
 }
 
-// checkGoroutines fails t if, once its cleanups have run, more goroutines
-// run than before it started. Call it first in a test.
-func checkGoroutines(t *testing.T) {
-	t.Helper()
-	before := runtime.NumGoroutine()
-	t.Cleanup(func() {
-		deadline := time.Now().Add(5 * time.Second)
-		for runtime.NumGoroutine() > before {
-			if time.Now().After(deadline) {
-				buf := make([]byte, 1<<20)
-				t.Errorf("goroutines: %d before, %d after:\n%s", before, runtime.NumGoroutine(), buf[:runtime.Stack(buf, true)])
-				return
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	})
-}
-
 // recorder collects a Watch channel's events until the channel closes.
 type recorder struct {
 	node string

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tallship-go/tallship/internal/leakcheck"
 	"github.com/tallship-go/tallship/internal/netns"
 	"github.com/tallship-go/tallship/mesh"
 	"github.com/tallship-go/tallship/registry"
@@ -23,7 +24,7 @@ import (
 // Three versions of a role on three nodes, queried from a fourth.
 func TestServiceVersionQueries(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cluster := clusterName(t)
 	var nodes []*mesh.Node
 	for i := range 4 {
@@ -71,7 +72,7 @@ func TestServiceVersionQueries(t *testing.T) {
 // on another node, with its metadata.
 func TestLookupBeforeRegister(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cluster := clusterName(t)
 	a := join(t, cluster, nodeConfig("lookup-a"))
 	b := join(t, cluster, nodeConfig("lookup-b"))
@@ -127,7 +128,7 @@ func TestLookupBeforeRegister(t *testing.T) {
 // register on one is seen by all, a free leaves none.
 func TestTenNodesRegisterAndFree(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cluster := clusterName(t)
 	start := time.Now()
 	var nodes []*mesh.Node
@@ -204,7 +205,7 @@ func TestTenNodesRegisterAndFree(t *testing.T) {
 // node by two paths.
 func TestRingOfThreeNoDuplicates(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cluster := clusterName(t)
 	nodes := []*mesh.Node{
 		join(t, cluster, connectConfig("ring-a")),
@@ -299,7 +300,7 @@ func TestRingOfThreeNoDuplicates(t *testing.T) {
 // same id registers anew, and only its new records are seen.
 func TestKilledNodeRecordsVanish(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cluster := clusterName(t)
 	testnodeBinary(t) // build first: a build on a busy machine could delay the nodes' keepalives
 	a := join(t, cluster, nodeConfig("kill-a"))
@@ -393,7 +394,7 @@ func settle(t *testing.T, nodes ...*mesh.Node) {
 // A node that closes frees its records everywhere at once.
 func TestClosedNodeRecordsVanish(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cluster := clusterName(t)
 	a := join(t, cluster, nodeConfig("close-a"))
 	b := join(t, cluster, nodeConfig("close-b"))
@@ -435,7 +436,7 @@ func TestClosedNodeRecordsVanish(t *testing.T) {
 // nothing changes anywhere.
 func TestFreeByOtherNodeRefused(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cluster := clusterName(t)
 	a := join(t, cluster, nodeConfig("owner-a"))
 	b := join(t, cluster, nodeConfig("thief-b"))

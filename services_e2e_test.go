@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tallship-go/tallship/internal/leakcheck"
 	"github.com/tallship-go/tallship/internal/netns"
 	"github.com/tallship-go/tallship/mesh"
 	"github.com/tallship-go/tallship/registry"
@@ -26,7 +27,7 @@ import (
 // it frees its record everywhere.
 func TestListenServiceDialedByQuery(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cluster := clusterName(t)
 	a := join(t, cluster, nodeConfig("port-a"))
 	b := join(t, cluster, nodeConfig("port-b"))
@@ -94,7 +95,7 @@ func TestListenServiceDialedByQuery(t *testing.T) {
 // 1,000 records on one node reach, intact, a node that joins later.
 func TestSyncThousandRecordsToLateJoiner(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cluster := clusterName(t)
 	a := join(t, cluster, nodeConfig("sync-a"))
 	const total = 1000
@@ -176,7 +177,7 @@ func allRecords(t *testing.T, n *mesh.Node) map[string]mesh.Record {
 // records; a node never links to itself (nor to its own announcement).
 func TestWrongClusterAndSelfNeverLink(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cluster := clusterName(t)
 	other := clusterName(t)
 	a, aLog := startLogged(t, cluster, nodeConfig("wc-a"))

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/discovery"
+	"github.com/tallship-go/tallship/internal/leakcheck"
 	"github.com/tallship-go/tallship/internal/netns"
 )
 
@@ -20,7 +21,7 @@ func mdnsConfig(id string) Config {
 
 func TestMDNSTwoNodesTogether(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	var a, b *Node
 	var wg sync.WaitGroup
 	wg.Add(2)
@@ -41,7 +42,7 @@ func TestMDNSTwoNodesTogether(t *testing.T) {
 
 func TestMDNSOneAfterTheOther(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	// The later node has the lower id, so it dials; then the reverse.
 	for _, ids := range [][2]string{{"b", "a"}, {"a", "b"}} {
 		t.Run(ids[0]+" then "+ids[1], func(t *testing.T) {
@@ -88,7 +89,7 @@ func (c *counting) String() string {
 
 func TestMDNSTenNodesFullMesh(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	nodes := make([]*Node, 10)
 	counts := make([]*counting, 10)
 	var wg sync.WaitGroup
@@ -126,7 +127,7 @@ func TestMDNSTenNodesFullMesh(t *testing.T) {
 
 func TestMDNSOtherClusterNeverLinks(t *testing.T) {
 	netns.Require(t)
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	a := start(t, "blue", mdnsConfig("a"))
 	b := start(t, "blue", mdnsConfig("b"))
 	x := start(t, "green", mdnsConfig("x"))
@@ -142,7 +143,7 @@ func TestMDNSOtherClusterNeverLinks(t *testing.T) {
 }
 
 func TestStaticDiscoveryAndPeerExchange(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	a := start(t, "st", testConfig("a"))
 	b := start(t, "st", testConfig("b"))
 	if _, err := b.Connect(context.Background(), addr(t, a)); err != nil {

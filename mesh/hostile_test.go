@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tallship-go/tallship/internal/leakcheck"
 	"github.com/tallship-go/tallship/internal/wire"
 	"github.com/tallship-go/tallship/transport"
 )
@@ -16,7 +17,7 @@ import (
 // TestHostileInputClosesOneConnection throws garbage at a node: each
 // attack closes that one connection, and the node keeps serving its peer.
 func TestHostileInputClosesOneConnection(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	victim := start(t, "c", testConfig("v"))
 	friend := start(t, "c", testConfig("f"))
 	ctx := context.Background()
@@ -133,7 +134,7 @@ func TestHostileInputClosesOneConnection(t *testing.T) {
 }
 
 func TestHandshakeFloodIsBounded(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cfg := testConfig("v")
 	cfg.MaxHandshakes = 4
 	victim := start(t, "c", cfg)

@@ -13,11 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tallship-go/tallship/internal/leakcheck"
 	"github.com/tallship-go/tallship/transport"
 )
 
 func TestConnectLinksBothWays(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	a := start(t, "c", testConfig("a"))
 	b := start(t, "c", testConfig("b"))
 	if _, err := b.Connect(context.Background(), addr(t, a)); err != nil {
@@ -40,7 +41,7 @@ func TestConnectLinksBothWays(t *testing.T) {
 }
 
 func TestThreeNodesThenOneLeaves(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	a := start(t, "c", testConfig("a"))
 	b := start(t, "c", testConfig("b"))
 	c := start(t, "c", testConfig("c"))
@@ -77,7 +78,7 @@ func TestThreeNodesThenOneLeaves(t *testing.T) {
 }
 
 func TestDedupByteOrderedIDs(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	x := start(t, "c", testConfig("0A0"))
 	y := start(t, "c", testConfig("00A"))
 	ctx := context.Background()
@@ -99,7 +100,7 @@ func TestDedupByteOrderedIDs(t *testing.T) {
 // TestSimultaneousDialsLoseNothing dials both ways at once, over and over,
 // while 100 ordered round trips run: every ping and pong arrives once.
 func TestSimultaneousDialsLoseNothing(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	a := start(t, "c", testConfig("a"))
 	b := start(t, "c", testConfig("b"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -160,7 +161,7 @@ func TestSimultaneousDialsLoseNothing(t *testing.T) {
 // TestOrderAcrossDuplicateLinks sends a stream of numbered messages while
 // duplicate links come and go: they arrive in order, none lost.
 func TestOrderAcrossDuplicateLinks(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	a := start(t, "c", testConfig("a"))
 	b := start(t, "c", testConfig("b"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -195,7 +196,7 @@ func TestOrderAcrossDuplicateLinks(t *testing.T) {
 }
 
 func TestKeptPeerReconnects(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	a := start(t, "c", testConfig("a"))
 	b := start(t, "c", testConfig("b"))
 	px := newProxy(t, addr(t, b))
@@ -227,7 +228,7 @@ func TestKeptPeerReconnects(t *testing.T) {
 }
 
 func TestAddrsFollowLifecycle(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	n, err := New("c", testConfig("a"))
 	if err != nil {
 		t.Fatal(err)
@@ -258,14 +259,14 @@ func TestAddrsFollowLifecycle(t *testing.T) {
 
 func TestCloseIsCleanAndIdempotent(t *testing.T) {
 	t.Run("no peers", func(t *testing.T) {
-		checkGoroutines(t)
+		leakcheck.Goroutines(t)
 		n := start(t, "c", testConfig("a"))
 		if err := n.Close(); err != nil {
 			t.Fatal(err)
 		}
 	})
 	t.Run("twice", func(t *testing.T) {
-		checkGoroutines(t)
+		leakcheck.Goroutines(t)
 		a := start(t, "c", testConfig("a"))
 		b := start(t, "c", testConfig("b"))
 		if _, err := a.Connect(context.Background(), addr(t, b)); err != nil {
@@ -282,7 +283,7 @@ func TestCloseIsCleanAndIdempotent(t *testing.T) {
 		}
 	})
 	t.Run("right after join, with mDNS default", func(t *testing.T) {
-		checkGoroutines(t)
+		leakcheck.Goroutines(t)
 		cfg := testConfig("a")
 		cfg.Discovery = nil
 		n, err := cfg.Join(context.Background(), "c")
@@ -294,7 +295,7 @@ func TestCloseIsCleanAndIdempotent(t *testing.T) {
 }
 
 func TestSendErrorsAndLimits(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	cfg := testConfig("hub")
 	cfg.MaxMessageSize = 64 << 10
 	hub := start(t, "c", cfg)
@@ -344,7 +345,7 @@ func TestSendErrorsAndLimits(t *testing.T) {
 }
 
 func TestStreamWrittenAtOnce(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	a := start(t, "c", testConfig("a"))
 	b := start(t, "c", testConfig("b"))
 	ctx := context.Background()
@@ -395,7 +396,7 @@ func TestStreamWrittenAtOnce(t *testing.T) {
 }
 
 func TestRefusedLinks(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	a := start(t, "c", testConfig("a"))
 	other := start(t, "other", testConfig("x"))
 	ctx := context.Background()
@@ -411,7 +412,7 @@ func TestRefusedLinks(t *testing.T) {
 }
 
 func TestSameIDTwiceIsRefused(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	a := start(t, "c", testConfig("a"))
 	first := start(t, "c", testConfig("x"))
 	if _, err := first.Connect(context.Background(), addr(t, a)); err != nil {

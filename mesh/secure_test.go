@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tallship-go/tallship/internal/leakcheck"
 	"github.com/tallship-go/tallship/internal/netns"
 	"github.com/tallship-go/tallship/internal/testpki"
 	"github.com/tallship-go/tallship/transport"
@@ -20,7 +21,7 @@ func secretConfig(id, secret string) Config {
 }
 
 func TestSecretKeepsStrangersOut(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	a := start(t, "c", secretConfig("a", "s3cret"))
 	b := start(t, "c", secretConfig("b", "s3cret"))
 	wrong := start(t, "c", secretConfig("w", "guess"))
@@ -92,7 +93,7 @@ func TestSecretSealsTraffic(t *testing.T) {
 }
 
 func TestTLSMesh(t *testing.T) {
-	checkGoroutines(t)
+	leakcheck.Goroutines(t)
 	pki := testpki.New(t)
 	tlsConfig := func(id string, p *testpki.CA) Config {
 		c := testConfig(id)
