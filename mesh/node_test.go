@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/internal/leakcheck"
+	"github.com/tallship-go/tallship/internal/netns"
 	"github.com/tallship-go/tallship/transport"
 )
 
@@ -283,6 +284,7 @@ func TestCloseIsCleanAndIdempotent(t *testing.T) {
 		}
 	})
 	t.Run("right after join, with mDNS default", func(t *testing.T) {
+		netns.Require(t) // mDNS: only inside the private namespace
 		leakcheck.Goroutines(t)
 		cfg := testConfig("a")
 		cfg.Discovery = nil
