@@ -56,8 +56,9 @@
 // (default 120 s), browses again after 1 s and then at doubling intervals
 // up to 60 s (never under 2 s per node known), asks a peer by name for its
 // records at 80% and 90% of their life, reports Lost when they lapse, and
-// withdraws its own with a goodbye (TTL 0) when Run ends. Queries are
-// answered by hashicorp/mdns, by unicast to the querier. At steady state a
+// withdraws its own with a goodbye (TTL 0) when Run ends. It answers
+// queries by unicast to the querier, only those that arrive on an
+// interface it runs on, with that interface's records. At steady state a
 // node sends about 0.2 packets a second in a cluster of 10, 0.5 in a
 // cluster of 50; every packet is at most 1,400 bytes.
 //

@@ -35,6 +35,7 @@ const (
 	sendAnnounce packetKind = iota + 1
 	sendGoodbye
 	sendQuery
+	sendAnswer
 )
 
 func (k packetKind) String() string {
@@ -45,15 +46,19 @@ func (k packetKind) String() string {
 		return "goodbye"
 	case sendQuery:
 		return "query"
+	case sendAnswer:
+		return "answer"
 	}
 	return "unknown"
 }
 
-// outPacket is one packet to multicast on one link.
+// outPacket is one packet to send on one link: multicast to the group of
+// IP version v6, or, for an answer, by unicast to a querier.
 type outPacket struct {
 	kind packetKind
 	link *link
 	v6   bool
+	to   netip.AddrPort // the querier, for an answer
 	data []byte
 }
 
@@ -64,7 +69,7 @@ type inPacket struct {
 	ifindex int
 }
 
-// sender multicasts packets. The engine's goroutine is its only caller.
+// sender sends packets. The engine's goroutine is its only caller.
 type sender interface {
 	send(p outPacket) error
 }
@@ -127,8 +132,9 @@ func newEngine(set settings, self Self, links []*link, out sender, in <-chan inP
 	return e, nil
 }
 
-// run announces, browses and reports until ctx is done. It does not say
-// goodbye: the caller first silences the responder, then calls goodbye.
+// run announces, browses, answers and reports until ctx is done. It does
+// not say goodbye: once it has returned, nothing answers queries any more,
+// and the caller calls goodbye.
 func (e *engine) run(ctx context.Context) {
 	now := time.Now()
 	e.nextAnnounce, e.nextQuery = now, now
@@ -253,7 +259,7 @@ func (e *engine) sendAll(kind packetKind, query []byte) {
 			data = l.goodbye
 		}
 		for _, v6 := range []bool{false, true} {
-			if (v6 && !l.v6) || (!v6 && !l.v4) {
+			if !l.runs(v6) {
 				continue
 			}
 			if err := e.out.send(outPacket{kind: kind, link: l, v6: v6, data: data}); err != nil {
@@ -274,9 +280,12 @@ func (e *engine) receive(p inPacket, now time.Time) {
 		e.log.Debug("mdns: undecodable packet", "addr", p.src, "err", err)
 		return
 	}
-	// Queries are hashicorp/mdns's to answer; RFC 6762 §18 says to ignore
-	// responses with a non-zero opcode or rcode.
-	if !m.Response || m.Opcode != dns.OpcodeQuery || m.Rcode != dns.RcodeSuccess {
+	// RFC 6762 §18 says to ignore messages with a non-zero opcode or rcode.
+	if m.Opcode != dns.OpcodeQuery || m.Rcode != dns.RcodeSuccess {
+		return
+	}
+	if !m.Response {
+		e.answer(&m, p)
 		return
 	}
 	l := e.linkFor(p.ifindex, p.src.Addr())
@@ -380,10 +389,10 @@ type rankedAddr struct {
 //
 // IPv6 link-local addresses count only when ownLink says the packet came
 // from one of the sighting's addresses: then the records describe the
-// interface they came over. On Linux every hashicorp/mdns responder of a
-// host hears the queries of all its interfaces (IP_MULTICAST_ALL), and
-// answers them with its own interface's records: link-local addresses of
-// another link, which no zone would make reachable.
+// interface they came over. A responder whose socket hears the queries of
+// every interface (Linux's IP_MULTICAST_ALL, on by default) may answer
+// them with another interface's records: link-local addresses of another
+// link, which no zone would make reachable.
 func (e *engine) usable(addrs []netip.Addr, l *link, ownLink bool) []rankedAddr {
 	var out []rankedAddr
 	for _, a := range addrs {

@@ -10,14 +10,12 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
-
-	"github.com/miekg/dns"
 )
 
 // These tests run engines on a simulated LAN in virtual time
 // (testing/synctest): minutes of schedules in milliseconds, nothing sent
-// on any network. simLAN stands in for the sockets and for hashicorp/mdns's
-// responder: a query is answered, by unicast, by every node's zone.
+// on any network. simLAN stands in for the sockets: multicast reaches every
+// node, the sender included, and an answer reaches the querier.
 
 type simLAN struct {
 	t     *testing.T
@@ -94,7 +92,6 @@ func (n *simNode) stop(goodbye bool) {
 	}
 	n.stopped = true
 	n.lan.mu.Unlock()
-	n.link.zone.close()
 	n.cancel()
 	<-n.done
 	if goodbye {
@@ -102,40 +99,31 @@ func (n *simNode) stop(goodbye bool) {
 	}
 }
 
+// simQueryPort is the port of every node's querier socket.
+const simQueryPort = 40000
+
 // send implements sender: multicast reaches every node, the sender
-// included (loopback); a query draws an answer from every zone.
+// included (loopback), from port 5353, or from simQueryPort for a query;
+// an answer reaches the node at its address.
 func (n *simNode) send(p outPacket) error {
 	lan := n.lan
 	lan.mu.Lock()
 	defer lan.mu.Unlock()
 	lan.log = append(lan.log, simPacket{time.Now(), n.idx, p.kind.String()})
-	if p.kind != sendQuery {
+	src := netip.AddrPortFrom(n.addr, 5353)
+	switch p.kind {
+	case sendAnswer:
 		for _, m := range lan.nodes {
-			m.deliver(inPacket{data: p.data, src: netip.AddrPortFrom(n.addr, 5353), ifindex: 1})
+			if m.addr == p.to.Addr() && p.to.Port() == simQueryPort {
+				m.deliver(inPacket{data: p.data, src: src, ifindex: 1})
+			}
 		}
 		return nil
-	}
-	var q dns.Msg
-	if err := q.Unpack(p.data); err != nil {
-		return err
+	case sendQuery:
+		src = netip.AddrPortFrom(n.addr, simQueryPort)
 	}
 	for _, m := range lan.nodes {
-		if m.stopped {
-			continue
-		}
-		var answer []dns.RR
-		for _, question := range q.Question {
-			answer = append(answer, m.link.zone.Records(question)...)
-		}
-		if len(answer) == 0 {
-			continue
-		}
-		b, err := (&dns.Msg{MsgHdr: dns.MsgHdr{Response: true, Authoritative: true}, Compress: true, Answer: answer}).Pack()
-		if err != nil {
-			return err
-		}
-		lan.log = append(lan.log, simPacket{time.Now(), m.idx, "answer"})
-		n.deliver(inPacket{data: b, src: netip.AddrPortFrom(m.addr, 5353), ifindex: 1})
+		m.deliver(inPacket{data: p.data, src: src, ifindex: 1})
 	}
 	return nil
 }

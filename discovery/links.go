@@ -16,12 +16,11 @@ type link struct {
 	v4, v6   bool           // mDNS runs over this IP version here
 	prefixes []netip.Prefix // the interface's own addresses
 	// src4 and src6 are the source addresses of what we send here: an
-	// address of this interface, so that receivers (and hashicorp/mdns's
-	// answers, sent back to it) tell which link a packet belongs to.
+	// address of this interface, so that receivers (and the answers to our
+	// queries, sent back to it) tell which link a packet belongs to.
 	src4, src6 netip.Addr
 
 	rs       *recordSet
-	zone     *zone
 	announce []byte // packed announcement
 	goodbye  []byte // packed goodbye
 }
@@ -158,7 +157,7 @@ func (l *link) build(set settings, self Self, port uint16, n names, txt [][]byte
 	if l.goodbye, err = rs.goodbye().Pack(); err != nil {
 		return false, err
 	}
-	l.rs, l.zone = rs, newZone(rs)
+	l.rs = rs
 	return true, nil
 }
 

@@ -9,8 +9,6 @@ import (
 	"slices"
 	"sync"
 	"time"
-
-	"github.com/hashicorp/mdns"
 )
 
 // Defaults of MDNS.
@@ -35,11 +33,12 @@ var (
 // Its zero value is ready to use; a value must not be changed while Run
 // runs, and may serve several Runs at once.
 //
-// Queries are answered by hashicorp/mdns's Server (always by unicast to the
-// querier); MDNS adds what it lacks: two announcements at start, passive
-// listening for other nodes' announcements, browse queries with backoff,
-// re-announcement before the records' TTL runs out, expiry of peers that
-// fall silent, and a goodbye on close. At steady state a node sends well
+// It sends two announcements at start, listens passively for other nodes'
+// announcements, browses with backoff, re-announces before the records'
+// TTL runs out, expires peers that fall silent, says goodbye on close, and
+// answers queries by unicast to the querier: only those that arrive on an
+// interface it runs on, with that interface's records, so that it never
+// speaks on, nor of, an interface it was not told to use. At steady state a node sends well
 // under one packet a second, whatever the size of the cluster: the query
 // interval grows with the number of peers. Every packet it sends is at most
 // 1,400 bytes.
@@ -59,8 +58,8 @@ type MDNS struct {
 	Interfaces []net.Interface
 
 	// DisableIPv4 and DisableIPv6 turn off one IP version, both for mDNS
-	// traffic and for the addresses announced and reported. Zero: both on.
-	// (hashicorp/mdns's responder still answers queries of either version.)
+	// traffic (queries of that version go unanswered) and for the
+	// addresses announced and reported. Zero: both on.
 	DisableIPv4 bool
 	DisableIPv6 bool
 
@@ -78,8 +77,7 @@ type MDNS struct {
 	QueryMin time.Duration
 	QueryMax time.Duration
 
-	// Logger receives routine events at Debug and hashicorp/mdns's lines.
-	// Nil means slog.Default().
+	// Logger receives routine events at Debug. Nil means slog.Default().
 	Logger *slog.Logger
 }
 
@@ -127,9 +125,6 @@ func (m *MDNS) settings() (settings, error) {
 // goodbye, waits for its goroutines and returns nil. It returns at once
 // ErrNoCluster, ErrNoID, ErrIDTooLong, ErrNoPort or ErrNoInterface (wrapped)
 // when it cannot start. See Discoverer for how report is called.
-//
-// hashicorp/mdns's Server does not wait for its two receive goroutines on
-// Shutdown; they end on their own a moment after Run returns.
 func (m *MDNS) Run(ctx context.Context, self Self, report func(Event)) error {
 	set, err := m.settings()
 	if err != nil {
@@ -155,25 +150,11 @@ func (m *MDNS) Run(ctx context.Context, self Self, report func(Event)) error {
 		return err
 	}
 	links = slices.DeleteFunc(links, func(l *link) bool { return !l.v4 && !l.v6 })
-	servers := startResponders(set, links, ifaces)
-	stop := func() {
-		for _, l := range links {
-			l.zone.close()
-		}
-		for _, s := range servers {
-			s.Shutdown()
-		}
-	}
-	if len(servers) == 0 {
-		socks.close()
-		return fmt.Errorf("%w: no mDNS responder could start", ErrNoInterface)
-	}
 
 	in := make(chan inPacket, 64)
 	done := make(chan struct{})
 	eng, err := newEngine(set, self, links, socks, in, report)
 	if err != nil {
-		stop()
 		socks.close()
 		return err
 	}
@@ -183,10 +164,9 @@ func (m *MDNS) Run(ctx context.Context, self Self, report func(Event)) error {
 	}
 	set.log.Debug("mdns: started", "cluster", self.Cluster, "peer", self.ID, "ifaces", len(links))
 
+	// Once run returns, nothing answers queries: no answer follows the
+	// goodbye.
 	eng.run(ctx)
-
-	// Silence the responder first, so that no answer follows the goodbye.
-	stop()
 	eng.goodbye()
 	close(done)
 	socks.close()
@@ -215,30 +195,4 @@ func checkSelf(self Self) (uint16, error) {
 		}
 	}
 	return 0, ErrNoPort
-}
-
-// startResponders starts one hashicorp/mdns Server per link, answering
-// from that link's records.
-func startResponders(set settings, links []*link, ifaces []net.Interface) []*mdns.Server {
-	logger := slog.NewLogLogger(set.log.Handler(), slog.LevelDebug)
-	var servers []*mdns.Server
-	for _, l := range links {
-		ifi := ifaceByIndex(ifaces, l.index)
-		s, err := mdns.NewServer(&mdns.Config{Zone: l.zone, Iface: ifi, Logger: logger})
-		if err != nil {
-			set.log.Debug("mdns: responder failed", "iface", l.name, "err", err)
-			continue
-		}
-		servers = append(servers, s)
-	}
-	return servers
-}
-
-func ifaceByIndex(ifaces []net.Interface, index int) *net.Interface {
-	for i := range ifaces {
-		if ifaces[i].Index == index {
-			return &ifaces[i]
-		}
-	}
-	return nil
 }

@@ -223,7 +223,6 @@ func TestMDNSRunLeavesNoGoroutine(t *testing.T) {
 			t.Fatal("Run did not return after cancel")
 		}
 	}
-	// hashicorp/mdns's receive goroutines end just after Shutdown.
 	deadline := time.Now().Add(2 * time.Second)
 	for runtime.NumGoroutine() > before {
 		if time.Now().After(deadline) {
@@ -292,8 +291,9 @@ func TestMDNSAnnouncedAddrs(t *testing.T) {
 }
 
 // TestMDNSAnswersQueries asks a running node, from an ephemeral port as a
-// browser does, and checks hashicorp/mdns's unicast answer through our
-// zone: every record for a browse and a refresh, the one asked for else.
+// browser does, and checks its unicast answer: every record for a browse
+// and a refresh, the one asked for else, each record once; id 0, or the
+// query's id when a unicast response was asked for (QU).
 func TestMDNSAnswersQueries(t *testing.T) {
 	netns.Require(t)
 	p := newProbe(t)
@@ -304,15 +304,24 @@ func TestMDNSAnswersQueries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	question := func(name string, qtype uint16) []byte {
+	questions := func(class uint16, qs ...dns.Question) []byte {
 		m := new(dns.Msg)
-		m.SetQuestion(name, qtype)
+		m.Id = 0x7a11
+		for _, q := range qs {
+			q.Qclass = class
+			m.Question = append(m.Question, q)
+		}
 		b, err := m.Pack()
 		if err != nil {
 			t.Fatal(err)
 		}
 		return b
 	}
+	question := func(name string, qtype uint16) []byte {
+		return questions(dns.ClassINET, dns.Question{Name: name, Qtype: qtype})
+	}
+	browse := dns.Question{Name: serviceName("ask"), Qtype: dns.TypePTR}
+	byName := dns.Question{Name: n.instance, Qtype: dns.TypeANY}
 	for _, tc := range []struct {
 		name     string
 		query    []byte
@@ -322,6 +331,8 @@ func TestMDNSAnswersQueries(t *testing.T) {
 		{"browse", question(serviceName("ask"), dns.TypePTR), true, nil},
 		{"browse, upper case", question(strings.ToUpper(serviceName("ask")), dns.TypePTR), true, nil},
 		{"refresh by name", refresh, true, nil},
+		{"browse, unicast response asked", questions(dns.ClassINET|qu, browse), true, nil},
+		{"browse and refresh at once", questions(dns.ClassINET, browse, byName), true, nil},
 		{"TXT", question(n.instance, dns.TypeTXT), false, []uint16{dns.TypeTXT}},
 		{"address", question(n.host, dns.TypeA), false, []uint16{dns.TypeA}},
 		{"other cluster", question(serviceName("other"), dns.TypePTR), false, nil},
@@ -350,6 +361,24 @@ func TestMDNSAnswersQueries(t *testing.T) {
 			m := new(dns.Msg)
 			if err := m.Unpack(buf[:nr]); err != nil {
 				t.Fatal(err)
+			}
+			var q dns.Msg
+			if err := q.Unpack(tc.query); err != nil {
+				t.Fatal(err)
+			}
+			wantID := uint16(0)
+			if q.Question[0].Qclass&qu != 0 {
+				wantID = q.Id
+			}
+			if m.Id != wantID {
+				t.Errorf("answer id %#x, want %#x (query id %#x, class %#x)", m.Id, wantID, q.Id, q.Question[0].Qclass)
+			}
+			for i, rr := range m.Answer {
+				for _, other := range m.Answer[:i] {
+					if dns.IsDuplicate(rr, other) {
+						t.Errorf("answer holds %v twice", rr)
+					}
+				}
 			}
 			if tc.complete {
 				ss, errs := parseResponse(m, serviceName("ask"))

@@ -17,12 +17,13 @@ var (
 	group6 = &net.UDPAddr{IP: net.ParseIP("ff02::fb"), Port: 5353}
 )
 
-// sockets are MDNS's own sockets, per IP version: a listener on port 5353
-// (SO_REUSEADDR, shared with every other responder on the host) that hears
-// announcements and sends ours and our goodbyes from port 5353 as RFC 6762
-// asks; and a querier on an ephemeral port, since hashicorp/mdns answers by
-// unicast to the querier's address and port, and a unicast packet to port
-// 5353 would reach only one of the sockets sharing it.
+// sockets are MDNS's sockets, per IP version: a listener on port 5353
+// (SO_REUSEADDR, shared with every other responder on the host), joined to
+// the group on the links MDNS runs on only, that hears announcements and
+// queries and sends announcements, goodbyes and answers from port 5353 as
+// RFC 6762 asks; and a querier on an ephemeral port, since responders
+// answer by unicast to the querier's address and port, and a unicast packet
+// to port 5353 would reach only one of the sockets sharing it.
 type sockets struct {
 	listen [2]*udpConn // [0] IPv4, [1] IPv6
 	query  [2]*udpConn
@@ -148,6 +149,15 @@ func openListener(v6 bool, members []*link, ifaces []net.Interface, on func(*lin
 	return u, nil
 }
 
+func ifaceByIndex(ifaces []net.Interface, index int) *net.Interface {
+	for i := range ifaces {
+		if ifaces[i].Index == index {
+			return &ifaces[i]
+		}
+	}
+	return nil
+}
+
 func openQuerier(v6 bool) (*udpConn, error) {
 	network, unspec := "udp4", net.IPv4zero
 	if v6 {
@@ -167,9 +177,14 @@ func openQuerier(v6 bool) (*udpConn, error) {
 
 // newUDPConn sets what RFC 6762 asks of an mDNS socket: IP TTL (hop limit)
 // 255, loopback of our multicast to other nodes on this host, and the
-// arrival interface on each read where the platform tells it.
+// arrival interface on each read where the platform tells it. Where it
+// can, the socket hears the group only on the interfaces it joined it on
+// (not, as Linux does by default, on every interface that some socket of
+// the host joined it on); where it cannot, the engine still looks at each
+// packet's arrival interface.
 func newUDPConn(c *net.UDPConn, v6 bool) (*udpConn, error) {
 	u := &udpConn{c: c}
+	_ = onlyJoinedGroups(c, v6)
 	if v6 {
 		u.p6 = ipv6.NewPacketConn(c)
 		if err := u.p6.SetMulticastHopLimit(255); err != nil {
@@ -206,13 +221,17 @@ func (s *sockets) send(p outPacket) error {
 		return fmt.Errorf("discovery: mDNS %s on %s: no socket", p.kind, p.link.name)
 	}
 	var err error
-	if p.v6 {
+	switch {
+	case p.kind == sendAnswer:
+		// The route to the querier chooses the interface and source.
+		_, err = u.c.WriteToUDPAddrPort(p.data, p.to)
+	case p.v6:
 		cm := &ipv6.ControlMessage{IfIndex: p.link.index}
 		if p.link.src6.IsValid() {
 			cm.Src = p.link.src6.AsSlice()
 		}
 		_, err = u.p6.WriteTo(p.data, cm, group6)
-	} else {
+	default:
 		cm := &ipv4.ControlMessage{IfIndex: p.link.index}
 		if p.link.src4.IsValid() {
 			cm.Src = p.link.src4.AsSlice()

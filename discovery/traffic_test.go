@@ -12,7 +12,7 @@ import (
 )
 
 // TestMDNSIdleTraffic counts every mDNS packet of a 3-node cluster on the
-// wire (multicast and hashicorp/mdns's unicast answers) once the start-up
+// wire (multicast and unicast answers) once the start-up
 // burst is over, over a window that holds one periodic query round.
 func TestMDNSIdleTraffic(t *testing.T) {
 	netns.Require(t)
