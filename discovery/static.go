@@ -175,9 +175,14 @@ func (e staticEntry) resolve(ctx context.Context, r *net.Resolver) ([]netip.Addr
 	if err != nil {
 		return nil, fmt.Errorf("discovery: resolve %q: %w", e.raw, err)
 	}
+	return withPort(ips, e.port), nil
+}
+
+// withPort returns the addresses with port, each once, IPv4 first.
+func withPort(ips []netip.Addr, port uint16) []netip.AddrPort {
 	out := make([]netip.AddrPort, 0, len(ips))
 	for _, ip := range ips {
-		ap := netip.AddrPortFrom(ip.Unmap(), e.port)
+		ap := netip.AddrPortFrom(ip.Unmap(), port)
 		if !slices.Contains(out, ap) {
 			out = append(out, ap)
 		}
@@ -191,5 +196,5 @@ func (e staticEntry) resolve(ctx context.Context, r *net.Resolver) ([]netip.Addr
 		}
 		return 1
 	})
-	return out, nil
+	return out
 }

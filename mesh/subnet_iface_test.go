@@ -1,0 +1,235 @@
+package mesh
+
+// mDNS on chosen interfaces: on the router of subnet_test.go's topology, a
+// node told to use one interface neither speaks on the other nor hears it,
+// as a capture on each interface shows.
+
+import (
+	"bytes"
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tallship-go/tallship/discovery"
+)
+
+// capture records the mDNS packets (UDP to or from port 5353) that cross
+// one interface, both ways, with an AF_PACKET socket: what a capture on
+// the wire would see.
+type capture struct {
+	fd   int
+	stop chan struct{}
+	wg   sync.WaitGroup
+
+	mu      sync.Mutex
+	packets []captured
+}
+
+type captured struct {
+	payload   []byte // the UDP payload
+	multicast bool   // sent to a multicast group, not to one host
+}
+
+func newCapture(t *testing.T, iface string) *capture {
+	t.Helper()
+	ifi, err := net.InterfaceByName(iface)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const ethPAll = 0x0300 // htons(ETH_P_ALL)
+	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_DGRAM, ethPAll)
+	if err != nil {
+		t.Skipf("cannot capture: AF_PACKET socket: %v", err)
+	}
+	if err := syscall.Bind(fd, &syscall.SockaddrLinklayer{Protocol: ethPAll, Ifindex: ifi.Index}); err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	tv := syscall.NsecToTimeval(int64(50 * time.Millisecond))
+	if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+		syscall.Close(fd)
+		t.Fatal(err)
+	}
+	c := &capture{fd: fd, stop: make(chan struct{})}
+	c.wg.Go(func() {
+		buf := make([]byte, 65536)
+		for {
+			select {
+			case <-c.stop:
+				return
+			default:
+			}
+			n, _, err := syscall.Recvfrom(fd, buf, 0)
+			if err != nil {
+				continue // the timeout: look at stop
+			}
+			if p, ok := parseMDNSPacket(buf[:n]); ok {
+				c.mu.Lock()
+				c.packets = append(c.packets, p)
+				c.mu.Unlock()
+			}
+		}
+	})
+	t.Cleanup(func() {
+		close(c.stop)
+		c.wg.Wait()
+		syscall.Close(fd)
+	})
+	return c
+}
+
+// parseMDNSPacket reads an IPv4 or IPv6 packet of UDP from or to port
+// 5353.
+func parseMDNSPacket(b []byte) (captured, bool) {
+	if len(b) < 1 {
+		return captured{}, false
+	}
+	var udp []byte
+	var multicast bool
+	switch b[0] >> 4 {
+	case 4:
+		ihl := int(b[0]&0x0f) * 4
+		if len(b) < ihl+8 || b[9] != syscall.IPPROTO_UDP {
+			return captured{}, false
+		}
+		multicast = b[16]>>4 == 0xe
+		udp = b[ihl:]
+	case 6:
+		if len(b) < 48 || b[6] != syscall.IPPROTO_UDP {
+			return captured{}, false
+		}
+		multicast = b[24] == 0xff
+		udp = b[40:]
+	default:
+		return captured{}, false
+	}
+	src, dst := int(udp[0])<<8|int(udp[1]), int(udp[2])<<8|int(udp[3])
+	if src != 5353 && dst != 5353 {
+		return captured{}, false
+	}
+	return captured{payload: bytes.Clone(udp[8:]), multicast: multicast}, true
+}
+
+// mentioning returns how many multicast and unicast packets so far
+// contain s.
+func (c *capture) mentioning(s string) (multicast, unicast int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, p := range c.packets {
+		if !bytes.Contains(p.payload, []byte(s)) {
+			continue
+		}
+		if p.multicast {
+			multicast++
+		} else {
+			unicast++
+		}
+	}
+	return multicast, unicast
+}
+
+// TestMDNSChosenInterfaces runs mDNS on chosen interfaces of the router
+// namespace. Across the router, mDNS finds nothing. A node told to use one
+// interface sends nothing that names it on the other, as a capture there
+// shows, and hears nothing from it. A node announcing on both of its
+// interfaces is found on each subnet, at its address there.
+func TestMDNSChosenInterfaces(t *testing.T) {
+	s := newSubnets(t)
+	onRA, onRB := newCapture(t, "ts-ra"), newCapture(t, "ts-rb")
+	pa := startSubnetNode(t, s.a, subnetSpec{Cluster: "ifaces", ID: "pa", Listen: "10.61.1.2:0", MDNSIface: "ts-a"})
+	pb := startSubnetNode(t, s.b, subnetSpec{Cluster: "ifaces", ID: "pb", Listen: "10.61.2.2:0", MDNSIface: "ts-b"})
+	// Multicast stays on its subnet: pa and pb never meet by themselves.
+	time.Sleep(1500 * time.Millisecond)
+	if ps, qs := pa.peers(), pb.peers(); len(ps) != 0 || len(qs) != 0 {
+		t.Fatalf("pa and pb linked across the router by mDNS alone: %v, %v", ps, qs)
+	}
+	if m, _ := onRA.mentioning("pa"); m == 0 {
+		t.Fatal("the capture on ts-ra saw no announcement of pa")
+	}
+	if m, _ := onRB.mentioning("pb"); m == 0 {
+		t.Fatal("the capture on ts-rb saw no announcement of pb")
+	}
+	ra, err := net.InterfaceByName("ts-ra")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rb, err := net.InterfaceByName("ts-rb")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// m-one runs mDNS on ts-ra only (and listens on every address).
+	one := testConfig("m-one")
+	one.Listen = ":0"
+	oneMDNS := &counting{d: &discovery.MDNS{Interfaces: []net.Interface{*ra}}, found: map[string]int{}}
+	one.Discovery = []discovery.Discoverer{oneMDNS}
+	start(t, "ifaces", one)
+	pa.await(t, 10*time.Second, "m-one found", func(l subnetLine) bool { return l.Kind == "found" && l.ID == "m-one" })
+	// Past its second announcement (1 s) and pb's next queries.
+	time.Sleep(2 * time.Second)
+	multiA, uniA := onRA.mentioning("m-one")
+	multiB, uniB := onRB.mentioning("m-one")
+	t.Logf("mDNS packets naming m-one: %d multicast + %d unicast on ts-ra, %d + %d on ts-rb", multiA, uniA, multiB, uniB)
+	if multiA == 0 {
+		t.Fatal("the capture on ts-ra saw no announcement of m-one: it proves nothing")
+	}
+	if multiB+uniB != 0 {
+		t.Errorf("%d mDNS packets naming m-one crossed ts-rb, an interface it was told not to use", multiB+uniB)
+	}
+	if ls := pb.linesWhere(func(l subnetLine) bool { return l.ID == "m-one" }); len(ls) != 0 {
+		t.Errorf("pb found m-one by mDNS on ts-b: %v", ls)
+	}
+
+	// m-both runs mDNS on both.
+	both := testConfig("m-both")
+	both.Listen = ":0"
+	both.Discovery = []discovery.Discoverer{&discovery.MDNS{Interfaces: []net.Interface{*ra, *rb}}}
+	began := time.Now()
+	mb := start(t, "ifaces", both)
+	pa.awaitPeers(t, 10*time.Second, "m-both", "m-one", "pb")
+	pb.awaitPeers(t, 10*time.Second, "m-both", "m-one", "pa")
+	t.Logf("a node on both interfaces: full mesh of four %v after it started", time.Since(began))
+	for _, tc := range []struct {
+		p      *subnetProc
+		subnet netip.Prefix
+	}{{pa, netip.MustParsePrefix("10.61.1.0/24")}, {pb, netip.MustParsePrefix("10.61.2.0/24")}} {
+		l := tc.p.await(t, time.Second, "m-both found", func(l subnetLine) bool { return l.Kind == "found" && l.ID == "m-both" })
+		for _, a := range l.Addrs {
+			ap := netip.MustParseAddrPort(a)
+			if ap.Port() != mb.Addrs()[0].Port() || !tc.subnet.Contains(ap.Addr()) && !ap.Addr().IsLinkLocalUnicast() {
+				t.Errorf("%s found m-both at %v: %s is not an address on its link", tc.p.name, l.Addrs, a)
+			}
+		}
+		t.Logf("%s found m-both at %v", tc.p.name, l.Addrs)
+	}
+
+	// With m-both joined to the mDNS group on ts-rb, that interface's
+	// multicast reaches every socket of the namespace bound to the group
+	// (Linux's IP_MULTICAST_ALL), m-one's included. A node joining on
+	// subnet B now (its first query at once) finds m-both; m-one must
+	// still not announce on ts-rb, nor report what it hears there.
+	pc := startSubnetNode(t, s.b, subnetSpec{Cluster: "ifaces", ID: "pc", Listen: "10.61.2.3:0", MDNSIface: "ts-b"})
+	pc.await(t, 10*time.Second, "m-both found", func(l subnetLine) bool { return l.Kind == "found" && l.ID == "m-both" })
+	time.Sleep(2 * time.Second)
+	multiB2, uniB2 := onRB.mentioning("m-one")
+	found := pc.linesWhere(func(l subnetLine) bool { return l.Kind == "found" && l.ID == "m-one" })
+	t.Logf("once pc joined on ts-b: %d more multicast + %d more unicast mDNS packets naming m-one on ts-rb; pc found m-one by mDNS %d times", multiB2-multiB, uniB2-uniB, len(found))
+	if multiB2 != multiB {
+		t.Errorf("m-one multicast %d packets on ts-rb, an interface it was told not to use", multiB2-multiB)
+	}
+	if uniB2 != uniB {
+		t.Errorf("m-one answered %d queries that came in on ts-rb, an interface it was told not to use", uniB2-uniB)
+	}
+	if len(found) != 0 {
+		t.Errorf("pc found m-one by mDNS on ts-b: %v", found)
+	}
+	oneMDNS.mu.Lock()
+	heard := oneMDNS.found["pb"] + oneMDNS.found["pc"]
+	oneMDNS.mu.Unlock()
+	if heard != 0 {
+		t.Errorf("m-one's mDNS reported pb or pc, heard on ts-rb, %d times", heard)
+	}
+}
