@@ -11,8 +11,8 @@ import (
 const qu = cacheFlush
 
 // answer answers a query that arrived on one of our links, from that
-// link's records only: a node never speaks on an interface it was not told
-// to use, nor of the addresses of another. Questions that ask for a
+// link's records only: a node never answers on an interface it was not
+// told to use, nor with the records of another. Questions that ask for a
 // unicast response (QU) are answered with the query's id, the others with
 // id 0 (RFC 6762 §18.1); both answers go by unicast to the querier's
 // address and port. Truncated queries (known answers to follow) and

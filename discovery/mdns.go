@@ -38,10 +38,10 @@ var (
 // TTL runs out, expires peers that fall silent, says goodbye on close, and
 // answers queries by unicast to the querier: only those that arrive on an
 // interface it runs on, with that interface's records, so that it never
-// speaks on, nor of, an interface it was not told to use. At steady state a node sends well
-// under one packet a second, whatever the size of the cluster: the query
-// interval grows with the number of peers. Every packet it sends is at most
-// 1,400 bytes.
+// answers on an interface it was not told to use. At steady state a node
+// sends well under one packet a second, whatever the size of the cluster:
+// the query interval grows with the number of peers. Every packet it sends
+// is at most 1,400 bytes.
 //
 // The cluster name, of any length, is published as a DNS-SD subtype of
 // _tallship._tcp whose label is a hash of the name; the TXT record carries
