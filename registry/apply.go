@@ -42,11 +42,25 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	if m.beat <= o.beat {
 		return
 	}
-	if o.beat == 0 || o.expired || o.leaving != m.leaving || !samePeers(o.peers, m.peers) {
-		r.dirty = true
+	// Liveness follows: a state that only adds links (or brings an owner
+	// back) can only make more owners reachable, which the walk extends
+	// from the new edges; anything lost needs the whole walk again.
+	wasEligible := eligible(o)
+	var grown []string
+	if !wasEligible || o.leaving != m.leaving || !samePeers(o.peers, m.peers) {
 		peers := make(map[string]uint64, len(m.peers))
+		kept := 0
 		for _, p := range m.peers {
 			peers[p.id] = p.inc
+			if inc, ok := o.peers[p.id]; ok && inc == p.inc && wasEligible {
+				kept++
+			} else {
+				grown = append(grown, p.id)
+			}
+		}
+		if wasEligible && (m.leaving || kept < len(o.peers)) {
+			r.dirty = true
+			grown = nil
 		}
 		o.peers = peers
 	}
@@ -57,6 +71,8 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	o.expired = false
 	if o.leaving {
 		r.wipeRecords(o)
+	} else {
+		r.grow(o, grown)
 	}
 	r.relay(l, o, false, Rev{o.inc, o.beat}, payload, nil)
 	if !o.leaving && m.seq > o.seq && l.snap == nil {
@@ -168,15 +184,16 @@ func (r *Registry) want(l *link, id string) {
 
 // relay forwards what was just applied from src about o (one message's
 // payload, or the frames of a snapshot) to each other peer that may lack
-// it: not o itself, not o's own neighbours (o sends them its changes
-// directly), not peers known to have version v already.
+// it: not o itself, not the peers o announces as its neighbours (o sends
+// them its changes and states directly), not peers known to have version
+// v already.
 func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byte, frames [][]byte) {
 	for peer, ls := range r.links {
-		if peer == src.peer || peer == o.id || r.neighbours(o, peer) {
+		if peer == src.peer || peer == o.id {
 			continue
 		}
 		for _, l := range ls {
-			if !l.ready {
+			if !l.ready || announces(o, l) {
 				continue
 			}
 			k := l.knows(o.id)
@@ -197,10 +214,16 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 	}
 }
 
-// neighbours reports whether o and the node p both announce their link.
-func (r *Registry) neighbours(o *owner, p string) bool {
-	po := r.owners[p]
-	return po != nil && r.linked(o, po)
+// announces reports whether o's state names the run of l's peer at the
+// other end of l as its neighbour. o then has a link of its own to that
+// peer and sends it its changes and states itself: when that link fails,
+// o's next state no longer names the peer, and that state, with all that
+// follows, is relayed to it. One direction is enough, and during a
+// mesh's formation, when links come up faster than states spread, it
+// spares most of the relaying.
+func announces(o *owner, l *link) bool {
+	inc, ok := o.peers[l.peer]
+	return ok && inc == l.peerInc
 }
 
 // linked reports whether u and v both announce a link to each other's

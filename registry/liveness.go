@@ -16,10 +16,18 @@ func (r *Registry) heartbeatLoop() {
 	defer r.wg.Done()
 	t := time.NewTicker(r.cfg.Heartbeat)
 	defer t.Stop()
+	defer r.stateTimer.Stop()
 	for {
 		select {
 		case <-r.done:
 			return
+		case <-r.stateTimer.C:
+			r.mu.Lock()
+			if r.stateDue && !r.closed {
+				r.bumpState()
+			}
+			r.mu.Unlock()
+			continue
 		case <-t.C:
 		}
 		r.mu.Lock()
@@ -64,8 +72,45 @@ func (r *Registry) expire(now time.Time) {
 func (r *Registry) recompute() {
 	r.dirty = false
 	clear(r.reach)
-	r.reach[r.self.id] = true
-	queue := append(r.queue[:0], r.self.id)
+	r.spread(r.self)
+	for _, o := range r.owners {
+		if o != r.self {
+			r.setLive(o, r.reach[o.id])
+		}
+	}
+}
+
+// grow extends reachability over the links u newly announces (peers
+// added): when one end of a now complete edge is reachable and the other
+// not, everything the other reaches becomes reachable. Nothing becomes
+// unreachable by adding links, so no whole walk is needed. When one is
+// due anyway (r.dirty), grow leaves it to that. r.mu is held.
+func (r *Registry) grow(u *owner, added []string) {
+	if r.dirty {
+		return
+	}
+	for _, id := range added {
+		v := r.owners[id]
+		if v == nil || !eligible(v) || !r.linked(u, v) {
+			continue
+		}
+		switch {
+		case r.reach[u.id] && !r.reach[v.id]:
+			r.spread(v)
+		case r.reach[v.id] && !r.reach[u.id]:
+			r.spread(u)
+		}
+	}
+}
+
+// spread marks from reachable, and every owner reachable from it that is
+// not marked yet, showing their records. r.mu is held.
+func (r *Registry) spread(from *owner) {
+	r.reach[from.id] = true
+	if from != r.self {
+		r.setLive(from, true)
+	}
+	queue := append(r.queue[:0], from.id)
 	for len(queue) > 0 {
 		u := r.owners[queue[0]]
 		queue = queue[1:]
@@ -74,17 +119,19 @@ func (r *Registry) recompute() {
 				continue
 			}
 			vo := r.owners[v]
-			if vo == nil || vo.beat == 0 || vo.leaving || vo.expired || !r.linked(u, vo) {
+			if vo == nil || !eligible(vo) || !r.linked(u, vo) {
 				continue
 			}
 			r.reach[v] = true
+			r.setLive(vo, true)
 			queue = append(queue, v)
 		}
 	}
 	r.queue = queue[:0]
-	for _, o := range r.owners {
-		if o != r.self {
-			r.setLive(o, r.reach[o.id])
-		}
-	}
+}
+
+// eligible reports whether o's own state lets it be reachable: known,
+// renewed, not leaving.
+func eligible(o *owner) bool {
+	return o.beat != 0 && !o.leaving && !o.expired
 }

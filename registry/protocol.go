@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"time"
 )
 
 // Serve runs the replication protocol with the directly linked node peer
@@ -191,6 +192,9 @@ func (r *Registry) onHello(l *link, m *message) error {
 		if o.id == l.peer || o.inc == 0 || (o.expired && o != r.self) {
 			continue
 		}
+		if o != r.self && announces(o, l) {
+			continue // o syncs the peer itself (see relay)
+		}
 		k := l.knows(o.id)
 		if v := (Rev{o.inc, o.seq}); v.Compare(k.records) > 0 {
 			fs, err := r.snapFrames(o)
@@ -212,35 +216,78 @@ func (r *Registry) onHello(l *link, m *message) error {
 	frames = append(frames, encodeSynced())
 	l.enqueueSync(true, frames)
 	l.ready = true
-	r.dirty = true
 	return nil
 }
 
 // updateAdjacency makes this node's adjacency entry for peer follow its
 // handshaken links (the newest incarnation among them), and announces a
-// change. r.mu is held.
+// change. While a link that replaces the last handshaken one has not said
+// hello yet, the adjacency stays: a duplicate link retired by the mesh
+// would otherwise withdraw and re-announce it, and every node would walk
+// the whole graph twice for nothing. r.mu is held.
 func (r *Registry) updateAdjacency(peer string) {
 	var inc uint64
-	linked := false
+	linked, pending := false, false
 	for _, l := range r.links[peer] {
 		if l.hello {
 			linked = true
 			inc = max(inc, l.peerInc)
+		} else {
+			pending = true
 		}
 	}
 	old, had := r.self.peers[peer]
-	if linked == had && inc == old {
+	if linked == had && inc == old || !linked && had && pending {
 		return
 	}
 	if linked {
 		r.self.peers[peer] = inc
+		if had {
+			r.dirty = true // the peer restarted: the edge to its old run is gone
+		} else {
+			r.grow(r.self, []string{peer})
+		}
 	} else {
 		delete(r.self.peers, peer)
+		r.dirty = true
 	}
-	r.dirty = true
-	if !r.closed {
+	r.announce()
+}
+
+// announce issues a new state for a change of adjacency: at once after a
+// quiet spell, else merged with the changes that follow. Links come up in
+// bursts (a node starting links to a whole mesh at once; a forming mesh
+// links everyone to everyone), and each state is flooded to every node:
+// the merging window doubles while changes keep coming, from
+// coalesceMin up to coalesceMax, and is back at coalesceMin after
+// coalesceMax without change. The heartbeat loop issues a merged state
+// when stateTimer fires. r.mu is held.
+func (r *Registry) announce() {
+	if r.closed || r.stateDue {
+		return
+	}
+	min, max := r.coalesceLimits()
+	since := time.Since(r.lastChange)
+	if since >= max {
+		r.coalesce = min
+	}
+	if since >= r.coalesce {
 		r.bumpState()
+		r.lastChange = r.lastState
+		return
 	}
+	r.stateDue = true
+	r.stateTimer.Reset(r.coalesce - since)
+	r.coalesce = 2 * r.coalesce
+	if r.coalesce > max {
+		r.coalesce = max
+	}
+}
+
+// coalesceLimits returns the bounds of announce's window: at most a
+// quarter of the heartbeat each.
+func (r *Registry) coalesceLimits() (time.Duration, time.Duration) {
+	return min(coalesceMin, r.cfg.Heartbeat/4), min(coalesceMax, r.cfg.Heartbeat/4)
 }
 
 // dropLink forgets an ended link; the last one of a peer makes it no
@@ -250,9 +297,7 @@ func (r *Registry) dropLink(l *link) {
 	if len(r.links[l.peer]) == 0 {
 		delete(r.links, l.peer)
 	}
-	if l.hello {
-		r.updateAdjacency(l.peer)
-	}
+	r.updateAdjacency(l.peer)
 	if r.dirty && !r.closed {
 		r.recompute()
 	}
@@ -302,6 +347,9 @@ func (r *Registry) snapFrames(o *owner) ([][]byte, error) {
 
 // stateFrame encodes o's state. r.mu is held.
 func (r *Registry) stateFrame(o *owner) ([]byte, error) {
+	if o == r.self && r.ownFrame != nil {
+		return r.ownFrame, nil // as issued: the adjacency may have moved on since
+	}
 	peers := make([]peerRef, 0, len(o.peers))
 	for _, id := range slices.Sorted(maps.Keys(o.peers)) {
 		peers = append(peers, peerRef{id: id, inc: o.peers[id]})
@@ -313,13 +361,24 @@ func (r *Registry) stateFrame(o *owner) ([]byte, error) {
 	return encodeStateLifetime(o.id, o.inc, o.seq, o.beat, o.leaving, peers, lifetime, r.cfg.MaxMessageBytes)
 }
 
-// ownState encodes this node's state. r.mu is held.
-func (r *Registry) ownState() ([]byte, error) { return r.stateFrame(r.self) }
+// ownState encodes this node's state as it is now, for a new version of
+// it. r.mu is held.
+func (r *Registry) ownState() ([]byte, error) {
+	r.ownFrame = nil
+	f, err := r.stateFrame(r.self)
+	r.ownFrame = f
+	return f, err
+}
 
 // bumpState issues a new version of this node's state and pushes it.
 // r.mu is held.
 func (r *Registry) bumpState() {
 	r.self.beat++
+	r.lastState = time.Now()
+	if r.stateDue {
+		r.lastChange = r.lastState
+		r.stateDue = false
+	}
 	f, err := r.ownState()
 	if err != nil {
 		r.log.Warn("registry: cannot encode own state", "err", err)

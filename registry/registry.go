@@ -28,8 +28,16 @@ type Registry struct {
 	watchers map[*watcher]struct{}
 	changed  chan struct{} // closed on the next register/update; nil when no Lookup waits
 	dirty    bool          // liveness must be recomputed
-	reach    map[string]bool
-	queue    []string
+	ownFrame []byte        // this node's state as last issued
+	// Adjacency changes are merged for a while before a new state is
+	// issued (see announce).
+	coalesce   time.Duration // the merging window
+	lastState  time.Time     // when this node's state was last issued
+	lastChange time.Time     // when a change of adjacency last was
+	stateDue   bool          // a change awaits stateTimer
+	stateTimer *time.Timer   // fires in heartbeatLoop
+	reach      map[string]bool
+	queue      []string
 
 	evmu   sync.Mutex
 	events []Event // queued for Config.OnEvent
@@ -93,7 +101,7 @@ func New(cfg Config) (*Registry, error) {
 		visible:   map[string]map[string]*entry{},
 		ports:     map[int]string{},
 		watchers:  map[*watcher]struct{}{},
-		reach:     map[string]bool{},
+		reach:     map[string]bool{cfg.ID: true},
 		evwake:    make(chan struct{}, 1),
 		closing:   make(chan struct{}),
 		done:      make(chan struct{}),
@@ -110,6 +118,12 @@ func New(cfg Config) (*Registry, error) {
 		live:    true,
 	}
 	r.owners[cfg.ID] = r.self
+	r.coalesce, _ = r.coalesceLimits()
+	r.stateTimer = time.NewTimer(time.Hour)
+	r.stateTimer.Stop()
+	if _, err := r.ownState(); err != nil {
+		return nil, err
+	}
 	r.wg.Add(2)
 	go r.heartbeatLoop()
 	go r.dispatchLoop()

@@ -377,10 +377,10 @@ func TestRelayCounts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := nodes(t, 4, slow)
 			tc.build(t, ns)
-			for _, n := range ns { // every adjacency known everywhere
+			for _, n := range ns { // every adjacency known everywhere, as it is
 				waitFor(t, "adjacency", func() bool {
 					for _, m := range ns {
-						if len(n.peersOf(m.ID())) == 0 {
+						if have := n.peersOf(m.ID()); len(have) == 0 || !slices.Equal(have, m.peersOf(m.ID())) {
 							return false
 						}
 					}

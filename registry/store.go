@@ -75,6 +75,9 @@ func (r *Registry) setLive(o *owner, live bool) {
 // resetOwner forgets all of o for its new incarnation inc: the node
 // restarted, so its old records and state are gone.
 func (r *Registry) resetOwner(o *owner, inc uint64) {
+	if eligible(o) || o.live {
+		r.dirty = true // edges to its old run are gone
+	}
 	r.wipeRecords(o)
 	o.inc = inc
 	o.seq = 0
@@ -82,7 +85,6 @@ func (r *Registry) resetOwner(o *owner, inc uint64) {
 	o.leaving = false
 	o.peers = nil
 	o.expired = false
-	r.dirty = true
 }
 
 // index adds e to or removes it from the visible index.
