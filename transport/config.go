@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/tallship-go/tallship/internal/yamux"
 )
 
 // Config tunes links. The zero value is valid: every field documents what
@@ -18,8 +18,11 @@ type Config struct {
 	// 500 ms. A silent peer is declared dead within KeepAliveInterval +
 	// WriteTimeout.
 	KeepAliveInterval time.Duration
-	// WriteTimeout bounds a write to the connection and the wait for a
-	// ping's answer. Zero means 1 s.
+	// WriteTimeout bounds a stream write's wait for its turn on the
+	// connection (behind other streams' writes) and the wait for a ping's
+	// answer. Zero means 1 s. A write the connection itself holds up (the
+	// peer reads nothing) ends when the link closes: at the latest
+	// KeepAliveInterval + WriteTimeout after the peer fell silent.
 	WriteTimeout time.Duration
 	// StreamWindow is the yamux receive window per stream: how much a
 	// stream buffers for a slow reader. Zero means 512 KiB, the fastest on

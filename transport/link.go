@@ -12,7 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/tallship-go/tallship/internal/yamux"
 )
 
 // Link is one authenticated, multiplexed connection to a peer: a yamux
@@ -28,6 +28,7 @@ type Link struct {
 
 	streams   streamSet
 	live      *liveness
+	accept    acceptor
 	closeOnce sync.Once
 }
 
@@ -92,8 +93,10 @@ func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify
 	yc.LogOutput = nil
 	log := cfg.Logger.With("peer", remote.ID)
 	yc.Logger = yamuxLogger{log}
+	yc.AcceptNotify = l.streamQueued
 	l.live = newLiveness(cfg, sealed, log)
 	sc := newSessionConn(sealed, &l.streams, l.live)
+	sc.closed = l.sessionClosed
 	if dialer {
 		l.sess, err = yamux.Client(sc, yc)
 	} else {
@@ -203,7 +206,8 @@ func (l *Link) OpenStream(ctx context.Context, protocol string) (*Stream, error)
 // AcceptStream waits for the next stream the peer opens and reads its
 // protocol tag. It returns an error wrapping net.ErrClosed once the link
 // has closed; a stream with a malformed tag is closed and the error
-// returned, and the link stays up.
+// returned, and the link stays up. Serve does the same without a
+// goroutine waiting in AcceptStream; a link uses one or the other.
 func (l *Link) AcceptStream(ctx context.Context) (*Stream, error) {
 	s, err := l.sess.AcceptStreamWithContext(ctx)
 	if err != nil {

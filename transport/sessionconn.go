@@ -24,11 +24,13 @@ type sessionConn struct {
 	net.Conn
 	streams *streamSet
 	live    *liveness // told of every read
+	closed  func()    // told of the Close, after the streams' abort
 
 	// Used only by the send loop.
 	held    bool
 	hdr     [yamuxHeaderSize]byte
-	vectors net.Buffers
+	vectors net.Buffers // over pair, reset before each writev
+	pair    [2][]byte
 	direct  bool // Conn writes vectors in one system call
 	copyMax int  // bodies up to this size are copied after their header
 }
@@ -71,10 +73,10 @@ func (c *sessionConn) Write(p []byte) (int, error) {
 // writeJoined writes the held header and body in one write.
 func (c *sessionConn) writeJoined(body []byte) (int, error) {
 	if len(body) > c.copyMax && c.direct {
-		c.vectors = append(c.vectors[:0], c.hdr[:], body)
-		v := c.vectors
-		n, err := v.WriteTo(c.Conn)
-		clear(c.vectors[:2])
+		c.pair = [2][]byte{c.hdr[:], body}
+		c.vectors = c.pair[:]
+		n, err := c.vectors.WriteTo(c.Conn) // consumes c.vectors, not pair
+		c.pair = [2][]byte{}
 		return max(0, int(n)-yamuxHeaderSize), err
 	}
 	if len(body) > c.copyMax {
@@ -104,5 +106,9 @@ func (c *sessionConn) Read(p []byte) (int, error) {
 
 func (c *sessionConn) Close() error {
 	c.streams.abort()
-	return c.Conn.Close()
+	err := c.Conn.Close()
+	if c.closed != nil {
+		c.closed()
+	}
+	return err
 }

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/yamux"
+	"github.com/tallship-go/tallship/internal/yamux"
 )
 
 // streamSet holds a link's open streams, so that closing the link ends
@@ -88,8 +88,11 @@ func (s *Stream) Close() error {
 // linkErr turns the error of a read or write that the link's closing
 // ended into one that unwraps to net.ErrClosed.
 func (s *Stream) linkErr(err error) error {
+	if err == nil {
+		return nil // before ne, which escapes: no allocation per Read
+	}
 	var ne net.Error
-	if err != nil && (errors.Is(err, yamux.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout())) && s.link.streams.isAborted() {
+	if (errors.Is(err, yamux.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout())) && s.link.streams.isAborted() {
 		return fmt.Errorf("transport: link closed: %w", net.ErrClosed)
 	}
 	return err

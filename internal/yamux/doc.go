@@ -13,5 +13,16 @@
 //
 // What tallship changed, each marked "tallship:" where it is:
 //
-//   - (none yet: this is the unchanged copy)
+//   - A stream's Write writes its data frames to the connection itself,
+//     taking turns with the send loop (Session.writeFrame), instead of
+//     handing each frame to the send loop, waiting for it, and having the
+//     send loop copy the body. Control frames still go through the send
+//     loop. A data write the connection holds up now ends when the
+//     connection takes it or the session closes, instead of returning
+//     ErrConnectionWriteTimeout while the frame stays queued.
+//   - The receive loop reuses one io.LimitedReader for frame bodies
+//     instead of allocating one per frame.
+//   - Config.AcceptNotify: a hook called when a peer's stream is queued
+//     for Accept, so that no goroutine need wait in Accept for a link's
+//     whole life.
 package yamux

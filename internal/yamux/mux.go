@@ -56,6 +56,13 @@ type Config struct {
 	// Logger is used to pass in the logger to be used. Either Logger or
 	// LogOutput can be set, not both.
 	Logger Logger
+
+	// AcceptNotify, when set, is called each time a stream the peer opened
+	// has been queued for Accept, so that a caller need not keep a
+	// goroutine blocked in Accept (tallship). The receive loop calls it
+	// with the session's stream lock held: it must not block, nor call
+	// the session.
+	AcceptNotify func()
 }
 
 func (c *Config) Clone() *Config {

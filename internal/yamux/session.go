@@ -72,6 +72,14 @@ type Session struct {
 	// or to send a header out directly.
 	sendCh chan *sendReady
 
+	// tallship: writeSem is held by whoever writes to conn: the send loop
+	// for each header it sends, a stream's Write for each data frame.
+	writeSem chan struct{}
+
+	// tallship: recvLimit limits the reads of one data frame's body; only
+	// the receive loop uses it.
+	recvLimit io.LimitedReader
+
 	// recvDoneCh is closed when recv() exits to avoid a race
 	// between stream registration and stream shutdown
 	recvDoneCh chan struct{}
@@ -112,6 +120,7 @@ func newSession(config *Config, conn io.ReadWriteCloser, client bool) *Session {
 		synCh:      make(chan struct{}, config.AcceptBacklog),
 		acceptCh:   make(chan *Stream, config.AcceptBacklog),
 		sendCh:     make(chan *sendReady, 64),
+		writeSem:   make(chan struct{}, 1),
 		recvDoneCh: make(chan struct{}),
 		sendDoneCh: make(chan struct{}),
 		shutdownCh: make(chan struct{}),
@@ -447,6 +456,75 @@ func (s *Session) waitForSendErr(hdr header, body []byte, errCh chan error) erro
 	}
 }
 
+// acquireWrite waits for the right to write to the connection, up to the
+// connection write timeout (tallship).
+func (s *Session) acquireWrite() error {
+	select {
+	case s.writeSem <- struct{}{}:
+		return nil
+	default:
+	}
+	t := timerPool.Get()
+	timer := t.(*time.Timer)
+	timer.Reset(s.config.ConnectionWriteTimeout)
+	defer func() {
+		timer.Stop()
+		select {
+		case <-timer.C:
+		default:
+		}
+		timerPool.Put(t)
+	}()
+	select {
+	case s.writeSem <- struct{}{}:
+		return nil
+	case <-s.shutdownCh:
+		return ErrSessionShutdown
+	case <-timer.C:
+		return ErrConnectionWriteTimeout
+	}
+}
+
+// writeFrame writes a data frame from the caller's goroutine (tallship).
+//
+// Upstream, a stream's Write handed each frame to the send loop and waited
+// for it to be written, and the send loop copied the body first (so that
+// a Write that timed out could return while the frame stayed queued): a
+// goroutine hand-off and a copy per frame, which cost a third of a
+// stream's throughput on loopback. Here the writer takes its turn on the
+// connection and writes the header and its own body, as a caller of
+// net.Conn's Write would.
+//
+// Waiting for the turn is bounded by ConnectionWriteTimeout, as waiting
+// for the send loop was. Once writing, a Write the connection holds up
+// (the peer does not read) ends when the connection takes the frame or the
+// session closes; it no longer returns ErrConnectionWriteTimeout while the
+// frame stays queued to go out later. A failed write ends the session, as
+// a failed write of the send loop does.
+func (s *Session) writeFrame(hdr header, body []byte) error {
+	if err := s.acquireWrite(); err != nil {
+		return err
+	}
+	if s.IsClosed() {
+		<-s.writeSem
+		return ErrSessionShutdown
+	}
+	_, err := s.conn.Write(hdr)
+	if err == nil && len(body) > 0 {
+		_, err = s.conn.Write(body)
+	}
+	<-s.writeSem
+	if err != nil {
+		if s.IsClosed() {
+			return ErrSessionShutdown
+		}
+		s.logger.Printf("[ERR] yamux: Failed to write frame: %v", err)
+		s.exitErr(err)
+		return err
+	}
+	return nil
+}
+
 // sendNoWait does a send without waiting. Since there's the expectation that
 // the send happens right here, we enforce the connection write timeout if we
 // can't queue the header to be sent.
@@ -488,48 +566,64 @@ func (s *Session) sendLoop() error {
 
 		select {
 		case ready := <-s.sendCh:
-			// Send a header if ready
-			if ready.Hdr != nil {
-				_, err := s.conn.Write(ready.Hdr)
-				if err != nil {
-					s.logger.Printf("[ERR] yamux: Failed to write header: %v", err)
-					asyncSendErr(ready.Err, err)
-					return err
-				}
+			// tallship: take the connection's write turn (see writeFrame).
+			select {
+			case s.writeSem <- struct{}{}:
+			case <-s.shutdownCh:
+				return nil
 			}
-
-			ready.mu.Lock()
-			if ready.Body != nil {
-				// Copy the body into the buffer to avoid
-				// holding a mutex lock during the write.
-				_, err := bodyBuf.Write(ready.Body)
-				if err != nil {
-					ready.Body = nil
-					ready.mu.Unlock()
-					s.logger.Printf("[ERR] yamux: Failed to copy body into buffer: %v", err)
-					asyncSendErr(ready.Err, err)
-					return err
-				}
-				ready.Body = nil
+			if err := s.sendReady(ready, &bodyBuf); err != nil {
+				return err
 			}
-			ready.mu.Unlock()
-
-			if bodyBuf.Len() > 0 {
-				// Send data from a body if given
-				_, err := s.conn.Write(bodyBuf.Bytes())
-				if err != nil {
-					s.logger.Printf("[ERR] yamux: Failed to write body: %v", err)
-					asyncSendErr(ready.Err, err)
-					return err
-				}
-			}
-
-			// No error, successful send
-			asyncSendErr(ready.Err, nil)
 		case <-s.shutdownCh:
 			return nil
 		}
 	}
+}
+
+// sendReady writes one queued frame; the caller holds writeSem, which it
+// releases.
+func (s *Session) sendReady(ready *sendReady, bodyBuf *bytes.Buffer) error {
+	defer func() { <-s.writeSem }()
+	// Send a header if ready
+	if ready.Hdr != nil {
+		_, err := s.conn.Write(ready.Hdr)
+		if err != nil {
+			s.logger.Printf("[ERR] yamux: Failed to write header: %v", err)
+			asyncSendErr(ready.Err, err)
+			return err
+		}
+	}
+
+	ready.mu.Lock()
+	if ready.Body != nil {
+		// Copy the body into the buffer to avoid
+		// holding a mutex lock during the write.
+		_, err := bodyBuf.Write(ready.Body)
+		if err != nil {
+			ready.Body = nil
+			ready.mu.Unlock()
+			s.logger.Printf("[ERR] yamux: Failed to copy body into buffer: %v", err)
+			asyncSendErr(ready.Err, err)
+			return err
+		}
+		ready.Body = nil
+	}
+	ready.mu.Unlock()
+
+	if bodyBuf.Len() > 0 {
+		// Send data from a body if given
+		_, err := s.conn.Write(bodyBuf.Bytes())
+		if err != nil {
+			s.logger.Printf("[ERR] yamux: Failed to write body: %v", err)
+			asyncSendErr(ready.Err, err)
+			return err
+		}
+	}
+
+	// No error, successful send
+	asyncSendErr(ready.Err, nil)
+	return nil
 }
 
 // recv is a long running goroutine that accepts new data
@@ -709,6 +803,9 @@ func (s *Session) incomingStream(id uint32) error {
 	// Check if we've exceeded the backlog
 	select {
 	case s.acceptCh <- stream:
+		if notify := s.config.AcceptNotify; notify != nil {
+			notify()
+		}
 		return nil
 	default:
 		// Backlog exceeded! RST the stream

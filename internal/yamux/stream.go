@@ -212,12 +212,10 @@ START:
 	body = b[:max]
 
 	// Send the header
+	// tallship: the frame is written from this goroutine (see
+	// Session.writeFrame), not handed to the send loop.
 	s.sendHdr.encode(typeData, flags, s.id, max)
-	if err = s.session.waitForSendErr(s.sendHdr, body, s.sendErr); err != nil {
-		if errors.Is(err, ErrSessionShutdown) || errors.Is(err, ErrConnectionWriteTimeout) {
-			// Message left in ready queue, header re-use is unsafe.
-			s.sendHdr = header(make([]byte, headerSize))
-		}
+	if err = s.session.writeFrame(s.sendHdr, body); err != nil {
 		return 0, err
 	}
 
@@ -491,8 +489,11 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 		return nil
 	}
 
-	// Wrap in a limited reader
-	conn = &io.LimitedReader{R: conn, N: int64(length)}
+	// Wrap in a limited reader (tallship: the session's, as only the
+	// receive loop reads data, instead of one allocated per frame)
+	lr := &s.session.recvLimit
+	lr.R, lr.N = conn, int64(length)
+	conn = lr
 
 	// Copy into buffer
 	s.recvLock.Lock()
