@@ -237,63 +237,64 @@ func (n *Node) addLink(tl *transport.Link) *link {
 		go n.openRegistry(l)
 	}
 	n.mu.Unlock()
-	go n.serveLink(l)
+	// The link's streams are served, and its end noticed, without a
+	// goroutine of its own while it idles (the wg count taken above ends
+	// with linkClosed).
+	tl.Serve(func(s *transport.Stream, err error) { n.serveStream(l, s, err) }, func() {
+		defer n.wg.Done()
+		n.linkClosed(l)
+	})
 	n.log.Debug("link up", "peer", l.peer, "addr", tl.RemoteAddr().String(), "link", tl.ID(), "outbound", tl.Outbound())
 	return l
 }
 
-// serveLink accepts the streams the peer opens on l, until l closes.
-func (n *Node) serveLink(l *link) {
-	defer n.wg.Done()
-	defer n.linkClosed(l)
-	for {
-		s, err := l.tl.AcceptStream(context.Background())
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) || l.tl.IsClosed() {
-				return
-			}
+// serveStream takes a stream the peer opened on l; the link's Serve calls
+// it for each, in order.
+func (n *Node) serveStream(l *link, s *transport.Stream, err error) {
+	if err != nil {
+		if !l.tl.IsClosed() {
 			n.log.Info("bad stream from peer", "peer", l.peer, "err", err)
-			continue
 		}
-		if l.tl.NumStreams() > n.cfg.MaxStreams {
-			n.log.Warn("stream limit reached; refusing stream", "peer", l.peer, "max", n.cfg.MaxStreams)
+		return
+	}
+	if l.tl.NumStreams() > n.cfg.MaxStreams {
+		n.log.Warn("stream limit reached; refusing stream", "peer", l.peer, "max", n.cfg.MaxStreams)
+		s.Close()
+		return
+	}
+	switch proto := s.Protocol(); {
+	case proto == protoMessages:
+		n.mu.Lock()
+		dup := l.inStarted
+		l.inStarted = true
+		n.mu.Unlock()
+		if dup {
+			n.log.Warn("second message stream on a link; closing it", "peer", l.peer)
+			l.tl.Close()
 			s.Close()
-			continue
+			return
 		}
-		switch proto := s.Protocol(); {
-		case proto == protoMessages:
-			n.mu.Lock()
-			dup := l.inStarted
-			l.inStarted = true
-			n.mu.Unlock()
-			if dup {
-				n.log.Warn("second message stream on a link; closing it", "peer", l.peer)
-				l.tl.Close()
-				s.Close()
-				continue
-			}
-			n.wg.Add(1)
-			go n.readMessages(l, s)
-		case proto == protoRegistry:
-			// One registry stream per link, opened by its dialer.
-			n.mu.Lock()
-			dup := l.regStarted || l.tl.Outbound()
-			l.regStarted = true
-			n.mu.Unlock()
-			if dup {
-				n.log.Warn("unexpected registry stream; closing the link", "peer", l.peer)
-				l.tl.Close()
-				s.Close()
-				continue
-			}
-			n.wg.Add(1)
-			go n.serveRegistry(l.peer, s)
-		case strings.HasPrefix(proto, userPrefix):
-			n.deliverStream(strings.TrimPrefix(proto, userPrefix), s)
-		default:
-			n.log.Info("stream of unknown protocol", "peer", l.peer, "protocol", proto)
+		n.wg.Add(1)
+		go n.readMessages(l, s)
+	case proto == protoRegistry:
+		// One registry stream per link, opened by its dialer.
+		n.mu.Lock()
+		dup := l.regStarted || l.tl.Outbound()
+		l.regStarted = true
+		n.mu.Unlock()
+		if dup {
+			n.log.Warn("unexpected registry stream; closing the link", "peer", l.peer)
+			l.tl.Close()
 			s.Close()
+			return
 		}
+		n.wg.Add(1)
+		go n.serveRegistry(l.peer, s)
+	case strings.HasPrefix(proto, userPrefix):
+		n.deliverStream(strings.TrimPrefix(proto, userPrefix), s)
+	default:
+		n.log.Info("stream of unknown protocol", "peer", l.peer, "protocol", proto)
+		s.Close()
 	}
 }
 
