@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -110,7 +111,7 @@ func (n *Node) targetLocked(id string) *target {
 
 // dial dials one address and takes the link into the mesh.
 func (n *Node) dial(ctx context.Context, ap netip.AddrPort) (*link, error) {
-	tl, err := n.handshake(ctx, ap)
+	tl, err := n.handshake(ctx, ap, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -122,14 +123,15 @@ func (n *Node) dial(ctx context.Context, ap netip.AddrPort) (*link, error) {
 }
 
 // handshake dials one address and runs the handshake, until ctx or the
-// node ends.
-func (n *Node) handshake(ctx context.Context, ap netip.AddrPort) (*transport.Link, error) {
+// node ends; the connection takes at most HandshakeTimeout, and so does
+// the handshake. connected, when not nil, is called once the address
+// answered, before the handshake.
+func (n *Node) handshake(ctx context.Context, ap netip.AddrPort, connected func()) (*transport.Link, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(n.ctx, cancel)
 	defer stop()
-	hello := n.hello(n.dialSeq.Add(1))
-	tl, err := transport.Dial(ctx, ap.String(), hello, n.tcfg, n.verifyPeer)
+	tl, err := n.connect(ctx, ap, connected)
 	if err != nil {
 		n.noteRefusal(err)
 		n.log.Debug("dial failed", "addr", ap.String(), "err", err)
@@ -138,38 +140,63 @@ func (n *Node) handshake(ctx context.Context, ap netip.AddrPort) (*transport.Lin
 	return tl, nil
 }
 
-// dialStagger is how long a dial waits for an address before it tries
-// the next one too (RFC 8305's Connection Attempt Delay).
+func (n *Node) connect(ctx context.Context, ap netip.AddrPort, connected func()) (*transport.Link, error) {
+	var d net.Dialer
+	dctx, cancel := context.WithTimeout(ctx, n.cfg.HandshakeTimeout)
+	conn, err := d.DialContext(dctx, "tcp", ap.String())
+	cancel()
+	if err != nil {
+		return nil, err
+	}
+	if connected != nil {
+		connected()
+	}
+	tl, err := transport.Client(ctx, conn, n.hello(n.dialSeq.Add(1)), n.tcfg, n.verifyPeer)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("link to %s: %w", ap, err)
+	}
+	return tl, nil
+}
+
+// dialStagger is how long a dial waits for an address to answer before
+// it tries the next one too (RFC 8305's Connection Attempt Delay).
 const dialStagger = 250 * time.Millisecond
 
 // dialAny dials addrs in order, starting the next one when the previous
-// fails or dialStagger has passed without an answer, each within
-// HandshakeTimeout, and takes the first link whose peer is want (any
-// when want is empty) into the mesh, then any that succeed later (the
-// duplicate rule settles them). It returns nil when none linked.
+// fails or dialStagger has passed without a connection, and takes the
+// first link whose peer is want (any when want is empty) into the mesh,
+// then any that succeed later (the duplicate rule settles them). Once an
+// address has answered, no other is tried unless its handshake fails: a
+// handshake that is slow (a busy peer) is not one more reason to start
+// another. Each connection and each handshake takes at most
+// HandshakeTimeout. It returns nil when none linked.
 func (n *Node) dialAny(addrs []netip.AddrPort, want string) *link {
 	ctx, cancel := context.WithCancel(n.ctx)
 	defer cancel()
-	type result struct {
-		ap  netip.AddrPort
-		tl  *transport.Link
-		err error
+	// One channel for both reports of an attempt keeps them in order.
+	type report struct {
+		ap        netip.AddrPort
+		connected bool // the address answered; the handshake runs
+		answered  bool // with the end of an attempt: it had answered
+		tl        *transport.Link
+		err       error
 	}
-	results := make(chan result, len(addrs))
+	reports := make(chan report, 2*len(addrs))
 	var wg sync.WaitGroup
 	defer func() {
 		cancel()
 		wg.Wait()
-		close(results)
+		close(reports)
 		// A late success is a duplicate link: take it in as well, so that
 		// both ends apply the same rule to it (its peer may keep it).
-		for r := range results {
+		for r := range reports {
 			if r.tl != nil {
 				n.addLink(r.tl)
 			}
 		}
 	}()
-	next, pending := 0, 0
+	next, pending, answered := 0, 0, 0
 	stagger := time.NewTimer(0)
 	defer stagger.Stop()
 	for next < len(addrs) || pending > 0 {
@@ -182,19 +209,31 @@ func (n *Node) dialAny(addrs []netip.AddrPort, want string) *link {
 			next++
 			pending++
 			wg.Go(func() {
-				actx, acancel := context.WithTimeout(ctx, n.cfg.HandshakeTimeout)
-				defer acancel()
-				tl, err := n.handshake(actx, ap)
-				results <- result{ap, tl, err}
+				answered := false
+				tl, err := n.handshake(ctx, ap, func() {
+					answered = true
+					reports <- report{ap: ap, connected: true}
+				})
+				reports <- report{ap: ap, answered: answered, tl: tl, err: err}
 			})
 			stagger.Reset(dialStagger)
-		case r := <-results:
+		case r := <-reports:
+			if r.connected {
+				answered++
+				stagger.Stop()
+				continue
+			}
 			pending--
+			if r.answered {
+				answered--
+			}
 			if r.err != nil {
 				if errors.Is(r.err, transport.ErrWrongCluster) || errors.Is(r.err, transport.ErrSelfLink) || errors.Is(r.err, transport.ErrWrongVersion) {
 					n.log.Info("peer refused", "addr", r.ap.String(), "err", r.err)
 				}
-				stagger.Reset(0) // no need to wait: try the next now
+				if answered == 0 {
+					stagger.Reset(0) // no need to wait: try the next now
+				}
 				continue
 			}
 			if want != "" && r.tl.Peer() != want {
