@@ -186,10 +186,15 @@ func (r *Registry) want(l *link, id string) {
 // payload, or the frames of a snapshot) to each other peer that may lack
 // it: not o itself, not the peers o announces as its neighbours (o sends
 // them its changes and states directly), not peers known to have version
-// v already.
+// v already, and, for a state, not peers that a neighbour of o with a
+// lower id than this node's relays it to (see relayedBefore).
 func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byte, frames [][]byte) {
+	var lower []string
+	if !records {
+		lower = r.lowerNeighbours(o)
+	}
 	for peer, ls := range r.links {
-		if peer == src.peer || peer == o.id {
+		if peer == src.peer || peer == o.id || r.relayedBefore(lower, peer) {
 			continue
 		}
 		for _, l := range ls {
@@ -212,6 +217,46 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 			r.relayed.Add(1)
 		}
 	}
+}
+
+// States are flooded to every node, and most of their copies are
+// redundant while a mesh forms: a node p that o has no link to yet hears
+// o's new state from every node linked to both. So the neighbours of o
+// that p announces too leave p to the one with the lowest id: it has the
+// state first-hand from o and relays it. A node relays a state to p only
+// when no such neighbour with a lower id than its own exists, as far as
+// it knows. When that knowledge is out of date (the link between p and
+// that neighbour just failed), p misses one state of o, and has o's next
+// one (o renews it every Heartbeat) through another node; records are
+// relayed without this rule, since a missed change is only found at the
+// next one.
+
+// lowerNeighbours lists the neighbours o announces whose ids sort below
+// this node's. r.mu is held.
+func (r *Registry) lowerNeighbours(o *owner) []string {
+	var lower []string
+	for q := range o.peers {
+		if q < r.self.id {
+			lower = append(lower, q)
+		}
+	}
+	return lower
+}
+
+// relayedBefore reports whether the node p announces one of lower (other
+// than itself) as its neighbour: that node relays o's state to p. r.mu is
+// held.
+func (r *Registry) relayedBefore(lower []string, p string) bool {
+	po := r.owners[p]
+	if po == nil || len(lower) == 0 {
+		return false
+	}
+	for _, q := range lower {
+		if _, ok := po.peers[q]; ok && q != p {
+			return true
+		}
+	}
+	return false
 }
 
 // announces reports whether o's state names the run of l's peer at the

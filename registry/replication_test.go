@@ -398,3 +398,70 @@ func TestRelayCounts(t *testing.T) {
 		})
 	}
 }
+
+// TestStateRelayedOnce: n3 has no link to n2, and n0 and n1 are linked to
+// both. A new state of n2 reaches n3 relayed once, by n0 (the lower id of
+// the two), not once per common neighbour; and with n0's link to n3 cut,
+// n1 takes over.
+func TestStateRelayedOnce(t *testing.T) {
+	slow := func(c *Config) { c.Heartbeat, c.Lifetime = time.Hour, 3*time.Hour } // no heartbeats
+	ns := nodes(t, 4, slow)
+	links := map[[2]int]*testLink{}
+	for _, p := range [][2]int{{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}} {
+		links[p] = connect(t, ns[p[0]], ns[p[1]])
+	}
+	settled := func() {
+		t.Helper()
+		for _, n := range ns {
+			waitFor(t, "adjacency", func() bool {
+				for _, m := range ns {
+					if have := n.peersOf(m.ID()); len(have) == 0 || !slices.Equal(have, m.peersOf(m.ID())) {
+						return false
+					}
+				}
+				return true
+			})
+		}
+	}
+	beatOf := func(n *node, owner string) uint64 {
+		n.Registry.mu.Lock()
+		defer n.Registry.mu.Unlock()
+		if o := n.owners[owner]; o != nil {
+			return o.beat
+		}
+		return 0
+	}
+	relays := func() [4]int64 {
+		var c [4]int64
+		for i, n := range ns {
+			c[i] = n.relayed.Load()
+		}
+		return c
+	}
+	renew := func() [4]int64 {
+		t.Helper()
+		settled()
+		before := relays()
+		n2 := ns[2].Registry
+		n2.mu.Lock()
+		n2.bumpState()
+		beat := n2.self.beat
+		n2.mu.Unlock()
+		waitFor(t, "n2's state at n3", func() bool { return beatOf(ns[3], "n2") == beat })
+		for _, n := range ns[:2] {
+			waitFor(t, "n2's state at "+n.ID(), func() bool { return beatOf(n, "n2") == beat })
+		}
+		after := relays()
+		for i := range after {
+			after[i] -= before[i]
+		}
+		return after
+	}
+	if got := renew(); got != [4]int64{1, 0, 0, 0} {
+		t.Errorf("relays of n2's state by n0..n3: %v, want only n0's", got)
+	}
+	links[[2]int{0, 3}].cut()
+	if got := renew(); got != [4]int64{0, 1, 0, 0} {
+		t.Errorf("with n0-n3 cut, relays of n2's state by n0..n3: %v, want only n1's", got)
+	}
+}
