@@ -3,6 +3,7 @@ package registry
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -189,12 +190,10 @@ func (r *Registry) want(l *link, id string) {
 // v already, and, for a state, not peers that a neighbour of o with a
 // lower id than this node's relays it to (see relayedBefore).
 func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byte, frames [][]byte) {
-	var lower []string
-	if !records {
-		lower = r.lowerNeighbours(o)
-	}
+	var lower []string // computed for the first peer that needs it
+	lowerKnown := records
 	for peer, ls := range r.links {
-		if peer == src.peer || peer == o.id || r.relayedBefore(lower, peer) {
+		if peer == src.peer || peer == o.id {
 			continue
 		}
 		for _, l := range ls {
@@ -208,6 +207,12 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 			}
 			if known.Compare(v) >= 0 {
 				continue
+			}
+			if !lowerKnown {
+				lower, lowerKnown = r.lowerNeighbours(o), true
+			}
+			if r.relayedBefore(lower, peer) {
+				break
 			}
 			*known = v
 			if frames == nil {
@@ -249,6 +254,14 @@ func (r *Registry) lowerNeighbours(o *owner) []string {
 func (r *Registry) relayedBefore(lower []string, p string) bool {
 	po := r.owners[p]
 	if po == nil || len(lower) == 0 {
+		return false
+	}
+	if len(po.peers) < len(lower) {
+		for q := range po.peers {
+			if q < r.self.id && q != p && slices.Contains(lower, q) {
+				return true
+			}
+		}
 		return false
 	}
 	for _, q := range lower {
