@@ -75,7 +75,8 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	} else {
 		r.grow(o, grown)
 	}
-	r.relay(l, o, false, Rev{o.inc, o.beat}, payload, nil)
+	o.frame = frameOf(payload) // for syncs and relays, as received
+	r.relay(l, o, false, Rev{o.inc, o.beat}, nil, [][]byte{o.frame})
 	if !o.leaving && m.seq > o.seq && l.snap == nil {
 		r.want(l, o.id)
 	}

@@ -183,6 +183,23 @@ func (n *node) peersOf(owner string) []string {
 	return slices.Sorted(maps.Keys(o.peers))
 }
 
+// settled waits until every node of ns knows every node's adjacency as
+// that node has it: the registry has converged, and a fault injected now
+// is the only change.
+func settled(t testing.TB, ns ...*node) {
+	t.Helper()
+	for _, n := range ns {
+		waitFor(t, n.ID()+" knows every adjacency", func() bool {
+			for _, m := range ns {
+				if have := n.peersOf(m.ID()); len(have) == 0 || !slices.Equal(have, m.peersOf(m.ID())) {
+					return false
+				}
+			}
+			return true
+		})
+	}
+}
+
 // drain reads and discards everything from c until it fails.
 func drain(c io.Reader) {
 	io.Copy(io.Discard, c)

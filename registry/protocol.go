@@ -187,6 +187,14 @@ func (r *Registry) onHello(l *link, m *message) error {
 		}
 	}
 	r.updateAdjacency(l.peer)
+	if r.stateDue {
+		// The merged state waits; the new peer gets one that names it now,
+		// so that this node's records show there without delay.
+		r.self.beat++
+		if _, err := r.ownState(); err != nil {
+			return err
+		}
+	}
 	var frames [][]byte
 	for _, o := range r.owners {
 		if o.id == l.peer || o.inc == 0 || (o.expired && o != r.self) {
@@ -349,6 +357,9 @@ func (r *Registry) snapFrames(o *owner) ([][]byte, error) {
 func (r *Registry) stateFrame(o *owner) ([]byte, error) {
 	if o == r.self && r.ownFrame != nil {
 		return r.ownFrame, nil // as issued: the adjacency may have moved on since
+	}
+	if o.frame != nil {
+		return o.frame, nil
 	}
 	peers := make([]peerRef, 0, len(o.peers))
 	for _, id := range slices.Sorted(maps.Keys(o.peers)) {

@@ -65,6 +65,7 @@ type owner struct {
 	// node's own Lifetime applies.
 	lifetime time.Duration
 	peers    map[string]uint64 // its adjacency as it announced it: peer → peer's incarnation
+	frame    []byte            // its state as last received (nil for this node's own)
 	records  map[string]*entry
 	renewed  time.Time // when beat last rose here
 	expired  bool      // not renewed within Lifetime

@@ -213,6 +213,7 @@ func TestCutAndRestoreThroughThird(t *testing.T) {
 	for _, n := range []*node{a, b, c} {
 		waitFor(t, "all", func() bool { return n.has(t, ra.ID) && n.has(t, rc.ID) })
 	}
+	settled(t, a, b, c)
 	for range 3 {
 		ac.cut()
 		for _, n := range []*node{a, b, c} {
@@ -377,16 +378,7 @@ func TestRelayCounts(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ns := nodes(t, 4, slow)
 			tc.build(t, ns)
-			for _, n := range ns { // every adjacency known everywhere, as it is
-				waitFor(t, "adjacency", func() bool {
-					for _, m := range ns {
-						if have := n.peersOf(m.ID()); len(have) == 0 || !slices.Equal(have, m.peersOf(m.ID())) {
-							return false
-						}
-					}
-					return true
-				})
-			}
+			settled(t, ns...)
 			before := relayed(ns)
 			rec := ns[0].register(t, "x@1.0.0", 1, nil)
 			for _, n := range ns {
@@ -410,19 +402,6 @@ func TestStateRelayedOnce(t *testing.T) {
 	for _, p := range [][2]int{{0, 1}, {0, 2}, {0, 3}, {1, 2}, {1, 3}} {
 		links[p] = connect(t, ns[p[0]], ns[p[1]])
 	}
-	settled := func() {
-		t.Helper()
-		for _, n := range ns {
-			waitFor(t, "adjacency", func() bool {
-				for _, m := range ns {
-					if have := n.peersOf(m.ID()); len(have) == 0 || !slices.Equal(have, m.peersOf(m.ID())) {
-						return false
-					}
-				}
-				return true
-			})
-		}
-	}
 	beatOf := func(n *node, owner string) uint64 {
 		n.Registry.mu.Lock()
 		defer n.Registry.mu.Unlock()
@@ -440,7 +419,7 @@ func TestStateRelayedOnce(t *testing.T) {
 	}
 	renew := func() [4]int64 {
 		t.Helper()
-		settled()
+		settled(t, ns...)
 		before := relays()
 		n2 := ns[2].Registry
 		n2.mu.Lock()
