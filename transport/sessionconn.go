@@ -13,20 +13,21 @@ import (
 // the link's streams are aborted, before any reader can spin (see
 // streamSet).
 //
-// Its Write joins each yamux data frame into one write. yamux's send loop
-// (the connection's only writer) writes a frame as two writes, the 12-byte
-// header and then the body: two system calls, two TCP segments for a small
-// message, and two sealed records under a cluster secret. A data header
-// announcing a body is held and goes out with that body, which yamux
-// writes next, from the same goroutine; every other write goes out at
-// once, so nothing waits.
+// Its Write joins each yamux data frame into one write. yamux writes a
+// data frame as two writes, the 12-byte header and then the body: two
+// system calls, two TCP segments for a small message, and two sealed
+// records under a cluster secret. A data header announcing a body is held
+// and goes out with that body, which yamux writes next, from the same
+// goroutine, in the same turn on the connection (internal/yamux lets one
+// writer at a time write); every other write goes out at once, so nothing
+// waits.
 type sessionConn struct {
 	net.Conn
 	streams *streamSet
 	live    *liveness // told of every read
 	closed  func()    // told of the Close, after the streams' abort
 
-	// Used only by the send loop.
+	// Used only by the holder of the session's write turn.
 	held    bool
 	hdr     [yamuxHeaderSize]byte
 	vectors net.Buffers // over pair, reset before each writev

@@ -14,12 +14,16 @@
 // What tallship changed, each marked "tallship:" where it is:
 //
 //   - A stream's Write writes its data frames to the connection itself,
-//     taking turns with the send loop (Session.writeFrame), instead of
-//     handing each frame to the send loop, waiting for it, and having the
-//     send loop copy the body. Control frames still go through the send
-//     loop. A data write the connection holds up now ends when the
-//     connection takes it or the session closes, instead of returning
+//     taking a turn on it (Session.writeFrame), instead of handing each
+//     frame to the send loop, waiting for it, and having the send loop
+//     copy the body. A data write the connection holds up now ends when
+//     the connection takes it or the session closes, instead of returning
 //     ErrConnectionWriteTimeout while the frame stays queued.
+//   - No send loop goroutine: control frames (window updates, pings,
+//     FIN, RST, go away) wait in a queue that whoever holds the write
+//     turn writes before giving it up, or a goroutine started only when
+//     the turn is free (Session.kick). Their waits keep upstream's bounds.
+//     An idle session runs one goroutine, its receive loop.
 //   - The receive loop reuses one io.LimitedReader for frame bodies
 //     instead of allocating one per frame.
 //   - Config.AcceptNotify: a hook called when a peer's stream is queued

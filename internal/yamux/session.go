@@ -7,7 +7,6 @@ package yamux
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -68,13 +67,18 @@ type Session struct {
 	// acceptCh is used to pass ready streams to the client
 	acceptCh chan *Stream
 
-	// sendCh is used to mark a stream as ready to send,
-	// or to send a header out directly.
-	sendCh chan *sendReady
-
-	// tallship: writeSem is held by whoever writes to conn: the send loop
-	// for each header it sends, a stream's Write for each data frame.
+	// tallship: writeSem is held by whoever writes to conn (there is no
+	// send loop): a stream's Write for its data frame, or a writer of
+	// the control frames queued in ctrl (see flush).
 	writeSem chan struct{}
+
+	// ctrl holds the control frames waiting for the write turn;
+	// ctrlSpare is a drained queue to reuse; both under ctrlLock.
+	// ctrlBuf, used by the holder of the write turn, joins them.
+	ctrl      []*sendReady
+	ctrlSpare []*sendReady
+	ctrlLock  sync.Mutex
+	ctrlBuf   []byte
 
 	// tallship: recvLimit limits the reads of one data frame's body; only
 	// the receive loop uses it.
@@ -83,7 +87,6 @@ type Session struct {
 	// recvDoneCh is closed when recv() exits to avoid a race
 	// between stream registration and stream shutdown
 	recvDoneCh chan struct{}
-	sendDoneCh chan struct{}
 
 	// shutdown is used to safely close a session
 	shutdown        bool
@@ -93,13 +96,11 @@ type Session struct {
 	shutdownErrLock sync.Mutex
 }
 
-// sendReady is used to either mark a stream as ready
-// or to directly send a header
+// sendReady is a control frame waiting for the write turn, and where to
+// report its write (tallship: no more data bodies, see writeFrame).
 type sendReady struct {
-	Hdr  []byte
-	mu   sync.Mutex // Protects Body from unsafe reads.
-	Body []byte
-	Err  chan error
+	Hdr []byte
+	Err chan error
 }
 
 // newSession is used to construct a new session
@@ -119,10 +120,8 @@ func newSession(config *Config, conn io.ReadWriteCloser, client bool) *Session {
 		inflight:   make(map[uint32]struct{}),
 		synCh:      make(chan struct{}, config.AcceptBacklog),
 		acceptCh:   make(chan *Stream, config.AcceptBacklog),
-		sendCh:     make(chan *sendReady, 64),
 		writeSem:   make(chan struct{}, 1),
 		recvDoneCh: make(chan struct{}),
-		sendDoneCh: make(chan struct{}),
 		shutdownCh: make(chan struct{}),
 	}
 	if client {
@@ -131,7 +130,6 @@ func newSession(config *Config, conn io.ReadWriteCloser, client bool) *Session {
 		s.nextStreamID = 2
 	}
 	go s.recv()
-	go s.send()
 	if config.EnableKeepAlive {
 		go s.keepalive()
 	}
@@ -308,7 +306,6 @@ func (s *Session) Close() error {
 	for _, stream := range s.streams {
 		stream.forceClose()
 	}
-	<-s.sendDoneCh
 	return nil
 }
 
@@ -326,7 +323,7 @@ func (s *Session) exitErr(err error) {
 // GoAway can be used to prevent accepting further
 // connections. It does not close the underlying conn.
 func (s *Session) GoAway() error {
-	return s.waitForSend(s.goAway(goAwayNormal), nil)
+	return s.waitForSend(s.goAway(goAwayNormal))
 }
 
 // goAway is used to send a goAway message
@@ -352,7 +349,7 @@ func (s *Session) Ping() (time.Duration, error) {
 	// Send the ping request
 	hdr := header(make([]byte, headerSize))
 	hdr.encode(typePing, flagSYN, 0, id)
-	if err := s.waitForSend(hdr, nil); err != nil {
+	if err := s.waitForSend(hdr); err != nil {
 		return 0, err
 	}
 
@@ -393,16 +390,32 @@ func (s *Session) keepalive() {
 	}
 }
 
-// waitForSendErr waits to send a header, checking for a potential shutdown
-func (s *Session) waitForSend(hdr header, body []byte) error {
+// tallship: there is no send loop. Whoever holds the connection's write
+// turn (writeSem) writes: a stream's Write its own data frame
+// (writeFrame), and, before giving the turn up, the control frames others
+// queued meanwhile (flush). A caller that queues a control frame while the
+// turn is free takes it and starts a goroutine to write it (kick), so that
+// its wait stays bounded by ConnectionWriteTimeout and the receive loop
+// never writes (with a peer that does not read, it would stop reading
+// too).
+
+// waitForSend queues a control frame and waits until it is written.
+func (s *Session) waitForSend(hdr header) error {
 	errCh := make(chan error, 1)
-	return s.waitForSendErr(hdr, body, errCh)
+	return s.waitForSendErr(hdr, errCh)
 }
 
-// waitForSendErr waits to send a header with optional data, checking for a
-// potential shutdown. Since there's the expectation that sends can happen
-// in a timely manner, we enforce the connection write timeout here.
-func (s *Session) waitForSendErr(hdr header, body []byte, errCh chan error) error {
+// waitForSendErr queues a control frame (a header: they have no body)
+// and waits until it is written, checking for a potential shutdown. Since
+// there's the expectation that sends can happen in a timely manner, we
+// enforce the connection write timeout here; a frame not yet written then
+// stays queued, and goes out later.
+func (s *Session) waitForSendErr(hdr header, errCh chan error) error {
+	if err := s.queue(&sendReady{Hdr: append(header(nil), hdr...), Err: errCh}, false); err != nil {
+		return err
+	}
+	s.kick()
+
 	t := timerPool.Get()
 	timer := t.(*time.Timer)
 	timer.Reset(s.config.ConnectionWriteTimeout)
@@ -414,46 +427,117 @@ func (s *Session) waitForSendErr(hdr header, body []byte, errCh chan error) erro
 		}
 		timerPool.Put(t)
 	}()
-
-	ready := &sendReady{Hdr: hdr, Body: body, Err: errCh}
-	select {
-	case s.sendCh <- ready:
-	case <-s.shutdownCh:
-		return ErrSessionShutdown
-	case <-timer.C:
-		return ErrConnectionWriteTimeout
-	}
-
-	bodyCopy := func() {
-		if body == nil {
-			return // A nil body is ignored.
-		}
-
-		// In the event of session shutdown or connection write timeout,
-		// we need to prevent `send` from reading the body buffer after
-		// returning from this function since the caller may re-use the
-		// underlying array.
-		ready.mu.Lock()
-		defer ready.mu.Unlock()
-
-		if ready.Body == nil {
-			return // Body was already copied in `send`.
-		}
-		newBody := make([]byte, len(body))
-		copy(newBody, body)
-		ready.Body = newBody
-	}
-
 	select {
 	case err := <-errCh:
 		return err
 	case <-s.shutdownCh:
-		bodyCopy()
 		return ErrSessionShutdown
 	case <-timer.C:
-		bodyCopy()
 		return ErrConnectionWriteTimeout
 	}
+}
+
+// maxQueuedNoWait bounds the control frames queued: beyond it sendNoWait
+// fails (the connection has taken nothing for that long), as upstream it
+// failed when the send loop's queue stayed full.
+const maxQueuedNoWait = 256
+
+// queue adds a control frame to those waiting for the write turn.
+func (s *Session) queue(r *sendReady, noWait bool) error {
+	s.ctrlLock.Lock()
+	defer s.ctrlLock.Unlock()
+	if s.IsClosed() {
+		return ErrSessionShutdown
+	}
+	if noWait && len(s.ctrl) >= maxQueuedNoWait {
+		return ErrConnectionWriteTimeout
+	}
+	s.ctrl = append(s.ctrl, r)
+	return nil
+}
+
+// hasQueued reports whether control frames wait to be written.
+func (s *Session) hasQueued() bool {
+	s.ctrlLock.Lock()
+	defer s.ctrlLock.Unlock()
+	return len(s.ctrl) > 0
+}
+
+// flush writes the queued control frames if the write turn is free; if
+// it is not, its holder writes them before giving it up.
+func (s *Session) flush() {
+	select {
+	case s.writeSem <- struct{}{}:
+		s.flushHeld()
+	default:
+	}
+}
+
+// kick is flush on a goroutine of its own, started only if the turn is
+// free: for callers that must not wait for the connection (the receive
+// loop), or must not wait longer than ConnectionWriteTimeout.
+func (s *Session) kick() {
+	select {
+	case s.writeSem <- struct{}{}:
+		go s.flushHeld()
+	default:
+	}
+}
+
+// flushHeld writes the queued control frames; the caller holds the write
+// turn, which flushHeld gives up.
+func (s *Session) flushHeld() {
+	for {
+		err := s.writeQueued()
+		<-s.writeSem
+		if err != nil {
+			if !s.IsClosed() {
+				s.logger.Printf("[ERR] yamux: Failed to write header: %v", err)
+			}
+			s.exitErr(err)
+			return
+		}
+		if !s.hasQueued() {
+			return
+		}
+		select {
+		case s.writeSem <- struct{}{}:
+		default:
+			return // the new holder writes them
+		}
+	}
+}
+
+// writeQueued writes the queued control frames in one write; the caller
+// holds the write turn.
+func (s *Session) writeQueued() error {
+	// q, ctrl and ctrlSpare never share an array: appends to ctrl must
+	// not touch the frames being written.
+	s.ctrlLock.Lock()
+	q := s.ctrl
+	s.ctrl, s.ctrlSpare = s.ctrlSpare[:0], nil
+	s.ctrlLock.Unlock()
+	var err error
+	if len(q) > 0 {
+		buf := s.ctrlBuf[:0]
+		for _, r := range q {
+			buf = append(buf, r.Hdr...)
+		}
+		_, err = s.conn.Write(buf)
+		for i, r := range q {
+			asyncSendErr(r.Err, err)
+			q[i] = nil
+		}
+		if cap(buf) <= 4<<10 {
+			s.ctrlBuf = buf[:0]
+		}
+	}
+	if cap(q) <= 64 {
+		s.ctrlLock.Lock()
+		s.ctrlSpare = q[:0]
+		s.ctrlLock.Unlock()
+	}
+	return err
 }
 
 // acquireWrite waits for the right to write to the connection, up to the
@@ -513,7 +597,16 @@ func (s *Session) writeFrame(hdr header, body []byte) error {
 	if err == nil && len(body) > 0 {
 		_, err = s.conn.Write(body)
 	}
+	// Control frames queued meanwhile go out before the turn passes on:
+	// the next holder may be another data writer, and another, and the
+	// flush after the release below would find the turn taken each time.
+	if err == nil && s.hasQueued() {
+		err = s.writeQueued()
+	}
 	<-s.writeSem
+	if err == nil && s.hasQueued() {
+		s.flush()
+	}
 	if err != nil {
 		if s.IsClosed() {
 			return ErrSessionShutdown
@@ -525,104 +618,14 @@ func (s *Session) writeFrame(hdr header, body []byte) error {
 	return nil
 }
 
-// sendNoWait does a send without waiting. Since there's the expectation that
-// the send happens right here, we enforce the connection write timeout if we
-// can't queue the header to be sent.
+// sendNoWait queues a control frame and returns: a goroutine started
+// for it writes it, or whoever holds the write turn. It fails only
+// when the session has shut down or too many frames wait (maxQueuedNoWait).
 func (s *Session) sendNoWait(hdr header) error {
-	t := timerPool.Get()
-	timer := t.(*time.Timer)
-	timer.Reset(s.config.ConnectionWriteTimeout)
-	defer func() {
-		timer.Stop()
-		select {
-		case <-timer.C:
-		default:
-		}
-		timerPool.Put(t)
-	}()
-
-	select {
-	case s.sendCh <- &sendReady{Hdr: hdr}:
-		return nil
-	case <-s.shutdownCh:
-		return ErrSessionShutdown
-	case <-timer.C:
-		return ErrConnectionWriteTimeout
+	if err := s.queue(&sendReady{Hdr: append(header(nil), hdr...)}, true); err != nil {
+		return err
 	}
-}
-
-// send is a long running goroutine that sends data
-func (s *Session) send() {
-	if err := s.sendLoop(); err != nil {
-		s.exitErr(err)
-	}
-}
-
-func (s *Session) sendLoop() error {
-	defer close(s.sendDoneCh)
-	var bodyBuf bytes.Buffer
-	for {
-		bodyBuf.Reset()
-
-		select {
-		case ready := <-s.sendCh:
-			// tallship: take the connection's write turn (see writeFrame).
-			select {
-			case s.writeSem <- struct{}{}:
-			case <-s.shutdownCh:
-				return nil
-			}
-			if err := s.sendReady(ready, &bodyBuf); err != nil {
-				return err
-			}
-		case <-s.shutdownCh:
-			return nil
-		}
-	}
-}
-
-// sendReady writes one queued frame; the caller holds writeSem, which it
-// releases.
-func (s *Session) sendReady(ready *sendReady, bodyBuf *bytes.Buffer) error {
-	defer func() { <-s.writeSem }()
-	// Send a header if ready
-	if ready.Hdr != nil {
-		_, err := s.conn.Write(ready.Hdr)
-		if err != nil {
-			s.logger.Printf("[ERR] yamux: Failed to write header: %v", err)
-			asyncSendErr(ready.Err, err)
-			return err
-		}
-	}
-
-	ready.mu.Lock()
-	if ready.Body != nil {
-		// Copy the body into the buffer to avoid
-		// holding a mutex lock during the write.
-		_, err := bodyBuf.Write(ready.Body)
-		if err != nil {
-			ready.Body = nil
-			ready.mu.Unlock()
-			s.logger.Printf("[ERR] yamux: Failed to copy body into buffer: %v", err)
-			asyncSendErr(ready.Err, err)
-			return err
-		}
-		ready.Body = nil
-	}
-	ready.mu.Unlock()
-
-	if bodyBuf.Len() > 0 {
-		// Send data from a body if given
-		_, err := s.conn.Write(bodyBuf.Bytes())
-		if err != nil {
-			s.logger.Printf("[ERR] yamux: Failed to write body: %v", err)
-			asyncSendErr(ready.Err, err)
-			return err
-		}
-	}
-
-	// No error, successful send
-	asyncSendErr(ready.Err, nil)
+	s.kick()
 	return nil
 }
 
@@ -733,13 +736,12 @@ func (s *Session) handlePing(hdr header) error {
 	// Check if this is a query, respond back in a separate context so we
 	// don't interfere with the receiving thread blocking for the write.
 	if flags&flagSYN == flagSYN {
-		go func() {
-			hdr := header(make([]byte, headerSize))
-			hdr.encode(typePing, flagACK, 0, pingID)
-			if err := s.sendNoWait(hdr); err != nil {
-				s.logger.Printf("[WARN] yamux: failed to send ping reply: %v", err)
-			}
-		}()
+		// tallship: sendNoWait starts the goroutine that writes it.
+		hdr := header(make([]byte, headerSize))
+		hdr.encode(typePing, flagACK, 0, pingID)
+		if err := s.sendNoWait(hdr); err != nil {
+			s.logger.Printf("[WARN] yamux: failed to send ping reply: %v", err)
+		}
 		return nil
 	}
 
