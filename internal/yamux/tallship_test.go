@@ -1,0 +1,182 @@
+// Copyright (c) 2014 HashiCorp, Inc.
+// SPDX-License-Identifier: MPL-2.0
+
+package yamux
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/leakcheck"
+)
+
+// Tests of what tallship changed (see doc.go). The upstream suite was run
+// on this copy when it was made; it is not kept here.
+
+func testPair(t *testing.T, conf func(*Config)) (client, server *Session) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc := <-accepted
+	if sc == nil {
+		t.Fatal("accept failed")
+	}
+	cfg := DefaultConfig()
+	cfg.EnableKeepAlive = false
+	cfg.LogOutput = io.Discard
+	cfg.ConnectionWriteTimeout = 5 * time.Second
+	if conf != nil {
+		conf(cfg)
+	}
+	client, err = Client(cc, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err = Server(sc, cfg.Clone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		client.Close()
+		server.Close()
+	})
+	return client, server
+}
+
+// Streams written at once, with the window updates and pings this makes,
+// arrive whole and in order, and pings are answered meanwhile: control
+// frames are not starved by data writers taking turns.
+func TestConcurrentWritesAndControlFrames(t *testing.T) {
+	leakcheck.Goroutines(t)
+	client, server := testPair(t, nil)
+	const streams, size, chunk = 50, 512 << 10, 256
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*streams)
+	for i := range streams {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			s, err := client.OpenStream()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close()
+			buf := bytes.Repeat([]byte{byte(i)}, size)
+			for off := 0; off < size; off += chunk {
+				if _, err := s.Write(buf[off : off+chunk]); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			s, err := server.AcceptStream()
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close()
+			got, err := io.ReadAll(s)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if len(got) != size || bytes.Count(got, got[:1]) != size {
+				errs <- fmt.Errorf("stream got %d bytes, not %d of one value", len(got), size)
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for loop := true; loop; {
+		select {
+		case <-done:
+			loop = false
+		case <-time.After(10 * time.Millisecond):
+			if _, err := client.Ping(); err != nil {
+				t.Fatalf("ping during the writes: %v", err)
+			}
+		}
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// An idle session runs one goroutine: its receive loop.
+func TestIdleSessionRunsOnlyItsReceiveLoop(t *testing.T) {
+	leakcheck.Goroutines(t)
+	before := runtime.NumGoroutine()
+	client, server := testPair(t, nil)
+	s, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Write([]byte("x"))
+	a, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.Read(make([]byte, 1))
+	client.Ping()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before+2 { // one receive loop per side
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines for an idle pair of sessions, want 2", runtime.NumGoroutine()-before)
+		}
+		time.Sleep(5 * time.Millisecond) // polling against the deadline
+	}
+}
+
+// AcceptNotify is called once for each stream queued for Accept.
+func TestAcceptNotify(t *testing.T) {
+	leakcheck.Goroutines(t)
+	var notified atomic.Int32
+	client, server := testPair(t, func(c *Config) {
+		c.AcceptNotify = func() { notified.Add(1) }
+	})
+	for range 4 {
+		s, err := client.OpenStream()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for notified.Load() < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d notifications for 4 streams", notified.Load())
+		}
+		time.Sleep(5 * time.Millisecond) // polling against the deadline
+	}
+	for range 4 {
+		if _, err := server.AcceptStream(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := notified.Load(); n != 4 {
+		t.Fatalf("%d notifications for 4 streams", n)
+	}
+}
