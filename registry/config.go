@@ -20,10 +20,11 @@ const (
 	// machine never makes the registry flap.
 	MinLifetimeBeats = 3
 
-	// coalesceMin and coalesceMax bound how long links coming up or
-	// going down in a burst are merged into one new state (see announce).
-	coalesceMin = 10 * time.Millisecond
-	coalesceMax = 160 * time.Millisecond
+	// How long links coming up or going down in a burst are merged into
+	// one new state (see announce and coalesceLimits).
+	coalesceMin     = 10 * time.Millisecond
+	coalesceMax     = 160 * time.Millisecond
+	coalescePerPeer = 3 * time.Millisecond
 
 	// maxLifetime bounds the record lifetime a peer may announce.
 	maxLifetime = 24 * time.Hour

@@ -28,16 +28,19 @@ type link struct {
 	wanted  map[string]bool       // owners whose snapshot was asked for
 	snap    *snapshot             // a snapshot being received
 
+	// The writer runs only while there is something to write: an idle
+	// link holds no goroutine for it.
 	qmu       sync.Mutex
 	queue     [][]byte
 	queued    int
 	limit     int
+	writing   bool  // a writer goroutine runs
 	finishing bool  // write what is queued, then stop
+	stopped   bool  // Serve is ending: no writer starts any more
 	fail      error // stop and close the conn
-
-	wake       chan struct{}
-	stop       chan struct{} // closed when Serve ends
-	writerDone chan struct{}
+	writer    sync.WaitGroup
+	flushed   chan struct{} // closed once finishing and all is written (or the link failed)
+	flushOnce sync.Once
 }
 
 // peerKnows is the newest version of an owner's records and state that a
@@ -57,14 +60,12 @@ type snapshot struct {
 
 func newLink(peer string, conn io.ReadWriteCloser) *link {
 	return &link{
-		peer:       peer,
-		conn:       conn,
-		known:      map[string]*peerKnows{},
-		wanted:     map[string]bool{},
-		limit:      maxQueueBytes,
-		wake:       make(chan struct{}, 1),
-		stop:       make(chan struct{}),
-		writerDone: make(chan struct{}),
+		peer:    peer,
+		conn:    conn,
+		known:   map[string]*peerKnows{},
+		wanted:  map[string]bool{},
+		limit:   maxQueueBytes,
+		flushed: make(chan struct{}),
 	}
 }
 
@@ -119,51 +120,71 @@ func (l *link) enqueueSync(sync bool, frames [][]byte) {
 		l.fail = ErrSlowPeer
 		l.queue = nil
 	}
-	l.signal()
+	l.startWriter()
 }
 
-// finish makes the writer write what is queued and stop.
+// finish makes the writer write what is queued and stop; flushed is
+// closed when it has.
 func (l *link) finish() {
 	l.qmu.Lock()
 	l.finishing = true
-	l.signal()
+	l.startWriter()
 	l.qmu.Unlock()
 }
 
-func (l *link) signal() {
-	select {
-	case l.wake <- struct{}{}:
-	default:
+// stopWriter keeps any writer from starting again and waits for the one
+// that runs, if any; Serve calls it once the conn is aborted.
+func (l *link) stopWriter() {
+	l.qmu.Lock()
+	l.stopped = true
+	l.qmu.Unlock()
+	l.writer.Wait()
+	l.markFlushed()
+}
+
+// startWriter starts the writer unless it runs or has nothing to do; when
+// finishing with nothing left, it marks the link flushed. l.qmu is held.
+func (l *link) startWriter() {
+	switch {
+	case l.writing:
+	case l.stopped:
+	case len(l.queue) > 0 || l.fail != nil:
+		l.writing = true
+		l.writer.Add(1)
+		go l.writeLoop()
+	case l.finishing:
+		l.markFlushed()
 	}
 }
 
-// writeLoop writes queued frames until the link stops, a write fails (it
-// then closes the conn so the reader ends too), or, when finishing, the
-// queue is empty.
+func (l *link) markFlushed() { l.flushOnce.Do(func() { close(l.flushed) }) }
+
+// writeLoop writes queued frames until the queue is empty (it then ends;
+// the next enqueue starts it again), a write fails (it then closes the
+// conn so the reader ends too) or the link stopped.
 func (l *link) writeLoop() {
-	defer close(l.writerDone)
+	defer l.writer.Done()
 	for {
 		l.qmu.Lock()
-		q, fail, finishing := l.queue, l.fail, l.finishing
+		q, fail := l.queue, l.fail
 		l.queue, l.queued, l.limit = nil, 0, maxQueueBytes
+		if fail == nil && (len(q) == 0 || l.stopped) {
+			l.writing = false
+			if l.finishing {
+				l.markFlushed()
+			}
+			l.qmu.Unlock()
+			return
+		}
 		l.qmu.Unlock()
 		if fail != nil {
 			l.abort()
-			return
+			l.markFlushed()
+			return // writing stays set: nothing more is written
 		}
-		if len(q) > 0 {
-			if err := l.write(q); err != nil {
-				l.abort()
-				return
-			}
-			continue
-		}
-		if finishing {
-			return
-		}
-		select {
-		case <-l.wake:
-		case <-l.stop:
+		if err := l.write(q); err != nil {
+			l.abort() // writing stays set: nothing more is written
+			l.markFlushed()
 			return
 		}
 	}

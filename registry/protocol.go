@@ -61,15 +61,13 @@ func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteClos
 	// ctx's end aborts the link (Close aborts every link itself); no
 	// goroutine waits for it.
 	stopWatch := context.AfterFunc(ctx, l.abort)
-	go l.writeLoop()
 	r.log.Debug("registry: link up", "peer", peer)
 
 	err = r.readLoop(l)
 
-	close(l.stop)
 	stopWatch()
 	l.abort()
-	<-l.writerDone
+	l.stopWriter()
 	r.mu.Lock()
 	r.dropLink(l)
 	closed := r.closed
@@ -266,18 +264,19 @@ func (r *Registry) updateAdjacency(peer string) {
 // quiet spell, else merged with the changes that follow. Links come up in
 // bursts (a node starting links to a whole mesh at once; a forming mesh
 // links everyone to everyone), and each state is flooded to every node:
-// the merging window doubles while changes keep coming, from
-// coalesceMin up to coalesceMax, and is back at coalesceMin after
-// coalesceMax without change. The heartbeat loop issues a merged state
+// the merging window doubles while changes keep coming, within
+// coalesceLimits, and is back at its lower bound after its upper bound
+// without change. The heartbeat loop issues a merged state
 // when stateTimer fires. r.mu is held.
 func (r *Registry) announce() {
 	if r.closed || r.stateDue {
 		return
 	}
-	min, max := r.coalesceLimits()
+	lo, hi := r.coalesceLimits()
 	since := time.Since(r.lastChange)
-	if since >= max {
-		r.coalesce = min
+	r.coalesce = min(r.coalesce, hi)
+	if since >= hi {
+		r.coalesce = lo
 	}
 	if since >= r.coalesce {
 		r.bumpState()
@@ -286,16 +285,17 @@ func (r *Registry) announce() {
 	}
 	r.stateDue = true
 	r.stateTimer.Reset(r.coalesce - since)
-	r.coalesce = 2 * r.coalesce
-	if r.coalesce > max {
-		r.coalesce = max
-	}
+	r.coalesce = min(2*r.coalesce, hi)
 }
 
-// coalesceLimits returns the bounds of announce's window: at most a
-// quarter of the heartbeat each.
-func (r *Registry) coalesceLimits() (time.Duration, time.Duration) {
-	return min(coalesceMin, r.cfg.Heartbeat/4), min(coalesceMax, r.cfg.Heartbeat/4)
+// coalesceLimits returns the bounds of announce's window. A state costs
+// every node work in proportion to the size of the mesh, and delays what
+// third nodes know of this node's links: the window grows with the number
+// of peers (coalescePerPeer each) up to coalesceMax, and stays under a
+// quarter of the heartbeat. r.mu is held.
+func (r *Registry) coalesceLimits() (lo, hi time.Duration) {
+	hi = min(coalesceMax, time.Duration(len(r.self.peers))*coalescePerPeer, r.cfg.Heartbeat/4)
+	return min(coalesceMin, hi), hi
 }
 
 // dropLink forgets an ended link; the last one of a peer makes it no

@@ -384,7 +384,7 @@ func (r *Registry) Close() error {
 	flush := time.NewTimer(r.cfg.Heartbeat)
 	for _, l := range links {
 		select {
-		case <-l.writerDone:
+		case <-l.flushed:
 			continue
 		case <-flush.C:
 		}
