@@ -34,6 +34,7 @@ type peer struct {
 	leaving bool          // send a goodbye, then end
 	writing bool          // a writer goroutine runs
 	pending bool          // work arrived since the writer last looked
+	wake    chan struct{} // tells a lingering writer that work arrived
 	ended   bool          // the writer is done for good: writerDone is closed
 
 	done       chan struct{} // closed by stop
@@ -56,6 +57,7 @@ func (n *Node) peerUpLocked(l *link) {
 		addrs:      l.tl.Remote().Addrs,
 		since:      time.Now(),
 		room:       make(chan struct{}),
+		wake:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
@@ -102,6 +104,11 @@ func (p *peer) signal() {
 	p.qmu.Unlock()
 	if start {
 		go p.writeLoop()
+		return
+	}
+	select {
+	case p.wake <- struct{}{}:
+	default:
 	}
 }
 
@@ -203,19 +210,47 @@ const (
 
 var batchPool = sync.Pool{New: func() any { b := make([]byte, 0, batchBytes); return &b }}
 
-// writeLoop is the peer's writer: it runs while there is work, and ends
-// for good (closing writerDone) once it has said goodbye or the peer
-// stopped.
+// writerLinger is how long the writer waits for more work before it
+// ends: an idle peer holds no goroutine, and one exchanging messages back
+// and forth does not start one per message.
+const writerLinger = 2 * time.Millisecond
+
+// writeLoop is the peer's writer: it runs while there is work (and
+// writerLinger after), and ends for good (closing writerDone) once it has
+// said goodbye or the peer stopped.
 func (p *peer) writeLoop() {
 	defer p.n.wg.Done()
+	var linger *time.Timer
+	defer func() {
+		if linger != nil {
+			linger.Stop()
+		}
+	}()
+	lingered := false
 	for {
 		p.qmu.Lock()
 		stopping := isClosed(p.done)
 		if !stopping && !p.pending {
-			p.writing = false
+			if lingered {
+				p.writing = false
+				p.qmu.Unlock()
+				return
+			}
 			p.qmu.Unlock()
-			return
+			if linger == nil {
+				linger = time.NewTimer(writerLinger)
+			} else {
+				linger.Reset(writerLinger)
+			}
+			select {
+			case <-p.wake:
+			case <-p.done:
+			case <-linger.C:
+				lingered = true
+			}
+			continue
 		}
+		lingered = false
 		p.pending = false
 		p.qmu.Unlock()
 		if stopping || p.pass() {
