@@ -85,23 +85,14 @@ func buildLinks(set settings, self Self, port uint16, ifaces []net.Interface) ([
 	txt := encodeTXT(self.Cluster, self.ID)
 	n := newNames(self.Cluster, self.ID)
 	var links []*link
-	all := map[int][]netip.Prefix{}
-	for _, ifi := range ifaces {
-		addrs, err := ifi.Addrs()
-		if err != nil {
-			continue
-		}
-		for _, a := range addrs {
-			if ipn, ok := a.(*net.IPNet); ok {
-				ip, ok := netip.AddrFromSlice(ipn.IP)
-				ones, bits := ipn.Mask.Size()
-				if !ok || bits == 0 {
-					continue
-				}
-				if ip = ip.Unmap(); ip.Is4() && bits == 128 {
-					ones -= 96
-				}
-				all[ifi.Index] = append(all[ifi.Index], netip.PrefixFrom(ip, ones))
+	all := prefixesOf(ifaces)
+	// An address of an interface that is not chosen is not announced on
+	// the chosen ones either (a container bridge's address announced on
+	// the LAN would send peers to a bridge of their own).
+	if host, err := net.Interfaces(); err == nil {
+		for i, ps := range prefixesOf(host) {
+			if _, ok := all[i]; !ok {
+				all[i] = ps
 			}
 		}
 	}
@@ -124,6 +115,32 @@ func buildLinks(set settings, self Self, port uint16, ifaces []net.Interface) ([
 		return nil, fmt.Errorf("%w: no interface has an address to announce", ErrNoInterface)
 	}
 	return links, nil
+}
+
+// prefixesOf returns the addresses of ifaces with their subnets, by
+// interface index.
+func prefixesOf(ifaces []net.Interface) map[int][]netip.Prefix {
+	all := map[int][]netip.Prefix{}
+	for _, ifi := range ifaces {
+		addrs, err := ifi.Addrs()
+		if err != nil {
+			continue
+		}
+		for _, a := range addrs {
+			if ipn, ok := a.(*net.IPNet); ok {
+				ip, ok := netip.AddrFromSlice(ipn.IP)
+				ones, bits := ipn.Mask.Size()
+				if !ok || bits == 0 {
+					continue
+				}
+				if ip = ip.Unmap(); ip.Is4() && bits == 128 {
+					ones -= 96
+				}
+				all[ifi.Index] = append(all[ifi.Index], netip.PrefixFrom(ip, ones))
+			}
+		}
+	}
+	return all
 }
 
 // build chooses the IP versions and source addresses of l and builds its
@@ -166,7 +183,9 @@ func (l *link) build(set settings, self Self, port uint16, n names, txt [][]byte
 // announced port): an unspecified address stands for l's own of that
 // version (:: for both), an address on some interface's subnet goes only
 // on that interface, link-local and loopback ones only on their own
-// interface, and any other goes everywhere.
+// interface, one on another interface's subnet (chosen or not) nowhere
+// else, and any other (an address on no interface: a NAT's, say) goes
+// everywhere.
 func announcedAddrs(set settings, self Self, port uint16, l *link, all map[int][]netip.Prefix) []netip.Addr {
 	var out []netip.Addr
 	add := func(a netip.Addr) {

@@ -167,7 +167,13 @@ func TestMDNSChosenInterfaces(t *testing.T) {
 	oneMDNS := &counting{d: &discovery.MDNS{Interfaces: []net.Interface{*ra}}, found: map[string]int{}}
 	one.Discovery = []discovery.Discoverer{oneMDNS}
 	start(t, "ifaces", one)
-	pa.await(t, 10*time.Second, "m-one found", func(l subnetLine) bool { return l.Kind == "found" && l.ID == "m-one" })
+	atA := pa.await(t, 10*time.Second, "m-one found", func(l subnetLine) bool { return l.Kind == "found" && l.ID == "m-one" })
+	// Nor does it name, on ts-ra, its address on the other subnet.
+	for _, a := range atA.Addrs {
+		if netip.MustParsePrefix("10.61.2.0/24").Contains(netip.MustParseAddrPort(a).Addr()) {
+			t.Errorf("pa found m-one at %v: %s is m-one's address on ts-rb, an interface it was told not to use", atA.Addrs, a)
+		}
+	}
 	// Past its second announcement (1 s) and pb's next queries.
 	time.Sleep(2 * time.Second)
 	multiA, uniA := onRA.mentioning("m-one")
