@@ -21,6 +21,12 @@
 //	l, err := transport.Dial(ctx, "10.0.0.2:7946", transport.Hello{Cluster: "c", ID: "a"}, transport.Config{}, nil)
 //	s, err := l.OpenStream(ctx, "echo")
 //
+// The peer's streams come from AcceptStream, or from Serve, which keeps no
+// goroutine waiting while the link idles. The session is internal/yamux,
+// a copy of hashicorp/yamux whose streams write their own frames and
+// which runs no send loop: an idle link costs one goroutine, its receive
+// loop; the wire protocol is yamux's.
+//
 // When two links join the same pair of nodes, Prefer tells which one both
 // ends keep.
 package transport
