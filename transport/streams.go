@@ -13,13 +13,15 @@ import (
 // streamSet holds a link's open streams, so that closing the link ends
 // their blocked reads and writes at once.
 //
-// yamux v0.1.2 does not: a Read or Write blocked on a stream whose session
-// shuts down loops on the closed shutdown channel (hashicorp/yamux#176)
-// until the session has closed its connection and its receive loop has
-// ended. With many links dropping at once on a loaded machine those
-// spinning goroutines starve the loops they wait for, keepalives time out,
-// more links drop: a 30-node mesh in one process never formed. A deadline
-// in the past ends the spin, since yamux checks it in the same loop.
+// Upstream yamux v0.1.2 does not: a Read or Write blocked on a stream
+// whose session shuts down loops on the closed shutdown channel
+// (hashicorp/yamux#176) until the session has closed its connection and
+// its receive loop has ended; with many links dropping at once on a loaded
+// machine those spinning goroutines starved the loops they waited for,
+// keepalives timed out, more links dropped. internal/yamux now fails such
+// a read or write (ErrSessionShutdown, reported as net.ErrClosed); the
+// deadline in the past set here also ends reads and writes that start
+// after the link closed, and deadlines set after it.
 type streamSet struct {
 	mu      sync.Mutex
 	m       map[*Stream]struct{}
@@ -90,6 +92,9 @@ func (s *Stream) Close() error {
 func (s *Stream) linkErr(err error) error {
 	if err == nil {
 		return nil // before ne, which escapes: no allocation per Read
+	}
+	if errors.Is(err, yamux.ErrSessionShutdown) {
+		return fmt.Errorf("transport: link closed: %w", net.ErrClosed)
 	}
 	var ne net.Error
 	if (errors.Is(err, yamux.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout())) && s.link.streams.isAborted() {

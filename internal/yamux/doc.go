@@ -29,4 +29,8 @@
 //   - Config.AcceptNotify: a hook called when a peer's stream is queued
 //     for Accept, so that no goroutine need wait in Accept for a link's
 //     whole life.
+//   - A stream's Read or Write blocked when its session shuts down fails
+//     with ErrSessionShutdown (a Read after what is buffered) instead of
+//     looping, a new timer each turn, until the session has closed its
+//     streams (hashicorp/yamux#176).
 package yamux

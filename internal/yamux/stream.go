@@ -149,8 +149,15 @@ WAIT:
 		timer = time.NewTimer(delay)
 		timeout = timer.C
 	}
+	// tallship: upstream goes back to START when the session shuts down,
+	// and so loops, a new timer each time, until the session has closed
+	// its streams (hashicorp/yamux#176): a reader draining a stream of a
+	// link that died burnt a core meanwhile. What is buffered is still
+	// read; then the read fails.
+	shutdown := false
 	select {
 	case <-s.session.shutdownCh:
+		shutdown = true
 	case <-s.recvNotifyCh:
 	case <-timeout:
 		return 0, ErrTimeout
@@ -158,6 +165,14 @@ WAIT:
 	if timer != nil {
 		if !timer.Stop() {
 			<-timeout
+		}
+	}
+	if shutdown {
+		s.recvLock.Lock()
+		empty := s.recvBuf == nil || s.recvBuf.Len() == 0
+		s.recvLock.Unlock()
+		if empty {
+			return 0, ErrSessionShutdown
 		}
 	}
 	goto START
@@ -234,8 +249,14 @@ WAIT:
 		timer = time.NewTimer(delay)
 		timeout = timer.C
 	}
+	// tallship: as in Read, a shut-down session fails the write instead
+	// of looping.
 	select {
 	case <-s.session.shutdownCh:
+		if timer != nil {
+			timer.Stop()
+		}
+		return 0, ErrSessionShutdown
 	case <-s.sendNotifyCh:
 	case <-timeout:
 		return 0, ErrTimeout

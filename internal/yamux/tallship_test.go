@@ -180,3 +180,59 @@ func TestAcceptNotify(t *testing.T) {
 		t.Fatalf("%d notifications for 4 streams", n)
 	}
 }
+
+// closeGate is a connection whose Close waits until the gate opens, as a
+// session's Close may wait on a busy machine between shutting down and
+// closing its streams.
+type closeGate struct {
+	net.Conn
+	gate chan struct{}
+}
+
+func (c closeGate) Close() error {
+	<-c.gate
+	return c.Conn.Close()
+}
+
+// A read blocked on a stream fails as soon as its session shuts down, not
+// once the session has closed its streams: upstream loops meanwhile
+// (hashicorp/yamux#176). Here the session's Close is held in its
+// connection's Close, before it closes its streams, for as long as the
+// test lasts.
+func TestReadEndsWhenSessionShutsDown(t *testing.T) {
+	leakcheck.Goroutines(t)
+	a, b := net.Pipe()
+	gate := make(chan struct{})
+	cfg := DefaultConfig()
+	cfg.EnableKeepAlive = false
+	cfg.LogOutput = io.Discard
+	client, err := Client(closeGate{a, gate}, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := Server(b, cfg.Clone())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+	s, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := s.Read(make([]byte, 10))
+		read <- err
+	}()
+	closed := make(chan struct{})
+	go func() { client.Close(); close(closed) }()
+	defer func() { close(gate); <-closed }()
+	select {
+	case err := <-read:
+		if err != ErrSessionShutdown {
+			t.Errorf("read on a shut-down session: %v, want %v", err, ErrSessionShutdown)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a read blocked on a stream did not end when its session shut down")
+	}
+}
