@@ -38,6 +38,25 @@ func BenchmarkDecodePut(b *testing.B) {
 	}
 }
 
+// BenchmarkDecodeState decodes a State naming 49 neighbours, as each node
+// of a 50-node mesh receives from every other every heartbeat.
+func BenchmarkDecodeState(b *testing.B) {
+	var peers []peerRef
+	for i := range 49 {
+		peers = append(peers, peerRef{id: fmt.Sprintf("%08d-0000-4000-8000-000000000000", i), inc: uint64(1795355667037148735 + i)})
+	}
+	f := must(encodeStateLifetime("owner-0000-4000-8000-000000000000", 1795355667037148735, 3, 42, false, peers, 5*time.Second, 1<<20))
+	d := decoder{maxMeta: 4096}
+	var m message
+	b.SetBytes(int64(len(f)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := d.decode(f[frameHeader:], &m); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkApplyPutDel measures what a link's reader does per message: decode
 // and apply under the lock, for a live owner (index, event to OnEvent and a
 // watcher), alternating a register and a free.

@@ -335,21 +335,26 @@ func (r *reader) byte() byte {
 
 // string reads a string of at most max bytes.
 func (r *reader) string(max int, what string) string {
+	return string(r.bytes(max, what))
+}
+
+// bytes reads a string of at most max bytes, without copying it.
+func (r *reader) bytes(max int, what string) []byte {
 	n := r.uvarint()
 	if r.err != nil {
-		return ""
+		return nil
 	}
 	if n > uint64(max) {
 		r.fail(fmt.Errorf("%s of %d bytes exceeds %d", what, n, max))
-		return ""
+		return nil
 	}
 	if n > uint64(len(r.b)) {
 		r.fail(errShort)
-		return ""
+		return nil
 	}
-	s := string(r.b[:n])
+	b := r.b[:n]
 	r.b = r.b[n:]
-	return s
+	return b
 }
 
 // count reads an element count, each element taking at least minSize bytes.
@@ -370,6 +375,29 @@ func (r *reader) count(minSize int) int {
 type decoder struct {
 	maxMeta  int
 	versions map[string]*semver.Version // canonical versions seen, parsed
+	ids      map[string]string          // node ids seen, to share their strings
+}
+
+// maxCachedIDs bounds a decoder's cache of node ids.
+const maxCachedIDs = 4096
+
+// id reads a node id. A State names every neighbour of its owner and
+// arrives every heartbeat: the same few ids, decoded again and again, were
+// most of a forming mesh's allocations.
+func (d *decoder) id(r *reader, what string) string {
+	b := r.bytes(MaxIDBytes, what)
+	if r.err != nil {
+		return ""
+	}
+	if s, ok := d.ids[string(b)]; ok {
+		return s
+	}
+	s := string(b)
+	if d.ids == nil || len(d.ids) >= maxCachedIDs {
+		d.ids = make(map[string]string)
+	}
+	d.ids[s] = s
+	return s
 }
 
 // maxCachedVersions bounds a decoder's cache of parsed versions.
@@ -428,7 +456,7 @@ func (d *decoder) decode(p []byte, m *message) error {
 		m.leaving = flags&1 != 0
 		n := r.count(2)
 		for i := 0; i < n && r.err == nil; i++ {
-			id := r.string(MaxIDBytes, "peer id")
+			id := d.id(r, "peer id")
 			m.peers = append(m.peers, peerRef{id: id, inc: r.uvarint()})
 		}
 		if r.err == nil && len(r.b) > 0 {
@@ -469,7 +497,7 @@ func (d *decoder) decode(p []byte, m *message) error {
 		}
 	case msgSynced:
 	case msgWant:
-		m.owner = r.string(MaxIDBytes, "owner id")
+		m.owner = d.id(r, "owner id")
 	default:
 		return fmt.Errorf("%w: unknown message type %d", ErrProtocol, p[0])
 	}
@@ -486,7 +514,7 @@ func (d *decoder) decode(p []byte, m *message) error {
 }
 
 func (d *decoder) owner(r *reader, m *message) {
-	m.owner = r.string(MaxIDBytes, "owner id")
+	m.owner = d.id(r, "owner id")
 	if r.err == nil && m.owner == "" {
 		r.fail(errors.New("empty owner id"))
 	}
