@@ -379,7 +379,7 @@ type decoder struct {
 }
 
 // maxCachedIDs bounds a decoder's cache of node ids.
-const maxCachedIDs = 4096
+const maxCachedIDs = 1024
 
 // id reads a node id. A State names every neighbour of its owner and
 // arrives every heartbeat: the same few ids, decoded again and again, were
