@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/tallship-go/tallship/internal/netns"
 )
 
 // sniffer counts the mDNS packets (UDP from or to port 5353, multicast and
@@ -34,24 +35,15 @@ type sniffed struct {
 	msg       *dns.Msg
 }
 
-const (
-	ethPAll        = 0x0003
-	packetOutgoing = 4
-)
-
-func htons(v uint16) uint16 { return v<<8 | v>>8 }
+// packetOutgoing is PACKET_OUTGOING: a packet this host sent.
+const packetOutgoing = 4
 
 // newSniffer starts counting, or skips t when AF_PACKET is not allowed.
 func newSniffer(t testing.TB) *sniffer {
 	t.Helper()
-	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_DGRAM, int(htons(ethPAll)))
+	fd, err := netns.PacketSocket(0, 50*time.Millisecond)
 	if err != nil {
 		t.Skipf("cannot count packets: AF_PACKET socket: %v", err)
-	}
-	tv := syscall.NsecToTimeval(int64(50 * time.Millisecond))
-	if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
-		syscall.Close(fd)
-		t.Fatal(err)
 	}
 	s := &sniffer{fd: fd, stop: make(chan struct{}), flushed: map[string]chan struct{}{}}
 	s.wg.Go(s.loop)

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/discovery"
+	"github.com/tallship-go/tallship/internal/netns"
 )
 
 // capture records the mDNS packets (UDP to or from port 5353) that cross
@@ -39,19 +40,9 @@ func newCapture(t *testing.T, iface string) *capture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const ethPAll = 0x0300 // htons(ETH_P_ALL)
-	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_DGRAM, ethPAll)
+	fd, err := netns.PacketSocket(ifi.Index, 50*time.Millisecond)
 	if err != nil {
 		t.Skipf("cannot capture: AF_PACKET socket: %v", err)
-	}
-	if err := syscall.Bind(fd, &syscall.SockaddrLinklayer{Protocol: ethPAll, Ifindex: ifi.Index}); err != nil {
-		syscall.Close(fd)
-		t.Fatal(err)
-	}
-	tv := syscall.NsecToTimeval(int64(50 * time.Millisecond))
-	if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
-		syscall.Close(fd)
-		t.Fatal(err)
 	}
 	c := &capture{fd: fd, stop: make(chan struct{})}
 	c.wg.Go(func() {
