@@ -17,12 +17,9 @@ import (
 // unicast) sent on every interface of the namespace, with an AF_PACKET
 // socket: what a capture on the wire would see.
 type sniffer struct {
-	fd      int
 	mu      sync.Mutex
 	packets []sniffed
 	flushed map[string]chan struct{} // sentinel payload → closed when seen
-	stop    chan struct{}
-	wg      sync.WaitGroup
 }
 
 // sentinelPort receives the datagrams flush sends; nothing listens there.
@@ -35,51 +32,27 @@ type sniffed struct {
 	msg       *dns.Msg
 }
 
-// packetOutgoing is PACKET_OUTGOING: a packet this host sent.
-const packetOutgoing = 4
-
-// newSniffer starts counting, or skips t when AF_PACKET is not allowed.
+// newSniffer starts counting, or skips t when packets cannot be captured.
 func newSniffer(t testing.TB) *sniffer {
 	t.Helper()
-	fd, err := netns.PacketSocket(0, 50*time.Millisecond)
-	if err != nil {
-		t.Skipf("cannot count packets: AF_PACKET socket: %v", err)
-	}
-	s := &sniffer{fd: fd, stop: make(chan struct{}), flushed: map[string]chan struct{}{}}
-	s.wg.Go(s.loop)
-	t.Cleanup(func() {
-		close(s.stop)
-		s.wg.Wait()
-		syscall.Close(fd)
-	})
+	s := &sniffer{flushed: map[string]chan struct{}{}}
+	netns.Capture(t, 0, s.take)
 	return s
 }
 
-func (s *sniffer) loop() {
-	buf := make([]byte, 65536)
-	for {
-		select {
-		case <-s.stop:
-			return
-		default:
-		}
-		n, from, err := syscall.Recvfrom(s.fd, buf, 0)
-		if err != nil {
-			continue // timeout: check stop
-		}
-		ll, ok := from.(*syscall.SockaddrLinklayer)
-		if !ok || ll.Pkttype != packetOutgoing {
-			continue
-		}
-		p, dst, payload, ok := parseUDP(buf[:n])
-		s.mu.Lock()
-		if ch := s.flushed[string(payload)]; ch != nil && dst == sentinelPort {
-			close(ch)
-			delete(s.flushed, string(payload))
-		} else if ok {
-			s.packets = append(s.packets, p)
-		}
-		s.mu.Unlock()
+// take records a packet this host sent, or notes a flush's sentinel.
+func (s *sniffer) take(pkt []byte, from *syscall.SockaddrLinklayer) {
+	if from == nil || from.Pkttype != netns.PacketOutgoing {
+		return
+	}
+	p, dst, payload, ok := parseUDP(pkt)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ch := s.flushed[string(payload)]; ch != nil && dst == sentinelPort {
+		close(ch)
+		delete(s.flushed, string(payload))
+	} else if ok {
+		s.packets = append(s.packets, p)
 	}
 }
 

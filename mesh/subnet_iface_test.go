@@ -21,10 +21,6 @@ import (
 // one interface, both ways, with an AF_PACKET socket: what a capture on
 // the wire would see.
 type capture struct {
-	fd   int
-	stop chan struct{}
-	wg   sync.WaitGroup
-
 	mu      sync.Mutex
 	packets []captured
 }
@@ -40,34 +36,13 @@ func newCapture(t *testing.T, iface string) *capture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fd, err := netns.PacketSocket(ifi.Index, 50*time.Millisecond)
-	if err != nil {
-		t.Skipf("cannot capture: AF_PACKET socket: %v", err)
-	}
-	c := &capture{fd: fd, stop: make(chan struct{})}
-	c.wg.Go(func() {
-		buf := make([]byte, 65536)
-		for {
-			select {
-			case <-c.stop:
-				return
-			default:
-			}
-			n, _, err := syscall.Recvfrom(fd, buf, 0)
-			if err != nil {
-				continue // the timeout: look at stop
-			}
-			if p, ok := parseMDNSPacket(buf[:n]); ok {
-				c.mu.Lock()
-				c.packets = append(c.packets, p)
-				c.mu.Unlock()
-			}
+	c := &capture{}
+	netns.Capture(t, ifi.Index, func(pkt []byte, _ *syscall.SockaddrLinklayer) {
+		if p, ok := parseMDNSPacket(pkt); ok {
+			c.mu.Lock()
+			c.packets = append(c.packets, p)
+			c.mu.Unlock()
 		}
-	})
-	t.Cleanup(func() {
-		close(c.stop)
-		c.wg.Wait()
-		syscall.Close(fd)
 	})
 	return c
 }

@@ -1,35 +1,64 @@
 package netns
 
 import (
+	"sync"
 	"syscall"
+	"testing"
 	"time"
 )
 
 // ethPAll is ETH_P_ALL in network byte order: every protocol.
 const ethPAll = 0x0300
 
-// PacketSocket opens a socket that receives a copy of every packet sent or
-// received on the interface with index ifindex (0: on every interface of
-// the namespace), as datagrams without their link-layer header, for tests
-// that count what nodes put on the wire. Its reads return an error after
-// readTimeout without a packet, so that a reading loop can look whether to
-// stop. It needs CAP_NET_RAW (root, or root of a user namespace); the
-// caller closes it with syscall.Close.
-func PacketSocket(ifindex int, readTimeout time.Duration) (int, error) {
+// PacketOutgoing is the Pkttype of a packet this host sent.
+const PacketOutgoing = syscall.PACKET_OUTGOING
+
+// Capture calls handle with every packet sent or received on the interface
+// with index ifindex (0: on every interface of the namespace), without its
+// link-layer header, until t ends: for tests that count what nodes put on
+// the wire. handle runs on one goroutine of Capture's, and pkt is reused
+// once it returns; from tells the
+// interface and direction (Pkttype). Capture skips t where packets cannot
+// be captured (no CAP_NET_RAW).
+func Capture(t testing.TB, ifindex int, handle func(pkt []byte, from *syscall.SockaddrLinklayer)) {
+	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_DGRAM, ethPAll)
 	if err != nil {
-		return -1, err
+		t.Skipf("cannot capture packets: AF_PACKET socket: %v", err)
 	}
 	if ifindex != 0 {
 		if err := syscall.Bind(fd, &syscall.SockaddrLinklayer{Protocol: ethPAll, Ifindex: ifindex}); err != nil {
 			syscall.Close(fd)
-			return -1, err
+			t.Fatal(err)
 		}
 	}
-	tv := syscall.NsecToTimeval(int64(readTimeout))
+	// Reads time out, so that the loop sees stop.
+	tv := syscall.NsecToTimeval(int64(50 * time.Millisecond))
 	if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
 		syscall.Close(fd)
-		return -1, err
+		t.Fatal(err)
 	}
-	return fd, nil
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		buf := make([]byte, 65536)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			n, from, err := syscall.Recvfrom(fd, buf, 0)
+			if err != nil {
+				continue // the timeout: look at stop
+			}
+			ll, _ := from.(*syscall.SockaddrLinklayer)
+			handle(buf[:n], ll)
+		}
+	})
+	t.Cleanup(func() {
+		close(stop)
+		wg.Wait()
+		syscall.Close(fd)
+	})
 }
