@@ -17,9 +17,8 @@ const PacketOutgoing = syscall.PACKET_OUTGOING
 // with index ifindex (0: on every interface of the namespace), without its
 // link-layer header, until t ends: for tests that count what nodes put on
 // the wire. handle runs on one goroutine of Capture's, and pkt is reused
-// once it returns; from tells the
-// interface and direction (Pkttype). Capture skips t where packets cannot
-// be captured (no CAP_NET_RAW).
+// once it returns; from tells the interface and the direction (Pkttype).
+// Capture skips t where packets cannot be captured (no CAP_NET_RAW).
 func Capture(t testing.TB, ifindex int, handle func(pkt []byte, from *syscall.SockaddrLinklayer)) {
 	t.Helper()
 	fd, err := syscall.Socket(syscall.AF_PACKET, syscall.SOCK_DGRAM, ethPAll)
