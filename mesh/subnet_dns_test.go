@@ -30,6 +30,7 @@ type srvZone struct {
 
 	mu      sync.Mutex
 	targets map[string]srvTarget // by host name
+	asked   int                  // SRV queries answered
 }
 
 type srvTarget struct {
@@ -68,6 +69,28 @@ func (z *srvZone) set(host string, port uint16, addrs ...netip.Addr) {
 	z.targets[host] = srvTarget{port, addrs}
 }
 
+// awaitAsked waits until the zone has answered n more SRV queries per
+// node of procs than it had at mark (nodes on one subnet share a source
+// address, so the count is the zone's whole): the nodes have looked, each
+// every 100 ms, and what they should not do would have shown.
+func (z *srvZone) awaitAsked(t *testing.T, n, mark int, procs ...*subnetProc) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for got := z.askedSoFar() - mark; got < n*len(procs); got = z.askedSoFar() - mark {
+		if time.Now().After(deadline) {
+			t.Fatalf("the zone answered %d queries within 10 s, want %d", got, n*len(procs))
+		}
+		time.Sleep(10 * time.Millisecond) // polling the zone against the deadline
+	}
+}
+
+// askedSoFar returns how many SRV queries the zone has answered.
+func (z *srvZone) askedSoFar() int {
+	z.mu.Lock()
+	defer z.mu.Unlock()
+	return z.asked
+}
+
 // setAt makes host a target at ap.
 func (z *srvZone) setAt(host string, ap netip.AddrPort) { z.set(host, ap.Port(), ap.Addr()) }
 
@@ -77,6 +100,7 @@ func (z *srvZone) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	m := new(dns.Msg)
 	m.SetReply(q)
 	if len(q.Question) == 1 && q.Question[0].Qtype == dns.TypeSRV && strings.EqualFold(q.Question[0].Name, z.name) {
+		z.asked++
 		for _, host := range slices.Sorted(func(yield func(string) bool) {
 			for h := range z.targets {
 				if !yield(h) {
@@ -114,8 +138,8 @@ func TestDNSAcrossSubnets(t *testing.T) {
 	a1 := startSubnetNode(t, s.a, spec("a1", "10.61.1.2:0"))
 	a2 := startSubnetNode(t, s.a, spec("a2", "10.61.1.3:0"))
 	b1 := startSubnetNode(t, s.b, spec("b1", "10.61.2.2:0"))
-	// Nothing to find yet: no links.
-	time.Sleep(300 * time.Millisecond)
+	// Nothing to find yet: no links, after each asked twice.
+	z.awaitAsked(t, 2, 0, a1, a2, b1)
 	for _, p := range []*subnetProc{a1, a2, b1} {
 		if ps := p.peers(); len(ps) != 0 {
 			t.Fatalf("%s linked with %v before any record was served", p.name, ps)
@@ -151,7 +175,7 @@ func TestDNSAcrossSubnets(t *testing.T) {
 	})
 	t.Logf("a1 reported b1 Lost %v after its record was removed", time.Unix(0, l.At).Sub(removed))
 	// Its link stays: DNS lists where to find nodes, not who is alive.
-	time.Sleep(200 * time.Millisecond)
+	z.awaitAsked(t, 2, z.askedSoFar(), a1)
 	if ps := a1.peers(); !slices.Equal(ps, []string{"a2", "b1"}) {
 		t.Fatalf("a1's peers after b1's record went: %v", ps)
 	}

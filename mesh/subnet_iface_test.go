@@ -26,6 +26,7 @@ type capture struct {
 }
 
 type captured struct {
+	at        time.Time
 	payload   []byte // the UDP payload
 	multicast bool   // sent to a multicast group, not to one host
 }
@@ -76,7 +77,7 @@ func parseMDNSPacket(b []byte) (captured, bool) {
 	if src != 5353 && dst != 5353 {
 		return captured{}, false
 	}
-	return captured{payload: bytes.Clone(udp[8:]), multicast: multicast}, true
+	return captured{at: time.Now(), payload: bytes.Clone(udp[8:]), multicast: multicast}, true
 }
 
 // mentioning returns how many multicast and unicast packets so far
@@ -97,6 +98,34 @@ func (c *capture) mentioning(s string) (multicast, unicast int) {
 	return multicast, unicast
 }
 
+// awaitSecondAnnouncement waits until the capture has seen the announcement
+// a node named s repeats 1 s after its first: a second of its life, a
+// window in which whatever it should not do would have shown.
+func (c *capture) awaitSecondAnnouncement(t *testing.T, s string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c.mu.Lock()
+		var first, last time.Time
+		for _, p := range c.packets {
+			if p.multicast && bytes.Contains(p.payload, []byte(s)) {
+				if first.IsZero() {
+					first = p.at
+				}
+				last = p.at
+			}
+		}
+		c.mu.Unlock()
+		if !first.IsZero() && last.Sub(first) >= 900*time.Millisecond {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the capture saw no second announcement of %s within 10 s", s)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the capture against the deadline
+	}
+}
+
 // TestMDNSChosenInterfaces runs mDNS on chosen interfaces of the router
 // namespace. Across the router, mDNS finds nothing. A node told to use one
 // interface sends nothing that names it on the other, as a capture there
@@ -107,16 +136,12 @@ func TestMDNSChosenInterfaces(t *testing.T) {
 	onRA, onRB := newCapture(t, "ts-ra"), newCapture(t, "ts-rb")
 	pa := startSubnetNode(t, s.a, subnetSpec{Cluster: "ifaces", ID: "pa", Listen: "10.61.1.2:0", MDNSIface: "ts-a"})
 	pb := startSubnetNode(t, s.b, subnetSpec{Cluster: "ifaces", ID: "pb", Listen: "10.61.2.2:0", MDNSIface: "ts-b"})
-	// Multicast stays on its subnet: pa and pb never meet by themselves.
-	time.Sleep(1500 * time.Millisecond)
+	// Multicast stays on its subnet: pa and pb never meet by themselves,
+	// not in the second after each announced itself.
+	onRA.awaitSecondAnnouncement(t, "pa")
+	onRB.awaitSecondAnnouncement(t, "pb")
 	if ps, qs := pa.peers(), pb.peers(); len(ps) != 0 || len(qs) != 0 {
 		t.Fatalf("pa and pb linked across the router by mDNS alone: %v, %v", ps, qs)
-	}
-	if m, _ := onRA.mentioning("pa"); m == 0 {
-		t.Fatal("the capture on ts-ra saw no announcement of pa")
-	}
-	if m, _ := onRB.mentioning("pb"); m == 0 {
-		t.Fatal("the capture on ts-rb saw no announcement of pb")
 	}
 	ra, err := net.InterfaceByName("ts-ra")
 	if err != nil {
@@ -140,8 +165,8 @@ func TestMDNSChosenInterfaces(t *testing.T) {
 			t.Errorf("pa found m-one at %v: %s is m-one's address on ts-rb, an interface it was told not to use", atA.Addrs, a)
 		}
 	}
-	// Past its second announcement (1 s) and pb's next queries.
-	time.Sleep(2 * time.Second)
+	// Past its second announcement, and pb's queries of that second.
+	onRA.awaitSecondAnnouncement(t, "m-one")
 	multiA, uniA := onRA.mentioning("m-one")
 	multiB, uniB := onRB.mentioning("m-one")
 	t.Logf("mDNS packets naming m-one: %d multicast + %d unicast on ts-ra, %d + %d on ts-rb", multiA, uniA, multiB, uniB)
@@ -185,7 +210,8 @@ func TestMDNSChosenInterfaces(t *testing.T) {
 	// still not announce on ts-rb, nor report what it hears there.
 	pc := startSubnetNode(t, s.b, subnetSpec{Cluster: "ifaces", ID: "pc", Listen: "10.61.2.3:0", MDNSIface: "ts-b"})
 	pc.await(t, 10*time.Second, "m-both found", func(l subnetLine) bool { return l.Kind == "found" && l.ID == "m-both" })
-	time.Sleep(2 * time.Second)
+	// A second of pc's life on ts-rb: its queries had their answers.
+	onRB.awaitSecondAnnouncement(t, "pc")
 	multiB2, uniB2 := onRB.mentioning("m-one")
 	found := pc.linesWhere(func(l subnetLine) bool { return l.Kind == "found" && l.ID == "m-one" })
 	t.Logf("once pc joined on ts-b: %d more multicast + %d more unicast mDNS packets naming m-one on ts-rb; pc found m-one by mDNS %d times", multiB2-multiB, uniB2-uniB, len(found))
