@@ -2,47 +2,22 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"testing"
-	"time"
 )
 
 // benchLinks returns the two ends of a link over loopback TCP (127.0.0.1
 // only: no multicast, nothing leaves the machine).
 func benchLinks(b *testing.B, cfg Config) (*Link, *Link) {
 	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
+	d, a := pairWith(b, cfg, Hello{Cluster: "bench", ID: "a"}, Hello{Cluster: "bench", ID: "b"}, nil, nil)
+	if d.err != nil || a.err != nil {
+		b.Fatal(errors.Join(d.err, a.err))
 	}
-	defer ln.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	accCh := make(chan linkResult, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			accCh <- linkResult{err: err}
-			return
-		}
-		l, err := Server(ctx, c, Hello{Cluster: "bench", ID: "b"}, cfg, nil)
-		accCh <- linkResult{l, err}
-	}()
-	d, err := Dial(ctx, ln.Addr().String(), Hello{Cluster: "bench", ID: "a"}, cfg, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	a := <-accCh
-	if a.err != nil {
-		b.Fatal(a.err)
-	}
-	b.Cleanup(func() {
-		d.Close()
-		a.l.Close()
-	})
-	return d, a.l
+	return d.l, a.l
 }
 
 // benchStreams returns a stream opened on one end of a fresh link and the

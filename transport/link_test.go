@@ -25,6 +25,12 @@ type linkResult struct {
 // hello a over loopback TCP and returns both results.
 func pair(t *testing.T, d, a Hello, verifyD, verifyA func(Hello) error) (dial, acc linkResult) {
 	t.Helper()
+	return pairWith(t, fastConfig, d, a, verifyD, verifyA)
+}
+
+// pairWith is pair with both ends on cfg; the links close when t ends.
+func pairWith(t testing.TB, cfg Config, d, a Hello, verifyD, verifyA func(Hello) error) (dial, acc linkResult) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -39,13 +45,13 @@ func pair(t *testing.T, d, a Hello, verifyD, verifyA func(Hello) error) (dial, a
 			accCh <- linkResult{err: err}
 			return
 		}
-		l, err := Server(ctx, c, a, fastConfig, verifyA)
+		l, err := Server(ctx, c, a, cfg, verifyA)
 		if err != nil {
 			c.Close()
 		}
 		accCh <- linkResult{l, err}
 	}()
-	l, err := Dial(ctx, ln.Addr().String(), d, fastConfig, verifyD)
+	l, err := Dial(ctx, ln.Addr().String(), d, cfg, verifyD)
 	dial = linkResult{l, err}
 	acc = <-accCh
 	for _, r := range []linkResult{dial, acc} {
