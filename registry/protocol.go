@@ -279,8 +279,8 @@ func (r *Registry) announce() {
 		r.coalesce = lo
 	}
 	if since >= r.coalesce {
+		r.lastChange = time.Now()
 		r.bumpState()
-		r.lastChange = r.lastState
 		return
 	}
 	r.stateDue = true
@@ -385,9 +385,8 @@ func (r *Registry) ownState() ([]byte, error) {
 // r.mu is held.
 func (r *Registry) bumpState() {
 	r.self.beat++
-	r.lastState = time.Now()
-	if r.stateDue {
-		r.lastChange = r.lastState
+	if r.stateDue { // the merged change goes out with this one
+		r.lastChange = time.Now()
 		r.stateDue = false
 	}
 	f, err := r.ownState()

@@ -32,7 +32,6 @@ type Registry struct {
 	// Adjacency changes are merged for a while before a new state is
 	// issued (see announce).
 	coalesce   time.Duration // the merging window
-	lastState  time.Time     // when this node's state was last issued
 	lastChange time.Time     // when a change of adjacency last was
 	stateDue   bool          // a change awaits stateTimer
 	stateTimer *time.Timer   // fires in heartbeatLoop
