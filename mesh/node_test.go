@@ -159,9 +159,19 @@ func TestSimultaneousDialsLoseNothing(t *testing.T) {
 	}
 }
 
-// TestOrderAcrossDuplicateLinks sends a stream of numbered messages while
-// duplicate links come and go: they arrive in order, none lost.
+// TestOrderAcrossDuplicateLinks sends numbered messages while duplicate
+// links come and go: they arrive in order, none lost. Streamed, most go
+// through the peer's writer goroutine; one at a time (each answered before
+// the next is sent), each Send writes its message itself.
 func TestOrderAcrossDuplicateLinks(t *testing.T) {
+	t.Run("streamed", func(t *testing.T) { orderAcrossDuplicateLinks(t, false) })
+	t.Run("one at a time", func(t *testing.T) {
+		writeNowAlways(t)
+		orderAcrossDuplicateLinks(t, true)
+	})
+}
+
+func orderAcrossDuplicateLinks(t *testing.T, lockstep bool) {
 	leakcheck.Goroutines(t)
 	a := start(t, "c", testConfig("a"))
 	b := start(t, "c", testConfig("b"))
@@ -172,7 +182,9 @@ func TestOrderAcrossDuplicateLinks(t *testing.T) {
 	}
 	waitFor(t, "link", 5*time.Second, func() bool { return settled(a, b) })
 	const total = 2000
+	sent := make(chan struct{})
 	go func() {
+		defer close(sent)
 		for i := 0; i < total; i++ {
 			if i%200 == 0 {
 				go a.dial(ctx, b.Addrs()[0])
@@ -180,6 +192,13 @@ func TestOrderAcrossDuplicateLinks(t *testing.T) {
 			}
 			if err := a.Send(ctx, "b", []byte(fmt.Sprint(i))); err != nil {
 				t.Errorf("send %d: %v", i, err)
+				return
+			}
+			if !lockstep {
+				continue
+			}
+			if m, err := a.Receive(ctx); err != nil || string(m.Data) != fmt.Sprint(i) {
+				t.Errorf("answer to %d: %q, %v", i, m.Data, err)
 				return
 			}
 		}
@@ -192,8 +211,81 @@ func TestOrderAcrossDuplicateLinks(t *testing.T) {
 		if string(m.Data) != fmt.Sprint(i) {
 			t.Fatalf("message %d: got %q", i, m.Data)
 		}
+		if lockstep {
+			if err := b.Send(ctx, "a", m.Data); err != nil {
+				t.Fatalf("answer %d: %v", i, err)
+			}
+		}
 	}
+	<-sent
 	waitFor(t, "one link", 10*time.Second, func() bool { return settled(a, b) })
+}
+
+// writeNowAlways makes every Send that finds its peer idle write at once,
+// for the rest of t.
+func writeNowAlways(t *testing.T) {
+	gap := writeNowGap
+	writeNowGap = 0
+	t.Cleanup(func() { writeNowGap = gap })
+}
+
+// TestSendToPeerThatDoesNotRead: a peer that stops reading holds Send
+// back only once its stream's window and the send queue are full, and
+// then only until Send's context ends; nothing sent is lost.
+func TestSendToPeerThatDoesNotRead(t *testing.T) {
+	leakcheck.Goroutines(t)
+	writeNowAlways(t)
+	cfg := testConfig("a")
+	cfg.SendQueueBytes = 128 << 10
+	a := start(t, "c", cfg)
+	cfg = testConfig("b")
+	cfg.ReceiveBuffer = 1
+	b := start(t, "c", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := b.Connect(ctx, addr(t, a)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "link", 5*time.Second, func() bool { return settled(a, b) })
+
+	msg := func(i int) []byte { return bytes.Repeat([]byte{byte(i)}, 32<<10) }
+	sent := make(chan int, 1)
+	go func() {
+		for i := 0; ; i++ {
+			ctx, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+			err := a.Send(ctx, "b", msg(i))
+			cancel()
+			if err != nil {
+				if !errors.Is(err, context.DeadlineExceeded) {
+					t.Errorf("send %d: %v", i, err)
+				}
+				sent <- i
+				return
+			}
+		}
+	}()
+	var n int
+	select {
+	case n = <-sent:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Send to a peer that does not read blocked past its context")
+	}
+	t.Logf("Send waited after %d messages", n)
+	// The stream's window (512 KiB) and the queue (128 KiB) hold 20
+	// messages; what the peer buffers adds some.
+	if n < 20 || n > 1000 {
+		t.Fatalf("Send waited after %d messages of 32 KiB", n)
+	}
+	for i := range n {
+		if m := receive(t, b); !bytes.Equal(m.Data, msg(i)) {
+			t.Fatalf("message %d: %d bytes of %d", i, len(m.Data), m.Data[0])
+		}
+	}
+	ctx2, cancel2 := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel2()
+	if m, err := b.Receive(ctx2); err == nil {
+		t.Fatalf("got a message %d that Send gave up on", m.Data[0])
+	}
 }
 
 func TestKeptPeerReconnects(t *testing.T) {

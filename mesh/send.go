@@ -22,6 +22,12 @@ type Message struct {
 // returns an error wrapping ErrUnknownPeer, naming the id, when no link to
 // that peer is up; ErrTooLarge for a message over Config.MaxMessageSize;
 // ctx's error when ctx ends first. msg may be reused once Send returns.
+//
+// A Send that finds the peer idle (nothing queued, the last message out
+// more than a few microseconds ago) writes the message itself rather
+// than hand it to the peer's writer goroutine, when the link's window has
+// room for it: a request or an answer then goes out sooner. It never waits
+// for the peer to read.
 func (n *Node) Send(ctx context.Context, to string, msg []byte) error {
 	return n.SendMany(ctx, []string{to}, msg)
 }
@@ -88,7 +94,7 @@ func (n *Node) frame(msg []byte) ([]byte, error) {
 // skipped and reported in gone.
 func (n *Node) enqueue(ctx context.Context, ps []*peer, frame []byte) (gone []error, err error) {
 	for _, p := range ps {
-		if err := p.enqueue(ctx, frame, n.cfg.SendQueueBytes); err != nil {
+		if err := p.enqueue(ctx, frame, n.cfg.SendQueueBytes, len(ps) == 1); err != nil {
 			if !errors.Is(err, ErrUnknownPeer) {
 				return gone, err
 			}
