@@ -23,6 +23,7 @@ func (r *Registry) owner(id string) *owner {
 	if o == nil {
 		o = &owner{id: id, records: map[string]*entry{}, renewed: time.Now()}
 		r.owners[id] = o
+		r.ownersGen++
 	}
 	return o
 }
@@ -63,7 +64,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 			r.dirty = true
 			grown = nil
 		}
-		o.peers = peers
+		o.peers, o.adj = peers, nil
 	}
 	o.beat = m.beat
 	o.leaving = m.leaving

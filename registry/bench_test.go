@@ -242,3 +242,44 @@ func BenchmarkSync1000(b *testing.B) {
 		<-done
 	}
 }
+
+// BenchmarkWholeWalk measures the reachability walk a lost link costs each
+// node, in a full mesh of 50.
+func BenchmarkWholeWalk(b *testing.B) {
+	cfg := LocalConfig("me")
+	cfg.Heartbeat, cfg.Lifetime = time.Hour, 3*time.Hour
+	cfg.Logger = quiet
+	r, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := []string{"me"}
+	for i := range 49 {
+		ids = append(ids, fmt.Sprintf("node-%08x-%02d", 0x5eed0000+i, i))
+	}
+	for i, id := range ids[1:] {
+		o := r.owner(id)
+		o.inc, o.beat = uint64(i+1), 1
+	}
+	for _, o := range r.owners {
+		peers := make(map[string]uint64)
+		for _, id := range ids {
+			if id != o.id {
+				peers[id] = r.owners[id].inc
+			}
+		}
+		o.peers = peers
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.recompute()
+	}
+	for _, o := range r.owners {
+		if !o.live {
+			b.Fatalf("%s not reached", o.id)
+		}
+	}
+}

@@ -17,10 +17,19 @@ func (r *Registry) heartbeatLoop() {
 	t := time.NewTicker(r.cfg.Heartbeat)
 	defer t.Stop()
 	defer r.stateTimer.Stop()
+	defer r.walkTimer.Stop()
 	for {
 		select {
 		case <-r.done:
 			return
+		case <-r.walkTimer.C:
+			r.mu.Lock()
+			r.walkDue = false
+			if !r.closed {
+				r.settle()
+			}
+			r.mu.Unlock()
+			continue
 		case <-r.stateTimer.C:
 			r.mu.Lock()
 			if r.stateDue && !r.closed {
@@ -34,9 +43,7 @@ func (r *Registry) heartbeatLoop() {
 		if !r.closed {
 			r.bumpState()
 			r.expire(time.Now())
-			if r.dirty {
-				r.recompute()
-			}
+			r.settle()
 		}
 		r.mu.Unlock()
 	}
@@ -63,19 +70,45 @@ func (r *Registry) expire(now time.Time) {
 		}
 		if o.expired && !o.live && age > 2*lifetime {
 			delete(r.owners, id)
+			r.ownersGen++
 		}
 	}
+}
+
+// walkGap spaces whole walks of the graph. The first loss after a quiet
+// spell is walked at once (a node killed: its records go at once); the
+// losses that follow within walkGap are walked together at its end. When
+// links fail in numbers (a loaded machine, a switch rebooting) every
+// state that drops one would otherwise cost every node a whole walk, and
+// with many nodes in one process those walks were what kept it loaded.
+const walkGap = 10 * time.Millisecond
+
+// settle walks the whole graph if a loss calls for it (r.dirty): now,
+// or when walkGap has passed since the last walk. r.mu is held.
+func (r *Registry) settle() {
+	if !r.dirty || r.walkDue {
+		return
+	}
+	if since := time.Since(r.walked); since < walkGap {
+		r.walkDue = true
+		r.walkTimer.Reset(walkGap - since)
+		return
+	}
+	r.recompute()
 }
 
 // recompute finds the owners reachable from this node and shows or hides
 // their records accordingly. r.mu is held.
 func (r *Registry) recompute() {
 	r.dirty = false
-	clear(r.reach)
+	r.walked = time.Now()
+	for _, o := range r.owners {
+		o.reached = false
+	}
 	r.spread(r.self)
 	for _, o := range r.owners {
 		if o != r.self {
-			r.setLive(o, r.reach[o.id])
+			r.setLive(o, o.reached)
 		}
 	}
 }
@@ -95,9 +128,9 @@ func (r *Registry) grow(u *owner, added []string) {
 			continue
 		}
 		switch {
-		case r.reach[u.id] && !r.reach[v.id]:
+		case u.reached && !v.reached:
 			r.spread(v)
-		case r.reach[v.id] && !r.reach[u.id]:
+		case v.reached && !u.reached:
 			r.spread(u)
 		}
 	}
@@ -106,28 +139,48 @@ func (r *Registry) grow(u *owner, added []string) {
 // spread marks from reachable, and every owner reachable from it that is
 // not marked yet, showing their records. r.mu is held.
 func (r *Registry) spread(from *owner) {
-	r.reach[from.id] = true
+	from.reached = true
 	if from != r.self {
 		r.setLive(from, true)
 	}
-	queue := append(r.queue[:0], from.id)
-	for len(queue) > 0 {
-		u := r.owners[queue[0]]
-		queue = queue[1:]
-		for v := range u.peers {
-			if r.reach[v] {
+	queue := append(r.queue[:0], from)
+	for i := 0; i < len(queue); i++ {
+		u := queue[i]
+		for _, a := range r.neighbours(u) {
+			v := a.o
+			if v.reached || a.inc != v.inc || !eligible(v) {
 				continue
 			}
-			vo := r.owners[v]
-			if vo == nil || !eligible(vo) || !r.linked(u, vo) {
-				continue
+			if inc, ok := v.peers[u.id]; !ok || inc != u.inc {
+				continue // v does not announce u: no edge
 			}
-			r.reach[v] = true
-			r.setLive(vo, true)
+			v.reached = true
+			r.setLive(v, true)
 			queue = append(queue, v)
 		}
 	}
+	clear(queue)
 	r.queue = queue[:0]
+}
+
+// neighbours returns the owners u announces as its peers (those known
+// here), resolved once for each change of u's peers or of the owners.
+// r.mu is held.
+func (r *Registry) neighbours(u *owner) []adjRef {
+	if u.adj != nil && u.adjGen == r.ownersGen {
+		return u.adj
+	}
+	adj := u.adj[:0]
+	for id, inc := range u.peers {
+		if o := r.owners[id]; o != nil {
+			adj = append(adj, adjRef{o, inc})
+		}
+	}
+	if adj == nil {
+		adj = []adjRef{}
+	}
+	u.adj, u.adjGen = adj, r.ownersGen
+	return adj
 }
 
 // eligible reports whether o's own state lets it be reachable: known,

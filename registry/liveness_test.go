@@ -251,3 +251,46 @@ func TestOwnersLifetimeRulesExpiry(t *testing.T) {
 		}
 	})
 }
+
+// TestLossesWithinWalkGap: a loss that follows another within walkGap is
+// walked at the end of the gap, not lost.
+func TestLossesWithinWalkGap(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		hub := newNode(t, "hub")
+		var links []*testLink
+		var recs []Record
+		for i, id := range []string{"l1", "l2", "l3"} {
+			leaf := newNode(t, id)
+			links = append(links, connect(t, hub, leaf))
+			recs = append(recs, leaf.register(t, "x@1.0.0", i+1, nil))
+		}
+		time.Sleep(time.Second)
+		synctest.Wait()
+		for _, rec := range recs {
+			if !hub.has(t, rec.ID) {
+				t.Fatalf("%s's record did not arrive", rec.Owner)
+			}
+		}
+		links[0].cut()
+		synctest.Wait()
+		if hub.has(t, recs[0].ID) {
+			t.Fatal("the first loss was not walked at once")
+		}
+		links[1].cut() // at the same instant: within walkGap of that walk
+		synctest.Wait()
+		hub.Registry.mu.Lock()
+		due := hub.walkDue
+		hub.Registry.mu.Unlock()
+		if !due {
+			t.Fatal("the second loss was not left to the end of the gap: this test no longer covers that")
+		}
+		time.Sleep(walkGap)
+		synctest.Wait()
+		if hub.has(t, recs[1].ID) {
+			t.Fatal("the second loss was never walked")
+		}
+		if !hub.has(t, recs[2].ID) {
+			t.Fatal("the record of a leaf still linked went")
+		}
+	})
+}

@@ -111,9 +111,7 @@ func (r *Registry) readLoop(l *link) error {
 		}
 		r.mu.Lock()
 		err = r.handle(l, &m, buf)
-		if r.dirty {
-			r.recompute()
-		}
+		r.settle()
 		r.mu.Unlock()
 		if err != nil {
 			return err
@@ -248,6 +246,7 @@ func (r *Registry) updateAdjacency(peer string) {
 	}
 	if linked {
 		r.self.peers[peer] = inc
+		r.self.adj = nil
 		if had {
 			r.dirty = true // the peer restarted: the edge to its old run is gone
 		} else {
@@ -255,6 +254,7 @@ func (r *Registry) updateAdjacency(peer string) {
 		}
 	} else {
 		delete(r.self.peers, peer)
+		r.self.adj = nil
 		r.dirty = true
 	}
 	r.announce()
@@ -306,8 +306,8 @@ func (r *Registry) dropLink(l *link) {
 		delete(r.links, l.peer)
 	}
 	r.updateAdjacency(l.peer)
-	if r.dirty && !r.closed {
-		r.recompute()
+	if !r.closed {
+		r.settle()
 	}
 }
 

@@ -35,8 +35,12 @@ type Registry struct {
 	lastChange time.Time     // when a change of adjacency last was
 	stateDue   bool          // a change awaits stateTimer
 	stateTimer *time.Timer   // fires in heartbeatLoop
-	reach      map[string]bool
-	queue      []string
+	// Whole walks of the graph (see settle) are spaced by walkGap.
+	walked    time.Time   // when the last whole walk ran
+	walkDue   bool        // a walk awaits walkTimer
+	walkTimer *time.Timer // fires in heartbeatLoop
+	ownersGen uint64      // counts owners created and forgotten
+	queue     []*owner
 
 	evmu   sync.Mutex
 	events []Event // queued for Config.OnEvent
@@ -69,6 +73,20 @@ type owner struct {
 	renewed  time.Time // when beat last rose here
 	expired  bool      // not renewed within Lifetime
 	live     bool      // reachable and renewed: its records are visible
+
+	// For the reachability walk: the owners peers names, resolved (nil
+	// when to resolve again: peers changed, or owners came or went since
+	// adjGen), and whether the walk reached it.
+	adj     []adjRef
+	adjGen  uint64
+	reached bool
+}
+
+// adjRef is a neighbour an owner announces, and the incarnation of it
+// that it names.
+type adjRef struct {
+	o   *owner
+	inc uint64
 }
 
 // lastIncarnation makes incarnations unique and increasing in a process,
@@ -101,7 +119,6 @@ func New(cfg Config) (*Registry, error) {
 		visible:   map[string]map[string]*entry{},
 		ports:     map[int]string{},
 		watchers:  map[*watcher]struct{}{},
-		reach:     map[string]bool{cfg.ID: true},
 		evwake:    make(chan struct{}, 1),
 		closing:   make(chan struct{}),
 		done:      make(chan struct{}),
@@ -116,9 +133,12 @@ func New(cfg Config) (*Registry, error) {
 		records: map[string]*entry{},
 		renewed: time.Now(),
 		live:    true,
+		reached: true,
 	}
 	r.owners[cfg.ID] = r.self
 	r.coalesce, _ = r.coalesceLimits()
+	r.walkTimer = time.NewTimer(time.Hour)
+	r.walkTimer.Stop()
 	r.stateTimer = time.NewTimer(time.Hour)
 	r.stateTimer.Stop()
 	if _, err := r.ownState(); err != nil {

@@ -83,7 +83,7 @@ func (r *Registry) resetOwner(o *owner, inc uint64) {
 	o.seq = 0
 	o.beat = 0
 	o.leaving = false
-	o.peers = nil
+	o.peers, o.adj = nil, nil
 	o.frame = nil
 	o.expired = false
 }
