@@ -3,7 +3,6 @@ package registry
 import (
 	"encoding/binary"
 	"fmt"
-	"slices"
 	"time"
 )
 
@@ -192,8 +191,7 @@ func (r *Registry) want(l *link, id string) {
 // v already, and, for a state, not peers that a neighbour of o with a
 // lower id than this node's relays it to (see relayedBefore).
 func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byte, frames [][]byte) {
-	var lower []string // computed for the first peer that needs it
-	lowerKnown := records
+	marked := false // o's lower neighbours, marked for the first state that needs it
 	for peer, ls := range r.links {
 		if peer == src.peer || peer == o.id {
 			continue
@@ -210,11 +208,14 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 			if known.Compare(v) >= 0 {
 				continue
 			}
-			if !lowerKnown {
-				lower, lowerKnown = r.lowerNeighbours(o), true
-			}
-			if r.relayedBefore(lower, peer) {
-				break
+			if !records {
+				if !marked {
+					r.markLower(o)
+					marked = true
+				}
+				if r.relayedBefore(peer) {
+					break
+				}
 			}
 			*known = v
 			if frames == nil {
@@ -238,36 +239,27 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 // relayed without this rule, since a missed change is only found at the
 // next one.
 
-// lowerNeighbours lists the neighbours o announces whose ids sort below
-// this node's. r.mu is held.
-func (r *Registry) lowerNeighbours(o *owner) []string {
-	var lower []string
-	for q := range o.peers {
-		if q < r.self.id {
-			lower = append(lower, q)
+// markLower marks the neighbours o announces whose ids sort below this
+// node's, for relayedBefore. r.mu is held.
+func (r *Registry) markLower(o *owner) {
+	r.stamp++
+	for _, a := range r.neighbours(o) {
+		if a.o.id < r.self.id {
+			a.o.mark = r.stamp
 		}
 	}
-	return lower
 }
 
-// relayedBefore reports whether the node p announces one of lower (other
-// than itself) as its neighbour: that node relays o's state to p. r.mu is
-// held.
-func (r *Registry) relayedBefore(lower []string, p string) bool {
+// relayedBefore reports whether the node p announces one of the owners
+// markLower marked (other than itself) as its neighbour: that node relays
+// o's state to p. r.mu is held.
+func (r *Registry) relayedBefore(p string) bool {
 	po := r.owners[p]
-	if po == nil || len(lower) == 0 {
+	if po == nil {
 		return false
 	}
-	if len(po.peers) < len(lower) {
-		for q := range po.peers {
-			if q < r.self.id && q != p && slices.Contains(lower, q) {
-				return true
-			}
-		}
-		return false
-	}
-	for _, q := range lower {
-		if _, ok := po.peers[q]; ok && q != p {
+	for _, a := range r.neighbours(po) {
+		if a.o.mark == r.stamp && a.o != po {
 			return true
 		}
 	}

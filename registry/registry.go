@@ -40,6 +40,7 @@ type Registry struct {
 	walkDue   bool        // a walk awaits walkTimer
 	walkTimer *time.Timer // fires in heartbeatLoop
 	ownersGen uint64      // counts owners created and forgotten
+	stamp     uint64      // relay's marks (see markLower)
 	queue     []*owner
 
 	evmu   sync.Mutex
@@ -80,6 +81,7 @@ type owner struct {
 	adj     []adjRef
 	adjGen  uint64
 	reached bool
+	mark    uint64 // relay's stamp: a neighbour of the owner relayed
 }
 
 // adjRef is a neighbour an owner announces, and the incarnation of it
