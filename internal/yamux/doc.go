@@ -24,8 +24,17 @@
 //     turn writes before giving it up, or a goroutine started only when
 //     the turn is free (Session.kick). Their waits keep upstream's bounds.
 //     An idle session runs one goroutine, its receive loop.
-//   - The receive loop reuses one io.LimitedReader for frame bodies
-//     instead of allocating one per frame.
+//   - A stream's received data waits in a queue of pooled chunks
+//     (recvqueue.go) instead of a bytes.Buffer: the receive loop reads a
+//     body that is not yet buffered outside the stream's receive lock,
+//     queueing each chunk as it fills, so a Read copies out meanwhile
+//     instead of waiting for the body's system calls; and a drained
+//     stream holds no buffer (upstream's stayed as large as the largest
+//     burst, until Shrink, now a no-op).
+//   - A Read's window update is queued and not waited for (upstream the
+//     Read waited until the send loop had written it, and the stream was
+//     not drained meanwhile): with 1 MiB writes on loopback this took one
+//     stream from 60% to about 100% of raw TCP.
 //   - Config.AcceptNotify: a hook called when a peer's stream is queued
 //     for Accept, so that no goroutine need wait in Accept for a link's
 //     whole life.

@@ -80,10 +80,6 @@ type Session struct {
 	ctrlLock  sync.Mutex
 	ctrlBuf   []byte
 
-	// tallship: recvLimit limits the reads of one data frame's body; only
-	// the receive loop uses it.
-	recvLimit io.LimitedReader
-
 	// recvDoneCh is closed when recv() exits to avoid a race
 	// between stream registration and stream shutdown
 	recvDoneCh chan struct{}

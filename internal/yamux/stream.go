@@ -6,7 +6,7 @@
 package yamux
 
 import (
-	"bytes"
+	"bufio"
 	"errors"
 	"io"
 	"sync"
@@ -39,7 +39,8 @@ type Stream struct {
 	state     streamState
 	stateLock sync.Mutex
 
-	recvBuf  *bytes.Buffer
+	// tallship: recvQueue, not a bytes.Buffer (see recvqueue.go).
+	recv     recvQueue
 	recvLock sync.Mutex
 
 	controlHdr     header
@@ -110,7 +111,7 @@ START:
 		fallthrough
 	case streamClosed:
 		s.recvLock.Lock()
-		if s.recvBuf == nil || s.recvBuf.Len() == 0 {
+		if s.recv.len == 0 {
 			s.recvLock.Unlock()
 			s.stateLock.Unlock()
 			return 0, io.EOF
@@ -124,13 +125,13 @@ START:
 
 	// If there is no data available, block
 	s.recvLock.Lock()
-	if s.recvBuf == nil || s.recvBuf.Len() == 0 {
+	if s.recv.len == 0 {
 		s.recvLock.Unlock()
 		goto WAIT
 	}
 
 	// Read any bytes
-	n, _ = s.recvBuf.Read(b)
+	n = s.recv.read(b)
 	s.recvLock.Unlock()
 
 	// Send a window update potentially
@@ -169,7 +170,7 @@ WAIT:
 	}
 	if shutdown {
 		s.recvLock.Lock()
-		empty := s.recvBuf == nil || s.recvBuf.Len() == 0
+		empty := s.recv.len == 0
 		s.recvLock.Unlock()
 		if empty {
 			return 0, ErrSessionShutdown
@@ -294,11 +295,8 @@ func (s *Stream) sendWindowUpdate() error {
 
 	// Determine the delta update
 	max := s.session.config.MaxStreamWindowSize
-	var bufLen uint32
 	s.recvLock.Lock()
-	if s.recvBuf != nil {
-		bufLen = uint32(s.recvBuf.Len())
-	}
+	bufLen := uint32(s.recv.len)
 	delta := (max - bufLen) - s.recvWindow
 
 	// Determine the flags if any
@@ -316,6 +314,20 @@ func (s *Stream) sendWindowUpdate() error {
 
 	// Send the header
 	s.controlHdr.encode(typeWindowUpdate, flags, s.id, delta)
+	// tallship: a plain window update (a Read's) is queued, not waited
+	// for: the Read returns while the update goes out (see
+	// Session.sendNoWait). Upstream the Read waited for the send loop
+	// to write it, and so did not drain the stream meanwhile. If it
+	// cannot be queued, the window is given back for a later Read.
+	if flags == 0 {
+		if err := s.session.sendNoWait(s.controlHdr); err != nil {
+			s.recvLock.Lock()
+			s.recvWindow -= min(delta, s.recvWindow)
+			s.recvLock.Unlock()
+			return err
+		}
+		return nil
+	}
 	if err := s.session.waitForSendErr(s.controlHdr, s.controlErr); err != nil {
 		if errors.Is(err, ErrSessionShutdown) || errors.Is(err, ErrConnectionWriteTimeout) {
 			// Message left in ready queue, header re-use is unsafe.
@@ -499,7 +511,12 @@ func (s *Stream) incrSendWindow(hdr header, flags uint16) error {
 }
 
 // readData is used to handle a data frame
-func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
+//
+// tallship: a body already in the session's read buffer is queued under
+// the receive lock; any other is read outside it, into chunks queued as
+// each fills (see recvqueue.go), so that the stream's Read copies out
+// while the rest of the body arrives.
+func (s *Stream) readData(hdr header, flags uint16, conn *bufio.Reader) error {
 	if err := s.processFlags(flags); err != nil {
 		return err
 	}
@@ -509,40 +526,38 @@ func (s *Stream) readData(hdr header, flags uint16, conn io.Reader) error {
 	if length == 0 {
 		return nil
 	}
-
-	// Wrap in a limited reader (tallship: the session's, as only the
-	// receive loop reads data, instead of one allocated per frame)
-	lr := &s.session.recvLimit
-	lr.R, lr.N = conn, int64(length)
-	conn = lr
-
-	// Copy into buffer
 	s.recvLock.Lock()
-
 	if length > s.recvWindow {
 		s.session.logger.Printf("[ERR] yamux: receive window exceeded (stream: %d, remain: %d, recv: %d)", s.id, s.recvWindow, length)
 		s.recvLock.Unlock()
 		return ErrRecvWindowExceeded
 	}
-
-	if s.recvBuf == nil {
-		// Allocate the receive buffer just-in-time to fit the full data frame.
-		// This way we can read in the whole packet without further allocations.
-		s.recvBuf = bytes.NewBuffer(make([]byte, 0, length))
-	}
-	copiedLength, err := io.Copy(s.recvBuf, conn)
-	if err != nil {
-		s.session.logger.Printf("[ERR] yamux: Failed to read stream data: %v", err)
+	if int(length) <= conn.Buffered() {
+		err := s.recv.readFrom(conn, int(length))
+		s.recvWindow -= length
 		s.recvLock.Unlock()
-		return err
+		asyncNotify(s.recvNotifyCh)
+		return err // nil: the bytes were buffered
 	}
-
-	// Decrement the receive window
-	s.recvWindow -= uint32(copiedLength)
 	s.recvLock.Unlock()
 
-	// Unblock any readers
-	asyncNotify(s.recvNotifyCh)
+	// Only the receive loop lowers recvWindow: the check above holds for
+	// every chunk; a Read meanwhile only raises it.
+	for left := int(length); left > 0; {
+		p := getChunk(left)
+		n := minInt(left, len(*p))
+		if _, err := io.ReadFull(conn, (*p)[:n]); err != nil {
+			putChunk(p)
+			s.session.logger.Printf("[ERR] yamux: Failed to read stream data: %v", err)
+			return err
+		}
+		s.recvLock.Lock()
+		s.recv.push(p, n)
+		s.recvWindow -= uint32(n)
+		s.recvLock.Unlock()
+		asyncNotify(s.recvNotifyCh)
+		left -= n
+	}
 	return nil
 }
 
@@ -575,9 +590,6 @@ func (s *Stream) SetWriteDeadline(t time.Time) error {
 // This is useful when using Yamux in a connection pool to reduce
 // the idle memory utilization.
 func (s *Stream) Shrink() {
-	s.recvLock.Lock()
-	if s.recvBuf != nil && s.recvBuf.Len() == 0 {
-		s.recvBuf = nil
-	}
-	s.recvLock.Unlock()
+	// tallship: a stream's read chunks go back to their pools as they
+	// empty (recvqueue.go); there is nothing left to shrink.
 }
