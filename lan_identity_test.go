@@ -115,6 +115,7 @@ func TestLANDuplicateID(t *testing.T) {
 	members := procs[:3]
 	lan.Eventually(t, lanChangeWait, "a mesh of three", func() error { return lan.FullMesh(members...) })
 	recs = lanRecordsOf(recs, members)
+	lan.Eventually(t, lanChangeWait, "the killed node's records gone", func() error { return lan.SeeExactly(members, recs) })
 	marks = lanMarks(members)
 
 	second, err := l.TryStart(procs[3].Host, lan.Node{Cluster: lanCluster(t), ID: first.ID})

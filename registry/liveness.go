@@ -75,12 +75,14 @@ func (r *Registry) expire(now time.Time) {
 	}
 }
 
-// walkGap spaces whole walks of the graph. The first loss after a quiet
-// spell is walked at once (a node killed: its records go at once); the
-// losses that follow within walkGap are walked together at its end. When
-// links fail in numbers (a loaded machine, a switch rebooting) every
+// walkGap spaces the whole walks of the graph that other nodes' states
+// call for. The first such loss after a quiet spell is walked at once;
+// the losses that follow within walkGap are walked together at its end.
+// When links fail in numbers (a loaded machine, a switch rebooting) every
 // state that drops one would otherwise cost every node a whole walk, and
 // with many nodes in one process those walks were what kept it loaded.
+// A link of this node's own that drops is walked at once (dropLink): a
+// node killed, its records go at once.
 const walkGap = 10 * time.Millisecond
 
 // settle walks the whole graph if a loss calls for it (r.dirty): now,

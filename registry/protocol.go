@@ -306,8 +306,9 @@ func (r *Registry) dropLink(l *link) {
 		delete(r.links, l.peer)
 	}
 	r.updateAdjacency(l.peer)
-	if !r.closed {
-		r.settle()
+	if r.dirty && !r.closed {
+		// A link of this node's own: walked at once (see walkGap).
+		r.recompute()
 	}
 }
 
