@@ -29,7 +29,10 @@ import (
 // out every KeepAliveInterval while the link is quiet, so a live peer
 // answers within that interval plus its round trip, and a dead one is
 // declared so KeepAliveInterval + WriteTimeout after the last thing it
-// sent.
+// sent. On a machine too busy to run things when they fall due, the
+// lateness this process sees (lagGauge, at most maxLagLimits × the limit)
+// is added: its own pings and reads, and a peer on the same machine, are
+// that late too.
 type liveness struct {
 	sess     *yamux.Session
 	conn     net.Conn // under the session, for pendingBytes
@@ -42,8 +45,14 @@ type liveness struct {
 
 	mu      sync.Mutex
 	timer   *time.Timer
+	due     time.Duration // when timer fires, on now's clock
 	stopped bool
 }
+
+// maxLagLimits bounds what lagGauge adds to the silence allowed, in
+// multiples of it: a dead peer is still found on a machine that is behind
+// by seconds.
+const maxLagLimits = 3
 
 // epoch anchors now on the monotonic clock.
 var epoch = time.Now()
@@ -67,6 +76,7 @@ func (lv *liveness) start(sess *yamux.Session) {
 	lv.sess = sess
 	lv.touch()
 	if !lv.stopped {
+		lv.due = now() + lv.interval
 		lv.timer = time.AfterFunc(lv.interval, lv.tick)
 	}
 }
@@ -85,15 +95,21 @@ func (lv *liveness) tick() {
 	if lv.sess.IsClosed() {
 		return
 	}
-	silence := now() - time.Duration(lv.last.Load())
-	if silence >= lv.limit && pendingBytes(lv.conn) > 0 {
+	at := now()
+	lv.mu.Lock()
+	due := lv.due
+	lv.mu.Unlock()
+	lag.observe(due, at)
+	limit := lv.limit + min(lag.get(at), maxLagLimits*lv.limit)
+	silence := at - time.Duration(lv.last.Load())
+	if silence >= limit && pendingBytes(lv.conn) > 0 {
 		// The peer did send; this process has not read it yet (it is
 		// busy). Not a silent peer.
 		lv.touch()
 		silence = 0
 	}
-	if silence >= lv.limit {
-		lv.log.Debug("keepalive: peer silent; closing the link", "silence", silence.Round(time.Millisecond))
+	if silence >= limit {
+		lv.log.Debug("keepalive: peer silent; closing the link", "silence", silence.Round(time.Millisecond), "lag", (limit - lv.limit).Round(time.Millisecond))
 		lv.sess.Close()
 		return
 	}
@@ -102,14 +118,16 @@ func (lv *liveness) tick() {
 	ping := silence >= lv.interval-time.Millisecond
 	next := lv.interval - silence
 	if ping {
-		next = min(lv.interval, lv.limit-silence)
+		next = min(lv.interval, limit-silence)
 	}
+	next = max(next, time.Millisecond)
 	lv.mu.Lock()
 	if lv.stopped {
 		lv.mu.Unlock()
 		return
 	}
-	lv.timer.Reset(max(next, time.Millisecond))
+	lv.due = at + next
+	lv.timer.Reset(next)
 	lv.mu.Unlock()
 	if ping && lv.pinging.CompareAndSwap(false, true) {
 		// The answer, or anything else the peer sends, is what counts;

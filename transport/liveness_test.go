@@ -12,6 +12,7 @@ import (
 // writes block until it is closed, as with a peer whose host froze.
 type freezable struct {
 	net.Conn
+	link   *Link // the server's link over it (frozenPair)
 	once   sync.Once
 	frozen chan struct{}
 	closed chan struct{}
@@ -57,6 +58,59 @@ func (f *freezable) Close() error {
 // timer made in a synctest bubble must not be reused outside it.
 func TestLivenessSilentPeer(t *testing.T) {
 	cfg := Config{KeepAliveInterval: 100 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}
+	la, fb := frozenPair(t, cfg)
+	lb := fb.link
+
+	// An idle link with a live peer stays up: pings are answered.
+	time.Sleep(20 * cfg.KeepAliveInterval)
+	if la.IsClosed() || lb.IsClosed() {
+		t.Fatal("an idle link with a live peer was closed")
+	}
+
+	// A frozen peer is declared dead within KeepAliveInterval +
+	// WriteTimeout of the last thing it sent.
+	start := time.Now()
+	fb.freeze()
+	limit := cfg.KeepAliveInterval + cfg.WriteTimeout
+	select {
+	case <-la.Done():
+	case <-time.After(10 * limit):
+		t.Fatalf("silent peer not declared dead after %v", 10*limit)
+	}
+	// The bound is limit, plus what this process ran late (lagGauge);
+	// the slack is for a loaded machine.
+	if d, late := time.Since(start), lag.get(now()); d > limit+limit/2+late {
+		t.Fatalf("silent peer declared dead after %v, want about %v at most (running late by %v)", d, limit, late)
+	}
+}
+
+// TestLivenessAllowsLag: while this process runs late, a peer silent for
+// the limit is not declared dead (its pings and this process's reads wait
+// as long); it still is once the silence outlasts the lateness too.
+func TestLivenessAllowsLag(t *testing.T) {
+	cfg := Config{KeepAliveInterval: 100 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}
+	limit := cfg.KeepAliveInterval + cfg.WriteTimeout
+	la, fb := frozenPair(t, cfg)
+	at := now()
+	lag.observe(at-2*limit, at) // as if a check had run 600 ms late
+	fb.freeze()
+	start := time.Now()
+	select {
+	case <-la.Done():
+		t.Fatalf("peer declared dead after %v of silence while the process ran %v late", time.Since(start), 2*limit)
+	case <-time.After(limit + limit/2):
+	}
+	select {
+	case <-la.Done():
+	case <-time.After(10 * limit):
+		t.Fatalf("silent peer not declared dead after %v", 10*limit)
+	}
+}
+
+// frozenPair links a client to a server over a pipe whose server end can
+// be frozen.
+func frozenPair(t *testing.T, cfg Config) (*Link, *freezable) {
+	t.Helper()
 	a, b := net.Pipe()
 	fb := newFreezable(b)
 	ctx := context.Background()
@@ -76,27 +130,30 @@ func TestLivenessSilentPeer(t *testing.T) {
 	if lb == nil {
 		t.FailNow()
 	}
-	defer lb.Close()
-	defer la.Close()
+	fb.link = lb
+	t.Cleanup(func() { la.Close(); lb.Close() })
+	return la, fb
+}
 
-	// An idle link with a live peer stays up: pings are answered.
-	time.Sleep(20 * cfg.KeepAliveInterval)
-	if la.IsClosed() || lb.IsClosed() {
-		t.Fatal("an idle link with a live peer was closed")
+func TestLagGauge(t *testing.T) {
+	var g lagGauge
+	g.observe(0, 10*time.Millisecond)
+	g.observe(500*time.Millisecond, 503*time.Millisecond)
+	if got := g.get(600 * time.Millisecond); got != 10*time.Millisecond {
+		t.Fatalf("lag in the first window: %v, want 10ms", got)
 	}
-
-	// A frozen peer is declared dead within KeepAliveInterval +
-	// WriteTimeout of the last thing it sent.
-	start := time.Now()
-	fb.freeze()
-	limit := cfg.KeepAliveInterval + cfg.WriteTimeout
-	select {
-	case <-la.Done():
-	case <-time.After(10 * limit):
-		t.Fatalf("silent peer not declared dead after %v", 10*limit)
+	g.observe(1100*time.Millisecond, 1105*time.Millisecond)
+	if got := g.get(1500 * time.Millisecond); got != 10*time.Millisecond {
+		t.Fatalf("lag in the second window: %v, want the first's 10ms", got)
 	}
-	// The bound is limit; the slack is for a loaded machine.
-	if d := time.Since(start); d > limit+limit/2 {
-		t.Fatalf("silent peer declared dead after %v, want about %v at most", d, limit)
+	if got := g.get(2100 * time.Millisecond); got != 5*time.Millisecond {
+		t.Fatalf("lag in the third window: %v, want the second's 5ms", got)
+	}
+	if got := g.get(5 * time.Second); got != 0 {
+		t.Fatalf("lag after quiet windows: %v, want 0", got)
+	}
+	g.observe(6*time.Second, 5*time.Second) // early: no lag
+	if got := g.get(6 * time.Second); got != 0 {
+		t.Fatalf("lag after an early run: %v, want 0", got)
 	}
 }
