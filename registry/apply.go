@@ -76,7 +76,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 		r.grow(o, grown)
 	}
 	o.frame = frameOf(payload) // for syncs and relays, as received
-	r.relay(l, o, false, Rev{o.inc, o.beat}, nil, [][]byte{o.frame})
+	r.relayLater(o)
 	if !o.leaving && m.seq > o.seq && l.snap == nil {
 		r.want(l, o.id)
 	}
@@ -193,7 +193,7 @@ func (r *Registry) want(l *link, id string) {
 func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byte, frames [][]byte) {
 	marked := false // o's lower neighbours, marked for the first state that needs it
 	for peer, ls := range r.links {
-		if peer == src.peer || peer == o.id {
+		if (src != nil && peer == src.peer) || peer == o.id {
 			continue
 		}
 		for _, l := range ls {
@@ -225,6 +225,34 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 			r.relayed.Add(1)
 		}
 	}
+}
+
+// relayDelay is how long another owner's new state waits before it is
+// relayed. While a mesh forms, nearly every state of o would be relayed to
+// peers that o links with a moment later, and o's next state often
+// follows within the delay: after it, only the newest is relayed, and
+// only to peers o still does not announce. Third nodes then hear of a
+// change of adjacency that much later; o's own peers, in a full mesh every
+// node, hear it from o at once.
+const relayDelay = 100 * time.Millisecond
+
+// relayLater queues o's state, just applied, for relayStates. r.mu is held.
+func (r *Registry) relayLater(o *owner) {
+	if len(r.relayDue) == 0 {
+		r.relayTimer.Reset(relayDelay)
+	}
+	r.relayDue[o] = struct{}{}
+}
+
+// relayStates relays the newest state of each owner queued by relayLater
+// to the peers that lack it (see relay). r.mu is held.
+func (r *Registry) relayStates() {
+	for o := range r.relayDue {
+		if r.owners[o.id] == o && o.frame != nil {
+			r.relay(nil, o, false, Rev{o.inc, o.beat}, nil, [][]byte{o.frame})
+		}
+	}
+	clear(r.relayDue)
 }
 
 // States are flooded to every node, and most of their copies are

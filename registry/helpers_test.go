@@ -184,12 +184,18 @@ func (n *node) peersOf(owner string) []string {
 }
 
 // settled waits until every node of ns knows every node's adjacency as
-// that node has it: the registry has converged, and a fault injected now
-// is the only change.
+// that node has it, and has no state waiting to be relayed: the registry
+// has converged, and a fault injected now is the only change.
 func settled(t testing.TB, ns ...*node) {
 	t.Helper()
 	for _, n := range ns {
 		waitFor(t, n.ID()+" knows every adjacency", func() bool {
+			n.Registry.mu.Lock()
+			relaying := len(n.relayDue) > 0
+			n.Registry.mu.Unlock()
+			if relaying {
+				return false
+			}
 			for _, m := range ns {
 				if have := n.peersOf(m.ID()); len(have) == 0 || !slices.Equal(have, m.peersOf(m.ID())) {
 					return false

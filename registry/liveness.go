@@ -18,10 +18,18 @@ func (r *Registry) heartbeatLoop() {
 	defer t.Stop()
 	defer r.stateTimer.Stop()
 	defer r.walkTimer.Stop()
+	defer r.relayTimer.Stop()
 	for {
 		select {
 		case <-r.done:
 			return
+		case <-r.relayTimer.C:
+			r.mu.Lock()
+			if !r.closed {
+				r.relayStates()
+			}
+			r.mu.Unlock()
+			continue
 		case <-r.walkTimer.C:
 			r.mu.Lock()
 			r.walkDue = false

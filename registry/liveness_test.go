@@ -85,8 +85,8 @@ func TestExpiryWhenOwnerStopsRenewing(t *testing.T) {
 		synctest.Wait()
 		ghost := newFakePeer(t, b, "ghost", 7)
 		rec := fakeRecord("ghost", 7, 1, "old", nil)
-		ghost.join(t, b, rec)   // then never renews
-		time.Sleep(coalesceMin) // b announces its new link
+		ghost.join(t, b, rec)                // then never renews
+		time.Sleep(coalesceMin + relayDelay) // b announces its new link, relays ghost's state
 		synctest.Wait()
 		if !b.has(t, rec.rec.ID) || !c.has(t, rec.rec.ID) {
 			t.Fatal("the record did not arrive")

@@ -41,6 +41,10 @@ type Registry struct {
 	walkTimer *time.Timer // fires in heartbeatLoop
 	ownersGen uint64      // counts owners created and forgotten
 	stamp     uint64      // relay's marks (see markLower)
+	// Other owners' states are relayed relayDelay after they arrive (see
+	// relayLater).
+	relayDue   map[*owner]struct{}
+	relayTimer *time.Timer // fires in heartbeatLoop
 	queue     []*owner
 
 	evmu   sync.Mutex
@@ -141,6 +145,9 @@ func New(cfg Config) (*Registry, error) {
 	r.coalesce, _ = r.coalesceLimits()
 	r.walkTimer = time.NewTimer(time.Hour)
 	r.walkTimer.Stop()
+	r.relayDue = map[*owner]struct{}{}
+	r.relayTimer = time.NewTimer(time.Hour)
+	r.relayTimer.Stop()
 	r.stateTimer = time.NewTimer(time.Hour)
 	r.stateTimer.Stop()
 	if _, err := r.ownState(); err != nil {
