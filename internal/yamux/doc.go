@@ -39,6 +39,9 @@
 //   - Config.AcceptNotify: a hook called when a peer's stream is queued
 //     for Accept, so that no goroutine need wait in Accept for a link's
 //     whole life.
+//   - Stream.SendWindow (window.go): how much a Write can send without
+//     waiting, so that a writer that must not wait for the peer (the
+//     mesh's Send writing a message itself) can tell beforehand.
 //   - A stream's Read or Write blocked when its session shuts down fails
 //     with ErrSessionShutdown (a Read after what is buffered) instead of
 //     looping, a new timer each turn, until the session has closed its
