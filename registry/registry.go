@@ -45,7 +45,7 @@ type Registry struct {
 	// relayLater).
 	relayDue   map[*owner]struct{}
 	relayTimer *time.Timer // fires in heartbeatLoop
-	queue     []*owner
+	queue      []*owner
 
 	evmu   sync.Mutex
 	events []Event // queued for Config.OnEvent
