@@ -7,7 +7,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -33,76 +32,55 @@ func TestReceiveQueueKeepsDataWhole(t *testing.T) {
 	leakcheck.Goroutines(t)
 	client, server := testPair(t, func(c *Config) { c.MaxStreamWindowSize = 1 << 20 })
 	const streams, size = 8, 4 << 20
-	var wg sync.WaitGroup
-	errs := make(chan error, 2*streams)
-	for i := range streams {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			s, err := client.OpenStream()
-			if err != nil {
-				errs <- err
-				return
+	write := func(i int, s *Stream) error {
+		data := pattern(i, size)
+		rng := rand.New(rand.NewPCG(uint64(i), 1))
+		for off := 0; off < size; {
+			n := minInt(size-off, 1+rng.IntN(300<<10))
+			if rng.IntN(2) == 0 {
+				n = minInt(size-off, 1+rng.IntN(200))
 			}
-			defer s.Close()
-			data := pattern(i, size)
-			rng := rand.New(rand.NewPCG(uint64(i), 1))
-			for off := 0; off < size; {
-				n := minInt(size-off, 1+rng.IntN(300<<10))
-				if rng.IntN(2) == 0 {
-					n = minInt(size-off, 1+rng.IntN(200))
-				}
-				if _, err := s.Write(data[off : off+n]); err != nil {
-					errs <- err
-					return
-				}
-				off += n
+			if _, err := s.Write(data[off : off+n]); err != nil {
+				return err
 			}
-		}()
-		go func() {
-			defer wg.Done()
-			s, err := server.AcceptStream()
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer s.Close()
-			rng := rand.New(rand.NewPCG(uint64(i), 2))
-			var got bytes.Buffer
-			buf := make([]byte, 200<<10)
-			for {
-				if rng.IntN(64) == 0 {
-					time.Sleep(time.Millisecond) // let frames pile up
-				}
-				n, err := s.Read(buf[:1+rng.IntN(len(buf))])
-				got.Write(buf[:n])
-				if err == io.EOF {
-					break
-				}
-				if err != nil {
-					errs <- err
-					return
-				}
-			}
-			// The stream's first byte names its writer: streams are
-			// accepted in any order.
-			if got.Len() == 0 {
-				errs <- errors.New("a stream got nothing")
-				return
-			}
-			for w := range streams {
-				if got.Bytes()[0] == pattern(w, 1)[0] {
-					if !bytes.Equal(got.Bytes(), pattern(w, size)) {
-						errs <- fmt.Errorf("stream %d: got %d bytes, not the %d written", w, got.Len(), size)
-					}
-					return
-				}
-			}
-			errs <- errors.New("a stream starts with no writer's byte")
-		}()
+			off += n
+		}
+		return nil
 	}
-	wg.Wait()
-	close(errs)
+	read := func(i int, s *Stream) error {
+		rng := rand.New(rand.NewPCG(uint64(i), 2))
+		var got bytes.Buffer
+		buf := make([]byte, 200<<10)
+		for {
+			if rng.IntN(64) == 0 {
+				time.Sleep(time.Millisecond) // let frames pile up
+			}
+			n, err := s.Read(buf[:1+rng.IntN(len(buf))])
+			got.Write(buf[:n])
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				return err
+			}
+		}
+		// The stream's first byte names its writer: streams are
+		// accepted in any order.
+		if got.Len() == 0 {
+			return errors.New("a stream got nothing")
+		}
+		for w := range streams {
+			if got.Bytes()[0] == pattern(w, 1)[0] {
+				if !bytes.Equal(got.Bytes(), pattern(w, size)) {
+					return fmt.Errorf("stream %d: got %d bytes, not the %d written", w, got.Len(), size)
+				}
+				return nil
+			}
+		}
+		return errors.New("a stream starts with no writer's byte")
+	}
+	done, errs := eachStream(client, server, streams, write, read)
+	<-done
 	for err := range errs {
 		t.Error(err)
 	}

@@ -69,46 +69,26 @@ func TestConcurrentWritesAndControlFrames(t *testing.T) {
 	leakcheck.Goroutines(t)
 	client, server := testPair(t, nil)
 	const streams, size, chunk = 50, 512 << 10, 256
-	var wg sync.WaitGroup
-	errs := make(chan error, 2*streams)
-	for i := range streams {
-		wg.Add(2)
-		go func() {
-			defer wg.Done()
-			s, err := client.OpenStream()
-			if err != nil {
-				errs <- err
-				return
+	write := func(i int, s *Stream) error {
+		buf := bytes.Repeat([]byte{byte(i)}, size)
+		for off := 0; off < size; off += chunk {
+			if _, err := s.Write(buf[off : off+chunk]); err != nil {
+				return err
 			}
-			defer s.Close()
-			buf := bytes.Repeat([]byte{byte(i)}, size)
-			for off := 0; off < size; off += chunk {
-				if _, err := s.Write(buf[off : off+chunk]); err != nil {
-					errs <- err
-					return
-				}
-			}
-		}()
-		go func() {
-			defer wg.Done()
-			s, err := server.AcceptStream()
-			if err != nil {
-				errs <- err
-				return
-			}
-			defer s.Close()
-			got, err := io.ReadAll(s)
-			if err != nil {
-				errs <- err
-				return
-			}
-			if len(got) != size || bytes.Count(got, got[:1]) != size {
-				errs <- fmt.Errorf("stream got %d bytes, not %d of one value", len(got), size)
-			}
-		}()
+		}
+		return nil
 	}
-	done := make(chan struct{})
-	go func() { wg.Wait(); close(done) }()
+	read := func(_ int, s *Stream) error {
+		got, err := io.ReadAll(s)
+		if err != nil {
+			return err
+		}
+		if len(got) != size || bytes.Count(got, got[:1]) != size {
+			return fmt.Errorf("stream got %d bytes, not %d of one value", len(got), size)
+		}
+		return nil
+	}
+	done, errs := eachStream(client, server, streams, write, read)
 	for loop := true; loop; {
 		select {
 		case <-done:
@@ -119,10 +99,43 @@ func TestConcurrentWritesAndControlFrames(t *testing.T) {
 			}
 		}
 	}
-	close(errs)
 	for err := range errs {
 		t.Error(err)
 	}
+}
+
+// eachStream opens n streams from client and accepts n on server, and
+// runs write on the i'th opened and read on the i'th accepted (streams
+// are accepted in any order), all at once, each closing its stream when
+// done. done is closed once all have returned; errs, closed then too,
+// holds their errors.
+func eachStream(client, server *Session, n int, write, read func(i int, s *Stream) error) (done chan struct{}, errs chan error) {
+	var wg sync.WaitGroup
+	errs = make(chan error, 2*n)
+	run := func(i int, open func() (*Stream, error), f func(int, *Stream) error) {
+		defer wg.Done()
+		s, err := open()
+		if err != nil {
+			errs <- err
+			return
+		}
+		defer s.Close()
+		if err := f(i, s); err != nil {
+			errs <- err
+		}
+	}
+	for i := range n {
+		wg.Add(2)
+		go run(i, client.OpenStream, write)
+		go run(i, server.AcceptStream, read)
+	}
+	done = make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(errs)
+		close(done)
+	}()
+	return done, errs
 }
 
 // An idle session runs one goroutine: its receive loop.
