@@ -285,11 +285,20 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		n.mu.Lock()
 		_, linked := n.peers[t.id]
 		current := n.targets[t.id] == t || t.id == ""
+		incoming := t.id != "" && n.inbound[t.id] > 0
 		addrs := slices.Clone(t.addrs)
 		n.mu.Unlock()
 		if (linked && t.id != "") || !current {
 			n.endDial(t)
 			return
+		}
+		if incoming {
+			// The peer is dialing this node, its handshake under way:
+			// a dial now would make a duplicate link to retire. Look
+			// again after a while (a handshake ends within
+			// HandshakeTimeout).
+			delay = n.cfg.DialBackoff
+			continue
 		}
 		if l := n.dialAny(addrs, t.id); l != nil {
 			n.endDial(t)

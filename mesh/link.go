@@ -118,15 +118,19 @@ func (n *Node) acceptLoop(ln net.Listener) {
 func (n *Node) serveConn(conn net.Conn) {
 	ctx := n.ctx
 	var pendingID uint64
+	var from string
 	verify := func(h transport.Hello) error {
 		if err := n.verifyPeer(h); err != nil {
 			return err
 		}
 		// The dialer may use the link as soon as it reads our verdict;
-		// mark it pending so its message streams can be ordered.
+		// mark it pending so its message streams can be ordered. And a
+		// dial of ours to it waits (see dialLoop).
 		pendingID = binary.BigEndian.Uint64(h.Nonce[:8])
 		n.mu.Lock()
 		n.pending[pendingID] = make(chan struct{})
+		n.inbound[h.ID]++
+		from = h.ID
 		n.mu.Unlock()
 		return nil
 	}
@@ -147,6 +151,9 @@ func (n *Node) serveConn(conn net.Conn) {
 		if ch, ok := n.pending[pendingID]; ok {
 			close(ch)
 			delete(n.pending, pendingID)
+		}
+		if n.inbound[from]--; n.inbound[from] <= 0 {
+			delete(n.inbound, from)
 		}
 		n.mu.Unlock()
 	}

@@ -48,6 +48,7 @@ type Node struct {
 	peers     map[string]*peer         // peers with a link up
 	links     map[uint64]*link         // every link past its handshake
 	pending   map[uint64]chan struct{} // links accepted, handshake not finished
+	inbound   map[string]int           // accepted handshakes in progress, by peer id
 	targets   map[string]*target       // peers being dialed or kept, by id
 	addrOwner map[netip.AddrPort]string
 	// addrDialing counts the running dials of address-only targets, by
@@ -106,6 +107,7 @@ func New(cluster string, cfg Config) (*Node, error) {
 		peers:       make(map[string]*peer),
 		links:       make(map[uint64]*link),
 		pending:     make(map[uint64]chan struct{}),
+		inbound:     make(map[string]int),
 		targets:     make(map[string]*target),
 		addrOwner:   make(map[netip.AddrPort]string),
 		addrDialing: make(map[netip.AddrPort]int),

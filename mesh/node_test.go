@@ -536,3 +536,69 @@ func TestSameIDTwiceIsRefused(t *testing.T) {
 		return err == nil
 	})
 }
+
+// TestNoDialWhilePeerDialsIn: a node that learns of a lower-id peer waits
+// FallbackDelay for that peer to dial it, and then does not dial while the
+// peer's handshake with it is under way (on a busy machine the acceptor
+// finishes well after the dialer): the pair gets one link, not two.
+func TestNoDialWhilePeerDialsIn(t *testing.T) {
+	leakcheck.Goroutines(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	a := start(t, "c", testConfig("a"))
+	cfg := testConfig("b")
+	cfg.FallbackDelay, cfg.DialBackoff = 10*time.Millisecond, 5*time.Millisecond
+	b := start(t, "c", cfg)
+	ev := a.Events(ctx)
+
+	// a dials b and stalls before its verdict: b has read a's hello.
+	conn, err := net.Dial("tcp", addr(t, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stalled := &stallSecondWrite{Conn: conn, release: make(chan struct{})}
+	handshook := make(chan error, 1)
+	go func() {
+		// The dialer cannot tell that its verdict did not go out: it may
+		// return a link, over a closed connection.
+		l, err := transport.Client(ctx, stalled, a.hello(1), a.tcfg, nil)
+		if err == nil {
+			l.Close()
+		}
+		handshook <- err
+	}()
+	waitFor(t, "b has a's hello", 5*time.Second, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		return b.inbound["a"] > 0
+	})
+	b.consider("a", a.Addrs(), true) // as a discoverer would report it
+	time.Sleep(20 * cfg.FallbackDelay)
+	if ids := peerIDs(a); len(ids) != 0 {
+		t.Fatalf("b dialed a while a's dial to b was under way: a has %v", ids)
+	}
+	// a's dial fails; now b dials.
+	released := time.Now()
+	close(stalled.release)
+	conn.Close()
+	<-handshook
+	if e := nextEvent(t, ev, PeerUp); e.Peer != "b" || e.Time.Before(released) {
+		t.Fatalf("a: %+v, want b up after %v", e, released.Format(time.StampMicro))
+	}
+}
+
+// stallSecondWrite is a conn whose second write waits for release, then
+// fails: a dialer stalled after its hello.
+type stallSecondWrite struct {
+	net.Conn
+	writes  int
+	release chan struct{}
+}
+
+func (c *stallSecondWrite) Write(p []byte) (int, error) {
+	if c.writes++; c.writes == 2 {
+		<-c.release
+		return 0, net.ErrClosed
+	}
+	return c.Conn.Write(p)
+}
