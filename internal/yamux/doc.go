@@ -35,7 +35,8 @@
 //     Read waited until the send loop had written it, and the stream was
 //     not drained meanwhile): with 1 MiB writes on loopback this took one
 //     stream from 60% to about 100% of raw TCP (recvqueue_test.go tests
-//     both changes).
+//     both changes). When the control queue is full the Read waits its
+//     turn, as upstream (TestWindowUpdateWaitsWhenTheQueueIsFull).
 //   - Config.AcceptNotify: a hook called when a peer's stream is queued
 //     for Accept, so that no goroutine need wait in Accept for a link's
 //     whole life.

@@ -284,3 +284,71 @@ func TestChunkSizes(t *testing.T) {
 		putChunk(p)
 	}
 }
+
+// A Read whose window update finds the control queue full (the connection
+// has taken nothing for a while) still gets the update out: given back
+// instead, as the queue-or-give-back code did, the window stayed shut,
+// since the Read drained the stream and no later Read came to send it,
+// and the writer, out of window, waited for good.
+func TestWindowUpdateWaitsWhenTheQueueIsFull(t *testing.T) {
+	leakcheck.Goroutines(t)
+	client, server := testPair(t, nil)
+	window := int(client.config.MaxStreamWindowSize)
+	cs, err := client.OpenStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if _, err := cs.Write(make([]byte, window)); err != nil { // all the window
+		t.Fatal(err)
+	}
+	ss, err := server.AcceptStream()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+
+	// The server's connection takes nothing: its write turn is held, and
+	// the control queue is full.
+	server.writeSem <- struct{}{}
+	for range maxQueuedNoWait {
+		var hdr header = make([]byte, headerSize)
+		hdr.encode(typeWindowUpdate, 0, ss.id, 0)
+		if err := server.queue(&sendReady{Hdr: hdr}, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := io.ReadFull(ss, make([]byte, window))
+		read <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the Read finds the queue full
+	<-server.writeSem
+	server.flush()
+	if err := <-read; err != nil {
+		t.Fatal(err)
+	}
+	// The writer has its window back: more goes through.
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := cs.Write(make([]byte, window))
+		wrote <- err
+	}()
+	got := make(chan error, 1)
+	go func() {
+		_, err := io.ReadFull(ss, make([]byte, window))
+		got <- err
+	}()
+	select {
+	case err := <-got:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer never got its window back")
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+}

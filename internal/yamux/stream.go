@@ -317,16 +317,16 @@ func (s *Stream) sendWindowUpdate() error {
 	// tallship: a plain window update (a Read's) is queued, not waited
 	// for: the Read returns while the update goes out (see
 	// Session.sendNoWait). Upstream the Read waited for the send loop
-	// to write it, and so did not drain the stream meanwhile. If it
-	// cannot be queued, the window is given back for a later Read.
+	// to write it, and so did not drain the stream meanwhile. When the
+	// queue is full (the connection has taken nothing for a while), the
+	// Read waits its turn as upstream's did: the update must go out, as
+	// no later Read may come to send it (this one may have drained the
+	// stream) and the writer may be out of window.
 	if flags == 0 {
-		if err := s.session.sendNoWait(s.controlHdr); err != nil {
-			s.recvLock.Lock()
-			s.recvWindow -= min(delta, s.recvWindow)
-			s.recvLock.Unlock()
+		err := s.session.sendNoWait(s.controlHdr)
+		if !errors.Is(err, ErrConnectionWriteTimeout) {
 			return err
 		}
-		return nil
 	}
 	if err := s.session.waitForSendErr(s.controlHdr, s.controlErr); err != nil {
 		if errors.Is(err, ErrSessionShutdown) || errors.Is(err, ErrConnectionWriteTimeout) {
