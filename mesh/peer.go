@@ -185,8 +185,8 @@ func (p *peer) enqueue(ctx context.Context, frame []byte, limit int, now bool) e
 
 // writeNowGap is how long a peer must have been idle for a Send to write
 // its frame at once. A message now and then (a request, the answer to one)
-// then costs no hand-off to the writer goroutine and back, a quarter of a
-// round trip's time on loopback; a stream of messages, each within the gap
+// then costs no hand-off to the writer goroutine and back (40% of a round
+// trip's time on loopback); a stream of messages, each within the gap
 // of the last, goes through the writer, which writes what queued meanwhile
 // in one system call. (A variable for tests, which set it to 0 so that
 // every Send finding the peer idle writes at once.)
@@ -194,8 +194,8 @@ var writeNowGap = 10 * time.Microsecond
 
 // writeNow writes frame from the caller's goroutine, which took the turn
 // having seen room for it in the stream's send window: the write does not
-// wait for the peer to read. When it fails, the writer goroutine finds the
-// link broken, as it would have.
+// wait for the peer to read. When it fails, the link is marked broken and
+// the frame goes with it, as when the writer's write fails (see pass).
 func (p *peer) writeNow(frame []byte) {
 	if _, err := p.out.s.Write(frame); err != nil {
 		p.n.log.Debug("write to peer failed", "peer", p.id, "err", err)
