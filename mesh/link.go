@@ -54,7 +54,8 @@ func (l *link) finishOut() { l.outEndedOnce.Do(func() { close(l.outEnded) }) }
 // ended and the peer has read it to its end (the peer then closes it in
 // turn) and, when both is set, until the peer's stream has been read to
 // its end too. Only then may l close without a TCP reset destroying bytes
-// the peer has not read yet.
+// the peer has not read yet. When timeout passes first, messages on l may
+// be lost: that is logged.
 func (l *link) drain(n *Node, timeout time.Duration, both bool) {
 	t := time.NewTimer(timeout)
 	defer t.Stop()
@@ -62,10 +63,12 @@ func (l *link) drain(n *Node, timeout time.Duration, both bool) {
 	if both {
 		wait = append(wait, l.inDone)
 	}
-	for _, ch := range wait {
+	for i, ch := range wait {
 		select {
 		case <-ch:
 		case <-t.C:
+			n.log.Warn("link closed before its messages were all read; some may be lost", "peer", l.peer, "link", l.tl.ID(),
+				"waited", timeout, "for", [...]string{"this node's stream to end", "the peer's stream to be read"}[i])
 			return
 		case <-l.tl.Done():
 			return
@@ -76,7 +79,11 @@ func (l *link) drain(n *Node, timeout time.Duration, both bool) {
 	n.mu.Unlock()
 	if out != nil {
 		out.SetReadDeadline(time.Now().Add(timeout))
-		io.Copy(io.Discard, out)
+		var ne net.Error
+		if _, err := io.Copy(io.Discard, out); errors.As(err, &ne) && ne.Timeout() && !l.tl.IsClosed() {
+			n.log.Warn("link closed before its messages were all read; some may be lost", "peer", l.peer, "link", l.tl.ID(),
+				"waited", timeout, "for", "the peer to read this node's stream")
+		}
 	}
 }
 
