@@ -1,7 +1,6 @@
 package discovery
 
 import (
-	"encoding/binary"
 	"fmt"
 	"net"
 	"sync"
@@ -83,32 +82,8 @@ func (s *sniffer) flush(t testing.TB) {
 // parseUDP decodes an IPv4 or IPv6 packet carrying UDP. ok says it is from
 // or to port 5353.
 func parseUDP(b []byte) (p sniffed, dst uint16, payload []byte, ok bool) {
-	if len(b) < 1 {
-		return sniffed{}, 0, nil, false
-	}
-	var udp []byte
-	var multicast bool
-	switch b[0] >> 4 {
-	case 4:
-		ihl := int(b[0]&0x0f) * 4
-		if len(b) < ihl+8 || b[9] != syscall.IPPROTO_UDP {
-			return sniffed{}, 0, nil, false
-		}
-		multicast = b[16]>>4 == 0xe
-		udp = b[ihl:]
-	case 6:
-		if len(b) < 48 || b[6] != syscall.IPPROTO_UDP {
-			return sniffed{}, 0, nil, false
-		}
-		multicast = b[24] == 0xff
-		udp = b[40:]
-	default:
-		return sniffed{}, 0, nil, false
-	}
-	src := binary.BigEndian.Uint16(udp[0:])
-	dst = binary.BigEndian.Uint16(udp[2:])
-	payload = udp[8:]
-	if src != 5353 && dst != 5353 {
+	src, dst, payload, multicast, ok := netns.UDP(b)
+	if !ok || (src != 5353 && dst != 5353) {
 		return sniffed{}, dst, payload, false
 	}
 	m := new(dns.Msg)

@@ -51,33 +51,11 @@ func newCapture(t *testing.T, iface string) *capture {
 // parseMDNSPacket reads an IPv4 or IPv6 packet of UDP from or to port
 // 5353.
 func parseMDNSPacket(b []byte) (captured, bool) {
-	if len(b) < 1 {
+	src, dst, payload, multicast, ok := netns.UDP(b)
+	if !ok || (src != 5353 && dst != 5353) {
 		return captured{}, false
 	}
-	var udp []byte
-	var multicast bool
-	switch b[0] >> 4 {
-	case 4:
-		ihl := int(b[0]&0x0f) * 4
-		if len(b) < ihl+8 || b[9] != syscall.IPPROTO_UDP {
-			return captured{}, false
-		}
-		multicast = b[16]>>4 == 0xe
-		udp = b[ihl:]
-	case 6:
-		if len(b) < 48 || b[6] != syscall.IPPROTO_UDP {
-			return captured{}, false
-		}
-		multicast = b[24] == 0xff
-		udp = b[40:]
-	default:
-		return captured{}, false
-	}
-	src, dst := int(udp[0])<<8|int(udp[1]), int(udp[2])<<8|int(udp[3])
-	if src != 5353 && dst != 5353 {
-		return captured{}, false
-	}
-	return captured{at: time.Now(), payload: bytes.Clone(udp[8:]), multicast: multicast}, true
+	return captured{at: time.Now(), payload: bytes.Clone(payload), multicast: multicast}, true
 }
 
 // mentioning returns how many multicast and unicast packets so far

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"testing"
+
+	"github.com/tallship-go/tallship/internal/loopback"
 )
 
 // benchLinks returns the two ends of a link over loopback TCP (127.0.0.1
@@ -44,33 +46,6 @@ func benchStreams(b *testing.B, cfg Config) (net.Conn, net.Conn) {
 	return s, r
 }
 
-func tcpConns(b *testing.B) (net.Conn, net.Conn) {
-	b.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	ch := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		ch <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		b.Fatal(err)
-	}
-	s := <-ch
-	if s == nil {
-		b.Fatal("accept failed")
-	}
-	b.Cleanup(func() {
-		c.Close()
-		s.Close()
-	})
-	return c, s
-}
-
 // BenchmarkStreamWrite measures one stream's throughput for writes of
 // each size, with raw TCP on loopback as the reference.
 func BenchmarkStreamWrite(b *testing.B) {
@@ -80,7 +55,7 @@ func BenchmarkStreamWrite(b *testing.B) {
 				var w, r net.Conn
 				switch kind {
 				case "tcp":
-					w, r = tcpConns(b)
+					w, r = loopback.Pair(b)
 				case "link":
 					w, r = benchStreams(b, Config{})
 				case "secret":
@@ -113,7 +88,7 @@ func BenchmarkStreamPingPong64(b *testing.B) {
 		b.Run(kind, func(b *testing.B) {
 			var x, y net.Conn
 			if kind == "tcp" {
-				x, y = tcpConns(b)
+				x, y = loopback.Pair(b)
 			} else {
 				x, y = benchStreams(b, Config{})
 			}

@@ -1,32 +1,14 @@
 package transport
 
 import (
-	"net"
 	"testing"
 	"time"
+
+	"github.com/tallship-go/tallship/internal/loopback"
 )
 
 func TestPendingBytes(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s := <-accepted
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	defer s.Close()
+	c, s := loopback.Pair(t)
 	if n := pendingBytes(s); n != 0 {
 		t.Fatalf("pending = %d before any write", n)
 	}

@@ -1,6 +1,7 @@
 package netns
 
 import (
+	"encoding/binary"
 	"sync"
 	"syscall"
 	"testing"
@@ -60,4 +61,33 @@ func Capture(t testing.TB, ifindex int, handle func(pkt []byte, from *syscall.So
 		wg.Wait()
 		syscall.Close(fd)
 	})
+}
+
+// UDP reads an IPv4 or IPv6 packet, as Capture hands them, carrying UDP:
+// its ports, its payload (a slice of pkt) and whether it was sent to a
+// multicast group. ok is false for anything else.
+func UDP(pkt []byte) (src, dst uint16, payload []byte, multicast, ok bool) {
+	if len(pkt) < 1 {
+		return 0, 0, nil, false, false
+	}
+	var udp []byte
+	switch pkt[0] >> 4 {
+	case 4:
+		ihl := int(pkt[0]&0x0f) * 4
+		if len(pkt) < ihl+8 || pkt[9] != syscall.IPPROTO_UDP {
+			return 0, 0, nil, false, false
+		}
+		multicast = pkt[16]>>4 == 0xe
+		udp = pkt[ihl:]
+	case 6:
+		if len(pkt) < 48 || pkt[6] != syscall.IPPROTO_UDP {
+			return 0, 0, nil, false, false
+		}
+		multicast = pkt[24] == 0xff
+		udp = pkt[40:]
+	default:
+		return 0, 0, nil, false, false
+	}
+	src, dst = binary.BigEndian.Uint16(udp[0:]), binary.BigEndian.Uint16(udp[2:])
+	return src, dst, udp[8:], multicast, true
 }

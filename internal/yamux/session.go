@@ -412,23 +412,14 @@ func (s *Session) waitForSendErr(hdr header, errCh chan error) error {
 	}
 	s.kick()
 
-	t := timerPool.Get()
-	timer := t.(*time.Timer)
-	timer.Reset(s.config.ConnectionWriteTimeout)
-	defer func() {
-		timer.Stop()
-		select {
-		case <-timer.C:
-		default:
-		}
-		timerPool.Put(t)
-	}()
+	timeout, done := s.writeTimer()
+	defer done()
 	select {
 	case err := <-errCh:
 		return err
 	case <-s.shutdownCh:
 		return ErrSessionShutdown
-	case <-timer.C:
+	case <-timeout:
 		return ErrConnectionWriteTimeout
 	}
 }
@@ -536,6 +527,23 @@ func (s *Session) writeQueued() error {
 	return err
 }
 
+// writeTimer returns a pooled timer's channel, firing after
+// ConnectionWriteTimeout, and the func that stops it and puts it back
+// (tallship: waitForSendErr's, shared with acquireWrite).
+func (s *Session) writeTimer() (<-chan time.Time, func()) {
+	t := timerPool.Get()
+	timer := t.(*time.Timer)
+	timer.Reset(s.config.ConnectionWriteTimeout)
+	return timer.C, func() {
+		timer.Stop()
+		select {
+		case <-timer.C:
+		default:
+		}
+		timerPool.Put(t)
+	}
+}
+
 // acquireWrite waits for the right to write to the connection, up to the
 // connection write timeout (tallship).
 func (s *Session) acquireWrite() error {
@@ -544,23 +552,14 @@ func (s *Session) acquireWrite() error {
 		return nil
 	default:
 	}
-	t := timerPool.Get()
-	timer := t.(*time.Timer)
-	timer.Reset(s.config.ConnectionWriteTimeout)
-	defer func() {
-		timer.Stop()
-		select {
-		case <-timer.C:
-		default:
-		}
-		timerPool.Put(t)
-	}()
+	timeout, done := s.writeTimer()
+	defer done()
 	select {
 	case s.writeSem <- struct{}{}:
 		return nil
 	case <-s.shutdownCh:
 		return ErrSessionShutdown
-	case <-timer.C:
+	case <-timeout:
 		return ErrConnectionWriteTimeout
 	}
 }

@@ -328,6 +328,12 @@ func (s *Stream) sendWindowUpdate() error {
 			return err
 		}
 	}
+	return s.sendControl()
+}
+
+// sendControl sends s.controlHdr and waits until it is written;
+// s.controlHdrLock is held.
+func (s *Stream) sendControl() error {
 	if err := s.session.waitForSendErr(s.controlHdr, s.controlErr); err != nil {
 		if errors.Is(err, ErrSessionShutdown) || errors.Is(err, ErrConnectionWriteTimeout) {
 			// Message left in ready queue, header re-use is unsafe.
@@ -346,14 +352,7 @@ func (s *Stream) sendClose() error {
 	flags := s.sendFlags()
 	flags |= flagFIN
 	s.controlHdr.encode(typeWindowUpdate, flags, s.id, 0)
-	if err := s.session.waitForSendErr(s.controlHdr, s.controlErr); err != nil {
-		if errors.Is(err, ErrSessionShutdown) || errors.Is(err, ErrConnectionWriteTimeout) {
-			// Message left in ready queue, header re-use is unsafe.
-			s.controlHdr = header(make([]byte, headerSize))
-		}
-		return err
-	}
-	return nil
+	return s.sendControl()
 }
 
 // Close is used to close the stream

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/internal/leakcheck"
+	"github.com/tallship-go/tallship/internal/loopback"
 )
 
 // Tests of what tallship changed (see doc.go). The upstream suite was run
@@ -22,24 +23,7 @@ import (
 
 func testPair(t *testing.T, conf func(*Config)) (client, server *Session) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	cc, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc := <-accepted
-	if sc == nil {
-		t.Fatal("accept failed")
-	}
+	cc, sc := loopback.Pair(t)
 	cfg := DefaultConfig()
 	cfg.EnableKeepAlive = false
 	cfg.LogOutput = io.Discard
@@ -47,6 +31,7 @@ func testPair(t *testing.T, conf func(*Config)) (client, server *Session) {
 	if conf != nil {
 		conf(cfg)
 	}
+	var err error
 	client, err = Client(cc, cfg)
 	if err != nil {
 		t.Fatal(err)
