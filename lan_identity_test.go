@@ -17,21 +17,13 @@ import (
 // new registrations replace the old ones everywhere.
 func TestLANRestartSameID(t *testing.T) {
 	l, procs := lanMesh(t, 5, lan.Node{})
-	recs := lanRegisterEach(t, procs, "r")
-	old := procs[4]
-	recs = append(recs, old.Register("old@1.0.0"))
-	lan.Eventually(t, lanChangeWait, "every record everywhere", func() error { return lan.SeeExactly(procs, recs) })
-	rest := procs[:4]
+	recs, old, rest := lanOneToRestart(t, procs, "r")
 	marks := lanMarks(rest)
 
 	killed := old.Kill()
 	again := l.Start(old.Host, lan.Node{Cluster: lanCluster(t), ID: old.ID})
 	restarted := time.Since(killed)
-	newRec := again.Register("new@2.0.0")
-	all := append(slices.Clone(rest), again)
-	want := append(lanRecordsOf(recs, rest), newRec)
-	lan.Eventually(t, lanMeshWait, "one mesh with the restarted node", func() error { return lan.FullMesh(all...) })
-	lan.Eventually(t, lanChangeWait, "the new registrations in place of the old", func() error { return lan.SeeExactly(all, want) })
+	newRec, _, _ := lanRejoined(t, again, rest, recs, lanMeshWait)
 	t.Logf("figure: kill -9, restart with the old id (%v) → rejoined with its new records everywhere in %v",
 		restarted.Round(time.Millisecond), time.Since(killed).Round(time.Millisecond))
 	if newRec.Inc <= recs[len(recs)-1].Inc {
@@ -60,21 +52,13 @@ func TestLANRestartAfterHang(t *testing.T) {
 		}
 		return lan.Node{}
 	})
-	recs := lanRegisterEach(t, procs, "h")
-	old := procs[4]
-	recs = append(recs, old.Register("old@1.0.0"))
-	lan.Eventually(t, lanChangeWait, "every record everywhere", func() error { return lan.SeeExactly(procs, recs) })
-	rest := procs[:4]
+	recs, old, rest := lanOneToRestart(t, procs, "h")
 	marks := lanMarks(rest)
 
 	hung := time.Now()
 	old.Freeze()
 	again := l.Start(old.Host, lan.Node{Cluster: lanCluster(t), ID: old.ID})
-	newRec := again.Register("new@2.0.0")
-	all := append(slices.Clone(rest), again)
-	want := append(lanRecordsOf(recs, rest), newRec)
-	lan.Eventually(t, lanHealWait, "one mesh with the new process", func() error { return lan.FullMesh(all...) })
-	lan.Eventually(t, lanChangeWait, "the new registrations in place of the old", func() error { return lan.SeeExactly(all, want) })
+	_, all, want := lanRejoined(t, again, rest, recs, lanHealWait)
 	t.Logf("figure: hang, restart with the old id → rejoined with its new records everywhere in %v", time.Since(hung).Round(time.Millisecond))
 	for _, p := range rest {
 		for _, e := range lanEventsSince(p, marks) {
@@ -150,6 +134,33 @@ func TestLANDuplicateID(t *testing.T) {
 	if err := lan.SeeExactly(members, recs); err != nil {
 		t.Error(err)
 	}
+}
+
+// lanOneToRestart registers a record of role prefix on each of procs and
+// one more, old@1.0.0, on the last, which a test then restarts; it waits
+// until every record is everywhere and returns them, the last process and
+// the others.
+func lanOneToRestart(t *testing.T, procs []*lan.Proc, prefix string) (recs []lan.Record, old *lan.Proc, rest []*lan.Proc) {
+	t.Helper()
+	recs = lanRegisterEach(t, procs, prefix)
+	old = procs[len(procs)-1]
+	recs = append(recs, old.Register("old@1.0.0"))
+	lan.Eventually(t, lanChangeWait, "every record everywhere", func() error { return lan.SeeExactly(procs, recs) })
+	return recs, old, procs[:len(procs)-1]
+}
+
+// lanRejoined registers new@2.0.0 on again, the restarted process, and
+// waits (meshWait) until it is in one mesh with rest and its new record
+// has replaced its old ones everywhere. It returns the new record, every
+// process, and the records each should see.
+func lanRejoined(t *testing.T, again *lan.Proc, rest []*lan.Proc, recs []lan.Record, meshWait time.Duration) (newRec lan.Record, all []*lan.Proc, want []lan.Record) {
+	t.Helper()
+	newRec = again.Register("new@2.0.0")
+	all = append(slices.Clone(rest), again)
+	want = append(lanRecordsOf(recs, rest), newRec)
+	lan.Eventually(t, meshWait, "one mesh with the restarted node", func() error { return lan.FullMesh(all...) })
+	lan.Eventually(t, lanChangeWait, "the new registrations in place of the old", func() error { return lan.SeeExactly(all, want) })
+	return newRec, all, want
 }
 
 // lanPeers returns p's peers, failing t when p cannot say.
