@@ -297,6 +297,7 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 			// a dial now would make a duplicate link to retire. Look
 			// again after a while (a handshake ends within
 			// HandshakeTimeout).
+			n.deferred.Add(1)
 			delay = n.cfg.DialBackoff
 			continue
 		}

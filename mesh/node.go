@@ -49,6 +49,7 @@ type Node struct {
 	links     map[uint64]*link         // every link past its handshake
 	pending   map[uint64]chan struct{} // links accepted, handshake not finished
 	inbound   map[string]int           // accepted handshakes in progress, by peer id
+	deferred  atomic.Int64             // dials put off for a peer dialing in (for tests)
 	targets   map[string]*target       // peers being dialed or kept, by id
 	addrOwner map[netip.AddrPort]string
 	// addrDialing counts the running dials of address-only targets, by

@@ -573,7 +573,7 @@ func TestNoDialWhilePeerDialsIn(t *testing.T) {
 		return b.inbound["a"] > 0
 	})
 	b.consider("a", a.Addrs(), true) // as a discoverer would report it
-	time.Sleep(20 * cfg.FallbackDelay)
+	waitFor(t, "b to put its dial off 3 times", 5*time.Second, func() bool { return b.deferred.Load() >= 3 })
 	if ids := peerIDs(a); len(ids) != 0 {
 		t.Fatalf("b dialed a while a's dial to b was under way: a has %v", ids)
 	}

@@ -323,11 +323,31 @@ func TestWindowUpdateWaitsWhenTheQueueIsFull(t *testing.T) {
 		_, err := io.ReadFull(ss, make([]byte, window))
 		read <- err
 	}()
-	time.Sleep(100 * time.Millisecond) // the Read finds the queue full
+	// Until the Read has met the full queue: it has queued its update
+	// beyond the bound and waits, or (given the window back) returned.
+	var readErr error
+	readDone := false
+	for !readDone {
+		select {
+		case readErr = <-read:
+			readDone = true
+			continue
+		case <-time.After(time.Millisecond):
+		}
+		server.ctrlLock.Lock()
+		waiting := len(server.ctrl) > maxQueuedNoWait
+		server.ctrlLock.Unlock()
+		if waiting {
+			break
+		}
+	}
 	<-server.writeSem
 	server.flush()
-	if err := <-read; err != nil {
-		t.Fatal(err)
+	if !readDone {
+		readErr = <-read
+	}
+	if readErr != nil {
+		t.Fatal(readErr)
 	}
 	// The writer has its window back: more goes through.
 	wrote := make(chan error, 1)
