@@ -30,7 +30,7 @@
 //     queueing each chunk as it fills, so a Read copies out meanwhile
 //     instead of waiting for the body's system calls; and a drained
 //     stream holds no buffer (upstream's stayed as large as the largest
-//     burst, until Shrink, now a no-op).
+//     burst, until Shrink, which this copy no longer has).
 //   - A Read's window update is queued and not waited for (upstream the
 //     Read waited until the send loop had written it, and the stream was
 //     not drained meanwhile): with 1 MiB writes on loopback this took one

@@ -584,11 +584,3 @@ func (s *Stream) SetWriteDeadline(t time.Time) error {
 	asyncNotify(s.sendNotifyCh)
 	return nil
 }
-
-// Shrink is used to compact the amount of buffers utilized
-// This is useful when using Yamux in a connection pool to reduce
-// the idle memory utilization.
-func (s *Stream) Shrink() {
-	// tallship: a stream's read chunks go back to their pools as they
-	// empty (recvqueue.go); there is nothing left to shrink.
-}
