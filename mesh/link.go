@@ -35,6 +35,9 @@ type link struct {
 	inDoneOnce sync.Once
 	inStarted  bool // guarded by Node.mu
 	regStarted bool // guarded by Node.mu
+	// expected tells the registry that the link's registry stream is
+	// attached, or will not be (see registry.Expect).
+	expected func()
 
 	// out is this node's message stream on the link, set by the peer's
 	// writer under Node.mu; outEnded is closed once the writer has ended
@@ -220,6 +223,10 @@ func (n *Node) addLink(tl *transport.Link) *link {
 		tl.Close()
 		return nil
 	}
+	// Until its registry stream is attached, the registry keeps the peer
+	// linked when its other links end: a duplicate retired by either end
+	// first, or the link it replaces dropping.
+	l.expected = n.reg.Expect(l.peer)
 	n.links[tl.ID()] = l
 	for _, a := range tl.Remote().Addrs {
 		n.addrOwner[a] = l.peer
@@ -303,7 +310,7 @@ func (n *Node) serveStream(l *link, s *transport.Stream, err error) {
 			return
 		}
 		n.wg.Add(1)
-		go n.serveRegistry(l.peer, s)
+		go n.serveRegistry(l, s)
 	case strings.HasPrefix(proto, userPrefix):
 		n.deliverStream(strings.TrimPrefix(proto, userPrefix), s)
 	default:
@@ -315,6 +322,7 @@ func (n *Node) serveStream(l *link, s *transport.Stream, err error) {
 // linkClosed forgets l once its session has ended.
 func (n *Node) linkClosed(l *link) {
 	l.tl.Close()
+	l.expected()
 	// Let the reader take what arrived before the end (a goodbye, the
 	// last messages) unless it is stuck on a full receive buffer.
 	n.mu.Lock()

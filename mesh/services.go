@@ -74,10 +74,10 @@ func (n *Node) registryEvent(e registry.Event) {
 // serveRegistry runs the registry's replication over one stream of a link.
 // It ends when the link does or the registry closes; not when the node
 // starts closing, so that the registry's goodbye still goes out.
-func (n *Node) serveRegistry(peer string, s *transport.Stream) {
+func (n *Node) serveRegistry(l *link, s *transport.Stream) {
 	defer n.wg.Done()
-	if err := n.reg.Serve(context.Background(), peer, s); err != nil && n.ctx.Err() == nil {
-		n.log.Debug("registry stream ended", "peer", peer, "err", err)
+	if err := n.reg.ServeAttached(context.Background(), l.peer, s, l.expected); err != nil && n.ctx.Err() == nil {
+		n.log.Debug("registry stream ended", "peer", l.peer, "err", err)
 	}
 }
 
@@ -92,7 +92,7 @@ func (n *Node) openRegistry(l *link) {
 		return
 	}
 	n.wg.Add(1)
-	n.serveRegistry(l.peer, s)
+	n.serveRegistry(l, s)
 }
 
 // Register registers a service owned by this node; its Host defaults to

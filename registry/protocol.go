@@ -8,6 +8,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"sync"
 	"time"
 )
 
@@ -35,6 +36,13 @@ import (
 // its handshake. An invalid peer id (empty, too long, this node's) returns
 // ErrBadPeer at once.
 func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteCloser) error {
+	return r.ServeAttached(ctx, peer, conn, nil)
+}
+
+// ServeAttached is Serve, and calls attached (when not nil) once the link
+// is among the peer's: from then on, the end of another link to the peer
+// does not make it unlinked while this one is starting (see Expect).
+func (r *Registry) ServeAttached(ctx context.Context, peer string, conn io.ReadWriteCloser, attached func()) error {
 	if peer == "" || len(peer) > MaxIDBytes || peer == r.cfg.ID {
 		conn.Close()
 		return fmt.Errorf("%w: %q", ErrBadPeer, peer)
@@ -57,6 +65,9 @@ func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteClos
 	r.serving.Add(1)
 	r.mu.Unlock()
 	defer r.serving.Done()
+	if attached != nil {
+		attached()
+	}
 
 	// ctx's end aborts the link (Close aborts every link itself); no
 	// goroutine waits for it.
@@ -223,6 +234,35 @@ func (r *Registry) onHello(l *link, m *message) error {
 	return nil
 }
 
+// Expect tells the registry that a link to peer is up whose Serve has not
+// started yet: until done is called, the end of the peer's other links
+// does not make it unlinked. Call done (once; later calls do nothing)
+// when Serve for that link has attached (ServeAttached's attached) or the
+// link has ended without it. A mesh replacing a duplicate link calls it
+// for the new link: whichever end closes the old one first, the peer does
+// not look unlinked for the moment between, and its records stay shown.
+func (r *Registry) Expect(peer string) (done func()) {
+	r.mu.Lock()
+	r.expected[peer]++
+	r.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			if r.expected[peer]--; r.expected[peer] <= 0 {
+				delete(r.expected, peer)
+			}
+			if !r.closed {
+				r.updateAdjacency(peer)
+				if r.dirty {
+					r.recompute() // a link of this node's own (see walkGap)
+				}
+			}
+		})
+	}
+}
+
 // updateAdjacency makes this node's adjacency entry for peer follow its
 // handshaken links (the newest incarnation among them), and announces a
 // change. While a link that replaces the last handshaken one has not said
@@ -231,7 +271,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 // the whole graph twice for nothing. r.mu is held.
 func (r *Registry) updateAdjacency(peer string) {
 	var inc uint64
-	linked, pending := false, false
+	linked, pending := false, r.expected[peer] > 0
 	for _, l := range r.links[peer] {
 		if l.hello {
 			linked = true

@@ -23,6 +23,7 @@ type Registry struct {
 	self     *owner
 	owners   map[string]*owner            // every owner known, self included
 	links    map[string][]*link           // by peer: every running Serve
+	expected map[string]int               // by peer: links coming (see Expect)
 	visible  map[string]map[string]*entry // by name, by id: the records of live owners
 	ports    map[int]string               // own non-zero ports → record id
 	watchers map[*watcher]struct{}
@@ -122,6 +123,7 @@ func New(cfg Config) (*Registry, error) {
 		log:       cfg.Logger.With("node", cfg.ID),
 		owners:    map[string]*owner{},
 		links:     map[string][]*link{},
+		expected:  map[string]int{},
 		visible:   map[string]map[string]*entry{},
 		ports:     map[int]string{},
 		watchers:  map[*watcher]struct{}{},

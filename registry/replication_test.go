@@ -444,3 +444,23 @@ func TestStateRelayedOnce(t *testing.T) {
 		t.Errorf("with n0-n3 cut, relays of n2's state by n0..n3: %v, want only n1's", got)
 	}
 }
+
+// TestExpectedLinkKeepsPeer: while another link to a peer is expected
+// (Expect), the end of its last one does not make it unlinked, and its
+// records stay; once that link will not come, they go.
+func TestExpectedLinkKeepsPeer(t *testing.T) {
+	ns := nodes(t, 2)
+	link := connectSynced(t, ns[0], ns[1])
+	rec := ns[0].register(t, "x@1.0.0", 1, nil)
+	waitFor(t, "n1 sees the record", func() bool { return ns[1].has(t, rec.ID) })
+	done := ns[1].Expect(ns[0].ID())
+	link.cut() // returns once both Serve calls have
+	if !ns[1].has(t, rec.ID) {
+		t.Fatal("the record went while another link to its owner was expected")
+	}
+	done()
+	if ns[1].has(t, rec.ID) {
+		t.Fatal("the record stayed once no link to its owner was expected")
+	}
+	done() // a second call does nothing
+}
