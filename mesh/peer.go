@@ -160,7 +160,7 @@ func (p *peer) enqueue(ctx context.Context, frame []byte, limit int, now bool) e
 			return unknownPeer(p.id)
 		}
 		if now && p.queued == 0 && p.ready && !p.turn && !p.pending &&
-			time.Since(p.written) >= writeNowGap && p.out.s.SendWindow() >= uint32(len(frame)) {
+			time.Since(p.written) >= writeNowGap {
 			p.turn = true
 			p.qmu.Unlock()
 			p.writeNow(frame)
@@ -192,16 +192,26 @@ func (p *peer) enqueue(ctx context.Context, frame []byte, limit int, now bool) e
 // every Send finding the peer idle writes at once.)
 var writeNowGap = 10 * time.Microsecond
 
-// writeNow writes frame from the caller's goroutine, which took the turn
-// having seen room for it in the stream's send window: the write does not
-// wait for the peer to read. When it fails, the link is marked broken and
-// the frame goes with it, as when the writer's write fails (see pass).
+// writeNow writes frame from the caller's goroutine, which took the turn.
+// The write does not wait for the peer to read: what the stream's send
+// window does not take now stays as the stream's head, which the writer
+// goroutine writes before anything else. When the write fails, the link
+// is marked broken and the frame goes with it, as when the writer's write
+// fails (see pass).
 func (p *peer) writeNow(frame []byte) {
-	if _, err := p.out.s.Write(frame); err != nil {
+	n, err := p.out.s.WriteNoWait(frame)
+	rest := false
+	if err != nil {
 		p.n.log.Debug("write to peer failed", "peer", p.id, "err", err)
 		p.broken, p.prev, p.out = p.out.link, p.out.link.tl.ID(), nil
+	} else if n < len(frame) {
+		p.out.head = frame[n:]
+		rest = true
 	}
 	p.qmu.Lock()
+	if rest {
+		p.pending = true
+	}
 	wake := p.release()
 	p.qmu.Unlock()
 	if wake {
@@ -245,7 +255,7 @@ func (p *peer) take(max int) (frames [][]byte, leaving bool) {
 type outStream struct {
 	link *link
 	s    *transport.Stream
-	head []byte // the stream's header, until written with the first batch
+	head []byte // written before the next batch: the stream's header, or the rest of a frame writeNow began
 }
 
 // batchBytes bounds the frames the writer takes from the queue at once;
@@ -377,7 +387,7 @@ func (p *peer) pass() bool {
 		if leaving {
 			frames = append(frames, wire.Frame(wire.Goodbye, nil))
 		}
-		if len(frames) == 0 {
+		if len(frames) == 0 && (p.out == nil || p.out.head == nil) {
 			return false
 		}
 		if p.out == nil && active != p.broken {

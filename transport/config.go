@@ -2,11 +2,11 @@ package transport
 
 import (
 	"crypto/tls"
-	"io"
+	"fmt"
 	"log/slog"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/yamux"
+	"github.com/hashicorp/yamux"
 )
 
 // Config tunes links. The zero value is valid: every field documents what
@@ -82,15 +82,39 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-func (c Config) yamux() *yamux.Config {
+// yamux is the session configuration of a link: hashicorp/yamux as it
+// is, tuned only through its Config.
+//
+//   - Its keepalive is off: liveness.go watches the link instead (yamux's
+//     closes the session when one ping goes unanswered, however busy the
+//     link is).
+//   - ConnectionWriteTimeout, the longest a frame may wait for the
+//     session's send loop, is WriteTimeout. When it runs out, yamux
+//     returns ErrConnectionWriteTimeout with the frame still queued; the
+//     link then closes (Stream.linkErr), as for a dead peer.
+//   - StreamOpenTimeout is 0: yamux would otherwise close the whole
+//     session when the peer is slow to accept one stream. OpenStream
+//     takes a context instead, and a peer that never accepts costs only
+//     that stream.
+//   - StreamCloseTimeout bounds how long a half-closed stream waits for
+//     the peer's close before it is reset.
+func (c Config) yamux(log *slog.Logger) *yamux.Config {
 	y := yamux.DefaultConfig()
 	y.AcceptBacklog = c.AcceptBacklog
-	y.EnableKeepAlive = false // liveness.go watches the link instead
+	y.EnableKeepAlive = false
 	y.KeepAliveInterval = c.KeepAliveInterval
 	y.ConnectionWriteTimeout = c.WriteTimeout
 	y.MaxStreamWindowSize = c.StreamWindow
-	y.StreamOpenTimeout = 2 * c.HandshakeTimeout
+	y.StreamOpenTimeout = 0
 	y.StreamCloseTimeout = 2 * c.HandshakeTimeout
-	y.LogOutput = io.Discard
+	y.LogOutput = nil
+	y.Logger = yamuxLogger{log}
 	return y
 }
+
+// yamuxLogger sends yamux's log lines to slog at Debug.
+type yamuxLogger struct{ l *slog.Logger }
+
+func (y yamuxLogger) Print(v ...any)                 { y.l.Debug(fmt.Sprint(v...)) }
+func (y yamuxLogger) Printf(format string, v ...any) { y.l.Debug(fmt.Sprintf(format, v...)) }
+func (y yamuxLogger) Println(v ...any)               { y.l.Debug(fmt.Sprint(v...)) }

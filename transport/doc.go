@@ -21,11 +21,13 @@
 //	l, err := transport.Dial(ctx, "10.0.0.2:7946", transport.Hello{Cluster: "c", ID: "a"}, transport.Config{}, nil)
 //	s, err := l.OpenStream(ctx, "echo")
 //
-// The peer's streams come from AcceptStream, or from Serve, which keeps no
-// goroutine waiting while the link idles. The session is internal/yamux,
-// a copy of hashicorp/yamux whose streams write their own frames and
-// which runs no send loop: an idle link costs one goroutine, its receive
-// loop; the wire protocol is yamux's.
+// The peer's streams come from AcceptStream, or from Serve. The session
+// is github.com/hashicorp/yamux, used as it is and tuned through its
+// Config (see Config.yamux); what tallship needs beyond it is done at the
+// boundary, around yamux's streams (Stream) and under its session
+// (sessionConn: each data frame's header and body in one write; liveness:
+// the keepalive). An idle link costs three goroutines per side: yamux's
+// receive and send loops and the one accepting streams.
 //
 // When two links join the same pair of nodes, Prefer tells which one both
 // ends keep.

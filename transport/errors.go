@@ -25,6 +25,9 @@ var (
 	ErrBadHandshake = errors.New("transport: malformed handshake")
 	// ErrBadStream: a stream header was malformed.
 	ErrBadStream = errors.New("transport: malformed stream header")
+	// ErrStreamReset: the peer reset the stream, or refused it because
+	// its accept backlog was full.
+	ErrStreamReset = errors.New("transport: stream reset by the peer")
 )
 
 // timeoutError is returned when a handshake or stream open runs out of

@@ -6,13 +6,11 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/yamux"
+	"github.com/hashicorp/yamux"
 )
 
 // Link is one authenticated, multiplexed connection to a peer: a yamux
@@ -28,7 +26,6 @@ type Link struct {
 
 	streams   streamSet
 	live      *liveness
-	accept    acceptor
 	closeOnce sync.Once
 }
 
@@ -89,14 +86,10 @@ func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify
 		nonce = local.Nonce
 	}
 	l.id = binary.BigEndian.Uint64(nonce[:8])
-	yc := cfg.yamux()
-	yc.LogOutput = nil
 	log := cfg.Logger.With("peer", remote.ID)
-	yc.Logger = yamuxLogger{log}
-	yc.AcceptNotify = l.streamQueued
+	yc := cfg.yamux(log)
 	l.live = newLiveness(cfg, sealed, log)
 	sc := newSessionConn(sealed, &l.streams, l.live)
-	sc.closed = l.sessionClosed
 	if dialer {
 		l.sess, err = yamux.Client(sc, yc)
 	} else {
@@ -153,7 +146,13 @@ func (l *Link) Close() error {
 
 // Ping measures a round trip on the link; it fails when the peer does not
 // answer within Config.WriteTimeout.
-func (l *Link) Ping() (time.Duration, error) { return l.sess.Ping() }
+func (l *Link) Ping() (time.Duration, error) {
+	d, err := l.sess.Ping()
+	if err != nil {
+		return 0, l.streamErr(err)
+	}
+	return d, nil
+}
 
 // IsClosed reports whether the link has closed.
 func (l *Link) IsClosed() bool { return l.sess.IsClosed() }
@@ -189,18 +188,19 @@ func (l *Link) OpenStream(ctx context.Context, protocol string) (*Stream, error)
 		return nil, ctx.Err()
 	}
 	if r.err != nil {
-		return nil, closedErr(r.err)
+		return nil, l.streamErr(r.err)
 	}
+	s := &Stream{ys: r.s, protocol: protocol, link: l}
 	hdr := make([]byte, 0, 1+len(protocol))
 	hdr = append(hdr, byte(len(protocol)))
 	hdr = append(hdr, protocol...)
 	r.s.SetWriteDeadline(time.Now().Add(l.cfg.WriteTimeout))
 	if _, err := r.s.Write(hdr); err != nil {
 		r.s.Close()
-		return nil, closedErr(err)
+		return nil, s.linkErr(err)
 	}
 	r.s.SetWriteDeadline(time.Time{})
-	return l.track(&Stream{Stream: r.s, protocol: protocol, link: l})
+	return l.track(s)
 }
 
 // AcceptStream waits for the next stream the peer opens and reads its
@@ -214,7 +214,7 @@ func (l *Link) AcceptStream(ctx context.Context) (*Stream, error) {
 		if l.sess.IsClosed() {
 			return nil, fmt.Errorf("transport: link closed (%v): %w", err, net.ErrClosed)
 		}
-		return nil, closedErr(err)
+		return nil, l.streamErr(err)
 	}
 	s.SetReadDeadline(time.Now().Add(l.cfg.HandshakeTimeout))
 	proto, err := readStreamHeader(s)
@@ -223,7 +223,7 @@ func (l *Link) AcceptStream(ctx context.Context) (*Stream, error) {
 		return nil, err
 	}
 	s.SetReadDeadline(time.Time{})
-	return l.track(&Stream{Stream: s, protocol: proto, link: l})
+	return l.track(&Stream{ys: s, protocol: proto, link: l})
 }
 
 // readStreamHeader reads a stream's protocol tag: length[1] name[length].
@@ -241,107 +241,3 @@ func readStreamHeader(r io.Reader) (string, error) {
 	}
 	return string(proto), nil
 }
-
-// closedErr makes a yamux shutdown error unwrap to net.ErrClosed.
-func closedErr(err error) error {
-	if err == yamux.ErrSessionShutdown || err == yamux.ErrStreamClosed || err == io.EOF {
-		return fmt.Errorf("transport: link closed: %w", net.ErrClosed)
-	}
-	return err
-}
-
-// Stream is one tagged stream of a link. It is a net.Conn whose
-// RemoteAddr names the peer.
-type Stream struct {
-	*yamux.Stream
-	protocol string
-	link     *Link
-
-	readDeadline, writeDeadline atomic.Value // time.Time
-}
-
-// Read reads from the stream; a deadline already past fails at once with
-// a net.Error whose Timeout is true.
-func (s *Stream) Read(b []byte) (int, error) {
-	if past(&s.readDeadline) {
-		return 0, s.linkErr(&timeoutError{op: "read"})
-	}
-	n, err := s.Stream.Read(b)
-	return n, s.linkErr(err)
-}
-
-// Write writes to the stream; a deadline already past fails at once with
-// a net.Error whose Timeout is true.
-func (s *Stream) Write(b []byte) (int, error) {
-	if past(&s.writeDeadline) {
-		return 0, s.linkErr(&timeoutError{op: "write"})
-	}
-	n, err := s.Stream.Write(b)
-	return n, s.linkErr(err)
-}
-
-// SetDeadline sets the read and write deadlines.
-func (s *Stream) SetDeadline(t time.Time) error {
-	s.SetReadDeadline(t)
-	return s.SetWriteDeadline(t)
-}
-
-// SetReadDeadline sets the read deadline.
-func (s *Stream) SetReadDeadline(t time.Time) error {
-	s.readDeadline.Store(t)
-	if s.link.streams.isAborted() {
-		t = abortedDeadline
-	}
-	return s.Stream.SetReadDeadline(t)
-}
-
-// SetWriteDeadline sets the write deadline.
-func (s *Stream) SetWriteDeadline(t time.Time) error {
-	s.writeDeadline.Store(t)
-	if s.link.streams.isAborted() {
-		t = abortedDeadline
-	}
-	return s.Stream.SetWriteDeadline(t)
-}
-
-func past(d *atomic.Value) bool {
-	t, _ := d.Load().(time.Time)
-	return !t.IsZero() && !time.Now().Before(t)
-}
-
-// Protocol is the stream's tag.
-func (s *Stream) Protocol() string { return s.protocol }
-
-// Link is the link the stream runs on.
-func (s *Stream) Link() *Link { return s.link }
-
-// RemoteAddr names the peer: its Network is "tallship", its String the
-// peer's node id.
-func (s *Stream) RemoteAddr() net.Addr {
-	return PeerAddr{ID: s.link.remote.ID, Addr: s.link.conn.RemoteAddr()}
-}
-
-// LocalAddr names this node.
-func (s *Stream) LocalAddr() net.Addr {
-	return PeerAddr{ID: s.link.local.ID, Addr: s.link.conn.LocalAddr()}
-}
-
-// PeerAddr is the address of one end of a stream: a node id, and the
-// network address its link runs over.
-type PeerAddr struct {
-	ID   string
-	Addr net.Addr
-}
-
-// Network returns "tallship".
-func (a PeerAddr) Network() string { return "tallship" }
-
-// String returns the node id.
-func (a PeerAddr) String() string { return a.ID }
-
-// yamuxLogger sends yamux's log lines to slog at Debug.
-type yamuxLogger struct{ l *slog.Logger }
-
-func (y yamuxLogger) Print(v ...any)                 { y.l.Debug(fmt.Sprint(v...)) }
-func (y yamuxLogger) Printf(format string, v ...any) { y.l.Debug(fmt.Sprintf(format, v...)) }
-func (y yamuxLogger) Println(v ...any)               { y.l.Debug(fmt.Sprint(v...)) }

@@ -7,7 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/yamux"
+	"github.com/hashicorp/yamux"
 )
 
 // liveness declares a link's peer dead when nothing at all has arrived from

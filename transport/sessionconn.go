@@ -18,14 +18,12 @@ import (
 // system calls, two TCP segments for a small message, and two sealed
 // records under a cluster secret. A data header announcing a body is held
 // and goes out with that body, which yamux writes next, from the same
-// goroutine, in the same turn on the connection (internal/yamux lets one
-// writer at a time write); every other write goes out at once, so nothing
-// waits.
+// goroutine (yamux's send loop, the only writer); every other write goes
+// out at once, so nothing waits.
 type sessionConn struct {
 	net.Conn
 	streams *streamSet
 	live    *liveness // told of every read
-	closed  func()    // told of the Close, after the streams' abort
 
 	// Used only by the holder of the session's write turn.
 	held    bool
@@ -107,9 +105,5 @@ func (c *sessionConn) Read(p []byte) (int, error) {
 
 func (c *sessionConn) Close() error {
 	c.streams.abort()
-	err := c.Conn.Close()
-	if c.closed != nil {
-		c.closed()
-	}
-	return err
+	return c.Conn.Close()
 }

@@ -1,27 +1,27 @@
 package transport
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"sync"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/yamux"
 )
 
 // streamSet holds a link's open streams, so that closing the link ends
 // their blocked reads and writes at once.
 //
-// Upstream yamux v0.1.2 does not: a Read or Write blocked on a stream
-// whose session shuts down loops on the closed shutdown channel
-// (hashicorp/yamux#176) until the session has closed its connection and
-// its receive loop has ended; with many links dropping at once on a loaded
-// machine those spinning goroutines starved the loops they waited for,
-// keepalives timed out, more links dropped. internal/yamux now fails such
-// a read or write (ErrSessionShutdown, reported as net.ErrClosed); the
-// deadline in the past set here also ends reads and writes that start
-// after the link closed, and deadlines set after it.
+// yamux v0.1.2 does not: a Read or Write blocked on a stream whose session
+// shuts down loops on the closed shutdown channel (hashicorp/yamux#176)
+// until the session has closed its connection, its receive loop has ended
+// and it has closed its streams; with many links dropping at once on a
+// loaded machine those spinning goroutines starved the loops they waited
+// for, keepalives timed out, more links dropped. The deadline in the past
+// set here ends such a read or write at once (Stream.linkErr reports it
+// as net.ErrClosed), as well as reads and writes that start after the link
+// closed, and deadlines set after it. The session's connection
+// (sessionConn.Close) and Link.Close abort the set, before yamux closes
+// its streams.
 type streamSet struct {
 	mu      sync.Mutex
 	m       map[*Stream]struct{}
@@ -64,7 +64,7 @@ func (ss *streamSet) abort() {
 	ss.m = nil
 	ss.mu.Unlock()
 	for s := range m {
-		s.Stream.SetDeadline(abortedDeadline)
+		s.abortDeadlines()
 	}
 }
 
@@ -75,30 +75,8 @@ var abortedDeadline = time.Unix(1, 0)
 // closing.
 func (l *Link) track(s *Stream) (*Stream, error) {
 	if !l.streams.add(s) {
-		s.Stream.Close()
+		s.ys.Close()
 		return nil, fmt.Errorf("transport: link closed: %w", net.ErrClosed)
 	}
 	return s, nil
-}
-
-// Close closes the stream: see yamux.Stream.Close.
-func (s *Stream) Close() error {
-	s.link.streams.remove(s)
-	return s.Stream.Close()
-}
-
-// linkErr turns the error of a read or write that the link's closing
-// ended into one that unwraps to net.ErrClosed.
-func (s *Stream) linkErr(err error) error {
-	if err == nil {
-		return nil // before ne, which escapes: no allocation per Read
-	}
-	if errors.Is(err, yamux.ErrSessionShutdown) {
-		return fmt.Errorf("transport: link closed: %w", net.ErrClosed)
-	}
-	var ne net.Error
-	if (errors.Is(err, yamux.ErrTimeout) || (errors.As(err, &ne) && ne.Timeout())) && s.link.streams.isAborted() {
-		return fmt.Errorf("transport: link closed: %w", net.ErrClosed)
-	}
-	return err
 }

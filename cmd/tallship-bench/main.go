@@ -192,17 +192,17 @@ func run(args []string) int {
 	}
 
 	if want("link") {
-		tp32 := &row{name: "one stream's throughput, 32 KiB writes", unit: "MB/s", higher: true, target: "≥ 85% of raw TCP",
-			check: func(r *row) bool { return r.ratio() >= 0.85 }}
-		tp1m := &row{name: "one stream's throughput, 1 MiB writes", unit: "MB/s", higher: true, target: "(≥ 85% of raw TCP)",
-			check: func(r *row) bool { return r.ratio() >= 0.85 }}
+		tp32 := &row{name: "one stream's throughput, 32 KiB writes", unit: "MB/s", higher: true, target: "≥ 80% of raw TCP",
+			check: func(r *row) bool { return r.ratio() >= 0.80 }}
+		tp1m := &row{name: "one stream's throughput, 1 MiB writes", unit: "MB/s", higher: true, target: "≥ 95% of raw TCP",
+			check: func(r *row) bool { return r.ratio() >= 0.95 }}
 		tpSec := &row{name: "one stream's throughput, 32 KiB writes, cluster secret", unit: "MB/s", higher: true, target: ""}
 		msgs := &row{name: "64 B messages one way (Send → Receive)", unit: "/s", higher: true, target: "≥ 100% of raw TCP",
 			check: func(r *row) bool { return r.ratio() >= 1 }}
 		pp := &row{name: "64 B ping-pong, messages (Send/Receive)", unit: "/s", higher: true, target: "≥ 50% of raw TCP",
 			check: func(r *row) bool { return r.ratio() >= 0.5 }}
-		ppStream := &row{name: "64 B ping-pong, one stream", unit: "/s", higher: true, target: "≥ 50% of raw TCP",
-			check: func(r *row) bool { return r.ratio() >= 0.5 }}
+		ppStream := &row{name: "64 B ping-pong, one stream", unit: "/s", higher: true, target: "≥ 45% of raw TCP",
+			check: func(r *row) bool { return r.ratio() >= 0.45 }}
 		d := dur(time.Second, 300*time.Millisecond)
 		measureThroughput(tp32, o.runs, 32<<10, d, "")
 		measureThroughput(tp1m, o.runs, 1<<20, d, "")
@@ -217,8 +217,8 @@ func run(args []string) int {
 		heap := &row{name: "heap per idle link, per side (100 links)", unit: "KiB", target: "≤ 32 KiB",
 			check: func(r *row) bool { return median(r.samples) <= 32 }}
 		stack := &row{name: "stack per idle link, per side (100 links)", unit: "KiB"}
-		gor := &row{name: "goroutines per idle link, per side (100 links)", unit: "", target: "≤ 4",
-			check: func(r *row) bool { return median(r.samples) <= 4 }}
+		gor := &row{name: "goroutines per idle link, per side (100 links)", unit: "", target: "≤ 5",
+			check: func(r *row) bool { return median(r.samples) <= 5 }}
 		measureIdleLinks(heap, stack, gor, 100)
 		memRows = []*row{heap, stack, gor}
 	}

@@ -1,0 +1,414 @@
+package transport
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/leakcheck"
+)
+
+// Tests of what links need of hashicorp/yamux, and of the work-arounds at
+// the boundary (stream.go, streams.go, serve.go, config.go): each fails
+// without its work-around.
+
+// linkOver runs the handshake over the two ends of a connection, the
+// dialer on dc and the acceptor on ac, both with cfg; the links close when
+// t ends.
+func linkOver(t *testing.T, cfg Config, dc, ac net.Conn) (d, a *Link) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	accepted := make(chan linkResult, 1)
+	go func() {
+		l, err := Server(ctx, ac, Hello{Cluster: "c", ID: "b"}, cfg, nil)
+		accepted <- linkResult{l, err}
+	}()
+	d, err := Client(ctx, dc, Hello{Cluster: "c", ID: "a"}, cfg, nil)
+	r := <-accepted
+	if err != nil || r.err != nil {
+		t.Fatalf("dialer: %v, acceptor: %v", err, r.err)
+	}
+	t.Cleanup(func() { d.Close(); r.l.Close() })
+	return d, r.l
+}
+
+// tcpConns returns the two ends of a loopback TCP connection.
+func tcpConns(t *testing.T) (net.Conn, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-accepted
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	return c, s
+}
+
+// acceptAll accepts n streams on l.
+func acceptAll(t *testing.T, l *Link, n int) []*Stream {
+	t.Helper()
+	var out []*Stream
+	for range n {
+		s, err := l.AcceptStream(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// Streams written at once, with the window updates and pings this makes,
+// arrive whole and in order, and pings are answered meanwhile: control
+// frames are not starved by data writers.
+func TestConcurrentWritesAndControlFrames(t *testing.T) {
+	leakcheck.Goroutines(t)
+	d, a := linkPair(t)
+	const streams, size, chunk = 20, 256 << 10, 256
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*streams)
+	for i := range streams {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			s, err := d.OpenStream(context.Background(), fmt.Sprint(i))
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close()
+			buf := bytes.Repeat([]byte{byte(i)}, size)
+			for off := 0; off < size; off += chunk {
+				if _, err := s.Write(buf[off : off+chunk]); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			s, err := a.AcceptStream(context.Background())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer s.Close()
+			got, err := io.ReadAll(s)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if len(got) != size || bytes.Count(got, []byte{got[0]}) != size || s.Protocol() != fmt.Sprint(got[0]) {
+				errs <- fmt.Errorf("stream %s got %d bytes, not %d of one value", s.Protocol(), len(got), size)
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for loop := true; loop; {
+		select {
+		case <-done:
+			loop = false
+		case <-time.After(10 * time.Millisecond):
+			if _, err := d.Ping(); err != nil {
+				t.Fatalf("ping during the writes: %v", err)
+			}
+		}
+	}
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+// An idle link served by Serve costs three goroutines per side: yamux's
+// receive and send loops and the accepting goroutine. The liveness check
+// runs on a timer.
+func TestIdleLinkGoroutines(t *testing.T) {
+	leakcheck.Goroutines(t)
+	before := runtime.NumGoroutine()
+	d, a := linkPair(t)
+	var mu sync.Mutex
+	var kept []*Stream
+	keep := func(s *Stream, err error) {
+		if err == nil {
+			mu.Lock()
+			kept = append(kept, s)
+			mu.Unlock()
+		}
+	}
+	d.Serve(keep, nil)
+	a.Serve(keep, nil)
+	for _, l := range []*Link{d, a} {
+		s, err := l.OpenStream(context.Background(), "idle")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write([]byte("x")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := l.Ping(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const perSide = 3
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before+2*perSide {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines for an idle pair of links, want %d", runtime.NumGoroutine()-before, 2*perSide)
+		}
+		time.Sleep(5 * time.Millisecond) // polling against the deadline
+	}
+	mu.Lock()
+	if len(kept) != 2 {
+		t.Errorf("%d streams served, want 2", len(kept))
+	}
+	mu.Unlock()
+}
+
+// closeGate is a connection whose Close waits until the gate opens, as a
+// session's Close may wait on a busy machine between shutting down and
+// closing its streams.
+type closeGate struct {
+	net.Conn
+	gate chan struct{}
+}
+
+func (c closeGate) Close() error {
+	<-c.gate
+	return c.Conn.Close()
+}
+
+// A read blocked on a stream fails as soon as its session shuts down (here
+// because the peer closed the link), not once yamux has closed its streams:
+// yamux loops meanwhile (hashicorp/yamux#176). The session's shutdown is
+// held in its connection's Close, before it closes its streams, for as
+// long as the read is awaited.
+func TestReadEndsWhenSessionShutsDown(t *testing.T) {
+	leakcheck.Goroutines(t)
+	dc, ac := tcpConns(t)
+	gate := make(chan struct{})
+	var opened sync.Once
+	defer opened.Do(func() { close(gate) })
+	d, a := linkOver(t, fastConfig, closeGate{dc, gate}, ac)
+	s, err := d.OpenStream(context.Background(), "blocked")
+	if err != nil {
+		t.Fatal(err)
+	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := s.Read(make([]byte, 10))
+		read <- err
+	}()
+	a.Close()
+	select {
+	case err := <-read:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Errorf("read on a shut-down link: %v, want net.ErrClosed", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a read blocked on a stream did not end when its link shut down")
+	}
+	opened.Do(func() { close(gate) })
+	select {
+	case <-d.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the link did not close once its connection could")
+	}
+}
+
+// A frame that waits WriteTimeout for the connection makes yamux return
+// ErrConnectionWriteTimeout and leave the frame queued; the link then
+// closes, and the write reports net.ErrClosed, as for a dead peer.
+func TestWriteTimeoutClosesLink(t *testing.T) {
+	leakcheck.Goroutines(t)
+	cfg := Config{KeepAliveInterval: time.Minute, WriteTimeout: 200 * time.Millisecond}
+	dc, ac := tcpConns(t)
+	fd := newFreezable(dc)
+	d, _ := linkOver(t, cfg, fd, ac)
+	s, err := d.OpenStream(context.Background(), "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	fd.freeze() // the connection takes nothing more
+	if _, err := s.Write(make([]byte, 1024)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write to a connection that takes nothing: %v, want net.ErrClosed", err)
+	}
+	select {
+	case <-d.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("the link stayed up after a write timed out")
+	}
+}
+
+// A peer slow to accept a stream costs that stream's opener some waiting,
+// never the link: yamux's StreamOpenTimeout would close the whole session.
+func TestSlowAcceptKeepsLink(t *testing.T) {
+	leakcheck.Goroutines(t)
+	cfg := Config{HandshakeTimeout: 200 * time.Millisecond}
+	dc, ac := tcpConns(t)
+	d, a := linkOver(t, cfg, dc, ac)
+	s, err := d.OpenStream(context.Background(), "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	// What is tested is that nothing happens for several times what a
+	// stream-open timeout derived from HandshakeTimeout would be.
+	select {
+	case <-d.Done():
+		t.Fatal("the link closed while its peer had not accepted a stream yet")
+	case <-a.Done():
+		t.Fatal("the link closed while this node had not accepted a stream yet")
+	case <-time.After(8 * cfg.HandshakeTimeout):
+	}
+	as := acceptAll(t, a, 1)[0]
+	got := make([]byte, 5)
+	if _, err := io.ReadFull(as, got); err != nil || string(got) != "hello" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+}
+
+// While AcceptBacklog of this node's streams wait for the peer to accept
+// them, OpenStream waits, until its context ends; nothing is reset, and
+// once the peer accepts, opening works again.
+func TestOpenStreamWaitsForBacklog(t *testing.T) {
+	leakcheck.Goroutines(t)
+	cfg := Config{AcceptBacklog: 4}
+	dc, ac := tcpConns(t)
+	d, a := linkOver(t, cfg, dc, ac)
+	var first []*Stream
+	for i := range cfg.AcceptBacklog {
+		s, err := d.OpenStream(context.Background(), fmt.Sprint(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Write([]byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+		first = append(first, s)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	if _, err := d.OpenStream(ctx, "over"); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("open beyond the peer's backlog: %v, want context.DeadlineExceeded", err)
+	}
+	got := make(chan string, 16)
+	a.Serve(func(s *Stream, err error) {
+		if err != nil {
+			return // the stream whose open was abandoned, closed untagged
+		}
+		b := make([]byte, 1)
+		if _, err := io.ReadFull(s, b); err != nil {
+			got <- "error: " + err.Error()
+			return
+		}
+		got <- fmt.Sprintf("%s=%d", s.Protocol(), b[0])
+	}, nil)
+	ctx, cancel = context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	s, err := d.OpenStream(ctx, "after")
+	if err != nil {
+		t.Fatalf("open once the peer accepts: %v", err)
+	}
+	if _, err := s.Write([]byte{9}); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"0=0": true, "1=1": true, "2=2": true, "3=3": true, "after=9": true}
+	for len(want) > 0 {
+		select {
+		case g := <-got:
+			if !want[g] {
+				t.Fatalf("served %s", g)
+			}
+			delete(want, g)
+		case <-time.After(5 * time.Second):
+			t.Fatalf("streams not served: %v", want)
+		}
+	}
+	if d.IsClosed() || a.IsClosed() {
+		t.Fatal("the link closed")
+	}
+}
+
+// WriteNoWait writes what the peer's window takes and returns at once
+// when it is full; the rest, written later with Write, arrives after it,
+// nothing lost or repeated.
+func TestWriteNoWait(t *testing.T) {
+	leakcheck.Goroutines(t)
+	d, a := linkPair(t)
+	s, err := d.OpenStream(context.Background(), "nowait")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := make([]byte, 4<<20) // beyond any window
+	for i := range payload {
+		payload[i] = byte(i * 13)
+	}
+	start := time.Now()
+	n, err := s.WriteNoWait(payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n == 0 || n >= len(payload) {
+		t.Fatalf("WriteNoWait wrote %d of %d bytes to a peer not reading", n, len(payload))
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("WriteNoWait took %v", d)
+	}
+	// The window is full now: nothing more goes without waiting.
+	if m, err := s.WriteNoWait(payload[n:]); err != nil || m != 0 {
+		t.Fatalf("second WriteNoWait: %d, %v, want 0, nil", m, err)
+	}
+	as := acceptAll(t, a, 1)[0]
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Write(payload[n:])
+		s.Close()
+		done <- err
+	}()
+	got, err := io.ReadAll(as)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, payload) {
+		t.Fatalf("read %d bytes, not the %d written", len(got), len(payload))
+	}
+	// A write deadline set before stays in force after WriteNoWait.
+	s2, err := d.OpenStream(context.Background(), "deadline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s2.SetWriteDeadline(time.Now().Add(time.Hour))
+	if _, err := s2.WriteNoWait([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if dl := s2.deadline(&s2.writeDeadline); dl.IsZero() {
+		t.Fatal("WriteNoWait cleared the write deadline")
+	}
+}
