@@ -5,7 +5,6 @@ import (
 	"net"
 	"sync"
 	"time"
-
 )
 
 // streamSet holds a link's open streams, so that closing the link ends
