@@ -19,16 +19,19 @@ type Config struct {
 	// WriteTimeout.
 	KeepAliveInterval time.Duration
 	// WriteTimeout bounds a stream write's wait for its turn on the
-	// connection (behind other streams' writes) and the wait for a ping's
-	// answer. Zero means 1 s. A write the connection itself holds up (the
-	// peer reads nothing) ends when the link closes: at the latest
-	// KeepAliveInterval + WriteTimeout after the peer fell silent.
+	// connection (behind other streams' frames), and the wait for a
+	// ping's answer. Zero means 1 s. A frame that waits longer closes the
+	// link (its peer is reported down), as for a silent peer: yamux has
+	// queued it and may still send it, so the stream's bytes are no longer
+	// known.
 	WriteTimeout time.Duration
 	// StreamWindow is the yamux receive window per stream: how much a
-	// stream buffers for a slow reader (only while data waits: the
-	// buffers are pooled). Zero means 1 MiB: on loopback, one stream's
-	// 32 KiB writes ran at 0.78 of raw TCP with 512 KiB, 0.89 with 1 MiB
-	// (1 MiB writes: 0.95, 0.98); 2 MiB slowed 1 MiB writes to 0.75.
+	// stream buffers for a slow reader. Zero means 1 MiB; less than
+	// 256 KiB (yamux's initial window) means 256 KiB. On loopback, with
+	// hashicorp/yamux v0.1.2, one stream's 1 MiB writes ran at 0.67 of
+	// raw TCP with 1 MiB, 0.47 with 256 KiB, 0.52 with 512 KiB, 0.51
+	// with 2 MiB and 0.69 with 4 MiB; 32 KiB writes at 0.63 to 0.74 with
+	// any of them (docs/benchmarks.md).
 	StreamWindow uint32
 	// AcceptBacklog bounds the streams opened by a peer and not yet
 	// accepted. Zero means 256.
@@ -73,6 +76,7 @@ func (c Config) withDefaults() Config {
 	if c.StreamWindow == 0 {
 		c.StreamWindow = 1 << 20
 	}
+	c.StreamWindow = max(c.StreamWindow, 256<<10)
 	if c.AcceptBacklog <= 0 {
 		c.AcceptBacklog = 256
 	}

@@ -299,7 +299,6 @@ func TestOpenStreamWaitsForBacklog(t *testing.T) {
 	cfg := Config{AcceptBacklog: 4}
 	dc, ac := tcpConns(t)
 	d, a := linkOver(t, cfg, dc, ac)
-	var first []*Stream
 	for i := range cfg.AcceptBacklog {
 		s, err := d.OpenStream(context.Background(), fmt.Sprint(i))
 		if err != nil {
@@ -308,7 +307,6 @@ func TestOpenStreamWaitsForBacklog(t *testing.T) {
 		if _, err := s.Write([]byte{byte(i)}); err != nil {
 			t.Fatal(err)
 		}
-		first = append(first, s)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
@@ -410,5 +408,23 @@ func TestWriteNoWait(t *testing.T) {
 	}
 	if dl := s2.deadline(&s2.writeDeadline); dl.IsZero() {
 		t.Fatal("WriteNoWait cleared the write deadline")
+	}
+}
+
+// A StreamWindow below yamux's initial window (which yamux's Config
+// refuses) means yamux's initial window: the link still comes up.
+func TestSmallStreamWindow(t *testing.T) {
+	cfg := Config{StreamWindow: 1024}
+	dc, ac := tcpConns(t)
+	d, a := linkOver(t, cfg, dc, ac)
+	s, err := d.OpenStream(context.Background(), "small")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payload := bytes.Repeat([]byte("w"), 300<<10)
+	go func() { s.Write(payload); s.Close() }()
+	got, err := io.ReadAll(acceptAll(t, a, 1)[0])
+	if err != nil || !bytes.Equal(got, payload) {
+		t.Fatalf("read %d bytes, %v", len(got), err)
 	}
 }
