@@ -23,10 +23,11 @@
 //
 // The peer's streams come from AcceptStream, or from Serve. The session
 // is github.com/hashicorp/yamux, used as it is and tuned through its
-// Config (see Config.yamux); what tallship needs beyond it is done at the
-// boundary, around yamux's streams (Stream) and under its session
-// (sessionConn: each data frame's header and body in one write; liveness:
-// the keepalive). An idle link costs three goroutines per side: yamux's
+// Config (config.go); what tallship needs beyond it is done at the
+// boundary: around yamux's streams (Stream: blocked calls end when the
+// link closes, a frame stuck past WriteTimeout closes the link), under its
+// session (each data frame's header and body in one write) and beside it
+// (the link's own keepalive, see Config.KeepAliveInterval). An idle link costs three goroutines per side: yamux's
 // receive and send loops and the one accepting streams.
 //
 // When two links join the same pair of nodes, Prefer tells which one both
