@@ -40,6 +40,8 @@ type liveness struct {
 	interval time.Duration
 	limit    time.Duration // silence after which the peer is dead
 
+	each func() // runs at every check (the link's streams' shrink)
+
 	last    atomic.Int64 // monotonic time of the last read, see now
 	pinging atomic.Bool  // a ping waits for its answer
 
@@ -94,6 +96,9 @@ func (lv *liveness) stop() {
 func (lv *liveness) tick() {
 	if lv.sess.IsClosed() {
 		return
+	}
+	if lv.each != nil {
+		lv.each()
 	}
 	at := now()
 	lv.mu.Lock()

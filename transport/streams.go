@@ -67,6 +67,21 @@ func (ss *streamSet) abort() {
 	}
 }
 
+// shrink lets go of the receive buffers of the streams that have none of
+// their data waiting. yamux keeps a stream's buffer as large as the
+// largest burst it has held until Shrink is called, so without this a
+// link that once synced a large registry, or carried a bulk transfer,
+// would hold up to StreamWindow per stream for as long as it lives. The
+// link's liveness check calls it every KeepAliveInterval: a busy stream
+// allocates its buffer again at most that often.
+func (ss *streamSet) shrink() {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	for s := range ss.m {
+		s.ys.Shrink()
+	}
+}
+
 // abortedDeadline is a deadline long past.
 var abortedDeadline = time.Unix(1, 0)
 

@@ -428,3 +428,62 @@ func TestSmallStreamWindow(t *testing.T) {
 		t.Fatalf("read %d bytes, %v", len(got), err)
 	}
 }
+
+// Streams that held a burst let go of their receive buffers once it is
+// read: yamux keeps them as large as the burst until Shrink.
+func TestDrainedStreamsLetGoOfBuffers(t *testing.T) {
+	leakcheck.Goroutines(t)
+	cfg := Config{KeepAliveInterval: 50 * time.Millisecond}
+	dc, ac := tcpConns(t)
+	d, a := linkOver(t, cfg, dc, ac)
+	// A burst a little under the window (1 MiB, less the protocol tag):
+	// the writes end without the reader reading.
+	const streams, burst = 16, 1<<20 - 64
+	payload := make([]byte, burst)
+	heap := func() uint64 {
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	buf := make([]byte, burst)
+	base := heap()
+	var opened []*Stream
+	for i := range streams {
+		s, err := d.OpenStream(context.Background(), fmt.Sprint(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		opened = append(opened, s)
+	}
+	accepted := acceptAll(t, a, streams)
+	for _, s := range opened {
+		if _, err := s.Write(payload); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The ping's answer comes after the peer's receive loop has taken
+	// every frame before it: all the bursts wait in their buffers.
+	if _, err := d.Ping(); err != nil {
+		t.Fatal(err)
+	}
+	held := heap()
+	if held < base+streams*burst/2 {
+		t.Fatalf("only %d KiB held after %d bursts of %d KiB", (held-base)>>10, streams, burst>>10)
+	}
+	for _, s := range accepted {
+		if _, err := io.ReadFull(s, buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for h := heap(); h > base+4<<20; h = heap() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d KiB still held by %d drained streams (%d KiB after the bursts)", (h-base)>>10, streams, (held-base)>>10)
+		}
+		time.Sleep(20 * time.Millisecond) // polling against the deadline
+	}
+	for _, s := range append(opened, accepted...) {
+		s.Close()
+	}
+}
