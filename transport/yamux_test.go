@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/internal/leakcheck"
+	"github.com/tallship-go/tallship/internal/loopback"
 )
 
 // Tests of what links need of hashicorp/yamux, and of the work-arounds at
@@ -38,30 +39,6 @@ func linkOver(t *testing.T, cfg Config, dc, ac net.Conn) (d, a *Link) {
 	}
 	t.Cleanup(func() { d.Close(); r.l.Close() })
 	return d, r.l
-}
-
-// tcpConns returns the two ends of a loopback TCP connection.
-func tcpConns(t *testing.T) (net.Conn, net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := <-accepted
-	if s == nil {
-		t.Fatal("accept failed")
-	}
-	return c, s
 }
 
 // acceptAll accepts n streams on l.
@@ -206,7 +183,7 @@ func (c closeGate) Close() error {
 // long as the read is awaited.
 func TestReadEndsWhenSessionShutsDown(t *testing.T) {
 	leakcheck.Goroutines(t)
-	dc, ac := tcpConns(t)
+	dc, ac := loopback.Pair(t)
 	gate := make(chan struct{})
 	var opened sync.Once
 	defer opened.Do(func() { close(gate) })
@@ -243,7 +220,7 @@ func TestReadEndsWhenSessionShutsDown(t *testing.T) {
 func TestWriteTimeoutClosesLink(t *testing.T) {
 	leakcheck.Goroutines(t)
 	cfg := Config{KeepAliveInterval: time.Minute, WriteTimeout: 200 * time.Millisecond}
-	dc, ac := tcpConns(t)
+	dc, ac := loopback.Pair(t)
 	fd := newFreezable(dc)
 	d, _ := linkOver(t, cfg, fd, ac)
 	s, err := d.OpenStream(context.Background(), "w")
@@ -266,7 +243,7 @@ func TestWriteTimeoutClosesLink(t *testing.T) {
 func TestSlowAcceptKeepsLink(t *testing.T) {
 	leakcheck.Goroutines(t)
 	cfg := Config{HandshakeTimeout: 200 * time.Millisecond}
-	dc, ac := tcpConns(t)
+	dc, ac := loopback.Pair(t)
 	d, a := linkOver(t, cfg, dc, ac)
 	s, err := d.OpenStream(context.Background(), "slow")
 	if err != nil {
@@ -297,7 +274,7 @@ func TestSlowAcceptKeepsLink(t *testing.T) {
 func TestOpenStreamWaitsForBacklog(t *testing.T) {
 	leakcheck.Goroutines(t)
 	cfg := Config{AcceptBacklog: 4}
-	dc, ac := tcpConns(t)
+	dc, ac := loopback.Pair(t)
 	d, a := linkOver(t, cfg, dc, ac)
 	for i := range cfg.AcceptBacklog {
 		s, err := d.OpenStream(context.Background(), fmt.Sprint(i))
@@ -415,7 +392,7 @@ func TestWriteNoWait(t *testing.T) {
 // refuses) means yamux's initial window: the link still comes up.
 func TestSmallStreamWindow(t *testing.T) {
 	cfg := Config{StreamWindow: 1024}
-	dc, ac := tcpConns(t)
+	dc, ac := loopback.Pair(t)
 	d, a := linkOver(t, cfg, dc, ac)
 	s, err := d.OpenStream(context.Background(), "small")
 	if err != nil {
@@ -434,7 +411,7 @@ func TestSmallStreamWindow(t *testing.T) {
 func TestDrainedStreamsLetGoOfBuffers(t *testing.T) {
 	leakcheck.Goroutines(t)
 	cfg := Config{KeepAliveInterval: 50 * time.Millisecond}
-	dc, ac := tcpConns(t)
+	dc, ac := loopback.Pair(t)
 	d, a := linkOver(t, cfg, dc, ac)
 	// A burst a little under the window (1 MiB, less the protocol tag):
 	// the writes end without the reader reading.
