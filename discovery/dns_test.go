@@ -17,7 +17,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 // fakeDNS is a DNS server for tests, on a loopback address: it answers from

@@ -65,5 +65,5 @@
 // # Tests
 //
 // Tests that send mDNS run inside a private network namespace (see
-// internal/netns): nothing they send can leave the machine.
+// internal/testutil/netns): nothing they send can leave the machine.
 package discovery

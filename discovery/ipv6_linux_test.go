@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 // vethPair makes the veth pair a<->b in the test's private namespace, with

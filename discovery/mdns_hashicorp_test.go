@@ -16,7 +16,7 @@ import (
 
 	"github.com/hashicorp/mdns"
 	"github.com/miekg/dns"
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 // Interop with github.com/hashicorp/mdns, both ways, on loopback in the

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 // TestMDNSIdleTraffic counts every mDNS packet of a 3-node cluster on the

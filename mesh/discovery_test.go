@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/discovery"
-	"github.com/tallship-go/tallship/internal/leakcheck"
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 // mdnsConfig is testConfig with mDNS discovery on loopback.

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 func TestMain(m *testing.M) { netns.Main(m) }

@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/leakcheck"
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
 	"github.com/tallship-go/tallship/internal/wire"
 	"github.com/tallship-go/tallship/transport"
 )

@@ -8,9 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/leakcheck"
-	"github.com/tallship-go/tallship/internal/netns"
-	"github.com/tallship-go/tallship/internal/testpki"
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
+	"github.com/tallship-go/tallship/internal/testutil/pki"
 	"github.com/tallship-go/tallship/transport"
 )
 
@@ -94,15 +94,15 @@ func TestSecretSealsTraffic(t *testing.T) {
 
 func TestTLSMesh(t *testing.T) {
 	leakcheck.Goroutines(t)
-	pki := testpki.New(t)
-	tlsConfig := func(id string, p *testpki.CA) Config {
+	ca := pki.New(t)
+	tlsConfig := func(id string, p *pki.CA) Config {
 		c := testConfig(id)
 		c.TLS = p.Config(t, id)
 		return c
 	}
-	a := start(t, "c", tlsConfig("a", pki))
-	b := start(t, "c", tlsConfig("b", pki))
-	c := start(t, "c", tlsConfig("c", pki))
+	a := start(t, "c", tlsConfig("a", ca))
+	b := start(t, "c", tlsConfig("b", ca))
+	c := start(t, "c", tlsConfig("c", ca))
 	ctx := context.Background()
 	for _, n := range []*Node{b, c} {
 		if _, err := n.Connect(ctx, addr(t, a)); err != nil {
@@ -110,7 +110,7 @@ func TestTLSMesh(t *testing.T) {
 		}
 	}
 	waitFor(t, "TLS mesh of three", 5*time.Second, func() bool { return settled(a, b, c) })
-	rogue := start(t, "c", tlsConfig("r", testpki.New(t)))
+	rogue := start(t, "c", tlsConfig("r", pki.New(t)))
 	if _, err := rogue.Connect(ctx, addr(t, a)); !errors.Is(err, transport.ErrAuth) {
 		t.Fatalf("untrusted certificate: err = %v, want ErrAuth", err)
 	}

@@ -18,7 +18,7 @@ import (
 
 	"github.com/miekg/dns"
 	"github.com/tallship-go/tallship/discovery"
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 // srvZone is a DNS server of the test: one SRV name, whose targets it

@@ -14,7 +14,7 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/discovery"
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 // capture records the mDNS packets (UDP to or from port 5353) that cross

@@ -32,7 +32,7 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/discovery"
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 // subnetEnv carries a node's spec (JSON) into TestSubnetNode.

@@ -8,7 +8,7 @@ import (
 	"net"
 	"testing"
 
-	"github.com/tallship-go/tallship/internal/loopback"
+	"github.com/tallship-go/tallship/internal/testutil/loopback"
 )
 
 // benchLinks returns the two ends of a link over loopback TCP (127.0.0.1

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/loopback"
+	"github.com/tallship-go/tallship/internal/testutil/loopback"
 )
 
 func TestPendingBytes(t *testing.T) {

@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/testpki"
+	"github.com/tallship-go/tallship/internal/testutil/pki"
 )
 
 // pairCfg is pair with a Config for each side.
@@ -189,13 +189,13 @@ func TestSecretSealsAndRefusesReplay(t *testing.T) {
 }
 
 func TestTLSLinks(t *testing.T) {
-	good := testpki.New(t)
+	good := pki.New(t)
 	tlsCfg := func(c *tls.Config) Config { cfg := fastConfig; cfg.TLS = c; return cfg }
 	d, a := pairCfg(t, tlsCfg(good.Config(t, "a")), tlsCfg(good.Config(t, "b")))
 	if d.err != nil || a.err != nil {
 		t.Fatalf("trusted: dialer %v, acceptor %v", d.err, a.err)
 	}
-	rogue := testpki.New(t)
+	rogue := pki.New(t)
 	d, a = pairCfg(t, tlsCfg(rogue.Config(t, "a")), tlsCfg(good.Config(t, "b")))
 	if !errors.Is(d.err, ErrAuth) || !errors.Is(a.err, ErrAuth) {
 		t.Fatalf("untrusted: dialer %v, acceptor %v; want ErrAuth on both", d.err, a.err)

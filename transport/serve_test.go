@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/leakcheck"
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
 )
 
 // served is what a Serve handler saw: a protocol, or an error.

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/leakcheck"
-	"github.com/tallship-go/tallship/internal/loopback"
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
+	"github.com/tallship-go/tallship/internal/testutil/loopback"
 )
 
 // Tests of what links need of hashicorp/yamux, and of the work-arounds at

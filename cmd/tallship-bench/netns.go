@@ -1,10 +1,10 @@
 package main
 
-import "github.com/tallship-go/tallship/internal/netns"
+import "github.com/tallship-go/tallship/internal/testutil/netns"
 
 // The benchmark runs inside a private network namespace that it makes for
 // itself: it re-executes its own binary with CLONE_NEWNET (and, when not
-// root, CLONE_NEWUSER) through internal/netns, so that no packet it sends,
+// root, CLONE_NEWUSER) through internal/testutil/netns, so that no packet it sends,
 // multicast or not, can leave the machine. The helper processes it starts
 // inherit the namespace.
 const (

@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 // The tests build the real binary and run it as separate processes, inside

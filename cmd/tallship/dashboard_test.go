@@ -13,7 +13,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 // TestDashboard runs three nodes and the dashboard (tallship ui) inside

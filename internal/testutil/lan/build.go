@@ -15,7 +15,7 @@ import (
 )
 
 // helperPkg is the program every host runs.
-const helperPkg = "github.com/tallship-go/tallship/internal/lanhost"
+const helperPkg = "github.com/tallship-go/tallship/internal/testutil/lanhost"
 
 // buildDirPrefix names the directories the helper is built into; the
 // process id follows, so that a later run can remove what a killed one
@@ -28,7 +28,7 @@ var helper struct {
 	err  error
 }
 
-// helperBinary builds internal/lanhost once per test binary and returns
+// helperBinary builds internal/testutil/lanhost once per test binary and returns
 // its path. The modules come from the local cache (GOPROXY=off): no proxy
 // is reachable from the test's namespace.
 func helperBinary(t testing.TB) string {

@@ -1,8 +1,8 @@
-package tallship_test
+package e2e_test
 
 // End-to-end tests of link faults within one namespace: cut links through a
 // proxy or an nftables rule, a node closing before the registry
-// converged. See mesh_test.go; multi-host faults are in lan_test.go.
+// converged. See helpers_test.go; multi-host faults are in lan_test.go.
 
 import (
 	"context"
@@ -17,8 +17,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/leakcheck"
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 	"github.com/tallship-go/tallship/mesh"
 	"github.com/tallship-go/tallship/registry"
 )

@@ -6,8 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/lan"
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/lan"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 func TestMain(m *testing.M) { netns.Main(m) }

@@ -3,7 +3,7 @@
 // is killed, told to stop (SIGINT, SIGTERM) or its standard input closes.
 //
 // It refuses to run outside the private network namespace the tests make
-// (internal/netns), so that it never sends a packet on a real LAN.
+// (internal/testutil/netns), so that it never sends a packet on a real LAN.
 //
 //	testnode -cluster C [-id ID] [-listen 127.0.0.1:0] [-connect ADDR]... [-role NAME@VER]... [-meta K=V]...
 //
@@ -24,7 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 	"github.com/tallship-go/tallship/mesh"
 )
 

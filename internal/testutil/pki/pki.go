@@ -1,6 +1,6 @@
-// Package testpki makes throwaway certificate authorities and mutual-TLS
+// Package pki makes throwaway certificate authorities and mutual-TLS
 // configurations for tests.
-package testpki
+package pki
 
 import (
 	"crypto/ecdsa"

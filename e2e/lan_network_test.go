@@ -1,4 +1,4 @@
-package tallship_test
+package e2e_test
 
 // Multi-host tests of the network misbehaving: frame loss and delay (see
 // lan_test.go).
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/lan"
+	"github.com/tallship-go/tallship/internal/testutil/lan"
 )
 
 // lanLossFor is how long frames are dropped in TestLANFrameLoss: the

@@ -1,4 +1,4 @@
-package tallship_test
+package e2e_test
 
 // Multi-host tests of node identity: restarts with the same id, a second
 // process with an id already in the mesh, nodes of other clusters (see
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/lan"
+	"github.com/tallship-go/tallship/internal/testutil/lan"
 )
 
 // A node killed and restarted at once with its old id rejoins, and its

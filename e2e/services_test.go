@@ -1,4 +1,4 @@
-package tallship_test
+package e2e_test
 
 // End-to-end tests of port assignment, sync to a late joiner and refused
 // links. See mesh_test.go.
@@ -16,8 +16,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/leakcheck"
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 	"github.com/tallship-go/tallship/mesh"
 	"github.com/tallship-go/tallship/registry"
 	"github.com/tallship-go/tallship/transport"

@@ -16,7 +16,7 @@ import (
 	"time"
 )
 
-// Node configures the mesh process a host runs (internal/lanhost).
+// Node configures the mesh process a host runs (internal/testutil/lanhost).
 type Node struct {
 	// Cluster to join. Required.
 	Cluster string
@@ -72,7 +72,7 @@ func (c Node) args(h *Host) []string {
 	return args
 }
 
-// Event is one line a node printed (see internal/lanhost).
+// Event is one line a node printed (see internal/testutil/lanhost).
 type Event struct {
 	// Ev is start, peer-up, peer-down, synced, registered, updated, freed,
 	// discovery-error, msg, reply or fatal.

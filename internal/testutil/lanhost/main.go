@@ -1,9 +1,9 @@
 // Command lanhost is one host's mesh node in the multi-host LAN tests
-// (internal/lan): it joins a cluster, prints what happens to it as JSON
+// (internal/testutil/lan): it joins a cluster, prints what happens to it as JSON
 // lines on standard output and takes commands on standard input.
 //
 // It refuses to run outside the private network namespaces the tests make
-// (internal/netns), and on any interface not made by the tests, so that it
+// (internal/testutil/netns), and on any interface not made by the tests, so that it
 // never sends a packet on a real LAN.
 //
 //	lanhost -cluster C [-id ID] [-secret S] [-listen ADDR] [-iface NAME]...
@@ -52,7 +52,7 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/discovery"
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 	"github.com/tallship-go/tallship/mesh"
 	"github.com/tallship-go/tallship/registry"
 )

@@ -1,10 +1,10 @@
-package tallship_test
+package e2e_test
 
-// Multi-host tests (issue 6): one real mesh process (internal/lanhost) per
+// Multi-host tests (issue 6): one real mesh process (internal/testutil/lanhost) per
 // host of a private LAN of network namespaces joined by a bridge
-// (internal/lan), and real faults: kill -9, a cut link, a partition, frame
+// (internal/testutil/lan), and real faults: kill -9, a cut link, a partition, frame
 // loss, a restart with the same id. Nothing leaves the test's private
-// namespace (internal/netns). Every test skips, saying why, where
+// namespace (internal/testutil/netns). Every test skips, saying why, where
 // namespaces, root or nft are missing. Run them alone with
 // go test -run LAN .
 //
@@ -21,7 +21,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/lan"
+	"github.com/tallship-go/tallship/internal/testutil/lan"
 )
 
 // Bounds. Waits end as soon as their condition holds; the bounds are

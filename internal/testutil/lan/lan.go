@@ -4,7 +4,7 @@
 // inject: kill -9, a cut link, a partition, frame loss.
 //
 // Nothing it makes can reach a real interface. New refuses to run outside
-// the test binary's own private namespace (internal/netns, which must be
+// the test binary's own private namespace (internal/testutil/netns, which must be
 // the caller's TestMain). Every host and the bridge are brand-new network
 // namespaces, made by clone(CLONE_NEWNET) and held open by a "sleep"
 // process, so they hold only loopback and the veths made here; the
@@ -41,7 +41,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 // Subnet is the private range the hosts' addresses come from. It exists

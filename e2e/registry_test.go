@@ -1,4 +1,4 @@
-package tallship_test
+package e2e_test
 
 // End-to-end tests of the service registry across real nodes (issue 3):
 // queries, waiting, replication, liveness. See mesh_test.go.
@@ -15,8 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/leakcheck"
-	"github.com/tallship-go/tallship/internal/netns"
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 	"github.com/tallship-go/tallship/mesh"
 	"github.com/tallship-go/tallship/registry"
 )
