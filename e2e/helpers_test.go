@@ -70,7 +70,7 @@ func nodeConfig(id string) mesh.Config {
 	c.Listen = "127.0.0.1:0"
 	c.KeepAliveInterval = 250 * time.Millisecond
 	c.WriteTimeout = time.Second
-	c.Registry.Lifetime = time.Second
+	c.Lifetime = time.Second
 	c.Logger = testLogger()
 	return c
 }

@@ -408,14 +408,16 @@ func TestClosedNodeRecordsVanish(t *testing.T) {
 		w.waitFor(t, changeWait, "c's records", func(evs []mesh.ServiceEvent) bool { return len(evs) == 2 })
 	}
 	t0 := time.Now()
-	c.Close()
+	if err := c.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
 	closed := time.Since(t0)
 	var last time.Time
 	for _, w := range watchers {
 		last = latest(last, w.waitFor(t, changeWait, "c's records freed", freedAll(r1.ID, r2.ID)))
 	}
 	d := last.Sub(t0)
-	t.Logf("close → records freed on both peers: %v (Close returned after %v)", d, closed)
+	t.Logf("shutdown → records freed on both peers: %v (Shutdown returned after %v)", d, closed)
 	if d > time.Second {
 		t.Errorf("records freed %v after close, want < 1s (goal 100 ms)", d)
 	}

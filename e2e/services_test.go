@@ -35,7 +35,7 @@ func TestListenServiceDialedByQuery(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), changeWait)
 	defer cancel()
-	ln, err := a.ListenService(ctx, "echo@1.4.0", registry.WithMeta(map[string]string{"proto": "line"}))
+	ln, err := a.ListenService(ctx, mesh.Service{Role: "echo@1.4.0", Meta: map[string]string{"proto": "line"}}, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,23 +125,30 @@ func TestSyncThousandRecordsToLateJoiner(t *testing.T) {
 	if err := b.Start(sctx); err != nil {
 		t.Fatal(err)
 	}
+	services, err := b.Watch(ectx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
 	timer := time.NewTimer(meshWait)
 	defer timer.Stop()
 	var linkedAt time.Duration
 	registered := 0
-	for synced := false; !synced; {
+	for synced := false; !synced || registered < total; {
 		select {
 		case ev := <-events:
 			switch {
 			case ev.Kind == mesh.PeerUp && ev.Peer == a.ID():
 				linkedAt = time.Since(t0)
-			case ev.Kind == mesh.ServiceRegistered:
-				registered++
 			case ev.Kind == mesh.PeerSynced && ev.Peer == a.ID():
 				synced = true
 			}
+		case ev := <-services:
+			if ev.Kind != registry.Registered {
+				t.Fatalf("b watched %v of %s during the sync", ev.Kind, ev.Record.Role())
+			}
+			registered++
 		case <-timer.C:
-			t.Fatalf("b not synced with a after %v (%d records registered)", meshWait, registered)
+			t.Fatalf("b not synced with a after %v (synced: %v, %d records registered)", meshWait, synced, registered)
 		}
 	}
 	t.Logf("late joiner: start → linked %v, → synced with %d records %v (sync %v)", linkedAt, total, time.Since(t0), time.Since(t0)-linkedAt)

@@ -100,10 +100,27 @@ type Config struct {
 	// exclude each other.
 	TLS *tls.Config
 
-	// Registry configures the service registry: heartbeat, lifetime and
-	// limits. Its ID is the node's; a zero Host means the node's first
-	// address. Zero fields take the registry's defaults.
-	Registry registry.Config
+	// ServiceHost is the host recorded by Register and ListenService when
+	// the Service names none. Empty means the node's first address.
+	ServiceHost string
+	// Heartbeat is how often the node renews its records' liveness with
+	// its peers. Zero means 1 s (registry.DefaultHeartbeat).
+	Heartbeat time.Duration
+	// Lifetime is how long the records of a node that stopped renewing
+	// them, while still reachable, stay registered (a node that closes or
+	// dies has them freed at once). Zero means 5 × Heartbeat; at least
+	// 3 × Heartbeat (registry.MinLifetimeBeats), else Start fails.
+	Lifetime time.Duration
+	// MaxRecords bounds the records one node may hold, its own and each
+	// peer's. Zero means 4096. Use the same value on every node.
+	MaxRecords int
+	// MaxMetadataBytes bounds one record's metadata (keys plus values).
+	// Zero means 4 KiB. Use the same value on every node.
+	MaxMetadataBytes int
+	// WatchBuffer is how many events wait for a slow Watch consumer; one
+	// that falls further behind gets a final Overflowed event and its
+	// channel closes. Zero means 1024.
+	WatchBuffer int
 
 	// Logger receives the node's log lines, routine ones at Debug. Nil
 	// means slog.Default().
@@ -123,7 +140,8 @@ func LocalConfig() Config {
 		DialBackoff:       20 * time.Millisecond,
 		DialBackoffMax:    500 * time.Millisecond,
 		FallbackDelay:     200 * time.Millisecond,
-		Registry:          registry.Config{Heartbeat: 100 * time.Millisecond, Lifetime: 500 * time.Millisecond},
+		Heartbeat:         100 * time.Millisecond,
+		Lifetime:          500 * time.Millisecond,
 	}
 }
 
@@ -174,6 +192,34 @@ func (c Config) withDefaults() Config {
 	}
 	return c
 }
+
+// registry is the configuration of the node's registry, with id as its
+// ID and host as its default host.
+func (c Config) registry(id, host string, log *slog.Logger, onEvent func(registry.Event)) registry.Config {
+	if c.ServiceHost != "" {
+		host = c.ServiceHost
+	}
+	rc := registry.Config{
+		ID:                 id,
+		Host:               host,
+		Heartbeat:          c.Heartbeat,
+		Lifetime:           c.Lifetime,
+		MaxRecordsPerOwner: c.MaxRecords,
+		MaxMetadataBytes:   c.MaxMetadataBytes,
+		WatchBuffer:        c.WatchBuffer,
+		Logger:             log,
+		OnEvent:            onEvent,
+	}
+	// A registry message holds at least one record of MaxMetadataBytes.
+	if c.MaxMetadataBytes > registry.DefaultMaxMessageBytes-registryMessageRoom {
+		rc.MaxMessageBytes = c.MaxMetadataBytes + registryMessageRoom
+	}
+	return rc
+}
+
+// registryMessageRoom is what a registry message needs beyond one
+// record's metadata (registry.Config.MaxMessageBytes).
+const registryMessageRoom = 8 << 10
 
 func (c Config) transport() transport.Config {
 	return transport.Config{

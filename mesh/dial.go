@@ -61,10 +61,13 @@ func (n *Node) Connect(ctx context.Context, addr string) (Peer, error) {
 }
 
 // Disconnect stops keeping the peer with id and closes its links, saying
-// goodbye. Discovery may link the two nodes again later. It returns an
-// error wrapping ErrUnknownPeer when the node neither keeps nor has a link
-// to that peer.
-func (n *Node) Disconnect(id string) error {
+// goodbye: the peer first gets what Send queued for it, and each link
+// closes once the peer has read it, or when ctx ends (what is left may
+// then be lost; a line at Warn says so). Discovery may link the two nodes
+// again later. It returns an error wrapping ErrUnknownPeer when the node
+// neither keeps nor has a link to that peer, and ctx.Err() when ctx ended
+// before the goodbye was read (the links are closed all the same).
+func (n *Node) Disconnect(ctx context.Context, id string) error {
 	n.mu.Lock()
 	t := n.targets[id]
 	p := n.peers[id]
@@ -74,22 +77,25 @@ func (n *Node) Disconnect(id string) error {
 	}
 	delete(n.targets, id)
 	n.mu.Unlock()
-	if p != nil {
-		p.leave()
-		select {
-		case <-p.writerDone:
-		case <-time.After(n.cfg.WriteTimeout):
-		}
-		n.mu.Lock()
-		links := []*link{p.active}
-		links = append(links, p.retiring...)
-		n.mu.Unlock()
-		for _, l := range links {
-			l.drain(n, n.cfg.WriteTimeout, false)
-			l.tl.Close()
-		}
+	if p == nil {
+		return nil
 	}
-	return nil
+	p.leave()
+	select {
+	case <-p.writerDone:
+	case <-ctx.Done():
+	}
+	n.mu.Lock()
+	links := []*link{p.active}
+	links = append(links, p.retiring...)
+	n.mu.Unlock()
+	for _, l := range links {
+		if ctx.Err() == nil {
+			l.drain(ctx, n, false)
+		}
+		l.tl.Close()
+	}
+	return ctx.Err()
 }
 
 func errClosedOrNotStarted(n *Node) error {

@@ -6,7 +6,7 @@
 // The one-line use:
 //
 //	node, err := mesh.Join("my-cluster")
-//	defer node.Close()
+//	defer node.Shutdown(ctx) // graceful; Close is at once
 //
 // Messages go to one peer, to a list, or to all, framed once; each peer's
 // messages arrive in order, with the sender's id:
@@ -24,10 +24,10 @@
 //
 // The registry (seaport and tallship-manifest's manifest):
 //
-//	ln, err := node.ListenService(ctx, "web@1.4.2") // a free port, registered
-//	recs, err := node.Lookup(ctx, "web@^1.4")       // waits for one to exist
-//	events, err := node.Watch(ctx, "web")           // registered, updated, freed
-//	conn, err := node.DialService(ctx, "web@^1")    // any live instance
+//	ln, err := node.ListenService(ctx, mesh.Service{Role: "web@1.4.2"}, ":0") // a free port, registered
+//	recs, err := node.Lookup(ctx, "web@^1.4")    // waits for one to exist
+//	events, err := node.Watch(ctx, "web")        // registered, updated, freed
+//	conn, err := node.DialService(ctx, "web@^1") // any live instance
 //
 // Fully configured, with cancellation of the start:
 //
@@ -47,8 +47,12 @@
 // crashed one on the connection reset, a silent one within
 // KeepAliveInterval + WriteTimeout (1.5 s by default; LocalConfig: 300 ms).
 //
-// Events (peer up and down, registry sync, service changes) arrive in
-// order on the channels of Events; a slow reader never blocks the node.
-// Close says goodbye, frees this node's records everywhere, and returns
-// once every goroutine the node started has ended.
+// Events (peer up and down, registry sync, refused ids, discovery errors)
+// arrive in order on the channels of Events; services are followed with
+// Watch. A slow reader never blocks the node.
+//
+// Leaving: Shutdown(ctx) says goodbye, frees this node's records
+// everywhere and delivers what Send queued, until ctx ends; Close does it
+// at once, dropping what is queued. Both return once every goroutine the
+// node started has ended.
 package mesh

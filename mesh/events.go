@@ -5,8 +5,6 @@ import (
 	"net/netip"
 	"sync"
 	"time"
-
-	"github.com/tallship-go/tallship/registry"
 )
 
 // EventKind says what an Event reports.
@@ -21,12 +19,6 @@ const (
 	DiscoveryError
 	// PeerSynced: a peer's registry has been received after its link came up.
 	PeerSynced
-	// ServiceRegistered: a record appeared.
-	ServiceRegistered
-	// ServiceUpdated: a record's metadata changed.
-	ServiceUpdated
-	// ServiceFreed: a record was freed, expired or lost with its owner.
-	ServiceFreed
 	// IDConflict: peers refuse this node because another live node of the
 	// cluster has its id; Err says which peer. The node stays apart from
 	// them; a program usually exits with Err.
@@ -43,12 +35,6 @@ func (k EventKind) String() string {
 		return "discovery-error"
 	case PeerSynced:
 		return "peer-synced"
-	case ServiceRegistered:
-		return "service-registered"
-	case ServiceUpdated:
-		return "service-updated"
-	case ServiceFreed:
-		return "service-freed"
 	case IDConflict:
 		return "id-conflict"
 	}
@@ -59,16 +45,13 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind EventKind
 	Time time.Time
-	// Peer is the peer's id (PeerUp, PeerDown, PeerSynced), or the owner
-	// of the service (Service events).
+	// Peer is the peer's id (PeerUp, PeerDown, PeerSynced, IDConflict).
 	Peer string
 	// Addrs are the peer's advertised addresses (PeerUp).
 	Addrs []netip.AddrPort
 	// Err says why a peer went down or what a discoverer reported; nil
 	// when a peer left gracefully.
 	Err error
-	// Service is the record of a Service event.
-	Service *registry.Record
 }
 
 // hub fans events out to subscribers in order. Publishing never blocks:

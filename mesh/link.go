@@ -35,9 +35,6 @@ type link struct {
 	inDoneOnce sync.Once
 	inStarted  bool // guarded by Node.mu
 	regStarted bool // guarded by Node.mu
-	// expected tells the registry that the link's registry stream is
-	// attached, or will not be (see registry.Expect).
-	expected func()
 
 	// out is this node's message stream on the link, set by the peer's
 	// writer under Node.mu; outEnded is closed once the writer has ended
@@ -53,15 +50,18 @@ func (l *link) finishIn() { l.inDoneOnce.Do(func() { close(l.inDone) }) }
 
 func (l *link) finishOut() { l.outEndedOnce.Do(func() { close(l.outEnded) }) }
 
-// drain waits, up to timeout, until this node's message stream on l has
+// drain waits, until ctx ends, until this node's message stream on l has
 // ended and the peer has read it to its end (the peer then closes it in
 // turn) and, when both is set, until the peer's stream has been read to
 // its end too. Only then may l close without a TCP reset destroying bytes
-// the peer has not read yet. When timeout passes first, messages on l may
-// be lost: that is logged.
-func (l *link) drain(n *Node, timeout time.Duration, both bool) {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
+// the peer has not read yet. When ctx ends first, messages on l may be
+// lost: that is logged.
+func (l *link) drain(ctx context.Context, n *Node, both bool) {
+	start := time.Now()
+	lost := func(what string) {
+		n.log.Warn("link closed before its messages were all read; some may be lost", "peer", l.peer, "link", l.tl.ID(),
+			"waited", time.Since(start).Round(time.Millisecond), "for", what)
+	}
 	wait := []chan struct{}{l.outEnded}
 	if both {
 		wait = append(wait, l.inDone)
@@ -69,9 +69,8 @@ func (l *link) drain(n *Node, timeout time.Duration, both bool) {
 	for i, ch := range wait {
 		select {
 		case <-ch:
-		case <-t.C:
-			n.log.Warn("link closed before its messages were all read; some may be lost", "peer", l.peer, "link", l.tl.ID(),
-				"waited", timeout, "for", [...]string{"this node's stream to end", "the peer's stream to be read"}[i])
+		case <-ctx.Done():
+			lost([...]string{"this node's stream to end", "the peer's stream to be read"}[i])
 			return
 		case <-l.tl.Done():
 			return
@@ -81,11 +80,11 @@ func (l *link) drain(n *Node, timeout time.Duration, both bool) {
 	out := l.out
 	n.mu.Unlock()
 	if out != nil {
-		out.SetReadDeadline(time.Now().Add(timeout))
-		var ne net.Error
-		if _, err := io.Copy(io.Discard, out); errors.As(err, &ne) && ne.Timeout() && !l.tl.IsClosed() {
-			n.log.Warn("link closed before its messages were all read; some may be lost", "peer", l.peer, "link", l.tl.ID(),
-				"waited", timeout, "for", "the peer to read this node's stream")
+		stop := context.AfterFunc(ctx, func() { out.SetReadDeadline(time.Unix(1, 0)) })
+		_, err := io.Copy(io.Discard, out)
+		stop()
+		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() && !l.tl.IsClosed() {
+			lost("the peer to read this node's stream")
 		}
 	}
 }
@@ -190,7 +189,7 @@ func (n *Node) verifyPeer(h transport.Hello) error {
 	if old != nil {
 		// Another run of the same id: a restart if the old run is gone,
 		// else a second process with the same id.
-		if _, err := old.Ping(); err == nil {
+		if _, err := old.Ping(n.ctx); err == nil {
 			n.log.Warn("refusing a second node with the same id", "peer", h.ID)
 			return fmt.Errorf("%w: a live node with id %q is already linked to %q", transport.ErrDuplicateID, h.ID, n.id)
 		}
@@ -223,10 +222,6 @@ func (n *Node) addLink(tl *transport.Link) *link {
 		tl.Close()
 		return nil
 	}
-	// Until its registry stream is attached, the registry keeps the peer
-	// linked when its other links end: a duplicate retired by either end
-	// first, or the link it replaces dropping.
-	l.expected = n.reg.Expect(l.peer)
 	n.links[tl.ID()] = l
 	for _, a := range tl.Remote().Addrs {
 		n.addrOwner[a] = l.peer
@@ -322,7 +317,6 @@ func (n *Node) serveStream(l *link, s *transport.Stream, err error) {
 // linkClosed forgets l once its session has ended.
 func (n *Node) linkClosed(l *link) {
 	l.tl.Close()
-	l.expected()
 	// Let the reader take what arrived before the end (a goodbye, the
 	// last messages) unless it is stuck on a full receive buffer.
 	n.mu.Lock()
@@ -351,6 +345,7 @@ func (n *Node) linkClosed(l *link) {
 		return
 	}
 	delete(n.peers, l.peer)
+	n.reg.PeerDown(l.peer)
 	p.stop()
 	var err error
 	if !l.goodbye {

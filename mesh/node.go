@@ -61,6 +61,7 @@ type Node struct {
 	reg         *registry.Registry
 
 	closeOnce sync.Once
+	closeDone chan struct{} // closed once Shutdown or Close has finished
 }
 
 // Join starts a node in the named cluster with the default Config: it
@@ -103,6 +104,7 @@ func New(cluster string, cfg Config) (*Node, error) {
 		incarnation: time.Now().UnixNano(),
 		tcfg:        cfg.transport(),
 		closing:     make(chan struct{}),
+		closeDone:   make(chan struct{}),
 		recv:        make(chan Message, cfg.ReceiveBuffer),
 		handshakes:  make(chan struct{}, cfg.MaxHandshakes),
 		peers:       make(map[string]*peer),
@@ -239,7 +241,9 @@ func (n *Node) peerInfo(p *peer) Peer {
 	return Peer{ID: p.id, Addrs: slices.Clone(p.addrs), Since: p.since, Kept: t != nil && t.kept}
 }
 
-// Events returns the node's events from now on, in order. The channel is
+// Events returns the node's events from now on, in order: peers up, down
+// and synced, refused ids, discovery errors. Services are followed with
+// Watch. The channel is
 // closed when ctx ends or the node closes. Events are queued for a slow
 // reader, up to Config.EventBuffer; beyond that the oldest are dropped. To
 // see every event from the start, make the node with New, call Events,
@@ -248,15 +252,46 @@ func (n *Node) Events(ctx context.Context) <-chan Event {
 	return n.events.subscribe(ctx)
 }
 
-// Close says goodbye to every peer and to discovery, closes every link and
+// Shutdown leaves the mesh gracefully: discovery says goodbye, the
+// registry frees this node's records on every node at once, every peer
+// gets what Send queued for it and then a goodbye (its PeerDown has a nil
+// Err), and each link closes once the peer has read everything. It
+// returns nil once all of that is done and every goroutine the node
+// started has ended. When ctx ends first, the rest goes as in Close and
+// Shutdown returns ctx.Err(); messages still queued may then be lost (a
+// line at Warn says so). Pass a ctx with a deadline: a peer that stops
+// reading can hold a graceful leave up for as long as ctx allows.
+//
+// Calls after the first Shutdown or Close wait for it and return nil.
+func (n *Node) Shutdown(ctx context.Context) error {
+	err := errAlreadyClosing
+	n.closeOnce.Do(func() { err = n.close(ctx) })
+	if err == errAlreadyClosing {
+		<-n.closeDone
+		return nil
+	}
+	return err
+}
+
+// Close closes the node now: its listener, discovery, registry and every
+// link, without waiting for peers to read what is queued (messages Send
+// accepted and not yet written are dropped; use Shutdown to deliver them).
+// Peers see the links end at once and free this node's records. Close
 // returns once every goroutine the node started has ended. It is
 // idempotent and returns nil.
 func (n *Node) Close() error {
-	n.closeOnce.Do(n.close)
+	now, cancel := context.WithCancel(context.Background())
+	cancel()
+	n.Shutdown(now)
 	return nil
 }
 
-func (n *Node) close() {
+// errAlreadyClosing marks a Shutdown or Close that found another running.
+var errAlreadyClosing = errors.New("mesh: closing already")
+
+// close shuts the node down, gracefully until ctx ends, then at once.
+func (n *Node) close(ctx context.Context) error {
+	defer close(n.closeDone)
 	n.mu.Lock()
 	n.closed = true
 	close(n.closing)
@@ -279,18 +314,21 @@ func (n *Node) close() {
 
 	// The registry first says this node leaves, freeing its records.
 	if reg != nil {
-		reg.Close()
+		reg.Shutdown(ctx)
 	}
 	// Goodbye: each writer sends it after what is queued, then closes
-	// its stream; waiting is bounded by WriteTimeout.
-	deadline := time.After(n.cfg.WriteTimeout)
+	// its stream. Once ctx has ended, what is queued is dropped.
 	for _, p := range peers {
-		p.leave()
+		if ctx.Err() != nil {
+			p.stop()
+		} else {
+			p.leave()
+		}
 	}
 	for _, p := range peers {
 		select {
 		case <-p.writerDone:
-		case <-deadline:
+		case <-ctx.Done():
 		}
 	}
 	n.mu.Lock()
@@ -306,7 +344,9 @@ func (n *Node) close() {
 		drained.Add(1)
 		go func() {
 			defer drained.Done()
-			l.drain(n, n.cfg.WriteTimeout, false)
+			if ctx.Err() == nil {
+				l.drain(ctx, n, false)
+			}
 			l.tl.Close()
 		}()
 	}
@@ -314,6 +354,7 @@ func (n *Node) close() {
 	n.events.close()
 	n.wg.Wait()
 	n.log.Debug("node closed")
+	return ctx.Err()
 }
 
 // running reports whether the node accepts new work; n.mu is held.

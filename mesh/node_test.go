@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -41,7 +42,16 @@ func TestConnectLinksBothWays(t *testing.T) {
 	}
 }
 
+// TestThreeNodesThenOneLeaves: a node that shuts down is seen leaving
+// gracefully (PeerDown with no Err); one that closes, as a lost link;
+// either way at once, and the others go on.
 func TestThreeNodesThenOneLeaves(t *testing.T) {
+	for _, how := range []string{"Shutdown", "Close"} {
+		t.Run(how, func(t *testing.T) { threeNodesThenOneLeaves(t, how) })
+	}
+}
+
+func threeNodesThenOneLeaves(t *testing.T, how string) {
 	leakcheck.Goroutines(t)
 	a := start(t, "c", testConfig("a"))
 	b := start(t, "c", testConfig("b"))
@@ -58,13 +68,17 @@ func TestThreeNodesThenOneLeaves(t *testing.T) {
 
 	evA, evB := a.Events(ctx), b.Events(ctx)
 	closed := time.Now()
-	c.Close()
+	if how == "Close" {
+		c.Close()
+	} else if err := c.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
 	for _, ev := range []<-chan Event{evA, evB} {
 		e := nextEvent(t, ev, PeerDown)
-		if e.Peer != "c" || e.Err != nil {
-			t.Fatalf("event %+v, want a graceful peer-down of c", e)
+		if e.Peer != "c" || (e.Err == nil) != (how == "Shutdown") {
+			t.Fatalf("event %+v after c's %s, want a peer-down of c with an Err only after Close", e, how)
 		}
-		t.Logf("peer-down seen %v after Close began", time.Since(closed))
+		t.Logf("peer-down seen %v after %s began", time.Since(closed), how)
 		if d := time.Since(closed); d > time.Second {
 			t.Errorf("peer-down seen after %v", d)
 		}
@@ -314,7 +328,7 @@ func TestKeptPeerReconnects(t *testing.T) {
 	if m := receive(t, b); string(m.Data) != "again" {
 		t.Fatalf("got %q", m.Data)
 	}
-	if err := a.Disconnect("b"); err != nil {
+	if err := a.Disconnect(t.Context(), "b"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "disconnected", 5*time.Second, func() bool { return len(a.Peers()) == 0 })
@@ -601,4 +615,80 @@ func (c *stallSecondWrite) Write(p []byte) (int, error) {
 		return 0, net.ErrClosed
 	}
 	return c.Conn.Write(p)
+}
+
+// TestShutdownDeliversWhatSendQueued: every message Send accepted before
+// Shutdown reaches the peer, in order, before the node is gone; Close
+// after Shutdown returns nil at once.
+func TestShutdownDeliversWhatSendQueued(t *testing.T) {
+	leakcheck.Goroutines(t)
+	a := start(t, "c", testConfig("a"))
+	b := start(t, "c", testConfig("b"))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := a.Connect(ctx, addr(t, b)); err != nil {
+		t.Fatal(err)
+	}
+	const count = 3000
+	msg := make([]byte, 1024)
+	got := make(chan error, 1)
+	go func() {
+		for i := range count {
+			m, err := b.Receive(ctx)
+			if err != nil {
+				got <- fmt.Errorf("after %d messages: %w", i, err)
+				return
+			}
+			if seq := binary.BigEndian.Uint32(m.Data); seq != uint32(i) {
+				got <- fmt.Errorf("message %d arrived as number %d", seq, i)
+				return
+			}
+		}
+		got <- nil
+	}()
+	for i := range count {
+		binary.BigEndian.PutUint32(msg, uint32(i))
+		if err := a.Send(ctx, "b", msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if err := <-got; err != nil {
+		t.Fatalf("b after a's Shutdown: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close after Shutdown: %v", err)
+	}
+}
+
+// TestShutdownBoundedByContext: a peer that stops reading holds a
+// graceful leave up only until ctx ends; Shutdown then closes the node
+// all the same and says why.
+func TestShutdownBoundedByContext(t *testing.T) {
+	leakcheck.Goroutines(t)
+	cfg := testConfig("b")
+	cfg.ReceiveBuffer = 1
+	a := start(t, "c", testConfig("a"))
+	b := start(t, "c", cfg) // never calls Receive
+	ctx := context.Background()
+	if _, err := a.Connect(ctx, addr(t, b)); err != nil {
+		t.Fatal(err)
+	}
+	// More than b's receive buffer and its link's windows hold.
+	msg := make([]byte, 64<<10)
+	for range 200 {
+		if err := a.Send(ctx, "b", msg); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+	defer cancel()
+	if err := a.Shutdown(sctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Shutdown with a peer that does not read = %v, want context.DeadlineExceeded", err)
+	}
+	if err := a.Send(ctx, "b", nil); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Send after Shutdown: %v, want net.ErrClosed", err)
+	}
 }

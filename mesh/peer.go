@@ -66,6 +66,9 @@ func (n *Node) peerUpLocked(l *link) {
 		writerDone: make(chan struct{}),
 	}
 	n.peers[p.id] = p
+	// The registry keeps the peer linked while the mesh does, whichever of
+	// its links carries the registry stream (duplicates come and go).
+	n.reg.PeerUp(p.id)
 	if t := n.targets[p.id]; t != nil {
 		t.addrs = mergeAddrs(t.addrs, p.addrs)
 	}
@@ -85,7 +88,9 @@ func (n *Node) retireLocked(p *peer, l *link) {
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
-		l.drain(n, 2*n.cfg.HandshakeTimeout, true)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*n.cfg.HandshakeTimeout)
+		l.drain(ctx, n, true)
+		cancel()
 		l.tl.Close()
 	}()
 	n.log.Debug("duplicate link retired", "peer", p.id, "link", l.tl.ID(), "kept", p.active.tl.ID())

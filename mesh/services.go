@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"errors"
 	"net"
 
 	"github.com/tallship-go/tallship/registry"
@@ -25,22 +26,11 @@ const protoRegistry = "t/reg"
 
 // startRegistry makes the node's registry; n.mu is held, addrs are known.
 func (n *Node) startRegistryLocked() error {
-	cfg := n.cfg.Registry
-	cfg.ID = n.id
-	if cfg.Host == "" && len(n.addrs) > 0 {
-		cfg.Host = n.addrs[0].Addr().String()
+	var host string
+	if len(n.addrs) > 0 {
+		host = n.addrs[0].Addr().String()
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = n.cfg.Logger
-	}
-	user := cfg.OnEvent
-	cfg.OnEvent = func(e registry.Event) {
-		if user != nil {
-			user(e)
-		}
-		n.registryEvent(e)
-	}
-	r, err := registry.New(cfg)
+	r, err := registry.New(n.cfg.registry(n.id, host, n.log, n.registryEvent))
 	if err != nil {
 		return err
 	}
@@ -48,36 +38,32 @@ func (n *Node) startRegistryLocked() error {
 	return nil
 }
 
-// registryEvent turns a registry event into a node event.
+// registryEvent publishes a peer's initial registry sync; records are
+// seen through Watch.
 func (n *Node) registryEvent(e registry.Event) {
-	ev := Event{Peer: e.Peer}
-	switch e.Kind {
-	case registry.Registered:
-		ev.Kind = ServiceRegistered
-	case registry.Updated:
-		ev.Kind = ServiceUpdated
-	case registry.Freed:
-		ev.Kind = ServiceFreed
-	case registry.Synced:
-		ev.Kind = PeerSynced
-	default:
-		return
+	if e.Kind == registry.Synced {
+		n.events.publish(Event{Kind: PeerSynced, Peer: e.Peer})
 	}
-	if e.Kind != registry.Synced {
-		rec := e.Record
-		ev.Service = &rec
-		ev.Peer = rec.Owner
-	}
-	n.events.publish(ev)
 }
 
 // serveRegistry runs the registry's replication over one stream of a link.
 // It ends when the link does or the registry closes; not when the node
-// starts closing, so that the registry's goodbye still goes out.
+// starts closing, so that the registry's goodbye still goes out. A peer
+// that breaks the registry's protocol or limits, or falls too far behind,
+// loses the whole link (the registry has logged why): a link without its
+// registry stream would show the peer up with none of its records.
 func (n *Node) serveRegistry(l *link, s *transport.Stream) {
 	defer n.wg.Done()
-	if err := n.reg.ServeAttached(context.Background(), l.peer, s, l.expected); err != nil && n.ctx.Err() == nil {
-		n.log.Debug("registry stream ended", "peer", l.peer, "err", err)
+	err := n.reg.Serve(context.Background(), l.peer, s)
+	if err == nil || n.ctx.Err() != nil {
+		return
+	}
+	n.log.Debug("registry stream ended", "peer", l.peer, "err", err)
+	for _, broken := range []error{registry.ErrProtocol, registry.ErrMessageTooLarge, registry.ErrMetadataTooLarge, registry.ErrTooManyRecords, registry.ErrSlowPeer} {
+		if errors.Is(err, broken) {
+			l.tl.Close()
+			return
+		}
 	}
 }
 
@@ -87,9 +73,15 @@ func (n *Node) openRegistry(l *link) {
 	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.HandshakeTimeout)
 	s, err := l.tl.OpenStream(ctx, protoRegistry)
 	cancel()
-	if err != nil {
-		n.log.Debug("cannot open registry stream", "peer", l.peer, "err", err)
+	if err != nil && n.ctx.Err() == nil {
+		// Without it the peer would look linked with no records: the
+		// link goes, and the peer is redialed as for any lost link.
+		n.log.Debug("cannot open registry stream; closing the link", "peer", l.peer, "err", err)
+		l.tl.Close()
 		return
+	}
+	if err != nil {
+		return // the node is closing
 	}
 	n.wg.Add(1)
 	n.serveRegistry(l, s)
@@ -144,8 +136,11 @@ func (n *Node) Lookup(ctx context.Context, query string) ([]Record, error) {
 	return r.Lookup(ctx, query)
 }
 
-// Watch delivers the matching records now registered, then every change,
-// each once and in order, until ctx ends.
+// Watch delivers the matching records now registered, then every change
+// (Registered, Updated, Freed), each once and in order, until ctx ends or
+// the node closes; a consumer that falls Config.WatchBuffer events behind
+// gets a final Overflowed event and the channel closes. Watch is the one
+// way to follow services; Events reports peers and the node's own life.
 func (n *Node) Watch(ctx context.Context, query string) (<-chan ServiceEvent, error) {
 	r, err := n.registry()
 	if err != nil {
@@ -154,14 +149,17 @@ func (n *Node) Watch(ctx context.Context, query string) (<-chan ServiceEvent, er
 	return r.Watch(ctx, query)
 }
 
-// ListenService listens on a free TCP port and registers role (name@version)
-// with it; closing the listener frees the record.
-func (n *Node) ListenService(ctx context.Context, role string, opts ...registry.ListenOption) (*ServiceListener, error) {
+// ListenService listens on addr (as for net.Listen; ":0" or empty: a free
+// port on every address) and registers s with the port it got; closing the
+// listener frees the record. s.Port must be zero; s.Host defaults to
+// Config.ServiceHost, else the node's first address. See
+// registry.Registry.Listen.
+func (n *Node) ListenService(ctx context.Context, s Service, addr string) (*ServiceListener, error) {
 	r, err := n.registry()
 	if err != nil {
 		return nil, err
 	}
-	return r.Listen(ctx, role, opts...)
+	return r.Listen(ctx, s, addr)
 }
 
 // DialService dials a live instance matching query, spreading the load,
@@ -172,13 +170,6 @@ func (n *Node) DialService(ctx context.Context, query string) (net.Conn, error) 
 		return nil, err
 	}
 	return r.Dial(ctx, query)
-}
-
-// Registry returns the node's registry, nil before Start.
-func (n *Node) Registry() *registry.Registry {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	return n.reg
 }
 
 func (n *Node) registry() (*registry.Registry, error) {

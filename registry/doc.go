@@ -22,7 +22,7 @@
 //	events, err := r.Watch(ctx, "web")        // registered, updated, freed
 //	err = r.Free(rec.ID)                      // owner only
 //
-//	ln, err := r.Listen(ctx, "api@2.0.0")     // a free port, already registered
+//	ln, err := r.Listen(ctx, registry.Service{Role: "api@2.0.0"}, ":0") // a free port, registered
 //	conn, err := r.Dial(ctx, "api@^2")        // any live instance, round robin
 //
 // Fully configured:

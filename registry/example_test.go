@@ -90,7 +90,7 @@ func ExampleRegistry_Listen() {
 	r, _ := registry.New(registry.Config{ID: "a"})
 	defer r.Close()
 
-	ln, err := r.Listen(context.Background(), "echo@1.0.0", registry.WithBindAddress("127.0.0.1"))
+	ln, err := r.Listen(context.Background(), registry.Service{Role: "echo@1.0.0"}, "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -134,7 +134,7 @@ func TestGoroutinesEndAfterClose(t *testing.T) {
 	func() {
 		ns := nodes(t, 4)
 		fullMesh(t, ns)
-		ln, err := ns[0].Listen(t.Context(), "x@1.0.0", WithBindAddress("127.0.0.1"))
+		ln, err := ns[0].Listen(t.Context(), Service{Role: "x@1.0.0"}, "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}

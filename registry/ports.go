@@ -8,32 +8,6 @@ import (
 	"sync"
 )
 
-// ListenOption configures Listen.
-type ListenOption func(*listenOptions)
-
-type listenOptions struct {
-	bind string
-	host string
-	meta map[string]string
-}
-
-// WithBindAddress makes Listen bind to the IP address ip ("127.0.0.1",
-// "::1") instead of all addresses.
-func WithBindAddress(ip string) ListenOption {
-	return func(o *listenOptions) { o.bind = ip }
-}
-
-// WithHost sets the host recorded for the listener. Without it, Listen
-// records Config.Host, or else the bind address when it is a specific one.
-func WithHost(host string) ListenOption {
-	return func(o *listenOptions) { o.host = host }
-}
-
-// WithMeta sets the metadata of the listener's record.
-func WithMeta(meta map[string]string) ListenOption {
-	return func(o *listenOptions) { o.meta = meta }
-}
-
 // Listener is a TCP listener on a port the operating system chose, with a
 // record registered for it (port assignment). Closing it frees the record
 // everywhere, then closes the listener.
@@ -45,40 +19,42 @@ type Listener struct {
 	err  error
 }
 
-// Listen opens a TCP listener on a free port for role ("name@version") and
-// registers it with that port, before returning. ctx bounds the listen
-// call only. The record's host is the WithHost option, else Config.Host,
-// else the bind address when it is a specific one, else empty (Dial then
-// skips the record: set Config.Host).
+// Listen opens a TCP listener on addr and registers s with the port it
+// got, before returning (port assignment). addr is as for net.Listen:
+// "127.0.0.1:0", "[::1]:0", ":0"; empty means ":0", and a port of 0 means
+// one the operating system chooses. s.Port must be zero: the record gets
+// the listener's port. The record's host is s.Host, else Config.Host, else
+// addr's host when it is a specific address, else empty (Dial then skips
+// the record: set Config.Host). ctx bounds the listen call only.
 //
-// Errors: those of Register (ErrBadRole, ErrMetadataTooLarge,
-// ErrTooManyRecords, ErrClosed...) and of net.ListenConfig.Listen.
-func (r *Registry) Listen(ctx context.Context, role string, opts ...ListenOption) (*Listener, error) {
-	var o listenOptions
-	for _, opt := range opts {
-		opt(&o)
+// Errors: ErrBadService for a non-zero s.Port; those of Register
+// (ErrBadRole, ErrMetadataTooLarge, ErrTooManyRecords, ErrClosed...) and
+// of net.ListenConfig.Listen.
+func (r *Registry) Listen(ctx context.Context, s Service, addr string) (*Listener, error) {
+	if s.Port != 0 {
+		return nil, fmt.Errorf("%w: %s: Port %d set; Listen records the port it listens on", ErrBadService, s.Role, s.Port)
 	}
-	if _, _, err := ParseRole(role); err != nil {
+	if _, _, err := ParseRole(s.Role); err != nil {
 		return nil, err
 	}
+	if addr == "" {
+		addr = ":0"
+	}
 	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", net.JoinHostPort(o.bind, "0"))
+	ln, err := lc.Listen(ctx, "tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("registry: listen for %s: %w", role, err)
+		return nil, fmt.Errorf("registry: listen for %s: %w", s.Role, err)
 	}
-	host := o.host
-	if host == "" {
-		host = r.cfg.Host
+	if s.Host == "" {
+		s.Host = r.cfg.Host
 	}
-	if ip := net.ParseIP(o.bind); host == "" && ip != nil && !ip.IsUnspecified() {
-		host = o.bind
+	if host, _, _ := net.SplitHostPort(addr); s.Host == "" {
+		if ip := net.ParseIP(host); ip != nil && !ip.IsUnspecified() {
+			s.Host = host
+		}
 	}
-	rec, err := r.Register(Service{
-		Role: role,
-		Host: host,
-		Port: ln.Addr().(*net.TCPAddr).Port,
-		Meta: o.meta,
-	})
+	s.Port = ln.Addr().(*net.TCPAddr).Port
+	rec, err := r.Register(s)
 	if err != nil {
 		ln.Close()
 		return nil, err

@@ -38,7 +38,7 @@ func dialName(t *testing.T, n *node, query string) string {
 func TestListenAndDial(t *testing.T) {
 	a, b := newNode(t, "a"), newNode(t, "b")
 	connectSynced(t, a, b)
-	ln1, err := a.Listen(t.Context(), "echo@1.2.0", WithBindAddress("127.0.0.1"), WithMeta(map[string]string{"n": "1"}))
+	ln1, err := a.Listen(t.Context(), Service{Role: "echo@1.2.0", Meta: map[string]string{"n": "1"}}, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +58,7 @@ func TestListenAndDial(t *testing.T) {
 	}
 
 	// Two instances: successive dials spread over both.
-	ln2, err := a.Listen(t.Context(), "echo@1.3.0", WithBindAddress("127.0.0.1"))
+	ln2, err := a.Listen(t.Context(), Service{Role: "echo@1.3.0"}, "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,11 +105,14 @@ func TestListenAndDial(t *testing.T) {
 
 func TestListenBadRole(t *testing.T) {
 	a := newNode(t, "a")
-	if _, err := a.Listen(t.Context(), "bad role", WithBindAddress("127.0.0.1")); !errors.Is(err, ErrBadRole) {
+	if _, err := a.Listen(t.Context(), Service{Role: "bad role"}, "127.0.0.1:0"); !errors.Is(err, ErrBadRole) {
 		t.Fatalf("Listen = %v", err)
 	}
-	if _, err := a.Listen(t.Context(), "x@1.0.0", WithBindAddress("127.0.0.1"), WithMeta(map[string]string{"k": string(make([]byte, 5000))})); !errors.Is(err, ErrMetadataTooLarge) {
+	if _, err := a.Listen(t.Context(), Service{Role: "x@1.0.0", Meta: map[string]string{"k": string(make([]byte, 5000))}}, "127.0.0.1:0"); !errors.Is(err, ErrMetadataTooLarge) {
 		t.Fatalf("Listen = %v", err)
+	}
+	if _, err := a.Listen(t.Context(), Service{Role: "x@1.0.0", Port: 80}, "127.0.0.1:0"); !errors.Is(err, ErrBadService) {
+		t.Fatalf("Listen with a Port = %v, want ErrBadService", err)
 	}
 	var _ io.Closer = (*Listener)(nil)
 	var _ net.Listener = (*Listener)(nil)

@@ -8,7 +8,6 @@ import (
 	"io"
 	"maps"
 	"slices"
-	"sync"
 	"time"
 )
 
@@ -33,16 +32,9 @@ import (
 //
 // Several Serve calls for the same peer may run at once (a link being
 // replaced); the peer counts as linked while at least one has completed
-// its handshake. An invalid peer id (empty, too long, this node's) returns
+// its handshake, or while it is held (PeerUp). An invalid peer id (empty, too long, this node's) returns
 // ErrBadPeer at once.
 func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteCloser) error {
-	return r.ServeAttached(ctx, peer, conn, nil)
-}
-
-// ServeAttached is Serve, and calls attached (when not nil) once the link
-// is among the peer's: from then on, the end of another link to the peer
-// does not make it unlinked while this one is starting (see Expect).
-func (r *Registry) ServeAttached(ctx context.Context, peer string, conn io.ReadWriteCloser, attached func()) error {
 	if peer == "" || len(peer) > MaxIDBytes || peer == r.cfg.ID {
 		conn.Close()
 		return fmt.Errorf("%w: %q", ErrBadPeer, peer)
@@ -65,9 +57,6 @@ func (r *Registry) ServeAttached(ctx context.Context, peer string, conn io.ReadW
 	r.serving.Add(1)
 	r.mu.Unlock()
 	defer r.serving.Done()
-	if attached != nil {
-		attached()
-	}
 
 	// ctx's end aborts the link (Close aborts every link itself); no
 	// goroutine waits for it.
@@ -234,44 +223,44 @@ func (r *Registry) onHello(l *link, m *message) error {
 	return nil
 }
 
-// Expect tells the registry that a link to peer is up whose Serve has not
-// started yet: until done is called, the end of the peer's other links
-// does not make it unlinked. Call done (once; later calls do nothing)
-// when Serve for that link has attached (ServeAttached's attached) or the
-// link has ended without it. A mesh replacing a duplicate link calls it
-// for the new link: whichever end closes the old one first, the peer does
-// not look unlinked for the moment between, and its records stay shown.
-func (r *Registry) Expect(peer string) (done func()) {
+// PeerUp tells the registry that the caller has a link to peer, whether
+// or not a Serve for it runs yet; PeerDown, that it no longer has. Between
+// the two, the peer stays linked while its Serve calls come and go: a
+// transport that replaces one link to a peer with another (a duplicate
+// retired, whichever end closes it first) keeps the peer's records shown
+// throughout, instead of withdrawing and re-announcing them. Calls pair
+// up: the peer is held while more PeerUp than PeerDown calls have been
+// made for it, so they may come in any order from any goroutine. Without
+// them, a peer is linked while one of its Serve calls has said hello.
+func (r *Registry) PeerUp(peer string) { r.holdPeer(peer, 1) }
+
+// PeerDown ends what one PeerUp began; see PeerUp.
+func (r *Registry) PeerDown(peer string) { r.holdPeer(peer, -1) }
+
+func (r *Registry) holdPeer(peer string, delta int) {
 	r.mu.Lock()
-	r.expected[peer]++
-	r.mu.Unlock()
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			r.mu.Lock()
-			defer r.mu.Unlock()
-			if r.expected[peer]--; r.expected[peer] <= 0 {
-				delete(r.expected, peer)
-			}
-			if !r.closed {
-				r.updateAdjacency(peer)
-				if r.dirty {
-					r.recompute() // a link of this node's own (see walkGap)
-				}
-			}
-		})
+	defer r.mu.Unlock()
+	if r.held[peer] += delta; r.held[peer] == 0 {
+		delete(r.held, peer)
+	}
+	if !r.closed {
+		r.updateAdjacency(peer)
+		if r.dirty {
+			r.recompute() // a link of this node's own (see walkGap)
+		}
 	}
 }
 
 // updateAdjacency makes this node's adjacency entry for peer follow its
 // handshaken links (the newest incarnation among them), and announces a
-// change. While a link that replaces the last handshaken one has not said
-// hello yet, the adjacency stays: a duplicate link retired by the mesh
-// would otherwise withdraw and re-announce it, and every node would walk
-// the whole graph twice for nothing. r.mu is held.
+// change. While the peer is held (PeerUp) or a link that replaces the last
+// handshaken one has not said hello yet, the adjacency stays: a duplicate
+// link retired by the mesh would otherwise withdraw and re-announce it,
+// and every node would walk the whole graph twice for nothing. r.mu is
+// held.
 func (r *Registry) updateAdjacency(peer string) {
 	var inc uint64
-	linked, pending := false, r.expected[peer] > 0
+	linked, pending := false, r.held[peer] > 0
 	for _, l := range r.links[peer] {
 		if l.hello {
 			linked = true

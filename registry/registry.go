@@ -23,7 +23,7 @@ type Registry struct {
 	self     *owner
 	owners   map[string]*owner            // every owner known, self included
 	links    map[string][]*link           // by peer: every running Serve
-	expected map[string]int               // by peer: links coming (see Expect)
+	held     map[string]int               // by peer: PeerUp calls not yet undone
 	visible  map[string]map[string]*entry // by name, by id: the records of live owners
 	ports    map[int]string               // own non-zero ports → record id
 	watchers map[*watcher]struct{}
@@ -123,7 +123,7 @@ func New(cfg Config) (*Registry, error) {
 		log:       cfg.Logger.With("node", cfg.ID),
 		owners:    map[string]*owner{},
 		links:     map[string][]*link{},
-		expected:  map[string]int{},
+		held:      map[string]int{},
 		visible:   map[string]map[string]*entry{},
 		ports:     map[int]string{},
 		watchers:  map[*watcher]struct{}{},
@@ -375,12 +375,30 @@ func (r *Registry) Lookup(ctx context.Context, query string) ([]Record, error) {
 	}
 }
 
-// Close frees this node's records on every peer at once (it sends a
-// "leaving" state, waiting at most one Heartbeat for it to be written),
-// closes every link, which makes the Serve calls return ErrClosed, closes
-// the Watch channels and waits for every goroutine the registry started
-// and every Serve call to end. It is idempotent and always returns nil.
+// Shutdown leaves the cluster gracefully: it sends every peer a "leaving"
+// state, which frees this node's records everywhere at once, waits until
+// that state is written on every link or ctx ends, then closes as Close
+// does. It returns ctx.Err() when ctx ended before every link took the
+// state (the registry is closed all the same), else nil. Calls after the
+// first wait for the first to finish.
+func (r *Registry) Shutdown(ctx context.Context) error { return r.close(ctx.Done(), ctx.Err) }
+
+// Close closes the registry at once: it closes every link without a
+// goodbye (peers free this node's records as soon as its links end),
+// which makes the Serve calls return ErrClosed, closes the Watch channels
+// and waits for every goroutine the registry started and every Serve call
+// to end. It is idempotent and returns nil.
 func (r *Registry) Close() error {
+	now := make(chan struct{})
+	close(now)
+	r.close(now, nil)
+	return nil
+}
+
+// close sends the leaving state (written before the links abort unless
+// giveUp is closed already) and closes the registry; it returns cause()
+// when giveUp ended the wait for the state to be written.
+func (r *Registry) close(giveUp <-chan struct{}, cause func() error) error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -411,16 +429,18 @@ func (r *Registry) Close() error {
 	}
 	r.mu.Unlock()
 
-	flush := time.NewTimer(r.cfg.Heartbeat)
+	var cut error
 	for _, l := range links {
 		select {
 		case <-l.flushed:
 			continue
-		case <-flush.C:
+		case <-giveUp:
+			if cause != nil {
+				cut = cause()
+			}
 		}
 		break
 	}
-	flush.Stop()
 	for _, l := range links {
 		l.abort()
 	}
@@ -429,7 +449,7 @@ func (r *Registry) Close() error {
 	close(r.evstop)
 	r.wg.Wait()
 	close(r.closeDone)
-	return nil
+	return cut
 }
 
 func cloneMeta(m map[string]string) map[string]string {

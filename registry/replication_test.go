@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"context"
 	"fmt"
 	"maps"
 	"reflect"
@@ -169,9 +170,12 @@ func TestOwnerLinksVanish(t *testing.T) {
 	}
 }
 
+// TestCloseFreesEverywhere: the records of a node that shuts down
+// (gracefully) or closes (at once) go from every node, each freed once.
 func TestCloseFreesEverywhere(t *testing.T) {
-	for _, topo := range []string{"mesh", "chain"} {
-		t.Run(topo, func(t *testing.T) {
+	for _, tc := range []struct{ topo, how string }{{"mesh", "Shutdown"}, {"chain", "Shutdown"}, {"mesh", "Close"}, {"chain", "Close"}} {
+		topo := tc.topo
+		t.Run(tc.topo+"/"+tc.how, func(t *testing.T) {
 			ns := nodes(t, 4)
 			if topo == "mesh" {
 				fullMesh(t, ns)
@@ -186,11 +190,15 @@ func TestCloseFreesEverywhere(t *testing.T) {
 				waitFor(t, "sees them", func() bool { return len(n.ids(t, "x")) == 50 })
 			}
 			start := time.Now()
-			ns[0].Close()
+			if tc.how == "Close" {
+				ns[0].Close()
+			} else if err := ns[0].Shutdown(context.Background()); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
 			for _, n := range ns[1:] {
 				waitFor(t, n.ID()+" frees", func() bool { return len(n.ids(t, "x")) == 0 })
 			}
-			t.Logf("%s: 50 records of a closed node gone from 3 nodes %v after Close began", topo, time.Since(start))
+			t.Logf("%s: 50 records of a node gone from 3 nodes %v after %s began", topo, time.Since(start), tc.how)
 			flush(t, ns[1], ns[1:]...)
 			for _, n := range ns[1:] {
 				for _, r := range recs {
@@ -445,22 +453,24 @@ func TestStateRelayedOnce(t *testing.T) {
 	}
 }
 
-// TestExpectedLinkKeepsPeer: while another link to a peer is expected
-// (Expect), the end of its last one does not make it unlinked, and its
-// records stay; once that link will not come, they go.
-func TestExpectedLinkKeepsPeer(t *testing.T) {
+// TestHeldPeerStaysLinked: while the transport says it has a link to a
+// peer (PeerUp), the end of the peer's last Serve does not make it
+// unlinked, and its records stay; once it says the peer is down
+// (PeerDown), they go.
+func TestHeldPeerStaysLinked(t *testing.T) {
 	ns := nodes(t, 2)
 	link := connectSynced(t, ns[0], ns[1])
 	rec := ns[0].register(t, "x@1.0.0", 1, nil)
 	waitFor(t, "n1 sees the record", func() bool { return ns[1].has(t, rec.ID) })
-	done := ns[1].Expect(ns[0].ID())
-	link.cut() // returns once both Serve calls have
+	ns[1].PeerUp(ns[0].ID())
+	ns[1].PeerUp(ns[0].ID()) // a second link: calls pair up
+	link.cut()               // returns once both Serve calls have
+	ns[1].PeerDown(ns[0].ID())
 	if !ns[1].has(t, rec.ID) {
-		t.Fatal("the record went while another link to its owner was expected")
+		t.Fatal("the record went while its owner was held by PeerUp")
 	}
-	done()
+	ns[1].PeerDown(ns[0].ID())
 	if ns[1].has(t, rec.ID) {
-		t.Fatal("the record stayed once no link to its owner was expected")
+		t.Fatal("the record stayed once its owner was down (PeerDown)")
 	}
-	done() // a second call does nothing
 }

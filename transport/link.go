@@ -145,14 +145,30 @@ func (l *Link) Close() error {
 	return nil
 }
 
-// Ping measures a round trip on the link; it fails when the peer does not
-// answer within Config.WriteTimeout.
-func (l *Link) Ping() (time.Duration, error) {
-	d, err := l.sess.Ping()
-	if err != nil {
-		return 0, l.streamErr(err)
+// Ping measures a round trip on the link. It fails when the peer does not
+// answer within Config.WriteTimeout (an error whose Timeout is true), when
+// the link closes (net.ErrClosed), or with ctx.Err() when ctx ends first;
+// the ping itself then still waits for its answer in the background, at
+// most WriteTimeout or until the link closes.
+func (l *Link) Ping(ctx context.Context) (time.Duration, error) {
+	type pong struct {
+		rtt time.Duration
+		err error
 	}
-	return d, nil
+	answer := make(chan pong, 1)
+	go func() {
+		d, err := l.sess.Ping()
+		answer <- pong{d, err}
+	}()
+	select {
+	case p := <-answer:
+		if p.err != nil {
+			return 0, l.streamErr(p.err)
+		}
+		return p.rtt, nil
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	}
 }
 
 // IsClosed reports whether the link has closed.

@@ -107,7 +107,7 @@ func TestConcurrentWritesAndControlFrames(t *testing.T) {
 		case <-done:
 			loop = false
 		case <-time.After(10 * time.Millisecond):
-			if _, err := d.Ping(); err != nil {
+			if _, err := d.Ping(context.Background()); err != nil {
 				t.Fatalf("ping during the writes: %v", err)
 			}
 		}
@@ -144,7 +144,7 @@ func TestIdleLinkGoroutines(t *testing.T) {
 		if _, err := s.Write([]byte("x")); err != nil {
 			t.Fatal(err)
 		}
-		if _, err := l.Ping(); err != nil {
+		if _, err := l.Ping(context.Background()); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -441,7 +441,7 @@ func TestDrainedStreamsLetGoOfBuffers(t *testing.T) {
 	}
 	// The ping's answer comes after the peer's receive loop has taken
 	// every frame before it: all the bursts wait in their buffers.
-	if _, err := d.Ping(); err != nil {
+	if _, err := d.Ping(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	held := heap()

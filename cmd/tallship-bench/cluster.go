@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/mesh"
+	"github.com/tallship-go/tallship/registry"
 )
 
 var quiet = benchLogger()
@@ -30,13 +31,21 @@ type benchNode struct {
 	*mesh.Node
 	notify chan struct{} // shared by a group of nodes: poked on every event
 
+	ctx       context.Context // ends with close
+	wg        sync.WaitGroup  // the loggers
 	mu        sync.Mutex
-	log       []mesh.Event
+	log       []entry
 	up        map[string]bool
 	upChanged time.Time // when the set of peers up last changed
 
 	cancel context.CancelFunc
-	done   chan struct{}
+}
+
+// entry is one logged event: the node's own (Event) or, from Watch, a
+// service's (Service set).
+type entry struct {
+	mesh.Event
+	Service *mesh.ServiceEvent
 }
 
 // newBenchNode makes a node that has not started and logs its events.
@@ -49,13 +58,12 @@ func newBenchNode(cluster string, cfg mesh.Config, notify chan struct{}) (*bench
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	b := &benchNode{Node: n, notify: notify, up: map[string]bool{}, cancel: cancel, done: make(chan struct{})}
+	b := &benchNode{Node: n, notify: notify, up: map[string]bool{}, ctx: ctx, cancel: cancel}
 	events := n.Events(ctx)
-	go func() {
-		defer close(b.done)
+	b.wg.Go(func() {
 		for e := range events {
 			b.mu.Lock()
-			b.log = append(b.log, e)
+			b.log = append(b.log, entry{Event: e})
 			switch e.Kind {
 			case mesh.PeerUp:
 				if !b.up[e.Peer] {
@@ -69,20 +77,53 @@ func newBenchNode(cluster string, cfg mesh.Config, notify chan struct{}) (*bench
 				}
 			}
 			b.mu.Unlock()
-			select {
-			case b.notify <- struct{}{}:
-			default:
-			}
+			b.poke()
 		}
-	}()
+	})
 	return b, nil
 }
 
-// close closes the node and ends its event log.
+// start starts the node and logs its services' events too.
+func (b *benchNode) start(ctx context.Context) error {
+	if err := b.Start(ctx); err != nil {
+		return err
+	}
+	services, err := b.Watch(b.ctx, "")
+	if err != nil {
+		return err
+	}
+	b.wg.Go(func() {
+		for e := range services {
+			b.mu.Lock()
+			b.log = append(b.log, entry{Event: mesh.Event{Time: time.Now()}, Service: &e})
+			b.mu.Unlock()
+			b.poke()
+		}
+	})
+	return nil
+}
+
+func (b *benchNode) poke() {
+	select {
+	case b.notify <- struct{}{}:
+	default:
+	}
+}
+
+// leave shuts the node down gracefully (at most 5 s) and ends its event
+// log.
+func (b *benchNode) leave() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	b.Shutdown(ctx)
+	cancel()
+	b.close()
+}
+
+// close closes the node at once and ends its event log.
 func (b *benchNode) close() {
 	b.Node.Close()
 	b.cancel()
-	<-b.done
+	b.wg.Wait()
 }
 
 // mark is the position in the log from which a measure looks for events.
@@ -93,7 +134,7 @@ func (b *benchNode) mark() int {
 }
 
 // find returns the first event at or after position from that matches.
-func (b *benchNode) find(from int, match func(mesh.Event) bool) (mesh.Event, bool) {
+func (b *benchNode) find(from int, match func(entry) bool) (entry, bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for _, e := range b.log[min(from, len(b.log)):] {
@@ -101,11 +142,11 @@ func (b *benchNode) find(from int, match func(mesh.Event) bool) (mesh.Event, boo
 			return e, true
 		}
 	}
-	return mesh.Event{}, false
+	return entry{}, false
 }
 
 // count returns how many events from position from match.
-func (b *benchNode) count(from int, match func(mesh.Event) bool) int {
+func (b *benchNode) count(from int, match func(entry) bool) int {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	c := 0
@@ -162,7 +203,7 @@ func (g *group) marks() []int {
 
 // waitAll waits until every node of nodes (with log positions marks) has
 // an event that matches, and returns the latest of those events' times.
-func (g *group) waitAll(nodes []*benchNode, marks []int, timeout time.Duration, match func(mesh.Event) bool) (time.Time, error) {
+func (g *group) waitAll(nodes []*benchNode, marks []int, timeout time.Duration, match func(entry) bool) (time.Time, error) {
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
 	for {
@@ -225,7 +266,7 @@ func (g *group) startAll(nodes []*benchNode) (time.Time, error) {
 	errs := make([]error, len(nodes))
 	t0 := time.Now()
 	for i, b := range nodes {
-		wg.Go(func() { errs[i] = b.Start(context.Background()) })
+		wg.Go(func() { errs[i] = b.start(context.Background()) })
 	}
 	wg.Wait()
 	return t0, errors.Join(errs...)
@@ -258,12 +299,12 @@ func formMesh(cluster string, n int, cfg mesh.Config, timeout time.Duration) (*g
 	return g, at.Sub(t0), nil
 }
 
-func isPeer(kind mesh.EventKind, id string) func(mesh.Event) bool {
-	return func(e mesh.Event) bool { return e.Kind == kind && e.Peer == id }
+func isPeer(kind mesh.EventKind, id string) func(entry) bool {
+	return func(e entry) bool { return e.Service == nil && e.Kind == kind && e.Peer == id }
 }
 
-func isService(kind mesh.EventKind, recID string) func(mesh.Event) bool {
-	return func(e mesh.Event) bool { return e.Kind == kind && e.Service != nil && e.Service.ID == recID }
+func isService(kind registry.EventKind, recID string) func(entry) bool {
+	return func(e entry) bool { return e.Service != nil && e.Service.Kind == kind && e.Service.Record.ID == recID }
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

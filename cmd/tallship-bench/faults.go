@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/tallship-go/tallship/mesh"
+	"github.com/tallship-go/tallship/registry"
 )
 
 // measureFormation starts n nodes together, runs times, and records how
@@ -56,7 +57,7 @@ func measureChurn(join, register, leave *row, g *group, cluster string, runs int
 		join.samples = append(join.samples, ms(atAll.Sub(t0)))
 
 		// Let the registry syncs that follow the links finish.
-		waitCount(j, 0, len(g.nodes), 5*time.Second, func(e mesh.Event) bool { return e.Kind == mesh.PeerSynced })
+		waitCount(j, 0, len(g.nodes), 5*time.Second, func(e entry) bool { return e.Service == nil && e.Kind == mesh.PeerSynced })
 		marks = g.marks()
 		t1 := time.Now()
 		rec, err := j.Register(mesh.Service{Role: "bench@1.0.0"})
@@ -65,7 +66,7 @@ func measureChurn(join, register, leave *row, g *group, cluster string, runs int
 			register.err = err
 			return
 		}
-		at, err := g.waitAll(g.nodes, marks, 5*time.Second, isService(mesh.ServiceRegistered, rec.ID))
+		at, err := g.waitAll(g.nodes, marks, 5*time.Second, isService(registry.Registered, rec.ID))
 		if err != nil {
 			j.close()
 			register.err = err
@@ -75,9 +76,9 @@ func measureChurn(join, register, leave *row, g *group, cluster string, runs int
 
 		marks = g.marks()
 		t2 := time.Now()
-		j.close()
+		j.leave()
 		at1, err1 := g.waitAll(g.nodes, marks, 5*time.Second, isPeer(mesh.PeerDown, j.ID()))
-		at2, err2 := g.waitAll(g.nodes, marks, 5*time.Second, isService(mesh.ServiceFreed, rec.ID))
+		at2, err2 := g.waitAll(g.nodes, marks, 5*time.Second, isService(registry.Freed, rec.ID))
 		if err1 != nil || err2 != nil {
 			leave.err = fmt.Errorf("peer down: %v; service freed: %v", err1, err2)
 			return
@@ -88,7 +89,7 @@ func measureChurn(join, register, leave *row, g *group, cluster string, runs int
 }
 
 // waitCount waits until b has want events matching from position from.
-func waitCount(b *benchNode, from, want int, timeout time.Duration, match func(mesh.Event) bool) bool {
+func waitCount(b *benchNode, from, want int, timeout time.Duration, match func(entry) bool) bool {
 	deadline := time.Now().Add(timeout)
 	for b.count(from, match) < want {
 		if time.Now().After(deadline) {
@@ -118,7 +119,7 @@ func victim(g *group, cluster string, args ...string) (*child, error) {
 		c.kill()
 		return nil, fmt.Errorf("victim did not link: %w", err)
 	}
-	if _, err := g.waitAll(g.nodes, marks, 5*time.Second, isService(mesh.ServiceRegistered, c.rec)); err != nil {
+	if _, err := g.waitAll(g.nodes, marks, 5*time.Second, isService(registry.Registered, c.rec)); err != nil {
 		c.kill()
 		return nil, fmt.Errorf("victim's record did not spread: %w", err)
 	}
@@ -133,7 +134,7 @@ func gone(g *group, c *child, marks []int, timeout time.Duration) (time.Time, er
 	if err != nil {
 		return time.Time{}, fmt.Errorf("peer down: %w", err)
 	}
-	at2, err := g.waitAll(g.nodes, marks, timeout, isService(mesh.ServiceFreed, c.rec))
+	at2, err := g.waitAll(g.nodes, marks, timeout, isService(registry.Freed, c.rec))
 	if err != nil {
 		return time.Time{}, fmt.Errorf("service freed: %w", err)
 	}

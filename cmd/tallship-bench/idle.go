@@ -242,7 +242,7 @@ func measureBusy(r *row, g *group, d time.Duration) {
 	time.Sleep(time.Second)
 	down := 0
 	for i, b := range g.nodes {
-		down += b.count(marks[i], func(e mesh.Event) bool { return e.Kind == mesh.PeerDown })
+		down += b.count(marks[i], func(e entry) bool { return e.Service == nil && e.Kind == mesh.PeerDown })
 	}
 	if r.err == nil {
 		r.samples = append(r.samples, float64(down))

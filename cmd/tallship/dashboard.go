@@ -88,7 +88,7 @@ type memberView struct {
 }
 
 // newDashboard serves the dashboard of n on ln until Close. The caller
-// feeds it every event of n through observe.
+// feeds it every event of n's eventStream through observe.
 func newDashboard(n *mesh.Node, ln net.Listener, started time.Time, observer bool) *dashboard {
 	d := &dashboard{
 		n:        n,
@@ -119,9 +119,10 @@ func (d *dashboard) Close() {
 	d.wg.Wait()
 }
 
-// observe takes one event of the node: into the log, and into the picture
-// when a peer came or went. It never blocks on a page.
-func (d *dashboard) observe(ev mesh.Event) {
+// observe takes one event of the node or change of a service: into the
+// log (the pages reload their services on a service event), and into the
+// picture when a peer came or went. It never blocks on a page.
+func (d *dashboard) observe(ev event) {
 	if d == nil {
 		return
 	}

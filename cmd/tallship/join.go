@@ -12,12 +12,13 @@ import (
 const joinHelp = `
 Join the cluster and stay in it until SIGINT or SIGTERM, printing one line
 per event: this node joining, peers up, synced and down, services
-registered, updated and freed, discovery errors. When peers refuse this
-node because another live node has its id (id-conflict), it exits with
-status 1. With --json each line is a
-JSON object: {"time", "event", "peer", "addrs", "service", "error"}; the
-first has "event":"joined" with this node's "id" and "addrs", the last
-"event":"left".
+registered, updated and freed (with the owner as "peer"), discovery
+errors. At the signal the node leaves gracefully, its peers told, within
+5 s, and the last line says "left". When peers refuse this node because
+another live node has its id (id-conflict), it exits with status 1. With
+--json each line is a JSON object: {"time", "event", "peer", "addrs",
+"service", "error"}; the first has "event":"joined" with this node's "id"
+and "addrs", the last "event":"left".
 
 With --http the node also serves the dashboard of tallship ui on ADDR,
 with itself in the picture; the line after "joined" gives its address
@@ -49,12 +50,16 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 		}
 		return err
 	}
-	defer n.Close()
+	defer leave(n)
 	dash, stopServing, err := serveNode(n, started, false, httpLn)
 	if err != nil {
 		return err
 	}
 	defer stopServing()
+	stream, err := followNode(ctx, n, events)
+	if err != nil {
+		return err
+	}
 
 	addrs := addrStrings(n.Addrs())
 	if *asJSON {
@@ -68,7 +73,11 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	for ev := range events { // until ctx ends
+	for { // until ctx ends
+		ev, ok := stream.next(ctx)
+		if !ok {
+			break
+		}
 		dash.observe(ev)
 		if *asJSON {
 			err = writeJSON(e.stdout, eventOf(ev))
@@ -79,11 +88,11 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 			return err // stdout closed: nobody listens any more
 		}
 		if ev.Kind == mesh.IDConflict {
-			return conflictError(ev)
+			return conflictError(ev.Event)
 		}
 	}
 	stopServing()
-	n.Close()
+	leave(n)
 	if *asJSON {
 		return writeJSON(e.stdout, eventJSON{Time: time.Now(), Event: "left", Cluster: n.Cluster(), ID: n.ID()})
 	}

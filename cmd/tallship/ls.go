@@ -34,7 +34,7 @@ func runLs(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer n.Close()
+	defer leave(n)
 	if err := settle(ctx, events, *wait, quietFor(*wait)); err != nil {
 		return err
 	}

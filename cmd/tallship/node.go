@@ -141,6 +141,20 @@ func (f *nodeFlags) startNode(ctx context.Context, e *env, cluster string) (*mes
 	return n, events, nil
 }
 
+// leaveTimeout bounds a node's graceful leave (Node.Shutdown; join's help
+// gives it too): after it the node closes at once, dropping what its
+// peers have not read yet.
+const leaveTimeout = 5 * time.Second
+
+// leave makes n leave the cluster gracefully, its peers told and its
+// records freed everywhere, within leaveTimeout; the node is closed once
+// leave returns, in time or not.
+func leave(n *mesh.Node) {
+	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+	defer cancel()
+	n.Shutdown(ctx) // the node is closed all the same when ctx ends first
+}
+
 // settle waits until the node has met the cluster: until every peer it
 // linked with has sent its registry and nothing new happened for quiet, or
 // until max has passed (a cluster with no other node takes all of max).

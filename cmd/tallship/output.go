@@ -76,14 +76,15 @@ func serviceOf(r mesh.Record) serviceJSON {
 	return s
 }
 
-func eventOf(ev mesh.Event) eventJSON {
-	out := eventJSON{Time: ev.Time, Event: ev.Kind.String(), Peer: ev.Peer}
+func eventOf(ev event) eventJSON {
+	out := eventJSON{Time: ev.Time, Event: ev.name(), Peer: ev.Peer}
+	if ev.change != 0 {
+		s := serviceOf(ev.record)
+		out.Service = &s
+		out.Peer = ev.record.Owner
+	}
 	if len(ev.Addrs) > 0 {
 		out.Addrs = addrStrings(ev.Addrs)
-	}
-	if ev.Service != nil {
-		s := serviceOf(*ev.Service)
-		out.Service = &s
 	}
 	if ev.Err != nil {
 		out.Error = ev.Err.Error()
@@ -104,9 +105,14 @@ func writeJSON(w io.Writer, v any) error {
 const timeLayout = "15:04:05.000"
 
 // eventLine is an event as one readable line.
-func eventLine(ev mesh.Event) string {
+func eventLine(ev event) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s %-18s", ev.Time.Format(timeLayout), ev.Kind)
+	fmt.Fprintf(&b, "%s %-18s", ev.Time.Format(timeLayout), ev.name())
+	if ev.change != 0 {
+		r := ev.record
+		fmt.Fprintf(&b, " %s %s owner %s", r.Role(), r.Addr(), r.Owner)
+		return strings.TrimRight(b.String(), " ")
+	}
 	switch ev.Kind {
 	case mesh.PeerUp:
 		fmt.Fprintf(&b, " %s %s", ev.Peer, strings.Join(addrStrings(ev.Addrs), " "))
@@ -117,10 +123,6 @@ func eventLine(ev mesh.Event) string {
 		}
 	case mesh.PeerSynced:
 		b.WriteString(" " + ev.Peer)
-	case mesh.ServiceRegistered, mesh.ServiceUpdated, mesh.ServiceFreed:
-		if r := ev.Service; r != nil {
-			fmt.Fprintf(&b, " %s %s owner %s", r.Role(), r.Addr(), r.Owner)
-		}
 	case mesh.DiscoveryError, mesh.IDConflict:
 		if ev.Err != nil {
 			b.WriteString(" " + ev.Err.Error())

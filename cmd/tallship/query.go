@@ -50,7 +50,7 @@ func runQuery(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer n.Close()
+	defer leave(n)
 
 	var recs []mesh.Record
 	if *wait {

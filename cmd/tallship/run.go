@@ -101,7 +101,7 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer n.Close()
+	defer leave(n)
 	conflict := make(chan error, 1)
 	go watchConflict(events, func(err error) { // ends when the node closes
 		select {
@@ -187,7 +187,8 @@ func (s *supervisor) command() *exec.Cmd {
 }
 
 // stop frees the service, sends sig to the running command (if any),
-// waits for it at most the grace period, kills it after, and returns nil.
+// waits for it at most the grace period, kills it after, leaves the
+// cluster and returns nil.
 func (s *supervisor) stop(why string, sig os.Signal, cmd *exec.Cmd, exited <-chan error) error {
 	s.free()
 	fmt.Fprintf(s.e.stderr, "tallship run: %s: %s freed\n", why, s.rec.Role())
@@ -208,7 +209,7 @@ func (s *supervisor) stop(why string, sig os.Signal, cmd *exec.Cmd, exited <-cha
 			<-exited
 		}
 	}
-	s.node.Close()
+	leave(s.node)
 	return nil
 }
 

@@ -53,22 +53,29 @@ func runUI(ctx context.Context, e *env, args []string) error {
 		ln.Close()
 		return err
 	}
-	defer n.Close()
+	defer leave(n)
 	dash, stop, err := serveNode(n, started, true, ln)
 	if err != nil {
 		return err
 	}
 	defer stop()
+	stream, err := followNode(ctx, n, events)
+	if err != nil {
+		return err
+	}
 	if err := printDashboard(e.stdout, false, ln); err != nil {
 		return err
 	}
-	for ev := range events { // until ctx ends
+	for { // until ctx ends
+		ev, ok := stream.next(ctx)
+		if !ok {
+			return nil
+		}
 		dash.observe(ev)
 		if ev.Kind == mesh.IDConflict {
-			return conflictError(ev)
+			return conflictError(ev.Event)
 		}
 	}
-	return nil
 }
 
 // listenHTTP listens on the --http address; "" is no address and no

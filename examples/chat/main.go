@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+	"time"
 
 	"github.com/tallship-go/tallship/mesh"
 )
@@ -42,7 +43,7 @@ func run(cluster, id string) error {
 	if err != nil {
 		return err
 	}
-	defer node.Close()
+	defer leave(node)
 	events := node.Events(ctx) // before Start: no peer goes unseen
 	if err := node.Start(ctx); err != nil {
 		return err
@@ -90,4 +91,13 @@ func run(cluster, id string) error {
 			}
 		}
 	}
+}
+
+// leave shuts node down gracefully: peers get what was sent, and its
+// records are freed everywhere at once. A peer that stopped reading
+// holds it up for 5 s at most.
+func leave(node *mesh.Node) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	node.Shutdown(ctx)
 }

@@ -42,7 +42,7 @@ func run(cluster, query string, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	defer node.Close()
+	defer leave(node)
 
 	recs, err := node.Lookup(ctx, query) // waits until one exists
 	if err != nil {
@@ -78,4 +78,13 @@ func get(ctx context.Context, url string) (string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	return string(b), err
+}
+
+// leave shuts node down gracefully: peers get what was sent, and its
+// records are freed everywhere at once. A peer that stopped reading
+// holds it up for 5 s at most.
+func leave(node *mesh.Node) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	node.Shutdown(ctx)
 }

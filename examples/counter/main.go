@@ -52,7 +52,7 @@ func run(ctx context.Context, cluster, id string, nodes, rounds int) error {
 	if err != nil {
 		return err
 	}
-	defer node.Close()
+	defer leave(node)
 
 	ring, err := meet(ctx, node, nodes)
 	if err != nil {
@@ -112,4 +112,13 @@ func meet(ctx context.Context, node *mesh.Node, nodes int) ([]string, error) {
 		case <-events: // something changed: look again
 		}
 	}
+}
+
+// leave shuts node down gracefully: peers get what was sent, and its
+// records are freed everywhere at once. A peer that stopped reading
+// holds it up for 5 s at most.
+func leave(node *mesh.Node) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	node.Shutdown(ctx)
 }

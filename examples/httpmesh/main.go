@@ -69,7 +69,7 @@ func serve(cluster string) error {
 	if err != nil {
 		return err
 	}
-	defer node.Close()
+	defer leave(node)
 	ln, err := node.Listen(protocol) // Accept yields streams from any peer
 	if err != nil {
 		return err
@@ -104,7 +104,7 @@ func get(cluster string, timeout time.Duration) error {
 	if err != nil {
 		return err
 	}
-	defer node.Close()
+	defer leave(node)
 	recs, err := node.Lookup(ctx, "httpmesh@^1") // waits for a server
 	if err != nil {
 		return fmt.Errorf("no server: %w", err)
@@ -149,4 +149,13 @@ func openStream(ctx context.Context, node *mesh.Node, peer string) (net.Conn, er
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// leave shuts node down gracefully: peers get what was sent, and its
+// records are freed everywhere at once. A peer that stopped reading
+// holds it up for 5 s at most.
+func leave(node *mesh.Node) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	node.Shutdown(ctx)
 }

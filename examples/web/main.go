@@ -59,8 +59,8 @@ func serveRegistered(ctx context.Context, cluster, role string) error {
 	if err != nil {
 		return err
 	}
-	defer node.Close()
-	ln, err := node.ListenService(ctx, role) // a free port, registered
+	defer leave(node)
+	ln, err := node.ListenService(ctx, mesh.Service{Role: role}, ":0") // a free port, registered
 	if err != nil {
 		return err
 	}
@@ -103,4 +103,13 @@ func serve(ctx context.Context, ln net.Listener, greeting string) error {
 	err := srv.Shutdown(sctx)
 	fmt.Println("web: stopped")
 	return err
+}
+
+// leave shuts node down gracefully: peers get what was sent, and its
+// records are freed everywhere at once. A peer that stopped reading
+// holds it up for 5 s at most.
+func leave(node *mesh.Node) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	node.Shutdown(ctx)
 }

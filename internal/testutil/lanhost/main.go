@@ -168,8 +168,8 @@ func run(out *printer) error {
 	}
 	set(&cfg.KeepAliveInterval, *keepalive)
 	set(&cfg.WriteTimeout, *writeTO)
-	set(&cfg.Registry.Heartbeat, *heartbeat)
-	set(&cfg.Registry.Lifetime, *lifetime)
+	set(&cfg.Heartbeat, *heartbeat)
+	set(&cfg.Lifetime, *lifetime)
 	cfg.ID = *id
 	cfg.Secret = *secret
 	cfg.Listen = *listen
@@ -195,7 +195,7 @@ func run(out *printer) error {
 	if err != nil {
 		return err
 	}
-	defer node.Close()
+	defer leave(node)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	events := node.Events(ctx)
@@ -213,13 +213,23 @@ func run(out *printer) error {
 	for _, a := range node.Addrs() {
 		addrs = append(addrs, a.String())
 	}
+	services, err := node.Watch(ctx, "")
+	if err != nil {
+		return err
+	}
 	out.print(event{Ev: "start", ID: node.ID(), Addrs: addrs})
 
-	wg.Add(2)
+	wg.Add(3)
 	go func() {
 		defer wg.Done()
 		for e := range events {
 			out.print(fromMesh(e))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		for e := range services {
+			out.print(fromWatch(e))
 		}
 	}()
 	go func() {
@@ -261,7 +271,7 @@ func run(out *printer) error {
 			}
 			seq, done := command(ctx, node, out, line)
 			if done {
-				node.Close()
+				leave(node)
 				out.print(event{Ev: "reply", Seq: seq})
 				return nil
 			}
@@ -361,10 +371,6 @@ func fromMesh(e mesh.Event) event {
 	if e.Err != nil {
 		out.Err = e.Err.Error()
 	}
-	if e.Service != nil {
-		rec := toRecord(*e.Service)
-		out.Rec = &rec
-	}
 	switch e.Kind {
 	case mesh.PeerUp:
 		out.Ev = "peer-up"
@@ -372,16 +378,30 @@ func fromMesh(e mesh.Event) event {
 		out.Ev = "peer-down"
 	case mesh.PeerSynced:
 		out.Ev = "synced"
-	case mesh.ServiceRegistered:
-		out.Ev = "registered"
-	case mesh.ServiceUpdated:
-		out.Ev = "updated"
-	case mesh.ServiceFreed:
-		out.Ev = "freed"
 	case mesh.DiscoveryError:
 		out.Ev = "discovery-error"
 	default:
 		out.Ev = e.Kind.String()
+	}
+	return out
+}
+
+// leave shuts node down gracefully, for at most leaveTimeout.
+func leave(node *mesh.Node) {
+	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
+	defer cancel()
+	node.Shutdown(ctx)
+}
+
+const leaveTimeout = 5 * time.Second
+
+// fromWatch turns a service event into an output line: "registered",
+// "updated", "freed" (with the record, Peer its owner) or "overflowed".
+func fromWatch(e mesh.ServiceEvent) event {
+	out := event{T: time.Now().UnixNano(), Ev: e.Kind.String()}
+	if e.Kind != registry.Overflowed {
+		rec := toRecord(e.Record)
+		out.Rec, out.Peer = &rec, e.Record.Owner
 	}
 	return out
 }

@@ -75,7 +75,7 @@ func run() error {
 	cfg := mesh.LocalConfig()
 	cfg.KeepAliveInterval = 250 * time.Millisecond
 	cfg.WriteTimeout = time.Second
-	cfg.Registry.Lifetime = time.Second
+	cfg.Lifetime = time.Second
 	cfg.ID = *id
 	cfg.Listen = *listen
 	level := slog.LevelWarn
@@ -93,7 +93,11 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	defer node.Close()
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		node.Shutdown(ctx) // leave gracefully
+	}()
 	fmt.Printf("id %s\n", node.ID())
 	for _, a := range node.Addrs() {
 		fmt.Printf("addr %s\n", a)

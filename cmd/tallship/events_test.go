@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"slices"
+	"testing"
+
+	"github.com/tallship-go/tallship/mesh"
+	"github.com/tallship-go/tallship/registry"
+)
+
+// TestEventStreamApply: a record is shown registered once, a watch's
+// repeat of it (after an overflow) is not shown, a repeat with new content
+// is shown updated, and only records shown are shown freed.
+func TestEventStreamApply(t *testing.T) {
+	web := mesh.Record{ID: "1", Name: "web", Version: "1.0.0", Owner: "a", Host: "10.0.0.1", Port: 80,
+		Meta: map[string]string{"k": "v"}, Rev: registry.Rev{Incarnation: 1, Seq: 1}}
+	changed := web
+	changed.Meta = map[string]string{"k": "w"}
+	changed.Rev.Seq = 2
+	ev := func(kind registry.EventKind, rec mesh.Record) mesh.ServiceEvent {
+		return mesh.ServiceEvent{Kind: kind, Record: rec}
+	}
+	tests := []struct {
+		name string
+		in   []mesh.ServiceEvent
+		want []string
+	}{
+		{"register, update, free", []mesh.ServiceEvent{ev(registry.Registered, web), ev(registry.Updated, changed), ev(registry.Freed, changed)},
+			[]string{"service-registered", "service-updated", "service-freed"}},
+		{"repeated unchanged", []mesh.ServiceEvent{ev(registry.Registered, web), ev(registry.Registered, web)},
+			[]string{"service-registered"}},
+		{"repeated changed", []mesh.ServiceEvent{ev(registry.Registered, web), ev(registry.Registered, changed)},
+			[]string{"service-registered", "service-updated"}},
+		{"freed unseen", []mesh.ServiceEvent{ev(registry.Freed, web)}, nil},
+		{"freed twice", []mesh.ServiceEvent{ev(registry.Registered, web), ev(registry.Freed, web), ev(registry.Freed, web)},
+			[]string{"service-registered", "service-freed"}},
+		{"registered again after free", []mesh.ServiceEvent{ev(registry.Registered, web), ev(registry.Freed, web), ev(registry.Registered, web)},
+			[]string{"service-registered", "service-freed", "service-registered"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &eventStream{known: map[string]mesh.Record{}}
+			var got []string
+			for _, sev := range tt.in {
+				if e, show := s.apply(sev); show {
+					if e.record.ID != sev.Record.ID || e.Time.IsZero() {
+						t.Errorf("%s: event %+v for record %s", e.name(), e, sev.Record.ID)
+					}
+					got = append(got, e.name())
+				}
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("shown %q, want %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// TestEventStreamNext: next merges the node's events and the service
+// changes, and ends when the node's events end or ctx does.
+func TestEventStreamNext(t *testing.T) {
+	events := make(chan mesh.Event, 2)
+	watch := make(chan mesh.ServiceEvent, 2)
+	s := &eventStream{events: events, watch: watch, known: map[string]mesh.Record{}}
+	events <- mesh.Event{Kind: mesh.PeerUp, Peer: "a"}
+	watch <- mesh.ServiceEvent{Kind: registry.Registered, Record: mesh.Record{ID: "1", Name: "web", Version: "1.0.0", Owner: "a"}}
+	ctx := context.Background()
+	var got []string
+	for range 2 {
+		e, ok := s.next(ctx)
+		if !ok {
+			t.Fatalf("the stream ended after %q", got)
+		}
+		got = append(got, eventOf(e).Event+" "+eventOf(e).Peer)
+	}
+	slices.Sort(got)
+	if want := []string{"peer-up a", "service-registered a"}; !slices.Equal(got, want) {
+		t.Errorf("got %q, want %q", got, want)
+	}
+	close(watch) // the watch ends with the node: the stream waits for its events to end
+	close(events)
+	if e, ok := s.next(ctx); ok {
+		t.Errorf("after the events ended: %+v", e)
+	}
+	cctx, cancel := context.WithCancel(ctx)
+	cancel()
+	s = &eventStream{events: make(chan mesh.Event), known: map[string]mesh.Record{}}
+	if e, ok := s.next(cctx); ok {
+		t.Errorf("after ctx ended: %+v", e)
+	}
+}
