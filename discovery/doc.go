@@ -5,7 +5,7 @@
 // Events: Found (a new peer, or new addresses) and Lost (a goodbye, or
 // records that lapsed). Several can run at once; the mesh merges them.
 //
-// MDNS, the default, works on the local links with no configuration:
+// MDNS, the default, works on the local network with no configuration:
 //
 //	err := (&discovery.MDNS{}).Run(ctx, discovery.Self{
 //		Cluster: "my-cluster",

@@ -5,24 +5,24 @@ import (
 	"testing"
 )
 
-// TestQueryLink: a query belongs to the link it arrived on, when MDNS runs
-// there, and to no other; where the arrival interface is unknown, to the
-// link whose subnet holds the querier.
-func TestQueryLink(t *testing.T) {
-	lo := &link{index: 1, name: "lo", loopback: true, prefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8")}}
-	eth := &link{index: 2, name: "eth0", prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/24")}}
-	e := &engine{links: []*link{lo, eth}}
-	name := func(l *link) string {
-		if l == nil {
+// TestQueryIface: a query belongs to the interface it arrived on, when
+// MDNS runs there, and to no other; where the arrival interface is
+// unknown, to the interface whose subnet holds the querier.
+func TestQueryIface(t *testing.T) {
+	lo := &iface{index: 1, name: "lo", loopback: true, prefixes: []netip.Prefix{netip.MustParsePrefix("127.0.0.1/8")}}
+	eth := &iface{index: 2, name: "eth0", prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/24")}}
+	e := &engine{ifaces: []*iface{lo, eth}}
+	name := func(ifc *iface) string {
+		if ifc == nil {
 			return "none"
 		}
-		return l.name
+		return ifc.name
 	}
 	for _, tc := range []struct {
 		name    string
 		ifindex int
 		src     string
-		want    *link
+		want    *iface
 	}{
 		{"arrived on eth0", 2, "10.0.0.7", eth},
 		{"arrived on lo", 1, "127.0.0.1", lo},
@@ -33,8 +33,8 @@ func TestQueryLink(t *testing.T) {
 		{"arrival unknown, loopback querier", 0, "127.0.0.1", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := e.queryLink(tc.ifindex, netip.MustParseAddr(tc.src)); got != tc.want {
-				t.Errorf("queryLink(%d, %s) = %s, want %s", tc.ifindex, tc.src, name(got), name(tc.want))
+			if got := e.queryIface(tc.ifindex, netip.MustParseAddr(tc.src)); got != tc.want {
+				t.Errorf("queryIface(%d, %s) = %s, want %s", tc.ifindex, tc.src, name(got), name(tc.want))
 			}
 		})
 	}
