@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -17,19 +16,6 @@ import (
 const (
 	DefaultDNSInterval = 5 * time.Second
 	DefaultDNSTimeout  = 2 * time.Second
-)
-
-var (
-	// ErrBadName is returned (wrapped) by DNS.Run when Name is empty or
-	// not a domain name.
-	ErrBadName = errors.New("discovery: bad DNS name")
-	// ErrBadServer is returned (wrapped) by DNS.Run when Server is not an
-	// IP address with an optional port.
-	ErrBadServer = errors.New("discovery: bad DNS server address")
-	// ErrLookup wraps what DNS reports as an Event's Err when a round of
-	// look-ups fails: no server answered in time, a server failed
-	// (SERVFAIL, REFUSED), /etc/resolv.conf cannot be read.
-	ErrLookup = errors.New("discovery: DNS lookup failed")
 )
 
 // DNS finds peers through DNS SRV records (RFC 2782): for peers across

@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,16 +15,6 @@ const (
 	DefaultTTL      = 120 * time.Second
 	DefaultQueryMin = time.Second
 	DefaultQueryMax = 60 * time.Second
-)
-
-var (
-	// ErrNoInterface is returned by MDNS.Run when no interface can carry
-	// mDNS (none up and multicast-capable, or none with an address of an
-	// enabled IP version, or every socket failed).
-	ErrNoInterface = errors.New("discovery: no interface for mDNS")
-	// ErrNoPort is returned by MDNS.Run when Self has neither a Port nor
-	// an address with a port.
-	ErrNoPort = errors.New("discovery: no port to announce")
 )
 
 // MDNS discovers the peers of a cluster on the local network with multicast
