@@ -34,6 +34,16 @@
 //		Interval: 5 * time.Second, // default; reported again so the mesh retries
 //	}
 //
+// DNS reports the targets of a name's SRV records (Consul, a Kubernetes
+// headless Service, a zone file), looked up through net.Resolver:
+//
+//	d := &discovery.DNS{
+//		Name:     "tallship.service.consul",
+//		Server:   "127.0.0.1:8600", // default: the servers of /etc/resolv.conf
+//		Interval: 5 * time.Second,  // default; a target gone from the answer is Lost
+//		Timeout:  2 * time.Second,  // default: one exchange with a server
+//	}
+//
 // # On the wire
 //
 // MDNS publishes a node as a DNS-SD instance of _tallship._tcp under a
@@ -65,5 +75,7 @@
 // # Tests
 //
 // Tests that send mDNS run inside a private network namespace (see
-// internal/testutil/netns): nothing they send can leave the machine.
+// internal/testutil/netns): nothing they send can leave the machine. DNS
+// tests ask a DNS server of their own on loopback; the one that leaves
+// Server empty takes every exchange net.Resolver makes to it as well.
 package discovery

@@ -35,8 +35,9 @@ var (
 	// ErrBadServer is returned (wrapped) by DNS.Run when Server is not an
 	// IP address with an optional port.
 	ErrBadServer = errors.New("discovery: bad DNS server address")
-	// ErrLookup wraps what DNS reports as an Event's Err when a round of
-	// look-ups fails: no server answered in time, a server failed
-	// (SERVFAIL, REFUSED), /etc/resolv.conf cannot be read.
+	// ErrLookup wraps what DNS reports as an Event's Err when a look-up
+	// fails: no server answered in time, or a server failed ("server
+	// misbehaving": SERVFAIL, REFUSED). The error names the question and
+	// the server, and wraps net.Resolver's *net.DNSError.
 	ErrLookup = errors.New("discovery: DNS lookup failed")
 )
