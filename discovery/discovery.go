@@ -2,16 +2,7 @@ package discovery
 
 import (
 	"context"
-	"errors"
 	"net/netip"
-)
-
-// Errors returned by discoverers.
-var (
-	// ErrNoCluster is returned when a discoverer is started without a cluster name.
-	ErrNoCluster = errors.New("discovery: empty cluster name")
-	// ErrNoID is returned when a discoverer is started without a node id.
-	ErrNoID = errors.New("discovery: empty node id")
 )
 
 // Self describes the node that a discoverer announces.

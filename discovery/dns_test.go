@@ -7,8 +7,6 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"os"
-	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -21,14 +19,15 @@ import (
 )
 
 // fakeDNS is a DNS server for tests, on a loopback address: it answers from
-// a list of records that the test changes as it goes.
+// a list of records that the test changes as it goes, with authority, as
+// Consul and a cluster DNS answer for their zones.
 type fakeDNS struct {
 	addr string // host:port, UDP and TCP
 
 	mu  sync.Mutex
 	rrs []dns.RR
 	// extra: SRV answers carry their targets' A, AAAA and TXT records in
-	// the additional section.
+	// the additional section, as Consul's and a cluster DNS's do.
 	extra bool
 	// rcode, when not zero, is the answer to everything.
 	rcode int
@@ -40,7 +39,7 @@ type fakeDNS struct {
 	asked map[string]int
 }
 
-// startZone serves DNS on host (an address of this namespace, port 0 for
+// startFakeDNS serves DNS on host (an address of this namespace, port 0 for
 // any) over UDP and TCP, until the test ends.
 func startFakeDNS(t testing.TB, host string, rrs ...string) *fakeDNS {
 	t.Helper()
@@ -106,10 +105,15 @@ func (z *fakeDNS) configure(f func(z *fakeDNS)) {
 	f(z)
 }
 
+// count returns how many times the question "type name" was asked, over
+// UDP or TCP; "tcp type name" counts those over TCP only.
 func (z *fakeDNS) count(key string) int {
 	z.mu.Lock()
 	defer z.mu.Unlock()
-	return z.asked[key]
+	if strings.HasPrefix(key, "tcp ") {
+		return z.asked[key]
+	}
+	return z.asked["udp "+key] + z.asked["tcp "+key]
 }
 
 func (z *fakeDNS) questions() map[string]int {
@@ -132,6 +136,7 @@ func (z *fakeDNS) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	}
 	m := new(dns.Msg)
 	m.SetReply(q)
+	m.Authoritative = true
 	if z.rcode != 0 {
 		m.Rcode = z.rcode
 		w.WriteMsg(m)
@@ -255,21 +260,22 @@ func TestDNSServerForms(t *testing.T) {
 }
 
 // TestDNSFindsAndLoses serves the shapes of answer Consul and Kubernetes
-// give (addresses in the additional section), and the bare one a zone file
-// gives (addresses looked up after): each finds every target, in order of
-// priority and weight, IPv4 first; a record removed is reported Lost, one
-// added Found.
+// give (addresses in the additional section too), and the bare one a zone
+// file gives: each finds every target, in order of priority, weight, name
+// and port, IPv4 first, with the addresses it asked for; a record removed
+// is reported Lost, one added Found.
 func TestDNSFindsAndLoses(t *testing.T) {
 	for _, tc := range []struct {
 		name, query string
 		extra       bool
 		rrs         []string
 		want        []string // Found, in order
+		target      string   // a target whose addresses must be asked for
 		remove      int      // the record to remove, an SRV
 		lost        string   // the peer then Lost
 	}{
 		{
-			name: "consul", query: "tallship.service.consul", extra: true,
+			name: "consul", query: "tallship.service.consul", extra: true, target: "0a3d0202.addr.dc1.consul.",
 			rrs: []string{
 				"tallship.service.consul. 0 IN SRV 1 1 7946 0a3d0102.addr.dc1.consul.",
 				"tallship.service.consul. 0 IN SRV 1 1 7946 0a3d0202.addr.dc1.consul.",
@@ -278,11 +284,12 @@ func TestDNSFindsAndLoses(t *testing.T) {
 				"0a3d0202.addr.dc1.consul. 0 IN A 10.61.2.2",
 				"0a3d0102.addr.dc1.consul. 0 IN TXT \"consul-network-segment=\"",
 			},
-			want:   []string{"[10.61.1.2:7946]", "[10.61.2.2:7946]", "[10.61.1.2:7947]"},
+			want:   []string{"[10.61.1.2:7946]", "[10.61.1.2:7947]", "[10.61.2.2:7946]"},
 			remove: 1, lost: "[10.61.2.2:7946]",
 		},
 		{
 			name: "kubernetes", query: "_tallship._tcp.tallship.default.svc.cluster.local", extra: true,
+			target: "tallship-1.tallship.default.svc.cluster.local.",
 			rrs: []string{
 				"_tallship._tcp.tallship.default.svc.cluster.local. 5 IN SRV 0 33 7946 tallship-0.tallship.default.svc.cluster.local.",
 				"_tallship._tcp.tallship.default.svc.cluster.local. 5 IN SRV 0 33 7946 tallship-1.tallship.default.svc.cluster.local.",
@@ -296,7 +303,7 @@ func TestDNSFindsAndLoses(t *testing.T) {
 			remove: 2, lost: "[10.244.2.9:7946]",
 		},
 		{
-			name: "zone file", query: "_tallship._tcp.example.test", extra: false,
+			name: "zone file", query: "_tallship._tcp.example.test", extra: false, target: "b.example.test.",
 			rrs: []string{
 				"_tallship._tcp.example.test. 60 IN SRV 20 0 7000 c.example.test.",
 				"_tallship._tcp.example.test. 60 IN SRV 10 1 7000 b.example.test.",
@@ -325,14 +332,8 @@ func TestDNSFindsAndLoses(t *testing.T) {
 					t.Fatalf("event %+v, want Found from dns without an id", ev)
 				}
 			}
-			if tc.extra {
-				for key, c := range z.questions() {
-					if !strings.Contains(key, " SRV ") {
-						t.Errorf("asked %q %d times: the additional section had the addresses", key, c)
-					}
-				}
-			} else if z.count("udp A b.example.test.") == 0 || z.count("udp AAAA b.example.test.") == 0 {
-				t.Errorf("addresses not asked for: %v", z.questions())
+			if z.count("A "+tc.target) == 0 || z.count("AAAA "+tc.target) == 0 {
+				t.Errorf("the addresses of %s not asked for: %v", tc.target, z.questions())
 			}
 
 			rrs := slices.Delete(slices.Clone(tc.rrs), tc.remove, tc.remove+1)
@@ -370,14 +371,15 @@ func TestDNSNoSuchName(t *testing.T) {
 	// a.test has no SRV records: no peers, and no error.
 	n2 := startDNS(t, &DNS{Name: "a.test", Server: z.addr}, Self{})
 	waitFor(t, 5*time.Second, "a few rounds", func() bool {
-		return z.count("udp SRV nothing.test.") >= 3 && z.count("udp SRV a.test.") >= 3
+		return z.count("SRV nothing.test.") >= 3 && z.count("SRV a.test.") >= 3
 	})
 	if evs := append(n.rec.snapshot(), n2.rec.snapshot()...); len(evs) != 0 {
 		t.Fatalf("events %v, want none", evs)
 	}
 }
 
-// TestDNSIDs reads node ids from TXT records in the additional section,
+// TestDNSIDs reads node ids from the TXT records of the SRV targets ("i="
+// in a record of its own: net.Resolver joins the strings of one record),
 // skips this node (by id and by address), ignores an id that names a host
 // with several ports, and reports a node that changed its id at an address
 // as Lost and then Found.
@@ -386,8 +388,9 @@ func TestDNSIDs(t *testing.T) {
 		return fmt.Sprintf("_tallship._tcp.test. 0 IN SRV 0 0 %d %s", port, target)
 	}
 	rrs := []string{
-		srv("a.test.", 7000), "a.test. 0 IN A 10.0.0.1", `a.test. 0 IN TXT "v=1" "i=node-a"`,
+		srv("a.test.", 7000), "a.test. 0 IN A 10.0.0.1", `a.test. 0 IN TXT "i=node-a"`, `a.test. 0 IN TXT "v=1"`,
 		srv("b.test.", 7000), "b.test. 0 IN A 10.0.0.2", `b.test. 0 IN TXT "i=node\032b\"x"`,
+		srv("joined.test.", 7000), "joined.test. 0 IN A 10.0.0.7", `joined.test. 0 IN TXT "v=1" "i=joined"`,
 		srv("self.test.", 7000), "self.test. 0 IN A 10.0.0.3", `self.test. 0 IN TXT "i=me"`,
 		srv("self2.test.", 7000), "self2.test. 0 IN A 10.0.0.4",
 		srv("shared.test.", 7000), srv("shared.test.", 7001), "shared.test. 0 IN A 10.0.0.5", `shared.test. 0 IN TXT "i=one"`,
@@ -396,7 +399,7 @@ func TestDNSIDs(t *testing.T) {
 	z := startFakeDNS(t, "127.0.0.1:0", rrs...)
 	self := Self{ID: "me", Addrs: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.4:7000")}}
 	n := startDNS(t, &DNS{Name: "_tallship._tcp.test.", Server: z.addr}, self)
-	want := []string{"node-a[10.0.0.1:7000]", "node b\"x[10.0.0.2:7000]", "[10.0.0.5:7000]", "[10.0.0.5:7001]", "[10.0.0.6:7000]"}
+	want := []string{"node-a[10.0.0.1:7000]", "node b\"x[10.0.0.2:7000]", "[10.0.0.7:7000]", "[10.0.0.5:7000]", "[10.0.0.5:7001]", "[10.0.0.6:7000]"}
 	n.rec.waitFor(t, 5*time.Second, "the peers with their ids", func(evs []Event) bool { return lastRound(evs, want) })
 
 	rrs[2] = `a.test. 0 IN TXT "i=node-a2"`
@@ -422,8 +425,8 @@ func TestDNSTruncated(t *testing.T) {
 	var rrs, want []string
 	for i := range 40 {
 		rrs = append(rrs,
-			fmt.Sprintf("_tallship._tcp.big.test. 0 IN SRV 0 0 7000 n%d.big.test.", i),
-			fmt.Sprintf("n%d.big.test. 0 IN A 10.0.1.%d", i, i+1))
+			fmt.Sprintf("_tallship._tcp.big.test. 0 IN SRV 0 0 7000 n%02d.big.test.", i),
+			fmt.Sprintf("n%02d.big.test. 0 IN A 10.0.1.%d", i, i+1))
 		want = append(want, fmt.Sprintf("[10.0.1.%d:7000]", i+1))
 	}
 	z := startFakeDNS(t, "127.0.0.1:0", rrs...)
@@ -436,8 +439,9 @@ func TestDNSTruncated(t *testing.T) {
 }
 
 // TestDNSFailures makes the server fail (SERVFAIL, REFUSED, then no answer
-// at all): each round is reported as an error, within the bounds Timeout
-// sets, and the peers known stay known (no Lost) until it answers again.
+// at all): each round is reported as an error that names the question and
+// the server, within the bounds Timeout sets, and the peers known stay
+// known (no Lost) until it answers again.
 func TestDNSFailures(t *testing.T) {
 	z := startFakeDNS(t, "127.0.0.1:0",
 		"_tallship._tcp.test. 0 IN SRV 0 0 7000 a.test.", "a.test. 0 IN A 10.0.0.1")
@@ -449,9 +453,9 @@ func TestDNSFailures(t *testing.T) {
 		f    func(z *fakeDNS)
 		want string
 	}{
-		{"servfail", func(z *fakeDNS) { z.rcode = dns.RcodeServerFailure }, "SERVFAIL"},
-		{"refused", func(z *fakeDNS) { z.rcode = dns.RcodeRefused }, "REFUSED"},
-		{"silent", func(z *fakeDNS) { z.silent = true }, "no answer"},
+		{"servfail", func(z *fakeDNS) { z.rcode = dns.RcodeServerFailure }, "server misbehaving"},
+		{"refused", func(z *fakeDNS) { z.rcode = dns.RcodeRefused }, "server misbehaving"},
+		{"silent", func(z *fakeDNS) { z.silent = true }, "no answer within"},
 	} {
 		mark := len(n.rec.snapshot())
 		z.configure(tc.f)
@@ -461,12 +465,18 @@ func TestDNSFailures(t *testing.T) {
 		})
 		evs := n.rec.snapshot()
 		err := evs[len(evs)-1].Err
-		if !errors.Is(err, ErrLookup) || !strings.Contains(err.Error(), tc.want) {
-			t.Errorf("%s: error %v, want ErrLookup saying %s", tc.name, err, tc.want)
+		for _, s := range []string{tc.want, "SRV", "_tallship._tcp.test.", z.addr} {
+			if !errors.Is(err, ErrLookup) || !strings.Contains(err.Error(), s) {
+				t.Errorf("%s: error %v, want ErrLookup saying %s", tc.name, err, s)
+			}
+		}
+		var ne net.Error
+		if timeout := errors.As(err, &ne) && ne.Timeout(); timeout != (tc.name == "silent") {
+			t.Errorf("%s: error %v is a timeout: %v", tc.name, err, timeout)
 		}
 		t.Logf("%s: reported %v after the server broke: %v", tc.name, at.Sub(broke), err)
 		// The next failure comes at least a round later: a round with no
-		// answer lasts Timeout.
+		// answer lasts at least Timeout.
 		mark = len(evs)
 		n.rec.waitFor(t, 5*time.Second, "another failed round", func(evs []Event) bool {
 			return len(evs) > mark && evs[len(evs)-1].Err != nil
@@ -502,7 +512,7 @@ func TestDNSCancel(t *testing.T) {
 	done := make(chan error, 1)
 	d := &DNS{Name: "_tallship._tcp.test", Server: z.addr, Timeout: time.Minute}
 	go func() { done <- d.Run(ctx, Self{}, func(ev Event) { t.Errorf("event %+v", ev) }) }()
-	waitFor(t, 5*time.Second, "the query", func() bool { return z.count("udp SRV _tallship._tcp.test.") > 0 })
+	waitFor(t, 5*time.Second, "the query", func() bool { return z.count("SRV _tallship._tcp.test.") > 0 })
 	cancelled := time.Now()
 	cancel()
 	select {
@@ -517,35 +527,36 @@ func TestDNSCancel(t *testing.T) {
 	waitFor(t, 5*time.Second, "no goroutine left", func() bool { return runtime.NumGoroutine() <= before })
 }
 
-// TestDNSResolvConf takes the servers and the search list from a
-// resolv.conf, as in a Kubernetes pod: the first server is down (its port
-// unreachable), the second serves; a short name is completed with the
-// search list.
-func TestDNSResolvConf(t *testing.T) {
-	z := startFakeDNS(t, "127.0.0.2:53",
+// TestDNSSystemResolver leaves Server empty, as in a Kubernetes pod: the
+// look-ups go to the servers of /etc/resolv.conf, as the system
+// resolver's would. The test's dial stands in for the network and takes
+// every exchange to the test's own server, so no real server is asked.
+func TestDNSSystemResolver(t *testing.T) {
+	z := startFakeDNS(t, "127.0.0.1:0",
 		"_tallship._tcp.tallship.default.svc.cluster.local. 5 IN SRV 0 50 7946 10-244-0-7.tallship.default.svc.cluster.local.",
 		"10-244-0-7.tallship.default.svc.cluster.local. 5 IN A 10.244.0.7")
-	conf := filepath.Join(t.TempDir(), "resolv.conf")
-	err := os.WriteFile(conf, []byte("nameserver 127.0.0.3\nnameserver 127.0.0.2\nsearch default.svc.cluster.local svc.cluster.local cluster.local\noptions ndots:5\n"), 0o644)
-	if err != nil {
-		t.Fatal(err)
+	var mu sync.Mutex
+	servers := map[string]int{} // the addresses net.Resolver dialed
+	dial := func(ctx context.Context, network, address string) (net.Conn, error) {
+		mu.Lock()
+		servers[address]++
+		mu.Unlock()
+		var d net.Dialer
+		return d.DialContext(ctx, network, z.addr)
 	}
-	n := startDNS(t, &DNS{Name: "_tallship._tcp.tallship", resolvConf: conf}, Self{})
+	n := startDNS(t, &DNS{Name: "_tallship._tcp.tallship.default.svc.cluster.local.", dial: dial}, Self{})
 	n.rec.waitFor(t, 5*time.Second, "the pod", func(evs []Event) bool { return lastRound(evs, []string{"[10.244.0.7:7946]"}) })
-	if c := z.count("udp SRV _tallship._tcp.tallship.default.svc.cluster.local."); c == 0 {
-		t.Fatalf("the search list was not used: %v", z.questions())
-	}
 	for _, ev := range n.rec.snapshot() {
 		if ev.Err != nil {
-			t.Errorf("error %v: the second server answered", ev.Err)
+			t.Errorf("error %v: the server answered", ev.Err)
 		}
 	}
-
-	missing := startDNS(t, &DNS{Name: "x.test", resolvConf: filepath.Join(t.TempDir(), "none")}, Self{})
-	missing.rec.waitFor(t, 5*time.Second, "an error", func(evs []Event) bool { return len(evs) > 0 })
-	if ev := missing.rec.snapshot()[0]; !errors.Is(ev.Err, ErrLookup) {
-		t.Errorf("no resolv.conf: %+v, want ErrLookup", ev)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(servers) == 0 || servers[z.addr] > 0 {
+		t.Fatalf("dialed %v, want the servers of /etc/resolv.conf (or its default, localhost)", servers)
 	}
+	t.Logf("dialed %v for the servers of /etc/resolv.conf", servers)
 }
 
 // waitFor polls cond until it holds, or fails t after d.

@@ -5,7 +5,7 @@
 // Events: Found (a new peer, or new addresses) and Lost (a goodbye, or
 // records that lapsed). Several can run at once; the mesh merges them.
 //
-// MDNS, the default, works on the local links with no configuration:
+// MDNS, the default, works on the local network with no configuration:
 //
 //	err := (&discovery.MDNS{}).Run(ctx, discovery.Self{
 //		Cluster: "my-cluster",
@@ -32,6 +32,16 @@
 //	d := &discovery.Static{
 //		Addrs:    []string{"10.0.0.7:7946", "db.example:7946"},
 //		Interval: 5 * time.Second, // default; reported again so the mesh retries
+//	}
+//
+// DNS reports the targets of a name's SRV records (Consul, a Kubernetes
+// headless Service, a zone file), looked up through net.Resolver:
+//
+//	d := &discovery.DNS{
+//		Name:     "tallship.service.consul",
+//		Server:   "127.0.0.1:8600", // default: the servers of /etc/resolv.conf
+//		Interval: 5 * time.Second,  // default; a target gone from the answer is Lost
+//		Timeout:  2 * time.Second,  // default: one exchange with a server
 //	}
 //
 // # On the wire
@@ -65,5 +75,7 @@
 // # Tests
 //
 // Tests that send mDNS run inside a private network namespace (see
-// internal/testutil/netns): nothing they send can leave the machine.
+// internal/testutil/netns): nothing they send can leave the machine. DNS
+// tests ask a DNS server of their own on loopback; the one that leaves
+// Server empty takes every exchange net.Resolver makes to it as well.
 package discovery

@@ -24,7 +24,7 @@ func ExampleDNS() {
 		Timeout:  time.Second,         // default: 2 s an exchange, 4× that a round
 	}
 
-	// A node that finds its peers by DNS and on the local links: the
+	// A node that finds its peers by DNS and on the local network: the
 	// listening port must be the one the SRV records name.
 	cfg := mesh.Config{
 		Listen:    ":7946",

@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -18,17 +17,7 @@ const (
 	DefaultQueryMax = 60 * time.Second
 )
 
-var (
-	// ErrNoInterface is returned by MDNS.Run when no interface can carry
-	// mDNS (none up and multicast-capable, or none with an address of an
-	// enabled IP version, or every socket failed).
-	ErrNoInterface = errors.New("discovery: no interface for mDNS")
-	// ErrNoPort is returned by MDNS.Run when Self has neither a Port nor
-	// an address with a port.
-	ErrNoPort = errors.New("discovery: no port to announce")
-)
-
-// MDNS discovers the peers of a cluster on the local links with multicast
+// MDNS discovers the peers of a cluster on the local network with multicast
 // DNS (RFC 6762) and DNS-SD (RFC 6763), and makes this node known to them.
 // Its zero value is ready to use; a value must not be changed while Run
 // runs, and may serve several Runs at once.
@@ -120,7 +109,7 @@ func (m *MDNS) settings() (settings, error) {
 	return s, nil
 }
 
-// Run announces self on the local links and reports the peers of its
+// Run announces self on the local network and reports the peers of its
 // cluster until ctx is done; it then stops answering queries, sends a
 // goodbye, waits for its goroutines and returns nil. It returns at once
 // ErrNoCluster, ErrNoID, ErrIDTooLong, ErrNoPort or ErrNoInterface (wrapped)
@@ -134,26 +123,26 @@ func (m *MDNS) Run(ctx context.Context, self Self, report func(Event)) error {
 	if err != nil {
 		return err
 	}
-	ifaces, err := m.interfaces(set)
+	chosen, err := m.interfaces(set)
 	if err != nil {
 		return err
 	}
 	if ctx.Err() != nil {
 		return nil
 	}
-	links, err := buildLinks(set, self, port, ifaces)
+	ifaces, err := buildIfaces(set, self, port, chosen)
 	if err != nil {
 		return err
 	}
-	socks, err := openSockets(set, links, ifaces)
+	socks, err := openSockets(set, ifaces, chosen)
 	if err != nil {
 		return err
 	}
-	links = slices.DeleteFunc(links, func(l *link) bool { return !l.v4 && !l.v6 })
+	ifaces = slices.DeleteFunc(ifaces, func(ifc *iface) bool { return !ifc.v4 && !ifc.v6 })
 
 	in := make(chan inPacket, 64)
 	done := make(chan struct{})
-	eng, err := newEngine(set, self, links, socks, in, report)
+	eng, err := newEngine(set, self, ifaces, socks, in, report)
 	if err != nil {
 		socks.close()
 		return err
@@ -162,7 +151,7 @@ func (m *MDNS) Run(ctx context.Context, self Self, report func(Event)) error {
 	for _, c := range socks.conns() {
 		wg.Go(func() { c.readLoop(in, done) })
 	}
-	set.log.Debug("mdns: started", "cluster", self.Cluster, "peer", self.ID, "ifaces", len(links))
+	set.log.Debug("mdns: started", "cluster", self.Cluster, "node", self.ID, "ifaces", len(ifaces))
 
 	// Once run returns, nothing answers queries: no answer follows the
 	// goodbye.
@@ -171,7 +160,7 @@ func (m *MDNS) Run(ctx context.Context, self Self, report func(Event)) error {
 	close(done)
 	socks.close()
 	wg.Wait()
-	set.log.Debug("mdns: stopped", "cluster", self.Cluster, "peer", self.ID)
+	set.log.Debug("mdns: stopped", "cluster", self.Cluster, "node", self.ID)
 	return nil
 }
 

@@ -2,7 +2,6 @@ package discovery
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -16,10 +15,6 @@ import (
 // DefaultStaticInterval is how often Static reports its addresses again
 // when Interval is zero.
 const DefaultStaticInterval = 5 * time.Second
-
-// ErrBadAddr is returned (wrapped, naming the address) by Static.Run for an
-// entry of Addrs that is not host:port.
-var ErrBadAddr = errors.New("discovery: bad address")
 
 // Static reports a fixed list of addresses: for peers across subnets or in
 // clouds, where multicast does not reach. It announces nothing. Its zero

@@ -22,8 +22,8 @@ import (
 )
 
 // srvZone is a DNS server of the test: one SRV name, whose targets it
-// serves with their A records in the additional section, as Consul and
-// Kubernetes do.
+// serves with their A records in the additional section and, asked by
+// name, in the answer, as Consul and Kubernetes do.
 type srvZone struct {
 	addr string
 	name string
@@ -99,6 +99,16 @@ func (z *srvZone) ServeDNS(w dns.ResponseWriter, q *dns.Msg) {
 	defer z.mu.Unlock()
 	m := new(dns.Msg)
 	m.SetReply(q)
+	m.Authoritative = true
+	// discovery.DNS asks for each target's addresses by name.
+	if len(q.Question) == 1 && q.Question[0].Qtype == dns.TypeA {
+		for _, a := range z.targets[strings.ToLower(q.Question[0].Name)].addrs {
+			m.Answer = append(m.Answer, &dns.A{
+				Hdr: dns.RR_Header{Name: q.Question[0].Name, Rrtype: dns.TypeA, Class: dns.ClassINET},
+				A:   a.AsSlice(),
+			})
+		}
+	}
 	if len(q.Question) == 1 && q.Question[0].Qtype == dns.TypeSRV && strings.EqualFold(q.Question[0].Name, z.name) {
 		z.asked++
 		for _, host := range slices.Sorted(func(yield func(string) bool) {
@@ -204,14 +214,22 @@ func TestDNSUnreachableFirstAddress(t *testing.T) {
 		// silent: a listener at the first address accepts connections
 		// and never says a word.
 		silent bool
+		// listen is where the node listens; empty: 127.0.0.1. The good
+		// address has the scope of the first, or address selection (RFC
+		// 6724, which net.Resolver applies) would put it first.
+		listen string
 	}{
 		{name: "no bad address"},
 		{name: "refused", first: "127.0.0.3"},
 		{name: "silent listener", first: "127.0.0.2", silent: true},
-		{name: "packets vanish", first: "10.61.9.2"},
+		{name: "packets vanish", first: "10.61.9.2", listen: "10.61.9.1:0"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			tgt := start(t, "unreach", testConfig("t"))
+			tcfg := testConfig("t")
+			if tc.listen != "" {
+				tcfg.Listen = tc.listen
+			}
+			tgt := start(t, "unreach", tcfg)
 			good := tgt.Addrs()[0]
 			accepted := 0
 			var acceptMu sync.Mutex

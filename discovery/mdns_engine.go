@@ -22,8 +22,8 @@ const (
 	// so with n nodes each querying every n×2 s, each node sends n answers
 	// per n×2 s.
 	answerSpacing = 2 * time.Second
-	// maxPeers bounds the peer table against a hostile LAN.
-	maxPeers = 4096
+	// maxSighted bounds the table of nodes sighted against a hostile LAN.
+	maxSighted = 4096
 	// maxTTL bounds the lifetime a received record can claim.
 	maxTTL = 24 * time.Hour
 )
@@ -52,14 +52,14 @@ func (k packetKind) String() string {
 	return "unknown"
 }
 
-// outPacket is one packet to send on one link: multicast to the group of
+// outPacket is one packet to send on one interface: multicast to the group of
 // IP version v6, or, for an answer, by unicast to a querier.
 type outPacket struct {
-	kind packetKind
-	link *link
-	v6   bool
-	to   netip.AddrPort // the querier, for an answer
-	data []byte
+	kind  packetKind
+	iface *iface
+	v6    bool
+	to    netip.AddrPort // the querier, for an answer
+	data  []byte
 }
 
 // inPacket is one received packet. ifindex is the interface it arrived on.
@@ -74,8 +74,8 @@ type sender interface {
 	send(p outPacket) error
 }
 
-// peer is what the engine knows of one node.
-type peer struct {
+// sighted is what the engine knows of one node, from its sightings.
+type sighted struct {
 	instance  string // its DNS-SD instance name
 	port      uint16
 	addrs     map[netip.AddrPort]addrState
@@ -89,21 +89,21 @@ type addrState struct {
 	rank    int // lower is better; see rank
 }
 
-// engine is the state of one MDNS run: schedules and peer table. One
-// goroutine owns it; packets reach it through in.
+// engine is the state of one MDNS run: schedules and the nodes sighted.
+// One goroutine owns it; packets reach it through in.
 type engine struct {
 	set     settings
 	cluster string
 	id      string
 	service string
-	links   []*link
+	ifaces  []*iface
 	query   []byte
 	out     sender
 	in      <-chan inPacket
 	report  func(Event)
 	log     *slog.Logger
 
-	peers        map[string]*peer
+	sighted      map[string]*sighted // by node id
 	announced    int
 	nextAnnounce time.Time
 	queried      int
@@ -111,18 +111,18 @@ type engine struct {
 	nextQuery    time.Time
 }
 
-func newEngine(set settings, self Self, links []*link, out sender, in <-chan inPacket, report func(Event)) (*engine, error) {
+func newEngine(set settings, self Self, ifaces []*iface, out sender, in <-chan inPacket, report func(Event)) (*engine, error) {
 	e := &engine{
 		set:     set,
 		cluster: self.Cluster,
 		id:      self.ID,
 		service: serviceName(self.Cluster),
-		links:   links,
+		ifaces:  ifaces,
 		out:     out,
 		in:      in,
 		report:  report,
 		log:     set.log,
-		peers:   map[string]*peer{},
+		sighted: map[string]*sighted{},
 	}
 	q, err := browseQuery(e.service).Pack()
 	if err != nil {
@@ -177,13 +177,13 @@ func (e *engine) tick(now time.Time) {
 	}
 	// RFC 6762 §5.2: ask again for a record at 80% and 90% of its life,
 	// by name, so that only its owner answers (a browse would draw an
-	// answer from every node, for every peer that vanished).
+	// answer from every node, for every node that vanished).
 	var stale []string
-	for _, p := range e.peers {
-		if !now.Before(p.refreshAt) {
-			p.refreshAt = now.Add(p.ttl / 10)
+	for _, n := range e.sighted {
+		if !now.Before(n.refreshAt) {
+			n.refreshAt = now.Add(n.ttl / 10)
 			if !due {
-				stale = append(stale, p.instance)
+				stale = append(stale, n.instance)
 			}
 		}
 	}
@@ -196,16 +196,16 @@ func (e *engine) tick(now time.Time) {
 		e.sendAll(sendQuery, q)
 		stale = rest
 	}
-	for id, p := range e.peers {
+	for id, n := range e.sighted {
 		changed := false
-		for a, st := range p.addrs {
+		for a, st := range n.addrs {
 			if !now.Before(st.expires) {
-				delete(p.addrs, a)
+				delete(n.addrs, a)
 				changed = true
 			}
 		}
 		if changed {
-			e.publish(id, p)
+			e.publish(id, n)
 		}
 	}
 }
@@ -217,7 +217,7 @@ func (e *engine) nextGap() time.Duration {
 	if e.queried <= 1 {
 		return e.set.queryMin
 	}
-	floor := answerSpacing * time.Duration(len(e.peers)+1)
+	floor := answerSpacing * time.Duration(len(e.sighted)+1)
 	return min(max(2*e.queryGap, floor), max(e.set.queryMax, floor))
 }
 
@@ -234,11 +234,11 @@ func (e *engine) deadline() time.Time {
 	if e.nextQuery.Before(next) {
 		next = e.nextQuery
 	}
-	for _, p := range e.peers {
-		if p.refreshAt.Before(next) {
-			next = p.refreshAt
+	for _, n := range e.sighted {
+		if n.refreshAt.Before(next) {
+			next = n.refreshAt
 		}
-		for _, st := range p.addrs {
+		for _, st := range n.addrs {
 			if st.expires.Before(next) {
 				next = st.expires
 			}
@@ -247,23 +247,23 @@ func (e *engine) deadline() time.Time {
 	return next
 }
 
-// sendAll multicasts one kind of packet on every link and IP version:
-// query, or each link's announcement or goodbye.
+// sendAll multicasts one kind of packet on every interface and IP version:
+// query, or each interface's announcement or goodbye.
 func (e *engine) sendAll(kind packetKind, query []byte) {
-	for _, l := range e.links {
+	for _, ifc := range e.ifaces {
 		data := query
 		switch kind {
 		case sendAnnounce:
-			data = l.announce
+			data = ifc.announce
 		case sendGoodbye:
-			data = l.goodbye
+			data = ifc.goodbye
 		}
 		for _, v6 := range []bool{false, true} {
-			if !l.runs(v6) {
+			if !ifc.runs(v6) {
 				continue
 			}
-			if err := e.out.send(outPacket{kind: kind, link: l, v6: v6, data: data}); err != nil {
-				e.log.Debug("mdns: send failed", "kind", kind, "iface", l.name, "err", err)
+			if err := e.out.send(outPacket{kind: kind, iface: ifc, v6: v6, data: data}); err != nil {
+				e.log.Debug("mdns: send failed", "kind", kind, "iface", ifc.name, "err", err)
 				e.report(Event{Source: "mdns", Err: err})
 			}
 		}
@@ -288,8 +288,8 @@ func (e *engine) receive(p inPacket, now time.Time) {
 		e.answer(&m, p)
 		return
 	}
-	l := e.linkFor(p.ifindex, p.src.Addr())
-	if l == nil {
+	ifc := e.ifaceFor(p.ifindex, p.src.Addr())
+	if ifc == nil {
 		return
 	}
 	sightings, errs := parseResponse(&m, e.service)
@@ -297,31 +297,31 @@ func (e *engine) receive(p inPacket, now time.Time) {
 		e.log.Debug("mdns: bad record", "addr", p.src, "err", err)
 	}
 	for _, s := range sightings {
-		e.observe(s, l, p.src.Addr(), now)
+		e.observe(s, ifc, p.src.Addr(), now)
 	}
 }
 
-// linkFor returns the link a packet belongs to: the interface it arrived
+// ifaceFor returns the interface a packet belongs to: the one it arrived
 // on; but a packet from a node on this host sent to one of our addresses
 // is delivered through loopback whatever interface it was meant for, so a
 // packet that arrives on loopback or on an interface we do not run on
 // belongs to the interface its source address is on, when it is ours.
-func (e *engine) linkFor(ifindex int, src netip.Addr) *link {
-	var arrival *link
-	for _, l := range e.links {
-		if l.index == ifindex {
-			arrival = l
+func (e *engine) ifaceFor(ifindex int, src netip.Addr) *iface {
+	var arrival *iface
+	for _, ifc := range e.ifaces {
+		if ifc.index == ifindex {
+			arrival = ifc
 		}
 	}
 	if arrival != nil && !arrival.loopback {
 		return arrival
 	}
 	zone, bare := src.Zone(), src.WithZone("")
-	var owner *link
-	for _, l := range e.links {
-		for _, p := range l.prefixes {
-			if p.Addr() == bare && (owner == nil || l.name == zone) {
-				owner = l
+	var owner *iface
+	for _, ifc := range e.ifaces {
+		for _, p := range ifc.prefixes {
+			if p.Addr() == bare && (owner == nil || ifc.name == zone) {
+				owner = ifc
 			}
 		}
 	}
@@ -331,50 +331,51 @@ func (e *engine) linkFor(ifindex int, src netip.Addr) *link {
 	return arrival
 }
 
-// observe records what a packet from src, on link l, said of a node.
-func (e *engine) observe(s sighting, l *link, src netip.Addr, now time.Time) {
+// observe records what a packet from src, on interface ifc, said of a
+// node.
+func (e *engine) observe(s sighting, ifc *iface, src netip.Addr, now time.Time) {
 	if !s.txt.matches(e.cluster) {
-		e.log.Debug("mdns: other cluster under our service name", "iface", l.name)
+		e.log.Debug("mdns: other cluster under our service name", "iface", ifc.name)
 		return
 	}
 	id := s.txt.id
 	if id == e.id {
 		return
 	}
-	p := e.peers[id]
+	n := e.sighted[id]
 	if s.goodbye {
-		if p != nil {
-			delete(e.peers, id)
-			if p.reported != nil {
+		if n != nil {
+			delete(e.sighted, id)
+			if n.reported != nil {
 				e.report(Event{Kind: Lost, Peer: Peer{ID: id}, Source: "mdns"})
 			}
 		}
 		return
 	}
-	addrs := e.usable(s.addrs, l, slices.Contains(s.addrs, src.WithZone("")))
+	addrs := e.usable(s.addrs, ifc, slices.Contains(s.addrs, src.WithZone("")))
 	if s.port == 0 || len(addrs) == 0 {
 		return
 	}
-	if p == nil {
-		if len(e.peers) >= maxPeers {
-			e.log.Warn("mdns: peer table full", "cluster", e.cluster, "peer", id)
+	if n == nil {
+		if len(e.sighted) >= maxSighted {
+			e.log.Warn("mdns: too many nodes sighted", "cluster", e.cluster, "peer", id)
 			return
 		}
-		p = &peer{addrs: map[netip.AddrPort]addrState{}}
-		e.peers[id] = p
+		n = &sighted{addrs: map[netip.AddrPort]addrState{}}
+		e.sighted[id] = n
 	}
-	if p.port != s.port {
-		clear(p.addrs) // a new incarnation: its old addresses are stale
-		p.port = s.port
+	if n.port != s.port {
+		clear(n.addrs) // a new incarnation: its old addresses are stale
+		n.port = s.port
 	}
 	ttl := min(time.Duration(s.ttl)*time.Second, maxTTL)
 	for _, a := range addrs {
-		p.addrs[netip.AddrPortFrom(a.addr, s.port)] = addrState{expires: now.Add(ttl), rank: a.rank}
+		n.addrs[netip.AddrPortFrom(a.addr, s.port)] = addrState{expires: now.Add(ttl), rank: a.rank}
 	}
-	p.instance = s.instance
-	p.ttl = ttl
-	p.refreshAt = now.Add(ttl * 8 / 10)
-	e.publish(id, p)
+	n.instance = s.instance
+	n.ttl = ttl
+	n.refreshAt = now.Add(ttl * 8 / 10)
+	e.publish(id, n)
 }
 
 type rankedAddr struct {
@@ -382,18 +383,18 @@ type rankedAddr struct {
 	rank int
 }
 
-// usable keeps the addresses of a sighting that can be dialed from link l
-// and ranks them, best first: 0 loopback (a node on this host; counted
-// only from a loopback link), 1 on a subnet of l, 2 IPv6 link-local (zoned
-// to l), 3 anything else.
+// usable keeps the addresses of a sighting that can be dialed from
+// interface ifc and ranks them, best first: 0 loopback (a node on this
+// host; counted only from loopback), 1 on a subnet of ifc, 2 IPv6
+// link-local (zoned to ifc), 3 anything else.
 //
-// IPv6 link-local addresses count only when ownLink says the packet came
-// from one of the sighting's addresses: then the records describe the
+// IPv6 link-local addresses count only when fromOwnAddr says the packet
+// came from one of the sighting's addresses: then the records describe the
 // interface they came over. A responder whose socket hears the queries of
 // every interface (Linux's IP_MULTICAST_ALL, on by default) may answer
 // them with another interface's records: link-local addresses of another
-// link, which no zone would make reachable.
-func (e *engine) usable(addrs []netip.Addr, l *link, ownLink bool) []rankedAddr {
+// interface, which no zone would make reachable.
+func (e *engine) usable(addrs []netip.Addr, ifc *iface, fromOwnAddr bool) []rankedAddr {
 	var out []rankedAddr
 	for _, a := range addrs {
 		switch {
@@ -402,18 +403,18 @@ func (e *engine) usable(addrs []netip.Addr, l *link, ownLink bool) []rankedAddr 
 		case a.Is4() && !e.set.v4, a.Is6() && !e.set.v6:
 			continue
 		case a.IsLoopback():
-			if l.loopback {
+			if ifc.loopback {
 				out = append(out, rankedAddr{a, 0})
 			}
 			continue
 		case a.Is6() && a.IsLinkLocalUnicast():
-			if ownLink && !l.loopback {
-				out = append(out, rankedAddr{a.WithZone(l.name), 2})
+			if fromOwnAddr && !ifc.loopback {
+				out = append(out, rankedAddr{a.WithZone(ifc.name), 2})
 			}
 			continue
 		}
 		rank := 3
-		for _, p := range l.prefixes {
+		for _, p := range ifc.prefixes {
 			if p.Contains(a) {
 				rank = 1
 				break
@@ -424,15 +425,15 @@ func (e *engine) usable(addrs []netip.Addr, l *link, ownLink bool) []rankedAddr 
 	return out
 }
 
-// publish reports p if its address list changed: Found with the new list,
-// or Lost when none is left.
-func (e *engine) publish(id string, p *peer) {
-	addrs := make([]netip.AddrPort, 0, len(p.addrs))
-	for a := range p.addrs {
+// publish reports node id (sighted as n) if its address list changed:
+// Found with the new list, or Lost when none is left.
+func (e *engine) publish(id string, n *sighted) {
+	addrs := make([]netip.AddrPort, 0, len(n.addrs))
+	for a := range n.addrs {
 		addrs = append(addrs, a)
 	}
 	slices.SortFunc(addrs, func(a, b netip.AddrPort) int {
-		if c := cmp.Compare(p.addrs[a].rank, p.addrs[b].rank); c != 0 {
+		if c := cmp.Compare(n.addrs[a].rank, n.addrs[b].rank); c != 0 {
 			return c
 		}
 		if a.Addr().Is4() != b.Addr().Is4() {
@@ -444,15 +445,15 @@ func (e *engine) publish(id string, p *peer) {
 		return a.Compare(b)
 	})
 	if len(addrs) == 0 {
-		delete(e.peers, id)
-		if p.reported != nil {
+		delete(e.sighted, id)
+		if n.reported != nil {
 			e.report(Event{Kind: Lost, Peer: Peer{ID: id}, Source: "mdns"})
 		}
 		return
 	}
-	if slices.Equal(addrs, p.reported) {
+	if slices.Equal(addrs, n.reported) {
 		return
 	}
-	p.reported = addrs
+	n.reported = addrs
 	e.report(Event{Kind: Found, Peer: Peer{ID: id, Addrs: slices.Clone(addrs)}, Source: "mdns"})
 }

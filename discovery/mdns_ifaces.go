@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// link is one interface MDNS runs on.
-type link struct {
+// iface is one interface MDNS runs on.
+type iface struct {
 	index    int
 	name     string
 	loopback bool
@@ -17,7 +17,7 @@ type link struct {
 	prefixes []netip.Prefix // the interface's own addresses
 	// src4 and src6 are the source addresses of what we send here: an
 	// address of this interface, so that receivers (and the answers to our
-	// queries, sent back to it) tell which link a packet belongs to.
+	// queries, sent back to it) tell which interface a packet belongs to.
 	src4, src6 netip.Addr
 
 	rs       *recordSet
@@ -79,16 +79,17 @@ func hasRoutableAddr(set settings, ifi *net.Interface) bool {
 	return false
 }
 
-// buildLinks reads the addresses of ifaces and builds each one's records.
-// Interfaces without an address of an enabled IP version are left out.
-func buildLinks(set settings, self Self, port uint16, ifaces []net.Interface) ([]*link, error) {
+// buildIfaces reads the addresses of the chosen interfaces and builds each
+// one's records. Interfaces without an address of an enabled IP version
+// are left out.
+func buildIfaces(set settings, self Self, port uint16, chosen []net.Interface) ([]*iface, error) {
 	txt := encodeTXT(self.Cluster, self.ID)
 	n := newNames(self.Cluster, self.ID)
-	var links []*link
-	all := prefixesOf(ifaces)
+	var ifaces []*iface
+	all := prefixesOf(chosen)
 	// An address of an interface that is not chosen is not announced on
 	// the chosen ones either (a container bridge's address announced on
-	// the LAN would send peers to a bridge of their own).
+	// the LAN would send other nodes to a bridge of their own).
 	if host, err := net.Interfaces(); err == nil {
 		for i, ps := range prefixesOf(host) {
 			if _, ok := all[i]; !ok {
@@ -96,32 +97,32 @@ func buildLinks(set settings, self Self, port uint16, ifaces []net.Interface) ([
 			}
 		}
 	}
-	for _, ifi := range ifaces {
-		l := &link{
+	for _, ifi := range chosen {
+		ifc := &iface{
 			index:    ifi.Index,
 			name:     ifi.Name,
 			loopback: ifi.Flags&net.FlagLoopback != 0,
 			prefixes: all[ifi.Index],
 		}
-		ok, err := l.build(set, self, port, n, txt, all)
+		ok, err := ifc.build(set, self, port, n, txt, all)
 		if err != nil {
 			return nil, err
 		}
 		if ok {
-			links = append(links, l)
+			ifaces = append(ifaces, ifc)
 		}
 	}
-	if len(links) == 0 {
+	if len(ifaces) == 0 {
 		return nil, fmt.Errorf("%w: no interface has an address to announce", ErrNoInterface)
 	}
-	return links, nil
+	return ifaces, nil
 }
 
-// prefixesOf returns the addresses of ifaces with their subnets, by
+// prefixesOf returns the addresses of netIfaces with their subnets, by
 // interface index.
-func prefixesOf(ifaces []net.Interface) map[int][]netip.Prefix {
+func prefixesOf(netIfaces []net.Interface) map[int][]netip.Prefix {
 	all := map[int][]netip.Prefix{}
-	for _, ifi := range ifaces {
+	for _, ifi := range netIfaces {
 		addrs, err := ifi.Addrs()
 		if err != nil {
 			continue
@@ -143,24 +144,24 @@ func prefixesOf(ifaces []net.Interface) map[int][]netip.Prefix {
 	return all
 }
 
-// build chooses the IP versions and source addresses of l and builds its
-// records. It reports false when l has nothing to run on or announce.
-func (l *link) build(set settings, self Self, port uint16, n names, txt [][]byte, all map[int][]netip.Prefix) (bool, error) {
-	for _, p := range l.prefixes {
+// build chooses the IP versions and source addresses of ifc and builds its
+// records. It reports false when ifc has nothing to run on or announce.
+func (ifc *iface) build(set settings, self Self, port uint16, n names, txt [][]byte, all map[int][]netip.Prefix) (bool, error) {
+	for _, p := range ifc.prefixes {
 		a := p.Addr()
-		if a.Is4() && set.v4 && !l.src4.IsValid() {
-			l.v4, l.src4 = true, a
+		if a.Is4() && set.v4 && !ifc.src4.IsValid() {
+			ifc.v4, ifc.src4 = true, a
 		}
 		// Linux does not deliver IPv6 multicast on loopback. RFC 6762 §15
 		// prefers a link-local source.
-		if a.Is6() && set.v6 && !l.loopback && (!l.src6.IsValid() || a.IsLinkLocalUnicast() && !l.src6.IsLinkLocalUnicast()) {
-			l.v6, l.src6 = true, a
+		if a.Is6() && set.v6 && !ifc.loopback && (!ifc.src6.IsValid() || a.IsLinkLocalUnicast() && !ifc.src6.IsLinkLocalUnicast()) {
+			ifc.v6, ifc.src6 = true, a
 		}
 	}
-	if !l.v4 && !l.v6 {
+	if !ifc.v4 && !ifc.v6 {
 		return false, nil
 	}
-	addrs := announcedAddrs(set, self, port, l, all)
+	addrs := announcedAddrs(set, self, port, ifc, all)
 	if len(addrs) == 0 {
 		return false, nil
 	}
@@ -168,25 +169,25 @@ func (l *link) build(set settings, self Self, port uint16, n names, txt [][]byte
 	if err != nil {
 		return false, err
 	}
-	if l.announce, err = rs.announcement().Pack(); err != nil {
+	if ifc.announce, err = rs.announcement().Pack(); err != nil {
 		return false, err
 	}
-	if l.goodbye, err = rs.goodbye().Pack(); err != nil {
+	if ifc.goodbye, err = rs.goodbye().Pack(); err != nil {
 		return false, err
 	}
-	l.rs = rs
+	ifc.rs = rs
 	return true, nil
 }
 
-// announcedAddrs returns the addresses announced on l: without
-// self.Addrs, l's own; otherwise those of self.Addrs that fit l (with the
-// announced port): an unspecified address stands for l's own of that
+// announcedAddrs returns the addresses announced on ifc: without
+// self.Addrs, ifc's own; otherwise those of self.Addrs that fit ifc (with
+// the announced port): an unspecified address stands for ifc's own of that
 // version (:: for both), an address on some interface's subnet goes only
 // on that interface, link-local and loopback ones only on their own
 // interface, one on another interface's subnet (chosen or not) nowhere
 // else, and any other (an address on no interface: a NAT's, say) goes
 // everywhere.
-func announcedAddrs(set settings, self Self, port uint16, l *link, all map[int][]netip.Prefix) []netip.Addr {
+func announcedAddrs(set settings, self Self, port uint16, ifc *iface, all map[int][]netip.Prefix) []netip.Addr {
 	var out []netip.Addr
 	add := func(a netip.Addr) {
 		a = a.WithZone("")
@@ -196,7 +197,7 @@ func announcedAddrs(set settings, self Self, port uint16, l *link, all map[int][
 		out = append(out, a)
 	}
 	own := func(v4, v6 bool) {
-		for _, p := range l.prefixes {
+		for _, p := range ifc.prefixes {
 			if (p.Addr().Is4() && v4) || (p.Addr().Is6() && v6) {
 				add(p.Addr())
 			}
@@ -223,14 +224,14 @@ func announcedAddrs(set settings, self Self, port uint16, l *link, all map[int][
 		case a.IsUnspecified():
 			own(true, a.Is6())
 		case a.IsLoopback():
-			if l.loopback {
+			if ifc.loopback {
 				add(a)
 			}
 		case a.Is6() && a.IsLinkLocalUnicast():
-			if a.Zone() == l.name || (a.Zone() == "" && onSubnet(a.WithZone(""), l.prefixes)) {
+			if a.Zone() == ifc.name || (a.Zone() == "" && onSubnet(a.WithZone(""), ifc.prefixes)) {
 				add(a)
 			}
-		case onSubnet(a, l.prefixes):
+		case onSubnet(a, ifc.prefixes):
 			add(a)
 		default:
 			elsewhere := false

@@ -34,7 +34,7 @@ type simNode struct {
 	lan     *simLAN
 	idx     int
 	addr    netip.Addr
-	link    *link
+	iface   *iface
 	in      chan inPacket
 	rec     *recorder
 	cancel  context.CancelFunc
@@ -61,11 +61,11 @@ func (lan *simLAN) start(cluster, id string, m *MDNS) *simNode {
 	n := &simNode{lan: lan, idx: idx, in: make(chan inPacket, 1<<14), rec: newRecorder(), done: make(chan struct{})}
 	n.addr = netip.AddrFrom4([4]byte{10, 0, byte(idx >> 8), byte(idx)})
 	self := Self{Cluster: cluster, ID: id, Port: 7000 + idx}
-	n.link = &link{index: 1, name: "eth0", prefixes: []netip.Prefix{netip.PrefixFrom(n.addr, 16)}}
-	if ok, err := n.link.build(set, self, uint16(self.Port), newNames(cluster, id), encodeTXT(cluster, id), nil); !ok || err != nil {
-		t.Fatalf("build link: %v, %v", ok, err)
+	n.iface = &iface{index: 1, name: "eth0", prefixes: []netip.Prefix{netip.PrefixFrom(n.addr, 16)}}
+	if ok, err := n.iface.build(set, self, uint16(self.Port), newNames(cluster, id), encodeTXT(cluster, id), nil); !ok || err != nil {
+		t.Fatalf("build iface: %v, %v", ok, err)
 	}
-	n.eng, err = newEngine(set, self, []*link{n.link}, n, n.in, n.rec.report)
+	n.eng, err = newEngine(set, self, []*iface{n.iface}, n, n.in, n.rec.report)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +302,7 @@ func TestEngineRejoin(t *testing.T) {
 // TestEnginePartition makes half of a 20-node cluster vanish at once (a
 // partition, seen from one side): the others must report each of them Lost
 // within the TTL, and get no busier on the way than the whole cluster was:
-// refresh queries ask for the vanished peers by name, and draw no answers.
+// refresh queries ask for the vanished nodes by name, and draw no answers.
 func TestEnginePartition(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		const n = 20

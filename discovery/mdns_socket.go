@@ -19,11 +19,11 @@ var (
 
 // sockets are MDNS's sockets, per IP version: a listener on port 5353
 // (SO_REUSEADDR, shared with every other responder on the host), joined to
-// the group on the links MDNS runs on only, that hears announcements and
-// queries and sends announcements, goodbyes and answers from port 5353 as
-// RFC 6762 asks; and a querier on an ephemeral port, since responders
-// answer by unicast to the querier's address and port, and a unicast packet
-// to port 5353 would reach only one of the sockets sharing it.
+// the group on the interfaces MDNS runs on only, that hears announcements
+// and queries and sends announcements, goodbyes and answers from port 5353
+// as RFC 6762 asks; and a querier on an ephemeral port, since responders
+// answer by unicast to the querier's address and port, and a unicast
+// packet to port 5353 would reach only one of the sockets sharing it.
 type sockets struct {
 	listen [2]*udpConn // [0] IPv4, [1] IPv6
 	query  [2]*udpConn
@@ -34,38 +34,38 @@ type udpConn struct {
 	c  *net.UDPConn
 	p4 *ipv4.PacketConn // exactly one of p4, p6
 	p6 *ipv6.PacketConn
-	// single is the one link MDNS runs on, for platforms that do not
+	// single is the one interface MDNS runs on, for platforms that do not
 	// report arrival interfaces.
 	single int
 }
 
-// openSockets opens the sockets of each IP version some link runs, and
-// clears a link's version where its group cannot be joined.
-func openSockets(set settings, links []*link, ifaces []net.Interface) (*sockets, error) {
+// openSockets opens the sockets of each IP version some interface runs,
+// and clears an interface's version where its group cannot be joined.
+func openSockets(set settings, ifaces []*iface, chosen []net.Interface) (*sockets, error) {
 	s := &sockets{}
 	var lastErr error
 	for fam, v6 := range []bool{false, true} {
-		on := func(l *link) *bool {
+		on := func(ifc *iface) *bool {
 			if v6 {
-				return &l.v6
+				return &ifc.v6
 			}
-			return &l.v4
+			return &ifc.v4
 		}
-		var members []*link
-		for _, l := range links {
-			if *on(l) {
-				members = append(members, l)
+		var members []*iface
+		for _, ifc := range ifaces {
+			if *on(ifc) {
+				members = append(members, ifc)
 			}
 		}
 		if len(members) == 0 {
 			continue
 		}
-		listen, err := openListener(v6, members, ifaces, on, set)
+		listen, err := openListener(v6, members, chosen, on, set)
 		if err != nil {
 			set.log.Debug("mdns: cannot listen", "v6", v6, "err", err)
 			lastErr = err
-			for _, l := range members {
-				*on(l) = false
+			for _, ifc := range members {
+				*on(ifc) = false
 			}
 			continue
 		}
@@ -74,16 +74,16 @@ func openSockets(set settings, links []*link, ifaces []net.Interface) (*sockets,
 			set.log.Debug("mdns: cannot query", "v6", v6, "err", err)
 			lastErr = err
 			listen.c.Close()
-			for _, l := range members {
-				*on(l) = false
+			for _, ifc := range members {
+				*on(ifc) = false
 			}
 			continue
 		}
 		s.listen[fam], s.query[fam] = listen, query
 	}
 	running := 0
-	for _, l := range links {
-		if l.v4 || l.v6 {
+	for _, ifc := range ifaces {
+		if ifc.v4 || ifc.v6 {
 			running++
 		}
 	}
@@ -93,9 +93,9 @@ func openSockets(set settings, links []*link, ifaces []net.Interface) (*sockets,
 	}
 	if running == 1 {
 		for _, c := range s.conns() {
-			for _, l := range links {
-				if l.v4 || l.v6 {
-					c.single = l.index
+			for _, ifc := range ifaces {
+				if ifc.v4 || ifc.v6 {
+					c.single = ifc.index
 				}
 			}
 		}
@@ -103,9 +103,9 @@ func openSockets(set settings, links []*link, ifaces []net.Interface) (*sockets,
 	return s, nil
 }
 
-// openListener binds port 5353 and joins the group on every member link
-// it can, clearing the version of those it cannot.
-func openListener(v6 bool, members []*link, ifaces []net.Interface, on func(*link) *bool, set settings) (*udpConn, error) {
+// openListener binds port 5353 and joins the group on every member
+// interface it can, clearing the version of those it cannot.
+func openListener(v6 bool, members []*iface, chosen []net.Interface, on func(*iface) *bool, set settings) (*udpConn, error) {
 	network, group := "udp4", group4
 	if v6 {
 		network, group = "udp6", group6
@@ -114,19 +114,19 @@ func openListener(v6 bool, members []*link, ifaces []net.Interface, on func(*lin
 		c       *net.UDPConn
 		lastErr error
 	)
-	for _, l := range members {
+	for _, ifc := range members {
 		if c == nil {
 			var err error
 			// ListenMulticastUDP sets SO_REUSEADDR (and SO_REUSEPORT where
 			// needed) so that every node on the host shares the port.
-			c, err = net.ListenMulticastUDP(network, ifaceByIndex(ifaces, l.index), group)
+			c, err = net.ListenMulticastUDP(network, ifaceByIndex(chosen, ifc.index), group)
 			if err != nil {
 				lastErr = err
-				*on(l) = false
+				*on(ifc) = false
 			}
 			continue
 		}
-		ifi := ifaceByIndex(ifaces, l.index)
+		ifi := ifaceByIndex(chosen, ifc.index)
 		var err error
 		if v6 {
 			err = ipv6.NewPacketConn(c).JoinGroup(ifi, group)
@@ -134,8 +134,8 @@ func openListener(v6 bool, members []*link, ifaces []net.Interface, on func(*lin
 			err = ipv4.NewPacketConn(c).JoinGroup(ifi, group)
 		}
 		if err != nil {
-			set.log.Debug("mdns: cannot join group", "iface", l.name, "err", err)
-			*on(l) = false
+			set.log.Debug("mdns: cannot join group", "iface", ifc.name, "err", err)
+			*on(ifc) = false
 		}
 	}
 	if c == nil {
@@ -149,10 +149,10 @@ func openListener(v6 bool, members []*link, ifaces []net.Interface, on func(*lin
 	return u, nil
 }
 
-func ifaceByIndex(ifaces []net.Interface, index int) *net.Interface {
-	for i := range ifaces {
-		if ifaces[i].Index == index {
-			return &ifaces[i]
+func ifaceByIndex(netIfaces []net.Interface, index int) *net.Interface {
+	for i := range netIfaces {
+		if netIfaces[i].Index == index {
+			return &netIfaces[i]
 		}
 	}
 	return nil
@@ -218,7 +218,7 @@ func (s *sockets) send(p outPacket) error {
 		u = s.query[fam]
 	}
 	if u == nil {
-		return fmt.Errorf("discovery: mDNS %s on %s: no socket", p.kind, p.link.name)
+		return fmt.Errorf("discovery: mDNS %s on %s: no socket", p.kind, p.iface.name)
 	}
 	var err error
 	switch {
@@ -226,20 +226,20 @@ func (s *sockets) send(p outPacket) error {
 		// The route to the querier chooses the interface and source.
 		_, err = u.c.WriteToUDPAddrPort(p.data, p.to)
 	case p.v6:
-		cm := &ipv6.ControlMessage{IfIndex: p.link.index}
-		if p.link.src6.IsValid() {
-			cm.Src = p.link.src6.AsSlice()
+		cm := &ipv6.ControlMessage{IfIndex: p.iface.index}
+		if p.iface.src6.IsValid() {
+			cm.Src = p.iface.src6.AsSlice()
 		}
 		_, err = u.p6.WriteTo(p.data, cm, group6)
 	default:
-		cm := &ipv4.ControlMessage{IfIndex: p.link.index}
-		if p.link.src4.IsValid() {
-			cm.Src = p.link.src4.AsSlice()
+		cm := &ipv4.ControlMessage{IfIndex: p.iface.index}
+		if p.iface.src4.IsValid() {
+			cm.Src = p.iface.src4.AsSlice()
 		}
 		_, err = u.p4.WriteTo(p.data, cm, group4)
 	}
 	if err != nil {
-		return fmt.Errorf("discovery: mDNS %s on %s: %w", p.kind, p.link.name, err)
+		return fmt.Errorf("discovery: mDNS %s on %s: %w", p.kind, p.iface.name, err)
 	}
 	return nil
 }

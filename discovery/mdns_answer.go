@@ -10,28 +10,29 @@ import (
 // for (RFC 6762 §5.4). It is the same bit as cacheFlush in a record.
 const qu = cacheFlush
 
-// answer answers a query that arrived on one of our links, from that
-// link's records only: a node never answers on an interface it was not
-// told to use, nor with the records of another. Questions that ask for a
-// unicast response (QU) are answered with the query's id, the others with
-// id 0 (RFC 6762 §18.1); both answers go by unicast to the querier's
+// answer answers a query that arrived on one of our interfaces, from that
+// interface's records only: a node never answers on an interface it was
+// not told to use, nor with the records of another. Questions that ask for
+// a unicast response (QU) are answered with the query's id, the others
+// with id 0 (RFC 6762 §18.1); both answers go by unicast to the querier's
 // address and port. Truncated queries (known answers to follow) and
-// queries on a link that does not run the query's IP version are ignored.
+// queries on an interface that does not run the query's IP version are
+// ignored.
 func (e *engine) answer(q *dns.Msg, p inPacket) {
 	if q.Truncated || len(q.Question) == 0 {
 		return
 	}
 	to := netip.AddrPortFrom(p.src.Addr().Unmap(), p.src.Port())
-	l := e.queryLink(p.ifindex, to.Addr())
-	if l == nil || !l.runs(to.Addr().Is6()) {
+	ifc := e.queryIface(p.ifindex, to.Addr())
+	if ifc == nil || !ifc.runs(to.Addr().Is6()) {
 		return
 	}
 	var multi, uni []dns.RR
 	for _, question := range q.Question {
 		if question.Qclass&qu != 0 {
-			uni = appendNew(uni, l.rs.answers(question))
+			uni = appendNew(uni, ifc.rs.answers(question))
 		} else {
-			multi = appendNew(multi, l.rs.answers(question))
+			multi = appendNew(multi, ifc.rs.answers(question))
 		}
 	}
 	for _, a := range []struct {
@@ -48,41 +49,41 @@ func (e *engine) answer(q *dns.Msg, p inPacket) {
 		}
 		b, err := m.Pack()
 		if err != nil {
-			e.log.Debug("mdns: cannot pack answer", "iface", l.name, "err", err)
+			e.log.Debug("mdns: cannot pack answer", "iface", ifc.name, "err", err)
 			continue
 		}
-		if err := e.out.send(outPacket{kind: sendAnswer, link: l, v6: to.Addr().Is6(), to: to, data: b}); err != nil {
-			e.log.Debug("mdns: answer failed", "iface", l.name, "addr", to, "err", err)
+		if err := e.out.send(outPacket{kind: sendAnswer, iface: ifc, v6: to.Addr().Is6(), to: to, data: b}); err != nil {
+			e.log.Debug("mdns: answer failed", "iface", ifc.name, "addr", to, "err", err)
 		}
 	}
 }
 
-// queryLink returns the link a query belongs to: the interface it arrived
+// queryIface returns the interface a query belongs to: the one it arrived
 // on, when MDNS runs there. Where the platform does not tell the arrival
 // interface (ifindex 0) and MDNS runs on several, it is the one whose
 // subnet holds the querier's address.
-func (e *engine) queryLink(ifindex int, src netip.Addr) *link {
+func (e *engine) queryIface(ifindex int, src netip.Addr) *iface {
 	if ifindex != 0 {
-		for _, l := range e.links {
-			if l.index == ifindex {
-				return l
+		for _, ifc := range e.ifaces {
+			if ifc.index == ifindex {
+				return ifc
 			}
 		}
 		return nil
 	}
 	src = src.WithZone("")
-	for _, l := range e.links {
-		for _, p := range l.prefixes {
-			if !l.loopback && p.Contains(src) {
-				return l
+	for _, ifc := range e.ifaces {
+		for _, p := range ifc.prefixes {
+			if !ifc.loopback && p.Contains(src) {
+				return ifc
 			}
 		}
 	}
 	return nil
 }
 
-// runs reports whether mDNS runs over IPv6 (v6) or IPv4 on l.
-func (l *link) runs(v6 bool) bool { return (v6 && l.v6) || (!v6 && l.v4) }
+// runs reports whether mDNS runs over IPv6 (v6) or IPv4 on ifc.
+func (ifc *iface) runs(v6 bool) bool { return (v6 && ifc.v6) || (!v6 && ifc.v4) }
 
 // appendNew appends the records of rrs that out does not hold yet, so that
 // an answer to several questions holds each record once and, its records

@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"strconv"
 )
@@ -33,14 +32,6 @@ const (
 	// MaxIDLen is the longest node id MDNS can announce: ids are carried in
 	// full in TXT, and a packet must stay under 1,400 bytes.
 	MaxIDLen = 320
-)
-
-var (
-	// ErrBadTXT is returned (wrapped) for a TXT record that is not a
-	// tallship announcement.
-	ErrBadTXT = errors.New("discovery: malformed mDNS TXT record")
-	// ErrIDTooLong is returned by MDNS.Run for an id longer than MaxIDLen.
-	ErrIDTooLong = fmt.Errorf("discovery: node id longer than %d bytes", MaxIDLen)
 )
 
 // txtInfo is what a TXT record says.

@@ -10,7 +10,7 @@ import (
 )
 
 // BenchmarkReceive measures the receive path of one announcement: unpack,
-// parse, decode TXT, update the peer table.
+// parse, decode TXT, update the table of nodes sighted.
 func BenchmarkReceive(b *testing.B) {
 	for _, bc := range []struct{ name, cluster, id string }{
 		{"uuid", "my-cluster", "0b0ab5a4-9b0c-4f51-9c64-2b1a0a8f6d11"},
@@ -27,8 +27,8 @@ func BenchmarkReceive(b *testing.B) {
 				b.Fatal(err)
 			}
 			set, _ := (&MDNS{}).settings()
-			l := &link{index: 1, name: "eth0", prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/16")}}
-			e, err := newEngine(set, Self{Cluster: bc.cluster, ID: "self"}, []*link{l}, nil, nil, func(Event) {})
+			ifc := &iface{index: 1, name: "eth0", prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/16")}}
+			e, err := newEngine(set, Self{Cluster: bc.cluster, ID: "self"}, []*iface{ifc}, nil, nil, func(Event) {})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -38,8 +38,8 @@ func BenchmarkReceive(b *testing.B) {
 			for b.Loop() {
 				e.receive(in, time.Now())
 			}
-			if _, ok := e.peers[bc.id]; !ok {
-				b.Fatal("peer not recorded")
+			if _, ok := e.sighted[bc.id]; !ok {
+				b.Fatal("node not sighted")
 			}
 		})
 	}
