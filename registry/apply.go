@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"encoding/binary"
 	"fmt"
 	"time"
 )
@@ -315,12 +314,4 @@ func (r *Registry) linked(u, v *owner) bool {
 	}
 	inc, ok = v.peers[u.id]
 	return ok && inc == u.inc
-}
-
-// frameOf returns a new frame holding payload.
-func frameOf(payload []byte) []byte {
-	f := make([]byte, frameHeader+len(payload))
-	binary.BigEndian.PutUint32(f, uint32(len(payload)))
-	copy(f[frameHeader:], payload)
-	return f
 }

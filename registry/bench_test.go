@@ -1,8 +1,10 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"sync/atomic"
 	"testing"
@@ -33,12 +35,37 @@ func BenchmarkDecodePut(b *testing.B) {
 func benchDecode(b *testing.B, f []byte) {
 	d := decoder{maxMeta: 4096}
 	var m message
+	t, p := splitFrame(f)
 	b.SetBytes(int64(len(f)))
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := d.decode(f[frameHeader:], &m); err != nil {
+		if err := d.decode(t, p, &m); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkReadFrame reads Put frames from a stream of them, over and
+// over, into one buffer, as a link's reader does.
+func BenchmarkReadFrame(b *testing.B) {
+	e := benchEntry()
+	f := must(encodePut(e.rec.Owner, e.rec.Rev.Incarnation, e, 1<<20))
+	stream := bytes.Repeat(f, 64<<10/len(f)+1)
+	src := bytes.NewReader(stream)
+	fr := newFrameReader(src, 1<<20)
+	var buf []byte
+	b.SetBytes(int64(len(f)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_, _, frame, err := readFrame(fr, buf)
+		if err == io.EOF {
+			src.Reset(stream) // the reader reads on after an EOF
+			_, _, frame, err = readFrame(fr, buf)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		buf = frame
 	}
 }
 
@@ -79,12 +106,21 @@ func BenchmarkApplyPutDel(b *testing.B) {
 	l.hello, l.ready = true, true
 	var m message
 	dec := decoder{maxMeta: r.cfg.MaxMetadataBytes}
-	apply := func(p []byte) {
-		if err := dec.decode(p, &m); err != nil {
+	// apply takes a frame split beforehand, as readFrame returns it.
+	type split struct {
+		t              msgType
+		payload, frame []byte
+	}
+	splitOf := func(f []byte) split {
+		t, p := splitFrame(f)
+		return split{t, p, f}
+	}
+	apply := func(s split) {
+		if err := dec.decode(s.t, s.payload, &m); err != nil {
 			b.Fatal(err)
 		}
 		r.mu.Lock()
-		err := r.handle(l, &m, p)
+		err := r.handle(l, &m, s.frame)
 		if r.dirty {
 			r.recompute()
 		}
@@ -96,17 +132,17 @@ func BenchmarkApplyPutDel(b *testing.B) {
 	r.mu.Lock()
 	r.self.peers[owner] = inc
 	r.mu.Unlock()
-	apply(must(encodeState(owner, inc, 0, 1, false, []peerRef{{"me", r.self.inc}}, 1<<20))[frameHeader:])
+	apply(splitOf(must(encodeState(owner, inc, 0, 1, false, []peerRef{{"me", r.self.inc}}, 1<<20))))
 
 	// 2,048 put/free pairs, replayed: the owner's version is rewound
 	// between rounds (outside the measure's hot path, once per 4,096).
 	const pairs = 2048
-	var payloads [][]byte
+	var payloads []split
 	for i := range pairs {
 		e := fakeRecord(owner, inc, uint64(2*i+1), "web", map[string]string{"zone": "a", "weight": "10"})
 		payloads = append(payloads,
-			must(encodePut(owner, inc, e, 1<<20))[frameHeader:],
-			must(encodeDel(owner, inc, uint64(2*i+2), e.rec.ID, 1<<20))[frameHeader:])
+			splitOf(must(encodePut(owner, inc, e, 1<<20))),
+			splitOf(must(encodeDel(owner, inc, uint64(2*i+2), e.rec.ID, 1<<20))))
 	}
 	b.ReportAllocs()
 	i := 0

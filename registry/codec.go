@@ -1,7 +1,7 @@
 package registry
 
 import (
-	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,18 +10,18 @@ import (
 	"time"
 
 	"github.com/Masterminds/semver/v3"
+	"github.com/tallship-go/tallship/internal/wire"
 )
 
 // protoVersion is the replication protocol's version, sent in Hello.
-const protoVersion = 1
+// Version 2 frames messages as internal/wire does; version 1 had a u32
+// length prefix.
+const protoVersion = 2
 
 // maxRecordIDBytes bounds a record id on the wire.
 const maxRecordIDBytes = 512
 
-// frameHeader is the size of a frame's length prefix.
-const frameHeader = 4
-
-// msgType is a message's first byte.
+// msgType is a message's type: its frame's type byte.
 type msgType byte
 
 const (
@@ -96,22 +96,25 @@ type message struct {
 	last bool
 }
 
-// Encoding. Each function returns a whole frame: a 4-byte big-endian length
-// then the payload, which starts with the message type.
+// Encoding. Each function returns a whole frame of internal/wire's framing
+// (type[1] length[uvarint] payload[length]): the message type, then the
+// length of the payload, which holds the message's fields. A payload is at
+// most max bytes (Config.MaxMessageBytes), the bound the peer's reader
+// enforces.
 
-func beginFrame(t msgType, sizeHint int) []byte {
-	b := make([]byte, frameHeader, frameHeader+1+sizeHint)
-	return append(b, byte(t))
+// beginFrame starts a frame of type t, for about sizeHint bytes of fields
+// and at most max.
+func beginFrame(t msgType, sizeHint, max int) []byte {
+	return wire.BeginFrame(byte(t), max, sizeHint)
 }
 
-// endFrame fills in the length prefix and checks the bound.
+// endFrame completes a frame begun by beginFrame with the same max.
 func endFrame(b []byte, max int) ([]byte, error) {
-	n := len(b) - frameHeader
-	if n > max {
-		return nil, fmt.Errorf("%w: %s message of %d bytes exceeds %d", ErrMessageTooLarge, msgType(b[frameHeader]), n, max)
+	f, err := wire.EndFrame(b, max)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s message: %v", ErrMessageTooLarge, msgType(b[0]), err)
 	}
-	binary.BigEndian.PutUint32(b, uint32(n))
-	return b, nil
+	return f, nil
 }
 
 func appendString(b []byte, s string) []byte {
@@ -156,7 +159,7 @@ func encodeHello(node string, digest []digestEntry, max int) ([]byte, error) {
 	for _, d := range digest {
 		hint += 30 + len(d.owner)
 	}
-	b := beginFrame(msgHello, hint)
+	b := beginFrame(msgHello, hint, max)
 	b = binary.AppendUvarint(b, protoVersion)
 	b = appendString(b, node)
 	b = binary.AppendUvarint(b, uint64(len(digest)))
@@ -181,7 +184,7 @@ func encodeStateLifetime(owner string, inc, seq, beat uint64, leaving bool, peer
 	for _, p := range peers {
 		hint += 12 + len(p.id)
 	}
-	b := beginFrame(msgState, hint)
+	b := beginFrame(msgState, hint, max)
 	b = appendOwner(b, owner, inc, seq)
 	b = binary.AppendUvarint(b, beat)
 	var flags byte
@@ -201,14 +204,14 @@ func encodeStateLifetime(owner string, inc, seq, beat uint64, leaving bool, peer
 }
 
 func encodePut(owner string, inc uint64, e *entry, max int) ([]byte, error) {
-	b := beginFrame(msgPut, 30+len(owner)+recordSize(e))
+	b := beginFrame(msgPut, 30+len(owner)+recordSize(e), max)
 	b = appendOwner(b, owner, inc, e.rec.Rev.Seq)
 	b = appendRecord(b, e)
 	return endFrame(b, max)
 }
 
 func encodeDel(owner string, inc, seq uint64, id string, max int) ([]byte, error) {
-	b := beginFrame(msgDel, 30+len(owner)+len(id))
+	b := beginFrame(msgDel, 30+len(owner)+len(id), max)
 	b = appendOwner(b, owner, inc, seq)
 	b = appendString(b, id)
 	return endFrame(b, max)
@@ -220,7 +223,7 @@ func encodeSnap(owner string, inc, seq uint64, recs []*entry, max int) ([][]byte
 	var frames [][]byte
 	head := 30 + len(owner) + 1 + 10
 	for {
-		b := beginFrame(msgSnap, min(max, 4096))
+		b := beginFrame(msgSnap, min(max, 4096), max)
 		b = appendOwner(b, owner, inc, seq)
 		n := 0
 		size := head
@@ -251,12 +254,12 @@ func encodeSnap(owner string, inc, seq uint64, recs []*entry, max int) ([][]byte
 }
 
 func encodeSynced() []byte {
-	b, _ := endFrame(beginFrame(msgSynced, 0), math.MaxInt32)
+	b, _ := endFrame(beginFrame(msgSynced, 0, 0), 0)
 	return b
 }
 
 func encodeWant(owner string, max int) ([]byte, error) {
-	b := beginFrame(msgWant, 2+len(owner))
+	b := beginFrame(msgWant, 2+len(owner), max)
 	b = appendString(b, owner)
 	return endFrame(b, max)
 }
@@ -266,33 +269,33 @@ func encodeWant(owner string, max int) ([]byte, error) {
 // errShort is the decoder's error for truncated input.
 var errShort = errors.New("truncated message")
 
-// readFrame reads one frame from br into buf (grown as needed, never beyond
-// max) and returns its payload. A frame longer than max is an error wrapping
-// ErrMessageTooLarge; the stream is then unusable.
-func readFrame(br *bufio.Reader, buf []byte, max int) ([]byte, error) {
-	var h [frameHeader]byte
-	if _, err := io.ReadFull(br, h[:]); err != nil {
-		return buf, err
-	}
-	n := int(binary.BigEndian.Uint32(h[:]))
-	if n > max {
-		return buf, fmt.Errorf("%w: frame of %d bytes exceeds %d", ErrMessageTooLarge, n, max)
-	}
-	if n == 0 {
-		return buf, fmt.Errorf("%w: empty frame", ErrProtocol)
-	}
-	if cap(buf) < n {
-		buf = make([]byte, n)
-	}
-	buf = buf[:n]
-	if _, err := io.ReadFull(br, buf); err != nil {
-		if err == io.EOF {
-			err = io.ErrUnexpectedEOF
-		}
-		return buf, err
-	}
-	return buf, nil
+// newFrameReader returns a reader of a registry stream's frames: message
+// types msgHello to msgWant, payloads of at most max bytes.
+func newFrameReader(r io.Reader, max int) *wire.Reader {
+	return wire.NewReaderTypes(r, max, byte(msgHello), byte(msgWant))
 }
+
+// readFrame reads the next frame into buf's array (a new one when buf is
+// too small) and returns its type, its payload and the whole frame, both
+// valid until buf is reused. A frame over the reader's max is an error
+// wrapping ErrMessageTooLarge, one of an unknown type or an impossible
+// length one wrapping ErrProtocol; the stream is then unusable. Read
+// errors are returned as they are (io.ErrUnexpectedEOF for a stream that
+// ends inside a frame).
+func readFrame(fr *wire.Reader, buf []byte) (t msgType, payload, frame []byte, err error) {
+	typ, payload, frame, err := fr.NextInto(buf)
+	switch {
+	case errors.Is(err, wire.ErrTooLarge):
+		err = fmt.Errorf("%w: %v", ErrMessageTooLarge, err)
+	case errors.Is(err, wire.ErrBadFrame):
+		err = fmt.Errorf("%w: %v", ErrProtocol, err)
+	}
+	return msgType(typ), payload, frame, err
+}
+
+// frameOf returns a copy of a frame readFrame returned, to keep for syncs
+// and relays: relayed frames are forwarded as received.
+func frameOf(frame []byte) []byte { return bytes.Clone(frame) }
 
 // reader walks a payload. The first error sticks; later reads return zero
 // values.
@@ -424,15 +427,13 @@ func (d *decoder) version(s string) (*semver.Version, error) {
 	return v, nil
 }
 
-// decode parses one payload into m, reusing m's slices. Errors wrap
-// ErrProtocol, or ErrMetadataTooLarge for a record over the limit.
-func (d *decoder) decode(p []byte, m *message) error {
+// decode parses the payload of a message of type t into m, reusing m's
+// slices. Errors wrap ErrProtocol, or ErrMetadataTooLarge for a record
+// over the limit.
+func (d *decoder) decode(t msgType, p []byte, m *message) error {
 	*m = message{digest: m.digest[:0], peers: m.peers[:0], recs: m.recs[:0]}
-	if len(p) == 0 {
-		return fmt.Errorf("%w: empty message", ErrProtocol)
-	}
-	m.typ = msgType(p[0])
-	r := &reader{b: p[1:]}
+	m.typ = t
+	r := &reader{b: p}
 	switch m.typ {
 	case msgHello:
 		m.proto = r.uvarint()
@@ -499,7 +500,7 @@ func (d *decoder) decode(p []byte, m *message) error {
 	case msgWant:
 		m.owner = d.id(r, "owner id")
 	default:
-		return fmt.Errorf("%w: unknown message type %d", ErrProtocol, p[0])
+		return fmt.Errorf("%w: unknown message type %d", ErrProtocol, byte(t))
 	}
 	if r.err == nil && len(r.b) != 0 {
 		r.fail(fmt.Errorf("%d trailing bytes", len(r.b)))

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -11,8 +12,8 @@ import (
 	"testing"
 )
 
-// seedPayloads are one valid payload (no length prefix) of each message.
-func seedPayloads() [][]byte {
+// seedFrames are one valid frame of each message, from the encoders.
+func seedFrames() [][]byte {
 	const max = 1 << 20
 	e := fakeRecord("n1", 5, 3, "web", map[string]string{"zone": "a", "": "empty key"})
 	frames := [][]byte{
@@ -25,12 +26,23 @@ func seedPayloads() [][]byte {
 		must(encodeWant("n1", max)),
 	}
 	frames = append(frames, must(encodeSnap("n1", 5, 3, []*entry{e, fakeRecord("n1", 5, 2, "db", nil)}, max))...)
-	frames = append(frames, must(encodeSnap("n1", 0, 0, nil, max))...)
-	out := make([][]byte, len(frames))
-	for i, f := range frames {
-		out[i] = f[frameHeader:]
+	return append(frames, must(encodeSnap("n1", 0, 0, nil, max))...)
+}
+
+// seedMessages are seedFrames as FuzzDecode takes them: the type byte,
+// then the payload (no length).
+func seedMessages() [][]byte {
+	var out [][]byte
+	for _, f := range seedFrames() {
+		out = append(out, typeAndPayload(f))
 	}
 	return out
+}
+
+// typeAndPayload returns a frame's type byte then its payload.
+func typeAndPayload(f []byte) []byte {
+	t, p := splitFrame(f)
+	return append([]byte{byte(t)}, p...)
 }
 
 // reencode encodes a decoded message again.
@@ -67,19 +79,23 @@ func reencode(m *message) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return f[frameHeader:], nil
+	return typeAndPayload(f), nil
 }
 
 var errSkip = errors.New("skip")
 
+// FuzzDecode decodes a message: its type byte, then its payload.
 func FuzzDecode(f *testing.F) {
-	for _, p := range seedPayloads() {
+	for _, p := range seedMessages() {
 		f.Add(p)
 	}
 	f.Fuzz(func(t *testing.T, p []byte) {
+		if len(p) == 0 {
+			return
+		}
 		d := decoder{maxMeta: 4096}
 		var m message
-		err := d.decode(p, &m)
+		err := d.decode(msgType(p[0]), p[1:], &m)
 		if err != nil {
 			if !errors.Is(err, ErrProtocol) && !errors.Is(err, ErrMetadataTooLarge) {
 				t.Fatalf("decode error %v wraps neither ErrProtocol nor ErrMetadataTooLarge", err)
@@ -97,7 +113,7 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("re-encoding a decoded %s: %v", m.typ, err)
 		}
 		var m2 message
-		if err := d.decode(p2, &m2); err != nil {
+		if err := d.decode(msgType(p2[0]), p2[1:], &m2); err != nil {
 			t.Fatalf("decoding a re-encoded %s: %v", m.typ, err)
 		}
 		if !reflect.DeepEqual(normal(&m), normal(&m2)) {
@@ -124,12 +140,8 @@ func normal(m *message) message {
 // FuzzServe feeds a handshaken link arbitrary frames: Serve must return an
 // error or nil, never panic or hang.
 func FuzzServe(f *testing.F) {
-	var seed []byte
-	for _, p := range seedPayloads()[1:] {
-		seed = append(seed, frameOf(p)...)
-	}
-	f.Add(seed)
-	f.Add([]byte{0, 0, 0, 1, 6, 0, 0, 0, 1, 6})
+	f.Add(bytes.Join(seedFrames()[1:], nil))
+	f.Add([]byte{byte(msgSynced), 0, byte(msgSynced), 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		n := newNode(t, "me")
 		c1, c2 := net.Pipe()
@@ -161,12 +173,8 @@ func TestWriteFuzzSeeds(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	var all []byte
-	for i, p := range seedPayloads() {
+	for i, p := range seedMessages() {
 		write("FuzzDecode", fmt.Sprintf("seed-%02d-%s", i, msgType(p[0])), p)
-		if i > 0 {
-			all = append(all, frameOf(p)...)
-		}
 	}
-	write("FuzzServe", "seed-all-messages", all)
+	write("FuzzServe", "seed-all-messages", bytes.Join(seedFrames()[1:], nil))
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"testing/synctest"
 	"time"
+
+	"github.com/tallship-go/tallship/internal/wire"
 )
 
 // fakePeer speaks the protocol by hand, to play a peer that misbehaves or
@@ -177,10 +179,10 @@ func TestPeerBreakingLimitsIsRefused(t *testing.T) {
 			return must(encodeSnap(f.id, f.inc, 3, recs, 1<<20))
 		}, ErrTooManyRecords},
 		{"frame size", func(f *fakePeer) [][]byte {
-			return [][]byte{{0, 0x10, 0, 0, 1}}
+			return [][]byte{{byte(msgPut), 0x80, 0x80, 0x40}} // a 1 MiB payload follows
 		}, ErrMessageTooLarge},
 		{"garbage", func(f *fakePeer) [][]byte {
-			return [][]byte{{0, 0, 0, 3, 99, 1, 2}}
+			return [][]byte{{99, 2, 1, 2}}
 		}, ErrProtocol},
 		{"second hello", func(f *fakePeer) [][]byte {
 			return [][]byte{must(encodeHello(f.id, nil, 1<<20))}
@@ -213,9 +215,9 @@ func TestHandshakeRefusals(t *testing.T) {
 		{"not hello first", encodeSynced()},
 		{"wrong id", must(encodeHello("mallory", nil, 1<<20))},
 		{"wrong version", func() []byte {
-			b := must(encodeHello("bad", nil, 1<<20))
-			b[frameHeader+1] = 99
-			return b
+			_, p := splitFrame(must(encodeHello("bad", nil, 1<<20)))
+			p[0] = 99 // proto, the first field
+			return wire.Frame(byte(msgHello), p)
 		}()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

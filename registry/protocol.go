@@ -1,7 +1,6 @@
 package registry
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -96,21 +95,21 @@ func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteClos
 
 // readLoop reads and applies messages until an error.
 func (r *Registry) readLoop(l *link) error {
-	br := bufio.NewReaderSize(l.conn, 1<<10) // small: idle links are many; big frames bypass it
+	fr := newFrameReader(l.conn, r.cfg.MaxMessageBytes) // its buffer is small: idle links are many; big frames bypass it
 	var buf []byte
 	var m message
 	dec := decoder{maxMeta: r.cfg.MaxMetadataBytes}
 	for {
-		var err error
-		buf, err = readFrame(br, buf, r.cfg.MaxMessageBytes)
+		t, payload, frame, err := readFrame(fr, buf)
 		if err != nil {
 			return err
 		}
-		if err := dec.decode(buf, &m); err != nil {
+		buf = frame
+		if err := dec.decode(t, payload, &m); err != nil {
 			return err
 		}
 		r.mu.Lock()
-		err = r.handle(l, &m, buf)
+		err = r.handle(l, &m, frame)
 		r.settle()
 		r.mu.Unlock()
 		if err != nil {
@@ -122,8 +121,8 @@ func (r *Registry) readLoop(l *link) error {
 	}
 }
 
-// handle applies one message from l's peer. payload is the raw message,
-// valid until the next read. r.mu is held.
+// handle applies one message from l's peer. payload is the raw message
+// (its whole frame, as received), valid until the next read. r.mu is held.
 func (r *Registry) handle(l *link, m *message, payload []byte) error {
 	if r.closed {
 		return nil

@@ -59,6 +59,9 @@ func verdictCode(err error) byte {
 	return verdictRefused
 }
 
+// appendVerdict appends a verdict: code[1] length[u16] reason[length].
+// Like the hello, it is read byte-exact from the raw connection, so it
+// keeps its own framing (see Hello.marshal).
 func appendVerdict(b []byte, err error) []byte {
 	b = append(b, verdictCode(err))
 	reason := ""

@@ -8,8 +8,15 @@ import (
 	"net/netip"
 )
 
-// Version is the link protocol version this package speaks.
-const Version = 1
+// Version is the link protocol version this package speaks: what a link
+// carries, its streams' framings included. A node refuses a peer of
+// another version in the handshake (ErrWrongVersion on both ends), before
+// any stream exists.
+//
+//   - 2: the registry stream frames its messages as the message stream
+//     does (type, uvarint length); 1 had a u32 length, which a node of
+//     the other version would misread.
+const Version = 2
 
 // magic opens every handshake frame.
 var magic = [4]byte{'T', 'S', 'H', 'P'}
@@ -52,6 +59,14 @@ type Hello struct {
 // frame layout: magic[4] version[2] length[4] body[length]. The layout is
 // the same in every protocol version, so that a node can read, and refuse,
 // a hello of a version it does not speak.
+//
+// It is not internal/wire's framing, which the streams share, and must
+// not become it: the hello is what tells versions apart, so it cannot
+// follow a framing that a version may change; and it is read from the raw
+// connection, byte-exact, before the secure phase, which wire's buffered
+// Reader would eat into (the acceptor's hello, its verdict and the first
+// secure-phase bytes may arrive in one read). The same holds for the
+// verdict and the secure phase's frames.
 func (h *Hello) marshal() ([]byte, error) {
 	if len(h.Cluster) > maxClusterBytes {
 		return nil, fmt.Errorf("%w: cluster name of %d bytes (max %d)", ErrBadHandshake, len(h.Cluster), maxClusterBytes)

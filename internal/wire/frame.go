@@ -1,5 +1,6 @@
-// Package wire holds the codecs of tallship's link streams: message frames
-// and the member lists of peer exchange.
+// Package wire holds the codecs of tallship's link streams: the frames
+// of the message and registry streams, and the member lists of peer
+// exchange.
 package wire
 
 import (
@@ -11,7 +12,8 @@ import (
 	"net/netip"
 )
 
-// Frame types on a link's message stream.
+// Frame types on a link's message stream. The registry stream's frames
+// carry the registry's message types instead (see NewReaderTypes).
 const (
 	// Message carries an application message.
 	Message byte = 1
@@ -46,41 +48,143 @@ func Frame(typ byte, payload []byte) []byte {
 	return AppendFrame(make([]byte, 0, HeaderMax+len(payload)), typ, payload)
 }
 
-// Reader reads frames from a stream, refusing any larger than Max.
-type Reader struct {
-	r   *bufio.Reader
-	max int
+// BeginFrame starts a new frame of type typ whose payload, at most max
+// bytes, is encoded in place, for an encoder that learns the payload's
+// length only once it has written it: append the payload to the result
+// (hint is its expected size), then pass it to EndFrame with the same max.
+// The result starts with room for the longest header such a payload
+// needs, its first byte the type. One allocation when hint is enough, and
+// no copy.
+func BeginFrame(typ byte, max, hint int) []byte {
+	room := 1 + uvarintLen(uint64(max))
+	b := make([]byte, room, room+hint)
+	b[0] = typ
+	return b
 }
 
-// NewReader returns a Reader of frames from r whose payloads are at most
-// max bytes.
+// EndFrame completes a frame begun with BeginFrame(typ, max, hint) and
+// returns it: b's array, from the header written just before the payload
+// (the room the header does not need is skipped). It returns ErrTooLarge
+// (wrapped) for a payload over max. b must not be used after.
+func EndFrame(b []byte, max int) ([]byte, error) {
+	room := 1 + uvarintLen(uint64(max))
+	n := len(b) - room
+	if n > max {
+		return nil, fmt.Errorf("%w: %d bytes (max %d)", ErrTooLarge, n, max)
+	}
+	h := 1 + uvarintLen(uint64(n))
+	f := b[room-h:]
+	f[0] = b[0]
+	binary.PutUvarint(f[1:], uint64(n))
+	return f, nil
+}
+
+func uvarintLen(n uint64) int {
+	l := 1
+	for ; n >= 0x80; n >>= 7 {
+		l++
+	}
+	return l
+}
+
+// Reader reads frames from a stream, refusing any larger than its max or
+// of a type it does not know.
+type Reader struct {
+	r           *bufio.Reader
+	length      byteReader // r, for binary.ReadUvarint
+	max         int
+	first, last byte
+}
+
+// byteReader is a bufio.Reader that keeps the error of its last ReadByte:
+// binary.ReadUvarint returns the stream's errors and its own overflow
+// alike.
+type byteReader struct {
+	r   *bufio.Reader
+	err error
+}
+
+func (b *byteReader) ReadByte() (byte, error) {
+	c, err := b.r.ReadByte()
+	b.err = err
+	return c, err
+}
+
+// NewReader returns a Reader of a message stream's frames (types Message
+// to Goodbye) whose payloads are at most max bytes.
 func NewReader(r io.Reader, max int) *Reader {
-	return &Reader{r: bufio.NewReaderSize(r, 1<<10), max: max} // big payloads bypass it
+	return NewReaderTypes(r, max, Message, Goodbye)
+}
+
+// NewReaderTypes returns a Reader of frames of the types first to last
+// whose payloads are at most max bytes: the frames of another stream than
+// the message stream.
+func NewReaderTypes(r io.Reader, max int, first, last byte) *Reader {
+	br := bufio.NewReaderSize(r, 1<<10) // big payloads bypass it
+	return &Reader{r: br, length: byteReader{r: br}, max: max, first: first, last: last}
 }
 
 // Next reads the next frame. The payload is newly allocated and belongs to
-// the caller. It returns io.EOF at a clean end of stream, ErrTooLarge or
-// ErrBadFrame (wrapped) for a frame it refuses.
+// the caller. It returns io.EOF at a clean end of stream,
+// io.ErrUnexpectedEOF for a stream that ends inside a frame, ErrTooLarge
+// or ErrBadFrame (wrapped) for a frame it refuses, and the stream's other
+// read errors as they are.
 func (r *Reader) Next() (typ byte, payload []byte, err error) {
-	typ, err = r.r.ReadByte()
+	typ, n, err := r.header()
 	if err != nil {
 		return 0, nil, err
 	}
-	if typ < Message || typ > Goodbye {
-		return 0, nil, fmt.Errorf("%w: unknown frame type %d", ErrBadFrame, typ)
-	}
-	n, err := binary.ReadUvarint(r.r)
-	if err != nil {
-		return 0, nil, fmt.Errorf("%w: length: %w", ErrBadFrame, unexpected(err))
-	}
-	if n > uint64(r.max) {
-		return 0, nil, fmt.Errorf("%w: %d bytes (max %d)", ErrTooLarge, n, r.max)
-	}
 	payload = make([]byte, n)
 	if _, err := io.ReadFull(r.r, payload); err != nil {
-		return 0, nil, fmt.Errorf("%w: payload: %w", ErrBadFrame, unexpected(err))
+		return 0, nil, unexpected(err)
 	}
 	return typ, payload, nil
+}
+
+// NextInto reads the next frame into buf's array when it is large enough
+// (into a new one when not) and returns its type, its payload and the
+// whole frame (header then payload: the bytes that forward it as
+// received, its length written in the shortest form); payload and frame
+// share that array, so they are valid until buf is reused. On error
+// frame is buf[:0]. Errors as Next.
+func (r *Reader) NextInto(buf []byte) (typ byte, payload, frame []byte, err error) {
+	typ, n, err := r.header()
+	if err != nil {
+		return 0, nil, buf[:0], err
+	}
+	hn := 1 + uvarintLen(uint64(n))
+	if cap(buf) < hn+n {
+		buf = make([]byte, hn+n)
+	}
+	frame = buf[:hn+n]
+	frame[0] = typ
+	binary.PutUvarint(frame[1:hn], uint64(n))
+	if _, err := io.ReadFull(r.r, frame[hn:]); err != nil {
+		return 0, nil, buf[:0], unexpected(err)
+	}
+	return typ, frame[hn:], frame, nil
+}
+
+// header reads a frame's type and length, checking both.
+func (r *Reader) header() (typ byte, n int, err error) {
+	typ, err = r.r.ReadByte()
+	if err != nil {
+		return 0, 0, err
+	}
+	if typ < r.first || typ > r.last {
+		return 0, 0, fmt.Errorf("%w: unknown frame type %d", ErrBadFrame, typ)
+	}
+	u, err := binary.ReadUvarint(&r.length)
+	if err != nil {
+		if r.length.err != nil {
+			return 0, 0, unexpected(r.length.err)
+		}
+		return 0, 0, fmt.Errorf("%w: length: %w", ErrBadFrame, err)
+	}
+	if u > uint64(r.max) {
+		return 0, 0, fmt.Errorf("%w: %d bytes (max %d)", ErrTooLarge, u, r.max)
+	}
+	return typ, int(u), nil
 }
 
 func unexpected(err error) error {

@@ -26,19 +26,25 @@ func BenchmarkFrame64(b *testing.B) {
 	}
 }
 
+// BenchmarkBeginEndFrame64 frames a payload encoded in place, as the
+// registry's encoders do.
+func BenchmarkBeginEndFrame64(b *testing.B) {
+	payload := make([]byte, 64)
+	b.SetBytes(int64(len(payload)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := EndFrame(append(BeginFrame(Message, 1<<20, len(payload)), payload...), 1<<20); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 // BenchmarkReaderNext reads frames of each size from an endless stream of
 // them, as a link's message reader does.
 func BenchmarkReaderNext(b *testing.B) {
-	for _, size := range []int{64, 4 << 10, 64 << 10} {
+	for _, size := range readSizes {
 		b.Run(fmt.Sprint(size), func(b *testing.B) {
-			var stream []byte
-			for len(stream) < 1<<20 {
-				stream = AppendFrame(stream, Message, make([]byte, size))
-			}
-			src := &loop{data: stream}
-			r := NewReader(src, 1<<20)
-			b.SetBytes(int64(size))
-			b.ReportAllocs()
+			r := endlessReader(b, size)
 			for b.Loop() {
 				if _, _, err := r.Next(); err != nil {
 					b.Fatal(err)
@@ -46,6 +52,40 @@ func BenchmarkReaderNext(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkReaderNextInto reads frames of each size into one buffer, as a
+// registry stream's reader does.
+func BenchmarkReaderNextInto(b *testing.B) {
+	for _, size := range readSizes {
+		b.Run(fmt.Sprint(size), func(b *testing.B) {
+			r := endlessReader(b, size)
+			var buf []byte
+			for b.Loop() {
+				_, _, frame, err := r.NextInto(buf)
+				if err != nil {
+					b.Fatal(err)
+				}
+				buf = frame
+			}
+		})
+	}
+}
+
+// readSizes are the payload sizes the reader benchmarks read.
+var readSizes = []int{64, 4 << 10, 64 << 10}
+
+// endlessReader returns a Reader of an endless stream of frames of size
+// bytes, and sets b up to measure reading them.
+func endlessReader(b *testing.B, size int) *Reader {
+	var stream []byte
+	for len(stream) < 1<<20 {
+		stream = AppendFrame(stream, Message, make([]byte, size))
+	}
+	r := NewReader(&loop{data: stream}, 1<<20)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	return r
 }
 
 // loop reads data over and over; it holds whole frames, so every read
