@@ -404,7 +404,7 @@ func TestSilentLinkBetweenDiscoveredNodesHeals(t *testing.T) {
 	t.Logf("packets flow again → linked, record back: %v", time.Since(t1))
 }
 
-// A node that closes right after joining, before the others have heard
+// A node that shuts down right after joining, before the others have heard
 // how it is linked: its records are freed on every node once, never
 // freed and then shown again. The slow a–b path (300 ms, through a
 // delaying proxy) makes a learn of the b–c link only after c has gone.
@@ -430,7 +430,9 @@ func TestCloseBeforeConvergenceNoFlap(t *testing.T) {
 			rec := register(t, c, mesh.Service{Role: "flap@1.0.0", Port: 7})
 			w.waitFor(t, changeWait, "c's record on a", func(evs []mesh.ServiceEvent) bool { return len(evs) == 1 })
 			connect(t, c, addrOf(t, b))
-			c.Close()
+			if err := c.Shutdown(context.Background()); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
 			w.waitFor(t, changeWait, "c's record freed on a", freedAll(rec.ID))
 			// b's states, 300 ms late, tell a of the b–c link that was,
 			// then of its end: wait until a has heard b after both.
