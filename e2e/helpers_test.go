@@ -4,27 +4,26 @@ package e2e_test
 // network namespace with only loopback (internal/testutil/netns): nodes find each
 // other by mDNS there unless a test links them with Connect, and no packet
 // leaves the machine. This file has TestMain and the shared helpers; the
-// tests are in registry_test.go, services_test.go,
-// faults_test.go and the lan_*_test.go files.
+// tests are in registry_test.go, services_test.go, faults_test.go, the
+// lan_*_test.go files (hosts of a private LAN) and the subnet_*_test.go
+// files (two routed subnets). Nodes in processes of their own are the
+// test-node harness (internal/testutil/node: startNode).
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/tallship-go/tallship/internal/testutil/netns"
+	"github.com/tallship-go/tallship/internal/testutil/node"
 	"github.com/tallship-go/tallship/mesh"
 	"github.com/tallship-go/tallship/registry"
 )
@@ -63,7 +62,8 @@ func testLogger() *slog.Logger {
 // LocalConfig's 100 ms keepalive with a 200 ms answer bound declared live
 // links dead by the dozen (and a 500 ms lifetime expired live owners).
 // Neither matters to what these tests measure: a crash resets the links
-// at once, and a close says goodbye. internal/testutil/testnode uses the same.
+// at once, and a close says goodbye. harnessConfig is the same for a
+// harness node.
 func nodeConfig(id string) mesh.Config {
 	c := mesh.LocalConfig()
 	c.ID = id
@@ -73,6 +73,11 @@ func nodeConfig(id string) mesh.Config {
 	c.Lifetime = time.Second
 	c.Logger = testLogger()
 	return c
+}
+
+// harnessConfig is nodeConfig for a harness node (startNode).
+func harnessConfig(cluster, id string) node.Config {
+	return node.Config{Cluster: cluster, ID: id, Listen: "127.0.0.1:0", KeepAlive: 250 * time.Millisecond, WriteTimeout: time.Second, Lifetime: time.Second}
 }
 
 // connectConfig is nodeConfig without discovery: links come from Connect
@@ -342,112 +347,69 @@ func freedAll(ids ...string) func([]mesh.ServiceEvent) bool {
 	}
 }
 
-// ---- the helper program ----
+// ---- the harness node ----
 
-var testnode struct {
-	mu   sync.Mutex
-	path string
-}
-
-// testnodeBinary builds internal/testutil/testnode, once per test binary, into the
-// temporary directory of the test that asks first, and returns its path.
-// (Should that directory be gone, with -count above 1, it builds again.)
-// The modules come from the local cache: no proxy is reachable in the
-// namespace.
-func testnodeBinary(t *testing.T) string {
+// nodeBinary builds the test-node harness (internal/testutil/node), once
+// per test binary, and returns its path.
+func nodeBinary(t *testing.T) string {
 	t.Helper()
-	testnode.mu.Lock()
-	defer testnode.mu.Unlock()
-	if testnode.path != "" {
-		if _, err := os.Stat(testnode.path); err == nil {
-			return testnode.path
-		}
-	}
-	gobin, err := exec.LookPath("go")
+	bin, err := node.Binary()
 	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+		t.Fatal(err)
 	}
-	path := filepath.Join(t.TempDir(), "testnode")
-	cmd := exec.Command(gobin, "build", "-o", path, "github.com/tallship-go/tallship/internal/testutil/testnode")
-	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOTOOLCHAIN=local")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./internal/testutil/testnode: %v\n%s", err, out)
-	}
-	testnode.path = path
-	return path
+	return bin
 }
 
-// child is a testnode process.
-type child struct {
-	cmd     *exec.Cmd
-	id      string
-	records []string // ids of the records it registered
-	exited  chan struct{}
-}
-
-// startChild runs testnode with args and waits until it prints "ready".
-// It is killed when the test ends, and with the test binary.
-func startChild(t *testing.T, args ...string) *child {
+// startNode runs a harness node of cfg in the test's namespace and waits
+// until it has started. It is killed when the test ends, and with the
+// test binary.
+func startNode(t *testing.T, cfg node.Config) *node.Proc {
 	t.Helper()
-	cmd := exec.Command(testnodeBinary(t), args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	cmd.Stderr = os.Stderr
-	stdin, err := cmd.StdinPipe() // closing it stops the child
+	return runNode(t, exec.Command(nodeBinary(t), cfg.Args()...), cfg)
+}
+
+// startNodeIn is startNode in the network namespace ns.
+func startNodeIn(t *testing.T, ns *netns.Namespace, cfg node.Config) *node.Proc {
+	t.Helper()
+	return runNode(t, ns.Command(nodeBinary(t), cfg.Args()...), cfg)
+}
+
+func runNode(t *testing.T, cmd *exec.Cmd, cfg node.Config) *node.Proc {
+	t.Helper()
+	p, err := node.Start(cmd)
+	if err != nil {
+		t.Fatalf("start node %s: %v", cfg.ID, err)
+	}
+	t.Cleanup(func() { stopNode(t, p) })
+	return p
+}
+
+// stopNode kills p, logging its events and standard error when the test
+// failed or TALLSHIP_DEBUG is set.
+func stopNode(t *testing.T, p *node.Proc) {
+	if err := p.Kill(); err != nil {
+		t.Error(err)
+	}
+	if t.Failed() || os.Getenv("TALLSHIP_DEBUG") != "" {
+		t.Logf("node %s: %v; last events:\n%s\nstderr:\n%s", p, p.ExitErr(), p.Log(40), p.Stderr())
+	}
+}
+
+// peersOf returns p's linked peers now, failing t when p cannot say.
+func peersOf(t *testing.T, p *node.Proc) []string {
+	t.Helper()
+	ps, err := p.Peers()
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
+	return ps
+}
+
+// recordIDs returns the ids of the records p registered for its roles.
+func recordIDs(p *node.Proc) []string {
+	var ids []string
+	for _, r := range p.Records {
+		ids = append(ids, r.ID)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	c := &child{cmd: cmd, exited: make(chan struct{})}
-	// One goroutine reads the output: the lines up to "ready" go to the
-	// test, the rest is discarded until the child exits.
-	lines := make(chan string)
-	go func() {
-		defer close(c.exited)
-		to := lines
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if to != nil {
-				to <- sc.Text()
-				if sc.Text() == "ready" {
-					to = nil
-				}
-			}
-		}
-		if to != nil {
-			close(to)
-		}
-		cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		stdin.Close()
-		cmd.Process.Kill()
-		<-c.exited
-	})
-	timer := time.NewTimer(10 * time.Second)
-	defer timer.Stop()
-	for {
-		select {
-		case line, ok := <-lines:
-			if !ok {
-				t.Fatalf("testnode exited before ready")
-			}
-			f := strings.Fields(line)
-			switch {
-			case len(f) == 2 && f[0] == "id":
-				c.id = f[1]
-			case len(f) == 3 && f[0] == "record":
-				c.records = append(c.records, f[1])
-			case line == "ready":
-				return c
-			}
-		case <-timer.C:
-			t.Fatalf("testnode not ready after 10s")
-		}
-	}
+	return ids
 }

@@ -11,17 +11,18 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/internal/testutil/lan"
+	"github.com/tallship-go/tallship/internal/testutil/node"
 )
 
 // A node killed and restarted at once with its old id rejoins, and its
 // new registrations replace the old ones everywhere.
 func TestLANRestartSameID(t *testing.T) {
-	l, procs := lanMesh(t, 5, lan.Node{})
+	l, procs := lanMesh(t, 5, node.Config{})
 	recs, old, rest := lanOneToRestart(t, procs, "r")
 	marks := lanMarks(rest)
 
 	killed := old.Kill()
-	again := l.Start(old.Host, lan.Node{Cluster: lanCluster(t), ID: old.ID})
+	again := l.Start(old.Host, node.Config{Cluster: lanCluster(t), ID: old.ID})
 	restarted := time.Since(killed)
 	newRec, _, _ := lanRejoined(t, again, rest, recs, lanMeshWait)
 	t.Logf("figure: kill -9, restart with the old id (%v) → rejoined with its new records everywhere in %v",
@@ -46,18 +47,18 @@ func TestLANRestartAfterHang(t *testing.T) {
 	// The hung node has the highest id: its peers dialed its old links, and
 	// its new run dials them (after FallbackDelay) while they may still
 	// hold those old links.
-	l, procs := lanMeshOf(t, 5, func(i int) lan.Node {
+	l, procs := lanMeshOf(t, 5, func(i int) node.Config {
 		if i == 4 {
-			return lan.Node{ID: "zz-hung-node"}
+			return node.Config{ID: "zz-hung-node"}
 		}
-		return lan.Node{}
+		return node.Config{}
 	})
 	recs, old, rest := lanOneToRestart(t, procs, "h")
 	marks := lanMarks(rest)
 
 	hung := time.Now()
 	old.Freeze()
-	again := l.Start(old.Host, lan.Node{Cluster: lanCluster(t), ID: old.ID})
+	again := l.Start(old.Host, node.Config{Cluster: lanCluster(t), ID: old.ID})
 	_, all, want := lanRejoined(t, again, rest, recs, lanHealWait)
 	t.Logf("figure: hang, restart with the old id → rejoined with its new records everywhere in %v", time.Since(hung).Round(time.Millisecond))
 	for _, p := range rest {
@@ -74,7 +75,7 @@ func TestLANRestartAfterHang(t *testing.T) {
 	deadline := time.Now().Add(time.Second)
 	for _, p := range all {
 		skip, seen := marks[p], 0
-		if e, ok := p.WaitEvent(time.Until(deadline), func(e lan.Event) bool {
+		if e, ok := p.WaitEvent(time.Until(deadline), func(e node.Event) bool {
 			seen++
 			return seen > skip && (e.Ev == "peer-down" || e.Ev == "freed")
 		}); ok {
@@ -90,7 +91,7 @@ func TestLANRestartAfterHang(t *testing.T) {
 // a clear error and the first is unaffected (it keeps its links and its
 // records).
 func TestLANDuplicateID(t *testing.T) {
-	l, procs := lanMesh(t, 4, lan.Node{})
+	l, procs := lanMesh(t, 4, node.Config{})
 	first := procs[0]
 	recs := lanRegisterEach(t, procs, "d")
 	marks := lanMarks(procs)
@@ -102,23 +103,23 @@ func TestLANDuplicateID(t *testing.T) {
 	lan.Eventually(t, lanChangeWait, "the killed node's records gone", func() error { return lan.SeeExactly(members, recs) })
 	marks = lanMarks(members)
 
-	second, err := l.TryStart(procs[3].Host, lan.Node{Cluster: lanCluster(t), ID: first.ID})
+	second, err := l.TryStart(procs[3].Host, node.Config{Cluster: lanCluster(t), ID: first.ID})
 	if err != nil {
 		t.Logf("the second process with id %s: %v", first.ID, err)
 	} else {
 		// It runs: it must say, soon, that its id is taken.
-		e, ok := second.WaitEvent(lanDownBound, func(e lan.Event) bool {
+		e, ok := second.WaitEvent(lanDownBound, func(e node.Event) bool {
 			return e.Ev == "fatal" || (e.Ev == "id-conflict" && strings.Contains(e.Err, first.ID))
 		})
 		if !ok {
-			t.Errorf("the second process with id %s runs with no id-conflict error after %v; peers %v", first.ID, lanDownBound, lanPeers(t, second))
+			t.Errorf("the second process with id %s runs with no id-conflict error after %v; peers %v", first.ID, lanDownBound, peersOf(t, second.Proc))
 		} else {
 			t.Logf("the second process with id %s: %s %s", first.ID, e.Ev, e.Err)
 		}
 	}
 	// The first is unaffected: no link of the three dropped or re-made,
 	// nothing freed, every record in place.
-	if _, ok := first.WaitEvent(lanDownBound, func(lan.Event) bool { return false }); ok {
+	if _, ok := first.WaitEvent(lanDownBound, func(node.Event) bool { return false }); ok {
 		t.Fatal("unreachable")
 	}
 	for _, p := range members {
@@ -140,7 +141,7 @@ func TestLANDuplicateID(t *testing.T) {
 // one more, old@1.0.0, on the last, which a test then restarts; it waits
 // until every record is everywhere and returns them, the last process and
 // the others.
-func lanOneToRestart(t *testing.T, procs []*lan.Proc, prefix string) (recs []lan.Record, old *lan.Proc, rest []*lan.Proc) {
+func lanOneToRestart(t *testing.T, procs []*lan.Proc, prefix string) (recs []node.Record, old *lan.Proc, rest []*lan.Proc) {
 	t.Helper()
 	recs = lanRegisterEach(t, procs, prefix)
 	old = procs[len(procs)-1]
@@ -153,7 +154,7 @@ func lanOneToRestart(t *testing.T, procs []*lan.Proc, prefix string) (recs []lan
 // waits (meshWait) until it is in one mesh with rest and its new record
 // has replaced its old ones everywhere. It returns the new record, every
 // process, and the records each should see.
-func lanRejoined(t *testing.T, again *lan.Proc, rest []*lan.Proc, recs []lan.Record, meshWait time.Duration) (newRec lan.Record, all []*lan.Proc, want []lan.Record) {
+func lanRejoined(t *testing.T, again *lan.Proc, rest []*lan.Proc, recs []node.Record, meshWait time.Duration) (newRec node.Record, all []*lan.Proc, want []node.Record) {
 	t.Helper()
 	newRec = again.Register("new@2.0.0")
 	all = append(slices.Clone(rest), again)
@@ -161,16 +162,6 @@ func lanRejoined(t *testing.T, again *lan.Proc, rest []*lan.Proc, recs []lan.Rec
 	lan.Eventually(t, meshWait, "one mesh with the restarted node", func() error { return lan.FullMesh(all...) })
 	lan.Eventually(t, lanChangeWait, "the new registrations in place of the old", func() error { return lan.SeeExactly(all, want) })
 	return newRec, all, want
-}
-
-// lanPeers returns p's peers, failing t when p cannot say.
-func lanPeers(t *testing.T, p *lan.Proc) []string {
-	t.Helper()
-	peers, err := p.Peers()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return peers
 }
 
 // Nodes of another cluster, with a wrong secret or with none, on the same
@@ -182,12 +173,12 @@ func TestLANForeignNodesNeverLink(t *testing.T) {
 	const cluster, secret = "blue", "s3cret"
 	var members []*lan.Proc
 	for _, h := range l.Hosts()[:3] {
-		members = append(members, l.Start(h, lan.Node{Cluster: cluster, Secret: secret}))
+		members = append(members, l.Start(h, node.Config{Cluster: cluster, Secret: secret}))
 	}
 	foreign := []*lan.Proc{
-		l.Start(l.Host(3), lan.Node{Cluster: "green", Secret: secret}),
-		l.Start(l.Host(4), lan.Node{Cluster: cluster, Secret: "wrong"}),
-		l.Start(l.Host(5), lan.Node{Cluster: cluster}),
+		l.Start(l.Host(3), node.Config{Cluster: "green", Secret: secret}),
+		l.Start(l.Host(4), node.Config{Cluster: cluster, Secret: "wrong"}),
+		l.Start(l.Host(5), node.Config{Cluster: cluster}),
 	}
 	what := []string{"another cluster", "a wrong secret", "no secret"}
 	lan.Eventually(t, lanMeshWait, "the members' mesh", func() error { return lan.FullMesh(members...) })
@@ -210,8 +201,8 @@ func TestLANForeignNodesNeverLink(t *testing.T) {
 	}
 	// For a while, while mDNS runs and the connects are retried: no link.
 	memberIDs := lan.IDs(members...)
-	bad := func(p *lan.Proc) func(e lan.Event) bool {
-		return func(e lan.Event) bool {
+	bad := func(p *lan.Proc) func(e node.Event) bool {
+		return func(e node.Event) bool {
 			return e.Ev == "peer-up" && (slices.Contains(memberIDs, p.ID) != slices.Contains(memberIDs, e.Peer))
 		}
 	}
@@ -228,7 +219,7 @@ func TestLANForeignNodesNeverLink(t *testing.T) {
 		t.Error(err)
 	}
 	for i, f := range foreign {
-		if peers := lanPeers(t, f); len(peers) != 0 {
+		if peers := peersOf(t, f.Proc); len(peers) != 0 {
 			t.Errorf("the node with %s has peers %v", what[i], peers)
 		}
 	}

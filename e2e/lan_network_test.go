@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/internal/testutil/lan"
+	"github.com/tallship-go/tallship/internal/testutil/node"
 )
 
 // lanLossFor is how long frames are dropped in TestLANFrameLoss: the
@@ -29,13 +30,13 @@ func lanLossFor() time.Duration {
 // the default 500 ms keepalive + 1 s timeout then drops a live peer:
 // TestLANFrameLossDefaultTimers shows it.
 func TestLANFrameLoss(t *testing.T) {
-	lanFrameLoss(t, lan.Node{Timers: "default", WriteTimeout: 5 * time.Second})
+	lanFrameLoss(t, node.Config{Timers: "default", WriteTimeout: 5 * time.Second})
 }
 
 // TestLANFrameLoss with the default timers.
 func TestLANFrameLossDefaultTimers(t *testing.T) {
 	lanKnownBug(t, lanBugLossFalseAlarm)
-	lanFrameLoss(t, lan.Node{Timers: "default"})
+	lanFrameLoss(t, node.Config{Timers: "default"})
 }
 
 // lanBugLossFalseAlarm is a library limit these tests found (issue 6).
@@ -43,7 +44,7 @@ const lanBugLossFalseAlarm = "library limit: at 10% frame loss the default silen
 	"drops live peers (a TCP segment lost 4 times in a row holds a link's pings back 1.4 s), " +
 	"and the messages queued on the dropped link are lost although Send returned nil (a gap in the sequence the peer receives)"
 
-func lanFrameLoss(t *testing.T, cfg lan.Node) {
+func lanFrameLoss(t *testing.T, cfg node.Config) {
 	lan.RequireNFT(t)
 	l, procs := lanMesh(t, 8, cfg)
 	recs := lanRegisterEach(t, procs, "l")
@@ -132,7 +133,7 @@ func lanFrameLoss(t *testing.T, cfg lan.Node) {
 func TestLANDelay(t *testing.T) {
 	const delay = 100 * time.Millisecond
 	l := lan.New(t, 2)
-	cfg := lan.Node{Cluster: "lan-delay", Timers: "default", NoMDNS: true}
+	cfg := node.Config{Cluster: "lan-delay", Timers: "default", NoMDNS: true}
 	a, b := l.Start(l.Host(0), cfg), l.Start(l.Host(1), cfg)
 	proxy := l.Delay(l.Host(1), a.Addrs[0], delay)
 
@@ -147,7 +148,7 @@ func TestLANDelay(t *testing.T) {
 
 	registered := time.Now()
 	rec := a.Register("slow@1.0.0")
-	e, ok := b.WaitEvent(lanChangeWait, func(e lan.Event) bool { return e.Ev == "registered" && e.Rec.ID == rec.ID })
+	e, ok := b.WaitEvent(lanChangeWait, func(e node.Event) bool { return e.Ev == "registered" && e.Rec.ID == rec.ID })
 	if !ok {
 		t.Fatal("the record never crossed the slow link")
 	}
@@ -184,7 +185,7 @@ func TestLANDelay(t *testing.T) {
 	deadline := time.Now().Add(3 * time.Second)
 	for _, p := range []*lan.Proc{a, b} {
 		skip, seen := marks[p], 0
-		if e, ok := p.WaitEvent(time.Until(deadline), func(e lan.Event) bool { seen++; return seen > skip && e.Ev == "peer-down" }); ok {
+		if e, ok := p.WaitEvent(time.Until(deadline), func(e node.Event) bool { seen++; return seen > skip && e.Ev == "peer-down" }); ok {
 			t.Errorf("%s: peer-down of %s on a slow but live link (%s)", p, e.Peer, e.Err)
 		}
 	}

@@ -1,6 +1,6 @@
 package e2e_test
 
-// Multi-host tests (issue 6): one real mesh process (internal/testutil/lanhost) per
+// Multi-host tests (issue 6): one real mesh process (internal/testutil/node) per
 // host of a private LAN of network namespaces joined by a bridge
 // (internal/testutil/lan), and real faults: kill -9, a cut link, a partition, frame
 // loss, a restart with the same id. Nothing leaves the test's private
@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tallship-go/tallship/internal/testutil/lan"
+	"github.com/tallship-go/tallship/internal/testutil/node"
 )
 
 // Bounds. Waits end as soon as their condition holds; the bounds are
@@ -36,14 +37,14 @@ const (
 
 // lanMesh builds a LAN of n hosts, starts a node of cfg on each and waits
 // for the full mesh.
-func lanMesh(t *testing.T, n int, cfg lan.Node) (*lan.LAN, []*lan.Proc) {
+func lanMesh(t *testing.T, n int, cfg node.Config) (*lan.LAN, []*lan.Proc) {
 	t.Helper()
-	return lanMeshOf(t, n, func(int) lan.Node { return cfg })
+	return lanMeshOf(t, n, func(int) node.Config { return cfg })
 }
 
 // lanMeshOf is lanMesh with host i's node configured by cfg(i). The
 // cluster defaults to one named for the test.
-func lanMeshOf(t *testing.T, n int, cfg func(i int) lan.Node) (*lan.LAN, []*lan.Proc) {
+func lanMeshOf(t *testing.T, n int, cfg func(i int) node.Config) (*lan.LAN, []*lan.Proc) {
 	t.Helper()
 	l := lan.New(t, n)
 	start := time.Now()
@@ -65,9 +66,9 @@ func lanCluster(t *testing.T) string { return "lan-" + strings.ToLower(t.Name())
 
 // lanRegisterEach registers role <prefix><i>@1.0.0 on each proc and waits
 // until every proc sees them all.
-func lanRegisterEach(t *testing.T, procs []*lan.Proc, prefix string) []lan.Record {
+func lanRegisterEach(t *testing.T, procs []*lan.Proc, prefix string) []node.Record {
 	t.Helper()
-	var recs []lan.Record
+	var recs []node.Record
 	for i, p := range procs {
 		recs = append(recs, p.Register(fmt.Sprintf("%s%d@1.0.0", prefix, i)))
 	}
@@ -78,14 +79,14 @@ func lanRegisterEach(t *testing.T, procs []*lan.Proc, prefix string) []lan.Recor
 // lanWaitAll waits, on each of procs, for an event that match accepts
 // (among those printed since the mark), and returns the latest time one
 // happened. It fails t when one does not come within d.
-func lanWaitAll(t *testing.T, procs []*lan.Proc, marks map[*lan.Proc]int, d time.Duration, what string, match func(lan.Event) bool) time.Time {
+func lanWaitAll(t *testing.T, procs []*lan.Proc, marks map[*lan.Proc]int, d time.Duration, what string, match func(node.Event) bool) time.Time {
 	t.Helper()
 	var last time.Time
 	deadline := time.Now().Add(d)
 	for _, p := range procs {
 		skip := marks[p]
 		seen := 0
-		e, ok := p.WaitEvent(time.Until(deadline), func(e lan.Event) bool {
+		e, ok := p.WaitEvent(time.Until(deadline), func(e node.Event) bool {
 			seen++
 			return seen > skip && match(e)
 		})
@@ -109,7 +110,7 @@ func lanMarks(procs []*lan.Proc) map[*lan.Proc]int {
 }
 
 // lanEventsSince returns the events p printed after its mark.
-func lanEventsSince(p *lan.Proc, marks map[*lan.Proc]int) []lan.Event {
+func lanEventsSince(p *lan.Proc, marks map[*lan.Proc]int) []node.Event {
 	return p.Events()[marks[p]:]
 }
 
@@ -126,9 +127,9 @@ func lanHostsOf(procs []*lan.Proc) []*lan.Host {
 }
 
 // lanRecordsOf returns the records of recs whose owner is one of procs.
-func lanRecordsOf(recs []lan.Record, procs []*lan.Proc) []lan.Record {
+func lanRecordsOf(recs []node.Record, procs []*lan.Proc) []node.Record {
 	ids := lan.IDs(procs...)
-	return slices.DeleteFunc(slices.Clone(recs), func(r lan.Record) bool { return !slices.Contains(ids, r.Owner) })
+	return slices.DeleteFunc(slices.Clone(recs), func(r node.Record) bool { return !slices.Contains(ids, r.Owner) })
 }
 
 // lanFigure logs a measured time against its target.
@@ -144,9 +145,9 @@ func lanFigure(t *testing.T, what string, got, target time.Duration) {
 // Eight hosts form the full mesh, and every service registered on any host
 // is seen on all, once.
 func TestLANFullMesh(t *testing.T) {
-	_, procs := lanMesh(t, 8, lan.Node{})
+	_, procs := lanMesh(t, 8, node.Config{})
 	start := time.Now()
-	var recs []lan.Record
+	var recs []node.Record
 	for i, p := range procs {
 		recs = append(recs, p.Register(fmt.Sprintf("svc%d@1.%d.0", i, i)))
 		recs = append(recs, p.Register("shared@2.0.0", fmt.Sprintf("host=%d", i)))
@@ -175,16 +176,16 @@ func TestLANFullMesh(t *testing.T) {
 // kill -9 of one host's process: every other host drops it and its
 // services, at once (the kernel resets its connections).
 func TestLANKill9(t *testing.T) {
-	_, procs := lanMesh(t, 8, lan.Node{})
+	_, procs := lanMesh(t, 8, node.Config{})
 	recs := lanRegisterEach(t, procs, "k")
 	victim, rest := procs[7], procs[:7]
 	marks := lanMarks(rest)
 	killed := victim.Kill()
 
-	down := lanWaitAll(t, rest, marks, lanDownBound, "peer-down of the killed node", func(e lan.Event) bool {
+	down := lanWaitAll(t, rest, marks, lanDownBound, "peer-down of the killed node", func(e node.Event) bool {
 		return e.Ev == "peer-down" && e.Peer == victim.ID
 	})
-	freed := lanWaitAll(t, rest, marks, lanDownBound, "free of the killed node's record", func(e lan.Event) bool {
+	freed := lanWaitAll(t, rest, marks, lanDownBound, "free of the killed node's record", func(e node.Event) bool {
 		return e.Ev == "freed" && e.Rec != nil && e.Rec.Owner == victim.ID
 	})
 	lanFigure(t, "kill -9 → peer down on all 7", down.Sub(killed), time.Second)
@@ -213,7 +214,7 @@ func TestLANKill9(t *testing.T) {
 // anything.
 func TestLANLinkCut(t *testing.T) {
 	const silentBound = 1500 * time.Millisecond // mesh.Config defaults
-	l, procs := lanMesh(t, 8, lan.Node{Timers: "default"})
+	l, procs := lanMesh(t, 8, node.Config{Timers: "default"})
 	recs := lanRegisterEach(t, procs, "c")
 	cut := time.Now()
 	down, freed := lanCut(t, l, procs, recs)
@@ -227,7 +228,7 @@ func TestLANLinkCut(t *testing.T) {
 // A cut host whose link is mended rejoins: one mesh again, every record
 // everywhere.
 func TestLANLinkMend(t *testing.T) {
-	l, procs := lanMesh(t, 8, lan.Node{})
+	l, procs := lanMesh(t, 8, node.Config{})
 	recs := lanRegisterEach(t, procs, "m")
 	lanCut(t, l, procs, recs)
 	mended := time.Now()
@@ -241,20 +242,20 @@ func TestLANLinkMend(t *testing.T) {
 // lanCut cuts the last host's link and checks that the others drop it and
 // its records, and it drops them, and nobody drops anything else. It
 // returns when the last of the others dropped it and freed its records.
-func lanCut(t *testing.T, l *lan.LAN, procs []*lan.Proc, recs []lan.Record) (down, freed time.Time) {
+func lanCut(t *testing.T, l *lan.LAN, procs []*lan.Proc, recs []node.Record) (down, freed time.Time) {
 	t.Helper()
 	victim, rest := procs[len(procs)-1], procs[:len(procs)-1]
 	marks := lanMarks(procs)
 	l.Cut(victim.Host)
-	down = lanWaitAll(t, rest, marks, 2*lanDownBound, "peer-down of the cut node", func(e lan.Event) bool {
+	down = lanWaitAll(t, rest, marks, 2*lanDownBound, "peer-down of the cut node", func(e node.Event) bool {
 		return e.Ev == "peer-down" && e.Peer == victim.ID
 	})
-	freed = lanWaitAll(t, rest, marks, 2*lanDownBound, "free of the cut node's record", func(e lan.Event) bool {
+	freed = lanWaitAll(t, rest, marks, 2*lanDownBound, "free of the cut node's record", func(e node.Event) bool {
 		return e.Ev == "freed" && e.Rec != nil && e.Rec.Owner == victim.ID
 	})
 	// The cut node, alone, drops all of them.
 	for _, p := range rest {
-		if _, ok := victim.WaitEvent(2*lanDownBound, func(e lan.Event) bool { return e.Ev == "peer-down" && e.Peer == p.ID }); !ok {
+		if _, ok := victim.WaitEvent(2*lanDownBound, func(e node.Event) bool { return e.Ev == "peer-down" && e.Peer == p.ID }); !ok {
 			t.Errorf("the cut node never dropped %s", p)
 		}
 	}
@@ -277,14 +278,14 @@ func lanCut(t *testing.T, l *lan.LAN, procs []*lan.Proc, recs []lan.Record) (dow
 // Partition 5|3: each side keeps its own services, also ones registered
 // meanwhile, and drops the other side's.
 func TestLANPartition(t *testing.T) {
-	l, procs := lanMesh(t, 8, lan.Node{})
+	l, procs := lanMesh(t, 8, node.Config{})
 	lanPartition(t, l, procs)
 }
 
 // Partition 5|3, then heal: one mesh again, every live registration
 // everywhere, none lost, none duplicated.
 func TestLANPartitionHeal(t *testing.T) {
-	l, procs := lanMesh(t, 8, lan.Node{})
+	l, procs := lanMesh(t, 8, node.Config{})
 	recs := lanPartition(t, l, procs)
 
 	marks := lanMarks(procs)
@@ -322,7 +323,7 @@ func TestLANPartitionHeal(t *testing.T) {
 // checks that each side is a mesh with its own records only, registers
 // on both sides and frees one, checks again, and returns the live
 // records.
-func lanPartition(t *testing.T, l *lan.LAN, procs []*lan.Proc) []lan.Record {
+func lanPartition(t *testing.T, l *lan.LAN, procs []*lan.Proc) []node.Record {
 	t.Helper()
 	recs := lanRegisterEach(t, procs, "p")
 	a, b := procs[:5], procs[5:]

@@ -302,20 +302,22 @@ func TestKilledNodeRecordsVanish(t *testing.T) {
 	netns.Require(t)
 	leakcheck.Goroutines(t)
 	cluster := clusterName(t)
-	testnodeBinary(t) // build first: a build on a busy machine could delay the nodes' keepalives
+	nodeBinary(t) // build first: a build on a busy machine could delay the nodes' keepalives
 	a := join(t, cluster, nodeConfig("kill-a"))
 	b := join(t, cluster, nodeConfig("kill-b"))
-	args := []string{"-cluster", cluster, "-id", "kill-victim", "-role", "doomed@1.0.0", "-role", "doomed@2.0.0", "-meta", "pid=child"}
-	victim := startChild(t, args...)
-	if victim.id != "kill-victim" || len(victim.records) != 2 {
-		t.Fatalf("child said id %q records %v", victim.id, victim.records)
+	cfg := harnessConfig(cluster, "kill-victim")
+	cfg.Roles, cfg.Meta = []string{"doomed@1.0.0", "doomed@2.0.0"}, []string{"pid=child"}
+	victim := startNode(t, cfg)
+	if victim.ID != "kill-victim" || len(victim.Records) != 2 {
+		t.Fatalf("child said id %q records %v", victim.ID, victim.Records)
 	}
+	victimRecords := recordIDs(victim)
 	watchers := []*recorder{watch(t, a, "doomed"), watch(t, b, "doomed")}
 	for _, w := range watchers {
 		w.waitFor(t, meshWait, "the child's records", func(evs []mesh.ServiceEvent) bool {
 			n := 0
 			for _, ev := range evs {
-				if ev.Kind == registry.Registered && ev.Record.Owner == victim.id && ev.Record.Meta["pid"] == "child" {
+				if ev.Kind == registry.Registered && ev.Record.Owner == victim.ID && ev.Record.Meta["pid"] == "child" {
 					n++
 				}
 			}
@@ -324,31 +326,31 @@ func TestKilledNodeRecordsVanish(t *testing.T) {
 	}
 	for _, n := range []*mesh.Node{a, b} {
 		logOf(n).waitFor(t, meshWait, n.ID()+" synced with the child", func(ev mesh.Event) bool {
-			return ev.Kind == mesh.PeerSynced && ev.Peer == victim.id
+			return ev.Kind == mesh.PeerSynced && ev.Peer == victim.ID
 		})
 	}
 	converge(t, a, b)
 	t0 := time.Now()
-	if err := victim.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+	if err := victim.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	var last time.Time
 	for _, w := range watchers {
-		last = latest(last, w.waitFor(t, changeWait, "the records freed", freedAll(victim.records...)))
+		last = latest(last, w.waitFor(t, changeWait, "the records freed", freedAll(victimRecords...)))
 	}
 	d := last.Sub(t0)
 	t.Logf("kill -9 → records freed on both peers: %v", d)
 	if d > 3*time.Second {
 		t.Errorf("records freed %v after kill -9, want < 3s", d)
 	}
-	<-victim.exited
+	<-victim.Done()
 	// What a and b relay to each other afterwards brings nothing back.
 	settle(t, a, b)
 	for i, n := range []*mesh.Node{a, b} {
 		if recs := services(t, n, "doomed"); len(recs) != 0 {
 			t.Errorf("%s still sees %+v", n.ID(), recs)
 		}
-		for _, id := range victim.records {
+		for _, id := range victimRecords {
 			if r, f := watchers[i].count(registry.Registered, id), watchers[i].count(registry.Freed, id); r != 1 || f != 1 {
 				t.Errorf("%s: record %s registered %d times, freed %d times; want once each; events: %s", n.ID(), id, r, f, watchers[i].describe())
 			}
@@ -356,12 +358,12 @@ func TestKilledNodeRecordsVanish(t *testing.T) {
 	}
 
 	// Restarted with the same id: its new records, never the old ones.
-	again := startChild(t, args...)
+	again := recordIDs(startNode(t, cfg))
 	for _, n := range []*mesh.Node{a, b} {
 		eventually(t, meshWait, n.ID()+" to see the restarted node's records", func() bool {
 			recs := services(t, n, "doomed")
-			return len(recs) == 2 && slices.ContainsFunc(recs, func(r mesh.Record) bool { return r.ID == again.records[0] }) &&
-				slices.ContainsFunc(recs, func(r mesh.Record) bool { return r.ID == again.records[1] })
+			return len(recs) == 2 && slices.ContainsFunc(recs, func(r mesh.Record) bool { return r.ID == again[0] }) &&
+				slices.ContainsFunc(recs, func(r mesh.Record) bool { return r.ID == again[1] })
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/tallship-go/tallship/internal/testutil/node"
 	"github.com/tallship-go/tallship/mesh"
 	"github.com/tallship-go/tallship/registry"
 )
@@ -107,34 +108,36 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// victim starts a helper node in cluster and waits until every node of g
-// has it up and its record registered.
-func victim(g *group, cluster string, args ...string) (*child, error) {
+// victim starts a helper node of cfg (default timers, mDNS, a record of
+// victim@1.0.0) in cluster and waits until every node of g has it up and
+// its record registered.
+func victim(g *group, cluster string, cfg node.Config) (*node.Proc, error) {
+	cfg.Cluster, cfg.Timers, cfg.Roles = cluster, "default", []string{"victim@1.0.0"}
 	marks := g.marks()
-	c, err := startHelper("node", append([]string{"-cluster", cluster}, args...)...)
+	p, err := startNode(cfg)
 	if err != nil {
 		return nil, err
 	}
-	if _, err := g.waitAll(g.nodes, marks, 15*time.Second, isPeer(mesh.PeerUp, c.id)); err != nil {
-		c.kill()
+	if _, err := g.waitAll(g.nodes, marks, 15*time.Second, isPeer(mesh.PeerUp, p.ID)); err != nil {
+		p.Kill()
 		return nil, fmt.Errorf("victim did not link: %w", err)
 	}
-	if _, err := g.waitAll(g.nodes, marks, 5*time.Second, isService(registry.Registered, c.rec)); err != nil {
-		c.kill()
+	if _, err := g.waitAll(g.nodes, marks, 5*time.Second, isService(registry.Registered, p.Records[0].ID)); err != nil {
+		p.Kill()
 		return nil, fmt.Errorf("victim's record did not spread: %w", err)
 	}
 	time.Sleep(100 * time.Millisecond)
-	return c, nil
+	return p, nil
 }
 
-// gone waits until every node of g has seen c's node down and its record
+// gone waits until every node of g has seen p's node down and its record
 // freed, and returns when the last did.
-func gone(g *group, c *child, marks []int, timeout time.Duration) (time.Time, error) {
-	at1, err := g.waitAll(g.nodes, marks, timeout, isPeer(mesh.PeerDown, c.id))
+func gone(g *group, p *node.Proc, marks []int, timeout time.Duration) (time.Time, error) {
+	at1, err := g.waitAll(g.nodes, marks, timeout, isPeer(mesh.PeerDown, p.ID))
 	if err != nil {
 		return time.Time{}, fmt.Errorf("peer down: %w", err)
 	}
-	at2, err := g.waitAll(g.nodes, marks, timeout, isService(registry.Freed, c.rec))
+	at2, err := g.waitAll(g.nodes, marks, timeout, isService(registry.Freed, p.Records[0].ID))
 	if err != nil {
 		return time.Time{}, fmt.Errorf("service freed: %w", err)
 	}
@@ -158,16 +161,16 @@ func measureFreeze(r *row, g *group, cluster string, runs int) {
 // how long until it and its record are gone on every node of g.
 func measureSignal(r *row, g *group, cluster string, runs int, sig syscall.Signal) {
 	for range runs {
-		c, err := victim(g, cluster)
+		c, err := victim(g, cluster, node.Config{})
 		if err != nil {
 			r.err = err
 			return
 		}
 		marks := g.marks()
 		t0 := time.Now()
-		c.cmd.Process.Signal(sig)
+		c.Signal(sig)
 		at, err := gone(g, c, marks, 10*time.Second)
-		c.kill()
+		c.Kill()
 		if err != nil {
 			r.err = err
 			return
@@ -193,7 +196,7 @@ func measureCut(r *row, g *group, cluster string, runs int) {
 	}
 	defer nftRun("delete table inet tsbench_cut\n")
 	for range runs {
-		c, err := victim(g, cluster, "-listen", cutAddr+":0", "-id", "zzzz-"+uuid.NewString(), "-fallback", "10m")
+		c, err := victim(g, cluster, node.Config{Listen: cutAddr + ":0", ID: "zzzz-" + uuid.NewString(), FallbackDelay: 10 * time.Minute})
 		if err != nil {
 			r.err = err
 			return
@@ -203,12 +206,12 @@ func measureCut(r *row, g *group, cluster string, runs int) {
 		err = nftRun("add rule inet tsbench_cut out ip saddr " + cutAddr + " drop\n" +
 			"add rule inet tsbench_cut out ip daddr " + cutAddr + " drop\n")
 		if err != nil {
-			c.kill()
+			c.Kill()
 			r.err = err
 			return
 		}
 		at, err := gone(g, c, marks, 10*time.Second)
-		c.kill()
+		c.Kill()
 		nftRun("flush chain inet tsbench_cut out\n")
 		if err != nil {
 			r.err = err

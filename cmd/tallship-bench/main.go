@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
 
 func main() {
@@ -42,20 +43,7 @@ func main() {
 		}
 		return
 	}
-	switch os.Getenv(envNS) {
-	case "":
-		code, err := enterNamespace()
-		if err == nil {
-			os.Exit(code)
-		}
-		os.Setenv(envNS, "unavailable: "+err.Error())
-	case nsChild:
-		if err := setupNamespace(); err != nil {
-			fmt.Fprintln(os.Stderr, "tallship-bench: private network namespace:", err)
-			os.Exit(1)
-		}
-		os.Setenv(envNS, nsReady)
-	}
+	enterNamespace()
 	os.Exit(run(os.Args[1:]))
 }
 
@@ -102,7 +90,7 @@ func run(args []string) int {
 			o.runs = 3
 		}
 	}
-	inNS := os.Getenv(envNS) == nsReady
+	inNS := netns.Inside()
 	fmt.Println(machine())
 	fmt.Printf("runs: %d%s; network: %s\n", o.runs, map[bool]string{true: " (quick)"}[o.quick], nsStatus())
 	fmt.Printf("load average at start: %s\n\n", loadavg())
@@ -267,13 +255,11 @@ func loadavg() string {
 }
 
 func nsStatus() string {
-	switch v := os.Getenv(envNS); v {
-	case nsReady:
-		if out, err := exec.Command("nft", "--version").Output(); err == nil {
-			return "private namespace (loopback only; " + string(bytes.TrimSpace(out)) + ")"
-		}
-		return "private namespace (loopback only; no nft: the link-cut and packet-count measures fail)"
-	default:
-		return "no private namespace: " + strings.TrimPrefix(v, "unavailable: ")
+	if !netns.Inside() {
+		return fmt.Sprintf("no private namespace: %v", nsErr)
 	}
+	if out, err := exec.Command("nft", "--version").Output(); err == nil {
+		return "private namespace (loopback only; " + string(bytes.TrimSpace(out)) + ")"
+	}
+	return "private namespace (loopback only; no nft: the link-cut and packet-count measures fail)"
 }

@@ -3,25 +3,17 @@ package main
 import "github.com/tallship-go/tallship/internal/testutil/netns"
 
 // The benchmark runs inside a private network namespace that it makes for
-// itself: it re-executes its own binary with CLONE_NEWNET (and, when not
-// root, CLONE_NEWUSER) through internal/testutil/netns, so that no packet it sends,
+// itself (netns.Enter): it re-executes its own binary with CLONE_NEWNET
+// (and, when not root, CLONE_NEWUSER), so that no packet it sends,
 // multicast or not, can leave the machine. The helper processes it starts
-// inherit the namespace.
-const (
-	envNS   = "TALLSHIP_BENCH_NETNS"
-	nsChild = "child" // set for the re-executed process, before setup
-	nsReady = "ready" // set once loopback is up; inherited by helpers
-)
+// inherit the namespace, and netns.Inside reports it to them (the harness
+// node refuses to run without it).
 
-// enterNamespace re-executes the benchmark in a new network namespace and
-// returns its exit code, or an error when no namespace could be made.
-func enterNamespace() (int, error) { return netns.Reexec(envNS + "=" + nsChild) }
+// nsErr says why the benchmark runs without a private namespace; nil when
+// it runs in one.
+var nsErr error
 
-// setupNamespace brings loopback up with multicast and a multicast route,
-// then checks that no other interface is there.
-func setupNamespace() error {
-	if err := netns.SetupLoopback(); err != nil {
-		return err
-	}
-	return netns.CheckPrivate()
-}
+// enterNamespace re-executes the benchmark in a private namespace and
+// exits with its status, or, where no namespace can be made, records why
+// and returns.
+func enterNamespace() { nsErr = netns.Enter() }

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tallship-go/tallship/internal/testutil/node"
 )
 
 // Eventually polls cond until it returns nil and returns how long that
@@ -58,7 +60,7 @@ func FullMesh(procs ...*Proc) error {
 
 // SeeExactly returns nil when every proc sees exactly the records want
 // (compared by id, role and owner), each once.
-func SeeExactly(procs []*Proc, want []Record) error {
+func SeeExactly(procs []*Proc, want []node.Record) error {
 	w := recordKeys(want)
 	for _, p := range procs {
 		got, err := p.Services("")
@@ -72,10 +74,10 @@ func SeeExactly(procs []*Proc, want []Record) error {
 	return nil
 }
 
-func recordKeys(rs []Record) []string {
+func recordKeys(rs []node.Record) []string {
 	var keys []string
 	for _, r := range rs {
-		keys = append(keys, fmt.Sprintf("%s/%s/%s", short1(r.Owner), r.Role, short1(r.ID)))
+		keys = append(keys, fmt.Sprintf("%s/%s/%s", node.Short(r.Owner), r.Role, node.Short(r.ID)))
 	}
 	slices.Sort(keys)
 	return keys
@@ -84,14 +86,7 @@ func recordKeys(rs []Record) []string {
 func short(ids []string) string {
 	var s []string
 	for _, id := range ids {
-		s = append(s, short1(id))
+		s = append(s, node.Short(id))
 	}
 	return "[" + strings.Join(s, " ") + "]"
-}
-
-func short1(id string) string {
-	if len(id) > 8 {
-		return id[:8]
-	}
-	return id
 }

@@ -1,4 +1,4 @@
 package lan
 
 // NamespacePath returns the /proc path of a host's namespace, for tests.
-func NamespacePath(h *Host) string { return h.ns.path() }
+func NamespacePath(h *Host) string { return h.ns.Path() }

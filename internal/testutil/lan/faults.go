@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/tallship-go/tallship/internal/testutil/node"
 )
 
 // Faults. Cut and Mend work with iproute2 alone; Partition, Heal and Loss
@@ -30,7 +32,7 @@ const nftTable = `table bridge tslan {
 // its peers get no FIN or reset.
 func (l *LAN) Cut(h *Host) {
 	l.t.Helper()
-	if err := l.bridge.ip("link set " + h.port + " down"); err != nil {
+	if err := l.bridge.IP("link set " + h.port + " down"); err != nil {
 		l.t.Fatalf("lan: cut %s: %v", h, err)
 	}
 	l.t.Logf("lan: cut %s", h)
@@ -39,10 +41,10 @@ func (l *LAN) Cut(h *Host) {
 // Mend puts a cut host back on the LAN and restores its multicast route.
 func (l *LAN) Mend(h *Host) {
 	l.t.Helper()
-	if err := l.bridge.ip("link set " + h.port + " up"); err != nil {
+	if err := l.bridge.IP("link set " + h.port + " up"); err != nil {
 		l.t.Fatalf("lan: mend %s: %v", h, err)
 	}
-	if err := h.ns.ip("route replace 224.0.0.0/4 dev " + HostIface); err != nil {
+	if err := h.ns.IP("route replace 224.0.0.0/4 dev " + HostIface); err != nil {
 		l.t.Fatalf("lan: mend %s: %v", h, err)
 	}
 	l.t.Logf("lan: mended %s", h)
@@ -60,7 +62,7 @@ func (l *LAN) nft(script string) {
 	if !made {
 		script = nftTable + script
 	}
-	if err := l.bridge.run(script, "nft", "-f", "-"); err != nil {
+	if err := l.bridge.Run(script, "nft", "-f", "-"); err != nil {
 		l.t.Fatalf("lan: nft: %v\nscript:\n%s", err, script)
 	}
 }
@@ -104,7 +106,7 @@ func (l *LAN) Loss(percent int) {
 func (l *LAN) Dropped() int {
 	l.t.Helper()
 	RequireNFT(l.t)
-	cmd := l.bridge.command("nft", "list", "chain", "bridge", "tslan", "loss")
+	cmd := l.bridge.Command("nft", "list", "chain", "bridge", "tslan", "loss")
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		l.t.Fatalf("lan: nft list: %v: %s", err, out)
@@ -123,7 +125,7 @@ func (l *LAN) Dropped() int {
 // proxy.) The proxy is stopped when the test ends.
 func (l *LAN) Delay(h *Host, target string, d time.Duration) string {
 	l.t.Helper()
-	p, err := l.startHelper(h, []string{"-proxy", fmt.Sprintf("listen=%s:0,to=%s,delay=%s", h.IP, target, d)})
+	p, err := l.TryStart(h, node.Config{Proxy: fmt.Sprintf("listen=%s:0,to=%s,delay=%s", h.IP, target, d)})
 	if err != nil {
 		l.t.Fatalf("lan: delay proxy on %s: %v", h, err)
 	}

@@ -1,23 +1,25 @@
 // Package lan builds a private LAN of network namespaces for multi-host
 // tests: N hosts, each a namespace with one veth to a bridge that lives in
-// a namespace of its own, one real mesh process per host, and faults to
-// inject: kill -9, a cut link, a partition, frame loss.
+// a namespace of its own, real mesh processes on the hosts (the test-node
+// harness, internal/testutil/node), and faults to inject: kill -9, a cut
+// link, a partition, frame loss.
 //
 // Nothing it makes can reach a real interface. New refuses to run outside
-// the test binary's own private namespace (internal/testutil/netns, which must be
-// the caller's TestMain). Every host and the bridge are brand-new network
-// namespaces, made by clone(CLONE_NEWNET) and held open by a "sleep"
-// process, so they hold only loopback and the veths made here; the
-// addresses (10.77.0.0/24) exist only in them. No namespace is named
-// under /var/run/netns: nothing is shared with the machine, and nothing
-// outlives the test. Cleanup kills the processes and then the holders,
-// and every process is started with a parent-death signal from a thread
-// that lives as long as the test binary, so a test that fails, panics,
-// times out or is interrupted leaves nothing behind either: the kernel
-// kills them all and the namespaces go with their last process.
+// the test binary's own private namespace (internal/testutil/netns, which
+// must be the caller's TestMain). Every host and the bridge are brand-new
+// network namespaces (netns.Namespace: made by clone(CLONE_NEWNET) and held
+// open by a "sleep" process), so they hold only loopback and the veths
+// made here; the addresses (10.77.0.0/24) exist only in them. No namespace
+// is named under /var/run/netns: nothing is shared with the machine, and
+// nothing outlives the test. Cleanup kills the processes and then the
+// holders, and every process is started with a parent-death signal from a
+// thread that lives as long as the test binary (netns.Spawn), so a test
+// that fails, panics, times out or is interrupted leaves nothing behind
+// either: the kernel kills them all and the namespaces go with their last
+// process.
 //
 //	l := lan.New(t, 8)
-//	p := l.Start(l.Host(0), lan.Node{Cluster: "c"})
+//	p := l.Start(l.Host(0), node.Config{Cluster: "c"})
 //	l.Cut(l.Host(3)) ...
 //
 // It needs root in the test's namespace, which netns.Main also gives an
@@ -27,15 +29,10 @@
 package lan
 
 import (
-	"bytes"
-	"errors"
 	"fmt"
 	"net/netip"
 	"os"
 	"os/exec"
-	"runtime"
-	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -62,7 +59,7 @@ const (
 // the test's goroutine; they fail the test on error.
 type LAN struct {
 	t      testing.TB
-	bridge *namespace
+	bridge *netns.Namespace
 	hosts  []*Host
 
 	mu      sync.Mutex
@@ -74,7 +71,7 @@ type LAN struct {
 // HostIface, on the LAN.
 type Host struct {
 	lan *LAN
-	ns  *namespace
+	ns  *netns.Namespace
 	// Index is the host's position in the LAN, from 0.
 	Index int
 	// Name is "h<Index>", for logs.
@@ -103,7 +100,7 @@ func New(t testing.TB, n int) *LAN {
 	t.Cleanup(l.teardown)
 
 	var err error
-	if l.bridge, err = newNamespace(); err != nil {
+	if l.bridge, err = netns.NewNamespace(); err != nil {
 		t.Fatalf("lan: bridge namespace: %v", err)
 	}
 	// The bridge's namespace forwards frames only: no IPv6 of its own.
@@ -111,11 +108,11 @@ func New(t testing.TB, n int) *LAN {
 		"link set lo up",
 		"link add " + bridgeDev + " type bridge",
 	}
-	if err := l.bridge.sysctl(map[string]string{"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"}); err != nil {
+	if err := l.bridge.Sysctl(map[string]string{"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"}); err != nil {
 		t.Fatalf("lan: %v", err)
 	}
 	for i := range n {
-		ns, err := newNamespace()
+		ns, err := netns.NewNamespace()
 		if err != nil {
 			t.Fatalf("lan: host namespace: %v", err)
 		}
@@ -125,20 +122,20 @@ func New(t testing.TB, n int) *LAN {
 		l.hosts = append(l.hosts, h)
 		// DAD off before the veth arrives: a new interface takes the
 		// namespace's defaults.
-		if err := ns.sysctl(map[string]string{"net/ipv6/conf/all/accept_dad": "0", "net/ipv6/conf/default/accept_dad": "0"}); err != nil {
+		if err := ns.Sysctl(map[string]string{"net/ipv6/conf/all/accept_dad": "0", "net/ipv6/conf/default/accept_dad": "0"}); err != nil {
 			t.Fatalf("lan: %s: %v", h.Name, err)
 		}
 		bridgeSetup = append(bridgeSetup,
-			fmt.Sprintf("link add %s type veth peer name %s netns %d", h.port, HostIface, ns.pid()),
+			fmt.Sprintf("link add %s type veth peer name %s netns %d", h.port, HostIface, ns.Pid()),
 			fmt.Sprintf("link set %s master %s", h.port, bridgeDev),
 			fmt.Sprintf("link set %s up", h.port))
 	}
 	bridgeSetup = append(bridgeSetup, "link set "+bridgeDev+" up")
-	if err := l.bridge.ip(bridgeSetup...); err != nil {
+	if err := l.bridge.IP(bridgeSetup...); err != nil {
 		t.Fatalf("lan: bridge: %v", err)
 	}
 	for _, h := range l.hosts {
-		err := h.ns.ip(
+		err := h.ns.IP(
 			"link set lo up",
 			fmt.Sprintf("addr add %s/%d dev %s", h.IP, Subnet.Bits(), HostIface),
 			fmt.Sprintf("link set %s up multicast on", HostIface),
@@ -147,7 +144,7 @@ func New(t testing.TB, n int) *LAN {
 			t.Fatalf("lan: %s: %v", h.Name, err)
 		}
 	}
-	t.Logf("lan: %d hosts on %s, bridge namespace %s", n, Subnet, l.bridge.path())
+	t.Logf("lan: %d hosts on %s, bridge namespace %s", n, Subnet, l.bridge.Path())
 	return l
 }
 
@@ -188,131 +185,24 @@ func (l *LAN) teardown() {
 	l.procs = nil
 	l.mu.Unlock()
 	for _, p := range procs {
-		p.kill()
+		p.Signal(syscall.SIGKILL)
 	}
 	failed := l.t.Failed()
 	for _, p := range procs {
-		if !p.waitExit(5 * time.Second) {
+		if !p.WaitExit(5 * time.Second) {
 			l.t.Errorf("lan: %s did not exit after SIGKILL", p)
 		}
 		if failed || os.Getenv("TALLSHIP_DEBUG") != "" {
-			l.t.Logf("lan: last events of %s:\n%s", p, p.eventLog(40))
+			l.t.Logf("lan: last events of %s:\n%s", p, p.Log(40))
 			if out := p.Stderr(); out != "" {
 				l.t.Logf("lan: stderr of %s:\n%s", p, out)
 			}
 		}
 	}
 	for _, h := range l.hosts {
-		h.ns.close()
+		h.ns.Close()
 	}
 	if l.bridge != nil {
-		l.bridge.close()
+		l.bridge.Close()
 	}
-}
-
-// namespace is a new network namespace held open by a sleeping process.
-type namespace struct {
-	holder *exec.Cmd
-	done   chan struct{}
-}
-
-// newNamespace makes a network namespace of its own: a process that
-// sleeps in a new one, killed with the test binary.
-func newNamespace() (*namespace, error) {
-	cmd := exec.Command("sleep", "infinity")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET, Pdeathsig: syscall.SIGKILL}
-	if err := spawn(cmd); err != nil {
-		return nil, err
-	}
-	ns := &namespace{holder: cmd, done: make(chan struct{})}
-	go func() {
-		cmd.Wait()
-		close(ns.done)
-	}()
-	// It must be a namespace of its own, not the test's.
-	self, err1 := os.Readlink("/proc/self/ns/net")
-	its, err2 := os.Readlink(ns.path())
-	if err := errors.Join(err1, err2); err != nil || self == its {
-		ns.close()
-		if err == nil {
-			err = errors.New("holder shares the test's network namespace")
-		}
-		return nil, err
-	}
-	return ns, nil
-}
-
-func (ns *namespace) pid() int     { return ns.holder.Process.Pid }
-func (ns *namespace) path() string { return "/proc/" + strconv.Itoa(ns.pid()) + "/ns/net" }
-
-// command returns a command that runs name in the namespace.
-func (ns *namespace) command(name string, args ...string) *exec.Cmd {
-	return exec.Command("nsenter", append([]string{"--net=" + ns.path(), "--", name}, args...)...)
-}
-
-// run runs name in the namespace with stdin as its input.
-func (ns *namespace) run(stdin string, name string, args ...string) error {
-	cmd := ns.command(name, args...)
-	cmd.Stdin = strings.NewReader(stdin)
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %v: %s", name, strings.Join(args, " "), err, strings.TrimSpace(out.String()))
-	}
-	return nil
-}
-
-// ip runs ip commands in the namespace, in one batch, stopping at the
-// first that fails.
-func (ns *namespace) ip(cmds ...string) error {
-	if err := ns.run(strings.Join(cmds, "\n")+"\n", "ip", "-batch", "-"); err != nil {
-		return fmt.Errorf("%w\nbatch:\n%s", err, strings.Join(cmds, "\n"))
-	}
-	return nil
-}
-
-// sysctl sets /proc/sys entries (keys relative to /proc/sys) in the
-// namespace: /proc/sys/net is the writer's namespace's.
-func (ns *namespace) sysctl(kv map[string]string) error {
-	var script strings.Builder
-	for k, v := range kv {
-		fmt.Fprintf(&script, "echo %s > /proc/sys/%s || exit 1\n", v, k)
-	}
-	return ns.run(script.String(), "sh", "-s")
-}
-
-// close kills the holder and waits for it.
-func (ns *namespace) close() {
-	ns.holder.Process.Kill()
-	<-ns.done
-}
-
-// spawner starts every process from one goroutine locked to its thread
-// for the life of the test binary: a parent-death signal fires when the
-// thread that started the child ends, so that thread must not end before
-// the binary does.
-var spawner struct {
-	once sync.Once
-	reqs chan spawnRequest
-}
-
-type spawnRequest struct {
-	cmd  *exec.Cmd
-	done chan error
-}
-
-// spawn starts cmd from the spawner's thread.
-func spawn(cmd *exec.Cmd) error {
-	spawner.once.Do(func() {
-		spawner.reqs = make(chan spawnRequest)
-		go func() {
-			runtime.LockOSThread() // never unlocked: the thread lives as long as the binary
-			for r := range spawner.reqs {
-				r.done <- r.cmd.Start()
-			}
-		}()
-	})
-	done := make(chan error, 1)
-	spawner.reqs <- spawnRequest{cmd, done}
-	return <-done
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/tallship-go/tallship/internal/testutil/lan"
 	"github.com/tallship-go/tallship/internal/testutil/netns"
+	"github.com/tallship-go/tallship/internal/testutil/node"
 )
 
 func TestMain(m *testing.M) { netns.Main(m) }
@@ -16,16 +17,16 @@ func TestMain(m *testing.M) { netns.Main(m) }
 // other, and a message goes through.
 func TestTwoHosts(t *testing.T) {
 	l := lan.New(t, 2)
-	a := l.Start(l.Host(0), lan.Node{Cluster: "two"})
-	b := l.Start(l.Host(1), lan.Node{Cluster: "two"})
+	a := l.Start(l.Host(0), node.Config{Cluster: "two"})
+	b := l.Start(l.Host(1), node.Config{Cluster: "two"})
 	d := lan.Eventually(t, 10*time.Second, "linked", func() error { return lan.FullMesh(a, b) })
 	t.Logf("linked in %v", d)
 	rec := a.Register("web@1.0.0")
-	lan.Eventually(t, 5*time.Second, "seen", func() error { return lan.SeeExactly([]*lan.Proc{a, b}, []lan.Record{rec}) })
+	lan.Eventually(t, 5*time.Second, "seen", func() error { return lan.SeeExactly([]*lan.Proc{a, b}, []node.Record{rec}) })
 	if err := a.Send(b.ID, "hello there"); err != nil {
 		t.Fatal(err)
 	}
-	e, ok := b.WaitEvent(5*time.Second, func(e lan.Event) bool { return e.Ev == "msg" })
+	e, ok := b.WaitEvent(5*time.Second, func(e node.Event) bool { return e.Ev == "msg" })
 	if !ok || e.Data != "hello there" || e.Peer != a.ID {
 		t.Fatalf("message: %+v, %v", e, ok)
 	}

@@ -9,7 +9,12 @@
 // root, a new user namespace in which the caller is root), brings loopback up
 // with multicast on and a route for 224.0.0.0/4, and runs the tests there.
 // Where no namespace can be made, the tests run in the caller's namespace
-// and every test that calls Require skips, saying why.
+// and every test that calls Require skips, saying why. Enter does the same
+// for a command (the benchmark).
+//
+// Inside that namespace, tests build topologies of their own from
+// Namespace (internal/testutil/lan's LAN, e2e's routed subnets), and Spawn
+// starts the processes they run there so that none outlives the binary.
 package netns
 
 import (
@@ -36,6 +41,7 @@ const (
 // Main runs the tests of m inside a private network namespace and exits
 // with their status. It never returns.
 func Main(m *testing.M) {
+	startSpawner()
 	switch os.Getenv(envKey) {
 	case inside:
 		if err := SetupLoopback(); err != nil {
@@ -51,7 +57,7 @@ func Main(m *testing.M) {
 	if os.Getenv(envReason) != "" {
 		os.Exit(m.Run())
 	}
-	code, err := Reexec(envKey + "=" + inside)
+	code, err := reexec(envKey + "=" + inside)
 	if err != nil {
 		os.Setenv(envReason, fmt.Sprintf("cannot create a private network namespace: %v", err))
 		os.Exit(m.Run())
@@ -59,12 +65,44 @@ func Main(m *testing.M) {
 	os.Exit(code)
 }
 
-// Reexec runs this binary again with the same arguments, in a new network
+// Enter is Main for a command (the benchmark). Called first in main, it
+// re-executes the binary in a new private network namespace and exits
+// with the child's status; in the child it brings loopback up, checks that
+// no other interface is there, and returns nil: Inside then reports true
+// there and in every process the child starts (the benchmark's helpers).
+// A child that cannot set its namespace up exits with status 1. Where no
+// namespace can be made, Enter returns why, and the caller runs without
+// one.
+func Enter() error {
+	startSpawner()
+	switch os.Getenv(envKey) {
+	case ready:
+		return nil
+	case inside:
+		err := SetupLoopback()
+		if err == nil {
+			err = CheckPrivate()
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "private network namespace:", err)
+			os.Exit(1)
+		}
+		os.Setenv(envKey, ready)
+		return nil
+	}
+	code, err := reexec(envKey + "=" + inside)
+	if err != nil {
+		return fmt.Errorf("cannot create a private network namespace: %w", err)
+	}
+	os.Exit(code)
+	return nil
+}
+
+// reexec runs this binary again with the same arguments, in a new network
 // namespace (and a new user namespace in which the caller is root, when it
 // is not root already), with env added to its environment, and returns its
 // exit code. It returns an error only when the child could not be started.
-// Commands (the benchmark) use it as Main does for tests.
-func Reexec(env ...string) (int, error) {
+func reexec(env ...string) (int, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return 0, err

@@ -1,4 +1,4 @@
-package lan
+package node
 
 import (
 	"errors"
@@ -6,42 +6,42 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
-	"testing"
 )
 
-// helperPkg is the program every host runs.
-const helperPkg = "github.com/tallship-go/tallship/internal/testutil/lanhost"
+// Command is the harness's command: a main that calls Main.
+const Command = "github.com/tallship-go/tallship/internal/testutil/node/cmd/tsnode"
 
-// buildDirPrefix names the directories the helper is built into; the
+// buildDirPrefix names the directories the command is built into; the
 // process id follows, so that a later run can remove what a killed one
 // left.
-const buildDirPrefix = "tallship-lanhost-"
+const buildDirPrefix = "tallship-tsnode-"
 
-var helper struct {
+var built struct {
 	once sync.Once
 	path string
 	err  error
 }
 
-// helperBinary builds internal/testutil/lanhost once per test binary and returns
-// its path. The modules come from the local cache (GOPROXY=off): no proxy
-// is reachable from the test's namespace.
-func helperBinary(t testing.TB) string {
-	t.Helper()
-	helper.once.Do(func() { helper.path, helper.err = buildHelper() })
-	if helper.err != nil {
-		t.Fatalf("lan: %v", helper.err)
-	}
-	return helper.path
+// Binary builds Command, once per process, and returns its path; the
+// build is removed by the next process to build it once this one has
+// ended. It runs go build in the module of the working directory, with the
+// modules from the local cache (GOPROXY=off): no proxy is reachable from
+// the tests' namespace.
+func Binary() (string, error) {
+	built.once.Do(func() { built.path, built.err = build() })
+	return built.path, built.err
 }
 
-func buildHelper() (string, error) {
+func build() (string, error) {
 	root, err := moduleRoot()
+	if err != nil {
+		return "", err
+	}
+	gobin, err := exec.LookPath("go") // go test puts its own first on PATH
 	if err != nil {
 		return "", err
 	}
@@ -50,17 +50,13 @@ func buildHelper() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	gobin, err := exec.LookPath("go")
-	if err != nil {
-		gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
-	}
-	path := filepath.Join(dir, "lanhost")
-	cmd := exec.Command(gobin, "build", "-buildvcs=false", "-o", path, helperPkg)
+	path := filepath.Join(dir, "tsnode")
+	cmd := exec.Command(gobin, "build", "-buildvcs=false", "-o", path, Command)
 	cmd.Dir = root
 	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOTOOLCHAIN=local")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(dir)
-		return "", fmt.Errorf("go build %s: %v\n%s", helperPkg, err, out)
+		return "", fmt.Errorf("go build %s: %v\n%s", Command, err, out)
 	}
 	return path, nil
 }
@@ -83,9 +79,9 @@ func moduleRoot() (string, error) {
 	}
 }
 
-// removeStaleBuilds removes the helper builds of test binaries that no
-// longer run. The build of a running binary is kept until it ends: a test
-// binary has no hook to run at exit, so the next one cleans up.
+// removeStaleBuilds removes the builds of processes that no longer run.
+// The build of a running one is kept until it ends: a test binary has no
+// hook to run at exit, so the next one cleans up.
 func removeStaleBuilds() {
 	matches, _ := filepath.Glob(filepath.Join(os.TempDir(), buildDirPrefix+"*"))
 	for _, m := range matches {

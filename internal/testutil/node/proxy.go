@@ -1,4 +1,4 @@
-package main
+package node
 
 import (
 	"errors"
@@ -13,10 +13,11 @@ import (
 	"time"
 )
 
-// runProxy is lanhost's other mode: a TCP proxy that forwards every
-// connection on listen to target, holding each chunk back for delay in
-// each direction (the kernel has no netem). It prints a "start" line with
-// its address and runs until standard input closes or a signal comes.
+// runProxy is the harness's other mode (Config.Proxy): a TCP proxy that
+// forwards every connection on listen to target, holding each chunk back
+// for delay in each direction (the kernel has no netem). It prints a
+// "start" line with its address and runs until standard input closes or a
+// signal comes.
 func runProxy(out *printer, spec string) error {
 	var listen, target string
 	var delay time.Duration
@@ -44,7 +45,7 @@ func runProxy(out *printer, spec string) error {
 	if err != nil {
 		return err
 	}
-	out.print(event{Ev: "start", Addrs: []string{ln.Addr().String()}})
+	out.print(Event{Ev: "start", Addrs: []string{ln.Addr().String()}})
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -1,4 +1,4 @@
-package mesh
+package e2e_test
 
 // mDNS on chosen interfaces: on the router of subnet_test.go's topology, a
 // node told to use one interface neither speaks on the other nor hears it,
@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tallship-go/tallship/discovery"
 	"github.com/tallship-go/tallship/internal/testutil/netns"
+	"github.com/tallship-go/tallship/internal/testutil/node"
 )
 
 // capture records the mDNS packets (UDP to or from port 5353) that cross
@@ -112,31 +112,20 @@ func (c *capture) awaitSecondAnnouncement(t *testing.T, s string) {
 func TestMDNSChosenInterfaces(t *testing.T) {
 	s := newSubnets(t)
 	onRA, onRB := newCapture(t, "ts-ra"), newCapture(t, "ts-rb")
-	pa := startSubnetNode(t, s.a, subnetSpec{Cluster: "ifaces", ID: "pa", Listen: "10.61.1.2:0", MDNSIface: "ts-a"})
-	pb := startSubnetNode(t, s.b, subnetSpec{Cluster: "ifaces", ID: "pb", Listen: "10.61.2.2:0", MDNSIface: "ts-b"})
+	pa := subnetNode(t, s.a, node.Config{Cluster: "ifaces", ID: "pa", Listen: "10.61.1.2:0", Ifaces: []string{"ts-a"}})
+	pb := subnetNode(t, s.b, node.Config{Cluster: "ifaces", ID: "pb", Listen: "10.61.2.2:0", Ifaces: []string{"ts-b"}})
 	// Multicast stays on its subnet: pa and pb never meet by themselves,
 	// not in the second after each announced itself.
 	onRA.awaitSecondAnnouncement(t, "pa")
 	onRB.awaitSecondAnnouncement(t, "pb")
-	if ps, qs := pa.peers(), pb.peers(); len(ps) != 0 || len(qs) != 0 {
+	if ps, qs := peersOf(t, pa), peersOf(t, pb); len(ps) != 0 || len(qs) != 0 {
 		t.Fatalf("pa and pb linked across the router by mDNS alone: %v, %v", ps, qs)
 	}
-	ra, err := net.InterfaceByName("ts-ra")
-	if err != nil {
-		t.Fatal(err)
-	}
-	rb, err := net.InterfaceByName("ts-rb")
-	if err != nil {
-		t.Fatal(err)
-	}
 
-	// m-one runs mDNS on ts-ra only (and listens on every address).
-	one := testConfig("m-one")
-	one.Listen = ":0"
-	oneMDNS := &counting{d: &discovery.MDNS{Interfaces: []net.Interface{*ra}}, found: map[string]int{}}
-	one.Discovery = []discovery.Discoverer{oneMDNS}
-	start(t, "ifaces", one)
-	atA := pa.await(t, 10*time.Second, "m-one found", func(l subnetLine) bool { return l.Kind == "found" && l.ID == "m-one" })
+	// m-one, on the router, runs mDNS on ts-ra only (and listens on
+	// every address).
+	one := subnetNode(t, nil, node.Config{Cluster: "ifaces", ID: "m-one", Listen: ":0", Ifaces: []string{"ts-ra"}})
+	atA := awaitEvent(t, pa, 10*time.Second, "m-one found", found("m-one"))
 	// Nor does it name, on ts-ra, its address on the other subnet.
 	for _, a := range atA.Addrs {
 		if netip.MustParsePrefix("10.61.2.0/24").Contains(netip.MustParseAddrPort(a).Addr()) {
@@ -154,31 +143,28 @@ func TestMDNSChosenInterfaces(t *testing.T) {
 	if multiB+uniB != 0 {
 		t.Errorf("%d mDNS packets naming m-one crossed ts-rb, an interface it was told not to use", multiB+uniB)
 	}
-	if ls := pb.linesWhere(func(l subnetLine) bool { return l.ID == "m-one" }); len(ls) != 0 {
-		t.Errorf("pb found m-one by mDNS on ts-b: %v", ls)
+	if es := eventsWhere(pb, func(e node.Event) bool { return (e.Ev == "found" || e.Ev == "lost") && e.Peer == "m-one" }); len(es) != 0 {
+		t.Errorf("pb found m-one by mDNS on ts-b: %v", es)
 	}
 
 	// m-both runs mDNS on both.
-	both := testConfig("m-both")
-	both.Listen = ":0"
-	both.Discovery = []discovery.Discoverer{&discovery.MDNS{Interfaces: []net.Interface{*ra, *rb}}}
 	began := time.Now()
-	mb := start(t, "ifaces", both)
-	pa.awaitPeers(t, 10*time.Second, "m-both", "m-one", "pb")
-	pb.awaitPeers(t, 10*time.Second, "m-both", "m-one", "pa")
+	mb := subnetNode(t, nil, node.Config{Cluster: "ifaces", ID: "m-both", Listen: ":0", Ifaces: []string{"ts-ra", "ts-rb"}})
+	awaitPeers(t, pa, 10*time.Second, "m-both", "m-one", "pb")
+	awaitPeers(t, pb, 10*time.Second, "m-both", "m-one", "pa")
 	t.Logf("a node on both interfaces: full mesh of four %v after it started", time.Since(began))
 	for _, tc := range []struct {
-		p      *subnetProc
+		p      *node.Proc
 		subnet netip.Prefix
 	}{{pa, netip.MustParsePrefix("10.61.1.0/24")}, {pb, netip.MustParsePrefix("10.61.2.0/24")}} {
-		l := tc.p.await(t, time.Second, "m-both found", func(l subnetLine) bool { return l.Kind == "found" && l.ID == "m-both" })
-		for _, a := range l.Addrs {
+		e := awaitEvent(t, tc.p, time.Second, "m-both found", found("m-both"))
+		for _, a := range e.Addrs {
 			ap := netip.MustParseAddrPort(a)
-			if ap.Port() != mb.Addrs()[0].Port() || !tc.subnet.Contains(ap.Addr()) && !ap.Addr().IsLinkLocalUnicast() {
-				t.Errorf("%s found m-both at %v: %s is not an address on its link", tc.p.name, l.Addrs, a)
+			if ap.Port() != netip.MustParseAddrPort(mb.Addrs[0]).Port() || !tc.subnet.Contains(ap.Addr()) && !ap.Addr().IsLinkLocalUnicast() {
+				t.Errorf("%s found m-both at %v: %s is not an address on its link", tc.p, e.Addrs, a)
 			}
 		}
-		t.Logf("%s found m-both at %v", tc.p.name, l.Addrs)
+		t.Logf("%s found m-both at %v", tc.p, e.Addrs)
 	}
 
 	// With m-both joined to the mDNS group on ts-rb, that interface's
@@ -186,26 +172,23 @@ func TestMDNSChosenInterfaces(t *testing.T) {
 	// (Linux's IP_MULTICAST_ALL), m-one's included. A node joining on
 	// subnet B now (its first query at once) finds m-both; m-one must
 	// still not announce on ts-rb, nor report what it hears there.
-	pc := startSubnetNode(t, s.b, subnetSpec{Cluster: "ifaces", ID: "pc", Listen: "10.61.2.3:0", MDNSIface: "ts-b"})
-	pc.await(t, 10*time.Second, "m-both found", func(l subnetLine) bool { return l.Kind == "found" && l.ID == "m-both" })
+	pc := subnetNode(t, s.b, node.Config{Cluster: "ifaces", ID: "pc", Listen: "10.61.2.3:0", Ifaces: []string{"ts-b"}})
+	awaitEvent(t, pc, 10*time.Second, "m-both found", found("m-both"))
 	// A second of pc's life on ts-rb: its queries had their answers.
 	onRB.awaitSecondAnnouncement(t, "pc")
 	multiB2, uniB2 := onRB.mentioning("m-one")
-	found := pc.linesWhere(func(l subnetLine) bool { return l.Kind == "found" && l.ID == "m-one" })
-	t.Logf("once pc joined on ts-b: %d more multicast + %d more unicast mDNS packets naming m-one on ts-rb; pc found m-one by mDNS %d times", multiB2-multiB, uniB2-uniB, len(found))
+	foundByPC := eventsWhere(pc, found("m-one"))
+	t.Logf("once pc joined on ts-b: %d more multicast + %d more unicast mDNS packets naming m-one on ts-rb; pc found m-one by mDNS %d times", multiB2-multiB, uniB2-uniB, len(foundByPC))
 	if multiB2 != multiB {
 		t.Errorf("m-one multicast %d packets on ts-rb, an interface it was told not to use", multiB2-multiB)
 	}
 	if uniB2 != uniB {
 		t.Errorf("m-one answered %d queries that came in on ts-rb, an interface it was told not to use", uniB2-uniB)
 	}
-	if len(found) != 0 {
-		t.Errorf("pc found m-one by mDNS on ts-b: %v", found)
+	if len(foundByPC) != 0 {
+		t.Errorf("pc found m-one by mDNS on ts-b: %v", foundByPC)
 	}
-	oneMDNS.mu.Lock()
-	heard := oneMDNS.found["pb"] + oneMDNS.found["pc"]
-	oneMDNS.mu.Unlock()
-	if heard != 0 {
-		t.Errorf("m-one's mDNS reported pb or pc, heard on ts-rb, %d times", heard)
+	if heard := eventsWhere(one, func(e node.Event) bool { return e.Ev == "found" && (e.Peer == "pb" || e.Peer == "pc") }); len(heard) != 0 {
+		t.Errorf("m-one's mDNS reported pb or pc, heard on ts-rb, %d times: %v", len(heard), heard)
 	}
 }
