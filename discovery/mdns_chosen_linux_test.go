@@ -60,10 +60,11 @@ func browseOn(t *testing.T, ifi *net.Interface, cluster, id string) []sighting {
 	if err := pc.SetMulticastInterface(ifi); err != nil {
 		t.Fatal(err)
 	}
-	q, err := browseQuery(serviceName(cluster)).Pack()
+	qs, err := browseQueries(serviceName(cluster), false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
+	q := qs[0]
 	var out []sighting
 	buf := make([]byte, maxReadSize)
 	deadline := time.Now().Add(5 * time.Second)

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -26,6 +27,9 @@ const (
 	maxSighted = 4096
 	// maxTTL bounds the lifetime a received record can claim.
 	maxTTL = 24 * time.Hour
+	// The first query's delay (RFC 6762 §5.2).
+	firstQueryLo = 20 * time.Millisecond
+	firstQueryHi = 120 * time.Millisecond
 )
 
 // packetKind says what an outgoing packet is.
@@ -80,6 +84,7 @@ type sighted struct {
 	port      uint16
 	addrs     map[netip.AddrPort]addrState
 	ttl       time.Duration
+	seen      time.Time // when its PTR was last heard (for known answers)
 	refreshAt time.Time // query for it if nothing refreshed it by then
 	reported  []netip.AddrPort
 }
@@ -97,7 +102,6 @@ type engine struct {
 	id      string
 	service string
 	ifaces  []*iface
-	query   []byte
 	out     sender
 	in      <-chan inPacket
 	report  func(Event)
@@ -109,6 +113,9 @@ type engine struct {
 	queried      int
 	queryGap     time.Duration
 	nextQuery    time.Time
+
+	responders map[respKey]*responder
+	held       map[netip.AddrPort]*heldQuery // truncated queries (§7.2)
 }
 
 func newEngine(set settings, self Self, ifaces []*iface, out sender, in <-chan inPacket, report func(Event)) (*engine, error) {
@@ -123,12 +130,13 @@ func newEngine(set settings, self Self, ifaces []*iface, out sender, in <-chan i
 		report:  report,
 		log:     set.log,
 		sighted: map[string]*sighted{},
+
+		responders: map[respKey]*responder{},
+		held:       map[netip.AddrPort]*heldQuery{},
 	}
-	q, err := browseQuery(e.service).Pack()
-	if err != nil {
+	if _, err := browseQueries(e.service, true, nil); err != nil {
 		return nil, err
 	}
-	e.query = q
 	return e, nil
 }
 
@@ -137,7 +145,9 @@ func newEngine(set settings, self Self, ifaces []*iface, out sender, in <-chan i
 // and the caller calls goodbye.
 func (e *engine) run(ctx context.Context) {
 	now := time.Now()
-	e.nextAnnounce, e.nextQuery = now, now
+	// The first query waits 20–120 ms (RFC 6762 §5.2), so that nodes
+	// started together do not query at once.
+	e.nextAnnounce, e.nextQuery = now, now.Add(randBetween(firstQueryLo, firstQueryHi))
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -156,8 +166,18 @@ func (e *engine) run(ctx context.Context) {
 
 // tick does whatever is due at now.
 func (e *engine) tick(now time.Time) {
+	e.releaseHeld(now)
+	e.sendDue(now)
 	if !now.Before(e.nextAnnounce) {
 		e.sendAll(sendAnnounce, nil)
+		for _, ifc := range e.ifaces {
+			for _, v6 := range []bool{false, true} {
+				r := e.responder(ifc, v6)
+				for _, rr := range ifc.rs.all() {
+					r.lastMulticast[recordKey(rr)] = now
+				}
+			}
+		}
 		e.announced++
 		if e.announced < startupAnnouncements {
 			e.nextAnnounce = now.Add(startupGap)
@@ -170,7 +190,16 @@ func (e *engine) tick(now time.Time) {
 	}
 	due := !now.Before(e.nextQuery)
 	if due {
-		e.sendAll(sendQuery, e.query)
+		// The first query asks for unicast answers (§5.4); the later ones
+		// list what this node knows, so that only what it lacks is sent
+		// (§7.1).
+		qs, err := browseQueries(e.service, e.queried == 0, e.knownAnswers(now))
+		if err != nil {
+			e.log.Debug("mdns: cannot build query", "err", err)
+		}
+		for _, q := range qs {
+			e.sendAll(sendQuery, q)
+		}
 		e.queried++
 		e.queryGap = e.nextGap()
 		e.nextQuery = now.Add(e.queryGap + jitter(e.queryGap/10))
@@ -228,11 +257,57 @@ func jitter(d time.Duration) time.Duration {
 	return rand.N(d)
 }
 
+// knownAnswers are the PTRs of the nodes sighted with more than half their
+// TTL left, with the TTL left (§7.1).
+func (e *engine) knownAnswers(now time.Time) []dns.RR {
+	var out []dns.RR
+	for _, id := range slices.Sorted(maps.Keys(e.sighted)) {
+		n := e.sighted[id]
+		left := n.ttl - now.Sub(n.seen)
+		if n.instance == "" || left <= n.ttl/2 {
+			continue
+		}
+		out = append(out, &dns.PTR{
+			Hdr: dns.RR_Header{Name: e.service, Rrtype: dns.TypePTR, Class: dns.ClassINET, Ttl: uint32(left / time.Second)},
+			Ptr: n.instance,
+		})
+	}
+	return out
+}
+
+// noteQuery applies duplicate question suppression (§7.3): another
+// querier's browse of our service, listing every answer this node would
+// list, stands for this node's next query.
+func (e *engine) noteQuery(q *dns.Msg, now time.Time) {
+	if q.Truncated || len(q.Question) != 1 || q.Question[0].Qclass&qu != 0 ||
+		q.Question[0].Qtype != dns.TypePTR || !sameName(q.Question[0].Name, e.service) || e.queried < 2 {
+		return
+	}
+	for _, k := range e.knownAnswers(now) {
+		if !holds(q.Answer, k) {
+			return
+		}
+	}
+	if e.nextQuery.Sub(now) < e.queryGap/2 {
+		e.nextQuery = now.Add(e.queryGap/2 + jitter(e.queryGap/10))
+	}
+}
+
 // deadline is when tick has something to do next.
 func (e *engine) deadline() time.Time {
 	next := e.nextAnnounce
 	if e.nextQuery.Before(next) {
 		next = e.nextQuery
+	}
+	for _, h := range e.held {
+		if h.due.Before(next) {
+			next = h.due
+		}
+	}
+	for _, r := range e.responders {
+		if r.pending != nil && r.pending.due.Before(next) {
+			next = r.pending.due
+		}
 	}
 	for _, n := range e.sighted {
 		if n.refreshAt.Before(next) {
@@ -285,12 +360,24 @@ func (e *engine) receive(p inPacket, now time.Time) {
 		return
 	}
 	if !m.Response {
-		e.answer(&m, p)
+		e.answer(&m, p, now)
+		return
+	}
+	// §6: a response not from port 5353 is not an mDNS response.
+	if p.src.Port() != mdnsPort {
+		e.log.Debug("mdns: response from a port other than 5353 ignored", "addr", p.src)
 		return
 	}
 	ifc := e.ifaceFor(p.ifindex, p.src.Addr())
 	if ifc == nil {
 		return
+	}
+	if !e.onLink(ifc, p.src.Addr().Unmap()) {
+		e.log.Debug("mdns: response from off the link ignored", "iface", ifc.name, "addr", p.src)
+		return
+	}
+	if !e.ownAddr(p.src.Addr().Unmap()) {
+		e.noteAnswers(ifc, p.src.Addr().Unmap().Is6(), &m, now)
 	}
 	sightings, errs := parseResponse(&m, e.service)
 	for _, err := range errs {
@@ -374,6 +461,7 @@ func (e *engine) observe(s sighting, ifc *iface, src netip.Addr, now time.Time) 
 	}
 	n.instance = s.instance
 	n.ttl = ttl
+	n.seen = now
 	n.refreshAt = now.Add(ttl * 8 / 10)
 	e.publish(id, n)
 }

@@ -9,14 +9,21 @@ import (
 // DNS names used by MDNS. A node of cluster C with id I is published as
 //
 //	_<hash(C)>._sub._tallship._tcp.local.  PTR  <label(I)>._tallship._tcp.local.
+//	_tallship._tcp.local.                  PTR  <label(I)>._tallship._tcp.local.
 //	<label(I)>._tallship._tcp.local.       SRV  <port> <label(I)>.tallship.local.
 //	<label(I)>._tallship._tcp.local.       TXT  "v=1" "c=C" "i=I"
 //	<label(I)>.tallship.local.             A / AAAA
 //
-// The cluster becomes a DNS-SD subtype: any length of name gives a short,
-// DNS-safe label, and the full name in TXT tells colliding hashes apart.
+// and _services._dns-sd._udp.local. PTR _tallship._tcp.local. answers
+// service type enumeration. The cluster becomes a DNS-SD subtype: any
+// length of name gives a short, DNS-safe label, and the full name in TXT
+// tells colliding hashes apart. The base-type PTR names the same instance
+// as the subtype one, so it reveals nothing more: with a cluster secret,
+// neither tells which cluster a node belongs to (mesh announces a keyed
+// hash of the cluster name then).
 const (
 	serviceType  = "_tallship._tcp.local."
+	servicesName = "_services._dns-sd._udp.local." // RFC 6763 §9
 	hostDomain   = "tallship.local."
 	maxLabelLen  = 63
 	hashedPrefix = "h-"

@@ -1,9 +1,11 @@
 package discovery
 
 import (
+	"context"
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -92,17 +94,36 @@ func (p *probe) awaitRunning(t testing.TB, n *node) {
 	p.await(t, 5*time.Second, "announcement of "+n.self.ID, announces(n.self.Cluster, n.self.ID))
 }
 
-// inject multicasts raw bytes to the mDNS group on loopback.
+// inject multicasts raw bytes to the mDNS group on loopback, from
+// 127.0.0.1 port 5353, as a responder does (RFC 6762 §6: responses from
+// any other port are ignored).
 func inject(t testing.TB, b []byte) {
 	t.Helper()
-	c, err := net.DialUDP("udp4", nil, group4)
+	c := listen5353(t)
+	defer c.Close()
+	if _, err := c.WriteTo(b, group4); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// listen5353 opens a UDP socket on 127.0.0.1 port 5353, shared
+// (SO_REUSEADDR) with the nodes' sockets.
+func listen5353(t testing.TB) net.PacketConn {
+	t.Helper()
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_REUSEADDR, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
+	c, err := lc.ListenPacket(context.Background(), "udp4", "127.0.0.1:5353")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	if _, err := c.Write(b); err != nil {
-		t.Fatal(err)
-	}
+	return c
 }
 
 // fakeAnnouncement packs the announcement of a node that does not run,

@@ -24,10 +24,16 @@ const (
 // immutable once built and shared by the responder's goroutines.
 type recordSet struct {
 	names names
-	ptr   dns.RR
-	srv   dns.RR
-	txt   dns.RR
-	addrs []dns.RR // A and AAAA
+	ptr   dns.RR // under the cluster subtype
+	base  dns.RR // under the base type, _tallship._tcp (RFC 6763 §7.1)
+	// baseAnnounced: the announcement holds base too (it is left out,
+	// before any address, when the announcement would not fit a packet;
+	// a browse of the base type still gets it).
+	baseAnnounced bool
+	enum          dns.RR // _services._dns-sd._udp → _tallship._tcp (§9); answered, not announced
+	srv           dns.RR
+	txt           dns.RR
+	addrs         []dns.RR // A and AAAA
 }
 
 // newRecordSet builds the records of a node with the given TTL, trimming
@@ -47,8 +53,12 @@ func newRecordSet(n names, txt [][]byte, port uint16, addrs []netip.Addr, ttl ui
 	rs := &recordSet{
 		names: n,
 		ptr:   &dns.PTR{Hdr: hdr(n.service, dns.TypePTR, false), Ptr: n.instance},
+		base:  &dns.PTR{Hdr: hdr(serviceType, dns.TypePTR, false), Ptr: n.instance},
+		enum:  &dns.PTR{Hdr: hdr(servicesName, dns.TypePTR, false), Ptr: serviceType},
 		srv:   &dns.SRV{Hdr: hdr(n.instance, dns.TypeSRV, true), Port: port, Target: n.host},
 		txt:   &dns.TXT{Hdr: hdr(n.instance, dns.TypeTXT, true), Txt: strs},
+
+		baseAnnounced: true,
 	}
 	if len(addrs) > maxAddrsPerInstance {
 		addrs = addrs[:maxAddrsPerInstance]
@@ -68,6 +78,10 @@ func newRecordSet(n names, txt [][]byte, port uint16, addrs []netip.Addr, ttl ui
 		if len(b) <= maxPacketSize {
 			return rs, nil
 		}
+		if rs.baseAnnounced {
+			rs.baseAnnounced = false
+			continue
+		}
 		if len(rs.addrs) == 0 {
 			return nil, fmt.Errorf("discovery: mDNS records take %d bytes, over %d", len(b), maxPacketSize)
 		}
@@ -75,11 +89,31 @@ func newRecordSet(n names, txt [][]byte, port uint16, addrs []netip.Addr, ttl ui
 	}
 }
 
-// all returns fresh copies of every record, PTR first.
+// all returns fresh copies of every record a node announces: its PTRs
+// first, then SRV, TXT, and its addresses.
 func (rs *recordSet) all() []dns.RR {
-	out := []dns.RR{dns.Copy(rs.ptr), dns.Copy(rs.srv), dns.Copy(rs.txt)}
+	out := []dns.RR{dns.Copy(rs.ptr)}
+	if rs.baseAnnounced {
+		out = append(out, dns.Copy(rs.base))
+	}
+	return append(out, rs.instanceRecords()...)
+}
+
+// instanceRecords returns fresh copies of the records of the instance:
+// SRV, TXT and the addresses, the additional records of a PTR answer.
+func (rs *recordSet) instanceRecords() []dns.RR {
+	out := []dns.RR{dns.Copy(rs.srv), dns.Copy(rs.txt)}
+	return append(out, rs.addrRecords(dns.TypeANY)...)
+}
+
+// addrRecords returns fresh copies of the address records of type t (A,
+// AAAA, or ANY for both).
+func (rs *recordSet) addrRecords(t uint16) []dns.RR {
+	var out []dns.RR
 	for _, a := range rs.addrs {
-		out = append(out, dns.Copy(a))
+		if t == dns.TypeANY || a.Header().Rrtype == t {
+			out = append(out, dns.Copy(a))
+		}
 	}
 	return out
 }
@@ -103,13 +137,42 @@ func (rs *recordSet) goodbye() *dns.Msg {
 	return m
 }
 
-// browseQuery asks for the instances of a cluster.
-func browseQuery(service string) *dns.Msg {
-	m := new(dns.Msg)
-	m.SetQuestion(service, dns.TypePTR)
-	m.Id = 0
-	m.RecursionDesired = false
-	return m
+// browseQueries asks for the instances of a cluster (a PTR question for
+// service, with the QU bit when unicast) and lists known, the answers the
+// asker already has (RFC 6762 §7.1): as many as fit each packet, the
+// packets but the last marked truncated (§7.2).
+func browseQueries(service string, unicast bool, known []dns.RR) ([][]byte, error) {
+	class := uint16(dns.ClassINET)
+	if unicast {
+		class |= qu
+	}
+	m := &dns.Msg{Compress: true, Question: []dns.Question{{Name: service, Qtype: dns.TypePTR, Qclass: class}}}
+	var out [][]byte
+	for {
+		n := 0
+		for n < len(known) {
+			m.Answer = append(m.Answer, known[n])
+			if m.Len() > maxPacketSize {
+				m.Answer = m.Answer[:len(m.Answer)-1]
+				break
+			}
+			n++
+		}
+		if n == 0 && len(known) > 0 {
+			return nil, fmt.Errorf("discovery: a known answer does not fit an mDNS packet: %v", known[0])
+		}
+		known = known[n:]
+		m.Truncated = len(known) > 0
+		b, err := m.Pack()
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, b)
+		if !m.Truncated {
+			return out, nil
+		}
+		m = &dns.Msg{Compress: true} // a continuation: known answers only
+	}
 }
 
 // refreshQuery asks the owners of instances for their records: only they

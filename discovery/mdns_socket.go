@@ -17,16 +17,23 @@ var (
 	group6 = &net.UDPAddr{IP: net.ParseIP("ff02::fb"), Port: 5353}
 )
 
-// sockets are MDNS's sockets, per IP version: a listener on port 5353
-// (SO_REUSEADDR, shared with every other responder on the host), joined to
-// the group on the interfaces MDNS runs on only, that hears announcements
-// and queries and sends announcements, goodbyes and answers from port 5353
-// as RFC 6762 asks; and a querier on an ephemeral port, since responders
-// answer by unicast to the querier's address and port, and a unicast
-// packet to port 5353 would reach only one of the sockets sharing it.
+// sockets are MDNS's sockets, one per IP version, on port 5353
+// (SO_REUSEADDR, shared with every other responder on the host: avahi,
+// Bonjour, other nodes), joined to the group on the interfaces MDNS runs
+// on only. Each hears announcements, queries and answers, and sends
+// announcements, goodbyes, queries and answers from port 5353, as RFC
+// 6762 asks of a fully compliant querier and responder.
+//
+// Sharing the port is safe because what matters goes by multicast, which
+// the kernel hands to every socket of the group: this node answers QM
+// questions (what avahi and tallship ask) by multicast, and asks them
+// itself after its first query. A unicast packet to port 5353 reaches
+// only one of the sockets sharing it (on Linux, the last bound), so
+// unicast goes only where RFC 6762 asks for it: to legacy queriers (whose
+// own port is not 5353) and to QU questions, whose askers re-ask by QM
+// when no answer comes.
 type sockets struct {
 	listen [2]*udpConn // [0] IPv4, [1] IPv6
-	query  [2]*udpConn
 }
 
 // udpConn is one UDP socket that reports the interface packets arrive on.
@@ -69,17 +76,7 @@ func openSockets(set settings, ifaces []*iface, chosen []net.Interface) (*socket
 			}
 			continue
 		}
-		query, err := openQuerier(v6)
-		if err != nil {
-			set.log.Debug("mdns: cannot query", "v6", v6, "err", err)
-			lastErr = err
-			listen.c.Close()
-			for _, ifc := range members {
-				*on(ifc) = false
-			}
-			continue
-		}
-		s.listen[fam], s.query[fam] = listen, query
+		s.listen[fam] = listen
 	}
 	running := 0
 	for _, ifc := range ifaces {
@@ -158,23 +155,6 @@ func ifaceByIndex(netIfaces []net.Interface, index int) *net.Interface {
 	return nil
 }
 
-func openQuerier(v6 bool) (*udpConn, error) {
-	network, unspec := "udp4", net.IPv4zero
-	if v6 {
-		network, unspec = "udp6", net.IPv6unspecified
-	}
-	c, err := net.ListenUDP(network, &net.UDPAddr{IP: unspec})
-	if err != nil {
-		return nil, err
-	}
-	u, err := newUDPConn(c, v6)
-	if err != nil {
-		c.Close()
-		return nil, err
-	}
-	return u, nil
-}
-
 // newUDPConn sets what RFC 6762 asks of an mDNS socket: IP TTL (hop limit)
 // 255, loopback of our multicast to other nodes on this host, and the
 // arrival interface on each read where the platform tells it. Where it
@@ -214,15 +194,12 @@ func (s *sockets) send(p outPacket) error {
 		fam = 1
 	}
 	u := s.listen[fam]
-	if p.kind == sendQuery {
-		u = s.query[fam]
-	}
 	if u == nil {
 		return fmt.Errorf("discovery: mDNS %s on %s: no socket", p.kind, p.iface.name)
 	}
 	var err error
 	switch {
-	case p.kind == sendAnswer:
+	case p.kind == sendAnswer && p.to.IsValid():
 		// The route to the querier chooses the interface and source.
 		_, err = u.c.WriteToUDPAddrPort(p.data, p.to)
 	case p.v6:
@@ -246,7 +223,7 @@ func (s *sockets) send(p outPacket) error {
 
 func (s *sockets) conns() []*udpConn {
 	var out []*udpConn
-	for _, u := range append(s.listen[:], s.query[:]...) {
+	for _, u := range s.listen {
 		if u != nil {
 			out = append(out, u)
 		}

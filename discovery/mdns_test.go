@@ -290,10 +290,12 @@ func TestMDNSAnnouncedAddrs(t *testing.T) {
 	}
 }
 
-// TestMDNSAnswersQueries asks a running node, from an ephemeral port as a
-// browser does, and checks its unicast answer: every record for a browse
-// and a refresh, the one asked for else, each record once; id 0, or the
-// query's id when a unicast response was asked for (QU).
+// TestMDNSAnswersQueries asks a running node as a legacy querier does
+// (from an ephemeral port: dig, hashicorp/mdns) and checks its unicast
+// answer (RFC 6762 §6.7): the query's id and questions, no cache-flush
+// bit, TTLs of at most 10 s; every record for a browse (of the cluster
+// subtype or the base type) and a refresh, the one asked for else, each
+// record once; the service type for an enumeration (RFC 6763 §9).
 func TestMDNSAnswersQueries(t *testing.T) {
 	netns.Require(t)
 	p := newProbe(t)
@@ -330,6 +332,8 @@ func TestMDNSAnswersQueries(t *testing.T) {
 	}{
 		{"browse", question(serviceName("ask"), dns.TypePTR), true, nil},
 		{"browse, upper case", question(strings.ToUpper(serviceName("ask")), dns.TypePTR), true, nil},
+		{"browse of the base type", question(serviceType, dns.TypePTR), true, nil},
+		{"service type enumeration", question(servicesName, dns.TypePTR), false, []uint16{dns.TypePTR}},
 		{"refresh by name", refresh, true, nil},
 		{"browse, unicast response asked", questions(dns.ClassINET|qu, browse), true, nil},
 		{"browse and refresh at once", questions(dns.ClassINET, browse, byName), true, nil},
@@ -366,12 +370,16 @@ func TestMDNSAnswersQueries(t *testing.T) {
 			if err := q.Unpack(tc.query); err != nil {
 				t.Fatal(err)
 			}
-			wantID := uint16(0)
-			if q.Question[0].Qclass&qu != 0 {
-				wantID = q.Id
+			if m.Id != q.Id {
+				t.Errorf("answer id %#x, want the query's %#x", m.Id, q.Id)
 			}
-			if m.Id != wantID {
-				t.Errorf("answer id %#x, want %#x (query id %#x, class %#x)", m.Id, wantID, q.Id, q.Question[0].Qclass)
+			if len(m.Question) != len(q.Question) || !sameName(m.Question[0].Name, q.Question[0].Name) || m.Question[0].Qclass&qu != 0 {
+				t.Errorf("answer questions %v, want the query's %v without the QU bit", m.Question, q.Question)
+			}
+			for _, rr := range append(m.Answer, m.Extra...) {
+				if h := rr.Header(); h.Ttl > 10 || h.Class&cacheFlush != 0 {
+					t.Errorf("legacy answer holds %v: want TTL ≤ 10 and no cache-flush bit", rr)
+				}
 			}
 			for i, rr := range m.Answer {
 				for _, other := range m.Answer[:i] {
@@ -381,6 +389,9 @@ func TestMDNSAnswersQueries(t *testing.T) {
 				}
 			}
 			if tc.complete {
+				if len(m.Answer) > 0 && m.Answer[0].Header().Rrtype == dns.TypePTR && sameName(m.Answer[0].Header().Name, serviceType) {
+					m.Answer[0].Header().Name = serviceName("ask") // parse the base type's PTR as the subtype's
+				}
 				ss, errs := parseResponse(m, serviceName("ask"))
 				if len(ss) != 1 || ss[0].txt.id != "a" || len(errs) != 0 {
 					t.Fatalf("answer %v gives %+v, %v", m, ss, errs)

@@ -185,7 +185,12 @@ func FuzzParsePacket(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	for _, m := range []*dns.Msg{rs.announcement(), rs.goodbye(), browseQuery(serviceName("c"))} {
+	query, err := browseQueries(serviceName("c"), true, rs.all()[:1])
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(query[0])
+	for _, m := range []*dns.Msg{rs.announcement(), rs.goodbye()} {
 		b, err := m.Pack()
 		if err != nil {
 			f.Fatal(err)
