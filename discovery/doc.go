@@ -60,17 +60,26 @@
 // 320 bytes travels as its SHA-256 ("ch=<hex>"). A receiver checks TXT
 // against its own cluster, so clusters whose hashes collide never mix.
 //
-// A node announces its records twice at start (0 s and 1 s) and sends a
-// browse query at once, so that a new node and the running ones learn of
-// each other within milliseconds. It then re-announces at half the TTL
-// (default 120 s), browses again after 1 s and then at doubling intervals
-// up to 60 s (never under 2 s per node known), asks a peer by name for its
-// records at 80% and 90% of their life, reports Lost when they lapse, and
-// withdraws its own with a goodbye (TTL 0) when Run ends. It answers
-// queries by unicast to the querier, only those that arrive on an
-// interface it runs on, with that interface's records. At steady state a
-// node sends about 0.2 packets a second in a cluster of 10, 0.5 in a
-// cluster of 50; every packet is at most 1,400 bytes.
+// The PTR is published under the base type _tallship._tcp too, and
+// service type enumeration lists _tallship._tcp, so avahi-browse -a,
+// python-zeroconf and Bonjour browsers see tallship nodes.
+//
+// A node announces its records twice at start (0 s and 1 s) and sends its
+// first browse query 20–120 ms later (asking for unicast answers), so that
+// a new node and the running ones learn of each other within
+// milliseconds. It then re-announces at half the TTL (default 120 s),
+// browses again after 1 s and then at doubling intervals up to 60 s
+// (never under 2 s per node known), listing the answers it knows so that
+// only what it lacks is sent, asks a peer by name for its records at 80%
+// and 90% of their life, reports Lost when they lapse, and withdraws its
+// own with a goodbye (TTL 0) when Run ends. It answers as RFC 6762 asks:
+// multicast to QM questions, unicast to QU questions and to legacy
+// queriers (id, question, TTL <= 10 s), known answers suppressed, each
+// record multicast at most once a second, unicast answers rate-limited;
+// only queries that arrive on an interface it runs on, from that link,
+// with that interface's records; responses not from port 5353 are ignored.
+// docs/protocol.md says why sharing port 5353 with avahi is safe. Every
+// packet is at most 1,400 bytes.
 //
 // # Tests
 //
