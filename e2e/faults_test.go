@@ -2,7 +2,7 @@ package e2e_test
 
 // End-to-end tests of link faults within one namespace: cut links through a
 // proxy or an nftables rule, a node closing before the registry
-// converged. See helpers_test.go; multi-host faults are in lan_test.go.
+// converged. See main_test.go; multi-host faults are in lan_test.go.
 
 import (
 	"context"
