@@ -26,9 +26,10 @@ import (
 //     continuation packets, 400–500 ms, and answered with all of their
 //     known answers.
 //   - Rate limits: a record is multicast on an interface at most once a
-//     second (§6); unicast answers on an interface at most unicastBurst at
-//     once and unicastRate a second, so that spoofed queries cannot make
-//     a node a reflector; a multicast answer holding a shared record (a
+//     second (§6); unicast answers to one querier (address and port) at
+//     most unicastBurst at once and unicastRate a second, and on an
+//     interface at most ifaceBurst and ifaceRate, so that queries cannot
+//     make a node a reflector; a multicast answer holding a shared record (a
 //     PTR) waits 20–120 ms (§6), and one that another responder sends
 //     meanwhile is not sent again (duplicate answer suppression, §7.4).
 //   - Source checks (§11): queries from off the interface's link are
@@ -45,6 +46,9 @@ const (
 	maxHeldKnown  = 256
 	unicastBurst  = 10
 	unicastRate   = 5 // per second
+	ifaceBurst    = 200
+	ifaceRate     = 100 // per second
+	maxBuckets    = 4096
 )
 
 // qu is the top bit of a question's class: a unicast response is asked
@@ -55,8 +59,30 @@ const qu = cacheFlush
 type responder struct {
 	lastMulticast map[string]time.Time // record key → when last multicast
 	pending       *pendingAnswer       // the next multicast answer
-	tokens        float64              // unicast answers allowed now
-	refilled      time.Time
+	unicast       bucket               // unicast answers on the interface
+	queriers      map[netip.AddrPort]*bucket
+}
+
+// bucket is a token bucket of unicast answers.
+type bucket struct {
+	tokens   float64
+	refilled time.Time
+}
+
+// take takes a token, refilled at rate a second up to burst, if one is
+// left.
+func (b *bucket) take(now time.Time, burst, rate float64) bool {
+	if b.refilled.IsZero() {
+		b.tokens = burst
+	} else {
+		b.tokens = min(burst, b.tokens+now.Sub(b.refilled).Seconds()*rate)
+	}
+	b.refilled = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 // pendingAnswer is a multicast answer waiting for its time.
@@ -78,7 +104,7 @@ type heldQuery struct {
 func (e *engine) responder(ifc *iface, v6 bool) *responder {
 	r := e.responders[respKey{ifc.index, v6}]
 	if r == nil {
-		r = &responder{lastMulticast: map[string]time.Time{}, tokens: unicastBurst}
+		r = &responder{lastMulticast: map[string]time.Time{}, queriers: map[netip.AddrPort]*bucket{}}
 		e.responders[respKey{ifc.index, v6}] = r
 	}
 	return r
@@ -161,7 +187,7 @@ func (e *engine) respond(ifc *iface, src netip.AddrPort, q *dns.Msg, known []dns
 		to.answer = appendNew(to.answer, answer)
 		to.extra = appendNew(to.extra, extra)
 	}
-	if len(uni.answer) > 0 && e.unicastAllowed(r, now) {
+	if len(uni.answer) > 0 && e.unicastAllowed(r, src, now) {
 		m := &dns.Msg{
 			MsgHdr:   dns.MsgHdr{Id: q.Id, Response: true, Authoritative: true},
 			Compress: true,
@@ -277,17 +303,21 @@ func (e *engine) sendPacked(p outPacket, m *dns.Msg) {
 	}
 }
 
-// unicastAllowed takes one unicast answer from r's bucket, if any is left.
-func (e *engine) unicastAllowed(r *responder, now time.Time) bool {
-	if !r.refilled.IsZero() {
-		r.tokens = min(unicastBurst, r.tokens+now.Sub(r.refilled).Seconds()*unicastRate)
+// unicastAllowed takes one unicast answer to src from r's buckets, if
+// both have one left.
+func (e *engine) unicastAllowed(r *responder, src netip.AddrPort, now time.Time) bool {
+	b := r.queriers[src]
+	if b == nil {
+		if len(r.queriers) >= maxBuckets {
+			clear(r.queriers) // a flood of sources: the interface's bucket still holds
+		}
+		b = &bucket{}
+		r.queriers[src] = b
 	}
-	r.refilled = now
-	if r.tokens < 1 {
-		e.log.Debug("mdns: unicast answer rate limit reached; query not answered")
+	if !b.take(now, unicastBurst, unicastRate) || !r.unicast.take(now, ifaceBurst, ifaceRate) {
+		e.log.Debug("mdns: unicast answer rate limit reached; query not answered", "addr", src)
 		return false
 	}
-	r.tokens--
 	return true
 }
 

@@ -62,8 +62,11 @@ type outPacket struct {
 	kind  packetKind
 	iface *iface
 	v6    bool
-	to    netip.AddrPort // the querier, for an answer
+	to    netip.AddrPort // the querier, for a unicast answer
 	data  []byte
+	// oneShot: a query from the querier socket's ephemeral port (§5.1),
+	// whose answers come back by unicast to it alone.
+	oneShot bool
 }
 
 // inPacket is one received packet. ifindex is the interface it arrived on.
@@ -190,15 +193,18 @@ func (e *engine) tick(now time.Time) {
 	}
 	due := !now.Before(e.nextQuery)
 	if due {
-		// The first query asks for unicast answers (§5.4); the later ones
-		// list what this node knows, so that only what it lacks is sent
-		// (§7.1).
-		qs, err := browseQueries(e.service, e.queried == 0, e.knownAnswers(now))
+		// The first query is a one-shot query (§5.1) asking for unicast
+		// answers (§5.4), from a port of this node's own: its answers
+		// reach it even where other responders share port 5353 on this
+		// host. The later ones, from port 5353, list what this node
+		// knows, so that only what it lacks is sent (§7.1).
+		first := e.queried == 0
+		qs, err := browseQueries(e.service, first, e.knownAnswers(now))
 		if err != nil {
 			e.log.Debug("mdns: cannot build query", "err", err)
 		}
 		for _, q := range qs {
-			e.sendAll(sendQuery, q)
+			e.sendQuery(q, first)
 		}
 		e.queried++
 		e.queryGap = e.nextGap()
@@ -222,7 +228,7 @@ func (e *engine) tick(now time.Time) {
 			e.log.Debug("mdns: cannot build refresh query", "err", err)
 			break
 		}
-		e.sendAll(sendQuery, q)
+		e.sendQuery(q, false)
 		stale = rest
 	}
 	for id, n := range e.sighted {
@@ -345,6 +351,21 @@ func (e *engine) sendAll(kind packetKind, query []byte) {
 	}
 }
 
+// sendQuery multicasts a query on every interface and IP version.
+func (e *engine) sendQuery(q []byte, oneShot bool) {
+	for _, ifc := range e.ifaces {
+		for _, v6 := range []bool{false, true} {
+			if !ifc.runs(v6) {
+				continue
+			}
+			if err := e.out.send(outPacket{kind: sendQuery, iface: ifc, v6: v6, data: q, oneShot: oneShot}); err != nil {
+				e.log.Debug("mdns: send failed", "kind", sendQuery, "iface", ifc.name, "err", err)
+				e.report(Event{Source: "mdns", Err: err})
+			}
+		}
+	}
+}
+
 // goodbye withdraws this node's records everywhere.
 func (e *engine) goodbye() { e.sendAll(sendGoodbye, nil) }
 
@@ -456,13 +477,23 @@ func (e *engine) observe(s sighting, ifc *iface, src netip.Addr, now time.Time) 
 		n.port = s.port
 	}
 	ttl := min(time.Duration(s.ttl)*time.Second, maxTTL)
+	// A short-lived copy (a legacy answer's 10 s TTL, say) never cuts
+	// short what a longer one said.
+	if n.instance != "" && !n.seen.IsZero() && now.Add(ttl).Before(n.seen.Add(n.ttl)) {
+		ttl = n.seen.Add(n.ttl).Sub(now)
+	} else {
+		n.ttl, n.seen = ttl, now
+	}
 	for _, a := range addrs {
-		n.addrs[netip.AddrPortFrom(a.addr, s.port)] = addrState{expires: now.Add(ttl), rank: a.rank}
+		ap := netip.AddrPortFrom(a.addr, s.port)
+		expires := now.Add(ttl)
+		if old, ok := n.addrs[ap]; ok && old.expires.After(expires) {
+			expires = old.expires
+		}
+		n.addrs[ap] = addrState{expires: expires, rank: a.rank}
 	}
 	n.instance = s.instance
-	n.ttl = ttl
-	n.seen = now
-	n.refreshAt = now.Add(ttl * 8 / 10)
+	n.refreshAt = n.seen.Add(n.ttl * 8 / 10)
 	e.publish(id, n)
 }
 

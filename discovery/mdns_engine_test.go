@@ -101,15 +101,21 @@ func (n *simNode) stop(goodbye bool) {
 	}
 }
 
+// simQueryPort is the port of every node's one-shot querier socket.
+const simQueryPort = 40000
+
 // send implements sender: multicast reaches every node, the sender
-// included (loopback), from port 5353; a unicast answer reaches the node
-// at its address.
+// included (loopback), from port 5353 (a one-shot query from
+// simQueryPort); a unicast answer reaches the node at its address.
 func (n *simNode) send(p outPacket) error {
 	lan := n.lan
 	lan.mu.Lock()
 	defer lan.mu.Unlock()
 	lan.log = append(lan.log, simPacket{time.Now(), n.idx, p.kind.String(), p.to, p.data})
 	src := netip.AddrPortFrom(n.addr, 5353)
+	if p.oneShot {
+		src = netip.AddrPortFrom(n.addr, simQueryPort)
+	}
 	for _, m := range lan.nodes {
 		if !p.to.IsValid() || m.addr == p.to.Addr() {
 			m.deliver(inPacket{data: p.data, src: src, ifindex: 1})

@@ -32,8 +32,14 @@ var (
 // unicast goes only where RFC 6762 asks for it: to legacy queriers (whose
 // own port is not 5353) and to QU questions, whose askers re-ask by QM
 // when no answer comes.
+//
+// The exception is this node's first query, a one-shot query (§5.1) from
+// an ephemeral port of its own (query): its unicast answers reach this
+// node whatever else shares port 5353 here, so a node started beside
+// others on one host learns of them all at once.
 type sockets struct {
 	listen [2]*udpConn // [0] IPv4, [1] IPv6
+	query  [2]*udpConn
 }
 
 // udpConn is one UDP socket that reports the interface packets arrive on.
@@ -76,7 +82,17 @@ func openSockets(set settings, ifaces []*iface, chosen []net.Interface) (*socket
 			}
 			continue
 		}
-		s.listen[fam] = listen
+		query, err := openQuerier(v6)
+		if err != nil {
+			set.log.Debug("mdns: cannot query", "v6", v6, "err", err)
+			lastErr = err
+			listen.c.Close()
+			for _, ifc := range members {
+				*on(ifc) = false
+			}
+			continue
+		}
+		s.listen[fam], s.query[fam] = listen, query
 	}
 	running := 0
 	for _, ifc := range ifaces {
@@ -155,6 +171,24 @@ func ifaceByIndex(netIfaces []net.Interface, index int) *net.Interface {
 	return nil
 }
 
+// openQuerier opens the socket of one-shot queries: an ephemeral port.
+func openQuerier(v6 bool) (*udpConn, error) {
+	network, unspec := "udp4", net.IPv4zero
+	if v6 {
+		network, unspec = "udp6", net.IPv6unspecified
+	}
+	c, err := net.ListenUDP(network, &net.UDPAddr{IP: unspec})
+	if err != nil {
+		return nil, err
+	}
+	u, err := newUDPConn(c, v6)
+	if err != nil {
+		c.Close()
+		return nil, err
+	}
+	return u, nil
+}
+
 // newUDPConn sets what RFC 6762 asks of an mDNS socket: IP TTL (hop limit)
 // 255, loopback of our multicast to other nodes on this host, and the
 // arrival interface on each read where the platform tells it. Where it
@@ -194,6 +228,9 @@ func (s *sockets) send(p outPacket) error {
 		fam = 1
 	}
 	u := s.listen[fam]
+	if p.oneShot {
+		u = s.query[fam]
+	}
 	if u == nil {
 		return fmt.Errorf("discovery: mDNS %s on %s: no socket", p.kind, p.iface.name)
 	}
@@ -223,7 +260,7 @@ func (s *sockets) send(p outPacket) error {
 
 func (s *sockets) conns() []*udpConn {
 	var out []*udpConn
-	for _, u := range s.listen {
+	for _, u := range append(s.listen[:], s.query[:]...) {
 		if u != nil {
 			out = append(out, u)
 		}
