@@ -27,6 +27,12 @@ const (
 	Found Kind = iota + 1
 	// Lost reports that a peer said goodbye or expired.
 	Lost
+	// Claimed reports, once per Run, that this node's id is its own on
+	// the network: MDNS probed for it (RFC 6762 §8) and no other live
+	// node holds it. Peer is empty. It comes about 750 ms after Run
+	// starts; a Run that finds the id taken returns an error wrapping
+	// ErrIDConflict instead.
+	Claimed
 )
 
 func (k Kind) String() string {
@@ -35,6 +41,8 @@ func (k Kind) String() string {
 		return "found"
 	case Lost:
 		return "lost"
+	case Claimed:
+		return "claimed"
 	}
 	return "unknown"
 }

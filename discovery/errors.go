@@ -21,6 +21,11 @@ var (
 	// mDNS (none up and multicast-capable, or none with an address of an
 	// enabled IP version, or every socket failed).
 	ErrNoInterface = errors.New("discovery: no interface for mDNS")
+	// ErrIDConflict is returned (wrapped, naming the other node's
+	// address) by MDNS.Run when another live node on the link holds this
+	// node's id: it answered this node's probes, or won the tie-break of
+	// two nodes probing at once (RFC 6762 §8, §9).
+	ErrIDConflict = errors.New("discovery: another live node has this node's id")
 	// ErrBadTXT wraps why a received mDNS TXT record is not a tallship
 	// announcement; MDNS skips the record and logs the error at Debug.
 	ErrBadTXT = errors.New("discovery: malformed mDNS TXT record")

@@ -155,13 +155,17 @@ func (m *MDNS) Run(ctx context.Context, self Self, report func(Event)) error {
 
 	// Once run returns, nothing answers queries: no answer follows the
 	// goodbye.
-	eng.run(ctx)
-	eng.goodbye()
+	// A node that yields its id to another live node sends no goodbye:
+	// the names are the other node's.
+	err = eng.run(ctx)
+	if err == nil {
+		eng.goodbye()
+	}
 	close(done)
 	socks.close()
 	wg.Wait()
-	set.log.Debug("mdns: stopped", "cluster", self.Cluster, "node", self.ID)
-	return nil
+	set.log.Debug("mdns: stopped", "cluster", self.Cluster, "node", self.ID, "err", err)
+	return err
 }
 
 // checkSelf validates self and returns the port to announce.

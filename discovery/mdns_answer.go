@@ -130,6 +130,7 @@ func (e *engine) answer(q *dns.Msg, p inPacket, now time.Time) {
 		return
 	}
 	fromMDNS := src.Port() == mdnsPort
+	e.noteProbe(q, ifc, src, now)
 	if h := e.held[src]; h != nil && len(q.Question) == 0 {
 		// A continuation of a held query: more known answers.
 		h.known = append(h.known, q.Answer[:min(len(q.Answer), maxHeldKnown-len(h.known))]...)

@@ -40,6 +40,7 @@ const (
 	sendGoodbye
 	sendQuery
 	sendAnswer
+	sendProbe
 )
 
 func (k packetKind) String() string {
@@ -52,6 +53,8 @@ func (k packetKind) String() string {
 		return "query"
 	case sendAnswer:
 		return "answer"
+	case sendProbe:
+		return "probe"
 	}
 	return "unknown"
 }
@@ -104,6 +107,8 @@ type engine struct {
 	cluster string
 	id      string
 	service string
+	names   names           // this node's names
+	own     map[string]bool // keys of the records this node publishes, on any interface
 	ifaces  []*iface
 	out     sender
 	in      <-chan inPacket
@@ -119,6 +124,8 @@ type engine struct {
 
 	responders map[respKey]*responder
 	held       map[netip.AddrPort]*heldQuery // truncated queries (§7.2)
+
+	claim claimState // probing for the id (mdns_claim.go)
 }
 
 func newEngine(set settings, self Self, ifaces []*iface, out sender, in <-chan inPacket, report func(Event)) (*engine, error) {
@@ -127,6 +134,8 @@ func newEngine(set settings, self Self, ifaces []*iface, out sender, in <-chan i
 		cluster: self.Cluster,
 		id:      self.ID,
 		service: serviceName(self.Cluster),
+		names:   newNames(self.Cluster, self.ID),
+		own:     map[string]bool{},
 		ifaces:  ifaces,
 		out:     out,
 		in:      in,
@@ -140,26 +149,37 @@ func newEngine(set settings, self Self, ifaces []*iface, out sender, in <-chan i
 	if _, err := browseQueries(e.service, true, nil); err != nil {
 		return nil, err
 	}
+	for _, ifc := range ifaces {
+		for _, rr := range ifc.rs.instanceRecords() {
+			e.own[recordKey(rr)] = true
+		}
+	}
 	return e, nil
 }
 
-// run announces, browses, answers and reports until ctx is done. It does
-// not say goodbye: once it has returned, nothing answers queries any more,
-// and the caller calls goodbye.
-func (e *engine) run(ctx context.Context) {
+// run announces, probes, browses, answers and reports until ctx is done,
+// and returns nil; or until another live node proves to hold this node's
+// id, and returns an error wrapping ErrIDConflict. It does not say
+// goodbye: once it has returned, nothing answers queries any more, and
+// the caller says goodbye if the names are still its own (nil).
+func (e *engine) run(ctx context.Context) error {
 	now := time.Now()
 	// The first query waits 20–120 ms (RFC 6762 §5.2), so that nodes
-	// started together do not query at once.
+	// started together do not query at once. Probing starts at once.
 	e.nextAnnounce, e.nextQuery = now, now.Add(randBetween(firstQueryLo, firstQueryHi))
+	e.startRound(now)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
 		now := time.Now()
 		e.tick(now)
+		if e.claim.lost != nil {
+			return e.claim.lost
+		}
 		timer.Reset(e.deadline().Sub(now))
 		select {
 		case <-ctx.Done():
-			return
+			return nil
 		case p := <-e.in:
 			e.receive(p, time.Now())
 		case <-timer.C:
@@ -171,6 +191,12 @@ func (e *engine) run(ctx context.Context) {
 func (e *engine) tick(now time.Time) {
 	e.releaseHeld(now)
 	e.sendDue(now)
+	// A probe goes before the announcement it comes with: a node that
+	// already holds the id then knows the announcement is a newcomer's.
+	e.probeDue(now)
+	if e.claim.lost != nil {
+		return
+	}
 	if !now.Before(e.nextAnnounce) {
 		e.sendAll(sendAnnounce, nil)
 		for _, ifc := range e.ifaces {
@@ -305,6 +331,9 @@ func (e *engine) deadline() time.Time {
 	if e.nextQuery.Before(next) {
 		next = e.nextQuery
 	}
+	if e.claim.probing && e.claim.next.Before(next) {
+		next = e.claim.next
+	}
 	for _, h := range e.held {
 		if h.due.Before(next) {
 			next = h.due
@@ -371,17 +400,20 @@ func (e *engine) goodbye() { e.sendAll(sendGoodbye, nil) }
 
 // receive handles one packet from the network.
 func (e *engine) receive(p inPacket, now time.Time) {
-	var m dns.Msg
-	if err := m.Unpack(p.data); err != nil {
+	m, skipped, err := unpackTolerant(p.data)
+	if err != nil {
 		e.log.Debug("mdns: undecodable packet", "addr", p.src, "err", err)
 		return
+	}
+	if skipped > 0 {
+		e.log.Debug("mdns: records skipped that do not decode", "addr", p.src, "skipped", skipped)
 	}
 	// RFC 6762 §18 says to ignore messages with a non-zero opcode or rcode.
 	if m.Opcode != dns.OpcodeQuery || m.Rcode != dns.RcodeSuccess {
 		return
 	}
 	if !m.Response {
-		e.answer(&m, p, now)
+		e.answer(m, p, now)
 		return
 	}
 	// §6: a response not from port 5353 is not an mDNS response.
@@ -398,9 +430,10 @@ func (e *engine) receive(p inPacket, now time.Time) {
 		return
 	}
 	if !e.ownAddr(p.src.Addr().Unmap()) {
-		e.noteAnswers(ifc, p.src.Addr().Unmap().Is6(), &m, now)
+		e.noteAnswers(ifc, p.src.Addr().Unmap().Is6(), m, now)
 	}
-	sightings, errs := parseResponse(&m, e.service)
+	e.noteConflicts(m, ifc, p.src, now)
+	sightings, errs := parseResponse(m, e.service)
 	for _, err := range errs {
 		e.log.Debug("mdns: bad record", "addr", p.src, "err", err)
 	}

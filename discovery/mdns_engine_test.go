@@ -22,6 +22,9 @@ type simLAN struct {
 	mu    sync.Mutex
 	nodes []*simNode
 	log   []simPacket
+	// startGroup is the group of the nodes started next (a partition:
+	// packets reach only nodes of the same group).
+	startGroup int
 }
 
 type simPacket struct {
@@ -42,7 +45,9 @@ type simNode struct {
 	cancel  context.CancelFunc
 	done    chan struct{}
 	stopped bool // guarded by lan.mu
+	group   int  // guarded by lan.mu: packets reach only nodes of the same group
 	eng     *engine
+	runErr  error // what run returned, once done is closed
 }
 
 func newSimLAN(t *testing.T) *simLAN { return &simLAN{t: t} }
@@ -60,7 +65,7 @@ func (lan *simLAN) start(cluster, id string, m *MDNS) *simNode {
 	lan.mu.Lock()
 	idx := len(lan.nodes)
 	lan.mu.Unlock()
-	n := &simNode{lan: lan, idx: idx, in: make(chan inPacket, 1<<14), rec: newRecorder(), done: make(chan struct{})}
+	n := &simNode{lan: lan, idx: idx, in: make(chan inPacket, 1<<14), rec: newRecorder(), done: make(chan struct{}), group: lan.startGroup}
 	n.addr = netip.AddrFrom4([4]byte{10, 0, byte(idx >> 8), byte(idx)})
 	self := Self{Cluster: cluster, ID: id, Port: 7000 + idx}
 	n.iface = &iface{index: 1, name: "eth0", prefixes: []netip.Prefix{netip.PrefixFrom(n.addr, 16)}}
@@ -78,7 +83,10 @@ func (lan *simLAN) start(cluster, id string, m *MDNS) *simNode {
 	n.cancel = cancel
 	go func() {
 		defer close(n.done)
-		n.eng.run(ctx)
+		n.runErr = n.eng.run(ctx)
+		lan.mu.Lock()
+		n.stopped = true // it ended by itself (it yielded its id): it hears nothing more
+		lan.mu.Unlock()
 	}()
 	t.Cleanup(func() { n.stop(false) })
 	return n
@@ -88,15 +96,11 @@ func (lan *simLAN) start(cluster, id string, m *MDNS) *simNode {
 // node just falls silent (a crash).
 func (n *simNode) stop(goodbye bool) {
 	n.lan.mu.Lock()
-	if n.stopped {
-		n.lan.mu.Unlock()
-		return
-	}
 	n.stopped = true
 	n.lan.mu.Unlock()
 	n.cancel()
 	<-n.done
-	if goodbye {
+	if goodbye && n.runErr == nil {
 		n.eng.goodbye()
 	}
 }
@@ -117,6 +121,9 @@ func (n *simNode) send(p outPacket) error {
 		src = netip.AddrPortFrom(n.addr, simQueryPort)
 	}
 	for _, m := range lan.nodes {
+		if m.group != n.group {
+			continue
+		}
 		if !p.to.IsValid() || m.addr == p.to.Addr() {
 			m.deliver(inPacket{data: p.data, src: src, ifindex: 1})
 		}
@@ -187,8 +194,8 @@ func TestEngineSchedule(t *testing.T) {
 				t.Errorf("query %d after %v, want %v–%v", i+1, gap, w, w+w/10)
 			}
 		}
-		if evs := lan.nodes[0].rec.snapshot(); len(evs) != 0 {
-			t.Errorf("a node alone reported %v (its own packets?)", evs)
+		if evs := lan.nodes[0].rec.snapshot(); len(evs) != 1 || evs[0].Kind != Claimed {
+			t.Errorf("a node alone reported %v, want only Claimed (its own packets?)", evs)
 		}
 	})
 }

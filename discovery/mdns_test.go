@@ -143,31 +143,44 @@ func TestMDNSOtherClustersNeverReported(t *testing.T) {
 	}
 }
 
-func TestMDNSNeverReportsOwnID(t *testing.T) {
+// TestMDNSTwinYields: a node never reports its own id, and a second live
+// node with it, on real sockets, yields within 2 s with ErrIDConflict
+// while the first keeps its id and its place in other nodes' view.
+func TestMDNSTwinYields(t *testing.T) {
 	netns.Require(t)
-	p := newProbe(t)
-	// a and twin share an id: each hears the other's announcements and
-	// answers as well as its own.
-	a := startNode(t, &MDNS{}, Self{Cluster: "self", ID: "same"})
-	twin := startNode(t, &MDNS{}, Self{Cluster: "self", ID: "same"})
-	other := startNode(t, &MDNS{}, Self{Cluster: "self", ID: "other"})
+	a := startNode(t, &MDNS{}, Self{Cluster: "self", ID: "same", Port: 41001})
+	other := startNode(t, &MDNS{}, Self{Cluster: "self", ID: "other", Port: 41002})
+	a.rec.waitFor(t, 5*time.Second, "a claims its id", func(evs []Event) bool { return evs[len(evs)-1].Kind == Claimed })
 	other.rec.waitFor(t, 5*time.Second, "other knows same", knows("same"))
-	for range 2 { // both rounds of both
-		p.await(t, 5*time.Second, "second-round announcement", func(p probed) bool {
-			return announces("self", "same")(p) && time.Since(a.started) > 900*time.Millisecond
-		})
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	twin := newRecorder()
+	start := time.Now()
+	err := (&MDNS{}).Run(ctx, Self{Cluster: "self", ID: "same", Port: 41003}, twin.report)
+	if took := time.Since(start); !errors.Is(err, ErrIDConflict) || took > 2*time.Second {
+		t.Fatalf("the twin's Run = %v after %v, want ErrIDConflict within 2 s", err, took)
 	}
+	t.Logf("the twin yielded after %v: %v", time.Since(start), err)
 	syncMarker(t, a.rec, "self", "marker")
-	syncMarker(t, twin.rec, "self", "marker")
-	for _, nd := range []*node{a, twin} {
-		for _, ev := range nd.rec.snapshot() {
-			if ev.Peer.ID == "same" {
-				t.Errorf("node reported its own id: %v", ev)
-			}
+	syncMarker(t, other.rec, "self", "marker2")
+	for _, ev := range a.rec.snapshot() {
+		if ev.Peer.ID == "same" {
+			t.Errorf("a reported its own id: %v", ev)
 		}
-		if _, ok := peers(nd.rec.snapshot())["other"]; !ok {
-			t.Errorf("node with id same did not find other")
+	}
+	if _, ok := peers(a.rec.snapshot())["other"]; !ok {
+		t.Error("a did not find other")
+	}
+	for _, ap := range peers(other.rec.snapshot())["same"].Addrs {
+		if ap.Port() != 41001 {
+			t.Errorf("other sees same at %v: the twin's address", ap)
 		}
+	}
+	select {
+	case err := <-a.done:
+		t.Fatalf("a's Run ended: %v", err)
+	default:
 	}
 }
 
