@@ -79,7 +79,16 @@
 // only queries that arrive on an interface it runs on, from that link,
 // with that interface's records; responses not from port 5353 are ignored.
 // docs/protocol.md says why sharing port 5353 with avahi is safe. Every
-// packet is at most 1,400 bytes.
+// packet is at most 1,400 bytes; a record that does not decode is skipped
+// and the rest of its packet used.
+//
+// It also claims the node's id (RFC 6762 §8): three probes 250 ms apart
+// from the start, alongside the announcements, then Claimed is reported.
+// A node that finds its id held by another live node on the link yields:
+// Run returns an error wrapping ErrIDConflict that names that node's
+// address. A node that holds its id defends it, and two nodes that each
+// hold it when they meet (a healed partition) probe again until one
+// yields. docs/protocol.md has the rules.
 //
 // # Tests
 //

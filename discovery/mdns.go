@@ -22,15 +22,18 @@ const (
 // Its zero value is ready to use; a value must not be changed while Run
 // runs, and may serve several Runs at once.
 //
-// It sends two announcements at start, listens passively for other nodes'
-// announcements, browses with backoff, re-announces before the records'
-// TTL runs out, expires peers that fall silent, says goodbye on close, and
-// answers queries by unicast to the querier: only those that arrive on an
-// interface it runs on, with that interface's records, so that it never
-// answers on an interface it was not told to use. At steady state a node
-// sends well under one packet a second, whatever the size of the cluster:
-// the query interval grows with the number of peers. Every packet it sends
-// is at most 1,400 bytes.
+// It sends two announcements at start and probes for the node's id
+// alongside (RFC 6762 §8: Run ends with ErrIDConflict when another live
+// node holds it), listens passively for other nodes' announcements,
+// browses with backoff, re-announces before the records' TTL runs out,
+// expires peers that fall silent, says goodbye on close, and answers
+// queries as RFC 6762 asks (multicast to QM questions, unicast to QU
+// questions and legacy queriers, known answers suppressed, rate-limited):
+// only those that arrive on an interface it runs on, with that
+// interface's records, so that it never answers on an interface it was
+// not told to use. At steady state a node sends well under one packet a
+// second, whatever the size of the cluster: the query interval grows with
+// the number of peers. Every packet it sends is at most 1,400 bytes.
 //
 // The cluster name, of any length, is published as a DNS-SD subtype of
 // _tallship._tcp whose label is a hash of the name; the TXT record carries
@@ -113,7 +116,10 @@ func (m *MDNS) settings() (settings, error) {
 // cluster until ctx is done; it then stops answering queries, sends a
 // goodbye, waits for its goroutines and returns nil. It returns at once
 // ErrNoCluster, ErrNoID, ErrIDTooLong, ErrNoPort or ErrNoInterface (wrapped)
-// when it cannot start. See Discoverer for how report is called.
+// when it cannot start, and an error wrapping ErrIDConflict, without a
+// goodbye, when another live node on the link holds self.ID (reported
+// Claimed otherwise, about 750 ms after the start). See Discoverer for how
+// report is called.
 func (m *MDNS) Run(ctx context.Context, self Self, report func(Event)) error {
 	set, err := m.settings()
 	if err != nil {

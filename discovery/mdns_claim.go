@@ -76,6 +76,15 @@ type claimState struct {
 type rivalResponse struct {
 	keys []string
 	from netip.AddrPort
+	port uint16 // the port its SRV names, if it holds one
+}
+
+// String names the rival: its address, and its port when known.
+func (r rivalResponse) String() string {
+	if r.port == 0 {
+		return r.from.Addr().String()
+	}
+	return fmt.Sprintf("%v (port %d)", r.from.Addr(), r.port)
 }
 
 // startRound starts a round of probes at now.
@@ -93,7 +102,7 @@ func (e *engine) probeDue(now time.Time) {
 	}
 	if c.sent < probeCount {
 		for _, ifc := range e.ifaces {
-			b, err := probeQuery(ifc.rs).Pack()
+			b, err := probeQuery(ifc.rs)
 			if err != nil {
 				e.log.Debug("mdns: cannot pack probe", "iface", ifc.name, "err", err)
 				continue
@@ -118,7 +127,7 @@ func (e *engine) probeDue(now time.Time) {
 	}
 	for _, h := range c.heard {
 		if !e.allProbing(h.keys, c.roundStart.Add(-proberMemory)) {
-			e.yield(fmt.Errorf("%w: %q is held by a live node at %v", ErrIDConflict, e.id, h.from.Addr()))
+			e.yield(fmt.Errorf("%w: %q is held by the node at %v", ErrIDConflict, e.id, h))
 			return
 		}
 	}
@@ -135,14 +144,22 @@ func (e *engine) yield(err error) {
 	e.claim.lost = err
 }
 
-// probeQuery is a probe for rs's unique names (§8.1).
-func probeQuery(rs *recordSet) *dns.Msg {
+// probeQuery packs a probe for rs's unique names (§8.1): both names,
+// type ANY, QU bit set, and the records proposed in the Authority section,
+// the last addresses left out if they would not fit maxPacketSize.
+func probeQuery(rs *recordSet) ([]byte, error) {
 	m := &dns.Msg{Compress: true, Question: []dns.Question{
 		{Name: rs.names.instance, Qtype: dns.TypeANY, Qclass: dns.ClassINET | qu},
 		{Name: rs.names.host, Qtype: dns.TypeANY, Qclass: dns.ClassINET | qu},
 	}}
 	m.Ns = rs.instanceRecords()
-	return m
+	for {
+		b, err := m.Pack()
+		if err != nil || len(b) <= maxPacketSize || len(m.Ns) <= 2 {
+			return b, err
+		}
+		m.Ns = m.Ns[:len(m.Ns)-1]
+	}
 }
 
 // conflicts returns the keys of the records of rrs that conflict with
@@ -217,7 +234,13 @@ func (e *engine) noteConflicts(m *dns.Msg, ifc *iface, src netip.AddrPort, now t
 	switch {
 	case c.probing:
 		if len(c.heard) < maxProbers {
-			c.heard = append(c.heard, rivalResponse{keys: keys, from: src})
+			h := rivalResponse{keys: keys, from: src}
+			for _, rr := range rrs {
+				if srv, ok := rr.(*dns.SRV); ok && sameName(srv.Hdr.Name, e.names.instance) && !e.own[recordKey(srv)] {
+					h.port = srv.Port
+				}
+			}
+			c.heard = append(c.heard, h)
 		}
 	case e.allProbing(keys, now.Add(-proberMemory)):
 		e.defend(ifc, src, now) // a newcomer announcing while it probes
@@ -259,6 +282,7 @@ func (e *engine) defend(ifc *iface, rival netip.AddrPort, now time.Time) {
 		c.warned = now
 		e.log.Warn("mdns: a node with this node's id tried to join; it is told the id is taken",
 			"node", e.id, "addr", rival.Addr(), "iface", ifc.name)
+		e.report(Event{Source: "mdns", Err: fmt.Errorf("discovery: the node at %v tried to join with this node's id %q; it is told the id is taken", rival.Addr(), e.id)})
 	}
 	r := e.responder(ifc, v6)
 	answer := ifc.rs.instanceRecords()

@@ -67,6 +67,9 @@ func TestClaimProbes(t *testing.T) {
 				if err := m.Unpack(p.data); err != nil {
 					t.Fatal(err)
 				}
+				if len(p.data) > maxPacketSize {
+					t.Errorf("probe of %d bytes", len(p.data))
+				}
 				if m.Response || len(m.Question) != 2 {
 					t.Fatalf("probe %v: want a query with two questions", m)
 				}
@@ -285,4 +288,27 @@ func TestTolerantParsing(t *testing.T) {
 				len(got.Answer), skipped, err, len(m.Answer)-2)
 		}
 	})
+}
+
+// TestProbeFits: the probe of a node with the longest names and the most
+// addresses fits an mDNS packet.
+func TestProbeFits(t *testing.T) {
+	cluster := strings.Repeat("\xff", maxClusterInTXT)
+	id := strings.Repeat("\x00", MaxIDLen)
+	var many []netip.Addr
+	for i := range maxAddrsPerInstance {
+		many = append(many, netip.AddrFrom16([16]byte{0x20, 0x01, 0x0d, 0xb8, 15: byte(i)}))
+	}
+	rs, err := newRecordSet(newNames(cluster, id), encodeTXT(cluster, id), 7, many, 120)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := probeQuery(rs)
+	if err != nil || len(b) > maxPacketSize {
+		t.Fatalf("probe: %d bytes, %v; want ≤ %d", len(b), err, maxPacketSize)
+	}
+	m := new(dns.Msg)
+	if err := m.Unpack(b); err != nil || !holds(m.Ns, rs.srv) || !holds(m.Ns, rs.txt) {
+		t.Errorf("probe %v (%v): want SRV and TXT in the Authority section", m, err)
+	}
 }

@@ -8,11 +8,11 @@ import (
 
 // DNS names used by MDNS. A node of cluster C with id I is published as
 //
-//	_<hash(C)>._sub._tallship._tcp.local.  PTR  <label(I)>._tallship._tcp.local.
-//	_tallship._tcp.local.                  PTR  <label(I)>._tallship._tcp.local.
-//	<label(I)>._tallship._tcp.local.       SRV  <port> <label(I)>.tallship.local.
-//	<label(I)>._tallship._tcp.local.       TXT  "v=1" "c=C" "i=I"
-//	<label(I)>.tallship.local.             A / AAAA
+//	_<hash(C)>._sub._tallship._tcp.local.  PTR  <label(C,I)>._tallship._tcp.local.
+//	_tallship._tcp.local.                  PTR  <label(C,I)>._tallship._tcp.local.
+//	<label(C,I)>._tallship._tcp.local.     SRV  <port> <label(C,I)>.tallship.local.
+//	<label(C,I)>._tallship._tcp.local.     TXT  "v=1" "c=C" "i=I"
+//	<label(C,I)>.tallship.local.           A / AAAA
 //
 // and _services._dns-sd._udp.local. PTR _tallship._tcp.local. answers
 // service type enumeration. The cluster becomes a DNS-SD subtype: any
@@ -27,6 +27,9 @@ const (
 	hostDomain   = "tallship.local."
 	maxLabelLen  = 63
 	hashedPrefix = "h-"
+	// clusterTagLen: the characters of the cluster's hash in a plain
+	// instance label.
+	clusterTagLen = 6
 )
 
 // lowerBase32 is base32 without padding in lower case, so that labels
@@ -41,7 +44,7 @@ type names struct {
 }
 
 func newNames(cluster, id string) names {
-	label := instanceLabel(id)
+	label := instanceLabel(cluster, id)
 	return names{
 		service:  serviceName(cluster),
 		instance: label + "." + serviceType,
@@ -51,21 +54,30 @@ func newNames(cluster, id string) names {
 
 // serviceName returns the subtype browsed for cluster: "_" and 80 bits of
 // its SHA-256 in base32 (16 characters).
-func serviceName(cluster string) string {
+func serviceName(cluster string) string { return "_" + clusterHash(cluster) + "._sub." + serviceType }
+
+// clusterHash is 80 bits of the SHA-256 of cluster in base32 (16
+// characters).
+func clusterHash(cluster string) string {
 	sum := sha256.Sum256([]byte(cluster))
-	return "_" + lowerBase32.EncodeToString(sum[:10]) + "._sub." + serviceType
+	return lowerBase32.EncodeToString(sum[:10])
 }
 
-// instanceLabel returns a DNS-safe label naming id. An id made of lower-case
-// letters, digits and hyphens (a UUID, say) is its own label, so that tools
-// like avahi-browse show it; any other id, and any id that itself starts
-// with "h-", becomes "h-" and 120 bits of its SHA-256. The two forms never
-// collide.
-func instanceLabel(id string) string {
-	if isPlainLabel(id) {
-		return id
+// instanceLabel returns a DNS-safe label naming id within cluster: ids are
+// unique within a cluster only, and nodes of two clusters that share an
+// id on one LAN must not publish one name (their records would be taken
+// for one node's, by caches and by probing). An id made of lower-case
+// letters, digits and hyphens (a UUID, say), of at most 56 bytes, is the
+// label with "-" and the first 6 characters of the cluster's hash after
+// it, so that tools like avahi-browse show it; any other id, and any id
+// that itself starts with "h-", becomes "h-" and 120 bits of the SHA-256
+// of cluster and id. The two forms never collide.
+func instanceLabel(cluster, id string) string {
+	tag := clusterHash(cluster)[:clusterTagLen]
+	if isPlainLabel(id) && len(id)+1+clusterTagLen <= maxLabelLen {
+		return id + "-" + tag
 	}
-	sum := sha256.Sum256([]byte(id))
+	sum := sha256.Sum256([]byte(cluster + "\x00" + id))
 	return hashedPrefix + lowerBase32.EncodeToString(sum[:15])
 }
 

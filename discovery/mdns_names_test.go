@@ -14,8 +14,8 @@ func TestInstanceLabel(t *testing.T) {
 	}{
 		{"0b0ab5a4-9b0c-4f51-9c64-2b1a0a8f6d11", true},
 		{"node-1", true},
-		{strings.Repeat("a", 63), true},
-		{strings.Repeat("a", 64), false},
+		{strings.Repeat("a", 56), true},
+		{strings.Repeat("a", 57), false},
 		{"Node-1", false}, // DNS ignores case; ids do not
 		{"node-1.", false},
 		{"-node", false},
@@ -24,14 +24,17 @@ func TestInstanceLabel(t *testing.T) {
 		{"nœud", false},
 		{"\x00", false},
 	} {
-		label := instanceLabel(tc.id)
-		if plain := label == tc.id; plain != tc.plain {
-			t.Errorf("instanceLabel(%q) = %q; plain = %v, want %v", tc.id, label, plain, tc.plain)
+		label := instanceLabel("c", tc.id)
+		if plain := label == tc.id+"-"+clusterHash("c")[:6]; plain != tc.plain {
+			t.Errorf("instanceLabel(c, %q) = %q; plain = %v, want %v", tc.id, label, plain, tc.plain)
+		}
+		if label == instanceLabel("d", tc.id) {
+			t.Errorf("instanceLabel(%q) is the same in two clusters: %q", tc.id, label)
 		}
 		if _, ok := dns.IsDomainName(label + ".local."); !ok || len(label) > maxLabelLen {
 			t.Errorf("instanceLabel(%q) = %q is not a DNS label", tc.id, label)
 		}
-		if !tc.plain && (!strings.HasPrefix(label, hashedPrefix) || label == instanceLabel(tc.id+"x")) {
+		if !tc.plain && (!strings.HasPrefix(label, hashedPrefix) || label == instanceLabel("c", tc.id+"x")) {
 			t.Errorf("instanceLabel(%q) = %q, want a hash label distinct from another id's", tc.id, label)
 		}
 	}
