@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"testing"
@@ -154,4 +155,46 @@ func TestStaticDiscoveryAndPeerExchange(t *testing.T) {
 	cfg.Discovery = []discovery.Discoverer{&discovery.Static{Addrs: []string{addr(t, a)}}}
 	c := start(t, "st", cfg)
 	waitFor(t, "full mesh through one address", 5*time.Second, func() bool { return settled(a, b, c) })
+}
+
+// TestMDNSTwinFailsJoin: with only two nodes on the LAN, a second node
+// with a running node's id fails Join within 2 s, by mDNS alone, with an
+// error that says so; the first keeps running and a third node links to
+// it, not to the twin.
+func TestMDNSTwinFailsJoin(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	a := start(t, "twins", mdnsConfig("web-1"))
+	began := time.Now()
+	twin, err := mdnsConfig("web-1").Join(context.Background(), "twins")
+	took := time.Since(began)
+	if err == nil {
+		twin.Close()
+		t.Fatal("the twin joined")
+	}
+	if !errors.Is(err, ErrIDConflict) || !errors.Is(err, discovery.ErrIDConflict) || took > 2*time.Second {
+		t.Fatalf("the twin's Join = %v after %v, want ErrIDConflict (by mDNS) within 2 s", err, took)
+	}
+	t.Logf("the twin's Join failed after %v: %v", took, err)
+	c := start(t, "twins", mdnsConfig("z"))
+	waitFor(t, "the third node linked to the first", 5*time.Second, func() bool { return settled(a, c) })
+	if err := c.Send(context.Background(), "web-1", []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(t, a); m.From != "z" {
+		t.Fatalf("a got %+v", m)
+	}
+}
+
+// TestMDNSRandomIDJoinsAtOnce: Join with a random id (the default) does
+// not wait for mDNS to claim it: a UUID cannot collide.
+func TestMDNSRandomIDJoinsAtOnce(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	const probeRound = 750 * time.Millisecond // three probes 250 ms apart
+	began := time.Now()
+	start(t, "random", mdnsConfig(""))
+	if took := time.Since(began); took >= probeRound {
+		t.Errorf("Join with a random id took %v: it waited for a probe round (%v)", took, probeRound)
+	}
 }

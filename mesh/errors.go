@@ -26,6 +26,11 @@ var (
 	ErrNoCluster = errors.New("mesh: empty cluster name")
 	// ErrBadInterface: a name in Config.Interfaces that is no interface.
 	ErrBadInterface = errors.New("mesh: no such interface")
+	// ErrIDConflict: another live node has this node's id. Start returns
+	// it (wrapping discovery.ErrIDConflict) when mDNS finds the id taken
+	// on the network; IDConflict events carry it (wrapping
+	// transport.ErrDuplicateID when peers refuse the node's links).
+	ErrIDConflict = errors.New("mesh: another live node has this node's id")
 )
 
 // errClosed is returned by calls on a closed node; it unwraps to
@@ -33,3 +38,15 @@ var (
 var errClosed = fmt.Errorf("mesh: node closed: %w", net.ErrClosed)
 
 func unknownPeer(id string) error { return fmt.Errorf("%w %q", ErrUnknownPeer, id) }
+
+// idConflictError is an error of another live node with this node's id,
+// found by a peer's refusal or by mDNS: it reads as its cause and is
+// ErrIDConflict as well.
+type idConflictError struct{ cause error }
+
+func (e idConflictError) Error() string        { return e.cause.Error() }
+func (e idConflictError) Unwrap() error        { return e.cause }
+func (e idConflictError) Is(target error) bool { return target == ErrIDConflict }
+
+// idConflict wraps cause so that it is ErrIDConflict too.
+func idConflict(cause error) error { return idConflictError{cause} }

@@ -19,9 +19,12 @@ const (
 	DiscoveryError
 	// PeerSynced: a peer's registry has been received after its link came up.
 	PeerSynced
-	// IDConflict: peers refuse this node because another live node of the
-	// cluster has its id; Err says which peer. The node stays apart from
-	// them; a program usually exits with Err.
+	// IDConflict: another live node of the cluster has this node's id:
+	// peers refuse this node's links (Err wraps transport.ErrDuplicateID
+	// and says which peer), or mDNS found a node that holds the id
+	// (Err wraps discovery.ErrIDConflict and names its address; mDNS then
+	// stops announcing this node). Err always wraps ErrIDConflict. The
+	// node stays apart from them; a program usually exits with Err.
 	IDConflict
 )
 

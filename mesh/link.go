@@ -464,6 +464,6 @@ func (n *Node) noteRefusal(err error) {
 	var refusal *transport.RefusalError
 	if errors.As(err, &refusal) && errors.Is(err, transport.ErrDuplicateID) {
 		n.log.Error("another node of the cluster has this node's id", "err", err)
-		n.events.publish(Event{Kind: IDConflict, Err: err})
+		n.events.publish(Event{Kind: IDConflict, Err: idConflict(err)})
 	}
 }

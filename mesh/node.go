@@ -26,6 +26,8 @@ type Node struct {
 	cfg         Config
 	cluster     string
 	id          string
+	chosenID    bool        // the caller chose the id: Start waits until mDNS has claimed it
+	claiming    atomic.Bool // Start waits for that
 	incarnation int64
 	log         *slog.Logger
 	tcfg        transport.Config
@@ -94,13 +96,15 @@ func New(cluster string, cfg Config) (*Node, error) {
 		return nil, errors.New("mesh: set Config.Secret or Config.TLS, not both")
 	}
 	cfg = cfg.withDefaults()
-	if cfg.ID == "" {
+	chosenID := cfg.ID != ""
+	if !chosenID {
 		cfg.ID = uuid.NewString()
 	}
 	n := &Node{
 		cfg:         cfg,
 		cluster:     cluster,
 		id:          cfg.ID,
+		chosenID:    chosenID,
 		incarnation: time.Now().UnixNano(),
 		tcfg:        cfg.transport(),
 		closing:     make(chan struct{}),
@@ -125,23 +129,58 @@ func New(cluster string, cfg Config) (*Node, error) {
 
 // Start listens for links and starts discovery. It returns ErrStarted when
 // called twice, and an error wrapping net.ErrClosed after Close.
+//
+// When the caller chose the node's id (Config.ID) and mDNS runs, Start
+// also waits until mDNS has claimed the id on the network (about 750 ms,
+// while the node already links with its peers): if another live node
+// holds it, Start closes the node and returns an error wrapping
+// ErrIDConflict that names that node's address. A random id (the
+// default) cannot collide, and Start does not wait for it. ctx bounds the
+// wait; when it ends first, Start closes the node and returns ctx's error.
 func (n *Node) Start(ctx context.Context) error {
+	claims, err := n.start(ctx)
+	if err != nil {
+		return err
+	}
+	n.claiming.Store(true) // Start returns the conflict: no log line for it
+	defer n.claiming.Store(false)
+	for _, claim := range claims {
+		select {
+		case err := <-claim:
+			if errors.Is(err, discovery.ErrIDConflict) {
+				n.Close()
+				return idConflict(err)
+			}
+		case <-ctx.Done():
+			n.Close()
+			return ctx.Err()
+		case <-n.closing:
+			return errClosed
+		}
+	}
+	return nil
+}
+
+// start is Start but for the wait: it returns a channel for each
+// discoverer that claims the id, which receives nil once the id is
+// claimed, or the error that ended the discoverer.
+func (n *Node) start(ctx context.Context) ([]chan error, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	switch {
 	case n.closed:
-		return errClosed
+		return nil, errClosed
 	case n.started:
-		return ErrStarted
+		return nil, ErrStarted
 	}
 	ifaces, err := interfacesNamed(n.cfg.Interfaces)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "tcp", n.cfg.Listen)
 	if err != nil {
-		return fmt.Errorf("mesh: listen: %w", err)
+		return nil, fmt.Errorf("mesh: listen: %w", err)
 	}
 	n.addrs = slices.Clone(n.cfg.Advertise)
 	if len(n.addrs) == 0 {
@@ -154,7 +193,7 @@ func (n *Node) Start(ctx context.Context) error {
 	if err := n.startRegistryLocked(); err != nil {
 		ln.Close()
 		n.addrs = nil
-		return fmt.Errorf("mesh: registry: %w", err)
+		return nil, fmt.Errorf("mesh: registry: %w", err)
 	}
 	n.started = true
 	n.ln = ln
@@ -164,18 +203,54 @@ func (n *Node) Start(ctx context.Context) error {
 	dctx, cancel := context.WithCancel(context.Background())
 	n.discCancel = cancel
 	self := discovery.Self{Cluster: n.announcedCluster(), ID: n.id, Port: ln.Addr().(*net.TCPAddr).Port, Addrs: slices.Clone(n.addrs)}
+	var claims []chan error
 	for _, d := range discoverers {
+		report := n.discovered
+		var claim chan error
+		if _, ok := d.(*discovery.MDNS); ok && n.chosenID {
+			claim = make(chan error, 1)
+			claims = append(claims, claim)
+			report = func(e discovery.Event) {
+				if e.Kind == discovery.Claimed {
+					select {
+					case claim <- nil:
+					default:
+					}
+				}
+				n.discovered(e)
+			}
+		}
 		n.wg.Add(1)
 		go func() {
 			defer n.wg.Done()
-			if err := d.Run(dctx, self, n.discovered); err != nil {
-				n.log.Warn("discovery stopped", "err", err)
-				n.events.publish(Event{Kind: DiscoveryError, Err: err})
+			err := d.Run(dctx, self, report)
+			if claim != nil && err != nil {
+				select {
+				case claim <- err:
+				default:
+				}
+			}
+			if err != nil {
+				n.discoveryStopped(err)
 			}
 		}()
 	}
 	n.log.Debug("node started", "addr", ln.Addr().String())
-	return nil
+	return claims, nil
+}
+
+// discoveryStopped reports a discoverer that ended by itself: another
+// live node holds this node's id (mDNS found it), or it could not run.
+func (n *Node) discoveryStopped(err error) {
+	if errors.Is(err, discovery.ErrIDConflict) {
+		if !n.claiming.Load() {
+			n.log.Error("another live node has this node's id; mDNS stopped announcing it", "err", err)
+		}
+		n.events.publish(Event{Kind: IDConflict, Err: idConflict(err)})
+		return
+	}
+	n.log.Warn("discovery stopped", "err", err)
+	n.events.publish(Event{Kind: DiscoveryError, Err: err})
 }
 
 // announcedCluster is the cluster name discovery announces: with a secret,

@@ -404,13 +404,16 @@ func testSecret(t *testing.T, bin binaries) {
 }
 
 // testDuplicateID: a node whose id a live node of the cluster already has
-// is refused by its peers; join, query --wait and ls then exit 1 with the
-// reason on one line.
+// fails: mDNS finds the holder, and its peers refuse it; join, query --wait
+// and ls then exit 1 with the reason on one line, run after its status
+// lines.
 func testDuplicateID(t *testing.T, bin binaries) {
 	const cluster = "cli-dup"
 	x := joinObserver(t, bin, cluster, "x")
-	tallship(t, bin, "join dup", nil, "join", cluster, "--fast", "--id", "dup")
+	dup := tallship(t, bin, "join dup", nil, "join", cluster, "--fast", "--id", "dup")
 	x.waitEvent("peer-up of dup", 10*time.Second, 0, func(e eventJSON) bool { return e.Event == "peer-up" && e.Peer == "dup" })
+	// "joined" comes once mDNS has claimed the id: dup holds it from then.
+	dup.waitLine("dup joined", 10*time.Second, 0, func(s string) bool { return strings.Contains(s, "joined") })
 	for _, args := range [][]string{
 		{"join", cluster, "--fast", "--id", "dup"},
 		{"query", cluster, "web", "--wait", "--fast", "--id", "dup"},
@@ -422,8 +425,8 @@ func testDuplicateID(t *testing.T, bin binaries) {
 			t.Errorf("%s with a live duplicate id: exit status %d, want 1", args[0], code)
 		}
 		stderr := p.stderrText()
-		if !strings.Contains(stderr, "duplicate node id") || strings.Count(stderr, "\n") != 1 {
-			t.Errorf("%s with a live duplicate id: stderr %q, want one line saying duplicate node id", args[0], stderr)
+		if !saysIDTaken(stderr) || strings.Count(stderr, "\n") != 1 {
+			t.Errorf("%s with a live duplicate id: stderr %q, want one line saying the id is taken", args[0], stderr)
 		}
 		t.Logf("%s with a live duplicate id exited after %v", args[0], time.Since(start).Round(time.Millisecond))
 	}
@@ -433,7 +436,7 @@ func testDuplicateID(t *testing.T, bin binaries) {
 		t.Errorf("run with a live duplicate id: exit status %d, want 1", code)
 	}
 	lines := strings.Split(strings.TrimSpace(run.stderrText()), "\n")
-	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "tallship run: ") || !strings.Contains(last, "duplicate node id") {
+	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "tallship run: ") || !saysIDTaken(last) {
 		t.Errorf("run with a live duplicate id: last line on stderr %q", last)
 	}
 	for _, l := range run.snapshot() {
@@ -474,4 +477,11 @@ func dialUntil(t *testing.T, addr string, d time.Duration) string {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// saysIDTaken reports whether an error line says that another live node
+// has the id: found by mDNS ("another live node has this node's id") or
+// refused by a peer ("duplicate node id").
+func saysIDTaken(s string) bool {
+	return strings.Contains(s, "another live node has this node's id") || strings.Contains(s, "duplicate node id")
 }
