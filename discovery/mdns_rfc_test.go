@@ -233,3 +233,111 @@ func TestResponseFromOtherPortIgnored(t *testing.T) {
 		}
 	})
 }
+
+// queriesOf returns the browse queries node n sent in [from, to), unpacked,
+// with the port they went from (a one-shot query's is simQueryPort).
+func (lan *simLAN) queriesOf(t *testing.T, n *simNode, from, to time.Time) (msgs []*dns.Msg, at []time.Time) {
+	t.Helper()
+	lan.mu.Lock()
+	defer lan.mu.Unlock()
+	for _, p := range lan.log {
+		if p.from != n.idx || p.kind != "query" || p.at.Before(from) || !p.at.Before(to) {
+			continue
+		}
+		m := new(dns.Msg)
+		if err := m.Unpack(p.data); err != nil {
+			t.Fatal(err)
+		}
+		if len(m.Question) == 1 && m.Question[0].Qtype == dns.TypePTR {
+			msgs, at = append(msgs, m), append(at, p.at)
+		}
+	}
+	return msgs, at
+}
+
+// TestQuerierRFC6762: the querier's rules, as the packets show them.
+func TestQuerierRFC6762(t *testing.T) {
+	browse := serviceName("c")
+	t.Run("first query: 20–120 ms after start, QU bit (§5.2, §5.4)", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			lan := newSimLAN(t)
+			start := time.Now()
+			a := lan.start("c", "a", &MDNS{})
+			time.Sleep(time.Second)
+			qs, at := lan.queriesOf(t, a, start, time.Now())
+			if len(qs) == 0 {
+				t.Fatal("no query in the first second")
+			}
+			if d := at[0].Sub(start); d < firstQueryLo || d >= firstQueryHi {
+				t.Errorf("first query after %v, want 20–120 ms", d)
+			}
+			if q := qs[0].Question[0]; q.Name != browse || q.Qclass != dns.ClassINET|qu {
+				t.Errorf("first query asks %v, want the cluster's PTR with the QU bit", q)
+			}
+		})
+	})
+	t.Run("later queries list the answers known, QM (§7.1)", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			lan := newSimLAN(t)
+			a := lan.start("c", "a", &MDNS{})
+			b := lan.start("c", "b", &MDNS{})
+			time.Sleep(5 * time.Second)
+			from := time.Now()
+			time.Sleep(20 * time.Second)
+			qs, _ := lan.queriesOf(t, a, from, time.Now())
+			if len(qs) == 0 {
+				t.Fatal("no query in 20 s")
+			}
+			for _, q := range qs {
+				if q.Question[0].Qclass != dns.ClassINET {
+					t.Errorf("a later query asks %v, want QM", q.Question[0])
+				}
+				if !holds(q.Answer, b.iface.rs.ptr) {
+					t.Errorf("a's query %v does not list b's PTR as a known answer", q)
+				}
+			}
+		})
+	})
+	t.Run("another querier's same question stands for ours (§7.3)", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			lan := newSimLAN(t)
+			a := lan.start("c", "a", &MDNS{})
+			b := lan.start("c", "b", &MDNS{})
+			time.Sleep(5 * time.Second)
+			from := time.Now()
+			// A peer asks a's question, listing every answer a knows,
+			// every half second for a minute.
+			for range 120 {
+				q := ptrQuestion(browse, dns.ClassINET)
+				q.Id = 0
+				q.Answer = []dns.RR{dns.Copy(b.iface.rs.ptr)}
+				a.inject(t, peerMDNS, q)
+				time.Sleep(500 * time.Millisecond)
+			}
+			qs, at := lan.queriesOf(t, a, from.Add(5*time.Second), time.Now())
+			if len(qs) != 0 {
+				t.Errorf("a sent %d browse queries (at %v) while another querier asked the same every 500 ms, want none", len(qs), at)
+			}
+			// Without it, a asks at its own pace.
+			from = time.Now()
+			time.Sleep(time.Minute)
+			if qs, _ := lan.queriesOf(t, a, from, time.Now()); len(qs) == 0 {
+				t.Error("a sent no query in the minute after the other querier stopped")
+			}
+		})
+	})
+	t.Run("response from off the link: ignored (§11)", func(t *testing.T) {
+		synctest.Test(t, func(t *testing.T) {
+			_, a := quietNode(t)
+			rs, err := newRecordSet(newNames("c", "far"), encodeTXT("c", "far"), 9, []netip.Addr{offLink.Addr()}, 120)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.inject(t, offLink, rs.announcement())
+			synctest.Wait()
+			if _, ok := peers(a.rec.snapshot())["far"]; ok {
+				t.Fatal("a node reported from a response sent from off the link")
+			}
+		})
+	})
+}
