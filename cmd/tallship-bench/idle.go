@@ -204,7 +204,7 @@ func measureIdleMesh(sent, heard, cpu *row, n int, settle, window time.Duration,
 	if s := w.sent(); s >= 0 && sAll >= 0 {
 		mean := float64(s-sAll) / secs / float64(n)
 		sent.note = fmt.Sprintf("per %v window; mean %.2f /s over %.0f s", window, mean, secs)
-		sent.check = func(*row) bool { return mean <= 1 }
+		sent.check = func(*row) bool { return mean <= 0.2 }
 	}
 	heard.note = fmt.Sprintf("passive listener, per %v window; mean %.2f /s", window, float64(w.heard.Load()-hAll)/secs/float64(n))
 	if !w.nft {
