@@ -22,10 +22,10 @@ import (
 // Interop with github.com/hashicorp/mdns, both ways, on loopback in the
 // test's private network namespace.
 //
-// Today a node publishes its PTR only under its cluster subtype,
-// _<hash(cluster)>._sub._tallship._tcp.local. (names.go), so that is the
-// service hashicorp/mdns looks up here; a Lookup of the base type
-// _tallship._tcp finds nothing until the base-type PTR of issue 16 exists.
+// A node publishes its PTR under its cluster subtype,
+// _<hash(cluster)>._sub._tallship._tcp.local., and under the base type
+// _tallship._tcp.local. (mdns_names.go): hashicorp/mdns finds a cluster's
+// nodes by the subtype, and every node on the link by the base type.
 //
 // What hashicorp/mdns v1.0.7 does that shapes these tests: its client only
 // ever sends one query per Query and writes to Entries without blocking
@@ -43,7 +43,9 @@ import (
 // the nodes' start-up announcements are over, so that what hashicorp/mdns
 // learns can only come from a node's answer to its query: the instance,
 // host, port, IPv4 and IPv6 addresses and TXT strings the node announces,
-// from that cluster's node alone.
+// from that cluster's node alone. A Lookup (hashicorp/mdns's one-call
+// form, its defaults) of the base type _tallship._tcp then finds the nodes
+// of every cluster, with the same host, port and TXT strings.
 func TestHashicorpQueryFindsTallshipNodes(t *testing.T) {
 	netns.Require(t)
 	lo := netns.Loopback(t)
@@ -113,6 +115,73 @@ func TestHashicorpQueryFindsTallshipNodes(t *testing.T) {
 			}
 		})
 	}
+	t.Run("Lookup of the base type", func(t *testing.T) {
+		want := map[string]int{} // instance → index of its case
+		for i, tc := range cases {
+			want[newNames(tc.cluster, tc.id).instance] = i
+		}
+		entries := hashicorpLookup(t, strings.TrimSuffix(serviceType, ".local."), func(got map[string]*mdns.ServiceEntry) bool {
+			for instance := range want {
+				if got[instance] == nil {
+					return false
+				}
+			}
+			return true
+		})
+		for instance, e := range entries {
+			i, ok := want[instance]
+			if !ok {
+				t.Errorf("Lookup found %s (%s:%d %q), which no node announces", instance, e.AddrV4, e.Port, e.InfoFields)
+				continue
+			}
+			tc := cases[i]
+			if e.Host != newNames(tc.cluster, tc.id).host || e.Port != tc.port || !slices.Equal(e.InfoFields, tc.txt) {
+				t.Errorf("Lookup found %s at %s:%d with TXT %q, want %s:%d with %q",
+					instance, e.Host, e.Port, e.InfoFields, newNames(tc.cluster, tc.id).host, tc.port, tc.txt)
+			}
+			if !e.AddrV4.Equal(net.IPv4(127, 0, 0, 1)) {
+				t.Errorf("Lookup found %s at IPv4 address %v, want 127.0.0.1", instance, e.AddrV4)
+			}
+		}
+	})
+}
+
+// hashicorpLookup looks service up with hashicorp/mdns's Lookup (its
+// defaults: 1 s, IPv4 and IPv6, the default multicast interface), again
+// (3 times at most) until done holds for the entries found so far, by
+// instance name, and returns them. Lookup logs through the standard
+// logger, which writes to t's log meanwhile.
+func hashicorpLookup(t *testing.T, service string, done func(map[string]*mdns.ServiceEntry) bool) map[string]*mdns.ServiceEntry {
+	t.Helper()
+	w, flags := log.Writer(), log.Flags()
+	log.SetOutput(hashicorpLogger(t).Writer())
+	log.SetFlags(0)
+	defer func() {
+		log.SetOutput(w)
+		log.SetFlags(flags)
+	}()
+	got := map[string]*mdns.ServiceEntry{}
+	for range 3 {
+		// Lookup writes without blocking: room for far more than can come.
+		ch := make(chan *mdns.ServiceEntry, 64)
+		if err := mdns.Lookup(service, ch); err != nil {
+			t.Fatalf("hashicorp/mdns Lookup(%s): %v", service, err)
+		}
+		close(ch) // Lookup has returned: nothing writes to it any more
+		for e := range ch {
+			got[e.Name] = e
+		}
+		if done(got) {
+			return got
+		}
+		t.Logf("hashicorp/mdns Lookup(%s): %d entries so far; asking again", service, len(got))
+	}
+	var list []*mdns.ServiceEntry
+	for _, e := range got {
+		list = append(list, e)
+	}
+	t.Fatalf("hashicorp/mdns Lookup(%s) in 3 tries found only %s", service, entryList(list))
+	return nil
 }
 
 // hashicorpQuery looks service up on ifi with hashicorp/mdns's Query,
