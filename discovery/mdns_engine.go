@@ -122,8 +122,10 @@ type engine struct {
 	queryGap     time.Duration
 	nextQuery    time.Time
 
-	responders map[respKey]*responder
-	held       map[netip.AddrPort]*heldQuery // truncated queries (§7.2)
+	responders  map[respKey]*responder
+	held        map[netip.AddrPort]*heldQuery // truncated queries (§7.2)
+	addrWaits   map[string]*addrWait          // sightings waiting for addresses, by SRV target
+	addrQueries bucket                        // the queries for their addresses
 
 	claim claimState // probing for the id (mdns_claim.go)
 }
@@ -145,6 +147,7 @@ func newEngine(set settings, self Self, ifaces []*iface, out sender, in <-chan i
 
 		responders: map[respKey]*responder{},
 		held:       map[netip.AddrPort]*heldQuery{},
+		addrWaits:  map[string]*addrWait{},
 	}
 	if _, err := browseQueries(e.service, true, nil); err != nil {
 		return nil, err
@@ -440,6 +443,7 @@ func (e *engine) receive(p inPacket, now time.Time) {
 	for _, s := range sightings {
 		e.observe(s, ifc, p.src.Addr(), now)
 	}
+	e.completeAddrs(m, ifc, p.src.Addr(), now)
 }
 
 // ifaceFor returns the interface a packet belongs to: the one it arrived
@@ -495,6 +499,9 @@ func (e *engine) observe(s sighting, ifc *iface, src netip.Addr, now time.Time) 
 	}
 	addrs := e.usable(s.addrs, ifc, slices.Contains(s.addrs, src.WithZone("")))
 	if s.port == 0 || len(addrs) == 0 {
+		if s.port != 0 && len(s.addrs) == 0 && n == nil {
+			e.awaitAddrs(s, ifc, now)
+		}
 		return
 	}
 	if n == nil {

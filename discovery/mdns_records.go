@@ -195,6 +195,7 @@ func refreshQuery(instances []string) ([]byte, []string, error) {
 // sighting is one node as described by one received packet.
 type sighting struct {
 	instance string
+	target   string // the SRV target, owner of the addresses
 	txt      txtInfo
 	port     uint16
 	addrs    []netip.Addr
@@ -281,6 +282,7 @@ func parseInstance(rrs []dns.RR, ptr *dns.PTR) (sighting, error) {
 	}
 	s := sighting{
 		instance: ptr.Ptr,
+		target:   srv.Target,
 		txt:      info,
 		port:     srv.Port,
 		ttl:      min(ptr.Hdr.Ttl, srv.Hdr.Ttl, txt.Hdr.Ttl),
