@@ -509,11 +509,36 @@ func (rs *recordSet) answers(q dns.Question) (answer, extra []dns.RR) {
 			// sighting is whole again.
 			return []dns.RR{dns.Copy(rs.srv), dns.Copy(rs.txt)}, append([]dns.RR{dns.Copy(rs.ptr)}, rs.addrRecords(dns.TypeANY)...)
 		}
+		return []dns.RR{rs.nsec(rs.names.instance, dns.TypeTXT, dns.TypeSRV)}, nil
 	case sameName(q.Name, rs.names.host):
+		addrs := rs.addrRecords(q.Qtype)
 		switch q.Qtype {
-		case dns.TypeA, dns.TypeAAAA, dns.TypeANY:
-			return rs.addrRecords(q.Qtype), nil
+		case dns.TypeANY:
+			return addrs, nil
+		case dns.TypeA, dns.TypeAAAA:
+			if len(addrs) > 0 {
+				return addrs, nil
+			}
 		}
+		var types []uint16
+		for _, t := range []uint16{dns.TypeA, dns.TypeAAAA} {
+			if len(rs.addrRecords(t)) > 0 {
+				types = append(types, t)
+			}
+		}
+		return []dns.RR{rs.nsec(rs.names.host, types...)}, nil
 	}
 	return nil, nil
+}
+
+// nsec is the negative answer for a name of ours that has only the given
+// types (RFC 6762 §6.1): an NSEC record naming itself, its bitmap those
+// types, so that a querier for another type (AAAA of a node with IPv4
+// only, say) learns at once that there is none.
+func (rs *recordSet) nsec(name string, types ...uint16) dns.RR {
+	return &dns.NSEC{
+		Hdr:        dns.RR_Header{Name: name, Rrtype: dns.TypeNSEC, Class: dns.ClassINET | cacheFlush, Ttl: rs.srv.Header().Ttl},
+		NextDomain: name,
+		TypeBitMap: types,
+	}
 }

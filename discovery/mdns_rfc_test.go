@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"testing/synctest"
@@ -153,6 +154,18 @@ func TestResponderRFC6762(t *testing.T) {
 				}
 			},
 			want: []string{"multicast"}}, // the next would be due 1 s after the first
+		{name: "question for a type the name lacks: NSEC (§6.1)",
+			run: func(t *testing.T, a *simNode) {
+				q := &dns.Msg{Question: []dns.Question{{Name: a.iface.rs.names.host, Qtype: dns.TypeAAAA, Qclass: dns.ClassINET}}}
+				a.inject(t, peerMDNS, q)
+			},
+			want: []string{"multicast"},
+			check: func(t *testing.T, a *simNode, m *dns.Msg) {
+				nsec, ok := m.Answer[0].(*dns.NSEC)
+				if len(m.Answer) != 1 || !ok || nsec.NextDomain != a.iface.rs.names.host || fmt.Sprint(nsec.TypeBitMap) != fmt.Sprint([]uint16{dns.TypeA}) {
+					t.Errorf("answer %v, want an NSEC of the host name saying it has A only", m)
+				}
+			}},
 		{name: "another responder's answer first: not sent again (§7.4)",
 			run: func(t *testing.T, a *simNode) {
 				a.inject(t, peerMDNS, ptrQuestion(servicesName, dns.ClassINET))
