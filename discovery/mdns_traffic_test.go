@@ -72,6 +72,23 @@ func TestMDNSPacketLimits(t *testing.T) {
 	b := startNode(t, &MDNS{}, Self{Cluster: cluster, ID: strings.Repeat("\x00", MaxIDLen), Port: 8})
 	a.rec.waitFor(t, 5*time.Second, "a knows b", knows(b.self.ID))
 	b.rec.waitFor(t, 5*time.Second, "b knows a", knows(a.self.ID))
+	// Both first queries (20–120 ms after the start) before a leaves.
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		s.flush(t)
+		queries := 0
+		for _, p := range s.count(start, time.Now(), serviceName(cluster)) {
+			if !p.msg.Response {
+				queries++
+			}
+		}
+		if queries >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d queries captured in 5 s, want both nodes' first", queries)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 	a.stop(t) // a goodbye too
 	b.rec.waitFor(t, 5*time.Second, "b loses a", lost(a.self.ID))
 	s.flush(t)
