@@ -44,8 +44,11 @@ const (
 	heldHi        = 500 * time.Millisecond
 	maxHeld       = 64 // truncated queries held at once, per engine
 	maxHeldKnown  = 256
-	unicastBurst  = 10
-	unicastRate   = 5 // per second
+	// A legacy querier (dig, hashicorp/mdns) asks once and maybe again a
+	// second later; 1000 spoofed queries draw at most unicastBurst plus
+	// unicastRate a second while they are worked through (≤ 10 in all).
+	unicastBurst  = 4
+	unicastRate   = 2 // per second
 	ifaceBurst    = 200
 	ifaceRate     = 100 // per second
 	maxBuckets    = 4096

@@ -52,6 +52,12 @@ func burst(c *net.UDPConn, group *net.UDPAddr, n int, r *row) float64 {
 		r.err = err
 		return 0
 	}
+	// The queries loop back to this socket too: room for all of them and
+	// the answers, so that none of the answers is dropped unread.
+	if err := c.SetReadBuffer(8 << 20); err != nil {
+		r.err = err
+		return 0
+	}
 	counts := map[string]int{}
 	done := make(chan int)
 	end := time.Now().Add(3 * time.Second)
