@@ -89,6 +89,12 @@ type Config struct {
 	// connections; connections beyond it are dropped at once. Zero means
 	// 64.
 	MaxHandshakes int
+	// MaxDials bounds the dials (connection and handshake) this node runs
+	// at once to the peers it discovers; the others wait their turn, so
+	// that a node meeting a large mesh never buries it, or itself, in
+	// handshakes that time out and are redone. Zero means 8. Connect is
+	// not counted.
+	MaxDials int
 
 	// Secret, when set, is the cluster secret (seaport's --secret): only
 	// nodes that know it can link, everything on a link after the
@@ -183,6 +189,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.MaxHandshakes <= 0 {
 		c.MaxHandshakes = 64
+	}
+	if c.MaxDials <= 0 {
+		c.MaxDials = 8
 	}
 	if c.EventBuffer <= 0 {
 		c.EventBuffer = 4096

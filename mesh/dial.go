@@ -288,6 +288,14 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 				return
 			}
 		}
+		// Wait for a turn (Config.MaxDials), then look again: the peer
+		// may have dialed this node meanwhile.
+		select {
+		case n.dials <- struct{}{}:
+		case <-n.closing:
+			n.endDial(t)
+			return
+		}
 		n.mu.Lock()
 		_, linked := n.peers[t.id]
 		current := n.targets[t.id] == t || t.id == ""
@@ -295,6 +303,7 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		addrs := slices.Clone(t.addrs)
 		n.mu.Unlock()
 		if (linked && t.id != "") || !current {
+			<-n.dials
 			n.endDial(t)
 			return
 		}
@@ -303,11 +312,14 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 			// a dial now would make a duplicate link to retire. Look
 			// again after a while (a handshake ends within
 			// HandshakeTimeout).
+			<-n.dials
 			n.deferred.Add(1)
 			delay = n.cfg.DialBackoff
 			continue
 		}
-		if l := n.dialAny(addrs, t.id); l != nil {
+		l := n.dialAny(addrs, t.id)
+		<-n.dials
+		if l != nil {
 			n.endDial(t)
 			return
 		}
