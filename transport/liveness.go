@@ -12,8 +12,14 @@ import (
 
 // liveness declares a link's peer dead when nothing at all has arrived from
 // it for KeepAliveInterval + WriteTimeout, and makes sure an idle but live
-// peer never stays silent that long: after an interval without traffic it
-// pings the peer, whose answer is traffic.
+// peer never stays silent that long: the dialer's side pings after an
+// interval without traffic, and the answer is traffic for it as the ping
+// is for the acceptor. The acceptor's side pings only once it has heard
+// nothing for half-way between the interval and the limit: on an idle link
+// the dialer's pings arrive first, so an idle link carries one ping and
+// one answer per interval instead of two of each (at 100 nodes in one
+// process, 9,900 link sides); when only the acceptor sends (the dialer
+// hears traffic and never pings), its own pings keep the dialer audible.
 //
 // It replaces yamux's keepalive, which closes the session as soon as one
 // ping goes unanswered for WriteTimeout, however busy the link: on a
@@ -37,8 +43,10 @@ type liveness struct {
 	sess     *yamux.Session
 	conn     net.Conn // under the session, for pendingBytes
 	log      *slog.Logger
-	interval time.Duration
+	interval time.Duration // the dialer pings after this long without traffic
+	quiet    time.Duration // this side pings after this long without traffic
 	limit    time.Duration // silence after which the peer is dead
+	pings    atomic.Int64  // pings sent (for tests)
 
 	each func() // runs at every check (the link's streams' shrink)
 
@@ -61,8 +69,12 @@ var epoch = time.Now()
 
 func now() time.Duration { return time.Since(epoch) }
 
-func newLiveness(cfg Config, conn net.Conn, log *slog.Logger) *liveness {
+func newLiveness(cfg Config, conn net.Conn, log *slog.Logger, dialer bool) *liveness {
 	lv := &liveness{conn: conn, log: log, interval: cfg.KeepAliveInterval, limit: cfg.KeepAliveInterval + cfg.WriteTimeout}
+	lv.quiet = lv.interval
+	if !dialer {
+		lv.quiet += cfg.WriteTimeout / 2
+	}
 	lv.touch()
 	return lv
 }
@@ -118,10 +130,10 @@ func (lv *liveness) tick() {
 		lv.sess.Close()
 		return
 	}
-	// Wake when the link will have been quiet for an interval, or, once it
-	// has, when it will have been silent for the limit.
-	ping := silence >= lv.interval-time.Millisecond
-	next := lv.interval - silence
+	// Wake when the link will have been quiet long enough to ping, or,
+	// once it has, when it will have been silent for the limit.
+	ping := silence >= lv.quiet-time.Millisecond
+	next := lv.quiet - silence
 	if ping {
 		next = min(lv.interval, limit-silence)
 	}
@@ -137,6 +149,7 @@ func (lv *liveness) tick() {
 	if ping && lv.pinging.CompareAndSwap(false, true) {
 		// The answer, or anything else the peer sends, is what counts;
 		// Ping's own verdict does not.
+		lv.pings.Add(1)
 		lv.sess.Ping()
 		lv.pinging.Store(false)
 	}

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"io"
 	"net"
 	"sync"
 	"testing"
@@ -155,5 +156,51 @@ func TestLagGauge(t *testing.T) {
 	g.observe(6*time.Second, 5*time.Second) // early: no lag
 	if got := g.get(6 * time.Second); got != 0 {
 		t.Fatalf("lag after an early run: %v, want 0", got)
+	}
+}
+
+// TestIdleLinkPingsOneWay: on an idle link the dialer's side pings and the
+// acceptor's only answers (one ping and one answer per interval, not two
+// of each); when only the acceptor sends, it pings itself and the link
+// stays up.
+func TestIdleLinkPingsOneWay(t *testing.T) {
+	cfg := Config{KeepAliveInterval: 50 * time.Millisecond, WriteTimeout: 100 * time.Millisecond}
+	la, fb := frozenPair(t, cfg)
+	lb := fb.link
+	time.Sleep(40 * cfg.KeepAliveInterval)
+	if la.IsClosed() || lb.IsClosed() {
+		t.Fatal("an idle link with a live peer was closed")
+	}
+	dialer, acceptor := la.live.pings.Load(), lb.live.pings.Load()
+	t.Logf("idle for %v: the dialer pinged %d times, the acceptor %d", 40*cfg.KeepAliveInterval, dialer, acceptor)
+	if dialer < 10 || acceptor > dialer/10 {
+		t.Errorf("idle link: the dialer pinged %d times, the acceptor %d; want the dialer alone", dialer, acceptor)
+	}
+
+	// Only the acceptor sends: the dialer hears traffic and does not
+	// ping; the acceptor's pings keep the dialer audible.
+	ctx := context.Background()
+	go func() {
+		s, err := la.AcceptStream(ctx)
+		if err == nil {
+			io.Copy(io.Discard, s)
+		}
+	}()
+	s, err := lb.OpenStream(ctx, "t/one-way")
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := lb.live.pings.Load()
+	for end := time.Now().Add(40 * cfg.KeepAliveInterval); time.Now().Before(end); {
+		if _, err := s.Write([]byte("x")); err != nil {
+			t.Fatalf("one-way traffic: %v", err)
+		}
+		time.Sleep(cfg.KeepAliveInterval / 5)
+	}
+	if la.IsClosed() || lb.IsClosed() {
+		t.Fatal("a link carrying traffic one way was closed")
+	}
+	if lb.live.pings.Load() == before {
+		t.Error("the acceptor, hearing nothing, never pinged")
 	}
 }
