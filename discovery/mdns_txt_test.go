@@ -3,8 +3,11 @@ package discovery
 import (
 	"bytes"
 	"errors"
+	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/miekg/dns"
 )
@@ -179,7 +182,10 @@ func FuzzParseTXT(f *testing.F) {
 	})
 }
 
-// FuzzParsePacket feeds whole packets to the receive path of an engine.
+// FuzzParsePacket feeds whole packets to the receive path of an engine:
+// the tolerant decoder, the parser, the responder, probing and the
+// address queries. One packet never yields more than the bounds allow,
+// and never makes the engine send more than a few packets.
 func FuzzParsePacket(f *testing.F) {
 	rs, err := newRecordSet(newNames("c", "peer"), encodeTXT("c", "peer"), 7, nil, 120)
 	if err != nil {
@@ -190,6 +196,15 @@ func FuzzParsePacket(f *testing.F) {
 		f.Fatal(err)
 	}
 	f.Add(query[0])
+	self, err := newRecordSet(newNames("c", "a"), encodeTXT("c", "a"), 8, []netip.Addr{netip.MustParseAddr("10.0.0.1")}, 120)
+	if err != nil {
+		f.Fatal(err)
+	}
+	probe, err := probeQuery(self)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(probe)
 	for _, m := range []*dns.Msg{rs.announcement(), rs.goodbye()} {
 		b, err := m.Pack()
 		if err != nil {
@@ -197,22 +212,50 @@ func FuzzParsePacket(f *testing.F) {
 		}
 		f.Add(b)
 	}
+	set, err := (&MDNS{}).settings()
+	if err != nil {
+		f.Fatal(err)
+	}
+	set.log = slog.New(slog.DiscardHandler)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		m := new(dns.Msg)
-		if m.Unpack(b) != nil {
-			return
+		if m, _, err := unpackTolerant(b); err == nil {
+			ss, _ := parseResponse(m, serviceName("c"))
+			if len(ss) > maxInstancesPerPacket {
+				t.Fatalf("%d sightings from one packet", len(ss))
+			}
+			for _, s := range ss {
+				if len(s.addrs) > maxAddrsPerInstance {
+					t.Fatalf("%d addresses for one instance", len(s.addrs))
+				}
+			}
 		}
-		ss, _ := parseResponse(m, serviceName("c"))
-		if len(ss) > maxInstancesPerPacket {
-			t.Fatalf("%d sightings from one packet", len(ss))
-		}
-		for _, s := range ss {
-			if len(s.addrs) > maxAddrsPerInstance {
-				t.Fatalf("%d addresses for one instance", len(s.addrs))
+		for _, port := range []uint16{mdnsPort, 40000} { // from a responder, from a legacy querier
+			ifc := &iface{index: 1, name: "eth0", v4: true, prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/16")}}
+			if ok, err := ifc.build(set, Self{Cluster: "c", ID: "a", Port: 8}, 8, newNames("c", "a"), encodeTXT("c", "a"), nil); !ok || err != nil {
+				t.Fatalf("build: %v %v", ok, err)
+			}
+			out := &countingSender{}
+			e, err := newEngine(set, Self{Cluster: "c", ID: "a", Port: 8}, []*iface{ifc}, out, nil, func(Event) {})
+			if err != nil {
+				t.Fatal(err)
+			}
+			now := time.Now()
+			e.startRound(now)
+			e.receive(inPacket{data: b, src: netip.AddrPortFrom(netip.MustParseAddr("10.0.9.9"), port), ifindex: 1}, now)
+			later := now.Add(time.Second) // whatever the packet queued or held
+			e.releaseHeld(later)
+			e.sendDue(later)
+			if out.n > 8 {
+				t.Fatalf("one packet from port %d made the engine send %d packets", port, out.n)
 			}
 		}
 	})
 }
+
+// countingSender counts what an engine sends.
+type countingSender struct{ n int }
+
+func (c *countingSender) send(outPacket) error { c.n++; return nil }
 
 func joinRDATA(strs [][]byte) []byte {
 	var b bytes.Buffer
