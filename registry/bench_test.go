@@ -319,3 +319,64 @@ func BenchmarkWholeWalk(b *testing.B) {
 		}
 	}
 }
+
+// discardConn takes every write and never has anything to read.
+type discardConn struct{}
+
+func (discardConn) Read([]byte) (int, error)    { select {} }
+func (discardConn) Write(p []byte) (int, error) { return len(p), nil }
+func (discardConn) Close() error                { return nil }
+
+// BenchmarkIdleTick measures what one node of an idle 50-node full mesh
+// does every Heartbeat (issue 17): renew its liveness and expire silent
+// owners. Every peer is a neighbour with a ready link, renewed by it, so
+// no heartbeat is sent (frames/tick).
+func BenchmarkIdleTick(b *testing.B) {
+	cfg := LocalConfig("me")
+	cfg.Heartbeat, cfg.Lifetime = time.Hour, 3*time.Hour // ticks only as the benchmark calls them
+	cfg.Logger = quiet
+	r, err := New(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := []string{"me"}
+	for i := range 49 {
+		ids = append(ids, fmt.Sprintf("%08x-0000-4000-8000-%012d", 0x5eed0000+i, i))
+	}
+	for i, id := range ids[1:] {
+		o := r.owner(id)
+		o.inc, o.beat = uint64(1795355667037148735+i), 1
+		l := newLink(id, discardConn{})
+		l.hello, l.ready, l.peerInc = true, true, o.inc
+		r.links[id] = []*link{l}
+		r.self.peers[id] = o.inc
+	}
+	for _, o := range r.owners {
+		if o == r.self {
+			continue
+		}
+		o.peers = map[string]uint64{}
+		for _, id := range ids {
+			if id != o.id {
+				o.peers[id] = r.owners[id].inc
+			}
+		}
+	}
+	r.recompute()
+	beat := r.self.beat
+	b.ReportAllocs()
+	for b.Loop() {
+		r.tick(time.Now())
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(r.self.beat-beat)*49/float64(b.N), "frames/tick")
+	for _, o := range r.owners {
+		if !o.live || o.expired {
+			b.Fatalf("%s not live", o.id)
+		}
+	}
+	clear(r.links) // no Serve runs them: Close must not wait on them
+}

@@ -52,14 +52,18 @@ type Config struct {
 	// bind address when that is specific.
 	Host string
 
-	// Heartbeat is how often this node renews its liveness state with its
-	// peers. Zero means DefaultHeartbeat (1 s).
+	// Heartbeat is how often this node renews its liveness state with the
+	// nodes that know it only through relays (its peers' links stand for
+	// it with its peers: in a full mesh, nothing is sent). Zero means
+	// DefaultHeartbeat (1 s).
 	Heartbeat time.Duration
 
 	// Lifetime is how long the records of a node that stopped renewing
-	// (and that is still reachable, else they go at once) stay registered.
-	// A node announces its Lifetime with its state, and its peers expire
-	// its records by it, so nodes with different timings can mix.
+	// (and that is still reachable, else they go at once) stay registered
+	// on the nodes that know it only through relays; a node with a link
+	// to it keeps them while the link is up. A node announces its Lifetime
+	// with its state, and the others expire its records by it, so nodes
+	// with different timings can mix.
 	// Zero means DefaultLifetimeBeats × Heartbeat (5 s with the default
 	// heartbeat). It must be at least MinLifetimeBeats × Heartbeat, so
 	// that late heartbeats never make records flap; New refuses less.

@@ -53,13 +53,15 @@
 // On a new link both ends send each other what the other lacks, then push
 // every change at once, relaying what they learn so that any connected
 // topology converges; (owner, version) pairs drop duplicates in cycles and
-// stale copies. Every node floods its adjacency and a heartbeat; a node
-// sees the records of the owners it can reach over links both ends
-// announce. So a node that closes frees its records everywhere at once, a
-// node that dies has them freed as soon as its neighbours drop their links
-// to it, a link dropping between nodes still joined through others frees
-// nothing, and the records of an owner that stops renewing expire after
-// Config.Lifetime. The wire protocol is described in
+// stale copies. Every node floods its adjacency; a node sees the records
+// of the owners it can reach over links both ends announce. So a node that
+// closes frees its records everywhere at once, a node that dies has them
+// freed as soon as its neighbours drop their links to it, and a link
+// dropping between nodes still joined through others frees nothing. A
+// neighbour's link stands for its liveness; owners known only through
+// relays are renewed by a heartbeat that their neighbours relay, and the
+// records of one that stops renewing expire after Config.Lifetime. An
+// idle full mesh sends nothing. The wire protocol is described in
 // docs/registry-protocol.md.
 //
 // # Events

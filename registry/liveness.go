@@ -1,15 +1,26 @@
 package registry
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // Liveness, link-state style. Every node floods a versioned state of its
 // own: its adjacency (the peers it has a handshaken link with), a leaving
-// flag, and a beat counter renewed every Heartbeat. From the states it
-// holds, each node computes which owners it can reach over links that both
-// ends announce. Only the records of reachable, renewed, not leaving owners
-// are visible: an owner whose every neighbour dropped it is freed at once;
-// one link dropping between nodes still joined through others changes
-// nothing; an owner that stops renewing is freed after Lifetime.
+// flag, and a beat counter. From the states it holds, each node computes
+// which owners it can reach over links that both ends announce. Only the
+// records of reachable, renewed, not leaving owners are visible: an owner
+// whose every neighbour dropped it is freed at once; one link dropping
+// between nodes still joined through others changes nothing.
+//
+// Renewal has two sources. A neighbour (an owner this node has a link to)
+// is renewed by that link: the transport notices a dead link, and the
+// neighbour leaves the adjacency. An owner known only through relays is
+// renewed by its heartbeat, a new state it issues every Heartbeat and that
+// its neighbours relay; one that stops renewing is freed after Lifetime.
+// So an owner sends its heartbeat only to the neighbours that relay it to
+// a node that is not its neighbour (see heartbeat): in a full mesh,
+// nobody, and an idle full mesh sends nothing at all.
 
 // heartbeatLoop renews this node's state and expires silent owners.
 func (r *Registry) heartbeatLoop() {
@@ -49,21 +60,112 @@ func (r *Registry) heartbeatLoop() {
 		}
 		r.mu.Lock()
 		if !r.closed {
-			r.bumpState()
-			r.expire(time.Now())
-			r.settle()
+			r.tick(time.Now())
 		}
 		r.mu.Unlock()
 	}
 }
 
+// tick is what each Heartbeat does: issue a merged change of adjacency
+// if one waits (it goes to every peer), else the heartbeat; then expire
+// silent owners. r.mu is held.
+func (r *Registry) tick(now time.Time) {
+	if r.stateDue {
+		r.bumpState()
+	} else {
+		r.heartbeat()
+	}
+	r.expire(now)
+	r.settle()
+}
+
+// heartbeat renews this node's state with the nodes that know it only
+// through relays: it issues a new beat and sends it to the neighbours
+// that relay it to one of them (see relaysBeat), and to no other. Those
+// that are not sent it are neighbours, renewed by their link; when none
+// relays, nothing is issued. r.mu is held.
+func (r *Registry) heartbeat() {
+	due := false
+	for peer, ls := range r.links {
+		if r.relaysBeat(peer) && slices.ContainsFunc(ls, func(l *link) bool { return l.ready }) {
+			due = true
+			break
+		}
+	}
+	if !due {
+		return
+	}
+	r.self.beat++
+	f, err := r.ownState()
+	if err != nil {
+		r.log.Warn("registry: cannot encode own state", "err", err)
+		return
+	}
+	for peer, ls := range r.links {
+		if !r.relaysBeat(peer) {
+			continue
+		}
+		for _, l := range ls {
+			if l.ready {
+				l.noteState(r.self.id, r.self.inc, r.self.beat)
+				l.enqueue(f)
+			}
+		}
+	}
+}
+
+// relaysBeat reports whether the peer may relay this node's heartbeat to
+// a node that needs it: whether the peer's state, as this node holds it,
+// names a node other than this one that this node's adjacency does not
+// name at the same incarnation (a node that is not this node's
+// neighbour), or is not known yet. The answer is kept until the peer's
+// state or this node's adjacency changes. r.mu is held.
+func (r *Registry) relaysBeat(peer string) bool {
+	q := r.owners[peer]
+	if q == nil || q.beat == 0 {
+		return true
+	}
+	key := [3]uint64{q.inc, q.beat, r.adjGen}
+	if q.beatKey == key {
+		return q.beatRelay
+	}
+	relay := false
+	for id, inc := range q.peers {
+		if id == r.self.id {
+			continue
+		}
+		if have, ok := r.self.peers[id]; !ok || have != inc {
+			relay = true
+			break
+		}
+	}
+	q.beatKey, q.beatRelay = key, relay
+	return relay
+}
+
+// neighbour reports whether this node has a link to o's current
+// incarnation (its adjacency names it): the link's liveness stands for
+// o's heartbeat. r.mu is held.
+func (r *Registry) neighbour(o *owner) bool {
+	inc, ok := r.self.peers[o.id]
+	return ok && inc == o.inc
+}
+
 // expire marks owners not renewed within Lifetime as expired, and forgets
 // owners that have been expired and invisible for another Lifetime (their
 // versions are kept that long so late duplicates are still recognised).
-// r.mu is held.
+// A neighbour is renewed by its link, and never expires. r.mu is held.
 func (r *Registry) expire(now time.Time) {
 	for id, o := range r.owners {
 		if o == r.self {
+			continue
+		}
+		if r.neighbour(o) {
+			o.renewed = now
+			if o.expired {
+				o.expired = false
+				r.dirty = true
+			}
 			continue
 		}
 		age := now.Sub(o.renewed)

@@ -80,6 +80,11 @@ func (f *fakePeer) join(t testing.TB, n *node, recs ...*entry) {
 	}
 }
 
+// TestExpiryWhenOwnerStopsRenewing: an owner that goes silent while its
+// link stays up (a line ghost—b—c) keeps its records on b, its neighbour,
+// whose link to it stands for its heartbeat; c, which knows it only
+// through b, expires them after the owner's lifetime. When the link drops,
+// b frees them at once.
 func TestExpiryWhenOwnerStopsRenewing(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b, c := newNode(t, "b"), newNode(t, "c") // 100 ms heartbeat, 500 ms lifetime
@@ -100,17 +105,26 @@ func TestExpiryWhenOwnerStopsRenewing(t *testing.T) {
 		}
 		time.Sleep(2 * b.cfg.Heartbeat)
 		synctest.Wait()
-		if b.has(t, rec.rec.ID) || c.has(t, rec.rec.ID) {
-			t.Fatal("the record outlived its lifetime by more than a heartbeat")
+		if c.has(t, rec.rec.ID) {
+			t.Fatal("the record outlived its lifetime by more than a heartbeat where it was relayed")
+		}
+		time.Sleep(10 * b.cfg.Lifetime)
+		synctest.Wait()
+		if !b.has(t, rec.rec.ID) || b.count(Freed, rec.rec.ID) != 0 {
+			t.Fatal("the owner's neighbour expired it while their link was up")
 		}
 		// The expired owner is forgotten after another lifetime.
-		time.Sleep(2 * b.cfg.Lifetime)
-		synctest.Wait()
-		b.Registry.mu.Lock()
-		_, known := b.owners["ghost"]
-		b.Registry.mu.Unlock()
+		c.Registry.mu.Lock()
+		_, known := c.owners["ghost"]
+		c.Registry.mu.Unlock()
 		if known {
 			t.Error("expired owner still stored")
+		}
+		ghost.conn.Close()
+		ghost.serveErr()
+		synctest.Wait()
+		if b.has(t, rec.rec.ID) {
+			t.Error("the record stayed on the neighbour after their link dropped")
 		}
 	})
 }
@@ -291,6 +305,57 @@ func TestLossesWithinWalkGap(t *testing.T) {
 			if hub.has(t, rec.ID) {
 				t.Fatalf("%s's record outlived the gap", rec.Owner)
 			}
+		}
+	})
+}
+
+// TestIdleFullMeshIsSilent: in a full mesh every owner is every node's
+// neighbour, and each link's liveness stands for the heartbeat: an idle
+// mesh sends nothing, and no record expires. When one link drops after a
+// long silence, its ends still reach each other through the others: no
+// record is freed, and they renew each other by heartbeats relayed from
+// then on.
+func TestIdleFullMeshIsSilent(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ns := nodes(t, 5) // 100 ms heartbeat, 500 ms lifetime
+		links := fullMesh(t, ns)
+		var recs []Record
+		for i, n := range ns {
+			recs = append(recs, n.register(t, "x@1.0.0", 100+i, nil))
+		}
+		time.Sleep(time.Second) // states and records settle
+		synctest.Wait()
+		sent := func() (total int64) {
+			for _, l := range links {
+				total += l.sent.Load()
+			}
+			return total
+		}
+		everyRecord := func(when string) {
+			t.Helper()
+			for _, n := range ns {
+				for _, rec := range recs {
+					if !n.has(t, rec.ID) || n.count(Freed, rec.ID) != 0 {
+						t.Fatalf("%s: %s lost %s", when, n.ID(), rec.ID)
+					}
+				}
+			}
+		}
+		before := sent()
+		time.Sleep(20 * ns[0].cfg.Lifetime)
+		synctest.Wait()
+		if got := sent() - before; got != 0 {
+			t.Errorf("an idle full mesh of %d nodes sent %d bytes in %v", len(ns), got, 20*ns[0].cfg.Lifetime)
+		}
+		everyRecord("idle")
+
+		links[[2]int{0, 2}].cut()
+		before = sent()
+		time.Sleep(20 * ns[0].cfg.Lifetime)
+		synctest.Wait()
+		everyRecord("with a link cut")
+		if sent() == before {
+			t.Error("n0 and n2 renew each other without a word")
 		}
 	})
 }

@@ -33,6 +33,12 @@ import (
 // replaced); the peer counts as linked while at least one has completed
 // its handshake, or while it is held (PeerUp). An invalid peer id (empty, too long, this node's) returns
 // ErrBadPeer at once.
+//
+// A linked peer's records never expire: its link stands for its liveness,
+// and the peer sends its heartbeat over it only when this node relays it
+// to others. The caller must notice a dead link (the mesh's keepalive
+// does) and end conn, or call PeerDown, so that the peer stops counting
+// as linked.
 func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteCloser) error {
 	if peer == "" || len(peer) > MaxIDBytes || peer == r.cfg.ID {
 		conn.Close()
@@ -272,6 +278,14 @@ func (r *Registry) updateAdjacency(peer string) {
 	if linked == had && inc == old || !linked && had && pending {
 		return
 	}
+	if had {
+		if o := r.owners[peer]; o != nil && o.inc == old {
+			// Its link stood for its heartbeat up to now; from now on it
+			// is renewed by heartbeats relayed by others.
+			o.renewed = time.Now()
+		}
+	}
+	r.adjGen++
 	if linked {
 		r.self.peers[peer] = inc
 		r.self.adj = nil

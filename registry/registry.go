@@ -41,6 +41,7 @@ type Registry struct {
 	walkDue   bool        // a walk awaits walkTimer
 	walkTimer *time.Timer // fires in heartbeatLoop
 	ownersGen uint64      // counts owners created and forgotten
+	adjGen    uint64      // counts changes of this node's adjacency
 	stamp     uint64      // relay's marks (see markLower)
 	// Other owners' states are relayed relayDelay after they arrive (see
 	// relayLater).
@@ -76,7 +77,7 @@ type owner struct {
 	peers    map[string]uint64 // its adjacency as it announced it: peer → peer's incarnation
 	frame    []byte            // its state as last received (nil for this node's own)
 	records  map[string]*entry
-	renewed  time.Time // when beat last rose here
+	renewed  time.Time // when beat last rose here, or its link here was last up
 	expired  bool      // not renewed within Lifetime
 	live     bool      // reachable and renewed: its records are visible
 
@@ -87,6 +88,11 @@ type owner struct {
 	adjGen  uint64
 	reached bool
 	mark    uint64 // relay's stamp: a neighbour of the owner relayed
+
+	// Whether this node's heartbeat goes to this owner, a neighbour, as
+	// relaysBeat found it for the key (inc, beat, Registry.adjGen).
+	beatKey   [3]uint64
+	beatRelay bool
 }
 
 // adjRef is a neighbour an owner announces, and the incarnation of it

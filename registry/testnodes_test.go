@@ -9,6 +9,7 @@ import (
 	"net"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -81,13 +82,28 @@ type testLink struct {
 	ca, cb     net.Conn
 	errA, errB chan error
 	once       sync.Once
+	sent       atomic.Int64 // bytes written, both ways
+}
+
+// countingConn counts the bytes written to it.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.n.Add(int64(n))
+	return n, err
 }
 
 // connect links a and b in memory; the link is cut at the end of the test.
 func connect(t testing.TB, a, b *node) *testLink {
 	t.Helper()
-	ca, cb := net.Pipe()
-	l := &testLink{a: a, b: b, ca: ca, cb: cb, errA: make(chan error, 1), errB: make(chan error, 1)}
+	pa, pb := net.Pipe()
+	l := &testLink{a: a, b: b, errA: make(chan error, 1), errB: make(chan error, 1)}
+	ca, cb := countingConn{pa, &l.sent}, countingConn{pb, &l.sent}
+	l.ca, l.cb = ca, cb
 	go func() { l.errA <- a.Serve(context.Background(), b.ID(), ca) }()
 	go func() { l.errB <- b.Serve(context.Background(), a.ID(), cb) }()
 	t.Cleanup(l.cut)
