@@ -187,8 +187,8 @@ func (r *Registry) want(l *link, id string) {
 // payload, or the frames of a snapshot) to each other peer that may lack
 // it: not o itself, not the peers o announces as its neighbours (o sends
 // them its changes and states directly), not peers known to have version
-// v already, and, for a state, not peers that a neighbour of o with a
-// lower id than this node's relays it to (see relayedBefore).
+// v already, and, for a state, not peers that a neighbour of o relays it
+// to first (see markLower).
 func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byte, frames [][]byte) {
 	marked := false // o's lower neighbours, marked for the first state that needs it
 	for peer, ls := range r.links {
@@ -255,23 +255,28 @@ func (r *Registry) relayStates() {
 }
 
 // States are flooded to every node, and most of their copies are
-// redundant while a mesh forms: a node p that o has no link to yet hears
-// o's new state from every node linked to both. So the neighbours of o
-// that p announces too leave p to the one with the lowest id: it has the
-// state first-hand from o and relays it. A node relays a state to p only
-// when no such neighbour with a lower id than its own exists, as far as
-// it knows. When that knowledge is out of date (the link between p and
-// that neighbour just failed), p misses one state of o, and has o's next
-// one (o renews it every Heartbeat) through another node; records are
-// relayed without this rule, since a missed change is only found at the
-// next one.
+// redundant: a node p that o has no link to hears o's new state from
+// every node linked to both, and from every other node linked to p that
+// had it relayed. So a state is relayed to p by one node only: the
+// neighbour of o with the lowest id among those p announces too. It has
+// the state first-hand from o and relays it; a node that is not o's
+// neighbour (o's state does not name it) leaves p to it, and relays o's
+// state to p only when p has no neighbour of o at all, as far as it
+// knows. When that knowledge is out of date (the link between p and that
+// neighbour just failed), p misses one state of o, and has o's next one
+// (o renews it every Heartbeat while p is not its neighbour) through
+// another node; records are relayed without this rule, since a missed
+// change is only found at the next one.
 
-// markLower marks the neighbours o announces whose ids sort below this
-// node's, for relayedBefore. r.mu is held.
+// markLower marks the neighbours of o that relay its state before this
+// node, for relayedBefore: those whose ids sort below this node's, or all
+// of them when this node is not one. r.mu is held.
 func (r *Registry) markLower(o *owner) {
 	r.stamp++
+	inc, ok := o.peers[r.self.id]
+	mine := ok && inc == r.self.inc
 	for _, a := range r.neighbours(o) {
-		if a.o.id < r.self.id {
+		if !mine || a.o.id < r.self.id {
 			a.o.mark = r.stamp
 		}
 	}

@@ -359,3 +359,34 @@ func TestIdleFullMeshIsSilent(t *testing.T) {
 		}
 	})
 }
+
+// TestHeartbeatsOnlyWhereRelayed: a, b, c form a triangle and d hangs off
+// c. An owner's heartbeat goes only to the neighbours that relay it to a
+// node that is not its neighbour, and a state is relayed to a node once:
+// the link a—b carries nothing while idle, and d's records and a's still
+// never expire where they are known through relays.
+func TestHeartbeatsOnlyWhereRelayed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b, c, d := newNode(t, "a"), newNode(t, "b"), newNode(t, "c"), newNode(t, "d")
+		ab := connect(t, a, b)
+		connect(t, a, c)
+		connect(t, b, c)
+		connect(t, c, d)
+		ra, rd := a.register(t, "x@1.0.0", 1, nil), d.register(t, "x@1.0.0", 2, nil)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		before := ab.sent.Load()
+		time.Sleep(20 * a.cfg.Lifetime)
+		synctest.Wait()
+		if got := ab.sent.Load() - before; got != 0 {
+			t.Errorf("the idle link a—b carried %d bytes", got)
+		}
+		for _, n := range []*node{a, b, c, d} {
+			for _, rec := range []Record{ra, rd} {
+				if !n.has(t, rec.ID) || n.count(Freed, rec.ID) != 0 {
+					t.Errorf("%s lost %s", n.ID(), rec.ID)
+				}
+			}
+		}
+	})
+}
