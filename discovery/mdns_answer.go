@@ -47,11 +47,11 @@ const (
 	// A legacy querier (dig, hashicorp/mdns) asks once and maybe again a
 	// second later; 1000 spoofed queries draw at most unicastBurst plus
 	// unicastRate a second while they are worked through (≤ 10 in all).
-	unicastBurst  = 4
-	unicastRate   = 2 // per second
-	ifaceBurst    = 200
-	ifaceRate     = 100 // per second
-	maxBuckets    = 4096
+	unicastBurst = 4
+	unicastRate  = 2 // per second
+	ifaceBurst   = 200
+	ifaceRate    = 100 // per second
+	maxBuckets   = 4096
 )
 
 // qu is the top bit of a question's class: a unicast response is asked
