@@ -63,6 +63,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 			grown = nil
 		}
 		o.peers, o.adj = peers, nil
+		r.peersGen++
 	}
 	o.beat = m.beat
 	o.leaving = m.leaving

@@ -19,7 +19,7 @@ import (
 // renewed by its heartbeat, a new state it issues every Heartbeat and that
 // its neighbours relay; one that stops renewing is freed after Lifetime.
 // So an owner sends its heartbeat only to the neighbours that relay it to
-// a node that is not its neighbour (see heartbeat): in a full mesh,
+// a node that is not its neighbour (see beatTargets): in a full mesh,
 // nobody, and an idle full mesh sends nothing at all.
 
 // heartbeatLoop renews this node's state and expires silent owners.
@@ -81,13 +81,14 @@ func (r *Registry) tick(now time.Time) {
 
 // heartbeat renews this node's state with the nodes that know it only
 // through relays: it issues a new beat and sends it to the neighbours
-// that relay it to one of them (see relaysBeat), and to no other. Those
+// that relay it to one of them (see beatTargets), and to no other. Those
 // that are not sent it are neighbours, renewed by their link; when none
 // relays, nothing is issued. r.mu is held.
 func (r *Registry) heartbeat() {
+	to := r.beatTargets()
 	due := false
-	for peer, ls := range r.links {
-		if r.relaysBeat(peer) && slices.ContainsFunc(ls, func(l *link) bool { return l.ready }) {
+	for peer := range to {
+		if slices.ContainsFunc(r.links[peer], func(l *link) bool { return l.ready }) {
 			due = true
 			break
 		}
@@ -101,11 +102,8 @@ func (r *Registry) heartbeat() {
 		r.log.Warn("registry: cannot encode own state", "err", err)
 		return
 	}
-	for peer, ls := range r.links {
-		if !r.relaysBeat(peer) {
-			continue
-		}
-		for _, l := range ls {
+	for peer := range to {
+		for _, l := range r.links[peer] {
 			if l.ready {
 				l.noteState(r.self.id, r.self.inc, r.self.beat)
 				l.enqueue(f)
@@ -114,33 +112,56 @@ func (r *Registry) heartbeat() {
 	}
 }
 
-// relaysBeat reports whether the peer may relay this node's heartbeat to
-// a node that needs it: whether the peer's state, as this node holds it,
-// names a node other than this one that this node's adjacency does not
-// name at the same incarnation (a node that is not this node's
-// neighbour), or is not known yet. The answer is kept until the peer's
-// state or this node's adjacency changes. r.mu is held.
-func (r *Registry) relaysBeat(peer string) bool {
-	q := r.owners[peer]
-	if q == nil || q.beat == 0 {
-		return true
+// beatTargets returns the neighbours that relay this node's heartbeat
+// first-hand, as the states this node holds say (see markLower): for each
+// owner that is not a neighbour, the neighbour with the lowest id among
+// those its state names, if any (owners farther away have the heartbeat
+// relayed on by those); and, as they may relay it too, the neighbours
+// whose state is not known yet, and those whose state names a node that
+// is not a neighbour and whose own state is not known. In a full mesh,
+// none. The set is found again when an owner's adjacency, this node's, or
+// the owners known have changed. r.mu is held.
+func (r *Registry) beatTargets() map[string]bool {
+	key := [3]uint64{r.peersGen, r.adjGen, r.ownersGen}
+	if r.beatTo != nil && r.beatKey == key {
+		return r.beatTo
 	}
-	key := [3]uint64{q.inc, q.beat, r.adjGen}
-	if q.beatKey == key {
-		return q.beatRelay
+	if r.beatTo == nil {
+		r.beatTo = map[string]bool{}
 	}
-	relay := false
-	for id, inc := range q.peers {
-		if id == r.self.id {
+	clear(r.beatTo)
+	r.beatKey = key
+	for _, x := range r.owners {
+		if x == r.self || x.beat == 0 || x.leaving || r.neighbour(x) {
 			continue
 		}
-		if have, ok := r.self.peers[id]; !ok || have != inc {
-			relay = true
-			break
+		first, found := "", false
+		for id, inc := range x.peers {
+			if have, ok := r.self.peers[id]; ok && have == inc && (!found || id < first) {
+				first, found = id, true
+			}
+		}
+		if found {
+			r.beatTo[first] = true
 		}
 	}
-	q.beatKey, q.beatRelay = key, relay
-	return relay
+	for id, inc := range r.self.peers {
+		q := r.owners[id]
+		if q == nil || q.beat == 0 || q.inc != inc {
+			r.beatTo[id] = true
+			continue
+		}
+		for pid, pinc := range q.peers {
+			if have, ok := r.self.peers[pid]; pid == r.self.id || ok && have == pinc {
+				continue
+			}
+			if p := r.owners[pid]; p == nil || p.beat == 0 || p.inc != pinc {
+				r.beatTo[id] = true
+				break
+			}
+		}
+	}
+	return r.beatTo
 }
 
 // neighbour reports whether this node has a link to o's current

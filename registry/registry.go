@@ -42,7 +42,12 @@ type Registry struct {
 	walkTimer *time.Timer // fires in heartbeatLoop
 	ownersGen uint64      // counts owners created and forgotten
 	adjGen    uint64      // counts changes of this node's adjacency
+	peersGen  uint64      // counts changes of other owners' adjacency
 	stamp     uint64      // relay's marks (see markLower)
+	// The neighbours the heartbeat goes to (see beatTargets), found for
+	// (peersGen, adjGen, ownersGen).
+	beatTo  map[string]bool
+	beatKey [3]uint64
 	// Other owners' states are relayed relayDelay after they arrive (see
 	// relayLater).
 	relayDue   map[*owner]struct{}
@@ -88,11 +93,6 @@ type owner struct {
 	adjGen  uint64
 	reached bool
 	mark    uint64 // relay's stamp: a neighbour of the owner relayed
-
-	// Whether this node's heartbeat goes to this owner, a neighbour, as
-	// relaysBeat found it for the key (inc, beat, Registry.adjGen).
-	beatKey   [3]uint64
-	beatRelay bool
 }
 
 // adjRef is a neighbour an owner announces, and the incarnation of it

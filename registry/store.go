@@ -84,6 +84,7 @@ func (r *Registry) resetOwner(o *owner, inc uint64) {
 	o.beat = 0
 	o.leaving = false
 	o.peers, o.adj = nil, nil
+	r.peersGen++
 	o.frame = nil
 	o.expired = false
 }
