@@ -1,10 +1,15 @@
 package registry
 
 import (
+	"cmp"
 	"context"
 	"errors"
+	"fmt"
+	"maps"
+	"math/rand/v2"
 	"net"
 	"runtime"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -402,5 +407,95 @@ func TestHeartbeatsOnlyWhereRelayed(t *testing.T) {
 				}
 			}
 		}
+	})
+}
+
+// TestRandomTopologiesKeepRenewing: in random connected topologies, idle
+// for many lifetimes, every node keeps every record: heartbeats reach
+// every node that knows an owner only through relays, whichever
+// neighbours they go to. Then links drop, one at a time, while the graph
+// stays connected, and the same holds.
+func TestRandomTopologiesKeepRenewing(t *testing.T) {
+	for seed := range uint64(8) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) { keepRenewing(t, seed) })
+		})
+	}
+}
+
+func keepRenewing(t *testing.T, seed uint64) {
+	rng := rand.New(rand.NewPCG(seed, 17))
+	n := 5 + rng.IntN(4)
+	ns := nodes(t, n)
+	edges := map[[2]int]*testLink{}
+	// A random tree, then random chords.
+	for i := 1; i < n; i++ {
+		edges[[2]int{rng.IntN(i), i}] = nil
+	}
+	for range n {
+		i, j := rng.IntN(n), rng.IntN(n)
+		if i != j {
+			edges[[2]int{min(i, j), max(i, j)}] = nil
+		}
+	}
+	for e := range edges {
+		edges[e] = connect(t, ns[e[0]], ns[e[1]])
+	}
+	var recs []Record
+	for i, nd := range ns {
+		recs = append(recs, nd.register(t, "x@1.0.0", 100+i, nil))
+	}
+	check := func(when string) {
+		t.Helper()
+		time.Sleep(time.Second) // the mesh settles
+		synctest.Wait()
+		for _, nd := range ns {
+			for _, rec := range recs {
+				if !nd.has(t, rec.ID) {
+					t.Fatalf("%s: %s does not see %s; links %v", when, nd.ID(), rec.ID, sortedEdges(edges))
+				}
+			}
+		}
+		time.Sleep(20 * ns[0].cfg.Lifetime)
+		synctest.Wait()
+		for _, nd := range ns {
+			for _, rec := range recs {
+				if !nd.has(t, rec.ID) || nd.count(Freed, rec.ID) != 0 {
+					t.Fatalf("%s: %s lost %s; links %v", when, nd.ID(), rec.ID, sortedEdges(edges))
+				}
+			}
+		}
+	}
+	check("idle")
+	for _, e := range sortedEdges(edges) {
+		l := edges[e]
+		delete(edges, e)
+		if !connected(n, edges) {
+			edges[e] = l
+			continue
+		}
+		l.cut()
+		check(fmt.Sprintf("n%d—n%d cut", e[0], e[1]))
+	}
+}
+
+// connected reports whether the edges join all n nodes.
+func connected(n int, edges map[[2]int]*testLink) bool {
+	seen := map[int]bool{0: true}
+	for grew := true; grew; {
+		grew = false
+		for e := range edges {
+			if seen[e[0]] != seen[e[1]] {
+				seen[e[0]], seen[e[1]] = true, true
+				grew = true
+			}
+		}
+	}
+	return len(seen) == n
+}
+
+func sortedEdges(edges map[[2]int]*testLink) [][2]int {
+	return slices.SortedFunc(maps.Keys(edges), func(a, b [2]int) int {
+		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
 	})
 }
