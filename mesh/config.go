@@ -110,11 +110,14 @@ type Config struct {
 	// the Service names none. Empty means the node's first address.
 	ServiceHost string
 	// Heartbeat is how often the node renews its records' liveness with
-	// its peers. Zero means 1 s (registry.DefaultHeartbeat).
+	// the nodes that know it only through others (a linked peer needs no
+	// renewal: the link's keepalive stands for it, so an idle full mesh
+	// sends none). Zero means 1 s (registry.DefaultHeartbeat).
 	Heartbeat time.Duration
 	// Lifetime is how long the records of a node that stopped renewing
-	// them, while still reachable, stay registered (a node that closes or
-	// dies has them freed at once). Zero means 5 × Heartbeat; at least
+	// them, while still reachable through others, stay registered (a node
+	// that closes or dies has them freed at once; a linked one keeps them
+	// while its link lives). Zero means 5 × Heartbeat; at least
 	// 3 × Heartbeat (registry.MinLifetimeBeats), else Start fails.
 	Lifetime time.Duration
 	// MaxRecords bounds the records one node may hold, its own and each
