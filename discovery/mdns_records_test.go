@@ -27,8 +27,12 @@ func BenchmarkReceive(b *testing.B) {
 				b.Fatal(err)
 			}
 			set, _ := (&MDNS{}).settings()
-			ifc := &iface{index: 1, name: "eth0", prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/16")}}
-			e, err := newEngine(set, Self{Cluster: bc.cluster, ID: "self"}, []*iface{ifc}, nil, nil, func(Event) {})
+			self := Self{Cluster: bc.cluster, ID: "self", Port: 8}
+			ifc := &iface{index: 1, name: "eth0", v4: true, prefixes: []netip.Prefix{netip.MustParsePrefix("10.0.0.1/16")}}
+			if ok, err := ifc.build(set, self, 8, newNames(bc.cluster, "self"), encodeTXT(bc.cluster, "self"), nil); !ok || err != nil {
+				b.Fatalf("build: %v %v", ok, err)
+			}
+			e, err := newEngine(set, self, []*iface{ifc}, nil, nil, func(Event) {})
 			if err != nil {
 				b.Fatal(err)
 			}
