@@ -28,10 +28,10 @@ type Config struct {
 	// StreamWindow is the yamux receive window per stream: how much a
 	// stream buffers for a slow reader. Zero means 1 MiB; less than
 	// 256 KiB (yamux's initial window) means 256 KiB. On loopback, with
-	// hashicorp/yamux v0.1.2, one stream's 1 MiB writes ran at 0.67 of
-	// raw TCP with 1 MiB, 0.47 with 256 KiB, 0.52 with 512 KiB, 0.51
-	// with 2 MiB and 0.69 with 4 MiB; 32 KiB writes at 0.63 to 0.74 with
-	// any of them (docs/benchmarks.md).
+	// hashicorp/yamux v0.1.2, side by side with a 1 MiB window, one
+	// stream carried 0.78 as much with 256 KiB (1 MiB writes; 0.92–0.94
+	// with 32 KiB writes), as much within noise with 512 KiB or 2 MiB, and
+	// 0.79–0.85 as much with 4 MiB (32 KiB writes; docs/benchmarks.md).
 	StreamWindow uint32
 	// AcceptBacklog bounds the streams opened by a peer and not yet
 	// accepted. Zero means 256.
