@@ -92,8 +92,10 @@ type Config struct {
 	// MaxDials bounds the dials (connection and handshake) this node runs
 	// at once to the peers it discovers; the others wait their turn, so
 	// that a node meeting a large mesh never buries it, or itself, in
-	// handshakes that time out and are redone. Zero means 8. Connect is
-	// not counted.
+	// handshakes that time out and are redone. Within it the node adapts:
+	// it starts with 8 at once, allows one more for each dial that links
+	// and halves the number for each that fails. Zero means 32. Connect
+	// is not counted.
 	MaxDials int
 
 	// Secret, when set, is the cluster secret (seaport's --secret): only
@@ -194,7 +196,7 @@ func (c Config) withDefaults() Config {
 		c.MaxHandshakes = 64
 	}
 	if c.MaxDials <= 0 {
-		c.MaxDials = 8
+		c.MaxDials = 32
 	}
 	if c.EventBuffer <= 0 {
 		c.EventBuffer = 4096

@@ -176,8 +176,9 @@ const dialStagger = 250 * time.Millisecond
 // address has answered, no other is tried unless its handshake fails: a
 // handshake that is slow (a busy peer) is not one more reason to start
 // another. Each connection and each handshake takes at most
-// HandshakeTimeout. It returns nil when none linked.
-func (n *Node) dialAny(addrs []netip.AddrPort, want string) *link {
+// HandshakeTimeout. It returns nil when none linked, and whether an
+// attempt timed out (the sign of a machine or a peer buried in work).
+func (n *Node) dialAny(addrs []netip.AddrPort, want string) (_ *link, timedOut bool) {
 	ctx, cancel := context.WithCancel(n.ctx)
 	defer cancel()
 	// One channel for both reports of an attempt keeps them in order.
@@ -234,6 +235,8 @@ func (n *Node) dialAny(addrs []netip.AddrPort, want string) *link {
 				answered--
 			}
 			if r.err != nil {
+				var ne net.Error
+				timedOut = timedOut || (errors.As(r.err, &ne) && ne.Timeout())
 				if errors.Is(r.err, transport.ErrWrongCluster) || errors.Is(r.err, transport.ErrSelfLink) || errors.Is(r.err, transport.ErrWrongVersion) {
 					n.log.Info("peer refused", "addr", r.ap.String(), "err", r.err)
 				}
@@ -246,14 +249,14 @@ func (n *Node) dialAny(addrs []netip.AddrPort, want string) *link {
 				n.log.Info("address now belongs to another node", "addr", r.ap.String(), "peer", r.tl.Peer(), "want", want)
 			}
 			if l := n.addLink(r.tl); l != nil && (want == "" || l.peer == want) {
-				return l
+				return l, timedOut
 			}
 			stagger.Reset(0)
 		case <-n.closing:
-			return nil
+			return nil, timedOut
 		}
 	}
-	return nil
+	return nil, timedOut
 }
 
 // startDialLocked starts t's dial goroutine after delay unless one runs;
@@ -290,9 +293,7 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		}
 		// Wait for a turn (Config.MaxDials), then look again: the peer
 		// may have dialed this node meanwhile.
-		select {
-		case n.dials <- struct{}{}:
-		case <-n.closing:
+		if !n.dials.acquire(n.closing) {
 			n.endDial(t)
 			return
 		}
@@ -303,7 +304,7 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		addrs := slices.Clone(t.addrs)
 		n.mu.Unlock()
 		if (linked && t.id != "") || !current {
-			<-n.dials
+			n.dials.release(false, false)
 			n.endDial(t)
 			return
 		}
@@ -312,13 +313,13 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 			// a dial now would make a duplicate link to retire. Look
 			// again after a while (a handshake ends within
 			// HandshakeTimeout).
-			<-n.dials
+			n.dials.release(false, false)
 			n.deferred.Add(1)
 			delay = n.cfg.DialBackoff
 			continue
 		}
-		l := n.dialAny(addrs, t.id)
-		<-n.dials
+		l, timedOut := n.dialAny(addrs, t.id)
+		n.dials.release(l != nil, timedOut)
 		if l != nil {
 			n.endDial(t)
 			return

@@ -79,3 +79,62 @@ func TestDialsArePaced(t *testing.T) {
 		t.Errorf("%d dials began within the first dial's handshake timeout, want at most MaxDials = %d", early, maxDials)
 	}
 }
+
+// TestDialPacerAdapts: the pacer starts at 8 dials at once, allows one
+// more per dial that links (up to the maximum) and halves on a timeout
+// (down to 2); a refusal changes nothing.
+func TestDialPacerAdapts(t *testing.T) {
+	p := newDialPacer(32)
+	stop := make(chan struct{})
+	take := func() (n int) {
+		for p.active < p.limit && p.acquire(stop) {
+			n++
+		}
+		return n
+	}
+	if n := take(); n != startDials {
+		t.Fatalf("%d turns at the start, want %d", n, startDials)
+	}
+	for range 4 {
+		p.release(true, false)
+	}
+	if p.limit != startDials+4 {
+		t.Errorf("after 4 links: limit %d, want %d", p.limit, startDials+4)
+	}
+	p.release(false, false)
+	if p.limit != startDials+4 {
+		t.Errorf("a refusal moved the limit to %d", p.limit)
+	}
+	p.release(false, true)
+	if p.limit != (startDials+4)/2 {
+		t.Errorf("after a timeout: limit %d, want %d", p.limit, (startDials+4)/2)
+	}
+	for range 2 {
+		p.release(false, true)
+	}
+	if p.limit != minDials {
+		t.Errorf("after timeouts: limit %d, want the floor %d", p.limit, minDials)
+	}
+	// A turn waits while the limit is reached, and comes when one frees.
+	for p.active > 0 {
+		p.release(false, false)
+	}
+	take()
+	got := make(chan bool)
+	go func() { got <- p.acquire(stop) }()
+	select {
+	case <-got:
+		t.Fatal("a turn past the limit was given")
+	case <-time.After(20 * time.Millisecond):
+	}
+	p.release(true, false)
+	if !<-got {
+		t.Fatal("no turn once one freed")
+	}
+	// With no turn free, a stopped wait gives up.
+	take()
+	close(stop)
+	if p.acquire(stop) {
+		t.Fatal("a stopped wait got a turn past the limit")
+	}
+}

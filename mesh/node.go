@@ -41,8 +41,8 @@ type Node struct {
 	recv    chan Message
 	// handshakes holds a token per handshake in progress.
 	handshakes chan struct{}
-	// dials holds a token per discovered peer being dialed.
-	dials chan struct{}
+	// dials paces the dials to discovered peers (Config.MaxDials).
+	dials *dialPacer
 
 	mu        sync.Mutex
 	started   bool
@@ -113,7 +113,7 @@ func New(cluster string, cfg Config) (*Node, error) {
 		closeDone:   make(chan struct{}),
 		recv:        make(chan Message, cfg.ReceiveBuffer),
 		handshakes:  make(chan struct{}, cfg.MaxHandshakes),
-		dials:       make(chan struct{}, cfg.MaxDials),
+		dials:       newDialPacer(cfg.MaxDials),
 		peers:       make(map[string]*peer),
 		links:       make(map[uint64]*link),
 		pending:     make(map[uint64]chan struct{}),

@@ -1,0 +1,62 @@
+package mesh
+
+import "sync"
+
+// dialPacer bounds the dials a node runs at once to the peers it
+// discovers, adapting the bound as TCP's congestion window does (additive
+// increase, multiplicative decrease): each dial that links raises it by
+// one, up to Config.MaxDials; each that timed out halves it, down to
+// minDials (a refusal or a dead address says nothing of the load). A node meeting a mesh that answers fast soon dials many peers
+// at once; one whose dials time out (a machine, or a mesh, buried in
+// handshakes) backs off before it buries them deeper.
+type dialPacer struct {
+	mu     sync.Mutex
+	limit  int // dials allowed at once now
+	max    int
+	active int
+	wake   chan struct{} // closed and replaced when a turn frees
+}
+
+const (
+	minDials   = 2
+	startDials = 8
+)
+
+func newDialPacer(max int) *dialPacer {
+	return &dialPacer{limit: min(startDials, max), max: max, wake: make(chan struct{})}
+}
+
+// acquire waits for a turn; it returns false when stop is closed first.
+func (p *dialPacer) acquire(stop <-chan struct{}) bool {
+	for {
+		p.mu.Lock()
+		if p.active < p.limit {
+			p.active++
+			p.mu.Unlock()
+			return true
+		}
+		wake := p.wake
+		p.mu.Unlock()
+		select {
+		case <-wake:
+		case <-stop:
+			return false
+		}
+	}
+}
+
+// release ends a turn: linked says whether the dial made a link,
+// timedOut whether an attempt of it timed out.
+func (p *dialPacer) release(linked, timedOut bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.active--
+	switch {
+	case timedOut:
+		p.limit = max(min(minDials, p.max), p.limit/2)
+	case linked:
+		p.limit = min(p.max, p.limit+1)
+	}
+	close(p.wake)
+	p.wake = make(chan struct{})
+}
