@@ -86,20 +86,11 @@ func (e *engine) completeAddrs(m *dns.Msg, ifc *iface, src netip.Addr, now time.
 		if w == nil || w.ifc != ifc || rr.Header().Ttl == 0 || rr.Header().Class&^cacheFlush != dns.ClassINET {
 			continue
 		}
-		var ip []byte
-		switch rr := rr.(type) {
-		case *dns.A:
-			ip = rr.A
-		case *dns.AAAA:
-			ip = rr.AAAA
-		default:
-			continue
-		}
-		if a, ok := netip.AddrFromSlice(ip); ok && len(w.s.addrs) < maxAddrsPerInstance {
+		if a, ok := addrOf(rr); ok && len(w.s.addrs) < maxAddrsPerInstance {
 			if len(w.s.addrs) == 0 {
 				done = append(done, key)
 			}
-			w.s.addrs = append(w.s.addrs, a.Unmap())
+			w.s.addrs = append(w.s.addrs, a)
 		}
 	}
 	for _, key := range done {

@@ -295,18 +295,24 @@ func parseInstance(rrs []dns.RR, ptr *dns.PTR) (sighting, error) {
 		if !sameName(rr.Header().Name, srv.Target) || rr.Header().Class&^cacheFlush != dns.ClassINET {
 			continue
 		}
-		var ip []byte
-		switch rr := rr.(type) {
-		case *dns.A:
-			ip = rr.A
-		case *dns.AAAA:
-			ip = rr.AAAA
-		default:
-			continue
-		}
-		if a, ok := netip.AddrFromSlice(ip); ok {
-			s.addrs = append(s.addrs, a.Unmap())
+		if a, ok := addrOf(rr); ok {
+			s.addrs = append(s.addrs, a)
 		}
 	}
 	return s, nil
+}
+
+// addrOf returns the address an A or AAAA record holds.
+func addrOf(rr dns.RR) (netip.Addr, bool) {
+	var ip []byte
+	switch rr := rr.(type) {
+	case *dns.A:
+		ip = rr.A
+	case *dns.AAAA:
+		ip = rr.AAAA
+	default:
+		return netip.Addr{}, false
+	}
+	a, ok := netip.AddrFromSlice(ip)
+	return a.Unmap(), ok
 }
