@@ -499,7 +499,10 @@ func (e *engine) observe(s sighting, ifc *iface, src netip.Addr, now time.Time) 
 	}
 	addrs := e.usable(s.addrs, ifc, slices.Contains(s.addrs, src.WithZone("")))
 	if s.port == 0 || len(addrs) == 0 {
-		if s.port != 0 && len(s.addrs) == 0 && n == nil {
+		// No address in the packet (avahi leaves them out when it
+		// multicast them within the last second): ask for them, even
+		// for a node known already, say by its IPv6 packet alone.
+		if s.port != 0 && len(s.addrs) == 0 {
 			e.awaitAddrs(s, ifc, now)
 		}
 		return
@@ -535,6 +538,25 @@ func (e *engine) observe(s sighting, ifc *iface, src netip.Addr, now time.Time) 
 	n.instance = s.instance
 	n.refreshAt = n.seen.Add(n.ttl * 8 / 10)
 	e.publish(id, n)
+	// A responder that answers over IPv6 with its IPv6 addresses only
+	// (avahi: publish-a-on-ipv6=no) and whose IPv4 packet carried no A
+	// leaves an IPv4 node unknown at its IPv4 address: ask for it
+	// (RFC 6763 §12).
+	if ifc.v4 && e.set.v4 && !slices.ContainsFunc(addrs, func(a rankedAddr) bool { return a.addr.Is4() }) && !n.hasIPv4() {
+		bare := s
+		bare.addrs = nil
+		e.awaitAddrs(bare, ifc, now)
+	}
+}
+
+// hasIPv4 reports whether an IPv4 address of the node is known.
+func (n *sighted) hasIPv4() bool {
+	for a := range n.addrs {
+		if a.Addr().Is4() {
+			return true
+		}
+	}
+	return false
 }
 
 type rankedAddr struct {
