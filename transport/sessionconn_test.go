@@ -127,23 +127,7 @@ func BenchmarkSessionSend(b *testing.B) {
 					}
 					out = s
 				}
-				buf := make([]byte, size)
-				b.SetBytes(int64(size))
-				b.ReportAllocs()
-				b.ResetTimer()
-				for range b.N {
-					if _, err := out.Write(buf); err != nil {
-						b.Fatal(err)
-					}
-				}
-				for got.Load() < int64(b.N)*int64(size) {
-					select {
-					case <-done:
-						b.Fatalf("receiver stopped at %d of %d bytes", got.Load(), b.N*size)
-					default:
-						runtime.Gosched()
-					}
-				}
+				writeTimed(b, out, size, &got, done, "receiver")
 				b.StopTimer()
 				w.Close()
 				<-done
@@ -252,23 +236,7 @@ func BenchmarkSessionReceive(b *testing.B) {
 						}
 					}
 				}()
-				buf := make([]byte, size)
-				b.SetBytes(int64(size))
-				b.ReportAllocs()
-				b.ResetTimer()
-				for range b.N {
-					if _, err := out.Write(buf); err != nil {
-						b.Fatal(err)
-					}
-				}
-				for got.Load() < int64(b.N)*int64(size) {
-					select {
-					case <-done:
-						b.Fatalf("reader stopped at %d of %d bytes", got.Load(), b.N*size)
-					default:
-						runtime.Gosched()
-					}
-				}
+				writeTimed(b, out, size, &got, done, "reader")
 				b.StopTimer()
 				w.Close()
 				r.Close()
@@ -330,4 +298,28 @@ func (s *idealSender) Write(p []byte) (int, error) {
 		p = p[n:]
 	}
 	return total, nil
+}
+
+// writeTimed writes b.N buffers of size to out, timed, and waits until
+// the other end has counted them all in got; done closing first means the
+// other end (who) stopped.
+func writeTimed(b *testing.B, out io.Writer, size int, got *atomic.Int64, done <-chan struct{}, who string) {
+	b.Helper()
+	buf := make([]byte, size)
+	b.SetBytes(int64(size))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := out.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for got.Load() < int64(b.N)*int64(size) {
+		select {
+		case <-done:
+			b.Fatalf("%s stopped at %d of %d bytes", who, got.Load(), b.N*size)
+		default:
+			runtime.Gosched()
+		}
+	}
 }
