@@ -89,6 +89,7 @@ func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify
 	log := cfg.Logger.With("peer", remote.ID)
 	yc := cfg.yamux(log)
 	l.live = newLiveness(cfg, sealed, log, dialer)
+	l.streams.closeLinger = yc.StreamCloseTimeout + time.Second
 	l.live.each = l.streams.shrink
 	sc := newSessionConn(sealed, &l.streams, l.live)
 	if dialer {

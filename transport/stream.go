@@ -26,6 +26,7 @@ type Stream struct {
 	link     *Link
 
 	readDeadline, writeDeadline atomic.Value // time.Time
+	closedAt                    atomic.Int64 // Close's time, in Unix nanoseconds; 0 while open
 }
 
 // Read reads from the stream; a deadline already past fails at once with
@@ -37,6 +38,9 @@ func (s *Stream) Read(b []byte) (int, error) {
 		return 0, s.linkErr(&timeoutError{op: "read"})
 	}
 	n, err := s.ys.Read(b)
+	if err != nil && s.closedAt.Load() != 0 {
+		s.link.streams.remove(s) // both sides have ended: nothing left to abort
+	}
 	return n, s.linkErr(err)
 }
 
@@ -73,8 +77,11 @@ func (s *Stream) WriteNoWait(b []byte) (int, error) {
 // Close closes the stream. The peer reads what was written, then io.EOF;
 // reads on this side go on until the peer closes its side as well (a
 // stream the peer does not close within twice HandshakeTimeout is reset).
+//
+// The stream stays in the link's set (see streamSet) while its reads may
+// go on, so that a read blocked when the link closes still ends at once.
 func (s *Stream) Close() error {
-	s.link.streams.remove(s)
+	s.closedAt.CompareAndSwap(0, time.Now().UnixNano())
 	return s.linkErr(s.ys.Close())
 }
 

@@ -7,8 +7,9 @@ import (
 	"time"
 )
 
-// streamSet holds a link's open streams, so that closing the link ends
-// their blocked reads and writes at once.
+// streamSet holds the link's streams that a read or write may block on
+// (the open ones, and those closed on this side whose reads go on), so
+// that closing the link ends their blocked reads and writes at once.
 //
 // yamux v0.1.2 does not: a Read or Write blocked on a stream whose session
 // shuts down loops on the closed shutdown channel (hashicorp/yamux#176)
@@ -25,6 +26,8 @@ type streamSet struct {
 	mu      sync.Mutex
 	m       map[*Stream]struct{}
 	aborted bool
+
+	closeLinger time.Duration // see shrink
 }
 
 // add tracks s; it reports false, and s must be closed, when the link is
@@ -67,17 +70,29 @@ func (ss *streamSet) abort() {
 	}
 }
 
-// shrink lets go of the receive buffers of the streams that have none of
+// shrink drops the streams closed on this side longer than closeLinger
+// ago and lets go of the receive buffers of the streams that have none of
 // their data waiting. yamux keeps a stream's buffer as large as the
 // largest burst it has held until Shrink is called, so without this a
 // link that once synced a large registry, or carried a bulk transfer,
 // would hold up to StreamWindow per stream for as long as it lives. The
 // link's liveness check calls it every KeepAliveInterval: a busy stream
 // allocates its buffer again at most that often.
+//
+// A stream closed on this side stays in the set while reads on it may
+// still block: until one ends (the peer closed its side too), or until
+// yamux has reset it for want of the peer's close (StreamCloseTimeout,
+// after which its reads end by themselves); closeLinger is that time and
+// a margin.
 func (ss *streamSet) shrink() {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	old := time.Now().Add(-ss.closeLinger).UnixNano()
 	for s := range ss.m {
+		if at := s.closedAt.Load(); at != 0 && at < old {
+			delete(ss.m, s)
+			continue
+		}
 		s.ys.Shrink()
 	}
 }

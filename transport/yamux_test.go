@@ -182,35 +182,46 @@ func (c closeGate) Close() error {
 // held in its connection's Close, before it closes its streams, for as
 // long as the read is awaited.
 func TestReadEndsWhenSessionShutsDown(t *testing.T) {
-	leakcheck.Goroutines(t)
-	dc, ac := loopback.Pair(t)
-	gate := make(chan struct{})
-	var opened sync.Once
-	defer opened.Do(func() { close(gate) })
-	d, a := linkOver(t, fastConfig, closeGate{dc, gate}, ac)
-	s, err := d.OpenStream(context.Background(), "blocked")
-	if err != nil {
-		t.Fatal(err)
-	}
-	read := make(chan error, 1)
-	go func() {
-		_, err := s.Read(make([]byte, 10))
-		read <- err
-	}()
-	a.Close()
-	select {
-	case err := <-read:
-		if !errors.Is(err, net.ErrClosed) {
-			t.Errorf("read on a shut-down link: %v, want net.ErrClosed", err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("a read blocked on a stream did not end when its link shut down")
-	}
-	opened.Do(func() { close(gate) })
-	select {
-	case <-d.Done():
-	case <-time.After(5 * time.Second):
-		t.Fatal("the link did not close once its connection could")
+	// A stream this side has closed still reads what the peer sends until
+	// the peer closes too: its reads must end as promptly.
+	for _, closed := range []bool{false, true} {
+		t.Run(fmt.Sprintf("closed=%v", closed), func(t *testing.T) {
+			leakcheck.Goroutines(t)
+			dc, ac := loopback.Pair(t)
+			gate := make(chan struct{})
+			var opened sync.Once
+			defer opened.Do(func() { close(gate) })
+			d, a := linkOver(t, fastConfig, closeGate{dc, gate}, ac)
+			s, err := d.OpenStream(context.Background(), "blocked")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if closed {
+				if err := s.Close(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			read := make(chan error, 1)
+			go func() {
+				_, err := s.Read(make([]byte, 10))
+				read <- err
+			}()
+			a.Close()
+			select {
+			case err := <-read:
+				if !errors.Is(err, net.ErrClosed) {
+					t.Errorf("read on a shut-down link: %v, want net.ErrClosed", err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("a read blocked on a stream did not end when its link shut down")
+			}
+			opened.Do(func() { close(gate) })
+			select {
+			case <-d.Done():
+			case <-time.After(5 * time.Second):
+				t.Fatal("the link did not close once its connection could")
+			}
+		})
 	}
 }
 
@@ -462,5 +473,47 @@ func TestDrainedStreamsLetGoOfBuffers(t *testing.T) {
 	}
 	for _, s := range append(opened, accepted...) {
 		s.Close()
+	}
+}
+
+// A stream closed on this side leaves the link's set of streams once a
+// read on it has ended, or once yamux would have reset it: a long-lived
+// link does not hold every stream it ever closed.
+func TestClosedStreamsLeaveTheSet(t *testing.T) {
+	dc, ac := loopback.Pair(t)
+	d, a := linkOver(t, fastConfig, dc, ac)
+	tracked := func() int {
+		d.streams.mu.Lock()
+		defer d.streams.mu.Unlock()
+		return len(d.streams.m)
+	}
+	// Both sides close: the read that sees the end drops it.
+	s, err := d.OpenStream(context.Background(), "both")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := acceptAll(t, a, 1)[0]
+	s.Close()
+	peer.Close()
+	if _, err := io.ReadAll(s); err != nil {
+		t.Fatal(err)
+	}
+	if n := tracked(); n != 0 {
+		t.Fatalf("%d streams tracked after both sides closed and the end was read, want 0", n)
+	}
+	// Closed here, never read: dropped by the sweep after closeLinger.
+	s, err = d.OpenStream(context.Background(), "unread")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	d.streams.shrink()
+	if n := tracked(); n != 1 {
+		t.Fatalf("%d streams tracked right after Close, want 1 (its reads may still block)", n)
+	}
+	s.closedAt.Store(time.Now().Add(-d.streams.closeLinger - time.Second).UnixNano())
+	d.streams.shrink()
+	if n := tracked(); n != 0 {
+		t.Fatalf("%d streams tracked after closeLinger, want 0", n)
 	}
 }
