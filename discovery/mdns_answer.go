@@ -3,6 +3,7 @@ package discovery
 import (
 	"math/rand/v2"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -382,8 +383,34 @@ func withoutKnown(rrs, known []dns.RR) []dns.RR {
 }
 
 // sameRecord reports whether a and b are the same record: name, type,
-// class (without the cache-flush bit) and data, whatever their TTLs.
-func sameRecord(a, b dns.RR) bool { return recordKey(a) == recordKey(b) }
+// class (without the cache-flush bit) and data, whatever their TTLs. It
+// agrees with comparing their recordKeys, without building them for the
+// types mDNS browsing carries: at a hundred nodes, every known-answer list
+// is checked against every answer, on every node.
+func sameRecord(a, b dns.RR) bool {
+	ha, hb := a.Header(), b.Header()
+	if ha.Rrtype != hb.Rrtype || ha.Class&^cacheFlush != hb.Class&^cacheFlush || !strings.EqualFold(ha.Name, hb.Name) {
+		return false
+	}
+	switch a := a.(type) {
+	case *dns.PTR:
+		b, ok := b.(*dns.PTR)
+		return ok && strings.EqualFold(a.Ptr, b.Ptr)
+	case *dns.SRV:
+		b, ok := b.(*dns.SRV)
+		return ok && a.Priority == b.Priority && a.Weight == b.Weight && a.Port == b.Port && strings.EqualFold(a.Target, b.Target)
+	case *dns.TXT:
+		b, ok := b.(*dns.TXT)
+		return ok && slices.Equal(a.Txt, b.Txt)
+	case *dns.A:
+		b, ok := b.(*dns.A)
+		return ok && a.A.Equal(b.A)
+	case *dns.AAAA:
+		b, ok := b.(*dns.AAAA)
+		return ok && a.AAAA.Equal(b.AAAA)
+	}
+	return recordKey(a) == recordKey(b)
+}
 
 // recordKey names a record by its name, type, class and data.
 func recordKey(rr dns.RR) string {

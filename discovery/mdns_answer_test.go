@@ -3,6 +3,8 @@ package discovery
 import (
 	"net/netip"
 	"testing"
+
+	"github.com/miekg/dns"
 )
 
 // TestQueryIface: a query belongs to the interface it arrived on, when
@@ -37,5 +39,52 @@ func TestQueryIface(t *testing.T) {
 				t.Errorf("queryIface(%d, %s) = %s, want %s", tc.ifindex, tc.src, name(got), name(tc.want))
 			}
 		})
+	}
+}
+
+// TestSameRecordAgreesWithRecordKey: the fast comparison of known answers
+// says two records are the same exactly when their keys (name, type,
+// class without the cache-flush bit, data; case-insensitive names) match.
+func TestSameRecordAgreesWithRecordKey(t *testing.T) {
+	var rrs []dns.RR
+	for _, s := range []string{
+		"_tallship._tcp.local. 120 IN PTR a._tallship._tcp.local.",
+		"_tallship._tcp.local. 4500 IN PTR A._Tallship._tcp.local.",
+		"_TALLSHIP._tcp.local. 120 IN PTR b._tallship._tcp.local.",
+		"_tallship._tcp.local. 120 CH PTR a._tallship._tcp.local.",
+		"a._tallship._tcp.local. 120 IN SRV 0 0 7946 h.local.",
+		"A._tallship._tcp.local. 10 IN SRV 0 0 7946 H.LOCAL.",
+		"a._tallship._tcp.local. 120 IN SRV 0 0 7947 h.local.",
+		"a._tallship._tcp.local. 120 IN SRV 1 0 7946 h.local.",
+		"a._tallship._tcp.local. 120 IN SRV 0 1 7946 h.local.",
+		"a._tallship._tcp.local. 120 IN SRV 0 0 7946 g.local.",
+		`a._tallship._tcp.local. 120 IN TXT "id=a" "v=1"`,
+		`a._tallship._tcp.local. 60 IN TXT "id=a" "v=1"`,
+		`a._tallship._tcp.local. 120 IN TXT "id=A" "v=1"`,
+		`a._tallship._tcp.local. 120 IN TXT "id=a"`,
+		"h.local. 120 IN A 127.0.0.1",
+		"H.local. 1 IN A 127.0.0.1",
+		"h.local. 120 IN A 127.0.0.2",
+		"h.local. 120 IN AAAA ::1",
+		"h.local. 120 IN AAAA ::2",
+		"h.local. 120 IN NSEC h.local. A AAAA",
+		"h.local. 120 IN NSEC h.local. A",
+		"h.local. 120 IN HINFO \"x\" \"y\"",
+	} {
+		rr, err := dns.NewRR(s)
+		if err != nil {
+			t.Fatalf("%s: %v", s, err)
+		}
+		rrs = append(rrs, rr)
+	}
+	flushed := dns.Copy(rrs[4])
+	flushed.Header().Class |= cacheFlush
+	rrs = append(rrs, flushed)
+	for _, a := range rrs {
+		for _, b := range rrs {
+			if got, want := sameRecord(a, b), recordKey(a) == recordKey(b); got != want {
+				t.Errorf("sameRecord(%v, %v) = %v, want %v", a, b, got, want)
+			}
+		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -318,8 +319,14 @@ func (e *engine) noteQuery(q *dns.Msg, now time.Time) {
 		q.Question[0].Qtype != dns.TypePTR || !sameName(q.Question[0].Name, e.service) || e.queried < 2 {
 		return
 	}
+	listed := make(map[string]bool, len(q.Answer))
+	for _, rr := range q.Answer {
+		if ptr, ok := rr.(*dns.PTR); ok && ptr.Hdr.Class&^cacheFlush == dns.ClassINET && sameName(ptr.Hdr.Name, e.service) {
+			listed[strings.ToLower(ptr.Ptr)] = true
+		}
+	}
 	for _, k := range e.knownAnswers(now) {
-		if !holds(q.Answer, k) {
+		if !listed[strings.ToLower(k.(*dns.PTR).Ptr)] {
 			return
 		}
 	}
