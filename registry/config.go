@@ -20,11 +20,11 @@ const (
 	// machine never makes the registry flap.
 	MinLifetimeBeats = 3
 
-	// How long links coming up or going down in a burst are merged into
-	// one new state (see announce and coalesceLimits).
+	// How long links coming up in a burst are merged into one new state
+	// (see announce and coalesceLimits): from coalesceMin up to
+	// coalescePerPeer per peer, at most half the heartbeat.
 	coalesceMin     = 10 * time.Millisecond
-	coalesceMax     = 160 * time.Millisecond
-	coalescePerPeer = 3 * time.Millisecond
+	coalescePerPeer = 10 * time.Millisecond
 
 	// maxLifetime bounds the record lifetime a peer may announce.
 	maxLifetime = 24 * time.Hour

@@ -299,19 +299,23 @@ func (r *Registry) updateAdjacency(peer string) {
 		r.self.adj = nil
 		r.dirty = true
 	}
-	r.announce()
+	r.announce(had)
 }
 
-// announce issues a new state for a change of adjacency: at once after a
-// quiet spell, else merged with the changes that follow. Links come up in
-// bursts (a node starting links to a whole mesh at once; a forming mesh
-// links everyone to everyone), and each state is flooded to every node:
-// the merging window doubles while changes keep coming, within
-// coalesceLimits, and is back at its lower bound after its upper bound
-// without change. The heartbeat loop issues a merged state
-// when stateTimer fires. r.mu is held.
-func (r *Registry) announce() {
-	if r.closed || r.stateDue {
+// announce issues a new state for a change of adjacency. A loss (a peer
+// gone, or restarted: the edge to its old run is gone) is what frees a
+// dead node's records everywhere: it goes at once, with any additions
+// that wait. An addition is not urgent (the new peer has this node's
+// state in its sync, and only third nodes learn the new link from it):
+// it goes at once after a quiet spell, else it is merged with the
+// changes that follow. Links come up in bursts (a node starting links to
+// a whole mesh at once; a forming mesh links everyone to everyone), and
+// each state is flooded to every node: the merging window doubles while
+// changes keep coming, within coalesceLimits, and is back at its lower
+// bound after its upper bound without change. The heartbeat loop issues
+// a merged state when stateTimer fires. r.mu is held.
+func (r *Registry) announce(loss bool) {
+	if r.closed {
 		return
 	}
 	lo, hi := r.coalesceLimits()
@@ -320,23 +324,26 @@ func (r *Registry) announce() {
 	if since >= hi {
 		r.coalesce = lo
 	}
-	if since >= r.coalesce {
-		r.lastChange = time.Now()
+	switch {
+	case loss:
 		r.bumpState()
-		return
+	case r.stateDue:
+	case since >= r.coalesce:
+		r.bumpState()
+	default:
+		r.stateDue = true
+		r.stateTimer.Reset(r.coalesce - since)
+		r.coalesce = min(2*r.coalesce, hi)
 	}
-	r.stateDue = true
-	r.stateTimer.Reset(r.coalesce - since)
-	r.coalesce = min(2*r.coalesce, hi)
 }
 
-// coalesceLimits returns the bounds of announce's window. A state costs
-// every node work in proportion to the size of the mesh, and delays what
-// third nodes know of this node's links: the window grows with the number
-// of peers (coalescePerPeer each) up to coalesceMax, and stays under a
-// quarter of the heartbeat. r.mu is held.
+// coalesceLimits returns the bounds of announce's window for additions. A
+// state costs every node work in proportion to the size of the mesh, and
+// an addition only delays what third nodes know of this node's links: the
+// window grows with the number of peers (coalescePerPeer each) up to half
+// the heartbeat. r.mu is held.
 func (r *Registry) coalesceLimits() (lo, hi time.Duration) {
-	hi = min(coalesceMax, time.Duration(len(r.self.peers))*coalescePerPeer, r.cfg.Heartbeat/4)
+	hi = min(time.Duration(len(r.self.peers))*coalescePerPeer, r.cfg.Heartbeat/2)
 	return min(coalesceMin, hi), hi
 }
 
@@ -424,14 +431,12 @@ func (r *Registry) ownState() ([]byte, error) {
 	return f, err
 }
 
-// bumpState issues a new version of this node's state and pushes it.
-// r.mu is held.
+// bumpState issues a new version of this node's state, with any merged
+// change that waits, and pushes it. r.mu is held.
 func (r *Registry) bumpState() {
 	r.self.beat++
-	if r.stateDue { // the merged change goes out with this one
-		r.lastChange = time.Now()
-		r.stateDue = false
-	}
+	r.lastChange = time.Now()
+	r.stateDue = false
 	f, err := r.ownState()
 	if err != nil {
 		r.log.Warn("registry: cannot encode own state", "err", err)

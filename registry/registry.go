@@ -33,7 +33,7 @@ type Registry struct {
 	// Adjacency changes are merged for a while before a new state is
 	// issued (see announce).
 	coalesce   time.Duration // the merging window
-	lastChange time.Time     // when a change of adjacency last was
+	lastChange time.Time     // when a change of adjacency was last issued
 	stateDue   bool          // a change awaits stateTimer
 	stateTimer *time.Timer   // fires in heartbeatLoop
 	// Whole walks of the graph (see settle) are spaced by walkGap.

@@ -1,0 +1,78 @@
+package registry
+
+import (
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// TestLossIsNotMerged: while a node merges a burst of new links into one
+// state, a link it loses is announced at once, with the additions: a
+// node that reached the lost peer only through it frees the peer's
+// records without waiting for the merging window.
+func TestLossIsNotMerged(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h, c, x := newNode(t, "h"), newNode(t, "c"), newNode(t, "x")
+		connect(t, h, c)
+		hx := connect(t, h, x)
+		rec := x.register(t, "x@1.0.0", 1, nil)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		if !c.has(t, rec.ID) {
+			t.Fatal("x's record did not reach c through h")
+		}
+		for i := range 4 {
+			connect(t, h, newNode(t, fmt.Sprintf("p%d", i)))
+		}
+		synctest.Wait()
+		h.Registry.mu.Lock()
+		due := h.stateDue
+		h.Registry.mu.Unlock()
+		if !due {
+			t.Fatal("h merges no additions: this test no longer covers a loss among them")
+		}
+		hx.cut()
+		synctest.Wait() // no time passes: nothing waits for a window
+		if c.has(t, rec.ID) {
+			t.Fatal("c kept the lost peer's record: h's loss waited for its merged additions")
+		}
+		if got := c.peersOf("h"); len(got) != 5 {
+			t.Fatalf("h's adjacency as c has it: %v, want c and p0..p3: the loss carries the additions", got)
+		}
+	})
+}
+
+// TestJoinThroughOneMember: a node that links to one member of a cluster
+// has the cluster's records at once (that member's sync), and its own
+// records show on the rest within the merging window's bound (half a
+// heartbeat) and the relay delay, even when its link comes in a burst of
+// others and is merged with them.
+func TestJoinThroughOneMember(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := newNode(t, "a"), newNode(t, "b") // 100 ms heartbeat
+		connect(t, a, b)
+		ra := a.register(t, "a@1.0.0", 1, nil)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		connect(t, b, newNode(t, "d")) // announced at once: the window starts
+		c := newNode(t, "c")
+		rc := c.register(t, "c@1.0.0", 2, nil)
+		connect(t, b, c) // merged
+		synctest.Wait()
+		b.Registry.mu.Lock()
+		due := b.stateDue
+		b.Registry.mu.Unlock()
+		if !due {
+			t.Fatal("b did not merge c's link: this test no longer covers a merged addition")
+		}
+		if !c.has(t, ra.ID) {
+			t.Fatal("the new node does not have the cluster's records after its sync")
+		}
+		time.Sleep(b.cfg.Heartbeat/2 + relayDelay)
+		synctest.Wait()
+		if !a.has(t, rc.ID) {
+			t.Fatal("the new node's record is not on the far member after the window and the relay delay")
+		}
+	})
+}
