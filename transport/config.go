@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/tallship-go/tallship/internal/lag"
 )
 
 // Config tunes links. The zero value is valid: every field documents what
@@ -16,14 +18,21 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// KeepAliveInterval is how often an idle link is pinged. Zero means
 	// 500 ms. A silent peer is declared dead within KeepAliveInterval +
-	// WriteTimeout.
+	// WriteTimeout, plus as much as this process runs late (at most 3
+	// times that: see internal/lag), so that a machine too busy to read
+	// in time does not drop live peers.
 	KeepAliveInterval time.Duration
-	// WriteTimeout bounds a stream write's wait for its turn on the
-	// connection (behind other streams' frames), and the wait for a
-	// ping's answer. Zero means 1 s. A frame that waits longer closes the
-	// link (its peer is reported down), as for a silent peer: yamux has
-	// queued it and may still send it, so the stream's bytes are no longer
-	// known.
+	// WriteTimeout bounds how long the connection may take to accept a
+	// write (a peer that stopped reading, a network that stopped
+	// carrying) and the wait for a ping's answer. Zero means 1 s. A write
+	// blocked longer closes the link (its peer is reported down), as for a
+	// silent peer; it is found within WriteTimeout + KeepAliveInterval.
+	// A stream write's wait for its turn on the connection, behind other
+	// streams' frames, may last 4 × WriteTimeout: on a busy machine that
+	// wait is mostly the process's own lateness. One that waits longer
+	// closes the link too (yamux has queued the frame and may still send
+	// it, so the stream's bytes are no longer known). Both bounds grow by
+	// as much as this process runs late (see KeepAliveInterval).
 	WriteTimeout time.Duration
 	// StreamWindow is the yamux receive window per stream: how much a
 	// stream buffers for a slow reader. Zero means 1 MiB; less than
@@ -93,9 +102,13 @@ func (c Config) withDefaults() Config {
 //     closes the session when one ping goes unanswered, however busy the
 //     link is).
 //   - ConnectionWriteTimeout, the longest a frame may wait for the
-//     session's send loop, is WriteTimeout. When it runs out, yamux
-//     returns ErrConnectionWriteTimeout with the frame still queued; the
-//     link then closes (Stream.linkErr), as for a dead peer.
+//     session's send loop, is (1 + lag.MaxStretch) × WriteTimeout: the
+//     connection not taking writes is found by the liveness check
+//     (WriteTimeout and the lag), and the wait for the send loop on a
+//     machine behind by seconds is that machine's lateness, not the
+//     peer's. When it runs out, yamux returns ErrConnectionWriteTimeout
+//     with the frame still queued; the link then closes (Stream.linkErr),
+//     as for a dead peer.
 //   - StreamOpenTimeout is 0: yamux would otherwise close the whole
 //     session when the peer is slow to accept one stream. OpenStream
 //     takes a context instead, and a peer that never accepts costs only
@@ -107,7 +120,7 @@ func (c Config) yamux(log *slog.Logger) *yamux.Config {
 	y.AcceptBacklog = c.AcceptBacklog
 	y.EnableKeepAlive = false
 	y.KeepAliveInterval = c.KeepAliveInterval
-	y.ConnectionWriteTimeout = c.WriteTimeout
+	y.ConnectionWriteTimeout = (1 + lag.MaxStretch) * c.WriteTimeout
 	y.MaxStreamWindowSize = c.StreamWindow
 	y.StreamOpenTimeout = 0
 	y.StreamCloseTimeout = 2 * c.HandshakeTimeout

@@ -9,6 +9,8 @@ import (
 	"io"
 	"net"
 	"time"
+
+	"github.com/tallship-go/tallship/internal/lag"
 )
 
 // Verdict codes, sent by each side after it has read the other's hello.
@@ -161,9 +163,10 @@ func check(local, remote *Hello, verify func(Hello) error) error {
 //	[secure phase: Noise with the cluster secret, or TLS]
 //
 // Each verdict says whether its sender accepts the link, and why not. The
-// whole exchange is bounded by cfg.HandshakeTimeout and by ctx.
+// whole exchange is bounded by cfg.HandshakeTimeout (stretched by how late
+// this process runs: see internal/lag) and by ctx.
 func handshake(ctx context.Context, conn net.Conn, local Hello, dialer bool, cfg Config, verify func(Hello) error) (remote Hello, out net.Conn, err error) {
-	deadline := time.Now().Add(cfg.HandshakeTimeout)
+	deadline := time.Now().Add(lag.Stretch(cfg.HandshakeTimeout))
 	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
 		deadline = d
 	}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/tallship-go/tallship/internal/lag"
 )
 
 // Link is one authenticated, multiplexed connection to a peer: a yamux
@@ -35,7 +37,7 @@ type Link struct {
 func Dial(ctx context.Context, addr string, local Hello, cfg Config, verify func(Hello) error) (*Link, error) {
 	cfg = cfg.withDefaults()
 	var d net.Dialer
-	dctx, cancel := context.WithTimeout(ctx, cfg.HandshakeTimeout)
+	dctx, cancel := context.WithTimeout(ctx, lag.Stretch(cfg.HandshakeTimeout))
 	defer cancel()
 	conn, err := d.DialContext(dctx, "tcp", addr)
 	if err != nil {
@@ -234,7 +236,7 @@ func (l *Link) AcceptStream(ctx context.Context) (*Stream, error) {
 		}
 		return nil, l.streamErr(err)
 	}
-	s.SetReadDeadline(time.Now().Add(l.cfg.HandshakeTimeout))
+	s.SetReadDeadline(time.Now().Add(lag.Stretch(l.cfg.HandshakeTimeout)))
 	proto, err := readStreamHeader(s)
 	if err != nil {
 		s.Close()

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/tallship-go/tallship/internal/lag"
 )
 
 // liveness declares a link's peer dead when nothing at all has arrived from
@@ -31,12 +33,21 @@ import (
 // Bytes the kernel has received but the session has not read yet count as
 // traffic too: a process too busy to read is not a sign of a silent peer.
 //
+// It also closes a link whose connection takes nothing more: a write to
+// it (sessionConn) blocked for WriteTimeout, plus the lag below, means a
+// peer that stopped reading or a network that stopped carrying, whether
+// or not the peer still sends. That is found at the check after the
+// write has blocked that long: the write's wait itself is what counts,
+// not a frame's wait for its turn behind others, which on a busy machine
+// is mostly this process's own lateness (yamux's ConnectionWriteTimeout,
+// the backstop for that wait, is set longer: see Config.yamux).
+//
 // The bound on a silent peer stays what the Config documents: pings go
 // out every KeepAliveInterval while the link is quiet, so a live peer
 // answers within that interval plus its round trip, and a dead one is
 // declared so KeepAliveInterval + WriteTimeout after the last thing it
 // sent. On a machine too busy to run things when they fall due, the
-// lateness this process sees (lagGauge, at most maxLagLimits × the limit)
+// lateness this process sees (internal/lag, at most maxLagLimits × the limit)
 // is added: its own pings and reads, and a peer on the same machine, are
 // that late too.
 type liveness struct {
@@ -47,6 +58,9 @@ type liveness struct {
 	quiet    time.Duration // this side pings after this long without traffic
 	limit    time.Duration // silence after which the peer is dead
 	pings    atomic.Int64  // pings sent (for tests)
+
+	writing    *atomic.Int64 // when the connection write under way started (sessionConn), 0: none
+	writeLimit time.Duration // how long a write may block
 
 	each func() // runs at every check (the link's streams' shrink)
 
@@ -59,18 +73,16 @@ type liveness struct {
 	stopped bool
 }
 
-// maxLagLimits bounds what lagGauge adds to the silence allowed, in
+// maxLagLimits bounds what the lag adds to the silence allowed, in
 // multiples of it: a dead peer is still found on a machine that is behind
 // by seconds.
 const maxLagLimits = 3
 
-// epoch anchors now on the monotonic clock.
-var epoch = time.Now()
-
-func now() time.Duration { return time.Since(epoch) }
+// now is the time on the lag gauge's clock.
+func now() time.Duration { return lag.Now() }
 
 func newLiveness(cfg Config, conn net.Conn, log *slog.Logger, dialer bool) *liveness {
-	lv := &liveness{conn: conn, log: log, interval: cfg.KeepAliveInterval, limit: cfg.KeepAliveInterval + cfg.WriteTimeout}
+	lv := &liveness{conn: conn, log: log, interval: cfg.KeepAliveInterval, limit: cfg.KeepAliveInterval + cfg.WriteTimeout, writeLimit: cfg.WriteTimeout}
 	lv.quiet = lv.interval
 	if !dialer {
 		lv.quiet += cfg.WriteTimeout / 2
@@ -116,8 +128,8 @@ func (lv *liveness) tick() {
 	lv.mu.Lock()
 	due := lv.due
 	lv.mu.Unlock()
-	lag.observe(due, at)
-	limit := lv.limit + min(lag.get(at), maxLagLimits*lv.limit)
+	lag.Process.Observe(due, at)
+	limit := lv.limit + min(lag.Process.Get(at), maxLagLimits*lv.limit)
 	silence := at - time.Duration(lv.last.Load())
 	if silence >= limit && pendingBytes(lv.conn) > 0 {
 		// The peer did send; this process has not read it yet (it is
@@ -130,12 +142,26 @@ func (lv *liveness) tick() {
 		lv.sess.Close()
 		return
 	}
+	writeLimit, blocked := lv.writeLimit+(limit-lv.limit), time.Duration(0)
+	if lv.writing != nil {
+		if w := lv.writing.Load(); w != 0 {
+			blocked = max(at-time.Duration(w), 0)
+		}
+	}
+	if blocked >= writeLimit {
+		lv.log.Debug("link write blocked; closing the link", "blocked", blocked.Round(time.Millisecond), "lag", (limit - lv.limit).Round(time.Millisecond))
+		lv.sess.Close()
+		return
+	}
 	// Wake when the link will have been quiet long enough to ping, or,
 	// once it has, when it will have been silent for the limit.
 	ping := silence >= lv.quiet-time.Millisecond
 	next := lv.quiet - silence
 	if ping {
 		next = min(lv.interval, limit-silence)
+	}
+	if blocked > 0 {
+		next = min(next, writeLimit-blocked)
 	}
 	next = max(next, time.Millisecond)
 	lv.mu.Lock()

@@ -2,11 +2,16 @@ package transport
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tallship-go/tallship/internal/lag"
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
+	"github.com/tallship-go/tallship/internal/testutil/loopback"
 )
 
 // freezable is a connection that can go silent: once frozen, its reads and
@@ -78,9 +83,9 @@ func TestLivenessSilentPeer(t *testing.T) {
 	case <-time.After(10 * limit):
 		t.Fatalf("silent peer not declared dead after %v", 10*limit)
 	}
-	// The bound is limit, plus what this process ran late (lagGauge);
+	// The bound is limit, plus what this process ran late (internal/lag);
 	// the slack is for a loaded machine.
-	if d, late := time.Since(start), lag.get(now()); d > limit+limit/2+late {
+	if d, late := time.Since(start), lag.Current(); d > limit+limit/2+late {
 		t.Fatalf("silent peer declared dead after %v, want about %v at most (running late by %v)", d, limit, late)
 	}
 }
@@ -93,7 +98,7 @@ func TestLivenessAllowsLag(t *testing.T) {
 	limit := cfg.KeepAliveInterval + cfg.WriteTimeout
 	la, fb := frozenPair(t, cfg)
 	at := now()
-	lag.observe(at-2*limit, at) // as if a check had run 600 ms late
+	lag.Process.Observe(at-2*limit, at) // as if a check had run 600 ms late
 	fb.freeze()
 	start := time.Now()
 	select {
@@ -134,29 +139,6 @@ func frozenPair(t *testing.T, cfg Config) (*Link, *freezable) {
 	fb.link = lb
 	t.Cleanup(func() { la.Close(); lb.Close() })
 	return la, fb
-}
-
-func TestLagGauge(t *testing.T) {
-	var g lagGauge
-	g.observe(0, 10*time.Millisecond)
-	g.observe(500*time.Millisecond, 503*time.Millisecond)
-	if got := g.get(600 * time.Millisecond); got != 10*time.Millisecond {
-		t.Fatalf("lag in the first window: %v, want 10ms", got)
-	}
-	g.observe(1100*time.Millisecond, 1105*time.Millisecond)
-	if got := g.get(1500 * time.Millisecond); got != 10*time.Millisecond {
-		t.Fatalf("lag in the second window: %v, want the first's 10ms", got)
-	}
-	if got := g.get(2100 * time.Millisecond); got != 5*time.Millisecond {
-		t.Fatalf("lag in the third window: %v, want the second's 5ms", got)
-	}
-	if got := g.get(5 * time.Second); got != 0 {
-		t.Fatalf("lag after quiet windows: %v, want 0", got)
-	}
-	g.observe(6*time.Second, 5*time.Second) // early: no lag
-	if got := g.get(6 * time.Second); got != 0 {
-		t.Fatalf("lag after an early run: %v, want 0", got)
-	}
 }
 
 // TestIdleLinkPingsOneWay: on an idle link the dialer's side pings and the
@@ -202,5 +184,106 @@ func TestIdleLinkPingsOneWay(t *testing.T) {
 	}
 	if lb.live.pings.Load() == before {
 		t.Error("the acceptor, hearing nothing, never pinged")
+	}
+}
+
+// writeStall is a connection whose writes, once stalled, block until it
+// closes, while its reads go on: the far end has stopped reading (its
+// receive window is full) but still sends.
+type writeStall struct {
+	net.Conn
+	stalled, closed   chan struct{}
+	stallOnce, closer sync.Once
+}
+
+func newWriteStall(c net.Conn) *writeStall {
+	return &writeStall{Conn: c, stalled: make(chan struct{}), closed: make(chan struct{})}
+}
+
+func (w *writeStall) stall() { w.stallOnce.Do(func() { close(w.stalled) }) }
+
+func (w *writeStall) Write(p []byte) (int, error) {
+	select {
+	case <-w.stalled:
+		<-w.closed
+		return 0, net.ErrClosed
+	default:
+		return w.Conn.Write(p)
+	}
+}
+
+func (w *writeStall) Close() error {
+	w.closer.Do(func() { close(w.closed) })
+	return w.Conn.Close()
+}
+
+// TestBlockedWriteClosesLink: a link whose connection takes no more
+// writes closes within WriteTimeout and a check, although its peer is far
+// from silent, and the blocked write reports net.ErrClosed. (A frame's
+// wait for its turn is allowed four times as long: that alone would be
+// too late here.)
+func TestBlockedWriteClosesLink(t *testing.T) {
+	leakcheck.Goroutines(t)
+	cfg := Config{KeepAliveInterval: 100 * time.Millisecond, WriteTimeout: 400 * time.Millisecond}
+	patient := Config{KeepAliveInterval: time.Minute, WriteTimeout: time.Minute}
+	dc, ac := loopback.Pair(t)
+	ws := newWriteStall(dc)
+	ctx := context.Background()
+	accepted := make(chan *Link, 1)
+	go func() {
+		l, err := Server(ctx, ac, Hello{Cluster: "c", ID: "b"}, patient, nil)
+		if err != nil {
+			t.Error(err)
+		}
+		accepted <- l
+	}()
+	d, err := Client(ctx, ws, Hello{Cluster: "c", ID: "a"}, cfg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := <-accepted
+	if a == nil {
+		t.FailNow()
+	}
+	defer d.Close()
+	defer a.Close()
+	// The peer talks all along: the link is never silent.
+	ps, err := a.OpenStream(ctx, "chatter")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds, err := d.AcceptStream(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go io.Copy(io.Discard, ds)
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := ps.Write([]byte("still here")); err != nil {
+					return
+				}
+			}
+		}
+	}()
+	s, err := d.OpenStream(ctx, "w")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws.stall()
+	start := time.Now()
+	if _, err := s.Write(make([]byte, 1024)); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("write to a connection that takes nothing: %v, want net.ErrClosed", err)
+	}
+	<-d.Done()
+	if took, backstop := time.Since(start), (1+lag.MaxStretch)*cfg.WriteTimeout; took >= backstop-cfg.WriteTimeout/2 {
+		t.Fatalf("link closed %v after its connection stopped taking writes, want about %v (not the frame wait's %v)", took, cfg.WriteTimeout+cfg.KeepAliveInterval, backstop)
 	}
 }

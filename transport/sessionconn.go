@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
 )
 
 // sessionConn is the connection under a link's yamux session.
@@ -24,6 +25,11 @@ type sessionConn struct {
 	net.Conn
 	streams *streamSet
 	live    *liveness // told of every read
+
+	// writing is when the write under way started (now's clock), 0 when
+	// none is: the link's liveness closes a link whose connection takes
+	// no more (see liveness).
+	writing atomic.Int64
 
 	// Used only by the holder of the session's write turn.
 	held    bool
@@ -50,6 +56,9 @@ var joinBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &
 
 func newSessionConn(c net.Conn, streams *streamSet, live *liveness) *sessionConn {
 	sc := &sessionConn{Conn: c, streams: streams, live: live, copyMax: sealedCopyMax}
+	if live != nil {
+		live.writing = &sc.writing
+	}
 	if _, tcp := c.(*net.TCPConn); tcp {
 		sc.direct, sc.copyMax = true, tcpCopyMax
 	}
@@ -59,6 +68,8 @@ func newSessionConn(c net.Conn, streams *streamSet, live *liveness) *sessionConn
 func (c *sessionConn) Write(p []byte) (int, error) {
 	if c.held {
 		c.held = false
+		c.writing.Store(int64(now()))
+		defer c.writing.Store(0)
 		return c.writeJoined(p)
 	}
 	if len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
@@ -66,6 +77,8 @@ func (c *sessionConn) Write(p []byte) (int, error) {
 		c.held = true
 		return len(p), nil
 	}
+	c.writing.Store(int64(now()))
+	defer c.writing.Store(0)
 	return c.Conn.Write(p)
 }
 

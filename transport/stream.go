@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/tallship-go/tallship/internal/lag"
 )
 
 // Stream is one tagged stream of a link. It is a net.Conn whose
@@ -16,7 +18,7 @@ import (
 // It wraps a hashicorp/yamux stream and changes what yamux does in three
 // places (see linkErr): a read or write blocked when the link closes ends
 // at once with an error that unwraps to net.ErrClosed; a frame that waited
-// WriteTimeout for its turn on the connection closes the link (yamux
+// 4 × WriteTimeout for its turn on the connection closes the link (yamux
 // leaves it queued and returns an error, so the link's byte stream is no
 // longer known); deadlines already past fail at once with a net.Error
 // whose Timeout is true.
@@ -174,9 +176,10 @@ func (s *Stream) linkErr(err error) error {
 func (l *Link) streamErr(err error) error {
 	switch {
 	case errors.Is(err, yamux.ErrConnectionWriteTimeout):
-		l.cfg.Logger.Debug("link write timed out; closing the link", "peer", l.remote.ID, "timeout", l.cfg.WriteTimeout)
+		wait := (1 + lag.MaxStretch) * l.cfg.WriteTimeout
+		l.cfg.Logger.Debug("link write timed out; closing the link", "peer", l.remote.ID, "timeout", wait)
 		l.Close()
-		return fmt.Errorf("transport: link closed: a write waited %v for the connection: %w", l.cfg.WriteTimeout, net.ErrClosed)
+		return fmt.Errorf("transport: link closed: a write waited %v for the connection: %w", wait, net.ErrClosed)
 	case errors.Is(err, yamux.ErrSessionShutdown):
 		return fmt.Errorf("transport: link closed: %w", net.ErrClosed)
 	case errors.Is(err, yamux.ErrStreamClosed):
