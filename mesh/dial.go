@@ -8,9 +8,11 @@ import (
 	"net/netip"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tallship-go/tallship/discovery"
+	"github.com/tallship-go/tallship/internal/lag"
 	"github.com/tallship-go/tallship/internal/wire"
 	"github.com/tallship-go/tallship/transport"
 )
@@ -148,7 +150,7 @@ func (n *Node) handshake(ctx context.Context, ap netip.AddrPort, connected func(
 
 func (n *Node) connect(ctx context.Context, ap netip.AddrPort, connected func()) (*transport.Link, error) {
 	var d net.Dialer
-	dctx, cancel := context.WithTimeout(ctx, n.cfg.HandshakeTimeout)
+	dctx, cancel := context.WithTimeout(ctx, lag.Stretch(n.cfg.HandshakeTimeout))
 	conn, err := d.DialContext(dctx, "tcp", ap.String())
 	cancel()
 	if err != nil {
@@ -166,7 +168,8 @@ func (n *Node) connect(ctx context.Context, ap netip.AddrPort, connected func())
 }
 
 // dialStagger is how long a dial waits for an address to answer before
-// it tries the next one too (RFC 8305's Connection Attempt Delay).
+// it tries the next one too (RFC 8305's Connection Attempt Delay), on a
+// machine that runs on time (see internal/lag).
 const dialStagger = 250 * time.Millisecond
 
 // dialAny dials addrs in order, starting the next one when the previous
@@ -204,12 +207,17 @@ func (n *Node) dialAny(addrs []netip.AddrPort, want string) (_ *link, timedOut b
 		}
 	}()
 	next, pending, answered := 0, 0, 0
+	// An address that answered is known at once through connected, before
+	// its report is read: on a machine running late, the report may come
+	// after the stagger although the address answered at once, and a
+	// second handshake to the same peer would only add to the load.
+	var connected atomic.Int32
 	stagger := time.NewTimer(0)
 	defer stagger.Stop()
 	for next < len(addrs) || pending > 0 {
 		select {
 		case <-stagger.C:
-			if next == len(addrs) {
+			if next == len(addrs) || connected.Load() > 0 {
 				continue
 			}
 			ap := addrs[next]
@@ -219,11 +227,15 @@ func (n *Node) dialAny(addrs []netip.AddrPort, want string) (_ *link, timedOut b
 				answered := false
 				tl, err := n.handshake(ctx, ap, func() {
 					answered = true
+					connected.Add(1)
 					reports <- report{ap: ap, connected: true}
 				})
+				if answered {
+					connected.Add(-1)
+				}
 				reports <- report{ap: ap, answered: answered, tl: tl, err: err}
 			})
-			stagger.Reset(dialStagger)
+			stagger.Reset(lag.Stretch(dialStagger))
 		case r := <-reports:
 			if r.connected {
 				answered++

@@ -84,7 +84,8 @@ func TestDialsArePaced(t *testing.T) {
 // more per dial that links (up to the maximum) and halves on a timeout
 // (down to 2); a refusal changes nothing.
 func TestDialPacerAdapts(t *testing.T) {
-	p := newDialPacer(32)
+	p := newDialPacer(32, 2*time.Second)
+	p.late = func() time.Duration { return 0 }
 	stop := make(chan struct{})
 	take := func() (n int) {
 		for p.active < p.limit && p.acquire(stop) {
@@ -136,5 +137,27 @@ func TestDialPacerAdapts(t *testing.T) {
 	close(stop)
 	if p.acquire(stop) {
 		t.Fatal("a stopped wait got a turn past the limit")
+	}
+}
+
+// TestDialPacerBacksOffWhenLate: while the process runs a quarter of
+// HandshakeTimeout late, a dial that ends halves the dials allowed at
+// once, even one that linked; once it catches up, links raise it again.
+func TestDialPacerBacksOffWhenLate(t *testing.T) {
+	p := newDialPacer(32, 2*time.Second)
+	late := 500 * time.Millisecond
+	p.late = func() time.Duration { return late }
+	stop := make(chan struct{})
+	for range 4 {
+		p.acquire(stop)
+	}
+	p.release(true, false)
+	if p.limit != startDials/2 {
+		t.Fatalf("a link made while the process ran %v late: limit %d, want %d", late, p.limit, startDials/2)
+	}
+	late = 10 * time.Millisecond
+	p.release(true, false)
+	if p.limit != startDials/2+1 {
+		t.Fatalf("a link made on time: limit %d, want %d", p.limit, startDials/2+1)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tallship-go/tallship/internal/lag"
 	"github.com/tallship-go/tallship/internal/wire"
 	"github.com/tallship-go/tallship/transport"
 )
@@ -377,7 +378,7 @@ func (n *Node) readMessages(l *link, s *transport.Stream) {
 	defer l.finishIn()
 	defer s.Close()
 	var after [8]byte
-	s.SetReadDeadline(time.Now().Add(n.cfg.HandshakeTimeout))
+	s.SetReadDeadline(time.Now().Add(lag.Stretch(n.cfg.HandshakeTimeout)))
 	if _, err := io.ReadFull(s, after[:]); err != nil {
 		n.log.Info("message stream without header", "peer", l.peer, "err", err)
 		return

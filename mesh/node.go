@@ -113,7 +113,7 @@ func New(cluster string, cfg Config) (*Node, error) {
 		closeDone:   make(chan struct{}),
 		recv:        make(chan Message, cfg.ReceiveBuffer),
 		handshakes:  make(chan struct{}, cfg.MaxHandshakes),
-		dials:       newDialPacer(cfg.MaxDials),
+		dials:       newDialPacer(cfg.MaxDials, cfg.HandshakeTimeout),
 		peers:       make(map[string]*peer),
 		links:       make(map[uint64]*link),
 		pending:     make(map[uint64]chan struct{}),

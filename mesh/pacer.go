@@ -1,20 +1,37 @@
 package mesh
 
-import "sync"
+import (
+	"sync"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/lag"
+)
 
 // dialPacer bounds the dials a node runs at once to the peers it
 // discovers, adapting the bound as TCP's congestion window does (additive
 // increase, multiplicative decrease): each dial that links raises it by
 // one, up to Config.MaxDials; each that timed out halves it, down to
-// minDials (a refusal or a dead address says nothing of the load). A node meeting a mesh that answers fast soon dials many peers
-// at once; one whose dials time out (a machine, or a mesh, buried in
-// handshakes) backs off before it buries them deeper.
+// minDials (a refusal or a dead address says nothing of the load). A node
+// meeting a mesh that answers fast soon dials many peers at once; one
+// whose dials time out (a machine, or a mesh, buried in handshakes) backs
+// off before it buries them deeper.
+//
+// A timeout is a late sign: by then the handshakes in flight have waited
+// HandshakeTimeout, and most of them fail too. The early sign is the
+// process running late (internal/lag): on a machine that runs what falls
+// due a quarter of HandshakeTimeout late, every dial that ends counts as
+// timed out, linked or not. That is what keeps a hundred nodes started
+// at once on two cores (or one machine's share of a LAN's load) from
+// feeding on themselves: handshakes given up are work done for nothing,
+// and their retries more.
 type dialPacer struct {
-	mu     sync.Mutex
-	limit  int // dials allowed at once now
-	max    int
-	active int
-	wake   chan struct{} // closed and replaced when a turn frees
+	mu       sync.Mutex
+	limit    int // dials allowed at once now
+	max      int
+	active   int
+	wake     chan struct{}        // closed and replaced when a turn frees
+	late     func() time.Duration // how late the process runs (lag.Current)
+	overload time.Duration        // lateness that counts as a timeout
 }
 
 const (
@@ -22,8 +39,9 @@ const (
 	startDials = 8
 )
 
-func newDialPacer(max int) *dialPacer {
-	return &dialPacer{limit: min(startDials, max), max: max, wake: make(chan struct{})}
+func newDialPacer(max int, handshakeTimeout time.Duration) *dialPacer {
+	return &dialPacer{limit: min(startDials, max), max: max, wake: make(chan struct{}),
+		late: lag.Current, overload: handshakeTimeout / 4}
 }
 
 // acquire waits for a turn; it returns false when stop is closed first.
@@ -52,7 +70,7 @@ func (p *dialPacer) release(linked, timedOut bool) {
 	defer p.mu.Unlock()
 	p.active--
 	switch {
-	case timedOut:
+	case timedOut || p.late() >= p.overload:
 		p.limit = max(min(minDials, p.max), p.limit/2)
 	case linked:
 		p.limit = min(p.max, p.limit+1)

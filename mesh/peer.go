@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tallship-go/tallship/internal/lag"
 	"github.com/tallship-go/tallship/internal/wire"
 	"github.com/tallship-go/tallship/transport"
 )
@@ -416,7 +417,7 @@ func (p *peer) pass() bool {
 // open opens a message stream on l, telling the peer which link carried
 // the previous one.
 func (p *peer) open(l *link, prev uint64) *outStream {
-	ctx, cancel := context.WithTimeout(context.Background(), p.n.cfg.WriteTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), lag.Stretch(p.n.cfg.WriteTimeout))
 	defer cancel()
 	s, err := l.tl.OpenStream(ctx, protoMessages)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 
+	"github.com/tallship-go/tallship/internal/lag"
 	"github.com/tallship-go/tallship/registry"
 	"github.com/tallship-go/tallship/transport"
 )
@@ -70,7 +71,7 @@ func (n *Node) serveRegistry(l *link, s *transport.Stream) {
 // openRegistry opens the registry stream of a link this node dialed.
 func (n *Node) openRegistry(l *link) {
 	defer n.wg.Done()
-	ctx, cancel := context.WithTimeout(n.ctx, n.cfg.HandshakeTimeout)
+	ctx, cancel := context.WithTimeout(n.ctx, lag.Stretch(n.cfg.HandshakeTimeout))
 	s, err := l.tl.OpenStream(ctx, protoRegistry)
 	cancel()
 	if err != nil && n.ctx.Err() == nil {
