@@ -42,6 +42,9 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	if m.beat <= o.beat {
 		return
 	}
+	if len(r.links[o.id]) > 0 {
+		r.peerMoved(o, m)
+	}
 	// Liveness follows: a state that only adds links (or brings an owner
 	// back) can only make more owners reachable, which the walk extends
 	// from the new edges; anything lost needs the whole walk again.
@@ -80,6 +83,54 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	if !o.leaving && m.seq > o.seq && l.snap == nil {
 		r.want(l, o.id)
 	}
+}
+
+// peerMoved takes a new State of p, a peer with a link here, before it
+// is applied: for the links on which p's Hello named its neighbours, the
+// State supersedes the Hello if p issued it after. A neighbour that p
+// named before and names no more may have sent p something that never
+// arrived, which this node did not relay to p on the word of the old
+// adjacency (see peerNames): the neighbour's State is relayed to p again,
+// and shows p any gap in its records.
+func (r *Registry) peerMoved(p *owner, m *message) {
+	for _, l := range r.links[p.id] {
+		if !l.hello || l.peerInc != m.inc {
+			continue
+		}
+		old := p.peers
+		if l.helloPeers != nil {
+			if m.beat <= l.helloBeat {
+				continue // the Hello is newer
+			}
+			old, l.helloPeers = l.helloPeers, nil
+		}
+		if samePeersOrMore(old, m.peers) {
+			continue
+		}
+		named := make(map[string]uint64, len(m.peers))
+		for _, q := range m.peers {
+			named[q.id] = q.inc
+		}
+		for id, inc := range old {
+			if have, ok := named[id]; ok && have == inc {
+				continue
+			}
+			if x := r.owners[id]; x != nil && x != r.self && x.inc == inc && x.frame != nil {
+				r.relayLater(x)
+			}
+		}
+	}
+}
+
+// samePeersOrMore reports whether peers names every entry of have.
+func samePeersOrMore(have map[string]uint64, peers []peerRef) bool {
+	kept := 0
+	for _, p := range peers {
+		if inc, ok := have[p.id]; ok && inc == p.inc {
+			kept++
+		}
+	}
+	return kept == len(have)
 }
 
 func samePeers(have map[string]uint64, peers []peerRef) bool {
@@ -186,9 +237,9 @@ func (r *Registry) want(l *link, id string) {
 
 // relay forwards what was just applied from src about o (one message's
 // payload, or the frames of a snapshot) to each other peer that may lack
-// it: not o itself, not the peers o announces as its neighbours (o sends
-// them its changes and states directly), not peers known to have version
-// v already, and, for a state, not peers that a neighbour of o relays it
+// it: not o itself, not o's neighbours (o sends them its changes and
+// states directly; see adjacent), not peers known to have version v
+// already, and, for a state, not peers that a neighbour of o relays it
 // to first (see markLower).
 func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byte, frames [][]byte) {
 	marked := false // o's lower neighbours, marked for the first state that needs it
@@ -197,7 +248,7 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 			continue
 		}
 		for _, l := range ls {
-			if !l.ready || announces(o, l) {
+			if !l.ready || r.adjacent(o, l) {
 				continue
 			}
 			k := l.knows(o.id)
@@ -213,7 +264,7 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 					r.markLower(o)
 					marked = true
 				}
-				if r.relayedBefore(peer) {
+				if r.relayedBefore(l) {
 					break
 				}
 			}
@@ -283,11 +334,20 @@ func (r *Registry) markLower(o *owner) {
 	}
 }
 
-// relayedBefore reports whether the node p announces one of the owners
-// markLower marked (other than itself) as its neighbour: that node relays
-// o's state to p. r.mu is held.
-func (r *Registry) relayedBefore(p string) bool {
-	po := r.owners[p]
+// relayedBefore reports whether l's peer p names one of the owners
+// markLower marked (other than itself) as its neighbour, in its Hello or
+// in its latest State (see peerNames): that node relays o's state to p.
+// r.mu is held.
+func (r *Registry) relayedBefore(l *link) bool {
+	if l.helloPeers != nil {
+		for id, inc := range l.helloPeers {
+			if x := r.owners[id]; x != nil && x.mark == r.stamp && x.inc == inc {
+				return true
+			}
+		}
+		return false
+	}
+	po := r.owners[l.peer]
 	if po == nil {
 		return false
 	}
@@ -297,6 +357,32 @@ func (r *Registry) relayedBefore(p string) bool {
 		}
 	}
 	return false
+}
+
+// adjacent reports whether o and l's peer have a link of their own, as
+// either's word says: o's State names the peer (announces), or the peer
+// names o (peerNames). o then sends the peer its changes and states
+// itself, and nothing of o is relayed to the peer nor sent in its sync.
+func (r *Registry) adjacent(o *owner, l *link) bool {
+	return announces(o, l) || r.peerNames(l, o)
+}
+
+// peerNames reports whether l's peer names o's current run as its
+// neighbour: in its Hello, or in a State it issued after (see
+// link.helloPeers). The peer's word is the freshest there is: while a
+// mesh forms, o's State as this node holds it lags behind the links o
+// makes. When the peer's link to o fails, its next State (a loss: sent at
+// once) no longer names o, and what o's State says is relayed to it (see
+// peerMoved). r.mu is held.
+func (r *Registry) peerNames(l *link, o *owner) bool {
+	peers := l.helloPeers
+	if peers == nil {
+		if p := r.owners[l.peer]; p != nil && p.inc == l.peerInc {
+			peers = p.peers
+		}
+	}
+	inc, ok := peers[o.id]
+	return ok && inc == o.inc
 }
 
 // announces reports whether o's state names the run of l's peer at the

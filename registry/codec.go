@@ -14,9 +14,10 @@ import (
 )
 
 // protoVersion is the replication protocol's version, sent in Hello.
-// Version 2 frames messages as internal/wire does; version 1 had a u32
-// length prefix.
-const protoVersion = 2
+// Version 3 marks the sender's neighbours in its Hello's digest; version 2
+// frames messages as internal/wire does; version 1 had a u32 length
+// prefix.
+const protoVersion = 3
 
 // maxRecordIDBytes bounds a record id on the wire.
 const maxRecordIDBytes = 512
@@ -60,11 +61,16 @@ type peerRef struct {
 	inc uint64
 }
 
-// digestEntry is what a node knows of one owner.
+// digestEntry is what a node knows of one owner, and whether the owner
+// is its neighbour: its adjacency names the owner at inc.
 type digestEntry struct {
 	owner          string
 	inc, seq, beat uint64
+	neighbour      bool
 }
+
+// A digest entry's flags.
+const digestNeighbour = 1
 
 // message is any decoded protocol message; which fields are set depends on
 // typ.
@@ -157,7 +163,7 @@ func recordSize(e *entry) int {
 func encodeHello(node string, digest []digestEntry, max int) ([]byte, error) {
 	hint := 16 + len(node)
 	for _, d := range digest {
-		hint += 30 + len(d.owner)
+		hint += 31 + len(d.owner)
 	}
 	b := beginFrame(msgHello, hint, max)
 	b = binary.AppendUvarint(b, protoVersion)
@@ -168,6 +174,11 @@ func encodeHello(node string, digest []digestEntry, max int) ([]byte, error) {
 		b = binary.AppendUvarint(b, d.inc)
 		b = binary.AppendUvarint(b, d.seq)
 		b = binary.AppendUvarint(b, d.beat)
+		var flags byte
+		if d.neighbour {
+			flags = digestNeighbour
+		}
+		b = append(b, flags)
 	}
 	return endFrame(b, max)
 }
@@ -438,13 +449,18 @@ func (d *decoder) decode(t msgType, p []byte, m *message) error {
 	case msgHello:
 		m.proto = r.uvarint()
 		m.node = r.string(MaxIDBytes, "node id")
-		n := r.count(4)
+		n := r.count(5)
 		for i := 0; i < n && r.err == nil; i++ {
 			var e digestEntry
-			e.owner = r.string(MaxIDBytes, "owner id")
+			e.owner = d.id(r, "owner id")
 			e.inc = r.uvarint()
 			e.seq = r.uvarint()
 			e.beat = r.uvarint()
+			flags := r.byte()
+			if flags&^digestNeighbour != 0 {
+				r.fail(fmt.Errorf("unknown digest flags %#x", flags))
+			}
+			e.neighbour = flags&digestNeighbour != 0
 			m.digest = append(m.digest, e)
 		}
 	case msgState:

@@ -17,7 +17,7 @@ func seedFrames() [][]byte {
 	const max = 1 << 20
 	e := fakeRecord("n1", 5, 3, "web", map[string]string{"zone": "a", "": "empty key"})
 	frames := [][]byte{
-		must(encodeHello("n1", []digestEntry{{"n1", 5, 3, 9}, {"n2", 1, 0, 1}}, max)),
+		must(encodeHello("n1", []digestEntry{{"n1", 5, 3, 9, false}, {"n2", 1, 0, 1, true}}, max)),
 		must(encodeState("n1", 5, 3, 9, false, []peerRef{{"n2", 1}, {"n3", 2}}, max)),
 		must(encodeState("n1", 5, 3, 10, true, nil, max)),
 		must(encodePut("n1", 5, e, max)),

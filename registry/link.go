@@ -27,6 +27,11 @@ type link struct {
 	known   map[string]*peerKnows // what the peer is known to have, by owner
 	wanted  map[string]bool       // owners whose snapshot was asked for
 	snap    *snapshot             // a snapshot being received
+	// The peer's neighbours as its Hello named them (owner → incarnation),
+	// until a State it issued after the Hello (a beat above helloBeat)
+	// supersedes them: then nil.
+	helloPeers map[string]uint64
+	helloBeat  uint64
 
 	// The writer runs only while there is something to write: an idle
 	// link holds no goroutine for it.

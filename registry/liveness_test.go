@@ -238,6 +238,11 @@ func TestHandshakeRefusals(t *testing.T) {
 			p[0] = 99 // proto, the first field
 			return wire.Frame(byte(msgHello), p)
 		}()},
+		{"unknown digest flag", func() []byte {
+			_, p := splitFrame(must(encodeHello("bad", []digestEntry{{owner: "bad", inc: 1, beat: 1}}, 1<<20)))
+			p[len(p)-1] = 2 // the flags of the last entry; bit 0 alone is defined
+			return wire.Frame(byte(msgHello), p)
+		}()},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := newNode(t, "b")

@@ -174,9 +174,13 @@ func (r *Registry) onHello(l *link, m *message) error {
 		return fmt.Errorf("%w: peer says it is %q, expected %q", ErrProtocol, m.node, l.peer)
 	}
 	l.hello = true
+	l.helloPeers = map[string]uint64{}
 	for _, d := range m.digest {
 		if d.owner == l.peer {
-			l.peerInc = d.inc
+			l.peerInc, l.helloBeat = d.inc, d.beat
+		}
+		if d.neighbour {
+			l.helloPeers[d.owner] = d.inc
 		}
 		k := l.knows(d.owner)
 		k.records = Rev{d.inc, d.seq}
@@ -186,6 +190,9 @@ func (r *Registry) onHello(l *link, m *message) error {
 		if o := r.owners[d.owner]; d.owner == l.peer && o != nil && d.inc > o.inc {
 			r.resetOwner(o, d.inc)
 		}
+	}
+	if p := r.owners[l.peer]; p != nil && p.inc == l.peerInc && p.beat > l.helloBeat {
+		l.helloPeers = nil // a State issued after the Hello came first, on another link
 	}
 	r.updateAdjacency(l.peer)
 	if r.stateDue {
@@ -201,7 +208,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 		if o.id == l.peer || o.inc == 0 || (o.expired && o != r.self) {
 			continue
 		}
-		if o != r.self && announces(o, l) {
+		if o != r.self && r.adjacent(o, l) {
 			continue // o syncs the peer itself (see relay)
 		}
 		k := l.knows(o.id)
@@ -385,14 +392,21 @@ func (r *Registry) onWant(l *link, id string) {
 	l.enqueue(frames...)
 }
 
-// digest lists what this node knows, for its Hello. r.mu is held.
+// digest lists what this node knows, for its Hello, and marks its
+// neighbours: a neighbour it holds nothing of yet (its sync is on the way)
+// is listed at version 0. r.mu is held.
 func (r *Registry) digest() []digestEntry {
 	d := make([]digestEntry, 0, len(r.owners))
 	for _, o := range r.owners {
 		if o.inc == 0 || (o.expired && o != r.self) {
 			continue
 		}
-		d = append(d, digestEntry{owner: o.id, inc: o.inc, seq: o.seq, beat: o.beat})
+		d = append(d, digestEntry{owner: o.id, inc: o.inc, seq: o.seq, beat: o.beat, neighbour: r.neighbour(o)})
+	}
+	for id, inc := range r.self.peers {
+		if o := r.owners[id]; o == nil || o.inc == 0 || o.expired && o.inc == inc {
+			d = append(d, digestEntry{owner: id, inc: inc, neighbour: true})
+		}
 	}
 	return d
 }
