@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -255,7 +257,7 @@ func (g *group) waitFull(nodes []*benchNode, want int, timeout time.Duration) (t
 		case <-g.notify:
 		case <-time.After(50 * time.Millisecond):
 		case <-deadline.C:
-			return time.Time{}, fmt.Errorf("%w after %v: %d of %d nodes short of %d peers (least %d)", errTimeout, timeout, missing, len(nodes), want, least)
+			return time.Time{}, fmt.Errorf("%w after %v: least-linked node %d of %d peers, %d of %d nodes short", errTimeout, timeout, least, want, missing, len(nodes))
 		}
 	}
 }
@@ -277,18 +279,27 @@ func mdnsConfig() mesh.Config {
 	return mesh.Config{Logger: quiet}
 }
 
-// formMesh starts n nodes of cluster with cfg and waits for the full mesh.
-func formMesh(cluster string, n int, cfg mesh.Config, timeout time.Duration) (*group, time.Duration, error) {
-	g := newGroup()
+// startMesh makes n nodes of cluster with cfg and starts them at once; t0
+// is when the starts began.
+func startMesh(cluster string, n int, cfg mesh.Config) (g *group, t0 time.Time, err error) {
+	g = newGroup()
 	for range n {
 		if _, err := g.add(cluster, cfg); err != nil {
 			g.closeAll()
-			return nil, 0, err
+			return nil, t0, err
 		}
 	}
-	t0, err := g.startAll(g.nodes)
-	if err != nil {
+	if t0, err = g.startAll(g.nodes); err != nil {
 		g.closeAll()
+		return nil, t0, err
+	}
+	return g, t0, nil
+}
+
+// formMesh starts n nodes of cluster with cfg and waits for the full mesh.
+func formMesh(cluster string, n int, cfg mesh.Config, timeout time.Duration) (*group, time.Duration, error) {
+	g, t0, err := startMesh(cluster, n, cfg)
+	if err != nil {
 		return nil, 0, err
 	}
 	at, err := g.waitFull(g.nodes, n-1, timeout)
@@ -299,9 +310,57 @@ func formMesh(cluster string, n int, cfg mesh.Config, timeout time.Duration) (*g
 	return g, at.Sub(t0), nil
 }
 
+// onMesh forms an n-node mesh of cluster with the default Config, allowing
+// it limit, says how long it took, runs measure on it and closes it. If it
+// does not form, every row of rows fails with the reason.
+func onMesh(rows []*row, cluster string, n int, limit time.Duration, measure func(g *group)) {
+	g, d, err := formMesh(cluster, n, mdnsConfig(), limit)
+	if err != nil {
+		for _, r := range rows {
+			r.err = fmt.Errorf("%d-node mesh: %w", n, err)
+		}
+		return
+	}
+	fmt.Printf("%d-node mesh formed in %v\n", n, d.Round(time.Millisecond))
+	measure(g)
+	g.closeAll()
+}
+
+// linkEndsUp reads from the nodes' logs how long after t0 each share of
+// all the link ends of a full mesh (n·(n−1), each node's first PeerUp of
+// each peer) had come up; -1 for a share never reached.
+func (g *group) linkEndsUp(t0 time.Time, shares ...float64) []time.Duration {
+	var ups []time.Duration
+	for _, b := range g.nodes {
+		b.mu.Lock()
+		seen := map[string]bool{}
+		for _, e := range b.log {
+			if e.Service == nil && e.Kind == mesh.PeerUp && !seen[e.Peer] {
+				seen[e.Peer] = true
+				ups = append(ups, e.Time.Sub(t0))
+			}
+		}
+		b.mu.Unlock()
+	}
+	slices.Sort(ups)
+	ends := len(g.nodes) * (len(g.nodes) - 1)
+	at := make([]time.Duration, len(shares))
+	for i, share := range shares {
+		k := int(math.Ceil(share * float64(ends)))
+		at[i] = -1
+		if k >= 1 && k <= len(ups) {
+			at[i] = ups[k-1]
+		}
+	}
+	return at
+}
+
 func isPeer(kind mesh.EventKind, id string) func(entry) bool {
 	return func(e entry) bool { return e.Service == nil && e.Kind == kind && e.Peer == id }
 }
+
+// isDown matches any peer-down.
+func isDown(e entry) bool { return e.Service == nil && e.Kind == mesh.PeerDown }
 
 func isService(kind registry.EventKind, recID string) func(entry) bool {
 	return func(e entry) bool { return e.Service != nil && e.Service.Kind == kind && e.Service.Record.ID == recID }

@@ -11,21 +11,6 @@ import (
 	"github.com/tallship-go/tallship/registry"
 )
 
-// measureFormation starts n nodes together, runs times, and records how
-// long each took to form the full mesh over mDNS.
-func measureFormation(r *row, tag string, n, runs int) {
-	for i := range runs {
-		g, d, err := formMesh(fmt.Sprintf("form%d-%s-%d", n, tag, i), n, mdnsConfig(), 60*time.Second)
-		if err != nil {
-			r.err = err
-			return
-		}
-		r.samples = append(r.samples, ms(d))
-		g.closeAll()
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // measureChurn joins a node to the running mesh g of cluster, runs times:
 // the time until it is linked to every node (both ends up), then a
 // register on it until visible on every node, then its Close until it and

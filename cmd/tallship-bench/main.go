@@ -3,14 +3,17 @@
 // median and tail over repeated runs, its target, and, where one applies,
 // the same work over raw TCP on loopback measured in the same run.
 //
-//	go run ./cmd/tallship-bench            full run (a few minutes)
-//	go run ./cmd/tallship-bench -quick     short run
-//	go run ./cmd/tallship-bench -runs 20   more runs per measure
-//	go run ./cmd/tallship-bench -only link run one group of measures
+//	go run ./cmd/tallship-bench             full run (10–15 minutes)
+//	go run ./cmd/tallship-bench -quick      short run
+//	go run ./cmd/tallship-bench -runs 20    more runs per measure
+//	go run ./cmd/tallship-bench -only link  run one group of measures
+//	go run ./cmd/tallship-bench -only scale formation and a 100-node mesh (at most 10 minutes)
 //
-// Other flags: -form (the node counts of the formation measure),
-// -cpuprofile, -memprofile. TALLSHIP_BENCH_LOG=debug (or info, warn)
-// sends the nodes' logs to stderr.
+// Other flags: -form (the node counts of the formation measure, by
+// default 10, 50, 100 and 200; a run of N nodes that has not formed in
+// 60 s, or 0.6 s a node beyond 100, counts as failed), -cpuprofile,
+// -memprofile. TALLSHIP_BENCH_LOG=debug (or info, warn) sends the
+// nodes' logs to stderr.
 //
 // It re-executes itself in a private network namespace (a new user
 // namespace too when not root), so that its mDNS traffic never leaves the
@@ -47,6 +50,10 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
+// defaultForm is the node counts of the formation measure unless -form
+// names others.
+const defaultForm = "10,50,100,200"
+
 // options of a run.
 type options struct {
 	runs  int
@@ -60,9 +67,9 @@ func run(args []string) int {
 	var o options
 	fs.BoolVar(&o.quick, "quick", false, "short run: fewer runs, shorter windows")
 	fs.IntVar(&o.runs, "runs", 0, "runs per measure (default 10, 3 with -quick)")
-	fs.StringVar(&o.only, "only", "", "run only the measures whose group name contains this (link, memory, formation, mesh)")
+	fs.StringVar(&o.only, "only", "", "run only the measures whose group name contains this (link, memory, formation, mesh, scale)")
 	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile of the idle links to this file")
-	form := fs.String("form", "10,50", "node counts for the formation measure, comma-separated")
+	form := fs.String("form", defaultForm, "node counts for the formation measure, comma-separated")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -76,13 +83,10 @@ func run(args []string) int {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
-	for _, f := range strings.Split(*form, ",") {
-		var n int
-		if _, err := fmt.Sscan(strings.TrimSpace(f), &n); err != nil || n < 2 {
-			fmt.Fprintf(os.Stderr, "tallship-bench: -form: bad node count %q\n", f)
-			return 2
-		}
-		o.form = append(o.form, n)
+	var err error
+	if o.form, err = parseForm(*form); err != nil {
+		fmt.Fprintln(os.Stderr, "tallship-bench: -form:", err)
+		return 2
 	}
 	if o.runs <= 0 {
 		o.runs = 10
@@ -98,7 +102,7 @@ func run(args []string) int {
 
 	tag := uuid.NewString()[:8]
 	// The rows, in the order of the specification's table.
-	var formRows, meshRows, linkRows, memRows, idleRows []*row
+	var formRows, meshRows, linkRows, memRows, idleRows, scaleRows []*row
 	want := func(group string) bool { return o.only == "" || strings.Contains(group, o.only) }
 	dur := func(full, quick time.Duration) time.Duration {
 		if o.quick {
@@ -111,20 +115,17 @@ func run(args []string) int {
 		return r
 	}
 
-	if want("formation") {
-		targets := map[int]float64{10: 300, 50: 2000}
+	// The scale group holds the formation rows too.
+	if want("formation") || want("scale") {
+		targets := map[int]float64{10: 300, 50: 2000, 100: 3000, 200: 10000}
 		for _, n := range o.form {
 			r := &row{name: fmt.Sprintf("N=%d nodes started together → full mesh (mDNS)", n), unit: "ms"}
 			if t, ok := targets[n]; ok {
-				r.target = "≤ " + format(t, "ms")
+				r.target = "≤ " + format(t, "ms") + ", every run"
 				r.check = func(r *row) bool { return r.tail() <= t }
 			}
-			runs := o.runs
-			if n > 20 {
-				runs = max(2, o.runs/2)
-			}
 			if inNS {
-				measureFormation(r, tag, n, runs)
+				measureFormation(r, tag, n, formationRuns(n, o.runs))
 			} else {
 				noNS(r)
 			}
@@ -148,7 +149,8 @@ func run(args []string) int {
 			check: func(r *row) bool { return r.tail() <= 1500 }}
 		busy := &row{name: fmt.Sprintf("false peer-downs, %d CPU burners, 20 idle nodes", runtime.NumCPU()), unit: "", target: "0",
 			check: func(r *row) bool { return percentile(r.samples, 100) == 0 }}
-		sent := &row{name: "mDNS packets sent /s per node, idle 20-node mesh", unit: "/s", target: "≤ 0.2 /s (mean)"}
+		const maxSent = 0.2
+		sent := &row{name: "mDNS packets sent /s per node, idle 20-node mesh", unit: "/s", target: meanTarget(maxSent)}
 		burstQM := &row{name: "1000-query burst (QM, from 5353) → answers per record, N=20", unit: "", target: "≤ 10",
 			check: func(r *row) bool { return percentile(r.samples, 100) <= 10 }}
 		burstLegacy := &row{name: "1000-query burst (legacy querier) → answers per record, N=20", unit: "", target: "≤ 10",
@@ -158,14 +160,8 @@ func run(args []string) int {
 		all := []*row{join, register, leave, kill, cut, freeze, busy, sent, heard, cpu, burstQM, burstLegacy}
 		if inNS {
 			cluster := "mesh-" + tag
-			g, d, err := formMesh(cluster, n, mdnsConfig(), 60*time.Second)
-			if err != nil {
-				for _, r := range all {
-					r.err = fmt.Errorf("20-node mesh: %w", err)
-				}
-			} else {
-				fmt.Printf("20-node mesh formed in %v\n", d.Round(time.Millisecond))
-				measureIdleMesh(sent, heard, cpu, n, 5*time.Second, dur(30*time.Second, 5*time.Second), map[bool]int{false: 3, true: 2}[o.quick])
+			onMesh(all, cluster, n, 60*time.Second, func(g *group) {
+				measureIdleMesh(sent, heard, cpu, n, maxSent, 5*time.Second, dur(30*time.Second, 5*time.Second), map[bool]int{false: 3, true: 2}[o.quick])
 				measureBurst(burstQM, burstLegacy, n)
 				for range map[bool]int{false: 2, true: 1}[o.quick] {
 					measureBusy(busy, g, dur(5*time.Second, 3*time.Second))
@@ -174,14 +170,51 @@ func run(args []string) int {
 				measureKill(kill, g, cluster, o.runs)
 				measureCut(cut, g, cluster, max(2, o.runs/2))
 				measureFreeze(freeze, g, cluster, max(2, o.runs/2))
-				g.closeAll()
-			}
+			})
 		} else {
 			for _, r := range all {
 				noNS(r)
 			}
 		}
 		meshRows, idleRows = []*row{join, register, leave, kill, cut, freeze, busy}, []*row{sent, heard, cpu, burstQM, burstLegacy}
+	}
+
+	if want("scale") {
+		const n = 100
+		join := &row{name: "new node → linked to all of a 100-node mesh", unit: "ms", target: "p50 ≤ 200 ms",
+			check: func(r *row) bool { return median(r.samples) <= 200 }}
+		register := &row{name: "register → visible on all (N=100)", unit: "ms", target: "p99 ≤ 20 ms",
+			check: func(r *row) bool { return r.tail() <= 20 }}
+		leave := &row{name: "graceful leave → gone everywhere (N=100)", unit: "ms", target: "≤ 50 ms",
+			check: func(r *row) bool { return r.tail() <= 50 }}
+		kill := &row{name: "kill -9 → node and services gone everywhere (N=100)", unit: "ms", target: "(N=20: ≤ 300 ms)"}
+		cpu := &row{name: "CPU of an idle 100-node mesh", unit: "%", note: "of one core, whole process", target: "≤ 10%",
+			check: func(r *row) bool { return r.tail() <= 10 }}
+		const maxSent = 0.5
+		sent := &row{name: "mDNS packets sent /s per node, idle 100-node mesh", unit: "/s", target: meanTarget(maxSent)}
+		heard := &row{name: "mDNS multicast heard /s per node, idle 100-node mesh", unit: "/s"}
+		heap := &row{name: "heap per link side, idle 100-node mesh", unit: "KiB", target: "≤ 32 KiB",
+			note:  fmt.Sprintf("live heap after GC less the process's before the mesh, over its %d link sides", n*(n-1)),
+			check: func(r *row) bool { return median(r.samples) <= 32 }}
+		gor := &row{name: "goroutines per link side, idle 100-node mesh", unit: "", target: "≤ 5",
+			check: func(r *row) bool { return median(r.samples) <= 5 }}
+		scaleRows = []*row{join, register, leave, kill, cpu, sent, heard, heap, gor}
+		if inNS {
+			cluster := "scale-" + tag
+			before := settled()
+			// Twice a formation run's time: these rows measure a mesh
+			// that has formed, however long that took.
+			onMesh(scaleRows, cluster, n, 2*formLimit(n), func(g *group) {
+				measureIdleMesh(sent, heard, cpu, n, maxSent, 10*time.Second, dur(20*time.Second, 5*time.Second), map[bool]int{false: 3, true: 2}[o.quick])
+				measureMeshMemory(heap, gor, before, n)
+				measureChurn(join, register, leave, g, cluster, max(2, o.runs/2))
+				measureKill(kill, g, cluster, max(2, o.runs/4))
+			})
+		} else {
+			for _, r := range scaleRows {
+				noNS(r)
+			}
+		}
 	}
 
 	if want("link") {
@@ -227,10 +260,24 @@ func run(args []string) int {
 	rows = append(rows, linkRows...)
 	rows = append(rows, memRows...)
 	rows = append(rows, idleRows...)
+	rows = append(rows, scaleRows...)
 
 	printTable(os.Stdout, rows)
 	fmt.Printf("\ntook %v; load average at end: %s\n", time.Since(start).Round(time.Second), loadavg())
 	return 0
+}
+
+// parseForm reads -form: node counts, comma-separated, each at least 2.
+func parseForm(s string) ([]int, error) {
+	var counts []int
+	for _, f := range strings.Split(s, ",") {
+		var n int
+		if _, err := fmt.Sscan(strings.TrimSpace(f), &n); err != nil || n < 2 {
+			return nil, fmt.Errorf("bad node count %q", f)
+		}
+		counts = append(counts, n)
+	}
+	return counts, nil
 }
 
 // machine describes the machine and toolchain.

@@ -23,7 +23,11 @@ type row struct {
 	// when the row has no target.
 	check func(r *row) bool
 	note  string
-	err   error // the measure failed; printed instead of figures
+	// failed holds the runs that did not finish (a mesh that did not form
+	// in its time): they count as runs, and a row with one misses its
+	// target whatever its samples.
+	failed []error
+	err    error // the measure failed as a whole; printed instead of figures
 }
 
 // median of the samples.
@@ -115,9 +119,21 @@ func printTable(w io.Writer, rows []*row) {
 		if r.note != "" {
 			name += " (" + r.note + ")"
 		}
+		runs := fmt.Sprint(len(r.samples) + len(r.failed))
 		if r.err != nil {
-			cells = append(cells, []string{name, fmt.Sprint(len(r.samples)), "failed: " + oneLine(r.err.Error()), "", "", "", r.target, "-"})
+			cells = append(cells, []string{name, runs, "failed: " + oneLine(r.err.Error()), "", "", "", r.target, "-"})
 			continue
+		}
+		if len(r.failed) > 0 && len(r.samples) == 0 {
+			met := ""
+			if r.check != nil {
+				met = "no"
+			}
+			cells = append(cells, []string{name, runs, "every run failed: " + oneLine(r.failed[0].Error()), "", "", "", r.target, met})
+			continue
+		}
+		if len(r.failed) > 0 {
+			name += fmt.Sprintf(" (%d of %s runs failed: %s)", len(r.failed), runs, oneLine(r.failed[0].Error()))
 		}
 		rawCol, ratioCol := "", ""
 		if len(r.raw) > 0 {
@@ -127,11 +143,11 @@ func printTable(w io.Writer, rows []*row) {
 		met := ""
 		if r.check != nil && len(r.samples) > 0 {
 			met = "no"
-			if r.check(r) {
+			if len(r.failed) == 0 && r.check(r) {
 				met = "yes"
 			}
 		}
-		cells = append(cells, []string{name, fmt.Sprint(len(r.samples)),
+		cells = append(cells, []string{name, runs,
 			format(median(r.samples), r.unit), format(r.tail(), r.unit), rawCol, ratioCol, r.target, met})
 	}
 	widths := make([]int, len(cells[0]))
@@ -159,8 +175,8 @@ func printTable(w io.Writer, rows []*row) {
 
 func oneLine(s string) string {
 	s = strings.ReplaceAll(s, "\n", " ")
-	if len(s) > 80 {
-		s = s[:77] + "..."
+	if utf8.RuneCountInString(s) > 80 {
+		s = string([]rune(s)[:77]) + "..."
 	}
 	return s
 }
