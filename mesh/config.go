@@ -89,8 +89,11 @@ type Config struct {
 	// has them refused. Zero means 1024.
 	MaxStreams int
 	// MaxHandshakes bounds the handshakes in progress on accepted
-	// connections; connections beyond it are dropped at once. Zero means
-	// 64.
+	// connections; connections beyond it are dropped at once (their
+	// dialers retry later). Zero means 256: a node joining a mesh of a
+	// hundred or two is dialed by every member that discovers it, all at
+	// once, and each handshake in progress holds only a goroutine and a
+	// few KiB.
 	MaxHandshakes int
 	// MaxDials bounds the dials (connection and handshake) this node runs
 	// at once to the peers it discovers; the others wait their turn, so
@@ -196,7 +199,7 @@ func (c Config) withDefaults() Config {
 		c.MaxStreams = 1024
 	}
 	if c.MaxHandshakes <= 0 {
-		c.MaxHandshakes = 64
+		c.MaxHandshakes = 256
 	}
 	if c.MaxDials <= 0 {
 		c.MaxDials = 32

@@ -430,7 +430,7 @@ func (n *Node) consider(id string, addrs []netip.AddrPort, announced bool) {
 	t.announced = t.announced || announced
 	delay := time.Duration(0)
 	if n.id > id && t.announced {
-		delay = n.cfg.FallbackDelay
+		delay = lag.Stretch(n.cfg.FallbackDelay) // the other's dial is as late as this process
 	}
 	n.startDialLocked(t, delay)
 }

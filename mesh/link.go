@@ -367,7 +367,7 @@ func (n *Node) linkClosed(l *link) {
 		case t.announced && n.id < t.id:
 			n.startDialLocked(t, n.cfg.DialBackoff)
 		case t.announced:
-			n.startDialLocked(t, n.cfg.FallbackDelay)
+			n.startDialLocked(t, lag.Stretch(n.cfg.FallbackDelay))
 		}
 	}
 }

@@ -16,7 +16,10 @@ import (
 //   - 2: the registry stream frames its messages as the message stream
 //     does (type, uvarint length); 1 had a u32 length, which a node of
 //     the other version would misread.
-const Version = 2
+//   - 3: the registry protocol 3 (its Hello marks the sender's
+//     neighbours; docs/registry-protocol.md), which a node of version 2
+//     would refuse on the registry stream after the link was made.
+const Version = 3
 
 // magic opens every handshake frame.
 var magic = [4]byte{'T', 'S', 'H', 'P'}
