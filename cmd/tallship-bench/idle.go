@@ -86,19 +86,29 @@ func measureIdleLinks(heap, stack, gor *row, links int) {
 	time.Sleep(time.Second) // registry sync, first heartbeats
 	after := settled()
 	if memProfile != "" {
-		if f, err := os.Create(memProfile); err == nil {
-			pprof.Lookup("heap").WriteTo(f, 0)
-			f.Close()
-		}
-		if f, err := os.Create(memProfile + ".goroutines"); err == nil {
-			pprof.Lookup("goroutine").WriteTo(f, 1)
-			f.Close()
-		}
+		writeProfile("heap", memProfile)
+		writeProfile("goroutine", memProfile+".goroutines")
 	}
 	h, s, g := after.perSide(before, 2*links)
 	heap.samples = append(heap.samples, h)
 	stack.samples = append(stack.samples, s)
 	gor.samples = append(gor.samples, g)
+}
+
+// writeProfile writes the named pprof profile to file (goroutines as
+// text, with their stacks counted); a failure is said on stderr.
+func writeProfile(name, file string) {
+	debug := 0
+	if name == "goroutine" {
+		debug = 1
+	}
+	f, err := os.Create(file)
+	if err == nil {
+		err = errors.Join(pprof.Lookup(name).WriteTo(f, debug), f.Close())
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tallship-bench:", err)
+	}
 }
 
 // memory is what the process holds once its garbage is collected.

@@ -68,7 +68,7 @@ func run(args []string) int {
 	fs.BoolVar(&o.quick, "quick", false, "short run: fewer runs, shorter windows")
 	fs.IntVar(&o.runs, "runs", 0, "runs per measure (default 10, 3 with -quick)")
 	fs.StringVar(&o.only, "only", "", "run only the measures whose group name contains this (link, memory, formation, mesh, scale)")
-	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile of the idle links to this file")
+	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile of the idle links to this file (and of the idle 100-node mesh to this file + .mesh)")
 	form := fs.String("form", defaultForm, "node counts for the formation measure, comma-separated")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	if err := fs.Parse(args); err != nil {

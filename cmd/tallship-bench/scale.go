@@ -90,8 +90,12 @@ func roundTime(d time.Duration) string {
 // whole process, less those of before (taken before the mesh was made),
 // shared over its n·(n−1) link sides. What the nodes hold apart from
 // their links (discovery, registry) counts against the links too.
+// With -memprofile FILE, the heap profile goes to FILE.mesh.
 func measureMeshMemory(heap, gor *row, before memory, n int) {
 	h, _, g := settled().perSide(before, n*(n-1))
 	heap.samples = append(heap.samples, h)
 	gor.samples = append(gor.samples, g)
+	if memProfile != "" {
+		writeProfile("heap", memProfile+".mesh")
+	}
 }

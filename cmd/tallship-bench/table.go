@@ -106,7 +106,10 @@ func format(v float64, unit string) string {
 	case "%":
 		return fmt.Sprintf("%.1f%%", v)
 	case "":
-		return fmt.Sprintf("%g", v)
+		if v == math.Trunc(v) {
+			return fmt.Sprintf("%g", v)
+		}
+		return fmt.Sprintf("%.2f", v)
 	}
 	return fmt.Sprintf("%.2f %s", v, unit)
 }
