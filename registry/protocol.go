@@ -221,6 +221,12 @@ func (r *Registry) onHello(l *link, m *message) error {
 			k.records = v
 		}
 		if v := (Rev{o.inc, o.beat}); o.beat > 0 && v.Compare(k.state) > 0 {
+			if o != r.self && k.state.Incarnation == o.inc && k.state.Seq > 0 {
+				// The peer holds a state of this run: the newer one is
+				// relayed to it as states are, unless it has it by then.
+				r.relayLater(o)
+				continue
+			}
 			f, err := r.stateFrame(o)
 			if err != nil {
 				return err

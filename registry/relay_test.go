@@ -1,0 +1,76 @@
+package registry
+
+import (
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// received returns what p has been sent so far; it runs in a synctest
+// bubble, where synctest.Wait lets every frame in flight arrive.
+func (p *tapPeer) received() []message {
+	var out []message
+	for {
+		synctest.Wait()
+		n := len(out)
+		for more := true; more; {
+			select {
+			case m := <-p.got:
+				out = append(out, m)
+			default:
+				more = false
+			}
+		}
+		if len(out) == n {
+			return out
+		}
+	}
+}
+
+// statesOf returns the beats of owner's States among msgs.
+func statesOf(msgs []message, owner string) []uint64 {
+	var beats []uint64
+	for _, m := range msgs {
+		if m.typ == msgState && m.owner == owner {
+			beats = append(beats, m.beat)
+		}
+	}
+	return beats
+}
+
+// TestSyncLeavesNewerStatesToRelay: a peer that holds a State of an
+// owner's run is not sent the newer one in the sync: it is relayed to it
+// after the relay delay, as any other owner's State, unless it has it by
+// then. A peer that holds no State of the owner gets it in the sync.
+func TestSyncLeavesNewerStatesToRelay(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		slow := func(c *Config) { c.Heartbeat, c.Lifetime = time.Hour, 3*time.Hour } // no heartbeats
+		a, o := newNode(t, "a", slow), newNode(t, "o", slow)
+		connect(t, a, o)
+		synctest.Wait()
+		o.Registry.mu.Lock()
+		o.bumpState()
+		beat := o.self.beat
+		o.Registry.mu.Unlock()
+		time.Sleep(time.Second)
+		synctest.Wait()
+
+		knows := newTapPeer(t, a, "c", 9)
+		knows.send(must(encodeHello("c", []digestEntry{
+			{owner: "c", inc: 9, beat: 1},
+			{owner: "o", inc: o.self.inc, beat: beat - 1},
+		}, DefaultMaxMessageBytes)))
+		fresh := newTapPeer(t, a, "d", 9)
+		fresh.send(must(encodeHello("d", []digestEntry{{owner: "d", inc: 9, beat: 1}}, DefaultMaxMessageBytes)))
+		if got := statesOf(knows.received(), "o"); len(got) != 0 {
+			t.Fatalf("c, which holds a State of o, had o's States %v in its sync", got)
+		}
+		if got := statesOf(fresh.received(), "o"); len(got) != 1 || got[0] != beat {
+			t.Fatalf("d, which holds none, had o's States %v in its sync, want [%d]", got, beat)
+		}
+		time.Sleep(relayDelay)
+		if got := statesOf(knows.received(), "o"); len(got) != 1 || got[0] != beat {
+			t.Fatalf("after the relay delay, c had o's States %v, want [%d]", got, beat)
+		}
+	})
+}
