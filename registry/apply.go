@@ -79,7 +79,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 		r.grow(o, grown)
 	}
 	o.frame = frameOf(payload) // for syncs and relays, as received
-	r.relayLater(o)
+	r.relayLater(o, len(grown) > 0)
 	if !o.leaving && m.seq > o.seq && l.snap == nil {
 		r.want(l, o.id)
 	}
@@ -116,7 +116,7 @@ func (r *Registry) peerMoved(p *owner, m *message) {
 				continue
 			}
 			if x := r.owners[id]; x != nil && x != r.self && x.inc == inc && x.frame != nil {
-				r.relayLater(x)
+				r.relayLater(x, false)
 			}
 		}
 	}
@@ -287,23 +287,50 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 // node, hear it from o at once.
 const relayDelay = 100 * time.Millisecond
 
-// relayLater queues o's state, just applied, for relayStates. r.mu is held.
-func (r *Registry) relayLater(o *owner) {
-	if len(r.relayDue) == 0 {
-		r.relayTimer.Reset(relayDelay)
+// relayLater queues o's state, just applied, for relayStates: after
+// relayDelay, or, for a state that only adds links (adds), after the
+// window this node merges its own additions over, if that is longer (see
+// coalesceLimits). An addition is not urgent (see announce), and while a
+// mesh forms o's next one is due within that window. A state queued
+// already keeps the earlier of the two times. r.mu is held.
+func (r *Registry) relayLater(o *owner, adds bool) {
+	d := relayDelay
+	if adds {
+		_, hi := r.coalesceLimits()
+		d = max(d, hi)
 	}
-	r.relayDue[o] = struct{}{}
+	at := time.Now().Add(d)
+	if due, ok := r.relayDue[o]; ok && !due.After(at) {
+		return
+	}
+	r.relayDue[o] = at
+	if r.relayNext.IsZero() || at.Before(r.relayNext) {
+		r.relayNext = at
+		r.relayTimer.Reset(d)
+	}
 }
 
-// relayStates relays the newest state of each owner queued by relayLater
-// to the peers that lack it (see relay). r.mu is held.
+// relayStates relays the newest state of each owner that relayLater
+// queued and that is due, to the peers that lack it (see relay), and sets
+// relayTimer for the next. r.mu is held.
 func (r *Registry) relayStates() {
-	for o := range r.relayDue {
+	now := time.Now()
+	r.relayNext = time.Time{}
+	for o, at := range r.relayDue {
+		if at.After(now) {
+			if r.relayNext.IsZero() || at.Before(r.relayNext) {
+				r.relayNext = at
+			}
+			continue
+		}
+		delete(r.relayDue, o)
 		if r.owners[o.id] == o && o.frame != nil {
 			r.relay(nil, o, false, Rev{o.inc, o.beat}, nil, [][]byte{o.frame})
 		}
 	}
-	clear(r.relayDue)
+	if !r.relayNext.IsZero() {
+		r.relayTimer.Reset(r.relayNext.Sub(now))
+	}
 }
 
 // States are flooded to every node, and most of their copies are

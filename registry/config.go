@@ -22,9 +22,9 @@ const (
 
 	// How long links coming up in a burst are merged into one new state
 	// (see announce and coalesceLimits): from coalesceMin up to
-	// coalescePerPeer per peer, at most half the heartbeat.
-	coalesceMin     = 10 * time.Millisecond
-	coalescePerPeer = 10 * time.Millisecond
+	// coalescePerOwner per owner known, at most half the heartbeat.
+	coalesceMin      = 10 * time.Millisecond
+	coalescePerOwner = 10 * time.Millisecond
 
 	// maxLifetime bounds the record lifetime a peer may announce.
 	maxLifetime = 24 * time.Hour

@@ -224,7 +224,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 			if o != r.self && k.state.Incarnation == o.inc && k.state.Seq > 0 {
 				// The peer holds a state of this run: the newer one is
 				// relayed to it as states are, unless it has it by then.
-				r.relayLater(o)
+				r.relayLater(o, false)
 				continue
 			}
 			f, err := r.stateFrame(o)
@@ -351,12 +351,14 @@ func (r *Registry) announce(loss bool) {
 }
 
 // coalesceLimits returns the bounds of announce's window for additions. A
-// state costs every node work in proportion to the size of the mesh, and
-// an addition only delays what third nodes know of this node's links: the
-// window grows with the number of peers (coalescePerPeer each) up to half
-// the heartbeat. r.mu is held.
+// state is flooded to every node and costs each work in proportion to the
+// size of the mesh, while an addition only delays what third nodes know
+// of this node's links: the window grows with the number of owners known
+// (coalescePerOwner each; while a mesh forms, a node knows of the others
+// long before it has linked with them) up to half the heartbeat. r.mu is
+// held.
 func (r *Registry) coalesceLimits() (lo, hi time.Duration) {
-	hi = min(time.Duration(len(r.self.peers))*coalescePerPeer, r.cfg.Heartbeat/2)
+	hi = min(time.Duration(len(r.owners))*coalescePerOwner, r.cfg.Heartbeat/2)
 	return min(coalesceMin, hi), hi
 }
 

@@ -48,10 +48,11 @@ type Registry struct {
 	// (peersGen, adjGen, ownersGen).
 	beatTo  map[string]bool
 	beatKey [3]uint64
-	// Other owners' states are relayed relayDelay after they arrive (see
-	// relayLater).
-	relayDue   map[*owner]struct{}
-	relayTimer *time.Timer // fires in heartbeatLoop
+	// Other owners' states are relayed a while after they arrive (see
+	// relayLater): when each is due, and the earliest of those times.
+	relayDue   map[*owner]time.Time
+	relayNext  time.Time
+	relayTimer *time.Timer // fires in heartbeatLoop at relayNext
 	queue      []*owner
 
 	evmu   sync.Mutex
@@ -153,7 +154,7 @@ func New(cfg Config) (*Registry, error) {
 	r.coalesce, _ = r.coalesceLimits()
 	r.walkTimer = time.NewTimer(time.Hour)
 	r.walkTimer.Stop()
-	r.relayDue = map[*owner]struct{}{}
+	r.relayDue = map[*owner]time.Time{}
 	r.relayTimer = time.NewTimer(time.Hour)
 	r.relayTimer.Stop()
 	r.stateTimer = time.NewTimer(time.Hour)

@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"fmt"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -71,6 +72,60 @@ func TestSyncLeavesNewerStatesToRelay(t *testing.T) {
 		time.Sleep(relayDelay)
 		if got := statesOf(knows.received(), "o"); len(got) != 1 || got[0] != beat {
 			t.Fatalf("after the relay delay, c had o's States %v, want [%d]", got, beat)
+		}
+	})
+}
+
+// TestRelayDelays: another owner's State that drops a link is relayed
+// after relayDelay; one that only adds links, after the window this node
+// merges its own additions over, when that is longer (here 10 ms for each
+// of the 14 owners it knows).
+func TestRelayDelays(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		b := newNode(t, "b", func(c *Config) { c.Heartbeat, c.Lifetime = 0, 0 }) // 1 s heartbeat
+		x, c := newTapPeer(t, b, "x", 5), newTapPeer(t, b, "c", 6)
+		binc := b.self.inc
+		state := func(beat uint64, peers ...string) []byte {
+			refs := []peerRef{{id: "b", inc: binc}}
+			for _, p := range peers {
+				refs = append(refs, peerRef{id: p, inc: 1})
+			}
+			return must(encodeState("x", 5, 0, beat, false, refs, DefaultMaxMessageBytes))
+		}
+		x.send(must(encodeHello("x", []digestEntry{{owner: "x", inc: 5, beat: 1}}, DefaultMaxMessageBytes)), state(1))
+		c.send(must(encodeHello("c", []digestEntry{{owner: "c", inc: 6, beat: 1}}, DefaultMaxMessageBytes)))
+		for i := range 12 {
+			id := fmt.Sprintf("f%02d", i)
+			x.send(must(encodeState(id, 1, 0, 1, false, []peerRef{{id: "x", inc: 5}}, DefaultMaxMessageBytes)))
+		}
+		time.Sleep(time.Second)
+		x.received()
+		c.received()
+		b.Registry.mu.Lock()
+		_, hi := b.coalesceLimits()
+		b.Registry.mu.Unlock()
+		if hi <= relayDelay {
+			t.Fatalf("b's merging window is %v, not above relayDelay: this test no longer covers an addition relayed later", hi)
+		}
+
+		for _, tc := range []struct {
+			what  string
+			frame []byte
+			after time.Duration
+		}{
+			{"an addition", state(2, "f00"), hi},
+			{"a loss", state(3), relayDelay},
+		} {
+			start := time.Now()
+			x.send(tc.frame)
+			time.Sleep(tc.after - time.Millisecond)
+			if got := statesOf(c.received(), "x"); len(got) != 0 {
+				t.Fatalf("%s of x relayed to c after %v, want %v", tc.what, time.Since(start), tc.after)
+			}
+			time.Sleep(time.Millisecond)
+			if got := statesOf(c.received(), "x"); len(got) != 1 {
+				t.Fatalf("%s of x not relayed to c after %v: %v", tc.what, tc.after, got)
+			}
 		}
 	})
 }
