@@ -28,8 +28,13 @@ type sessionConn struct {
 
 	// writing is when the write under way started (now's clock), 0 when
 	// none is: the link's liveness closes a link whose connection takes
-	// no more (see liveness).
-	writing atomic.Int64
+	// no more (see liveness). wrote is when the last write ended.
+	writing, wrote atomic.Int64
+
+	// wmu makes each Write one turn on the connection, so that a beat
+	// (written by the link's liveness check, not by yamux's send loop)
+	// never lands inside one.
+	wmu sync.Mutex
 
 	// Used only by the holder of the session's write turn.
 	held    bool
@@ -56,8 +61,9 @@ var joinBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4<<10); return &
 
 func newSessionConn(c net.Conn, streams *streamSet, live *liveness) *sessionConn {
 	sc := &sessionConn{Conn: c, streams: streams, live: live, copyMax: sealedCopyMax}
+	sc.wrote.Store(int64(now()))
 	if live != nil {
-		live.writing = &sc.writing
+		live.writing, live.wrote, live.beat = &sc.writing, &sc.wrote, sc.beat
 	}
 	if _, tcp := c.(*net.TCPConn); tcp {
 		sc.direct, sc.copyMax = true, tcpCopyMax
@@ -66,10 +72,11 @@ func newSessionConn(c net.Conn, streams *streamSet, live *liveness) *sessionConn
 }
 
 func (c *sessionConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
 	if c.held {
 		c.held = false
-		c.writing.Store(int64(now()))
-		defer c.writing.Store(0)
+		defer c.timeWrite()()
 		return c.writeJoined(p)
 	}
 	if len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
@@ -77,9 +84,39 @@ func (c *sessionConn) Write(p []byte) (int, error) {
 		c.held = true
 		return len(p), nil
 	}
-	c.writing.Store(int64(now()))
-	defer c.writing.Store(0)
+	defer c.timeWrite()()
 	return c.Conn.Write(p)
+}
+
+// timeWrite notes a write to the connection starting, and returns what
+// notes it ended; c.wmu is held.
+func (c *sessionConn) timeWrite() func() {
+	c.writing.Store(int64(now()))
+	return func() {
+		c.writing.Store(0)
+		c.wrote.Store(int64(now()))
+	}
+}
+
+// beatFrame is a yamux ping answer (type 2, flag ACK) for a ping id this
+// node never sent (ids count up from 0): the peer's yamux reads it and
+// finds no ping waiting for it, and its liveness check has heard from
+// this node.
+var beatFrame = [yamuxHeaderSize]byte{0, 2, 0, 2, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff}
+
+// beat writes a beatFrame, unless yamux's send loop is writing (its
+// frames are traffic enough). A held data header is not on the wire yet:
+// the beat goes before it, never between a frame's parts. A beat that
+// blocks (the connection takes nothing more) is what liveness finds
+// through writing.
+func (c *sessionConn) beat() error {
+	if !c.wmu.TryLock() {
+		return nil
+	}
+	defer c.wmu.Unlock()
+	defer c.timeWrite()()
+	_, err := c.Conn.Write(beatFrame[:])
+	return err
 }
 
 // writeJoined writes the held header and body in one write.
