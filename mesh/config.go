@@ -46,12 +46,11 @@ type Config struct {
 	HandshakeTimeout time.Duration
 	// KeepAliveInterval is how often a link is pinged. Zero means 500 ms.
 	KeepAliveInterval time.Duration
-	// WriteTimeout bounds how long a link's connection may take to accept
-	// a write, and the wait for a ping's answer. Zero means 1 s. A silent
-	// peer is declared dead within KeepAliveInterval + WriteTimeout, and
-	// a link whose connection takes nothing more is closed within as
-	// long; on a machine running late, both allow that lateness too (see
-	// transport.Config).
+	// WriteTimeout: a silent peer is declared dead within
+	// KeepAliveInterval + WriteTimeout. Zero means 1 s. A link whose
+	// connection takes nothing more (a peer that stopped reading) is
+	// closed after 4 × WriteTimeout. On a machine running late, both
+	// allow that lateness too (see transport.Config).
 	WriteTimeout time.Duration
 
 	// DialBackoff is the first wait before redialing a kept peer or

@@ -22,17 +22,17 @@ type Config struct {
 	// times that: see internal/lag), so that a machine too busy to read
 	// in time does not drop live peers.
 	KeepAliveInterval time.Duration
-	// WriteTimeout bounds how long the connection may take to accept a
-	// write (a peer that stopped reading, a network that stopped
-	// carrying) and the wait for a ping's answer. Zero means 1 s. A write
-	// blocked longer closes the link (its peer is reported down), as for a
-	// silent peer; it is found within WriteTimeout + KeepAliveInterval.
-	// A stream write's wait for its turn on the connection, behind other
-	// streams' frames, may last 4 × WriteTimeout: on a busy machine that
-	// wait is mostly the process's own lateness. One that waits longer
-	// closes the link too (yamux has queued the frame and may still send
-	// it, so the stream's bytes are no longer known). Both bounds grow by
-	// as much as this process runs late (see KeepAliveInterval).
+	// WriteTimeout bounds the wait for the connection to take a write
+	// and for a frame's turn on it. Zero means 1 s. A link whose
+	// connection has taken nothing for 4 × WriteTimeout (a peer that
+	// stopped reading, a network that stopped carrying while the peer
+	// still sends), or whose frame waited that long for its turn, closes
+	// (its peer is reported down; yamux has queued the frame and may still
+	// send it, so the stream's bytes are no longer known). Four times,
+	// because on a busy machine a peer too slow to read, or a send loop
+	// too slow to run, is mostly lateness, which is no reason to drop a
+	// live peer; a silent peer is found sooner (KeepAliveInterval). Both
+	// bounds grow by as much as this process runs late.
 	WriteTimeout time.Duration
 	// StreamWindow is the yamux receive window per stream: how much a
 	// stream buffers for a slow reader. Zero means 1 MiB; less than

@@ -40,13 +40,14 @@ import (
 // traffic too: a process too busy to read is not a sign of a silent peer.
 //
 // It also closes a link whose connection takes nothing more: a write to
-// it (sessionConn) blocked for WriteTimeout, plus the lag below, means a
-// peer that stopped reading or a network that stopped carrying, whether
-// or not the peer still sends. That is found at the check after the
-// write has blocked that long: the write's wait itself is what counts,
-// not a frame's wait for its turn behind others, which on a busy machine
-// is mostly this process's own lateness (yamux's ConnectionWriteTimeout,
-// the backstop for that wait, is set longer: see Config.yamux).
+// it (sessionConn) blocked for (1 + lag.MaxStretch) × WriteTimeout, plus
+// the lag below, means a peer that stopped reading or a network that
+// stopped carrying, whether or not the peer still sends (a frame waiting
+// for its turn meanwhile gets yamux's ConnectionWriteTimeout, as long).
+// On a machine running late a peer slow to read is mostly lateness (in
+// one process of a hundred nodes, writes to a starved peer blocked for
+// WriteTimeout by hundreds): the silent peer, the one that is gone, is
+// found by its silence.
 //
 // The bound on a silent peer stays what the Config documents: a live
 // peer beats every KeepAliveInterval while it has nothing else to write,
@@ -89,7 +90,8 @@ const maxLagLimits = 3
 func now() time.Duration { return lag.Now() }
 
 func newLiveness(cfg Config, conn net.Conn, log *slog.Logger) *liveness {
-	lv := &liveness{conn: conn, log: log, interval: cfg.KeepAliveInterval, limit: cfg.KeepAliveInterval + cfg.WriteTimeout, writeLimit: cfg.WriteTimeout}
+	lv := &liveness{conn: conn, log: log, interval: cfg.KeepAliveInterval, limit: cfg.KeepAliveInterval + cfg.WriteTimeout,
+		writeLimit: (1 + lag.MaxStretch) * cfg.WriteTimeout}
 	lv.touch()
 	return lv
 }
