@@ -79,3 +79,37 @@ func TestJoinThroughOneMember(t *testing.T) {
 		}
 	})
 }
+
+// TestHeartbeatWaitsForMergedChange: while additions are being merged,
+// a heartbeat does not issue them early (which would cut the window
+// short and start another): the merged State, due within half a
+// heartbeat, goes to every peer when its window ends, and is the
+// heartbeat.
+func TestHeartbeatWaitsForMergedChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b, c := newNode(t, "a"), newNode(t, "b"), newNode(t, "c")
+		connect(t, a, b)
+		connect(t, b, c) // c is not a's neighbour: a's heartbeat goes to b
+		time.Sleep(time.Second)
+		synctest.Wait()
+		connect(t, a, newNode(t, "d")) // announced at once
+		connect(t, a, newNode(t, "e")) // merged
+		synctest.Wait()
+		a.Registry.mu.Lock()
+		due, beat := a.stateDue, a.self.beat
+		a.tick(time.Now())
+		after := a.self.beat
+		a.Registry.mu.Unlock()
+		if !due {
+			t.Fatal("a merges no additions: this test no longer covers a heartbeat while they wait")
+		}
+		if after != beat {
+			t.Fatalf("the heartbeat issued state %d while a merged change waited (state %d)", after, beat)
+		}
+		time.Sleep(a.cfg.Heartbeat / 2)
+		synctest.Wait()
+		if got := b.peersOf("a"); len(got) != 3 {
+			t.Fatalf("a's adjacency as b has it: %v, want b, d and e once the window ended", got)
+		}
+	})
+}

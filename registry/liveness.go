@@ -66,13 +66,12 @@ func (r *Registry) heartbeatLoop() {
 	}
 }
 
-// tick is what each Heartbeat does: issue a merged change of adjacency
-// if one waits (it goes to every peer), else the heartbeat; then expire
-// silent owners. r.mu is held.
+// tick is what each Heartbeat does: the heartbeat, unless a merged
+// change of adjacency waits (it goes to every peer when its window ends,
+// within half a heartbeat, and is the heartbeat: issued now, it would
+// only cut the window short); then expire silent owners. r.mu is held.
 func (r *Registry) tick(now time.Time) {
-	if r.stateDue {
-		r.bumpState()
-	} else {
+	if !r.stateDue {
 		r.heartbeat()
 	}
 	r.expire(now)
