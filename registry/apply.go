@@ -218,7 +218,9 @@ func (r *Registry) onSnap(l *link, m *message, payload []byte) error {
 		return nil
 	}
 	r.replaceRecords(o, s.recs)
-	r.relay(l, o, true, Rev{o.inc, o.seq}, nil, s.frames)
+	if o.seq > 0 { // at seq 0, it says nothing the owner's state does not
+		r.relay(l, o, true, Rev{o.inc, o.seq}, nil, s.frames)
+	}
 	return nil
 }
 

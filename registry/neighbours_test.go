@@ -164,3 +164,30 @@ func TestRelaySkipsPeersNeighbours(t *testing.T) {
 		c.until(t, "o's next put, relayed", isPutOf(ro2.ID))
 	})
 }
+
+// TestSyncSendsNoSnapshotBeforeRecords: an owner that never had records
+// (seq 0) has nothing to snapshot: the sync carries its State alone, and
+// its first record, later, reaches a node that knows it only from that
+// State.
+func TestSyncSendsNoSnapshotBeforeRecords(t *testing.T) {
+	a, o := newNode(t, "a"), newNode(t, "o")
+	connectSynced(t, a, o)
+	d := newTapPeer(t, a, "d", 9)
+	d.send(must(encodeHello("d", []digestEntry{{owner: "d", inc: 9, beat: 1}}, DefaultMaxMessageBytes)))
+	states := 0
+	for _, m := range d.until(t, "synced", isSynced) {
+		switch m.typ {
+		case msgSnap:
+			t.Errorf("the sync carried a snapshot of %s at seq %d", m.owner, m.seq)
+		case msgState:
+			states++
+		}
+	}
+	if states != 2 {
+		t.Errorf("the sync carried %d States, want a's and o's", states)
+	}
+	c := newNode(t, "c")
+	connectSynced(t, a, c)
+	rec := o.register(t, "o@1.0.0", 1, nil)
+	c.waitEvent(t, Registered, rec.ID)
+}

@@ -212,7 +212,9 @@ func (r *Registry) onHello(l *link, m *message) error {
 			continue // o syncs the peer itself (see relay)
 		}
 		k := l.knows(o.id)
-		if v := (Rev{o.inc, o.seq}); v.Compare(k.records) > 0 {
+		// An owner that never had records (seq 0) has no snapshot to
+		// send: its state says as much.
+		if v := (Rev{o.inc, o.seq}); o.seq > 0 && v.Compare(k.records) > 0 {
 			fs, err := r.snapFrames(o)
 			if err != nil {
 				return err
