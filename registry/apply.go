@@ -21,6 +21,7 @@ func (r *Registry) owner(id string) *owner {
 	if o == nil {
 		o = &owner{id: id, records: map[string]*entry{}, renewed: time.Now()}
 		r.owners[id] = o
+		r.ids.add(id)
 		r.ownersGen++
 	}
 	return o
@@ -250,15 +251,15 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 			continue
 		}
 		for _, l := range ls {
-			if !l.ready || r.adjacent(o, l) {
+			if !l.ready {
 				continue
 			}
-			k := l.knows(o.id)
-			known := &k.state
+			k := l.known[o.id]
+			known := k.state
 			if records {
-				known = &k.records
+				known = k.records
 			}
-			if known.Compare(v) >= 0 {
+			if known.Compare(v) >= 0 || r.adjacent(o, l) {
 				continue
 			}
 			if !records {
@@ -270,7 +271,11 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 					break
 				}
 			}
-			*known = v
+			if records {
+				l.noteRecords(o.id, v.Incarnation, v.Seq)
+			} else {
+				l.noteState(o.id, v.Incarnation, v.Seq)
+			}
 			if frames == nil {
 				frames = [][]byte{frameOf(payload)}
 			}

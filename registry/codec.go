@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"sync"
 	"time"
 
 	"github.com/Masterminds/semver/v3"
@@ -388,20 +389,56 @@ func (r *reader) count(minSize int) int {
 // safe for concurrent use: each link has its own.
 type decoder struct {
 	maxMeta  int
+	known    *idTable                   // the registry's node ids; nil: none
+	reading  bool                       // known is held for reading
 	versions map[string]*semver.Version // canonical versions seen, parsed
-	ids      map[string]string          // node ids seen, to share their strings
+	ids      map[string]string          // other node ids seen lately
 }
 
-// maxCachedIDs bounds a decoder's cache of node ids.
-const maxCachedIDs = 1024
+// idTable holds the ids of the owners a registry knows, for the decoders
+// of all its links to share: a State names every neighbour of its owner,
+// and every link decodes the same ids again and again. Each link kept a
+// string of every id before: in a mesh of N nodes, N² strings and N maps
+// of N entries on each node.
+type idTable struct {
+	mu  sync.RWMutex
+	ids map[string]string
+}
 
-// id reads a node id. A State names every neighbour of its owner and
-// arrives every heartbeat: the same few ids, decoded again and again, were
-// most of a forming mesh's allocations.
+func (t *idTable) add(id string) {
+	t.mu.Lock()
+	if t.ids == nil {
+		t.ids = map[string]string{}
+	}
+	t.ids[id] = id
+	t.mu.Unlock()
+}
+
+func (t *idTable) remove(id string) {
+	t.mu.Lock()
+	delete(t.ids, id)
+	t.mu.Unlock()
+}
+
+// maxCachedIDs bounds a decoder's cache of the node ids that its
+// registry does not know as owners (yet): a few, while they join.
+const maxCachedIDs = 64
+
+// id reads a node id, as a string shared with the registry when it is
+// an owner's id there.
 func (d *decoder) id(r *reader, what string) string {
 	b := r.bytes(MaxIDBytes, what)
 	if r.err != nil {
 		return ""
+	}
+	if d.known != nil {
+		if !d.reading {
+			d.known.mu.RLock()
+			defer d.known.mu.RUnlock()
+		}
+		if s, ok := d.known.ids[string(b)]; ok {
+			return s
+		}
 	}
 	if s, ok := d.ids[string(b)]; ok {
 		return s
@@ -447,6 +484,8 @@ func (d *decoder) decode(t msgType, p []byte, m *message) error {
 	r := &reader{b: p}
 	switch m.typ {
 	case msgHello:
+		d.readIDs()
+		defer d.doneIDs()
 		m.proto = r.uvarint()
 		m.node = r.string(MaxIDBytes, "node id")
 		n := r.count(5)
@@ -464,6 +503,8 @@ func (d *decoder) decode(t msgType, p []byte, m *message) error {
 			m.digest = append(m.digest, e)
 		}
 	case msgState:
+		d.readIDs()
+		defer d.doneIDs()
 		d.owner(r, m)
 		m.beat = r.uvarint()
 		flags := r.byte()
@@ -528,6 +569,22 @@ func (d *decoder) decode(t msgType, p []byte, m *message) error {
 		return fmt.Errorf("%w: %s message: %v", ErrProtocol, m.typ, r.err)
 	}
 	return nil
+}
+
+// readIDs holds the registry's ids for reading until doneIDs: a Hello or
+// a State names many.
+func (d *decoder) readIDs() {
+	if d.known != nil {
+		d.known.mu.RLock()
+		d.reading = true
+	}
+}
+
+func (d *decoder) doneIDs() {
+	if d.reading {
+		d.reading = false
+		d.known.mu.RUnlock()
+	}
 }
 
 func (d *decoder) owner(r *reader, m *message) {

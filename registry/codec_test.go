@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"testing"
@@ -120,5 +121,36 @@ func TestBadFrameClosesOnlyItsStream(t *testing.T) {
 			fromB := b.register(t, "db@1.0.0", 81, nil)
 			a.waitEvent(t, Registered, fromB.ID)
 		})
+	}
+}
+
+// A new link's decoder takes the ids of the owners its registry knows
+// from the registry: a State naming them costs the new link no string of
+// its own (each link held a copy of every id before, N² a node).
+func TestDecoderSharesKnownIDs(t *testing.T) {
+	var known idTable
+	var peers []peerRef
+	for i := range 20 {
+		id := fmt.Sprintf("node-%02d", i)
+		known.add(id)
+		peers = append(peers, peerRef{id: id, inc: uint64(i + 1)})
+	}
+	typ, p := splitFrame(must(encodeState(peers[0].id, 1, 0, 1, false, peers[1:], 1<<20)))
+	var m message
+	warm := decoder{maxMeta: 4096, known: &known}
+	if err := warm.decode(typ, p, &m); err != nil {
+		t.Fatal(err)
+	}
+	allocs := testing.AllocsPerRun(10, func() {
+		d := decoder{maxMeta: 4096, known: &known} // a new link's
+		if err := d.decode(typ, p, &m); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Errorf("a new link's decoder allocated %v times for a State of known ids", allocs)
+	}
+	if m.peers[0].id != peers[1].id {
+		t.Errorf("decoded %q, want %q", m.peers[0].id, peers[1].id)
 	}
 }

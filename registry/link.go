@@ -20,13 +20,13 @@ type link struct {
 	conn io.ReadWriteCloser
 
 	// Guarded by Registry.mu.
-	hello   bool                  // the peer's Hello is processed: it is adjacent
-	peerInc uint64                // the peer's incarnation, from its Hello
-	ready   bool                  // our sync is queued: changes are pushed
-	synced  bool                  // the peer's sync is applied
-	known   map[string]*peerKnows // what the peer is known to have, by owner
-	wanted  map[string]bool       // owners whose snapshot was asked for
-	snap    *snapshot             // a snapshot being received
+	hello   bool                 // the peer's Hello is processed: it is adjacent
+	peerInc uint64               // the peer's incarnation, from its Hello
+	ready   bool                 // our sync is queued: changes are pushed
+	synced  bool                 // the peer's sync is applied
+	known   map[string]peerKnows // what the peer is known to have, by owner
+	wanted  map[string]bool      // owners whose snapshot was asked for
+	snap    *snapshot            // a snapshot being received
 	// The peer's neighbours as its Hello named them (owner → incarnation),
 	// until a State it issued after the Hello (a beat above helloBeat)
 	// supersedes them: then nil.
@@ -67,34 +67,30 @@ func newLink(peer string, conn io.ReadWriteCloser) *link {
 	return &link{
 		peer:    peer,
 		conn:    conn,
-		known:   map[string]*peerKnows{},
+		known:   map[string]peerKnows{},
 		wanted:  map[string]bool{},
 		limit:   maxQueueBytes,
 		flushed: make(chan struct{}),
 	}
 }
 
-// knows returns what the peer is known to have of owner.
-func (l *link) knows(owner string) *peerKnows {
-	k := l.known[owner]
-	if k == nil {
-		k = &peerKnows{}
-		l.known[owner] = k
-	}
-	return k
-}
-
+// noteRecords notes that the peer has owner's records at (inc, seq) or
+// newer.
 func (l *link) noteRecords(owner string, inc, seq uint64) {
-	k := l.knows(owner)
+	k := l.known[owner]
 	if v := (Rev{inc, seq}); v.Compare(k.records) > 0 {
 		k.records = v
+		l.known[owner] = k
 	}
 }
 
+// noteState notes that the peer has owner's state at (inc, beat) or
+// newer.
 func (l *link) noteState(owner string, inc, beat uint64) {
-	k := l.knows(owner)
+	k := l.known[owner]
 	if v := (Rev{inc, beat}); v.Compare(k.state) > 0 {
 		k.state = v
+		l.known[owner] = k
 	}
 }
 

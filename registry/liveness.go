@@ -200,6 +200,7 @@ func (r *Registry) expire(now time.Time) {
 		}
 		if o.expired && !o.live && age > 2*lifetime {
 			delete(r.owners, id)
+			r.ids.remove(id)
 			r.ownersGen++
 		}
 	}

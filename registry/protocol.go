@@ -104,7 +104,7 @@ func (r *Registry) readLoop(l *link) error {
 	fr := newFrameReader(l.conn, r.cfg.MaxMessageBytes) // its buffer is small: idle links are many; big frames bypass it
 	var buf []byte
 	var m message
-	dec := decoder{maxMeta: r.cfg.MaxMetadataBytes}
+	dec := decoder{maxMeta: r.cfg.MaxMetadataBytes, known: &r.ids}
 	for {
 		t, payload, frame, err := readFrame(fr, buf)
 		if err != nil {
@@ -182,9 +182,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 		if d.neighbour {
 			l.helloPeers[d.owner] = d.inc
 		}
-		k := l.knows(d.owner)
-		k.records = Rev{d.inc, d.seq}
-		k.state = Rev{d.inc, d.beat}
+		l.known[d.owner] = peerKnows{records: Rev{d.inc, d.seq}, state: Rev{d.inc, d.beat}}
 		// A peer that restarted: its old incarnation is gone for good,
 		// before it can look reachable again through this link.
 		if o := r.owners[d.owner]; d.owner == l.peer && o != nil && d.inc > o.inc {
@@ -211,7 +209,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 		if o != r.self && r.adjacent(o, l) {
 			continue // o syncs the peer itself (see relay)
 		}
-		k := l.knows(o.id)
+		k := l.known[o.id]
 		// An owner that never had records (seq 0) has no snapshot to
 		// send: its state says as much.
 		if v := (Rev{o.inc, o.seq}); o.seq > 0 && v.Compare(k.records) > 0 {
@@ -220,7 +218,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 				return err
 			}
 			frames = append(frames, fs...)
-			k.records = v
+			l.noteRecords(o.id, o.inc, o.seq)
 		}
 		if v := (Rev{o.inc, o.beat}); o.beat > 0 && v.Compare(k.state) > 0 {
 			if o != r.self && k.state.Incarnation == o.inc && k.state.Seq > 0 {
@@ -234,7 +232,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 				return err
 			}
 			frames = append(frames, f)
-			k.state = v
+			l.noteState(o.id, o.inc, o.beat)
 		}
 	}
 	frames = append(frames, encodeSynced())

@@ -22,6 +22,7 @@ type Registry struct {
 	closed   bool
 	self     *owner
 	owners   map[string]*owner            // every owner known, self included
+	ids      idTable                      // the owners' ids, for the links' decoders
 	links    map[string][]*link           // by peer: every running Serve
 	held     map[string]int               // by peer: PeerUp calls not yet undone
 	visible  map[string]map[string]*entry // by name, by id: the records of live owners
@@ -151,6 +152,7 @@ func New(cfg Config) (*Registry, error) {
 		reached: true,
 	}
 	r.owners[cfg.ID] = r.self
+	r.ids.add(cfg.ID)
 	r.coalesce, _ = r.coalesceLimits()
 	r.walkTimer = time.NewTimer(time.Hour)
 	r.walkTimer.Stop()
