@@ -80,7 +80,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 		r.grow(o, grown)
 	}
 	o.frame = frameOf(payload) // for syncs and relays, as received
-	r.relayLater(o, len(grown) > 0)
+	r.relayLater(o, len(grown) > 0 && !o.leaving)
 	if !o.leaving && m.seq > o.seq && l.snap == nil {
 		r.want(l, o.id)
 	}

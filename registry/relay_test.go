@@ -76,10 +76,10 @@ func TestSyncLeavesNewerStatesToRelay(t *testing.T) {
 	})
 }
 
-// TestRelayDelays: another owner's State that drops a link is relayed
-// after relayDelay; one that only adds links, after the window this node
-// merges its own additions over, when that is longer (here 10 ms for each
-// of the 14 owners it knows).
+// TestRelayDelays: another owner's State that drops a link, or leaves, is
+// relayed after relayDelay; one that only adds links, after the window
+// this node merges its own additions over, when that is longer (here 10
+// ms for each of the 14 owners it knows).
 func TestRelayDelays(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newNode(t, "b", func(c *Config) { c.Heartbeat, c.Lifetime = 0, 0 }) // 1 s heartbeat
@@ -109,22 +109,23 @@ func TestRelayDelays(t *testing.T) {
 		}
 
 		for _, tc := range []struct {
-			what  string
-			frame []byte
-			after time.Duration
+			what, owner string
+			frame       []byte
+			after       time.Duration
 		}{
-			{"an addition", state(2, "f00"), hi},
-			{"a loss", state(3), relayDelay},
+			{"an addition", "x", state(2, "f00"), hi},
+			{"a loss", "x", state(3), relayDelay},
+			{"a first state, leaving", "g", must(encodeState("g", 1, 0, 1, true, []peerRef{{id: "x", inc: 5}}, DefaultMaxMessageBytes)), relayDelay},
 		} {
 			start := time.Now()
 			x.send(tc.frame)
 			time.Sleep(tc.after - time.Millisecond)
-			if got := statesOf(c.received(), "x"); len(got) != 0 {
-				t.Fatalf("%s of x relayed to c after %v, want %v", tc.what, time.Since(start), tc.after)
+			if got := statesOf(c.received(), tc.owner); len(got) != 0 {
+				t.Fatalf("%s of %s relayed to c after %v, want %v", tc.what, tc.owner, time.Since(start), tc.after)
 			}
 			time.Sleep(time.Millisecond)
-			if got := statesOf(c.received(), "x"); len(got) != 1 {
-				t.Fatalf("%s of x not relayed to c after %v: %v", tc.what, tc.after, got)
+			if got := statesOf(c.received(), tc.owner); len(got) != 1 {
+				t.Fatalf("%s of %s not relayed to c after %v: %v", tc.what, tc.owner, tc.after, got)
 			}
 		}
 	})
