@@ -119,26 +119,34 @@ func frozenPair(t *testing.T, cfg Config) (*Link, *freezable) {
 	t.Helper()
 	a, b := net.Pipe()
 	fb := newFreezable(b)
+	la, lb := linkOn(t, a, fb, cfg, cfg)
+	fb.link = lb
+	return la, fb
+}
+
+// linkOn links a client over dc, configured by dcfg, to a server over
+// ac, configured by acfg; both close when the test ends.
+func linkOn(t *testing.T, dc, ac net.Conn, dcfg, acfg Config) (d, a *Link) {
+	t.Helper()
 	ctx := context.Background()
 	acc := make(chan *Link, 1)
 	go func() {
-		l, err := Server(ctx, fb, Hello{Cluster: "c", ID: "b"}, cfg, nil)
+		l, err := Server(ctx, ac, Hello{Cluster: "c", ID: "b"}, acfg, nil)
 		if err != nil {
 			t.Error(err)
 		}
 		acc <- l
 	}()
-	la, err := Client(ctx, a, Hello{Cluster: "c", ID: "a"}, cfg, nil)
+	d, err := Client(ctx, dc, Hello{Cluster: "c", ID: "a"}, dcfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	lb := <-acc
-	if lb == nil {
+	a = <-acc
+	if a == nil {
 		t.FailNow()
 	}
-	fb.link = lb
-	t.Cleanup(func() { la.Close(); lb.Close() })
-	return la, fb
+	t.Cleanup(func() { d.Close(); a.Close() })
+	return d, a
 }
 
 // TestIdleLinkBeats: on an idle link each side beats about once per
@@ -232,24 +240,7 @@ func TestBlockedWriteClosesLink(t *testing.T) {
 	dc, ac := loopback.Pair(t)
 	ws := newWriteStall(dc)
 	ctx := context.Background()
-	accepted := make(chan *Link, 1)
-	go func() {
-		l, err := Server(ctx, ac, Hello{Cluster: "c", ID: "b"}, patient, nil)
-		if err != nil {
-			t.Error(err)
-		}
-		accepted <- l
-	}()
-	d, err := Client(ctx, ws, Hello{Cluster: "c", ID: "a"}, cfg, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	a := <-accepted
-	if a == nil {
-		t.FailNow()
-	}
-	defer d.Close()
-	defer a.Close()
+	d, a := linkOn(t, ws, ac, cfg, patient)
 	// The peer talks all along: the link is never silent.
 	ps, err := a.OpenStream(ctx, "chatter")
 	if err != nil {
