@@ -113,3 +113,32 @@ func TestHeartbeatWaitsForMergedChange(t *testing.T) {
 		}
 	})
 }
+
+// TestRecordsFollowMergedChange: a change of a node's records goes out
+// after any merged change of adjacency that waits: a peer that has the
+// node's record has its links as of then, without waiting for the window.
+func TestRecordsFollowMergedChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		a, b := newNode(t, "a"), newNode(t, "b")
+		connect(t, a, b)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		connect(t, a, newNode(t, "c")) // announced at once
+		connect(t, a, newNode(t, "d")) // merged
+		synctest.Wait()
+		a.Registry.mu.Lock()
+		due := a.stateDue
+		a.Registry.mu.Unlock()
+		if !due {
+			t.Fatal("a merges no additions: this test no longer covers a record change while they wait")
+		}
+		rec := a.register(t, "x@1.0.0", 1, nil)
+		synctest.Wait() // no time passes: the window is not over
+		if !b.has(t, rec.ID) {
+			t.Fatal("b does not have a's record")
+		}
+		if got := b.peersOf("a"); len(got) != 3 {
+			t.Fatalf("b has a's record, and a's adjacency %v: want b, c and d", got)
+		}
+	})
+}

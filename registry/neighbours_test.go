@@ -126,6 +126,7 @@ func TestRelaySkipsPeersNeighbours(t *testing.T) {
 		slow := func(c *Config) { c.Heartbeat, c.Lifetime = time.Hour, 3*time.Hour } // no heartbeats
 		a, o := newNode(t, "a", slow), newNode(t, "o", slow)
 		connect(t, a, o)
+		synctest.Wait() // a and o have announced their link
 		c := newTapPeer(t, a, "c", 9)
 		if err := c.send(must(encodeHello("c", []digestEntry{
 			{owner: "c", inc: 9, beat: 1},

@@ -468,8 +468,13 @@ func (r *Registry) bumpState() {
 }
 
 // pushOwn sends a frame about this node's own records or state to every
-// peer whose sync is queued. r.mu is held.
+// peer whose sync is queued. A change of records goes after any merged
+// change of adjacency that waits, issued first: a peer that has a node's
+// records has its links as of then. r.mu is held.
 func (r *Registry) pushOwn(frame []byte, records bool) {
+	if records && r.stateDue {
+		r.bumpState()
+	}
 	o := r.self
 	for _, ls := range r.links {
 		for _, l := range ls {
