@@ -234,7 +234,7 @@ func (r *Registry) Register(s Service) (Record, error) {
 		r.ports[s.Port] = e.rec.ID
 	}
 	r.setRecord(o, e)
-	r.pushRecords(frame)
+	r.pushOwn(frame, true)
 	return e.record(), nil
 }
 
@@ -263,7 +263,7 @@ func (r *Registry) Update(id string, meta map[string]string) (Record, error) {
 	}
 	o.seq++
 	r.setRecord(o, e)
-	r.pushRecords(frame)
+	r.pushOwn(frame, true)
 	return e.record(), nil
 }
 
@@ -288,7 +288,7 @@ func (r *Registry) Free(id string) error {
 		delete(r.ports, e.rec.Port)
 	}
 	r.delRecord(o, id)
-	r.pushRecords(frame)
+	r.pushOwn(frame, true)
 	return nil
 }
 
@@ -467,18 +467,4 @@ func cloneMeta(m map[string]string) map[string]string {
 		c[k] = v
 	}
 	return c
-}
-
-// pushRecords sends a change of this node's records to every ready link,
-// after the merged change of adjacency that waits, if one does: whoever
-// sees a node's records change also knows whom it is linked with now. A
-// peer that saw the records of a mesh just formed then frees nothing when
-// one of its links drops (the owner is still reachable through others,
-// as the States it holds say); and a change of records is rare beside the
-// links of a forming mesh, whose merging this leaves alone. r.mu is held.
-func (r *Registry) pushRecords(frame []byte) {
-	if r.stateDue {
-		r.bumpState()
-	}
-	r.pushOwn(frame, true)
 }
