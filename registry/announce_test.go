@@ -26,9 +26,7 @@ func TestLossIsNotMerged(t *testing.T) {
 			connect(t, h, newNode(t, fmt.Sprintf("p%d", i)))
 		}
 		synctest.Wait()
-		h.Registry.mu.Lock()
-		due := h.stateDue
-		h.Registry.mu.Unlock()
+		due := locked(h, func(r *Registry) bool { return r.stateDue })
 		if !due {
 			t.Fatal("h merges no additions: this test no longer covers a loss among them")
 		}
@@ -60,18 +58,14 @@ func TestJoinThroughOneMember(t *testing.T) {
 		rc := c.register(t, "c@1.0.0", 2, nil)
 		connect(t, b, c) // merged
 		synctest.Wait()
-		b.Registry.mu.Lock()
-		due := b.stateDue
-		b.Registry.mu.Unlock()
+		due := locked(b, func(r *Registry) bool { return r.stateDue })
 		if !due {
 			t.Fatal("b did not merge c's link: this test no longer covers a merged addition")
 		}
 		if !c.has(t, ra.ID) {
 			t.Fatal("the new node does not have the cluster's records after its sync")
 		}
-		b.Registry.mu.Lock()
-		_, window := b.coalesceLimits()
-		b.Registry.mu.Unlock()
+		window := locked(b, func(r *Registry) time.Duration { _, hi := r.coalesceLimits(); return hi })
 		time.Sleep(window + max(relayDelay, window))
 		synctest.Wait()
 		if !a.has(t, rc.ID) {
@@ -126,9 +120,7 @@ func TestRecordsFollowMergedChange(t *testing.T) {
 		connect(t, a, newNode(t, "c")) // announced at once
 		connect(t, a, newNode(t, "d")) // merged
 		synctest.Wait()
-		a.Registry.mu.Lock()
-		due := a.stateDue
-		a.Registry.mu.Unlock()
+		due := locked(a, func(r *Registry) bool { return r.stateDue })
 		if !due {
 			t.Fatal("a merges no additions: this test no longer covers a record change while they wait")
 		}

@@ -119,9 +119,7 @@ func TestExpiryWhenOwnerStopsRenewing(t *testing.T) {
 			t.Fatal("the owner's neighbour expired it while their link was up")
 		}
 		// The expired owner is forgotten after another lifetime.
-		c.Registry.mu.Lock()
-		_, known := c.owners["ghost"]
-		c.Registry.mu.Unlock()
+		known := locked(c, func(r *Registry) bool { _, ok := r.owners["ghost"]; return ok })
 		if known {
 			t.Error("expired owner still stored")
 		}
@@ -300,9 +298,7 @@ func TestLossesWithinWalkGap(t *testing.T) {
 		far[0].cut()
 		far[1].cut()
 		synctest.Wait()
-		hub.Registry.mu.Lock()
-		due := hub.walkDue
-		hub.Registry.mu.Unlock()
+		due := locked(hub, func(r *Registry) bool { return r.walkDue })
 		if !due {
 			t.Fatal("the second loss was not left to the end of the gap: this test no longer covers that")
 		}

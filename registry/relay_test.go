@@ -101,9 +101,7 @@ func TestRelayDelays(t *testing.T) {
 		time.Sleep(time.Second)
 		x.received()
 		c.received()
-		b.Registry.mu.Lock()
-		_, hi := b.coalesceLimits()
-		b.Registry.mu.Unlock()
+		hi := locked(b, func(r *Registry) time.Duration { _, hi := r.coalesceLimits(); return hi })
 		if hi <= relayDelay {
 			t.Fatalf("b's merging window is %v, not above relayDelay: this test no longer covers an addition relayed later", hi)
 		}

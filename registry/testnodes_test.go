@@ -25,6 +25,13 @@ type node struct {
 	wake   chan struct{}
 }
 
+// locked returns what f returns, with n's registry locked.
+func locked[T any](n *node, f func(r *Registry) T) T {
+	n.Registry.mu.Lock()
+	defer n.Registry.mu.Unlock()
+	return f(n.Registry)
+}
+
 // newNode starts a registry with fast timers, closed at the end of the test.
 func newNode(t testing.TB, id string, opts ...func(*Config)) *node {
 	t.Helper()
@@ -206,9 +213,7 @@ func settled(t testing.TB, ns ...*node) {
 	t.Helper()
 	for _, n := range ns {
 		waitFor(t, n.ID()+" knows every adjacency", func() bool {
-			n.Registry.mu.Lock()
-			relaying := len(n.relayDue) > 0
-			n.Registry.mu.Unlock()
+			relaying := locked(n, func(r *Registry) bool { return len(r.relayDue) > 0 })
 			if relaying {
 				return false
 			}
