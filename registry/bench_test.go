@@ -285,9 +285,11 @@ func BenchmarkSync1000(b *testing.B) {
 	}
 }
 
-// BenchmarkWholeWalk measures the reachability walk a lost link costs each
-// node, in a full mesh of 50.
-func BenchmarkWholeWalk(b *testing.B) {
+// lockedOf50 starts the registry "me" of a 50-node mesh, its timers an
+// hour apart (it ticks only as the benchmark calls it), locked until the
+// benchmark ends, and names the other 49 nodes with id(0) … id(48); ids
+// holds "me" and those.
+func lockedOf50(b *testing.B, id func(i int) string) (r *Registry, ids []string) {
 	cfg := LocalConfig("me")
 	cfg.Heartbeat, cfg.Lifetime = time.Hour, 3*time.Hour
 	cfg.Logger = quiet
@@ -295,13 +297,20 @@ func BenchmarkWholeWalk(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer r.Close()
+	b.Cleanup(func() { r.Close() })
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	ids := []string{"me"}
+	b.Cleanup(r.mu.Unlock)
+	ids = []string{"me"}
 	for i := range 49 {
-		ids = append(ids, fmt.Sprintf("node-%08x-%02d", 0x5eed0000+i, i))
+		ids = append(ids, id(i))
 	}
+	return r, ids
+}
+
+// BenchmarkWholeWalk measures the reachability walk a lost link costs each
+// node, in a full mesh of 50.
+func BenchmarkWholeWalk(b *testing.B) {
+	r, ids := lockedOf50(b, func(i int) string { return fmt.Sprintf("node-%08x-%02d", 0x5eed0000+i, i) })
 	for i, id := range ids[1:] {
 		o := r.owner(id)
 		o.inc, o.beat = uint64(i+1), 1
@@ -338,20 +347,7 @@ func (discardConn) Close() error                { return nil }
 // owners. Every peer is a neighbour with a ready link, renewed by it, so
 // no heartbeat is sent (frames/tick).
 func BenchmarkIdleTick(b *testing.B) {
-	cfg := LocalConfig("me")
-	cfg.Heartbeat, cfg.Lifetime = time.Hour, 3*time.Hour // ticks only as the benchmark calls them
-	cfg.Logger = quiet
-	r, err := New(cfg)
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer r.Close()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	ids := []string{"me"}
-	for i := range 49 {
-		ids = append(ids, fmt.Sprintf("%08x-0000-4000-8000-%012d", 0x5eed0000+i, i))
-	}
+	r, ids := lockedOf50(b, func(i int) string { return fmt.Sprintf("%08x-0000-4000-8000-%012d", 0x5eed0000+i, i) })
 	for i, id := range ids[1:] {
 		o := r.owner(id)
 		o.inc, o.beat = uint64(1795355667037148735+i), 1
