@@ -76,7 +76,8 @@ func (c *sessionConn) Write(p []byte) (int, error) {
 	defer c.wmu.Unlock()
 	if c.held {
 		c.held = false
-		defer c.timeWrite()()
+		c.writeStarts()
+		defer c.writeEnds()
 		return c.writeJoined(p)
 	}
 	if len(p) == yamuxHeaderSize && p[1] == yamuxTypeData && binary.BigEndian.Uint32(p[8:]) > 0 {
@@ -84,18 +85,18 @@ func (c *sessionConn) Write(p []byte) (int, error) {
 		c.held = true
 		return len(p), nil
 	}
-	defer c.timeWrite()()
+	c.writeStarts()
+	defer c.writeEnds()
 	return c.Conn.Write(p)
 }
 
-// timeWrite notes a write to the connection starting, and returns what
-// notes it ended; c.wmu is held.
-func (c *sessionConn) timeWrite() func() {
-	c.writing.Store(int64(now()))
-	return func() {
-		c.writing.Store(0)
-		c.wrote.Store(int64(now()))
-	}
+// writeStarts and writeEnds note a write to the connection starting and
+// ending (see writing, wrote); c.wmu is held.
+func (c *sessionConn) writeStarts() { c.writing.Store(int64(now())) }
+
+func (c *sessionConn) writeEnds() {
+	c.writing.Store(0)
+	c.wrote.Store(int64(now()))
 }
 
 // beatFrame is a yamux ping answer (type 2, flag ACK) for a ping id this
@@ -114,7 +115,8 @@ func (c *sessionConn) beat() error {
 		return nil
 	}
 	defer c.wmu.Unlock()
-	defer c.timeWrite()()
+	c.writeStarts()
+	defer c.writeEnds()
 	_, err := c.Conn.Write(beatFrame[:])
 	return err
 }
