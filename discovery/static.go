@@ -108,36 +108,62 @@ func (s *Static) Run(ctx context.Context, self Self, report func(Event)) error {
 func parseStatic(raw []string) ([]staticEntry, error) {
 	out := make([]staticEntry, 0, len(raw))
 	for _, r := range raw {
-		host, port, err := net.SplitHostPort(r)
+		e, err := parseEntry(r)
 		if err != nil {
-			return nil, fmt.Errorf("%w %q: %v", ErrBadAddr, r, err)
-		}
-		if host == "" {
-			return nil, fmt.Errorf("%w %q: no host", ErrBadAddr, r)
-		}
-		p, err := strconv.ParseUint(port, 10, 16)
-		if err != nil {
-			n, lerr := net.LookupPort("tcp", port)
-			if lerr != nil {
-				return nil, fmt.Errorf("%w %q: port %q", ErrBadAddr, r, port)
-			}
-			p = uint64(n)
-		}
-		if p == 0 {
-			return nil, fmt.Errorf("%w %q: port 0", ErrBadAddr, r)
-		}
-		e := staticEntry{raw: r, host: host, port: uint16(p)}
-		if ip, err := netip.ParseAddr(host); err == nil {
-			if ip.IsUnspecified() || ip.IsMulticast() {
-				return nil, fmt.Errorf("%w %q: not a unicast address", ErrBadAddr, r)
-			}
-			e.ip = ip.Unmap()
-		} else if !validHostname(host) {
-			return nil, fmt.Errorf("%w %q: %q is neither an IP address nor a host name", ErrBadAddr, r, host)
+			return nil, err
 		}
 		out = append(out, e)
 	}
 	return out, nil
+}
+
+// Resolve returns the addresses of addr, "host:port" as Static.Addrs takes
+// it: host an IP address or a host name, port a number or a service name.
+// A name's addresses come each once, IPv4 first. Nil r means
+// net.DefaultResolver. It returns an error wrapping ErrBadAddr, naming
+// addr, when addr is not such an address, and one naming addr and wrapping
+// the resolver's *net.DNSError when the name does not resolve.
+func Resolve(ctx context.Context, r *net.Resolver, addr string) ([]netip.AddrPort, error) {
+	e, err := parseEntry(addr)
+	if err != nil {
+		return nil, err
+	}
+	if r == nil {
+		r = net.DefaultResolver
+	}
+	return e.resolve(ctx, r)
+}
+
+// parseEntry parses one "host:port" of Static.Addrs.
+func parseEntry(r string) (staticEntry, error) {
+	host, port, err := net.SplitHostPort(r)
+	if err != nil {
+		return staticEntry{}, fmt.Errorf("%w %q: %v", ErrBadAddr, r, err)
+	}
+	if host == "" {
+		return staticEntry{}, fmt.Errorf("%w %q: no host", ErrBadAddr, r)
+	}
+	p, err := strconv.ParseUint(port, 10, 16)
+	if err != nil {
+		n, lerr := net.LookupPort("tcp", port)
+		if lerr != nil {
+			return staticEntry{}, fmt.Errorf("%w %q: port %q", ErrBadAddr, r, port)
+		}
+		p = uint64(n)
+	}
+	if p == 0 {
+		return staticEntry{}, fmt.Errorf("%w %q: port 0", ErrBadAddr, r)
+	}
+	e := staticEntry{raw: r, host: host, port: uint16(p)}
+	if ip, err := netip.ParseAddr(host); err == nil {
+		if ip.IsUnspecified() || ip.IsMulticast() {
+			return staticEntry{}, fmt.Errorf("%w %q: not a unicast address", ErrBadAddr, r)
+		}
+		e.ip = ip.Unmap()
+	} else if !validHostname(host) {
+		return staticEntry{}, fmt.Errorf("%w %q: %q is neither an IP address nor a host name", ErrBadAddr, r, host)
+	}
+	return e, nil
 }
 
 // validHostname accepts what a resolver could look up: dot-separated

@@ -3,6 +3,7 @@ package mesh
 import (
 	"crypto/tls"
 	"log/slog"
+	"net"
 	"net/netip"
 	"time"
 
@@ -41,6 +42,12 @@ type Config struct {
 	// multicast interface (discovery.MDNS{}); NoDiscovery, an empty list,
 	// runs none (links then come from Connect and peer exchange).
 	Discovery []discovery.Discoverer
+
+	// Resolver looks up the host names of the addresses given to Connect,
+	// at Connect and again before each redial of the kept peer. Nil means
+	// net.DefaultResolver. Discoverers have their own (for example
+	// discovery.Static.Resolver).
+	Resolver *net.Resolver
 
 	// HandshakeTimeout bounds a link's handshake. Zero means 2 s.
 	HandshakeTimeout time.Duration

@@ -23,36 +23,48 @@ type target struct {
 	id    string // empty until learned, for an address-only target
 	addrs []netip.AddrPort
 	kept  bool
+	// host is the "host:port" Connect was given for a kept peer: it is
+	// looked up again before each redial (see redialAddrs).
+	host string
 	// announced: a discoverer reports the peer present (until Lost); it
 	// is retried, with backoff, as long as that holds.
 	announced bool
 	dialing   bool // a dial goroutine runs for it
 }
 
-// Connect dials addr, waits for the link's handshake and keeps the peer:
-// when its link drops, the node redials it with backoff until Disconnect.
-// It returns the peer's description, or the dial's error (a refusal wraps
-// transport's sentinels; ctx's error when ctx ends first).
+// Connect links to the node at addr, waits for the link's handshake and
+// keeps the peer: when its link drops, the node redials it with backoff
+// until Disconnect. addr is "host:port" as discovery.Static takes it: host
+// an IP address or a host name, port a number or a service name. A name
+// is looked up with Config.Resolver, at Connect and again before each
+// redial, and all of its addresses are tried, IPv4 first, the next one
+// starting when one fails or has not answered within 250 ms. It returns
+// the peer's description, or an error: one wrapping discovery.ErrBadAddr,
+// naming addr, when addr is not host:port; one naming addr and wrapping
+// the resolver's *net.DNSError when the name does not resolve; else the
+// dial's (a refusal wraps transport's sentinels; ctx's error when ctx
+// ends first).
 func (n *Node) Connect(ctx context.Context, addr string) (Peer, error) {
-	ap, err := netip.ParseAddrPort(addr)
-	if err != nil {
-		return Peer{}, fmt.Errorf("mesh: connect: address %q: %w", addr, err)
-	}
 	n.mu.Lock()
 	if !n.runningLocked() {
 		n.mu.Unlock()
 		return Peer{}, errClosedOrNotStarted(n)
 	}
 	n.mu.Unlock()
-	l, err := n.dial(ctx, ap)
+	addrs, err := discovery.Resolve(ctx, n.cfg.Resolver, addr)
 	if err != nil {
+		return Peer{}, fmt.Errorf("mesh: connect: %w", err)
+	}
+	l, _, err := n.dialAny(ctx, addrs, "")
+	if l == nil {
 		return Peer{}, err
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	t := n.targetLocked(l.peer)
 	t.kept = true
-	t.addrs = mergeAddrs([]netip.AddrPort{ap}, t.addrs)
+	t.host = addr
+	t.addrs = mergeAddrs(addrs, t.addrs)
 	p := n.peers[l.peer]
 	if p == nil {
 		// The link went down already; the kept peer is redialed.
@@ -179,10 +191,14 @@ const dialStagger = 250 * time.Millisecond
 // address has answered, no other is tried unless its handshake fails: a
 // handshake that is slow (a busy peer) is not one more reason to start
 // another. Each connection and each handshake takes at most
-// HandshakeTimeout. It returns nil when none linked, and whether an
-// attempt timed out (the sign of a machine or a peer buried in work).
-func (n *Node) dialAny(addrs []netip.AddrPort, want string) (_ *link, timedOut bool) {
-	ctx, cancel := context.WithCancel(n.ctx)
+// HandshakeTimeout; all of it ends when ctx does or the node closes. It
+// returns nil when none linked, and whether an attempt timed out (the
+// sign of a machine or a peer buried in work), with the error that says
+// most: that of an address that answered (a refusal), else the first
+// address's, ctx's when it ended, errClosed when the node closed. The
+// error is nil when the only links made were to other peers than want.
+func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string) (_ *link, timedOut bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// One channel for both reports of an attempt keeps them in order.
 	type report struct {
@@ -207,6 +223,7 @@ func (n *Node) dialAny(addrs []netip.AddrPort, want string) (_ *link, timedOut b
 		}
 	}()
 	next, pending, answered := 0, 0, 0
+	errAnswered := false // err is that of an address that answered
 	// An address that answered is known at once through connected, before
 	// its report is read: on a machine running late, the report may come
 	// after the stagger although the address answered at once, and a
@@ -249,6 +266,9 @@ func (n *Node) dialAny(addrs []netip.AddrPort, want string) (_ *link, timedOut b
 			if r.err != nil {
 				var ne net.Error
 				timedOut = timedOut || (errors.As(r.err, &ne) && ne.Timeout())
+				if err == nil || (r.answered && !errAnswered) {
+					err, errAnswered = r.err, r.answered
+				}
 				if errors.Is(r.err, transport.ErrWrongCluster) || errors.Is(r.err, transport.ErrSelfLink) || errors.Is(r.err, transport.ErrWrongVersion) {
 					n.log.Info("peer refused", "addr", r.ap.String(), "err", r.err)
 				}
@@ -260,15 +280,24 @@ func (n *Node) dialAny(addrs []netip.AddrPort, want string) (_ *link, timedOut b
 			if want != "" && r.tl.Peer() != want {
 				n.log.Info("address now belongs to another node", "addr", r.ap.String(), "peer", r.tl.Peer(), "want", want)
 			}
-			if l := n.addLink(r.tl); l != nil && (want == "" || l.peer == want) {
-				return l, timedOut
+			l := n.addLink(r.tl)
+			if l == nil {
+				return nil, timedOut, errClosed
+			}
+			if want == "" || l.peer == want {
+				return l, timedOut, nil
 			}
 			stagger.Reset(0)
+		case <-ctx.Done():
+			if n.ctx.Err() != nil {
+				return nil, timedOut, errClosed
+			}
+			return nil, timedOut, fmt.Errorf("mesh: %w", ctx.Err())
 		case <-n.closing:
-			return nil, timedOut
+			return nil, timedOut, errClosed
 		}
 	}
-	return nil, timedOut
+	return nil, timedOut, err
 }
 
 // startDialLocked starts t's dial goroutine after delay unless one runs;
@@ -314,6 +343,7 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		current := n.targets[t.id] == t || t.id == ""
 		incoming := t.id != "" && n.inbound[t.id] > 0
 		addrs := slices.Clone(t.addrs)
+		host := t.host
 		n.mu.Unlock()
 		if (linked && t.id != "") || !current {
 			n.dials.release(false, false)
@@ -330,7 +360,10 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 			delay = n.cfg.DialBackoff
 			continue
 		}
-		l, timedOut := n.dialAny(addrs, t.id)
+		if host != "" {
+			addrs = n.redialAddrs(host, addrs)
+		}
+		l, timedOut, _ := n.dialAny(n.ctx, addrs, t.id)
 		n.dials.release(l != nil, timedOut)
 		if l != nil {
 			n.endDial(t)
@@ -346,6 +379,21 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		delay = backoff
 		backoff = min(2*backoff, n.cfg.DialBackoffMax)
 	}
+}
+
+// redialAddrs returns the addresses to redial a kept peer at, Connect's
+// host:port given: host's addresses now, then the others known (the
+// peer's own, and host's at Connect). A look-up that fails, or takes
+// longer than HandshakeTimeout, leaves the known ones.
+func (n *Node) redialAddrs(host string, known []netip.AddrPort) []netip.AddrPort {
+	ctx, cancel := context.WithTimeout(n.ctx, lag.Stretch(n.cfg.HandshakeTimeout))
+	defer cancel()
+	addrs, err := discovery.Resolve(ctx, n.cfg.Resolver, host)
+	if err != nil {
+		n.log.Debug("resolve failed", "addr", host, "err", err)
+		return known
+	}
+	return mergeAddrs(addrs, known)
 }
 
 func (n *Node) endDial(t *target) {

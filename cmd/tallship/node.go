@@ -40,9 +40,9 @@ func (f *nodeFlags) register(fs *flagSet, e *env) {
 	fs.StringVar(&f.logLevel, "log-level", "off", "the library's log `LEVEL` on stderr: debug, info, warn, error or off")
 	fs.BoolVar(&f.mdns, "mdns", true, "find peers over mDNS (--mdns=false: only --connect addresses)")
 	fs.Var(&f.dns, "dns", "find peers through the DNS SRV records of `NAME` (Consul: tallship.service.consul; Kubernetes: _tallship._tcp.SVC.NS.svc.cluster.local); repeatable")
-	fs.StringVar(&f.dnsServer, "dns-server", "", "DNS server `ADDR` (\"ip[:port]\") for --dns (default: /etc/resolv.conf)")
+	fs.StringVar(&f.dnsServer, "dns-server", "", "DNS server `ADDR` (\"host[:port]\", a name resolved at start) for --dns (default: /etc/resolv.conf)")
 	fs.Var(&f.ifaces, "interface", "announce and advertise only on network interface `IFACE`; repeatable")
-	fs.Var(&f.advertise, "advertise", "advertise `ADDR` (\"ip:port\") instead of the interfaces' addresses, e.g. behind NAT; repeatable")
+	fs.Var(&f.advertise, "advertise", "advertise `ADDR` (\"host:port\", a name's addresses resolved at start) instead of the interfaces' addresses, e.g. behind NAT; repeatable")
 	fs.BoolVar(&f.fast, "fast", e.getenv("TALLSHIP_FAST") == "1",
 		"fast timers (mesh.LocalConfig), for tests on loopback; every node of the cluster must use them")
 	// The secret's default comes from the environment: never show it.
@@ -51,8 +51,9 @@ func (f *nodeFlags) register(fs *flagSet, e *env) {
 	}
 }
 
-// config returns the mesh configuration the flags ask for.
-func (f *nodeFlags) config(stderr io.Writer) (mesh.Config, error) {
+// config returns the mesh configuration the flags ask for, with the host
+// names of --advertise and --dns-server resolved.
+func (f *nodeFlags) config(ctx context.Context, stderr io.Writer) (mesh.Config, error) {
 	// Off by default: what matters reaches the user as events (join),
 	// status lines (run) or the one line of an error.
 	logger := slog.New(slog.DiscardHandler)
@@ -84,28 +85,33 @@ func (f *nodeFlags) config(stderr io.Writer) (mesh.Config, error) {
 		cfg.Interfaces = append(cfg.Interfaces, name)
 	}
 	for _, a := range f.advertise {
-		ap, err := netip.ParseAddrPort(a)
+		aps, err := resolveFlag(ctx, "advertise", a, a, "ip:port or name:port")
 		if err != nil {
-			return mesh.Config{}, usageErrorf("--advertise %q: want ip:port", a)
+			return mesh.Config{}, err
 		}
-		cfg.Advertise = append(cfg.Advertise, ap)
+		cfg.Advertise = append(cfg.Advertise, aps...)
 	}
 	if f.mdns {
 		cfg.Discovery = append(cfg.Discovery, &discovery.MDNS{Interfaces: ifaces, Logger: logger})
 	}
+	dnsServer := ""
 	if f.dnsServer != "" {
-		if _, err := netip.ParseAddrPort(f.dnsServer); err != nil {
-			if _, err := netip.ParseAddr(f.dnsServer); err != nil {
-				return mesh.Config{}, usageErrorf("--dns-server %q: want ip[:port]", f.dnsServer)
-			}
+		hostPort := f.dnsServer
+		if _, _, err := net.SplitHostPort(hostPort); err != nil {
+			hostPort = net.JoinHostPort(strings.Trim(hostPort, "[]"), "53")
 		}
+		aps, err := resolveFlag(ctx, "dns-server", f.dnsServer, hostPort, "ip[:port] or name[:port]")
+		if err != nil {
+			return mesh.Config{}, err
+		}
+		dnsServer = aps[0].String()
 	}
 	for _, name := range f.dns {
 		interval := time.Duration(0)
 		if f.fast {
 			interval = 500 * time.Millisecond
 		}
-		cfg.Discovery = append(cfg.Discovery, &discovery.DNS{Name: name, Server: f.dnsServer, Interval: interval, Logger: logger})
+		cfg.Discovery = append(cfg.Discovery, &discovery.DNS{Name: name, Server: dnsServer, Interval: interval, Logger: logger})
 	}
 	if len(f.connect) > 0 {
 		for _, a := range f.connect {
@@ -118,6 +124,24 @@ func (f *nodeFlags) config(stderr io.Writer) (mesh.Config, error) {
 	return cfg, nil
 }
 
+// resolveFlag returns the addresses of hostPort, the value of --name
+// (with a default port added), looked up at start as --connect's are later
+// (discovery.Resolve): a usage error saying what it wants when the value
+// is not an address, and which name did not resolve.
+func resolveFlag(ctx context.Context, name, value, hostPort, want string) ([]netip.AddrPort, error) {
+	aps, err := discovery.Resolve(ctx, nil, hostPort)
+	var dnsErr *net.DNSError
+	switch {
+	case err == nil:
+		return aps, nil
+	case ctx.Err() != nil:
+		return nil, ctx.Err()
+	case errors.As(err, &dnsErr):
+		return nil, usageErrorf("--%s %q: cannot resolve %q: %v", name, value, dnsErr.Name, dnsErr.Err)
+	}
+	return nil, usageErrorf("--%s %q: want %s", name, value, want)
+}
+
 // startNode starts a node of cluster with the flags' configuration and
 // returns it with its events from the very start, until ctx ends or the
 // node closes.
@@ -125,7 +149,7 @@ func (f *nodeFlags) startNode(ctx context.Context, e *env, cluster string) (*mes
 	if cluster == "" {
 		return nil, nil, usageErrorf("empty cluster name")
 	}
-	cfg, err := f.config(e.stderr)
+	cfg, err := f.config(ctx, e.stderr)
 	if err != nil {
 		return nil, nil, err
 	}
