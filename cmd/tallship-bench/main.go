@@ -8,6 +8,7 @@
 //	go run ./cmd/tallship-bench -runs 20    more runs per measure
 //	go run ./cmd/tallship-bench -only link  run one group of measures
 //	go run ./cmd/tallship-bench -only scale formation and a 100-node mesh (at most 10 minutes)
+//	go run ./cmd/tallship-bench -only delivery  delivery at 10% frame loss, silent and killed peers (about 4 minutes)
 //
 // Other flags: -form (the node counts of the formation measure, by
 // default 10, 50, 100 and 200; a run of N nodes that has not formed in
@@ -67,7 +68,7 @@ func run(args []string) int {
 	var o options
 	fs.BoolVar(&o.quick, "quick", false, "short run: fewer runs, shorter windows")
 	fs.IntVar(&o.runs, "runs", 0, "runs per measure (default 10, 3 with -quick)")
-	fs.StringVar(&o.only, "only", "", "run only the measures whose group name contains this (link, memory, formation, mesh, scale)")
+	fs.StringVar(&o.only, "only", "", "run only the measures whose group name contains this (link, memory, formation, mesh, scale, delivery)")
 	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile of the idle links to this file (and of the idle 100-node mesh to this file + .mesh)")
 	form := fs.String("form", defaultForm, "node counts for the formation measure, comma-separated")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -102,7 +103,8 @@ func run(args []string) int {
 
 	tag := uuid.NewString()[:8]
 	// The rows, in the order of the specification's table.
-	var formRows, meshRows, linkRows, memRows, idleRows, scaleRows []*row
+	var formRows, meshRows, linkRows, memRows, idleRows, scaleRows, deliveryRows []*row
+	var msgs, pp *row // the 64 B message rows, of the link group and the delivery group
 	want := func(group string) bool { return o.only == "" || strings.Contains(group, o.only) }
 	dur := func(full, quick time.Duration) time.Duration {
 		if o.quick {
@@ -223,9 +225,9 @@ func run(args []string) int {
 		tp1m := &row{name: "one stream's throughput, 1 MiB writes", unit: "MB/s", higher: true, target: "≥ 95% of raw TCP",
 			check: func(r *row) bool { return r.ratio() >= 0.95 }}
 		tpSec := &row{name: "one stream's throughput, 32 KiB writes, cluster secret", unit: "MB/s", higher: true, target: ""}
-		msgs := &row{name: "64 B messages one way (Send → Receive)", unit: "/s", higher: true, target: "≥ 100% of raw TCP",
+		msgs = &row{name: "64 B messages one way (Send → Receive)", unit: "/s", higher: true, target: "≥ 100% of raw TCP",
 			check: func(r *row) bool { return r.ratio() >= 1 }}
-		pp := &row{name: "64 B ping-pong, messages (Send/Receive)", unit: "/s", higher: true, target: "≥ 50% of raw TCP",
+		pp = &row{name: "64 B ping-pong, messages (Send/Receive)", unit: "/s", higher: true, target: "≥ 50% of raw TCP",
 			check: func(r *row) bool { return r.ratio() >= 0.5 }}
 		ppStream := &row{name: "64 B ping-pong, one stream", unit: "/s", higher: true, target: "≥ 45% of raw TCP",
 			check: func(r *row) bool { return r.ratio() >= 0.45 }}
@@ -237,6 +239,45 @@ func run(args []string) int {
 		measurePingPong(pp, o.runs, int(dur(20_000, 5_000)))
 		measureStreamPingPong(ppStream, o.runs, int(dur(20_000, 5_000)))
 		linkRows = []*row{tp32, tp1m, tpSec, msgs, pp, ppStream}
+	}
+
+	// The delivery group (issue 18) prints a table of its own after the
+	// main one; its two message rows are the link group's when that ran.
+	if want("delivery") {
+		const n = 20
+		freeze := &row{name: "silent peer, host frozen (SIGSTOP) → gone everywhere (N=20)", unit: "ms", target: "≤ 1.5 s",
+			check: func(r *row) bool { return r.tail() <= 1500 }}
+		cut := &row{name: "silent peer, link cut (nft drop) → gone everywhere (N=20)", unit: "ms", target: "≤ 1.5 s",
+			check: func(r *row) bool { return r.tail() <= 1500 }}
+		kill := &row{name: "kill -9 → gone everywhere (N=20)", unit: "ms", target: "≤ 300 ms",
+			check: func(r *row) bool { return r.tail() <= 300 }}
+		window := dur(60*time.Second, 15*time.Second)
+		zero := func(r *row) bool { return percentile(r.samples, 100) == 0 }
+		downs := &row{name: fmt.Sprintf("false peer-downs at %d%% frame loss for %.0f s, with traffic", lossPercent, window.Seconds()), unit: "", target: "0", check: zero}
+		lost := &row{name: "same run: messages lost (Send accepted, never received)", unit: "", target: "0", check: zero}
+		dup := &row{name: "same run: messages received twice", unit: "", target: "0", check: zero}
+		order := &row{name: "same run: messages received out of order", unit: "", target: "0", check: zero}
+		if inNS {
+			onMesh([]*row{freeze, cut, kill}, "delivery-"+tag, n, 60*time.Second, func(g *group) {
+				measureFreeze(freeze, g, "delivery-"+tag, max(2, o.runs/2))
+				measureCut(cut, g, "delivery-"+tag, max(2, o.runs/2))
+				measureKill(kill, g, "delivery-"+tag, o.runs)
+			})
+			measureLoss(downs, lost, dup, order, "loss-"+tag, window)
+		} else {
+			for _, r := range []*row{freeze, cut, kill, downs, lost, dup, order} {
+				noNS(r)
+			}
+		}
+		if msgs == nil {
+			msgs = &row{name: "64 B messages one way (Send → Receive)", unit: "/s", higher: true, target: "≥ 100% of raw TCP",
+				check: func(r *row) bool { return r.ratio() >= 1 }}
+			pp = &row{name: "64 B ping-pong, messages (Send/Receive)", unit: "/s", higher: true, target: "≥ 50% of raw TCP",
+				check: func(r *row) bool { return r.ratio() >= 0.5 }}
+			measurePingPong(pp, o.runs, int(dur(20_000, 5_000)))
+			measureMessages(msgs, o.runs, int(dur(200_000, 50_000)))
+		}
+		deliveryRows = []*row{freeze, cut, kill, downs, lost, dup, order, pp, msgs}
 	}
 
 	if want("memory") {
@@ -262,7 +303,17 @@ func run(args []string) int {
 	rows = append(rows, idleRows...)
 	rows = append(rows, scaleRows...)
 
-	printTable(os.Stdout, rows)
+	if len(rows) > 0 {
+		printTable(os.Stdout, rows)
+	}
+	if len(deliveryRows) > 0 {
+		if len(rows) > 0 {
+			fmt.Println()
+		}
+		fmt.Println("Delivery (issue 18):")
+		fmt.Println()
+		printTable(os.Stdout, deliveryRows)
+	}
 	fmt.Printf("\ntook %v; load average at end: %s\n", time.Since(start).Round(time.Second), loadavg())
 	return 0
 }
