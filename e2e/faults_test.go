@@ -209,6 +209,11 @@ func TestLinkCutThroughThirdNoFree(t *testing.T) {
 		marks[i] = l.len()
 	}
 
+	// While the proxy is down, nothing makes a new connection to c
+	// either: a, which dials a lost link's peer again at every address it
+	// advertised, does not find c directly (its dials time out, so that
+	// c is down for a at the silent-peer bound).
+	unblockC := blockPort(t, int(c.Addrs()[0].Port()), true)
 	t0 := time.Now()
 	if n := px.setDown(true); n == 0 {
 		t.Fatal("the proxy had no connection to cut: a–c is not going through it")
@@ -223,6 +228,7 @@ func TestLinkCutThroughThirdNoFree(t *testing.T) {
 			t.Errorf("%s sees %d records while a–c is cut, want 3", n.ID(), got)
 		}
 	}
+	unblockC()
 	px.setDown(false)
 	aLog.waitFor(t, changeWait, "a: c up", func(ev mesh.Event) bool { return ev.Kind == mesh.PeerUp && ev.Peer == c.ID() })
 	aLog.waitFor(t, changeWait, "a: synced with c", func(ev mesh.Event) bool {
@@ -334,23 +340,28 @@ func (l *eventLog) waitFor(t *testing.T, d time.Duration, what string, match fun
 }
 
 // blockPort drops, with nftables in the test's private namespace, every
-// TCP segment to or from port on loopback, until the returned function
+// TCP segment to or from port on loopback (with newOnly, only the
+// connections opened to it from now on), until the returned function
 // (also run at cleanup) lifts the block.
-func blockPort(t *testing.T, port int) (unblock func()) {
+func blockPort(t *testing.T, port int, newOnly ...bool) (unblock func()) {
 	t.Helper()
 	netns.Require(t) // the rules must never touch the machine's own namespace
 	if _, err := exec.LookPath("nft"); err != nil {
 		t.Skip("needs nft (Debian's nftables) to cut a link silently")
 	}
 	table := fmt.Sprintf("tsblock%d", port)
+	rules := fmt.Sprintf("tcp dport %d drop\n\t\ttcp sport %d drop", port, port)
+	if len(newOnly) > 0 && newOnly[0] {
+		// Only the opening SYN: connections made already go on.
+		rules = fmt.Sprintf("tcp dport %d tcp flags & (syn|ack) == syn drop", port)
+	}
 	script := fmt.Sprintf(`table inet %s {
 	chain out {
 		type filter hook output priority 0; policy accept;
-		tcp dport %d drop
-		tcp sport %d drop
+		%s
 	}
 }
-`, table, port, port)
+`, table, rules)
 	cmd := exec.Command("nft", "-f", "-")
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {

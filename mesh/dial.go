@@ -100,7 +100,12 @@ func (n *Node) Disconnect(ctx context.Context, id string) error {
 	case <-ctx.Done():
 	}
 	n.mu.Lock()
-	links := []*link{p.active}
+	var links []*link
+	if p.active != nil {
+		links = append(links, p.active)
+	} else if n.peers[id] == p {
+		n.peerDownLocked(p, nil, false) // its link was being made again
+	}
 	links = append(links, p.retiring...)
 	n.mu.Unlock()
 	for _, l := range links {

@@ -13,7 +13,12 @@ type EventKind int
 const (
 	// PeerUp: a first link to a peer is up.
 	PeerUp EventKind = iota + 1
-	// PeerDown: the last link to a peer is gone.
+	// PeerDown: a peer is gone: it said goodbye, or its last link was
+	// lost and not made again within the silent-peer bound (a link that
+	// breaks while the peer lives is made again silently, and nothing
+	// Send accepted is lost), or it restarted (a new run of the same id
+	// follows with PeerUp). Undelivered counts the messages it did not
+	// acknowledge.
 	PeerDown
 	// DiscoveryError: a discoverer reported a transient error.
 	DiscoveryError
@@ -55,6 +60,11 @@ type Event struct {
 	// Err says why a peer went down or what a discoverer reported; nil
 	// when a peer left gracefully.
 	Err error
+	// Undelivered (PeerDown) is how many messages Send or Broadcast
+	// accepted for the peer that it did not acknowledge: they were
+	// dropped, and may or may not have arrived (an acknowledgement lost
+	// with the link). Zero when everything arrived.
+	Undelivered int
 }
 
 // hub fans events out to subscribers in order. Publishing never blocks:

@@ -85,7 +85,7 @@ func TestHostileInputClosesOneConnection(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var hdr [8]byte
+		var hdr [wire.StreamHeaderLen]byte
 		s.Write(hdr[:])
 		frame := binary.AppendUvarint([]byte{wire.Message}, uint64(victim.cfg.MaxMessageSize+1))
 		s.Write(frame)

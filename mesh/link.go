@@ -29,6 +29,15 @@ const (
 type link struct {
 	tl   *transport.Link
 	peer string
+	p    *peer // the peer (run) it links to; guarded by Node.mu
+
+	// Guarded by Node.mu: why the node closed it, when it closed it for
+	// a peer's fault (no redial then); and the probes of its silence
+	// (probe.go).
+	bad       error
+	vouched   time.Time // when another peer last said it hears the peer
+	vouches   int       // vouches in a row, the link silent all along
+	suspected time.Time // when the link was last found silent
 
 	// inDone is closed once the peer's message stream on this link has
 	// been read to its end, or the link has closed without one.
@@ -183,14 +192,17 @@ func (n *Node) verifyPeer(h transport.Hello) error {
 		return fmt.Errorf("%w: peer limit of %d reached", ErrTooManyPeers, n.cfg.MaxPeers)
 	}
 	var old *transport.Link
-	if p != nil && p.active.tl.Remote().Incarnation != h.Incarnation {
+	if p != nil && p.inc != h.Incarnation && p.active != nil {
 		old = p.active.tl
 	}
 	n.mu.Unlock()
 	if old != nil {
 		// Another run of the same id: a restart if the old run is gone,
 		// else a second process with the same id.
-		if _, err := old.Ping(n.ctx); err == nil {
+		ctx, cancel := context.WithTimeout(n.ctx, lag.Stretch(min(n.cfg.WriteTimeout, n.cfg.HandshakeTimeout/2)))
+		_, err := old.Ping(ctx)
+		cancel()
+		if err == nil {
 			n.log.Warn("refusing a second node with the same id", "peer", h.ID)
 			return fmt.Errorf("%w: a live node with id %q is already linked to %q", transport.ErrDuplicateID, h.ID, n.id)
 		}
@@ -231,21 +243,29 @@ func (n *Node) addLink(tl *transport.Link) *link {
 		n.addrOwner[ap] = l.peer
 	}
 	p := n.peers[l.peer]
-	switch {
+	switch inc := tl.Remote().Incarnation; {
 	case p == nil:
-		n.peerUpLocked(l)
+		n.peerUpLocked(l, false)
+	case inc > p.inc:
+		// The peer restarted with the same id (verifyPeer found its old
+		// run gone): the new run is a new peer, given the mesh's members
+		// like any other.
+		n.peerDownLocked(p, errors.New("peer restarted"), true)
+		n.peerUpLocked(l, true)
+	case inc < p.inc:
+		tl.Close() // a late link to the earlier run, which is gone
+	case p.active == nil:
+		// The link is back (recover.go): what the peer has not
+		// acknowledged goes again on it.
+		l.p = p
+		n.relinkLocked(p, l)
 	case transport.Prefer(p.active.tl, tl) == tl:
+		l.p = p
 		old := p.active
 		p.active = l
-		if old.tl.Remote().Incarnation != tl.Remote().Incarnation {
-			// The peer restarted with the same id: its old run is gone.
-			n.events.publish(Event{Kind: PeerDown, Peer: l.peer, Err: errors.New("peer restarted")})
-			p.addrs = tl.Remote().Addrs
-			p.since = time.Now()
-			n.events.publish(Event{Kind: PeerUp, Peer: l.peer, Addrs: p.addrs})
-		}
 		n.retireLocked(p, old)
 	default:
+		l.p = p
 		n.retireLocked(p, l)
 	}
 	n.wg.Add(1)
@@ -337,30 +357,38 @@ func (n *Node) linkClosed(l *link) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	delete(n.links, l.tl.ID())
-	p := n.peers[l.peer]
-	if p == nil {
+	p := l.p
+	if p == nil || n.peers[l.peer] != p {
 		return
 	}
 	if p.active != l {
 		p.dropRetiringLocked(l)
 		return
 	}
-	delete(n.peers, l.peer)
-	n.reg.PeerDown(l.peer)
-	p.stop()
-	var err error
-	if !l.goodbye {
-		err = errors.New("link lost")
+	switch silent := errors.Is(l.tl.Err(), transport.ErrSilent); {
+	case l.goodbye || p.left():
+		n.peerDownLocked(p, nil, false)
+	case n.closed:
+		n.peerDownLocked(p, errors.New("link lost"), false)
+	case l.bad != nil:
+		n.peerDownLocked(p, l.bad, false)
+	case silent && time.Since(l.vouched) > n.silentBound():
+		// Silent, and nobody said they hear it (probe.go).
+		n.peerDownLocked(p, fmt.Errorf("link lost: %w", l.tl.Err()), false)
+	default:
+		// The link broke, or the peer closed it: the peer may live on.
+		// Its link is made again, and nothing is lost (recover.go).
+		n.recoverLocked(p, l)
+		return
 	}
-	n.events.publish(Event{Kind: PeerDown, Peer: l.peer, Err: err})
-	n.log.Debug("peer down", "peer", l.peer, "err", err)
-	// Links still winding down go with the peer.
-	for _, r := range p.retiring {
-		r.tl.Close()
-	}
-	// Redial a kept peer, and one discovery still reports present: the
-	// link may have died while both nodes live on.
-	if t := n.targets[l.peer]; t != nil && !n.closed {
+	n.redialLocked(l.peer)
+}
+
+// redialLocked redials a kept peer that went down, and one discovery still
+// reports present: the link may have died while both nodes live on. n.mu
+// is held.
+func (n *Node) redialLocked(id string) {
+	if t := n.targets[id]; t != nil && !n.closed {
 		switch {
 		case t.kept:
 			n.startDialLocked(t, n.cfg.DialBackoff)
@@ -377,52 +405,114 @@ func (n *Node) readMessages(l *link, s *transport.Stream) {
 	defer n.wg.Done()
 	defer l.finishIn()
 	defer s.Close()
-	var after [8]byte
+	var hb [wire.StreamHeaderLen]byte
 	s.SetReadDeadline(time.Now().Add(lag.Stretch(n.cfg.HandshakeTimeout)))
-	if _, err := io.ReadFull(s, after[:]); err != nil {
+	if _, err := io.ReadFull(s, hb[:]); err != nil {
 		n.log.Info("message stream without header", "peer", l.peer, "err", err)
 		return
 	}
 	s.SetReadDeadline(time.Time{})
-	if !n.waitFinished(binary.BigEndian.Uint64(after[:])) {
+	h := wire.ParseStreamHeader(hb[:])
+	if !n.waitFinished(h.Prev) {
 		return
 	}
+	n.mu.Lock()
+	p := l.p
+	n.mu.Unlock()
+	if p == nil {
+		return // a link to a run that is gone
+	}
+	p.startStream(h)
+	seq := h.Start
 	r := wire.NewReader(s, n.cfg.MaxMessageSize)
 	for {
 		typ, payload, err := r.Next()
 		if err != nil {
-			if err != io.EOF && !errors.Is(err, net.ErrClosed) && !isClosedStream(err) {
-				n.log.Warn("bad frame from peer; closing its link", "peer", l.peer, "err", err)
-				l.tl.Close()
+			if err != io.EOF && !errors.Is(err, net.ErrClosed) && !isClosedStream(err) && !l.tl.IsClosed() {
+				n.dropLink(l, "bad frame from peer", err)
 			}
 			return
 		}
+		if wire.Sequenced(typ) {
+			seq++
+			if err := n.deliver(p, l, h.Epoch, seq-1, typ, payload); err != nil {
+				if err != errClosed {
+					n.dropLink(l, "bad member list from peer", err)
+				}
+				return
+			}
+			continue
+		}
 		switch typ {
-		case wire.Message:
-			if len(payload) > n.cfg.MaxMessageSize {
-				n.log.Warn("oversized message from peer; closing its link", "peer", l.peer, "size", len(payload))
-				l.tl.Close()
-				return
-			}
-			select {
-			case n.recv <- Message{From: l.peer, Data: payload}:
-			case <-n.closing:
-				return
-			}
-		case wire.Members:
-			ms, err := wire.ParseMembers(payload)
-			if err != nil {
-				n.log.Warn("bad member list from peer; closing its link", "peer", l.peer, "err", err)
-				l.tl.Close()
-				return
-			}
-			n.learnMembers(ms)
 		case wire.Goodbye:
 			n.mu.Lock()
 			l.goodbye = true
 			n.mu.Unlock()
+		case wire.Ack:
+			epoch, next, err := wire.ParseAck(payload)
+			if err != nil {
+				n.dropLink(l, "bad acknowledgement from peer", err)
+				return
+			}
+			p.acknowledge(epoch, next)
+		case wire.Probe:
+			nonce, inc, id, err := wire.ParseProbe(payload)
+			if err != nil {
+				n.dropLink(l, "bad probe from peer", err)
+				return
+			}
+			n.answerProbe(p, nonce, inc, id)
+		case wire.ProbeReply:
+			nonce, answer, err := wire.ParseProbeReply(payload)
+			if err != nil {
+				n.dropLink(l, "bad probe answer from peer", err)
+				return
+			}
+			n.probeAnswered(p, nonce, answer)
 		}
 	}
+}
+
+// deliver delivers the sequenced frame seq of p's stream of epoch on l,
+// unless this node has it already. The frames of one peer are delivered
+// one at a time: the reader of a lost link may still be handing its last
+// message to Receive when the next link's stream begins with it again.
+// It returns errClosed when the node closes first, and a member list's
+// error.
+func (n *Node) deliver(p *peer, l *link, epoch, seq uint64, typ byte, payload []byte) error {
+	p.dmu.Lock()
+	defer p.dmu.Unlock()
+	if !p.fresh(epoch, seq) {
+		return nil // had it, from an earlier link
+	}
+	switch typ {
+	case wire.Message:
+		select {
+		case n.recv <- Message{From: l.peer, Data: payload}:
+		case <-n.closing:
+			return errClosed
+		}
+	case wire.Members:
+		ms, err := wire.ParseMembers(payload)
+		if err != nil {
+			return err
+		}
+		n.learnMembers(ms)
+	}
+	p.delivered(epoch, seq, len(payload))
+	return nil
+}
+
+// dropLink closes l for its peer's fault (a frame that breaks the
+// protocol): its peer goes down at once, and is not redialed.
+func (n *Node) dropLink(l *link, what string, err error) {
+	n.log.Warn(what+"; closing its link", "peer", l.peer, "err", err)
+	n.mu.Lock()
+	if l.bad == nil {
+		l.bad = fmt.Errorf("%s: %w", what, err)
+	}
+	n.mu.Unlock()
+	l.tl.Close()
 }
 
 func isClosedStream(err error) bool {

@@ -49,7 +49,7 @@ type Node struct {
 	closed    bool
 	ln        net.Listener
 	addrs     []netip.AddrPort
-	peers     map[string]*peer         // peers with a link up
+	peers     map[string]*peer         // peers with a link up, or being linked again (recover.go)
 	links     map[uint64]*link         // every link past its handshake
 	pending   map[uint64]chan struct{} // links accepted, handshake not finished
 	inbound   map[string]int           // accepted handshakes in progress, by peer id
@@ -62,6 +62,10 @@ type Node struct {
 	addrDialing map[netip.AddrPort]int
 	listeners   map[string]*listener
 	discCancel  context.CancelFunc
+	marks       map[string]recvMark // of peers declared down (delivery.go)
+	probes      map[uint64]*probe   // questions about silent links (probe.go)
+	probeSeq    uint64
+	answering   int // probes being answered
 	reg         *registry.Registry
 
 	closeOnce sync.Once
@@ -122,10 +126,13 @@ func New(cluster string, cfg Config) (*Node, error) {
 		addrOwner:   make(map[netip.AddrPort]string),
 		addrDialing: make(map[netip.AddrPort]int),
 		listeners:   make(map[string]*listener),
+		marks:       make(map[string]recvMark),
+		probes:      make(map[uint64]*probe),
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.log = cfg.Logger.With("node", n.id, "cluster", cluster)
 	n.tcfg.Logger = n.log
+	n.tcfg.OnSilent = n.onSilent
 	n.events = newHub(cfg.EventBuffer, &n.wg)
 	return n, nil
 }

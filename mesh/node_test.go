@@ -308,6 +308,7 @@ func TestKeptPeerReconnects(t *testing.T) {
 	b := start(t, "c", testConfig("b"))
 	px := newProxy(t, addr(t, b))
 	ctx := context.Background()
+	ev := a.Events(ctx)
 	peer, err := a.Connect(ctx, px.ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -315,23 +316,37 @@ func TestKeptPeerReconnects(t *testing.T) {
 	if peer.ID != "b" || !peer.Kept {
 		t.Fatalf("peer = %+v", peer)
 	}
-	ev := a.Events(ctx)
+	nextEvent(t, ev, PeerSynced)
+	first := activeLink(a, "b")
 	px.cut()
-	for _, want := range []EventKind{PeerDown, PeerUp} {
-		if e := nextEvent(t, ev, want); e.Peer != "b" {
-			t.Fatalf("event %+v, want %v of b", e, want)
-		}
-	}
+	// The link is made again silently: no PeerDown, and a message sent
+	// meanwhile arrives.
 	if err := a.Send(ctx, "b", []byte("again")); err != nil {
 		t.Fatal(err)
 	}
 	if m := receive(t, b); string(m.Data) != "again" {
 		t.Fatalf("got %q", m.Data)
 	}
+	waitFor(t, "a new link", 5*time.Second, func() bool { l := activeLink(a, "b"); return l != 0 && l != first })
+	select {
+	case e := <-ev:
+		t.Fatalf("event %v of %s (err %v) for a link made again", e.Kind, e.Peer, e.Err)
+	default:
+	}
 	if err := a.Disconnect(t.Context(), "b"); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, "disconnected", 5*time.Second, func() bool { return len(a.Peers()) == 0 })
+}
+
+// activeLink is the id of n's active link to the peer id, 0 for none.
+func activeLink(n *Node, id string) uint64 {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p := n.peers[id]; p != nil && p.active != nil {
+		return p.active.tl.ID()
+	}
+	return 0
 }
 
 func TestAddrsFollowLifecycle(t *testing.T) {

@@ -2,7 +2,7 @@ package mesh
 
 import (
 	"context"
-	"encoding/binary"
+	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sync"
@@ -13,23 +13,38 @@ import (
 	"github.com/tallship-go/tallship/transport"
 )
 
-// peer is a node this one has a link up with. Its writer goroutine owns
+// peer is a node this one has a link up with, or had until a moment ago
+// and is linking with again (see recover.go). Its writer goroutine owns
 // the outbound message stream: it writes the queued frames, in order, to
 // the peer's current link.
+//
+// Delivery outlives links (docs/protocol.md, "Delivery"): the frames
+// written are kept until the peer acknowledges them, and a new link's
+// stream starts with those it has not; the peer drops what it has
+// already. A peer is one run of a node (its hello's incarnation) seen by
+// one peer struct: a restart, or a peer declared down and met again, is a
+// new one, with a new epoch.
 type peer struct {
-	n  *Node
-	id string
+	n   *Node
+	id  string
+	inc int64 // the peer's run
 
 	// Guarded by Node.mu.
-	active   *link
+	active   *link   // nil while the peer's link is being made again
 	retiring []*link // duplicates being wound down
 	toRetire []*link // duplicates whose outbound stream the writer must end
 	addrs    []netip.AddrPort
 	since    time.Time
+	relinked chan struct{} // while active is nil: closed when a link is back
+	synced   bool          // PeerSynced was published
 
 	qmu     sync.Mutex
 	queue   [][]byte      // frames; each may be shared with other peers' queues
-	queued  int           // bytes in queue
+	queued  int           // bytes in queue and unacked
+	epoch   uint64        // names this node's frames to the peer, for the peer's life
+	acked   uint64        // sequence number of unacked[0]
+	unacked [][]byte      // frames written and not acknowledged, oldest first
+	ctl     [][]byte      // control frames (probes, answers) for the next write
 	room    chan struct{} // closed and replaced when the writer takes frames
 	stopped bool          // no more frames accepted
 	leaving bool          // send a goodbye, then end
@@ -51,13 +66,31 @@ type peer struct {
 	out    *outStream
 	prev   uint64 // link of the last stream written to this peer
 	broken *link  // a link a write failed on: never written again
+
+	// What arrived from the peer (guarded by rmu): of its epoch rEpoch,
+	// every sequenced frame before rNext; acknowledged up to rAcked;
+	// rBytes arrived since the last acknowledgement.
+	dmu      sync.Mutex // held while a frame is delivered (Node.deliver)
+	rmu      sync.Mutex
+	rEpoch   uint64
+	rNext    uint64
+	rAcked   uint64
+	rBytes   int
+	ackArmed bool
+	ackTimer *time.Timer
 }
 
-// peerUpLocked makes l the first link of a new peer; n.mu is held.
-func (n *Node) peerUpLocked(l *link) {
+// peerUpLocked makes l the first link of a new peer; n.mu is held. With
+// restart, the peer replaces an earlier run of the same node, whose
+// PeerDown has been published: the registry, which holds the peer by id,
+// is not told (it follows the runs on its own links), so that the
+// records of the new run never flap.
+func (n *Node) peerUpLocked(l *link, restart bool) {
 	p := &peer{
 		n:          n,
 		id:         l.peer,
+		inc:        l.tl.Remote().Incarnation,
+		epoch:      rand.Uint64() | 1,
 		active:     l,
 		addrs:      l.tl.Remote().Addrs,
 		since:      time.Now(),
@@ -67,9 +100,13 @@ func (n *Node) peerUpLocked(l *link) {
 		writerDone: make(chan struct{}),
 	}
 	n.peers[p.id] = p
+	l.p = p
+	n.restoreMarkLocked(p)
 	// The registry keeps the peer linked while the mesh does, whichever of
 	// its links carries the registry stream (duplicates come and go).
-	n.reg.PeerUp(p.id)
+	if !restart {
+		n.reg.PeerUp(p.id)
+	}
 	if t := n.targets[p.id]; t != nil {
 		t.addrs = mergeAddrs(t.addrs, p.addrs)
 	}
@@ -122,24 +159,38 @@ func (p *peer) signal() {
 	}
 }
 
-// stop ends the writer; frames still queued are dropped.
-func (p *peer) stop() {
+// stop ends the writer; frames still queued or unacknowledged are
+// dropped. It returns how many of them were messages (0 after the first
+// call).
+func (p *peer) stop() (undelivered int) {
 	p.stopOnce.Do(func() {
 		p.qmu.Lock()
 		if !p.stopped {
 			p.stopped = true
 			close(p.room)
 		}
+		for _, f := range slices.Concat(p.unacked, p.queue) {
+			if f[0] == wire.Message {
+				undelivered++
+			}
+		}
+		p.queue, p.unacked, p.ctl = nil, nil, nil
 		finish := !p.writing && !p.ended
 		if finish {
 			p.ended = true
 		}
 		p.qmu.Unlock()
+		p.rmu.Lock()
+		if p.ackTimer != nil {
+			p.ackTimer.Stop()
+		}
+		p.rmu.Unlock()
 		close(p.done)
 		if finish {
 			close(p.writerDone)
 		}
 	})
+	return undelivered
 }
 
 // leave asks the writer to send a goodbye after the queued frames and end.
@@ -154,10 +205,18 @@ func (p *peer) leave() {
 	p.signal()
 }
 
-// enqueue adds frame to p's queue, waiting for room while the queue holds
-// more than limit bytes. The frame's bytes must not change afterwards.
-// With now, a frame that finds the peer idle is written at once from the
-// caller's goroutine (see writeNow).
+// left reports whether this node said goodbye to p (leave).
+func (p *peer) left() bool {
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	return p.leaving
+}
+
+// enqueue adds frame to p's queue, waiting for room while the queue and
+// the frames the peer has not acknowledged hold more than limit bytes. The
+// frame's bytes must not change afterwards. With now, a frame that finds
+// the peer idle is written at once from the caller's goroutine (see
+// writeNow).
 func (p *peer) enqueue(ctx context.Context, frame []byte, limit int, now bool) error {
 	for {
 		p.qmu.Lock()
@@ -165,14 +224,17 @@ func (p *peer) enqueue(ctx context.Context, frame []byte, limit int, now bool) e
 			p.qmu.Unlock()
 			return unknownPeer(p.id)
 		}
-		if now && p.queued == 0 && p.ready && !p.turn && !p.pending &&
+		fits := p.queued == 0 || p.queued+len(frame) <= limit
+		if now && fits && len(p.queue) == 0 && len(p.ctl) == 0 && p.ready && !p.turn && !p.pending &&
 			time.Since(p.written) >= writeNowGap {
 			p.turn = true
+			p.unacked = append(p.unacked, frame)
+			p.queued += len(frame)
 			p.qmu.Unlock()
 			p.writeNow(frame)
 			return nil
 		}
-		if p.queued == 0 || p.queued+len(frame) <= limit {
+		if fits {
 			p.queue = append(p.queue, frame)
 			p.queued += len(frame)
 			p.qmu.Unlock()
@@ -205,6 +267,9 @@ var writeNowGap = 10 * time.Microsecond
 // is marked broken and the frame goes with it, as when the writer's write
 // fails (see pass).
 func (p *peer) writeNow(frame []byte) {
+	if ack := p.ackFrame(); ack != nil {
+		frame = append(ack, frame...)
+	}
 	n, err := p.out.s.WriteNoWait(frame)
 	rest := false
 	if err != nil {
@@ -234,7 +299,10 @@ func (p *peer) release() bool {
 	return len(p.queue) > 0 || p.pending || p.waiting
 }
 
-// take removes the queued frames, at most max bytes of them (at least one).
+// take returns what the writer writes next: the control frames, then
+// the queued frames, at most max bytes of them (at least one), which move
+// to the unacknowledged ones. leaving reports that the queue is empty and
+// the peer should get a goodbye.
 func (p *peer) take(max int) (frames [][]byte, leaving bool) {
 	p.qmu.Lock()
 	defer p.qmu.Unlock()
@@ -243,25 +311,34 @@ func (p *peer) take(max int) (frames [][]byte, leaving bool) {
 		size += len(p.queue[i])
 		i++
 	}
-	frames = slices.Clone(p.queue[:i])
+	frames = append(p.ctl, p.queue[:i]...)
+	p.ctl = nil
+	p.unacked = append(p.unacked, p.queue[:i]...)
 	clear(p.queue[:i])
 	p.queue = p.queue[i:]
 	if len(p.queue) == 0 {
 		p.queue = nil
 	}
-	p.queued -= size
-	if i > 0 && !p.stopped {
-		close(p.room)
-		p.room = make(chan struct{})
-	}
 	return frames, p.leaving && len(p.queue) == 0
+}
+
+// work reports whether the writer has something to write: queued or
+// control frames, a goodbye, the rest of a frame, an acknowledgement, or
+// unacknowledged frames a new stream must write again.
+func (p *peer) work() bool {
+	p.qmu.Lock()
+	w := len(p.queue) > 0 || len(p.ctl) > 0 || p.leaving ||
+		(p.out == nil && len(p.unacked) > 0) || (p.out != nil && p.out.head != nil)
+	p.qmu.Unlock()
+	return w || p.ackDue()
 }
 
 // outStream is the writer's current outbound message stream.
 type outStream struct {
-	link *link
-	s    *transport.Stream
-	head []byte // written before the next batch: the stream's header, or the rest of a frame writeNow began
+	link   *link
+	s      *transport.Stream
+	head   []byte   // written before the next batch: the stream's header, or the rest of a frame writeNow began
+	resend [][]byte // written first: the frames the peer had not acknowledged when the stream opened
 }
 
 // batchBytes bounds the frames the writer takes from the queue at once;
@@ -363,7 +440,9 @@ func (p *peer) end() {
 }
 
 // pass ends the streams of retired links and writes what is queued until
-// the queue is empty. It returns true once it has sent the goodbye.
+// the queue is empty. It returns true once it has sent the goodbye, or
+// has none to send it on. Without a link to write on (the peer's is being
+// made again), what is queued waits for the next.
 func (p *peer) pass() bool {
 	n := p.n
 	for {
@@ -389,25 +468,34 @@ func (p *peer) pass() bool {
 		if p.out != nil && p.out.link != active {
 			p.end()
 		}
+		if !p.work() {
+			return false
+		}
+		if active == nil || active == p.broken {
+			p.qmu.Lock()
+			leaving := p.leaving
+			p.qmu.Unlock()
+			return leaving
+		}
+		if p.out == nil {
+			if p.out = p.open(active, p.prev); p.out == nil {
+				p.broken = active
+				continue
+			}
+		}
 		frames, leaving := p.take(batchBytes)
+		frames = append(p.out.resend, frames...)
+		p.out.resend = nil
+		if ack := p.ackFrame(); ack != nil {
+			frames = append([][]byte{ack}, frames...)
+		}
 		if leaving {
 			frames = append(frames, wire.Frame(wire.Goodbye, nil))
 		}
-		if len(frames) == 0 && (p.out == nil || p.out.head == nil) {
-			return false
+		if err := p.write(p.out, frames); err != nil {
+			n.log.Debug("write to peer failed", "peer", p.id, "err", err)
+			p.broken, p.prev, p.out = p.out.link, p.out.link.tl.ID(), nil
 		}
-		if p.out == nil && active != p.broken {
-			p.out = p.open(active, p.prev)
-			if p.out == nil {
-				p.broken = active
-			}
-		}
-		if p.out != nil {
-			if err := p.write(p.out, frames); err != nil {
-				n.log.Debug("write to peer failed", "peer", p.id, "err", err)
-				p.broken, p.prev, p.out = p.out.link, p.out.link.tl.ID(), nil
-			}
-		} // else the link is going down, and the frames with it
 		if leaving {
 			return true
 		}
@@ -415,7 +503,8 @@ func (p *peer) pass() bool {
 }
 
 // open opens a message stream on l, telling the peer which link carried
-// the previous one.
+// the previous one and where the stream starts: with the frames the peer
+// has not acknowledged, which it writes first (resend).
 func (p *peer) open(l *link, prev uint64) *outStream {
 	ctx, cancel := context.WithTimeout(context.Background(), lag.Stretch(p.n.cfg.WriteTimeout))
 	defer cancel()
@@ -427,7 +516,14 @@ func (p *peer) open(l *link, prev uint64) *outStream {
 	p.n.mu.Lock()
 	l.out = s
 	p.n.mu.Unlock()
-	return &outStream{link: l, s: s, head: binary.BigEndian.AppendUint64(nil, prev)}
+	p.qmu.Lock()
+	h := wire.StreamHeader{Prev: prev, Epoch: p.epoch, Start: p.acked}
+	resend := slices.Clone(p.unacked)
+	p.qmu.Unlock()
+	if len(resend) > 0 {
+		p.n.log.Debug("writing again what the peer has not acknowledged", "peer", p.id, "frames", len(resend), "link", l.tl.ID())
+	}
+	return &outStream{link: l, s: s, head: h.Append(nil), resend: resend}
 }
 
 // write sends frames on o, small ones gathered into one write. There is

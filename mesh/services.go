@@ -42,7 +42,18 @@ func (n *Node) startRegistryLocked() error {
 // registryEvent publishes a peer's initial registry sync; records are
 // seen through Watch.
 func (n *Node) registryEvent(e registry.Event) {
-	if e.Kind == registry.Synced {
+	if e.Kind != registry.Synced {
+		return
+	}
+	// Once per peer: a link made again (recover.go) syncs again, silently.
+	n.mu.Lock()
+	p := n.peers[e.Peer]
+	first := p != nil && !p.synced
+	if first {
+		p.synced = true
+	}
+	n.mu.Unlock()
+	if first {
 		n.events.publish(Event{Kind: PeerSynced, Peer: e.Peer})
 	}
 }

@@ -56,6 +56,13 @@ type Config struct {
 	// tls.RequireAndVerifyClientCert. Both ends must use TLS. Secret and
 	// TLS exclude each other.
 	TLS *tls.Config
+	// OnSilent, when set, is called once per silence when nothing has
+	// arrived from a link's peer for KeepAliveInterval + WriteTimeout/2
+	// (plus the process's lateness): half of WriteTimeout before the link
+	// closes for it. The caller may find out whether the peer lives
+	// elsewhere (ask other peers) and call Link.Vouch to keep the link.
+	// It must not block.
+	OnSilent func(*Link)
 	// Logger receives link-level log lines. Nil means slog.Default().
 	Logger *slog.Logger
 }

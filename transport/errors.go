@@ -28,6 +28,13 @@ var (
 	// ErrStreamReset: the peer reset the stream, or refused it because
 	// its accept backlog was full.
 	ErrStreamReset = errors.New("transport: stream reset by the peer")
+	// ErrSilent: the link closed because nothing arrived from the peer
+	// for KeepAliveInterval + WriteTimeout (plus the process's lateness)
+	// and nobody vouched for it (Link.Vouch).
+	ErrSilent = errors.New("transport: peer silent")
+	// ErrWriteBlocked: the link closed because its connection took no
+	// write for (1 + 3) × WriteTimeout (plus the process's lateness).
+	ErrWriteBlocked = errors.New("transport: connection takes no writes")
 )
 
 // timeoutError is returned when a handshake or stream open runs out of

@@ -19,7 +19,10 @@ import (
 //   - 3: the registry protocol 3 (its Hello marks the sender's
 //     neighbours; docs/registry-protocol.md), which a node of version 2
 //     would refuse on the registry stream after the link was made.
-const Version = 3
+//   - 4: the mesh's message streams carry sequence numbers and
+//     acknowledgements (delivery across links), and probes of silent
+//     peers (docs/protocol.md).
+const Version = 4
 
 // magic opens every handshake frame.
 var magic = [4]byte{'T', 'S', 'H', 'P'}

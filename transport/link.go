@@ -93,6 +93,9 @@ func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify
 	l.live = newLiveness(cfg, sealed, log)
 	l.streams.closeLinger = yc.StreamCloseTimeout + time.Second
 	l.live.each = l.streams.shrink
+	if cfg.OnSilent != nil {
+		l.live.onSilent = func() { cfg.OnSilent(l) }
+	}
 	sc := newSessionConn(sealed, &l.streams, l.live)
 	if dialer {
 		l.sess, err = yamux.Client(sc, yc)
@@ -172,6 +175,26 @@ func (l *Link) Ping(ctx context.Context) (time.Duration, error) {
 	case <-ctx.Done():
 		return 0, ctx.Err()
 	}
+}
+
+// Vouch counts as hearing from the peer now: another node confirmed
+// that it lives (see Config.OnSilent). A link whose peer stays silent is
+// found again one silence later.
+func (l *Link) Vouch() { l.live.touch() }
+
+// Silence is how long nothing has arrived from the peer (Vouch counts as
+// arriving).
+func (l *Link) Silence() time.Duration { return now() - time.Duration(l.live.last.Load()) }
+
+// Err says why the link closed by itself: ErrSilent (nothing arrived from
+// the peer for too long), ErrWriteBlocked (its connection took nothing
+// more). Nil while the link is open, and when it closed for another reason
+// (Close, or the connection's end: the peer closed it or it broke).
+func (l *Link) Err() error {
+	if err, ok := l.live.why.Load().(error); ok {
+		return err
+	}
+	return nil
 }
 
 // IsClosed reports whether the link has closed.

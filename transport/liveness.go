@@ -49,6 +49,14 @@ import (
 // WriteTimeout by hundreds): the silent peer, the one that is gone, is
 // found by its silence.
 //
+// A silent peer is not declared dead on this link's word alone when
+// others can be asked: once it has been silent for KeepAliveInterval +
+// WriteTimeout/2, onSilent (Config.OnSilent) is told, and the mesh asks
+// other peers whether they hear it. One that does vouches for it (Vouch,
+// which counts as hearing from it): a lossy link whose TCP backs off its
+// retransmissions is then not a dead peer. Nobody vouching, the link
+// closes at the bound below, with ErrSilent as its reason (Link.Err).
+//
 // The bound on a silent peer stays what the Config documents: a live
 // peer beats every KeepAliveInterval while it has nothing else to write,
 // so it is heard within that interval plus the network's delay, and a
@@ -63,7 +71,16 @@ type liveness struct {
 	log      *slog.Logger
 	interval time.Duration // this side beats after writing nothing for this long
 	limit    time.Duration // silence after which the peer is dead
+	suspect  time.Duration // silence after which onSilent is told
 	beats    atomic.Int64  // beats written (for tests)
+
+	// onSilent, when set, is told once per silence when the peer has
+	// been silent for suspect: the caller may ask others whether they
+	// hear the peer, and vouch for it (touch) before the limit. It runs
+	// on the check's goroutine and must not block.
+	onSilent  func()
+	suspected atomic.Int64 // the value of last that onSilent was told about
+	why       atomic.Value // error: why the check closed the session
 
 	// Of the connection under the session (sessionConn): when the write
 	// under way started (0: none), when the last one ended, and the beat.
@@ -91,7 +108,7 @@ func now() time.Duration { return lag.Now() }
 
 func newLiveness(cfg Config, conn net.Conn, log *slog.Logger) *liveness {
 	lv := &liveness{conn: conn, log: log, interval: cfg.KeepAliveInterval, limit: cfg.KeepAliveInterval + cfg.WriteTimeout,
-		writeLimit: (1 + lag.MaxStretch) * cfg.WriteTimeout}
+		suspect: cfg.KeepAliveInterval + cfg.WriteTimeout/2, writeLimit: (1 + lag.MaxStretch) * cfg.WriteTimeout}
 	lv.touch()
 	return lv
 }
@@ -144,8 +161,13 @@ func (lv *liveness) tick() {
 	}
 	if silence >= limit {
 		lv.log.Debug("keepalive: peer silent; closing the link", "silence", silence.Round(time.Millisecond), "lag", (limit - lv.limit).Round(time.Millisecond))
+		lv.why.CompareAndSwap(nil, ErrSilent)
 		lv.sess.Close()
 		return
+	}
+	suspect := lv.suspect + (limit - lv.limit)
+	if last := lv.last.Load(); silence >= suspect && lv.onSilent != nil && lv.suspected.Swap(last) != last {
+		lv.onSilent()
 	}
 	writeLimit, blocked := lv.writeLimit+(limit-lv.limit), time.Duration(0)
 	if lv.writing != nil {
@@ -155,6 +177,7 @@ func (lv *liveness) tick() {
 	}
 	if blocked >= writeLimit {
 		lv.log.Debug("link write blocked; closing the link", "blocked", blocked.Round(time.Millisecond), "lag", (limit - lv.limit).Round(time.Millisecond))
+		lv.why.CompareAndSwap(nil, ErrWriteBlocked)
 		lv.sess.Close()
 		return
 	}
@@ -166,6 +189,9 @@ func (lv *liveness) tick() {
 	next := min(lv.interval-quiet, limit-silence)
 	if beat {
 		next = min(lv.interval, limit-silence)
+	}
+	if silence < suspect && lv.onSilent != nil {
+		next = min(next, suspect-silence)
 	}
 	if blocked > 0 {
 		next = min(next, writeLimit-blocked)

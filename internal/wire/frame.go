@@ -21,7 +21,19 @@ const (
 	Members byte = 2
 	// Goodbye says the sender is leaving the mesh.
 	Goodbye byte = 3
+	// Ack acknowledges the frames received from the peer (AppendAck).
+	Ack byte = 4
+	// Probe asks the peer whether it hears a third node (AppendProbe).
+	Probe byte = 5
+	// ProbeReply answers a Probe (AppendProbeReply).
+	ProbeReply byte = 6
 )
+
+// Sequenced reports whether frames of type typ count in a message
+// stream's sequence (see docs/protocol.md, "Delivery"): the ones queued
+// by Send and peer exchange, which a new link resends until the peer
+// acknowledges them. The others are about the link in hand.
+func Sequenced(typ byte) bool { return typ == Message || typ == Members }
 
 // Errors of the frame decoder.
 var (
@@ -111,9 +123,9 @@ func (b *byteReader) ReadByte() (byte, error) {
 }
 
 // NewReader returns a Reader of a message stream's frames (types Message
-// to Goodbye) whose payloads are at most max bytes.
+// to ProbeReply) whose payloads are at most max bytes.
 func NewReader(r io.Reader, max int) *Reader {
-	return NewReaderTypes(r, max, Message, Goodbye)
+	return NewReaderTypes(r, max, Message, ProbeReply)
 }
 
 // NewReaderTypes returns a Reader of frames of the types first to last

@@ -1,0 +1,195 @@
+package mesh
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
+)
+
+// killLink closes n's active link to the peer id, as a connection that
+// breaks would; it returns the link's id, 0 when there was none.
+func killLink(n *Node, id string) uint64 {
+	n.mu.Lock()
+	var l *link
+	if p := n.peers[id]; p != nil {
+		l = p.active
+	}
+	n.mu.Unlock()
+	if l == nil {
+		return 0
+	}
+	l.tl.Close()
+	return l.tl.ID()
+}
+
+// unacked is how many messages n wrote to the peer id that it has not
+// acknowledged.
+func unacked(n *Node, id string) int {
+	n.mu.Lock()
+	p := n.peers[id]
+	n.mu.Unlock()
+	if p == nil {
+		return 0
+	}
+	p.qmu.Lock()
+	defer p.qmu.Unlock()
+	return len(p.unacked)
+}
+
+// Links killed again and again, from either end, while messages flow both
+// ways: every message Send accepted arrives exactly once, in order, and
+// neither node sees the other go down.
+func TestDeliveryAcrossLinkKills(t *testing.T) {
+	leakcheck.Goroutines(t)
+	a := start(t, "c", testConfig("a"))
+	b := start(t, "c", testConfig("b"))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, err := a.Connect(ctx, addr(t, b)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "link", 5*time.Second, func() bool { return settled(a, b) })
+	evA, evB := a.Events(ctx), b.Events(ctx)
+
+	const total, kills = 10000, 100
+	send := func(from *Node, to string) error {
+		for i := range total {
+			var msg [8]byte
+			binary.BigEndian.PutUint64(msg[:], uint64(i))
+			if err := from.Send(ctx, to, msg[:]); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	var got atomic.Int64 // messages b received
+	// The killer holds the gate to stop both receivers, so that the link
+	// it kills holds messages not yet read (lost with it).
+	var gate sync.RWMutex
+	recv := func(n *Node) error {
+		for want := range uint64(total) {
+			if n == b {
+				got.Store(int64(want))
+			}
+			gate.RLock()
+			m, err := n.Receive(ctx)
+			gate.RUnlock()
+			if err != nil {
+				return err
+			}
+			if got := binary.BigEndian.Uint64(m.Data); got != want {
+				return fmt.Errorf("%s: got message %d, want %d", n.ID(), got, want)
+			}
+		}
+		return nil
+	}
+	errs := make(chan error, 4)
+	go func() { errs <- send(a, "b") }()
+	go func() { errs <- send(b, "a") }()
+	go func() { errs <- recv(a) }()
+	go func() { errs <- recv(b) }()
+	// A kill each time b has received another hundredth of the messages:
+	// all of them while messages flow.
+	killed, last := 0, uint64(0)
+	for k := 0; killed < kills && ctx.Err() == nil; k++ {
+		waitFor(t, "messages to flow", 10*time.Second, func() bool { return got.Load() >= int64(killed*total/kills) })
+		waitFor(t, "a new link", 10*time.Second, func() bool {
+			la, lb := activeLink(a, "b"), activeLink(b, "a")
+			return la != 0 && la != last && la == lb
+		})
+		from, to := a, "b"
+		if k%2 == 1 {
+			from, to = b, "a"
+		}
+		gate.Lock()
+		if got.Load() < total-total/kills {
+			waitFor(t, "messages unacknowledged", 10*time.Second, func() bool { return unacked(a, "b") > 0 && unacked(b, "a") > 0 })
+		}
+		if id := killLink(from, to); id != 0 {
+			killed, last = killed+1, id
+		}
+		gate.Unlock()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			for _, n := range []*Node{a, b} {
+				t.Log(n.ID(), deliveryState(n))
+			}
+			t.Fatal(err)
+		}
+	}
+	t.Logf("%d links killed during %d messages each way", killed, total)
+	for _, ev := range []<-chan Event{evA, evB} {
+		select {
+		case e := <-ev:
+			if e.Kind == PeerDown || e.Kind == PeerUp {
+				t.Fatalf("%v of %s (%v) while the link was only made again", e.Kind, e.Peer, e.Err)
+			}
+		default:
+		}
+	}
+}
+
+// A peer that closes without a goodbye is down at once, not after the
+// silent-peer bound: its address refuses the redial. Its PeerDown says how
+// many messages it did not acknowledge.
+func TestPeerGoneCountsUndelivered(t *testing.T) {
+	leakcheck.Goroutines(t)
+	a := start(t, "c", testConfig("a"))
+	cfg := testConfig("b")
+	cfg.ReceiveBuffer = 10
+	b := start(t, "c", cfg)
+	ctx := context.Background()
+	if _, err := a.Connect(ctx, addr(t, b)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "link", 5*time.Second, func() bool { return settled(a, b) })
+	// b never calls Receive: it takes 10 messages and no more.
+	for i := range 50 {
+		if err := a.Send(ctx, "b", []byte{byte(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "10 acknowledged", 5*time.Second, func() bool {
+		a.mu.Lock()
+		p := a.peers["b"]
+		a.mu.Unlock()
+		p.qmu.Lock()
+		defer p.qmu.Unlock()
+		return p.acked == 10
+	})
+	ev := a.Events(ctx)
+	b.Close()
+	e := nextEvent(t, ev, PeerDown)
+	if e.Peer != "b" || !errors.Is(e.Err, syscall.ECONNREFUSED) {
+		t.Fatalf("PeerDown of %s with %v, want b's, refused", e.Peer, e.Err)
+	}
+	if e.Undelivered != 40 {
+		t.Fatalf("PeerDown counts %d undelivered, want 40", e.Undelivered)
+	}
+}
+
+// deliveryState describes n's delivery to and from each peer, for a
+// failing test.
+func deliveryState(n *Node) string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := ""
+	for _, p := range n.peers {
+		p.qmu.Lock()
+		p.rmu.Lock()
+		out += fmt.Sprintf("[%s active=%v queue=%d unacked=%d acked=%d writing=%v pending=%v turn=%v ready=%v out=%v | rNext=%d rAcked=%d]",
+			p.id, p.active != nil, len(p.queue), len(p.unacked), p.acked, p.writing, p.pending, p.turn, p.ready, p.out != nil, p.rNext, p.rAcked)
+		p.rmu.Unlock()
+		p.qmu.Unlock()
+	}
+	return out
+}

@@ -1,0 +1,160 @@
+package mesh
+
+import (
+	"context"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/lag"
+	"github.com/tallship-go/tallship/internal/wire"
+	"github.com/tallship-go/tallship/transport"
+)
+
+// Probes of a silent peer, after SWIM's indirect probes (Lifeguard's
+// refinement: ask before declaring). When nothing has arrived on a
+// peer's link for KeepAliveInterval + WriteTimeout/2, the link's check
+// tells the node (transport.Config.OnSilent), and it asks up to
+// probeFanout other peers whether they hear that one. A peer that has
+// heard it within KeepAliveInterval/2 says so at once; else it pings it
+// (a round trip on its own link) and answers. One "alive" vouches for the
+// link (transport.Link.Vouch): a lossy link whose TCP backs off its
+// retransmissions, or a peer slow on this link alone, is not a dead peer.
+// Nobody vouching, the link closes at the silent-peer bound, and the peer
+// is down: a frozen host or a cut cable is found by everyone within
+// KeepAliveInterval + WriteTimeout as before.
+//
+// A mesh of two has no one to ask: there the link's silence alone
+// decides, at the same bound.
+//
+// A link vouched for maxVouches times in a row while silent all along is
+// let go (closed at the bound): the peer lives, but this link carries
+// nothing; it is made again (recover.go).
+
+const (
+	probeFanout = 3
+	maxVouches  = 8
+	// maxAnswering bounds the probes this node answers at once (each may
+	// ping a peer): a peer that floods probes gets "unknown" beyond it.
+	maxAnswering = 64
+)
+
+// probe is a question this node asked about a silent link.
+type probe struct {
+	l     *link
+	asked map[string]bool // who, and whether they answered
+	at    time.Time
+}
+
+// onSilent is the links' transport.Config.OnSilent. It must not block.
+func (n *Node) onSilent(tl *transport.Link) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	l := n.links[tl.ID()]
+	if l == nil || l.p == nil || l.p.active != l || n.closed {
+		return
+	}
+	now := time.Now()
+	if now.Sub(l.suspected) > 2*n.silentBound() {
+		l.vouches = 0 // heard from in between
+	}
+	l.suspected = now
+	if l.vouches >= maxVouches {
+		n.log.Info("link to the peer silent for long although others hear it; making it again", "peer", l.peer, "link", tl.ID())
+		return
+	}
+	for nonce, q := range n.probes {
+		if now.Sub(q.at) > n.silentBound() {
+			delete(n.probes, nonce)
+		}
+	}
+	q := &probe{l: l, asked: make(map[string]bool, probeFanout), at: now}
+	healthy := n.cfg.KeepAliveInterval + n.cfg.WriteTimeout/2
+	for _, o := range n.peers {
+		if len(q.asked) == probeFanout {
+			break
+		}
+		if o == l.p || o.active == nil || o.active.tl.Silence() >= healthy {
+			continue
+		}
+		q.asked[o.id] = false
+	}
+	if len(q.asked) == 0 {
+		n.log.Debug("peer silent; no other peer to ask", "peer", l.peer)
+		return
+	}
+	n.probeSeq++
+	nonce := n.probeSeq
+	n.probes[nonce] = q
+	frame := wire.ProbeFrame(nonce, l.p.inc, l.peer)
+	for id := range q.asked {
+		n.peers[id].pushCtl(frame)
+	}
+	n.log.Debug("peer silent; asking others whether they hear it", "peer", l.peer, "asked", len(q.asked))
+}
+
+// answerProbe answers from's question whether this node hears the run
+// inc of id. Another run it may link to is no answer: a restarted node's
+// new run says nothing of the old one.
+func (n *Node) answerProbe(from *peer, nonce uint64, inc int64, id string) {
+	n.mu.Lock()
+	var tl *transport.Link
+	if q := n.peers[id]; q != nil && q.active != nil && q.inc == inc {
+		tl = q.active.tl
+	}
+	busy := n.answering >= maxAnswering
+	if tl != nil && !busy && tl.Silence() >= n.cfg.KeepAliveInterval/2 {
+		n.answering++
+		n.wg.Add(1)
+		n.mu.Unlock()
+		go func() {
+			defer n.wg.Done()
+			ctx, cancel := context.WithTimeout(n.ctx, lag.Stretch(n.cfg.WriteTimeout*2/5))
+			_, err := tl.Ping(ctx)
+			cancel()
+			answer := wire.ProbeAlive
+			if err != nil {
+				answer = wire.ProbeSilent
+			}
+			from.pushCtl(wire.ProbeReplyFrame(nonce, answer))
+			n.mu.Lock()
+			n.answering--
+			n.mu.Unlock()
+		}()
+		return
+	}
+	n.mu.Unlock()
+	answer := wire.ProbeUnknown
+	if tl != nil && !busy {
+		answer = wire.ProbeAlive
+	}
+	from.pushCtl(wire.ProbeReplyFrame(nonce, answer))
+}
+
+// probeAnswered takes from's answer to this node's probe.
+func (n *Node) probeAnswered(from *peer, nonce uint64, answer byte) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	q := n.probes[nonce]
+	if q == nil {
+		return
+	}
+	if answered, ok := q.asked[from.id]; !ok || answered {
+		return
+	}
+	q.asked[from.id] = true
+	if answer == wire.ProbeAlive {
+		delete(n.probes, nonce)
+		if q.l.p != nil && q.l.p.active == q.l {
+			q.l.vouched = time.Now()
+			q.l.vouches++
+			q.l.tl.Vouch()
+			n.log.Debug("peer silent on its link, but another hears it", "peer", q.l.peer, "by", from.id)
+		}
+		return
+	}
+	for _, answered := range q.asked {
+		if !answered {
+			return
+		}
+	}
+	delete(n.probes, nonce)
+}

@@ -1,0 +1,216 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
+	"github.com/tallship-go/tallship/transport"
+)
+
+// stallProxy forwards TCP connections to target; while stalled it holds
+// what crosses it, as a network that stops carrying would (TCP's
+// retransmissions backing off on a lossy link), and lets it go on resume.
+type stallProxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu      sync.Mutex
+	stalled bool
+	resumed chan struct{} // closed on resume
+	conns   []net.Conn
+}
+
+func newStallProxy(t *testing.T, target string) *stallProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &stallProxy{ln: ln, target: target, resumed: make(chan struct{})}
+	close(p.resumed)
+	p.wg.Add(1)
+	go func() {
+		defer p.wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", target)
+			if err != nil {
+				c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			p.wg.Add(2)
+			go func() { defer p.wg.Done(); p.copy(u, c); u.Close() }()
+			go func() { defer p.wg.Done(); p.copy(c, u); c.Close() }()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		p.resume()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+		p.wg.Wait()
+	})
+	return p
+}
+
+// copy forwards src to dst, holding each chunk while the proxy stalls.
+func (p *stallProxy) copy(dst io.Writer, src io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			p.mu.Lock()
+			wait := p.resumed
+			p.mu.Unlock()
+			<-wait
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *stallProxy) stall() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !p.stalled {
+		p.stalled = true
+		p.resumed = make(chan struct{})
+	}
+}
+
+func (p *stallProxy) resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.stalled {
+		p.stalled = false
+		close(p.resumed)
+	}
+}
+
+// noPeerChange fails t if ev holds a PeerDown or PeerUp.
+func noPeerChange(t *testing.T, n *Node, ev <-chan Event) {
+	t.Helper()
+	for {
+		select {
+		case e := <-ev:
+			if e.Kind == PeerDown || e.Kind == PeerUp {
+				t.Fatalf("%s: %v of %s (%v)", n.ID(), e.Kind, e.Peer, e.Err)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// A link that carries nothing for longer than the silent-peer bound,
+// while a third node hears both ends, drops no one: the third vouches,
+// and what was sent meanwhile arrives once the link carries again.
+func TestSilentLinkVouchedByAnother(t *testing.T) {
+	leakcheck.Goroutines(t)
+	a := start(t, "c", testConfig("a"))
+	b := start(t, "c", testConfig("b"))
+	c := start(t, "c", testConfig("c"))
+	ctx := context.Background()
+	px := newStallProxy(t, addr(t, b))
+	if _, err := a.Connect(ctx, px.ln.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*Node{a, b} {
+		if _, err := c.Connect(ctx, addr(t, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "full mesh", 5*time.Second, func() bool { return settled(a, b, c) })
+	evA, evB := a.Events(ctx), b.Events(ctx)
+	link := activeLink(a, "b")
+
+	px.stall()
+	if err := a.Send(ctx, "b", []byte("sent while the link stalls")); err != nil {
+		t.Fatal(err)
+	}
+	// Past twice the bound on a silent peer, with a vouch needed each
+	// time the link is found silent again.
+	bound := a.silentBound()
+	waitFor(t, "vouches", 10*bound, func() bool { return vouches(a, "b") >= 2 && vouches(b, "a") >= 2 })
+	px.resume()
+	if m := receive(t, b); string(m.Data) != "sent while the link stalls" {
+		t.Fatalf("b got %q", m.Data)
+	}
+	noPeerChange(t, a, evA)
+	noPeerChange(t, b, evB)
+	if l := activeLink(a, "b"); l != link {
+		t.Fatalf("the stalled link was replaced (%d, then %d)", link, l)
+	}
+}
+
+// vouches is how many times in a row others vouched for n's link to id.
+func vouches(n *Node, id string) int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if p := n.peers[id]; p != nil && p.active != nil {
+		return p.active.vouches
+	}
+	return 0
+}
+
+// A peer nobody hears (a frozen process, a cut cable) is down everywhere
+// at the silent-peer bound: asked, the others find it silent too. With
+// two nodes, nobody to ask, the link's silence alone decides.
+func TestSilentPeerDownEverywhere(t *testing.T) {
+	for _, size := range []int{2, 3} {
+		t.Run(map[int]string{2: "two nodes", 3: "three nodes"}[size], func(t *testing.T) {
+			leakcheck.Goroutines(t)
+			ctx := context.Background()
+			b := start(t, "c", testConfig("b"))
+			var others []*Node
+			var proxies []*stallProxy
+			for _, id := range []string{"a", "c"}[:size-1] {
+				n := start(t, "c", testConfig(id))
+				px := newStallProxy(t, addr(t, b))
+				if _, err := n.Connect(ctx, px.ln.Addr().String()); err != nil {
+					t.Fatal(err)
+				}
+				for _, o := range others {
+					if _, err := n.Connect(ctx, addr(t, o)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				others, proxies = append(others, n), append(proxies, px)
+			}
+			waitFor(t, "full mesh", 5*time.Second, func() bool { return settled(append(others, b)...) })
+			var evs []<-chan Event
+			for _, n := range others {
+				evs = append(evs, n.Events(ctx))
+			}
+			for _, px := range proxies {
+				px.stall()
+			}
+			for i, n := range others {
+				e := nextEvent(t, evs[i], PeerDown)
+				if e.Peer != "b" || !errors.Is(e.Err, transport.ErrSilent) {
+					t.Fatalf("%s: PeerDown of %s (%v), want b's, silent", n.ID(), e.Peer, e.Err)
+				}
+			}
+		})
+	}
+}

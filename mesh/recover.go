@@ -1,0 +1,170 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"syscall"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/lag"
+	"github.com/tallship-go/tallship/transport"
+)
+
+// A peer whose link is lost without a goodbye is not down yet: the link
+// may have broken while both nodes live on (a connection reset, a peer
+// that closed a link it found silent, a write that blocked on a lossy
+// network). The node dials it again at once, and the peer may dial this
+// node too; the first link back carries on, starting with what the peer
+// had not acknowledged (delivery.go). The peer is down when it is shown
+// gone (an address it advertised refuses the connection: no process
+// listens there any more, as after kill -9; or a later run of it links),
+// or when no link is back within the silent-peer bound, KeepAliveInterval
+// + WriteTimeout, plus the process's lateness.
+
+// silentBound is the time a peer may stay unheard of before it is down.
+func (n *Node) silentBound() time.Duration {
+	return n.cfg.KeepAliveInterval + n.cfg.WriteTimeout
+}
+
+// recoverLocked starts making p's link again after l, its active link,
+// was lost; n.mu is held.
+func (n *Node) recoverLocked(p *peer, l *link) {
+	p.active = nil
+	p.relinked = make(chan struct{})
+	addrs := slices.Clone(p.addrs)
+	if l.tl.Outbound() {
+		if ap, err := netip.ParseAddrPort(l.tl.RemoteAddr().String()); err == nil && !slices.Contains(addrs, ap) {
+			addrs = append([]netip.AddrPort{ap}, addrs...)
+		}
+	}
+	n.log.Debug("link lost; linking the peer again", "peer", p.id, "link", l.tl.ID(), "err", l.tl.Err())
+	p.signal() // the writer lets go of the lost link's stream
+	n.wg.Add(1)
+	go n.recoverPeer(p, addrs, p.relinked)
+}
+
+// relinkLocked makes l the active link of p, which was recovering; n.mu
+// is held.
+func (n *Node) relinkLocked(p *peer, l *link) {
+	p.active = l
+	close(p.relinked)
+	p.relinked = nil
+	n.log.Debug("link to the peer is back", "peer", p.id, "link", l.tl.ID())
+	p.signal()
+}
+
+// recoverPeer dials p until a link is back (relinked closes), p is shown
+// gone, or the silent-peer bound passes; then p is down unless relinked.
+func (n *Node) recoverPeer(p *peer, addrs []netip.AddrPort, relinked chan struct{}) {
+	defer n.wg.Done()
+	ctx, cancel := context.WithTimeout(n.ctx, lag.Stretch(n.silentBound()))
+	defer cancel()
+	var err error
+	backoff := n.cfg.DialBackoff
+	for {
+		var gone bool
+		if gone, err = n.redialPeer(ctx, p.id, addrs, relinked); gone || ctx.Err() != nil || isClosed(relinked) {
+			break
+		}
+		t := time.NewTimer(backoff)
+		select {
+		case <-t.C:
+		case <-relinked:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		if ctx.Err() != nil || isClosed(relinked) {
+			break
+		}
+		backoff = min(2*backoff, n.cfg.DialBackoffMax)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.peers[p.id] != p || p.active != nil || p.relinked != relinked || n.closed {
+		return // back (maybe lost again since: another recovery runs), or gone another way
+	}
+	if err == nil {
+		err = errors.New("not reached again in time")
+	}
+	n.peerDownLocked(p, fmt.Errorf("link lost: %w", err), false)
+	n.redialLocked(p.id)
+}
+
+// redialPeer dials the peer id at each of addrs at once, until one links,
+// relinked closes or ctx ends. gone reports that an address refused the
+// connection: no process listens there, the peer's run is over.
+func (n *Node) redialPeer(ctx context.Context, id string, addrs []netip.AddrPort, relinked chan struct{}) (gone bool, err error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		tl  *transport.Link
+		err error
+	}
+	results := make(chan result, len(addrs))
+	for _, ap := range addrs {
+		go func() {
+			tl, err := n.handshake(ctx, ap, nil)
+			results <- result{tl, err}
+		}()
+	}
+	var errs []error
+	for pending := len(addrs); pending > 0; {
+		var r result
+		select {
+		case r = <-results:
+			pending--
+		case <-relinked:
+			relinked = nil
+			cancel()
+			continue
+		}
+		switch {
+		case r.tl != nil && r.tl.Peer() != id:
+			n.log.Info("address now belongs to another node", "peer", r.tl.Peer(), "want", id)
+			r.tl.Close()
+			errs = append(errs, fmt.Errorf("address now belongs to %q", r.tl.Peer()))
+		case r.tl != nil:
+			n.addLink(r.tl)
+			cancel()
+		case errors.Is(r.err, syscall.ECONNREFUSED):
+			gone = true
+			errs = append(errs, r.err)
+			cancel()
+		default:
+			errs = append(errs, r.err)
+		}
+	}
+	return gone, errors.Join(errs...)
+}
+
+// peerDownLocked ends p: its PeerDown (with err, nil for a goodbye) says
+// how many messages Send accepted for it that it did not acknowledge, and
+// its links close. With restart, a later run of the peer replaces it
+// (see peerUpLocked). n.mu is held.
+func (n *Node) peerDownLocked(p *peer, err error, restart bool) {
+	delete(n.peers, p.id)
+	if !restart {
+		n.reg.PeerDown(p.id)
+	}
+	undelivered := p.stop()
+	n.saveMarkLocked(p)
+	if p.relinked != nil {
+		close(p.relinked)
+		p.relinked = nil
+	}
+	n.events.publish(Event{Kind: PeerDown, Peer: p.id, Err: err, Undelivered: undelivered})
+	if undelivered > 0 {
+		n.log.Warn("peer down with messages undelivered", "peer", p.id, "undelivered", undelivered, "err", err)
+	} else {
+		n.log.Debug("peer down", "peer", p.id, "err", err)
+	}
+	if p.active != nil {
+		p.active.tl.Close()
+	}
+	for _, r := range p.retiring {
+		r.tl.Close()
+	}
+}
