@@ -358,6 +358,52 @@ func TestRestartSameID(t *testing.T) {
 	}
 }
 
+// A node restarts while its old run hangs (its links stay open) and the
+// new run links to a alone (issue 18): b, still linked to the old run,
+// shows the new run's record once it knows the new run reachable, and
+// never frees it, neither when the new run's records reach it ahead of
+// its state nor when its link to the old run dies.
+func TestRestartWhileOldRunHangs(t *testing.T) {
+	a, b, x1 := newNode(t, "a"), newNode(t, "b"), newNode(t, "x")
+	connectSynced(t, a, b)
+	xa := connectSynced(t, x1, a)
+	xb := connectSynced(t, x1, b)
+	old := x1.register(t, "svc@1.0.0", 1, nil)
+	waitFor(t, "b sees the old record", func() bool { return b.has(t, old.ID) })
+	settled(t, a, b, x1)
+
+	// The new run links to a, which drops its link to the old run (the
+	// mesh found it gone); b's link to the old run stays open.
+	x2 := newNode(t, "x")
+	connectSynced(t, x2, a)
+	xa.cut()
+	fresh := x2.register(t, "svc@1.0.0", 1, nil)
+	b.waitEvent(t, Registered, fresh.ID)
+	flush(t, x2, a, b)
+	if !b.has(t, fresh.ID) || b.has(t, old.ID) {
+		t.Errorf("b sees %v, want only the new run's record %s", b.ids(t, "svc"), fresh.ID)
+	}
+
+	// b finds the old run dead: its records are long gone, the new run's
+	// stay.
+	xb.cut()
+	flush(t, x2, a, b)
+	if !b.has(t, fresh.ID) {
+		t.Errorf("b lost the new run's record when its link to the old run died")
+	}
+	for _, n := range []*node{a, b} {
+		if c := n.count(Registered, fresh.ID); c != 1 {
+			t.Errorf("%s: the new run's record registered %d times, want 1", n.ID(), c)
+		}
+		if c := n.count(Freed, fresh.ID); c != 0 {
+			t.Errorf("%s: the new run's record freed %d times, want 0 (a live record flapped)", n.ID(), c)
+		}
+		if c := n.count(Freed, old.ID); c != 1 {
+			t.Errorf("%s: the old run's record freed %d times, want 1", n.ID(), c)
+		}
+	}
+}
+
 func TestOwnRecordsNotTakenFromPeers(t *testing.T) {
 	a, b := newNode(t, "a"), newNode(t, "b")
 	connectSynced(t, a, b)

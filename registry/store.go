@@ -73,12 +73,17 @@ func (r *Registry) setLive(o *owner, live bool) {
 }
 
 // resetOwner forgets all of o for its new incarnation inc: the node
-// restarted, so its old records and state are gone.
+// restarted, so its old records and state are gone. The new run is not
+// live until a walk reaches it, which takes its state: its records,
+// which may arrive first (relayed at once, where states wait; see
+// relayLater), are shown then, once. Shown at once, the next walk would
+// hide them again until the state came: a live record's flap.
 func (r *Registry) resetOwner(o *owner, inc uint64) {
 	if eligible(o) || o.live {
 		r.dirty = true // edges to its old run are gone
 	}
 	r.wipeRecords(o)
+	o.live, o.reached = false, false
 	o.inc = inc
 	o.seq = 0
 	o.beat = 0
