@@ -366,7 +366,7 @@ func (n *Node) linkClosed(l *link) {
 		return
 	}
 	switch silent := errors.Is(l.tl.Err(), transport.ErrSilent); {
-	case l.goodbye || p.left():
+	case l.goodbye || p.goodbye || p.left():
 		n.peerDownLocked(p, nil, false)
 	case n.closed:
 		n.peerDownLocked(p, errors.New("link lost"), false)
@@ -446,7 +446,12 @@ func (n *Node) readMessages(l *link, s *transport.Stream) {
 		switch typ {
 		case wire.Goodbye:
 			n.mu.Lock()
-			l.goodbye = true
+			l.goodbye, p.goodbye = true, true
+			if p.active == nil && n.peers[p.id] == p {
+				// Its goodbye came on a link other than the one lost:
+				// it left, there is nothing to make again.
+				n.peerDownLocked(p, nil, false)
+			}
 			n.mu.Unlock()
 		case wire.Ack:
 			epoch, next, err := wire.ParseAck(payload)

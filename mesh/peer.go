@@ -37,6 +37,7 @@ type peer struct {
 	since    time.Time
 	relinked chan struct{} // while active is nil: closed when a link is back
 	synced   bool          // PeerSynced was published
+	goodbye  bool          // the peer said goodbye, on one of its links
 
 	qmu     sync.Mutex
 	queue   [][]byte      // frames; each may be shared with other peers' queues

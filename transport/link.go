@@ -177,13 +177,13 @@ func (l *Link) Ping(ctx context.Context) (time.Duration, error) {
 	}
 }
 
-// Vouch counts as hearing from the peer now: another node confirmed
-// that it lives (see Config.OnSilent). A link whose peer stays silent is
-// found again one silence later.
-func (l *Link) Vouch() { l.live.touch() }
+// Vouch counts, for the link's liveness, as hearing from the peer now:
+// another node confirmed that it lives (see Config.OnSilent). A link
+// whose peer stays silent is found again one silence later.
+func (l *Link) Vouch() { l.live.vouched.Store(int64(now())) }
 
-// Silence is how long nothing has arrived from the peer (Vouch counts as
-// arriving).
+// Silence is how long nothing has arrived from the peer on this link (a
+// Vouch does not count: it is others' word).
 func (l *Link) Silence() time.Duration { return now() - time.Duration(l.live.last.Load()) }
 
 // Err says why the link closed by itself: ErrSilent (nothing arrived from

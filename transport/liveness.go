@@ -79,7 +79,7 @@ type liveness struct {
 	// hear the peer, and vouch for it (touch) before the limit. It runs
 	// on the check's goroutine and must not block.
 	onSilent  func()
-	suspected atomic.Int64 // the value of last that onSilent was told about
+	suspected atomic.Int64 // the time heard that onSilent was told about
 	why       atomic.Value // error: why the check closed the session
 
 	// Of the connection under the session (sessionConn): when the write
@@ -90,7 +90,8 @@ type liveness struct {
 
 	each func() // runs at every check (the link's streams' shrink)
 
-	last atomic.Int64 // monotonic time of the last read, see now
+	last    atomic.Int64 // monotonic time of the last read, see now
+	vouched atomic.Int64 // monotonic time of the last vouch (Link.Vouch)
 
 	mu      sync.Mutex
 	timer   *time.Timer
@@ -152,7 +153,8 @@ func (lv *liveness) tick() {
 	lv.mu.Unlock()
 	lag.Process.Observe(due, at)
 	limit := lv.limit + min(lag.Process.Get(at), maxLagLimits*lv.limit)
-	silence := at - time.Duration(lv.last.Load())
+	heard := max(lv.last.Load(), lv.vouched.Load())
+	silence := at - time.Duration(heard)
 	if silence >= limit && pendingBytes(lv.conn) > 0 {
 		// The peer did send; this process has not read it yet (it is
 		// busy). Not a silent peer.
@@ -166,7 +168,7 @@ func (lv *liveness) tick() {
 		return
 	}
 	suspect := lv.suspect + (limit - lv.limit)
-	if last := lv.last.Load(); silence >= suspect && lv.onSilent != nil && lv.suspected.Swap(last) != last {
+	if silence >= suspect && lv.onSilent != nil && lv.suspected.Swap(heard) != heard {
 		lv.onSilent()
 	}
 	writeLimit, blocked := lv.writeLimit+(limit-lv.limit), time.Duration(0)
