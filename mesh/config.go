@@ -51,10 +51,13 @@ type Config struct {
 
 	// HandshakeTimeout bounds a link's handshake. Zero means 2 s.
 	HandshakeTimeout time.Duration
-	// KeepAliveInterval is how often a link is pinged. Zero means 500 ms.
+	// KeepAliveInterval is how often a quiet link beats. Zero means
+	// 500 ms.
 	KeepAliveInterval time.Duration
-	// WriteTimeout: a silent peer is declared dead within
-	// KeepAliveInterval + WriteTimeout. Zero means 1 s. A link whose
+	// WriteTimeout: a peer nobody hears is declared dead within
+	// KeepAliveInterval + WriteTimeout; a link silent for
+	// KeepAliveInterval + WriteTimeout/2 makes the node ask other peers
+	// whether they hear it (one that does keeps it). Zero means 1 s. A link whose
 	// connection takes nothing more (a peer that stopped reading) is
 	// closed after 4 × WriteTimeout. On a machine running late, both
 	// allow that lateness too (see transport.Config).
@@ -77,8 +80,9 @@ type Config struct {
 	// MaxMessageSize bounds one message. Zero means 1 MiB. A larger Send
 	// fails with ErrTooLarge; a larger frame from a peer closes its link.
 	MaxMessageSize int
-	// SendQueueBytes bounds the bytes queued for one peer; Send waits for
-	// room beyond it. Zero means 16 MiB.
+	// SendQueueBytes bounds the bytes queued for one peer together with
+	// those written and not yet acknowledged; Send waits for room beyond
+	// it. Zero means 16 MiB.
 	SendQueueBytes int
 	// ReceiveBuffer is how many received messages wait for Receive before
 	// reading from links pauses (each link still buffers a yamux window).

@@ -41,11 +41,24 @@
 //
 // Links: discovery makes the lower id dial; when two links join a pair
 // anyway both ends keep the one dialed by the lower id, without losing a
-// message. A peer added with Connect is kept: its link is redialed with
-// backoff until Disconnect. Linked nodes exchange their members, so joining
-// through one address completes the mesh. A closed peer is seen at once, a
-// crashed one on the connection reset, a silent one within
-// KeepAliveInterval + WriteTimeout (1.5 s by default; LocalConfig: 300 ms).
+// message. A peer added with Connect (an IP address or a host name) is
+// kept: its link is redialed with backoff until Disconnect. Linked nodes
+// exchange their members, so joining through one address completes the
+// mesh.
+//
+// Delivery: Send returns once the message is queued. What Send accepted
+// for a peer arrives once, in order, for as long as that peer lives: a
+// link that breaks while both nodes live is made again at once, silently,
+// and carries on with what the peer had not acknowledged (docs/protocol.md,
+// "Delivery"). A link that goes silent is not taken for a dead peer while
+// another peer still hears it (a lossy link). A peer is down (PeerDown)
+// when it says goodbye, when it is shown gone (kill -9: its address
+// refuses the redial, within milliseconds), when it restarts (a new run
+// of its id links), or when nobody has heard it for KeepAliveInterval +
+// WriteTimeout (1.5 s by default; LocalConfig: 1 s): a frozen host or a
+// cut cable. Its PeerDown then says how many messages it had not
+// acknowledged (Event.Undelivered): never silence. In a mesh of two there
+// is nobody to ask, and a link silent that long is a dead peer.
 //
 // Events (peer up and down, registry sync, refused ids, discovery errors)
 // arrive in order on the channels of Events; services are followed with

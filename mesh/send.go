@@ -17,10 +17,14 @@ type Message struct {
 }
 
 // Send queues msg for the peer with id to. It returns once the message is
-// queued (waiting for room when the peer's queue is full), not when it has
-// arrived. Messages to one peer arrive in the order they were sent. It
-// returns an error wrapping ErrUnknownPeer, naming the id, when no link to
-// that peer is up; ErrTooLarge for a message over Config.MaxMessageSize;
+// queued (waiting for room when the peer's queue, with what it has not yet
+// acknowledged, holds Config.SendQueueBytes), not when it has arrived.
+// Messages to one peer arrive once, in the order they were sent, across
+// any links lost and made again while the peer lives; when the peer goes
+// down first, its PeerDown event counts the messages it did not
+// acknowledge (Event.Undelivered). It returns an error wrapping
+// ErrUnknownPeer, naming the id, when the node knows no such peer (never
+// linked, or down); ErrTooLarge for a message over Config.MaxMessageSize;
 // ctx's error when ctx ends first. msg may be reused once Send returns.
 //
 // A Send that finds the peer idle (nothing queued, the last message out
@@ -62,8 +66,9 @@ func (n *Node) SendMany(ctx context.Context, to []string, msg []byte) error {
 	return errors.Join(append(unknown, gone...)...)
 }
 
-// Broadcast queues msg for every peer with a link up, framed once. A slow
-// peer does not hold back the others: each has its own queue and writer.
+// Broadcast queues msg for every peer, framed once, with Send's delivery
+// to each. A slow peer does not hold back the others: each has its own
+// queue and writer.
 func (n *Node) Broadcast(ctx context.Context, msg []byte) error {
 	frame, err := n.frame(msg)
 	if err != nil {
