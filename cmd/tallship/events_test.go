@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"testing"
+	"time"
 
 	"github.com/tallship-go/tallship/mesh"
 	"github.com/tallship-go/tallship/registry"
@@ -88,5 +90,22 @@ func TestEventStreamNext(t *testing.T) {
 	s = &eventStream{events: make(chan mesh.Event), known: map[string]mesh.Record{}}
 	if e, ok := s.next(cctx); ok {
 		t.Errorf("after ctx ended: %+v", e)
+	}
+}
+
+// A peer-down that left messages undelivered says how many, in join's
+// line and in its JSON; one that left none says nothing of it.
+func TestPeerDownLineCountsUndelivered(t *testing.T) {
+	at := time.Date(2026, 12, 7, 1, 2, 3, 0, time.UTC)
+	down := event{Event: mesh.Event{Kind: mesh.PeerDown, Time: at, Peer: "b", Err: errors.New("link lost: not reached again in time"), Undelivered: 3}}
+	if got, want := eventLine(down), "01:02:03.000 peer-down          b (link lost: not reached again in time), 3 messages undelivered"; got != want {
+		t.Errorf("line %q, want %q", got, want)
+	}
+	if got := eventOf(down).Undelivered; got != 3 {
+		t.Errorf("JSON undelivered %d, want 3", got)
+	}
+	down.Undelivered, down.Err = 0, nil
+	if got, want := eventLine(down), "01:02:03.000 peer-down          b"; got != want {
+		t.Errorf("line %q, want %q", got, want)
 	}
 }

@@ -51,6 +51,9 @@ type eventJSON struct {
 	Addrs   []string     `json:"addrs,omitempty"`
 	Service *serviceJSON `json:"service,omitempty"`
 	Error   string       `json:"error,omitempty"`
+	// Undelivered (peer-down): messages sent to the peer that it did not
+	// acknowledge.
+	Undelivered int `json:"undelivered,omitempty"`
 }
 
 func addrStrings(as []netip.AddrPort) []string {
@@ -77,7 +80,7 @@ func serviceOf(r mesh.Record) serviceJSON {
 }
 
 func eventOf(ev event) eventJSON {
-	out := eventJSON{Time: ev.Time, Event: ev.name(), Peer: ev.Peer}
+	out := eventJSON{Time: ev.Time, Event: ev.name(), Peer: ev.Peer, Undelivered: ev.Undelivered}
 	if ev.change != 0 {
 		s := serviceOf(ev.record)
 		out.Service = &s
@@ -120,6 +123,9 @@ func eventLine(ev event) string {
 		b.WriteString(" " + ev.Peer)
 		if ev.Err != nil {
 			b.WriteString(" (" + ev.Err.Error() + ")")
+		}
+		if ev.Undelivered > 0 {
+			fmt.Fprintf(&b, ", %d messages undelivered", ev.Undelivered)
 		}
 	case mesh.PeerSynced:
 		b.WriteString(" " + ev.Peer)
