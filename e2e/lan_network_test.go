@@ -5,6 +5,7 @@ package e2e_test
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,33 +23,24 @@ func lanLossFor() time.Duration {
 	return 30 * time.Second
 }
 
-// 10% of frames dropped on the LAN for a while: the mesh stays whole, no
-// record is freed, and the messages sent meanwhile all arrive, once, in
-// order. The links' write timeout is 5 s here, not the default 1 s: with
-// TCP's 200 ms minimum retransmission timeout, a frame lost four times in
-// a row (one in 10^4 at 10% loss) holds a link's pings back for 1.4 s, and
-// the default 500 ms keepalive + 1 s timeout then drops a live peer:
-// TestLANFrameLossDefaultTimers shows it.
+// Frame loss on the LAN (3%, then 10% of frames dropped) for lanLossFor,
+// with traffic, under the default timers (keepalive 500 ms, write timeout
+// 1 s): messages every 50 ms on several flows, a stream copying data, a
+// record registered and freed every 500 ms. No live peer goes down, no
+// record is freed but those freed on purpose, every message Send accepted
+// arrives once and in order per flow, every byte of the stream arrives in
+// order, and the mesh and the registry are whole after.
 func TestLANFrameLoss(t *testing.T) {
-	lanFrameLoss(t, node.Config{Timers: "default", WriteTimeout: 5 * time.Second})
+	for _, percent := range []int{3, 10} {
+		t.Run(fmt.Sprintf("%d%%", percent), func(t *testing.T) { lanFrameLoss(t, percent) })
+	}
 }
 
-// TestLANFrameLoss with the default timers.
-func TestLANFrameLossDefaultTimers(t *testing.T) {
-	lanKnownBug(t, lanBugLossFalseAlarm)
-	lanFrameLoss(t, node.Config{Timers: "default"})
-}
-
-// lanBugLossFalseAlarm is a library limit these tests found (issue 6).
-const lanBugLossFalseAlarm = "library limit: at 10% frame loss the default silent-peer bound (keepalive 500 ms + write timeout 1 s) " +
-	"drops live peers (a TCP segment lost 4 times in a row holds a link's pings back 1.4 s), " +
-	"and the messages queued on the dropped link are lost although Send returned nil (a gap in the sequence the peer receives)"
-
-func lanFrameLoss(t *testing.T, cfg node.Config) {
+func lanFrameLoss(t *testing.T, percent int) {
 	lan.RequireNFT(t)
-	l, procs := lanMesh(t, 8, cfg)
+	l, procs := lanMesh(t, 8, node.Config{Cluster: fmt.Sprintf("lan-loss-%d", percent), Timers: "default"})
 	recs := lanRegisterEach(t, procs, "l")
-	marks := lanMarks(procs)
+	lossFor := lanLossFor()
 
 	// Two senders: procs[0] to every other node, procs[3] to procs[6].
 	type flow struct {
@@ -60,13 +52,25 @@ func lanFrameLoss(t *testing.T, cfg node.Config) {
 		flows = append(flows, &flow{from: procs[0], to: p})
 	}
 	flows = append(flows, &flow{from: procs[3], to: procs[6]})
+	// A stream from procs[1] to procs[2], one 16 KiB write every 50 ms
+	// for three quarters of the loss.
+	const streamEvery = 50 * time.Millisecond
+	streamBytes := int64(node.StreamChunk) * int64(lossFor*3/4/streamEvery)
+	streamFrom, streamTo := procs[1], procs[2]
+	streamTo.StreamListen("copy")
+	// The churn: procs[5] registers a record and frees it 250 ms later,
+	// every 500 ms.
+	churner := procs[5]
+	var churn []string // the ids of its records, all freed on purpose
+	churning := ""     // the one registered now
 
-	lossFor := lanLossFor()
-	l.Loss(10)
+	marks := lanMarks(procs)
+	l.Loss(percent)
 	start := time.Now()
+	streamFrom.StreamSend(streamTo.ID, "copy", streamBytes, streamEvery)
 	tick := time.NewTicker(50 * time.Millisecond)
 	registered, failed := false, false
-	for time.Since(start) < lossFor && !failed {
+	for n := 0; time.Since(start) < lossFor && !failed; n++ {
 		<-tick.C
 		for _, f := range flows {
 			if err := f.from.Send(f.to.ID, fmt.Sprintf("loss %s %d", f.from.Host.Name, f.sent)); err != nil {
@@ -76,22 +80,37 @@ func lanFrameLoss(t *testing.T, cfg node.Config) {
 			}
 			f.sent++
 		}
+		if n%5 == 0 {
+			if churning == "" {
+				churning = churner.Register("churn@1.0.0", fmt.Sprintf("n=%d", len(churn))).ID
+				churn = append(churn, churning)
+			} else {
+				churner.Free(churning)
+				churning = ""
+			}
+		}
 		if !registered && time.Since(start) > lossFor/2 {
 			recs = append(recs, procs[5].Register("during-loss@1.0.0"))
 			registered = true
 		}
 	}
 	tick.Stop()
+	if churning != "" {
+		churner.Free(churning)
+	}
 	dropped := l.Dropped()
 	l.Loss(0)
 	total := 0
 	for _, f := range flows {
 		total += f.sent
 	}
-	t.Logf("figure: %d messages sent during %v of 10%% frame loss (%d frames dropped)", total, time.Since(start).Round(time.Second), dropped)
+	t.Logf("figure: %d messages sent, %d records registered and freed, %d stream bytes due, during %v of %d%% frame loss (%d frames dropped)",
+		total, len(churn), streamBytes, time.Since(start).Round(time.Second), percent, dropped)
 	for _, p := range procs {
 		for _, e := range lanEventsSince(p, marks) {
-			if e.Ev == "peer-down" || e.Ev == "freed" {
+			switch {
+			case e.Ev == "peer-down", e.Ev == "overflowed",
+				e.Ev == "freed" && !slices.Contains(churn, e.Rec.ID):
 				t.Errorf("%s: spurious %s of %s at %v of loss (%s)", p, e.Ev, e.Peer, e.Time().Sub(start).Round(time.Millisecond), e.Err)
 			}
 		}
@@ -121,10 +140,27 @@ func lanFrameLoss(t *testing.T, cfg node.Config) {
 			return nil
 		})
 	}
+	// Every byte of the stream arrives, in order.
+	sum := node.PatternSum(streamBytes)
+	for _, end := range []struct {
+		p  *lan.Proc
+		ev string
+	}{{streamFrom, "stream-sent"}, {streamTo, "stream-read"}} {
+		e, ok := end.p.WaitEvent(lanHealWait, func(e node.Event) bool { return e.Ev == end.ev })
+		switch {
+		case !ok:
+			t.Errorf("%s: no %s %v after the loss", end.p, end.ev, lanHealWait)
+		case e.Err != "" || e.Bytes != streamBytes || e.Sum != sum:
+			t.Errorf("%s: %s at %v of loss: %d bytes of %d, sum ok %v, err %q",
+				end.p, end.ev, e.Time().Sub(start).Round(time.Millisecond), e.Bytes, streamBytes, e.Sum == sum, e.Err)
+		default:
+			t.Logf("figure: %s, %d bytes, at %v of loss", end.ev, e.Bytes, e.Time().Sub(start).Round(time.Millisecond))
+		}
+	}
 	if err := lan.FullMesh(procs...); err != nil {
 		t.Error(err)
 	}
-	lan.Eventually(t, lanChangeWait, "every record everywhere", func() error { return lan.SeeExactly(procs, recs) })
+	lan.Eventually(t, lanChangeWait, "every record everywhere, no churn left", func() error { return lan.SeeExactly(procs, recs) })
 }
 
 // A link with 100 ms of latency each way (through a user-space proxy):

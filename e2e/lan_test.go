@@ -15,7 +15,6 @@ package e2e_test
 import (
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -358,15 +357,6 @@ func lanPartition(t *testing.T, l *lan.LAN, procs []*lan.Proc) []node.Record {
 		}
 	}
 	return recs
-}
-
-// lanKnownBug skips t, naming a known library bug it would fail on,
-// unless TALLSHIP_KNOWN_BUGS is set (to check a fix).
-func lanKnownBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("TALLSHIP_KNOWN_BUGS") == "" {
-		t.Skip(bug + " (set TALLSHIP_KNOWN_BUGS=1 to run it)")
-	}
 }
 
 func lanLatest(a, b time.Time) time.Time {

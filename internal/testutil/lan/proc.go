@@ -112,3 +112,21 @@ func (p *Proc) Free(id string) {
 		p.lan.t.Fatalf("lan: %v", err)
 	}
 }
+
+// StreamListen makes the node accept the streams peers open with
+// protocol (node.Proc.StreamListen).
+func (p *Proc) StreamListen(protocol string) {
+	p.lan.t.Helper()
+	if err := p.Proc.StreamListen(protocol); err != nil {
+		p.lan.t.Fatalf("lan: %v", err)
+	}
+}
+
+// StreamSend makes the node copy n bytes to peer over a stream of
+// protocol, one write every every (node.Proc.StreamSend).
+func (p *Proc) StreamSend(peer, protocol string, n int64, every time.Duration) {
+	p.lan.t.Helper()
+	if err := p.Proc.StreamSend(peer, protocol, n, every); err != nil {
+		p.lan.t.Fatalf("lan: %v", err)
+	}
+}

@@ -46,6 +46,11 @@
 //	overflowed       the watch fell behind and ended
 //	found, lost      peer, addrs: what discovery reported (-discovery-events)
 //	msg              peer, data: a message received
+//	stream-read      peer, data (the protocol), bytes, sum, err: a stream
+//	                 of a stream-listen read to its end (err: why it
+//	                 ended early); sum is the hex SHA-256 of its bytes
+//	stream-sent      peer, data, bytes, sum, err: a stream-send's writes
+//	                 and close are done (err: why they stopped)
 //	reply            seq, and what the command returns, or err
 //	fatal            err: the node could not start; it exits with status 1
 //
@@ -61,6 +66,15 @@
 //	N connect HOST:PORT                  reply: peer (the id linked)
 //	N peers                              reply: peers (ids, sorted)
 //	N services [QUERY]                   reply: records (sorted by id)
+//	N stream-listen NAME                 accept the streams of protocol NAME
+//	N stream-send PEER NAME BYTES [EVERY]
+//	                                     open a stream to PEER for NAME;
+//	                                     reply once open, then write BYTES
+//	                                     of a fixed pseudo-random pattern
+//	                                     (its sum: PatternSum), StreamChunk
+//	                                     a write, one write every EVERY (a
+//	                                     duration; none: at full speed),
+//	                                     and close it
 //	N close                              leave gracefully, reply, exit 0
 //
 // The end of input also makes the node leave gracefully (Shutdown, for at

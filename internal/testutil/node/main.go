@@ -95,6 +95,7 @@ func run(args []string, out *printer) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
+	st := &streams{ctx: ctx, node: node, out: out, wg: &wg}
 
 	sctx, scancel := context.WithTimeout(ctx, startTimeout)
 	defer scancel()
@@ -167,7 +168,7 @@ func run(args []string, out *printer) error {
 			if !ok {
 				return nil
 			}
-			seq, done := command(ctx, node, out, line)
+			seq, done := command(ctx, node, st, out, line)
 			if done {
 				leave(node)
 				out.print(Event{Ev: "reply", Seq: seq})
@@ -223,7 +224,7 @@ func (c Config) mesh() (mesh.Config, error) {
 
 // command runs one command line and prints its reply. done reports a
 // "close" command, whose reply the caller prints once the node is closed.
-func command(ctx context.Context, node *mesh.Node, out *printer, line string) (seq int, done bool) {
+func command(ctx context.Context, node *mesh.Node, st *streams, out *printer, line string) (seq int, done bool) {
 	f := strings.Fields(line)
 	if len(f) < 2 {
 		out.print(Event{Ev: "reply", Err: fmt.Sprintf("bad command %q", line)})
@@ -295,6 +296,19 @@ func command(ctx context.Context, node *mesh.Node, out *printer, line string) (s
 				reply.Records = append(reply.Records, toRecord(r))
 			}
 			slices.SortFunc(reply.Records, func(a, b Record) int { return strings.Compare(a.ID, b.ID) })
+		}
+	case "stream-listen":
+		if len(args) != 1 {
+			err = errors.New("stream-listen NAME")
+			break
+		}
+		err = st.listen(args[0])
+	case "stream-send":
+		var peer, protocol string
+		var n int64
+		var every time.Duration
+		if peer, protocol, n, every, err = parseStreamSend(args); err == nil {
+			err = st.send(peer, protocol, n, every)
 		}
 	case "close":
 		return seq, true

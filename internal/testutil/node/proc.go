@@ -257,6 +257,23 @@ func (p *Proc) Send(peer, text string) error {
 	return err
 }
 
+// StreamListen makes the node accept the streams peers open with
+// protocol: each is read to its end, then a stream-read event says how
+// many bytes came and their SHA-256.
+func (p *Proc) StreamListen(protocol string) error {
+	_, err := p.Do("stream-listen", protocol)
+	return err
+}
+
+// StreamSend makes the node open a stream to peer for protocol and
+// returns once it is open; the node then writes n bytes of the pattern
+// whose sum PatternSum returns, StreamChunk a write and one write every
+// every (0: at full speed), closes the stream, and prints stream-sent.
+func (p *Proc) StreamSend(peer, protocol string, n int64, every time.Duration) error {
+	_, err := p.Do("stream-send", peer, protocol, strconv.FormatInt(n, 10), every.String())
+	return err
+}
+
 // Connect makes the node link to (and keep) the node at addr, and
 // returns the id it linked with.
 func (p *Proc) Connect(addr string) (string, error) {
@@ -350,6 +367,9 @@ func (p *Proc) Log(n int) string {
 		}
 		if e.Data != "" {
 			fmt.Fprintf(&b, " data=%q", e.Data)
+		}
+		if e.Bytes != 0 {
+			fmt.Fprintf(&b, " bytes=%d", e.Bytes)
 		}
 		if e.Err != "" {
 			fmt.Fprintf(&b, " err=%s", e.Err)

@@ -11,7 +11,8 @@ import (
 type Event struct {
 	// Ev says what happened: start, peer-up, peer-down, synced,
 	// id-conflict, discovery-error, registered, updated, freed,
-	// overflowed, found, lost, msg, reply or fatal.
+	// overflowed, found, lost, msg, stream-read, stream-sent, reply or
+	// fatal.
 	Ev string `json:"ev"`
 	// T is when it happened, in the node's clock (Unix nanoseconds).
 	T int64 `json:"t"`
@@ -20,16 +21,21 @@ type Event struct {
 	// Addrs are the node's addresses (start), the proxy's (a proxy's
 	// start), or where discovery found a peer (found, lost).
 	Addrs []string `json:"addrs,omitempty"`
-	// Peer is the peer (peer-*, synced, id-conflict, found, lost, msg)
-	// or the record's owner (registered, updated, freed).
+	// Peer is the peer (peer-*, synced, id-conflict, found, lost, msg,
+	// stream-*) or the record's owner (registered, updated, freed).
 	Peer string `json:"peer,omitempty"`
 	// Err is what went wrong: why a peer went down, a failed command's
-	// error, why the node could not start (fatal).
+	// error, why a stream ended early (stream-*), why the node could not
+	// start (fatal).
 	Err string `json:"err,omitempty"`
 	// Rec is the record of a service event or of a register's reply.
 	Rec *Record `json:"rec,omitempty"`
-	// Data is a message's text (msg).
+	// Data is a message's text (msg) or a stream's protocol (stream-*).
 	Data string `json:"data,omitempty"`
+	// Bytes and Sum are how many bytes a stream carried and their
+	// SHA-256 in hex (stream-*).
+	Bytes int64  `json:"bytes,omitempty"`
+	Sum   string `json:"sum,omitempty"`
 	// Seq is a reply's command number.
 	Seq int `json:"seq,omitempty"`
 	// Peers are the linked peers' ids, sorted (a peers reply).
