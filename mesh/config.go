@@ -256,6 +256,7 @@ func (c Config) transport() transport.Config {
 		HandshakeTimeout:  c.HandshakeTimeout,
 		KeepAliveInterval: c.KeepAliveInterval,
 		WriteTimeout:      c.WriteTimeout,
+		RelaxedInterval:   10 * c.KeepAliveInterval,
 		Secret:            c.Secret,
 		TLS:               c.TLS,
 		Logger:            c.Logger,

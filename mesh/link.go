@@ -35,6 +35,7 @@ type link struct {
 	// a peer's fault (no redial then); and the probes of its silence
 	// (probe.go).
 	bad       error
+	dead      error     // found silent by the peer's watchers (watch.go)
 	vouched   time.Time // when another peer last said it hears the peer
 	vouches   int       // vouches in a row, the link silent all along
 	suspected time.Time // when the link was last found silent
@@ -263,6 +264,7 @@ func (n *Node) addLink(tl *transport.Link) *link {
 		l.p = p
 		old := p.active
 		p.active = l
+		n.applyWatchLocked(p)
 		n.retireLocked(p, old)
 	default:
 		l.p = p
@@ -372,9 +374,12 @@ func (n *Node) linkClosed(l *link) {
 		n.peerDownLocked(p, errors.New("link lost"), false)
 	case l.bad != nil:
 		n.peerDownLocked(p, l.bad, false)
+	case l.dead != nil:
+		n.peerDownLocked(p, l.dead, false)
 	case silent && time.Since(l.vouched) > n.silentBound():
 		// Silent, and nobody said they hear it (probe.go).
 		n.peerDownLocked(p, fmt.Errorf("link lost: %w", l.tl.Err()), false)
+		n.tellDeadLocked(p)
 	default:
 		// The link broke, or the peer closed it: the peer may live on.
 		// Its link is made again, and nothing is lost (recover.go).
@@ -474,6 +479,13 @@ func (n *Node) readMessages(l *link, s *transport.Stream) {
 				return
 			}
 			n.probeAnswered(p, nonce, answer)
+		case wire.Dead:
+			inc, id, err := wire.ParseDead(payload)
+			if err != nil {
+				n.dropLink(l, "bad report of a dead node from peer", err)
+				return
+			}
+			n.deadReported(p, inc, id)
 		}
 	}
 }

@@ -38,6 +38,8 @@ type peer struct {
 	relinked chan struct{} // while active is nil: closed when a link is back
 	synced   bool          // PeerSynced was published
 	goodbye  bool          // the peer said goodbye, on one of its links
+	relaxed  bool          // its links are relaxed: others watch it (watch.go)
+	deadBy   []deadReport  // peers that said it is dead (watch.go)
 
 	qmu     sync.Mutex
 	queue   [][]byte      // frames; each may be shared with other peers' queues
@@ -114,6 +116,7 @@ func (n *Node) peerUpLocked(l *link, restart bool) {
 	n.events.publish(Event{Kind: PeerUp, Peer: p.id, Addrs: slices.Clone(p.addrs)})
 	n.log.Debug("peer up", "peer", p.id)
 	n.exchangeLocked(p)
+	n.rewatchLocked()
 }
 
 // retireLocked winds down l, a duplicate link to p: the writer ends its

@@ -67,12 +67,11 @@ func (n *Node) onSilent(tl *transport.Link) {
 		}
 	}
 	q := &probe{l: l, asked: make(map[string]bool, probeFanout), at: now}
-	healthy := n.cfg.KeepAliveInterval + n.cfg.WriteTimeout/2
 	for _, o := range n.peers {
 		if len(q.asked) == probeFanout {
 			break
 		}
-		if o == l.p || o.active == nil || o.active.tl.Silence() >= healthy {
+		if o == l.p || o.active == nil || o.active.tl.Silence() >= n.suspectAfter(o) {
 			continue
 		}
 		q.asked[o.id] = false
@@ -89,6 +88,15 @@ func (n *Node) onSilent(tl *transport.Link) {
 		n.peers[id].pushCtl(frame)
 	}
 	n.log.Debug("peer silent; asking others whether they hear it", "peer", l.peer, "asked", len(q.asked))
+}
+
+// suspectAfter is the silence after which p's link asks others about it,
+// in the link's mode (watch.go).
+func (n *Node) suspectAfter(p *peer) time.Duration {
+	if p.relaxed {
+		return 2 * 10 * n.cfg.KeepAliveInterval
+	}
+	return n.cfg.KeepAliveInterval + n.cfg.WriteTimeout/2
 }
 
 // answerProbe answers from's question whether this node hears the run

@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -163,6 +164,14 @@ func TestSilentLinkVouchedByAnother(t *testing.T) {
 	}
 }
 
+// relaxed reports whether n's link to id is relaxed (watch.go).
+func relaxed(n *Node, id string) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := n.peers[id]
+	return p != nil && p.relaxed
+}
+
 // vouches is how many times in a row others vouched for n's link to id.
 func vouches(n *Node, id string) int {
 	n.mu.Lock()
@@ -175,16 +184,19 @@ func vouches(n *Node, id string) int {
 
 // A peer nobody hears (a frozen process, a cut cable) is down everywhere
 // at the silent-peer bound: asked, the others find it silent too. With
-// two nodes, nobody to ask, the link's silence alone decides.
+// two nodes, nobody to ask, the link's silence alone decides. In a mesh of
+// seven, only b's neighbours on the ring of ids (a, c, d and g) watch it
+// closely; e and f, whose links to b are relaxed (silent only after 15 ×
+// KeepAliveInterval), learn it from them within the bound.
 func TestSilentPeerDownEverywhere(t *testing.T) {
-	for _, size := range []int{2, 3} {
-		t.Run(map[int]string{2: "two nodes", 3: "three nodes"}[size], func(t *testing.T) {
+	for _, size := range []int{2, 3, 7} {
+		t.Run(fmt.Sprintf("%d nodes", size), func(t *testing.T) {
 			leakcheck.Goroutines(t)
 			ctx := context.Background()
 			b := start(t, "c", testConfig("b"))
 			var others []*Node
 			var proxies []*stallProxy
-			for _, id := range []string{"a", "c"}[:size-1] {
+			for _, id := range []string{"a", "c", "d", "e", "f", "g"}[:size-1] {
 				n := start(t, "c", testConfig(id))
 				px := newStallProxy(t, addr(t, b))
 				if _, err := n.Connect(ctx, px.ln.Addr().String()); err != nil {
@@ -198,6 +210,13 @@ func TestSilentPeerDownEverywhere(t *testing.T) {
 				others, proxies = append(others, n), append(proxies, px)
 			}
 			waitFor(t, "full mesh", 5*time.Second, func() bool { return settled(append(others, b)...) })
+			if size == 7 {
+				for _, n := range others {
+					if want := n.ID() == "e" || n.ID() == "f"; relaxed(n, "b") != want {
+						t.Fatalf("%s's link to b relaxed: %v, want %v", n.ID(), !want, want)
+					}
+				}
+			}
 			var evs []<-chan Event
 			for _, n := range others {
 				evs = append(evs, n.Events(ctx))

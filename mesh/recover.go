@@ -52,6 +52,7 @@ func (n *Node) relinkLocked(p *peer, l *link) {
 	p.active = l
 	close(p.relinked)
 	p.relinked = nil
+	n.applyWatchLocked(p)
 	n.log.Debug("link to the peer is back", "peer", p.id, "link", l.tl.ID())
 	p.signal()
 }
@@ -167,4 +168,5 @@ func (n *Node) peerDownLocked(p *peer, err error, restart bool) {
 	for _, r := range p.retiring {
 		r.tl.Close()
 	}
+	n.rewatchLocked()
 }

@@ -56,6 +56,10 @@ type Config struct {
 	// tls.RequireAndVerifyClientCert. Both ends must use TLS. Secret and
 	// TLS exclude each other.
 	TLS *tls.Config
+	// RelaxedInterval is how often a relaxed link (Link.SetRelaxed)
+	// beats; its peer is silent after 3 × RelaxedInterval. Zero means
+	// 10 × KeepAliveInterval.
+	RelaxedInterval time.Duration
 	// OnSilent, when set, is called once per silence when nothing has
 	// arrived from a link's peer for KeepAliveInterval + WriteTimeout/2
 	// (plus the process's lateness): half of WriteTimeout before the link
@@ -88,6 +92,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = time.Second
+	}
+	if c.RelaxedInterval <= 0 {
+		c.RelaxedInterval = 10 * c.KeepAliveInterval
 	}
 	if c.StreamWindow == 0 {
 		c.StreamWindow = 1 << 20

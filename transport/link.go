@@ -177,6 +177,15 @@ func (l *Link) Ping(ctx context.Context) (time.Duration, error) {
 	}
 }
 
+// SetRelaxed puts the link in its relaxed mode (on) or back in its strict
+// one. A relaxed link beats every Config.RelaxedInterval when quiet, and
+// its peer is silent only after 3 × RelaxedInterval: for a link whose
+// peer others watch closely (a large mesh watches each node through a few
+// of its links, and tells the rest; see mesh). Both ends should agree:
+// a strict end hears a relaxed one too seldom. Back in the strict mode,
+// the peer gets one strict silence limit from now.
+func (l *Link) SetRelaxed(on bool) { l.live.setRelaxed(on) }
+
 // Vouch counts, for the link's liveness, as hearing from the peer now:
 // another node confirmed that it lives (see Config.OnSilent). A link
 // whose peer stays silent is found again one silence later.

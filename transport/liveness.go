@@ -72,6 +72,10 @@ type liveness struct {
 	interval time.Duration // this side beats after writing nothing for this long
 	limit    time.Duration // silence after which the peer is dead
 	suspect  time.Duration // silence after which onSilent is told
+	// relaxed: the link beats every relax instead, and its peer is silent
+	// after 3 × relax (Link.SetRelaxed).
+	relaxed atomic.Bool
+	relax   time.Duration
 	beats    atomic.Int64  // beats written (for tests)
 
 	// onSilent, when set, is told once per silence when the peer has
@@ -109,9 +113,34 @@ func now() time.Duration { return lag.Now() }
 
 func newLiveness(cfg Config, conn net.Conn, log *slog.Logger) *liveness {
 	lv := &liveness{conn: conn, log: log, interval: cfg.KeepAliveInterval, limit: cfg.KeepAliveInterval + cfg.WriteTimeout,
-		suspect: cfg.KeepAliveInterval + cfg.WriteTimeout/2, writeLimit: (1 + lag.MaxStretch) * cfg.WriteTimeout}
+		suspect: cfg.KeepAliveInterval + cfg.WriteTimeout/2, relax: cfg.RelaxedInterval, writeLimit: (1 + lag.MaxStretch) * cfg.WriteTimeout}
 	lv.touch()
 	return lv
+}
+
+// params are the beat interval, the silence limit and the silence at
+// which onSilent is told, of the link's mode (see Link.SetRelaxed).
+func (lv *liveness) params() (interval, limit, suspect time.Duration) {
+	if lv.relaxed.Load() {
+		return lv.relax, 3 * lv.relax, 2 * lv.relax
+	}
+	return lv.interval, lv.limit, lv.suspect
+}
+
+// setRelaxed switches the link's mode. Into the strict mode, the peer
+// (which may have beaten at the relaxed interval until now) is given one
+// strict limit from now, and the check runs within the strict interval.
+func (lv *liveness) setRelaxed(on bool) {
+	if lv.relaxed.Swap(on) == on || on {
+		return
+	}
+	lv.vouched.Store(int64(now()))
+	lv.mu.Lock()
+	defer lv.mu.Unlock()
+	if lv.timer != nil && !lv.stopped {
+		lv.due = now() + lv.interval
+		lv.timer.Reset(lv.interval)
+	}
 }
 
 // touch records traffic from the peer. The session's receive loop calls it
@@ -152,7 +181,9 @@ func (lv *liveness) tick() {
 	due := lv.due
 	lv.mu.Unlock()
 	lag.Process.Observe(due, at)
-	limit := lv.limit + min(lag.Process.Get(at), maxLagLimits*lv.limit)
+	interval, base, suspectAt := lv.params()
+	lagged := min(lag.Process.Get(at), maxLagLimits*base)
+	limit := base + lagged
 	heard := max(lv.last.Load(), lv.vouched.Load())
 	silence := at - time.Duration(heard)
 	if silence >= limit && pendingBytes(lv.conn) > 0 {
@@ -162,23 +193,23 @@ func (lv *liveness) tick() {
 		silence = 0
 	}
 	if silence >= limit {
-		lv.log.Debug("keepalive: peer silent; closing the link", "silence", silence.Round(time.Millisecond), "lag", (limit - lv.limit).Round(time.Millisecond))
+		lv.log.Debug("keepalive: peer silent; closing the link", "silence", silence.Round(time.Millisecond), "lag", lagged.Round(time.Millisecond))
 		lv.why.CompareAndSwap(nil, ErrSilent)
 		lv.sess.Close()
 		return
 	}
-	suspect := lv.suspect + (limit - lv.limit)
+	suspect := suspectAt + lagged
 	if silence >= suspect && lv.onSilent != nil && lv.suspected.Swap(heard) != heard {
 		lv.onSilent()
 	}
-	writeLimit, blocked := lv.writeLimit+(limit-lv.limit), time.Duration(0)
+	writeLimit, blocked := lv.writeLimit+lagged, time.Duration(0)
 	if lv.writing != nil {
 		if w := lv.writing.Load(); w != 0 {
 			blocked = max(at-time.Duration(w), 0)
 		}
 	}
 	if blocked >= writeLimit {
-		lv.log.Debug("link write blocked; closing the link", "blocked", blocked.Round(time.Millisecond), "lag", (limit - lv.limit).Round(time.Millisecond))
+		lv.log.Debug("link write blocked; closing the link", "blocked", blocked.Round(time.Millisecond), "lag", lagged.Round(time.Millisecond))
 		lv.why.CompareAndSwap(nil, ErrWriteBlocked)
 		lv.sess.Close()
 		return
@@ -187,10 +218,10 @@ func (lv *liveness) tick() {
 	// when it will have, or when the peer will have been silent for the
 	// limit, or a write blocked for its own.
 	quiet := at - time.Duration(lv.wrote.Load())
-	beat := quiet >= lv.interval-time.Millisecond
-	next := min(lv.interval-quiet, limit-silence)
+	beat := quiet >= interval-time.Millisecond
+	next := min(interval-quiet, limit-silence)
 	if beat {
-		next = min(lv.interval, limit-silence)
+		next = min(interval, limit-silence)
 	}
 	if silence < suspect && lv.onSilent != nil {
 		next = min(next, suspect-silence)

@@ -148,19 +148,21 @@ func TestIdleLinkGoroutines(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Each stream is handed to Serve's callback once the peer's receive
+	// loop has taken its opening frame; the count is read after both.
+	served := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(kept)
+	}
 	const perSide = 3
 	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > before+2*perSide {
+	for served() < 2 || runtime.NumGoroutine() > before+2*perSide {
 		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines for an idle pair of links, want %d", runtime.NumGoroutine()-before, 2*perSide)
+			t.Fatalf("%d goroutines for an idle pair of links, want %d; %d streams served, want 2", runtime.NumGoroutine()-before, 2*perSide, served())
 		}
 		time.Sleep(5 * time.Millisecond) // polling against the deadline
 	}
-	mu.Lock()
-	if len(kept) != 2 {
-		t.Errorf("%d streams served, want 2", len(kept))
-	}
-	mu.Unlock()
 }
 
 // closeGate is a connection whose Close waits until the gate opens, as a

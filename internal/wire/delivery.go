@@ -102,3 +102,19 @@ func ParseProbeReply(p []byte) (nonce uint64, answer byte, err error) {
 	}
 	return binary.BigEndian.Uint64(p[:8]), p[8], nil
 }
+
+// DeadFrame returns a Dead frame: the sender found the run inc of the
+// node with id silent, and the peers it asked found it silent too. Layout:
+// inc[8] id.
+func DeadFrame(inc int64, id string) []byte {
+	p := binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(id)), uint64(inc))
+	return Frame(Dead, append(p, id...))
+}
+
+// ParseDead decodes a Dead frame's payload.
+func ParseDead(p []byte) (inc int64, id string, err error) {
+	if len(p) < 9 || len(p) > 8+MaxProbeID {
+		return 0, "", fmt.Errorf("%w: dead of %d bytes", ErrBadFrame, len(p))
+	}
+	return int64(binary.BigEndian.Uint64(p[:8])), string(p[8:]), nil
+}

@@ -27,6 +27,9 @@ const (
 	Probe byte = 5
 	// ProbeReply answers a Probe (AppendProbeReply).
 	ProbeReply byte = 6
+	// Dead says the sender found a node silent, and the peers it asked
+	// too (DeadFrame).
+	Dead byte = 7
 )
 
 // Sequenced reports whether frames of type typ count in a message
@@ -123,9 +126,9 @@ func (b *byteReader) ReadByte() (byte, error) {
 }
 
 // NewReader returns a Reader of a message stream's frames (types Message
-// to ProbeReply) whose payloads are at most max bytes.
+// to Dead) whose payloads are at most max bytes.
 func NewReader(r io.Reader, max int) *Reader {
-	return NewReaderTypes(r, max, Message, ProbeReply)
+	return NewReaderTypes(r, max, Message, Dead)
 }
 
 // NewReaderTypes returns a Reader of frames of the types first to last

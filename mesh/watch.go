@@ -1,0 +1,115 @@
+package mesh
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/wire"
+	"github.com/tallship-go/tallship/transport"
+)
+
+// Who watches whom. A link beats every KeepAliveInterval when quiet, so
+// that its peer is found silent within KeepAliveInterval + WriteTimeout;
+// at a hundred nodes that is ten thousand link sides beating twice a
+// second, most of an idle mesh's CPU. So in a mesh of more than
+// 1 + 2×watchSpan nodes, each node is watched closely only by its
+// neighbours on the ring of ids (the watchSpan members before it in id
+// order and the watchSpan after it, wrapping around): those links stay
+// strict, the others are relaxed (transport.Link.SetRelaxed: a beat every
+// 10 × KeepAliveInterval). Both ends of a link compute the same ring from
+// the same members. A watcher that finds its neighbour silent, and the
+// peers it asks too (probe.go), declares it down at the silent-peer bound
+// and tells every peer (a Dead frame); a peer that has the word of two
+// watchers closes its own link to that run, unless it has heard from it
+// within KeepAliveInterval: a frozen node or a cut cable is down
+// everywhere within the bound, as when every link watched it.
+
+// watchSpan is how many neighbours on each side of a node watch it.
+const watchSpan = 2
+
+// rewatchLocked puts each peer's link in the mode the ring gives it;
+// n.mu is held. It runs when a peer comes or goes.
+func (n *Node) rewatchLocked() {
+	close := func(string) bool { return true }
+	if len(n.peers) > 2*watchSpan {
+		ids := make([]string, 0, len(n.peers)+1)
+		ids = append(ids, n.id)
+		for id := range n.peers {
+			ids = append(ids, id)
+		}
+		slices.Sort(ids)
+		i, _ := slices.BinarySearch(ids, n.id)
+		near := make(map[string]bool, 2*watchSpan)
+		for k := 1; k <= watchSpan; k++ {
+			near[ids[(i+k)%len(ids)]] = true
+			near[ids[(i-k+len(ids))%len(ids)]] = true
+		}
+		close = func(id string) bool { return near[id] }
+	}
+	for id, p := range n.peers {
+		if relaxed := !close(id); relaxed != p.relaxed {
+			p.relaxed = relaxed
+			n.applyWatchLocked(p)
+		}
+	}
+}
+
+// applyWatchLocked puts p's active link in p's mode; n.mu is held. A new
+// link starts strict.
+func (n *Node) applyWatchLocked(p *peer) {
+	if p.active != nil {
+		p.active.tl.SetRelaxed(p.relaxed)
+	}
+}
+
+// tellDeadLocked tells every other peer that p, found silent by this node
+// and by those it asked, is dead; n.mu is held.
+func (n *Node) tellDeadLocked(p *peer) {
+	frame := wire.DeadFrame(p.inc, p.id)
+	for _, o := range n.peers {
+		if o != p && o.active != nil {
+			o.pushCtl(frame)
+		}
+	}
+}
+
+// deadReported takes from's word that the run inc of id is dead. The
+// word of two peers within the silent-peer bound is needed (a node has
+// 2 × watchSpan watchers, who find a silent node within the same bound),
+// unless this node watches it too; and none counts while this node has
+// heard from it within KeepAliveInterval: a watcher that was itself too
+// busy to read takes no one down.
+func (n *Node) deadReported(from *peer, inc int64, id string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	q := n.peers[id]
+	if q == nil || q == from || q.inc != inc || n.closed {
+		return
+	}
+	if q.active != nil && q.active.tl.Silence() < n.cfg.KeepAliveInterval {
+		n.log.Info("a peer reports a node dead that this node hears", "peer", id, "by", from.id)
+		return
+	}
+	now := time.Now()
+	q.deadBy = slices.DeleteFunc(q.deadBy, func(r deadReport) bool { return r.by == from.id || now.Sub(r.at) > n.silentBound() })
+	q.deadBy = append(q.deadBy, deadReport{by: from.id, at: now})
+	if len(q.deadBy) < 2 && q.relaxed {
+		return
+	}
+	err := fmt.Errorf("%w: %s found it silent, and the peers it asked too", transport.ErrSilent, from.id)
+	if q.active == nil {
+		// Its link is being made again: no need to wait for the bound.
+		n.peerDownLocked(q, err, false)
+		n.redialLocked(id)
+		return
+	}
+	q.active.dead = err
+	q.active.tl.Close()
+}
+
+// deadReport is a peer's word that a node is dead.
+type deadReport struct {
+	by string
+	at time.Time
+}
