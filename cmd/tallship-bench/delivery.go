@@ -2,13 +2,11 @@ package main
 
 import (
 	"fmt"
-	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"github.com/tallship-go/tallship/internal/testutil/netns"
 	"github.com/tallship-go/tallship/internal/testutil/node"
 )
 
@@ -18,12 +16,8 @@ import (
 // is gone is noticed and what the acknowledgements cost a link.
 //
 // The loss measure runs helper nodes (the test-node harness) on hosts of a
-// small LAN built inside the benchmark's private namespace: each host a
-// network namespace of its own with one veth ("ts0") to a bridge in
-// another, and an nftables rule on the bridge that drops a share of the
-// frames it forwards (the kernel has no netem). Nothing on it can reach a
-// real interface: every namespace is new, made from within the
-// benchmark's, and holds only loopback and those veths.
+// private LAN (lan.go) and makes its bridge drop a share of the frames it
+// forwards.
 
 // Shape of the loss measure.
 const (
@@ -33,128 +27,7 @@ const (
 	lossPercent   = 10                    // frames the bridge drops
 	lossDrainWait = 15 * time.Second      // after the loss, for the last messages
 	lossFormWait  = 30 * time.Second      // for the LAN's mesh to form
-	lossSubnet    = "10.78.0."            // host i is lossSubnet + (i+1), /24
-	lossBridge    = "tsbr"
-	lossTable     = "tsbench_loss" // the bridge's nftables table
 )
-
-// lossLAN is the private LAN of the loss measure and its nodes.
-type lossLAN struct {
-	bridge *netns.Namespace
-	hosts  []*netns.Namespace
-	procs  []*node.Proc
-}
-
-// newLossLAN builds a LAN of n hosts joined by one bridge whose nftables
-// table starts with no loss.
-func newLossLAN(n int) (*lossLAN, error) {
-	l := &lossLAN{}
-	var err error
-	if l.bridge, err = netns.NewNamespace(); err != nil {
-		return nil, fmt.Errorf("bridge namespace: %w", err)
-	}
-	if err := l.bridge.Sysctl(map[string]string{"net/ipv6/conf/all/disable_ipv6": "1", "net/ipv6/conf/default/disable_ipv6": "1"}); err != nil {
-		l.close()
-		return nil, err
-	}
-	setup := []string{"link set lo up", "link add " + lossBridge + " type bridge"}
-	for i := range n {
-		h, err := netns.NewNamespace()
-		if err != nil {
-			l.close()
-			return nil, fmt.Errorf("host namespace: %w", err)
-		}
-		l.hosts = append(l.hosts, h)
-		// DAD off before the veth arrives: a new interface takes the
-		// namespace's defaults.
-		if err := h.Sysctl(map[string]string{"net/ipv6/conf/all/accept_dad": "0", "net/ipv6/conf/default/accept_dad": "0"}); err != nil {
-			l.close()
-			return nil, err
-		}
-		port := fmt.Sprintf("tsh%d", i)
-		setup = append(setup,
-			fmt.Sprintf("link add %s type veth peer name ts0 netns %d", port, h.Pid()),
-			fmt.Sprintf("link set %s master %s", port, lossBridge),
-			fmt.Sprintf("link set %s up", port))
-	}
-	setup = append(setup, "link set "+lossBridge+" up")
-	if err := l.bridge.IP(setup...); err != nil {
-		l.close()
-		return nil, err
-	}
-	for i, h := range l.hosts {
-		if err := h.IP("link set lo up",
-			fmt.Sprintf("addr add %s/24 dev ts0", l.ip(i)),
-			"link set ts0 up multicast on",
-			"route add 224.0.0.0/4 dev ts0"); err != nil {
-			l.close()
-			return nil, err
-		}
-	}
-	if err := l.bridge.Run("table bridge "+lossTable+" {\n"+
-		"\tchain forward { type filter hook forward priority 0; policy accept; }\n}\n", "nft", "-f", "-"); err != nil {
-		l.close()
-		return nil, err
-	}
-	return l, nil
-}
-
-// ip is host i's address.
-func (l *lossLAN) ip(i int) string { return lossSubnet + strconv.Itoa(i+1) }
-
-// start starts a helper node of cfg on host i, listening on its address
-// and running mDNS on its veth.
-func (l *lossLAN) start(i int, cfg node.Config) (*node.Proc, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, err
-	}
-	cfg.Listen, cfg.Ifaces = l.ip(i)+":0", []string{"ts0"}
-	p, err := node.Start(l.hosts[i].Command(self, append([]string{"-helper", "node"}, cfg.Args()...)...))
-	if err != nil {
-		return nil, fmt.Errorf("node on host %d: %w", i, err)
-	}
-	p.Name = "h" + strconv.Itoa(i)
-	l.procs = append(l.procs, p)
-	return p, nil
-}
-
-// setLoss makes the bridge drop each frame it forwards with the chance
-// percent (0: none), and counts what it drops from then on.
-func (l *lossLAN) setLoss(percent int) error {
-	script := "flush chain bridge " + lossTable + " forward\n"
-	if percent > 0 {
-		script += fmt.Sprintf("add rule bridge %s forward numgen random mod 100 < %d counter drop\n", lossTable, percent)
-	}
-	return l.bridge.Run(script, "nft", "-f", "-")
-}
-
-// dropped returns how many frames the bridge has dropped since setLoss.
-func (l *lossLAN) dropped() int {
-	out, err := l.bridge.Command("nft", "list", "chain", "bridge", lossTable, "forward").CombinedOutput()
-	if err != nil {
-		return -1
-	}
-	n := -1
-	if _, after, ok := strings.Cut(string(out), "counter packets "); ok {
-		fmt.Sscanf(after, "%d", &n)
-	}
-	return n
-}
-
-// close kills the nodes and then the namespaces' holders: with their last
-// process, the namespaces, veths and bridge are gone.
-func (l *lossLAN) close() {
-	for _, p := range l.procs {
-		p.Kill()
-	}
-	for _, h := range l.hosts {
-		h.Close()
-	}
-	if l.bridge != nil {
-		l.bridge.Close()
-	}
-}
 
 // flow is one sequence of messages from one node to another: message k
 // says "dlv FLOW K". Sends that return an error are not counted as sent.
@@ -230,7 +103,7 @@ func measureLoss(downs, lost, dup, order *row, cluster string, window time.Durat
 			r.err = err
 		}
 	}
-	l, err := newLossLAN(lossHosts)
+	l, err := newLAN(lossHosts)
 	if err != nil {
 		fail(err)
 		return

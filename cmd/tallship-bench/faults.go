@@ -5,7 +5,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/google/uuid"
 	"github.com/tallship-go/tallship/internal/testutil/node"
 	"github.com/tallship-go/tallship/mesh"
 	"github.com/tallship-go/tallship/registry"
@@ -93,13 +92,13 @@ func later(a, b time.Time) time.Time {
 	return b
 }
 
-// victim starts a helper node of cfg (default timers, mDNS, a record of
-// victim@1.0.0) in cluster and waits until every node of g has it up and
-// its record registered.
-func victim(g *group, cluster string, cfg node.Config) (*node.Proc, error) {
+// victim starts a helper node of cfg (default timers, a record of
+// victim@1.0.0) in cluster with start and waits until every node of g
+// has it up and its record registered.
+func victim(g *group, cluster string, cfg node.Config, start func(node.Config) (*node.Proc, error)) (*node.Proc, error) {
 	cfg.Cluster, cfg.Timers, cfg.Roles = cluster, "default", []string{"victim@1.0.0"}
 	marks := g.marks()
-	p, err := startNode(cfg)
+	p, err := start(cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +145,7 @@ func measureFreeze(r *row, g *group, cluster string, runs int) {
 // how long until it and its record are gone on every node of g.
 func measureSignal(r *row, g *group, cluster string, runs int, sig syscall.Signal) {
 	for range runs {
-		c, err := victim(g, cluster, node.Config{})
+		c, err := victim(g, cluster, node.Config{}, startNode) // mDNS on loopback
 		if err != nil {
 			r.err = err
 			return
@@ -165,39 +164,53 @@ func measureSignal(r *row, g *group, cluster string, runs int, sig syscall.Signa
 	}
 }
 
-// cutAddr is the address of the node whose links are cut: every link of
-// the mesh to it runs to this address, and nftables drops every packet
-// from or to it, in both directions, without a reset: a pulled cable.
-const cutAddr = "127.0.0.2"
-
-// measureCut links a helper node listening on cutAddr (with the highest
-// id, so that every other node dials it), cuts it off, runs times, and
-// records how long until it and its record are gone on every node of g.
-func measureCut(r *row, g *group, cluster string, runs int) {
-	if err := nftRun("add table inet tsbench_cut\n" +
-		"add chain inet tsbench_cut out { type filter hook output priority 0; policy accept; }\n"); err != nil {
-		r.err = err
-		return
+// newCutLAN makes the LAN of the cut measure: one host, for the victim,
+// and the benchmark's own namespace joined to the bridge. Make it before
+// the mesh the victim joins: a node advertises the addresses it has when
+// it starts, and the mesh's nodes must advertise one the host reaches.
+func newCutLAN() (*lan, error) {
+	l, err := newLAN(1)
+	if err != nil {
+		return nil, err
 	}
-	defer nftRun("delete table inet tsbench_cut\n")
+	if err := l.join(); err != nil {
+		l.close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// measureCut links a helper node on the host of l (made by newCutLAN
+// before g started) to every node of g, cuts its cable (the bridge drops
+// every frame, both ways, without a reset), runs times, and records how
+// long until it and its record are gone on every node of g. Every link to
+// it, whichever end dialed, crosses the bridge: it reaches g at
+// lanSelfIP, g reaches it at its host's address.
+func measureCut(r *row, g *group, l *lan, cluster string, runs int) {
+	if l == nil {
+		return // newCutLAN failed: r says why
+	}
+	start := func(cfg node.Config) (*node.Proc, error) { return l.start(0, cfg) }
 	for range runs {
-		c, err := victim(g, cluster, node.Config{Listen: cutAddr + ":0", ID: "zzzz-" + uuid.NewString(), FallbackDelay: 10 * time.Minute})
+		// No mDNS: g runs it on loopback only. The victim links to one
+		// node and finds the others in its member list.
+		c, err := victim(g, cluster, node.Config{NoMDNS: true, Connect: []string{selfAddr(g.nodes[0])}}, start)
 		if err != nil {
 			r.err = err
 			return
 		}
 		marks := g.marks()
 		t0 := time.Now()
-		err = nftRun("add rule inet tsbench_cut out ip saddr " + cutAddr + " drop\n" +
-			"add rule inet tsbench_cut out ip daddr " + cutAddr + " drop\n")
-		if err != nil {
+		if err := l.setLoss(100); err != nil {
 			c.Kill()
 			r.err = err
 			return
 		}
 		at, err := gone(g, c, marks, 10*time.Second)
 		c.Kill()
-		nftRun("flush chain inet tsbench_cut out\n")
+		if err2 := l.setLoss(0); err == nil {
+			err = err2
+		}
 		if err != nil {
 			r.err = err
 			return

@@ -162,6 +162,10 @@ func run(args []string) int {
 		all := []*row{join, register, leave, kill, cut, freeze, busy, sent, heard, cpu, burstQM, burstLegacy}
 		if inNS {
 			cluster := "mesh-" + tag
+			cutLAN, err := newCutLAN()
+			if err != nil {
+				cut.err = fmt.Errorf("the cut's LAN: %w", err)
+			}
 			onMesh(all, cluster, n, 60*time.Second, func(g *group) {
 				measureIdleMesh(sent, heard, cpu, n, maxSent, 5*time.Second, dur(30*time.Second, 5*time.Second), map[bool]int{false: 3, true: 2}[o.quick])
 				measureBurst(burstQM, burstLegacy, n)
@@ -170,9 +174,12 @@ func run(args []string) int {
 				}
 				measureChurn(join, register, leave, g, cluster, 2*o.runs)
 				measureKill(kill, g, cluster, o.runs)
-				measureCut(cut, g, cluster, max(2, o.runs/2))
+				measureCut(cut, g, cutLAN, cluster, max(2, o.runs/2))
 				measureFreeze(freeze, g, cluster, max(2, o.runs/2))
 			})
+			if cutLAN != nil {
+				cutLAN.close()
+			}
 		} else {
 			for _, r := range all {
 				noNS(r)
@@ -258,11 +265,18 @@ func run(args []string) int {
 		dup := &row{name: "same run: messages received twice", unit: "", target: "0", check: zero}
 		order := &row{name: "same run: messages received out of order", unit: "", target: "0", check: zero}
 		if inNS {
+			cutLAN, err := newCutLAN()
+			if err != nil {
+				cut.err = fmt.Errorf("the cut's LAN: %w", err)
+			}
 			onMesh([]*row{freeze, cut, kill}, "delivery-"+tag, n, 60*time.Second, func(g *group) {
 				measureFreeze(freeze, g, "delivery-"+tag, max(2, o.runs/2))
-				measureCut(cut, g, "delivery-"+tag, max(2, o.runs/2))
+				measureCut(cut, g, cutLAN, "delivery-"+tag, max(2, o.runs/2))
 				measureKill(kill, g, "delivery-"+tag, o.runs)
 			})
+			if cutLAN != nil {
+				cutLAN.close()
+			}
 			measureLoss(downs, lost, dup, order, "loss-"+tag, window)
 		} else {
 			for _, r := range []*row{freeze, cut, kill, downs, lost, dup, order} {
