@@ -35,7 +35,8 @@ type link struct {
 	// a peer's fault (no redial then); and the probes of its silence
 	// (probe.go).
 	bad       error
-	dead      error     // found silent by the peer's watchers (watch.go)
+	dead      error     // found silent by the peer's watchers, or by a sweep (watch.go)
+	tell      bool      // by this node's sweep: the others are told
 	vouched   time.Time // when another peer last said it hears the peer
 	vouches   int       // vouches in a row, the link silent all along
 	suspected time.Time // when the link was last found silent
@@ -376,10 +377,14 @@ func (n *Node) linkClosed(l *link) {
 		n.peerDownLocked(p, l.bad, false)
 	case l.dead != nil:
 		n.peerDownLocked(p, l.dead, false)
+		if l.tell {
+			n.tellDeadLocked(p)
+		}
 	case silent && time.Since(l.vouched) > n.silentBound():
 		// Silent, and nobody said they hear it (probe.go).
 		n.peerDownLocked(p, fmt.Errorf("link lost: %w", l.tl.Err()), false)
 		n.tellDeadLocked(p)
+		n.sweepLocked()
 	default:
 		// The link broke, or the peer closed it: the peer may live on.
 		// Its link is made again, and nothing is lost (recover.go).

@@ -65,7 +65,9 @@ type Node struct {
 	marks       map[string]recvMark // of peers declared down (delivery.go)
 	probes      map[uint64]*probe   // questions about silent links (probe.go)
 	probeSeq    uint64
-	answering   int // probes being answered
+	answering   int  // probes being answered
+	sweeping    bool // a sweep of relaxed links runs (watch.go)
+	sweepAgain  bool
 	reg         *registry.Registry
 
 	closeOnce sync.Once

@@ -25,6 +25,7 @@ type stallProxy struct {
 	mu      sync.Mutex
 	stalled bool
 	resumed chan struct{} // closed on resume
+	closed  bool
 	conns   []net.Conn
 }
 
@@ -50,6 +51,13 @@ func newStallProxy(t *testing.T, target string) *stallProxy {
 				continue
 			}
 			p.mu.Lock()
+			if p.closed {
+				// Accepted as the test ended: nodes still redial.
+				p.mu.Unlock()
+				c.Close()
+				u.Close()
+				continue
+			}
 			p.conns = append(p.conns, c, u)
 			p.mu.Unlock()
 			p.wg.Add(2)
@@ -61,6 +69,7 @@ func newStallProxy(t *testing.T, target string) *stallProxy {
 		ln.Close()
 		p.resume()
 		p.mu.Lock()
+		p.closed = true
 		for _, c := range p.conns {
 			c.Close()
 		}

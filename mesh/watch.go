@@ -1,9 +1,13 @@
 package mesh
 
 import (
+	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"time"
+
+	"github.com/tallship-go/tallship/internal/lag"
 
 	"github.com/tallship-go/tallship/internal/wire"
 	"github.com/tallship-go/tallship/transport"
@@ -105,7 +109,71 @@ func (n *Node) deadReported(from *peer, inc int64, id string) {
 		return
 	}
 	q.active.dead = err
+	// A watcher that takes a watcher's word adds its own: its link was
+	// quiet too, and the relaxed ends need two.
+	q.active.tell = !q.relaxed
 	q.active.tl.Close()
+	n.sweepLocked()
+}
+
+// sweepLocked checks, once a node was found dead, every relaxed link that
+// has been quiet for KeepAliveInterval: each such peer is pinged, and one
+// that does not answer within WriteTimeout is dead too (and the others
+// are told). A cut cable, or a partition, takes many nodes at once, and a
+// node's relaxed links would otherwise find them only after 3 ×
+// RelaxedInterval: so the cut-off node finds everyone gone, and each side
+// of a partition the other, within about the silent-peer bound plus
+// WriteTimeout. One sweep runs at a time; a death found meanwhile makes
+// it run once more. n.mu is held.
+func (n *Node) sweepLocked() {
+	if n.sweeping {
+		n.sweepAgain = true
+		return
+	}
+	n.sweeping = true
+	n.wg.Add(1)
+	go n.sweep()
+}
+
+func (n *Node) sweep() {
+	defer n.wg.Done()
+	for {
+		n.mu.Lock()
+		var quiet []*link
+		for _, p := range n.peers {
+			if p.relaxed && p.active != nil && p.active.tl.Silence() >= n.cfg.KeepAliveInterval {
+				quiet = append(quiet, p.active)
+			}
+		}
+		n.sweepAgain = false
+		n.mu.Unlock()
+		var wg sync.WaitGroup
+		for _, l := range quiet {
+			wg.Go(func() {
+				ctx, cancel := context.WithTimeout(n.ctx, lag.Stretch(n.cfg.WriteTimeout))
+				_, err := l.tl.Ping(ctx)
+				cancel()
+				if err == nil || n.ctx.Err() != nil {
+					return
+				}
+				n.mu.Lock()
+				if l.p != nil && l.p.active == l && l.dead == nil {
+					l.dead = fmt.Errorf("%w: no answer to a ping once another node was found dead", transport.ErrSilent)
+					l.tell = true
+					l.tl.Close()
+				}
+				n.mu.Unlock()
+			})
+		}
+		wg.Wait()
+		n.mu.Lock()
+		if !n.sweepAgain || n.closed {
+			n.sweeping = false
+			n.mu.Unlock()
+			return
+		}
+		n.mu.Unlock()
+	}
 }
 
 // deadReport is a peer's word that a node is dead.
