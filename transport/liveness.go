@@ -76,7 +76,7 @@ type liveness struct {
 	// after 3 × relax (Link.SetRelaxed).
 	relaxed atomic.Bool
 	relax   time.Duration
-	beats    atomic.Int64  // beats written (for tests)
+	beats   atomic.Int64 // beats written (for tests)
 
 	// onSilent, when set, is told once per silence when the peer has
 	// been silent for suspect: the caller may ask others whether they
