@@ -53,16 +53,17 @@ func (p *peer) acknowledge(epoch, next uint64) {
 	for _, f := range p.unacked[:k] {
 		freed += len(f)
 	}
-	clear(p.unacked[:k])
-	p.unacked = p.unacked[k:]
-	if len(p.unacked) == 0 {
-		p.unacked = nil
-	}
+	// Shift what is left to the front: the array is reused, with no
+	// allocation per message exchanged.
+	left := copy(p.unacked, p.unacked[k:])
+	clear(p.unacked[left:])
+	p.unacked = p.unacked[:left]
 	p.acked += k
 	p.queued -= freed
-	if freed > 0 && !p.stopped {
+	if freed > 0 && p.roomWait && !p.stopped {
 		close(p.room)
 		p.room = make(chan struct{})
+		p.roomWait = false
 	}
 }
 
@@ -136,15 +137,15 @@ func (p *peer) ackDue() bool {
 	return p.rNext > p.rAcked
 }
 
-// ackFrame returns the acknowledgement to write now, if one is due.
-func (p *peer) ackFrame() []byte {
+// appendAck appends to b the acknowledgement to write now, if one is due.
+func (p *peer) appendAck(b []byte) []byte {
 	p.rmu.Lock()
 	defer p.rmu.Unlock()
 	if p.rNext <= p.rAcked {
-		return nil
+		return b
 	}
 	p.rAcked, p.rBytes = p.rNext, 0
-	return wire.AckFrame(p.rEpoch, p.rNext)
+	return wire.AppendAck(b, p.rEpoch, p.rNext)
 }
 
 // recvMark is what a node had received from a peer it declared down: a

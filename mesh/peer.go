@@ -48,7 +48,8 @@ type peer struct {
 	acked   uint64        // sequence number of unacked[0]
 	unacked [][]byte      // frames written and not acknowledged, oldest first
 	ctl     [][]byte      // control frames (probes, answers) for the next write
-	room    chan struct{} // closed and replaced when the writer takes frames
+	room    chan struct{} // closed and replaced when room is freed and roomWait
+	roomWait bool         // a Send waits on room
 	stopped bool          // no more frames accepted
 	leaving bool          // send a goodbye, then end
 	writing bool          // a writer goroutine runs
@@ -66,9 +67,10 @@ type peer struct {
 
 	// The writer's state, touched only by whoever holds the turn (the
 	// writer goroutine or a Send writing at once; qmu orders them).
-	out    *outStream
-	prev   uint64 // link of the last stream written to this peer
-	broken *link  // a link a write failed on: never written again
+	out     *outStream
+	prev    uint64 // link of the last stream written to this peer
+	broken  *link  // a link a write failed on: never written again
+	scratch []byte // writeNow's acknowledgement and frame
 
 	// What arrived from the peer (guarded by rmu): of its epoch rEpoch,
 	// every sequenced frame before rNext; acknowledged up to rAcked;
@@ -246,6 +248,7 @@ func (p *peer) enqueue(ctx context.Context, frame []byte, limit int, now bool) e
 			return nil
 		}
 		room := p.room
+		p.roomWait = true
 		p.qmu.Unlock()
 		select {
 		case <-room:
@@ -271,14 +274,18 @@ var writeNowGap = 10 * time.Microsecond
 // is marked broken and the frame goes with it, as when the writer's write
 // fails (see pass).
 func (p *peer) writeNow(frame []byte) {
-	if ack := p.ackFrame(); ack != nil {
-		frame = append(ack, frame...)
+	if ack := p.appendAck(p.scratch[:0]); len(ack) > 0 {
+		// One write for both; the scratch is the turn holder's, and
+		// free again once out.head (which may point into it) is written.
+		p.scratch = append(ack, frame...)
+		frame = p.scratch
 	}
 	n, err := p.out.s.WriteNoWait(frame)
 	rest := false
 	if err != nil {
 		p.n.log.Debug("write to peer failed", "peer", p.id, "err", err)
 		p.broken, p.prev, p.out = p.out.link, p.out.link.tl.ID(), nil
+		p.scratch = nil // the failed write may still hold it
 	} else if n < len(frame) {
 		p.out.head = frame[n:]
 		rest = true
@@ -490,7 +497,7 @@ func (p *peer) pass() bool {
 		frames, leaving := p.take(batchBytes)
 		frames = append(p.out.resend, frames...)
 		p.out.resend = nil
-		if ack := p.ackFrame(); ack != nil {
+		if ack := p.appendAck(nil); ack != nil {
 			frames = append([][]byte{ack}, frames...)
 		}
 		if leaving {

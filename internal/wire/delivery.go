@@ -35,15 +35,15 @@ func ParseStreamHeader(b []byte) StreamHeader {
 	}
 }
 
-// AckFrame returns an Ack frame: of the sender's frames of epoch, all
-// before sequence number next have arrived. Layout: epoch[8]
+// AppendAck appends an Ack frame to b: of the sender's frames of epoch,
+// all before sequence number next have arrived. Layout: epoch[8]
 // next[uvarint].
-func AckFrame(epoch, next uint64) []byte {
-	b := make([]byte, 0, 2+8+binary.MaxVarintLen64)
+func AppendAck(b []byte, epoch, next uint64) []byte {
+	at := len(b)
 	b = append(b, Ack, 0)
 	b = binary.BigEndian.AppendUint64(b, epoch)
 	b = binary.AppendUvarint(b, next)
-	b[1] = byte(len(b) - 2)
+	b[at+1] = byte(len(b) - at - 2) // at most 18: one byte of length
 	return b
 }
 
