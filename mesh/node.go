@@ -302,7 +302,8 @@ type Peer struct {
 	Kept bool
 }
 
-// Peers returns the peers with a link up, sorted by id.
+// Peers returns the peers, sorted by id: those with a link up, and those
+// whose lost link is being made again (see Send: they are members still).
 func (n *Node) Peers() []Peer {
 	n.mu.Lock()
 	defer n.mu.Unlock()
