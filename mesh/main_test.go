@@ -137,15 +137,19 @@ func nextEvent(t *testing.T, ch <-chan Event, kind EventKind) Event {
 }
 
 // proxy forwards TCP connections to target, keeping a copy of every byte
-// that crosses it, until cut.
+// that crosses it, until cut. While stalled it holds what crosses it, as
+// a network that stops carrying would (TCP's retransmissions backing off
+// on a lossy link), and lets it go on resume.
 type proxy struct {
 	ln     net.Listener
 	target string
 	wg     sync.WaitGroup
 
-	mu    sync.Mutex
-	conns []net.Conn
-	seen  bytes.Buffer
+	mu      sync.Mutex
+	conns   []net.Conn
+	seen    bytes.Buffer
+	resumed chan struct{} // closed unless stalled
+	closed  bool
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -154,7 +158,8 @@ func newProxy(t *testing.T, target string) *proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proxy{ln: ln, target: target}
+	p := &proxy{ln: ln, target: target, resumed: make(chan struct{})}
+	close(p.resumed)
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -169,22 +174,69 @@ func newProxy(t *testing.T, target string) *proxy {
 				continue
 			}
 			p.mu.Lock()
+			if p.closed {
+				// Accepted as the test ends: nodes still redial.
+				p.mu.Unlock()
+				c.Close()
+				u.Close()
+				continue
+			}
 			p.conns = append(p.conns, c, u)
 			p.mu.Unlock()
 			p.wg.Add(2)
-			go func() { defer p.wg.Done(); io.Copy(u, io.TeeReader(c, p)); u.Close() }()
-			go func() { defer p.wg.Done(); io.Copy(c, io.TeeReader(u, p)); c.Close() }()
+			go func() { defer p.wg.Done(); p.copy(u, c); u.Close() }()
+			go func() { defer p.wg.Done(); p.copy(c, u); c.Close() }()
 		}
 	}()
-	t.Cleanup(func() { ln.Close(); p.cut(); p.wg.Wait() })
+	t.Cleanup(func() {
+		ln.Close()
+		p.resume()
+		p.mu.Lock()
+		p.closed = true
+		p.mu.Unlock()
+		p.cut()
+		p.wg.Wait()
+	})
 	return p
 }
 
-// Write keeps a copy of bytes crossing the proxy.
-func (p *proxy) Write(b []byte) (int, error) {
+// copy forwards src to dst, keeping a copy, and holding each chunk while
+// the proxy stalls.
+func (p *proxy) copy(dst io.Writer, src io.Reader) {
+	buf := make([]byte, 32<<10)
+	for {
+		k, err := src.Read(buf)
+		if k > 0 {
+			p.mu.Lock()
+			p.seen.Write(buf[:k])
+			wait := p.resumed
+			p.mu.Unlock()
+			<-wait
+			if _, werr := dst.Write(buf[:k]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+// stall holds what crosses the proxy from now on, until resume.
+func (p *proxy) stall() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.seen.Write(b)
+	if isClosed(p.resumed) {
+		p.resumed = make(chan struct{})
+	}
+}
+
+func (p *proxy) resume() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if !isClosed(p.resumed) {
+		close(p.resumed)
+	}
 }
 
 // captured returns every byte that crossed the proxy so far.

@@ -41,25 +41,25 @@ type peer struct {
 	relaxed  bool          // its links are relaxed: others watch it (watch.go)
 	deadBy   []deadReport  // peers that said it is dead (watch.go)
 
-	qmu     sync.Mutex
-	queue   [][]byte      // frames; each may be shared with other peers' queues
-	queued  int           // bytes in queue and unacked
-	epoch   uint64        // names this node's frames to the peer, for the peer's life
-	acked   uint64        // sequence number of unacked[0]
-	unacked [][]byte      // frames written and not acknowledged, oldest first
-	ctl     [][]byte      // control frames (probes, answers) for the next write
-	room    chan struct{} // closed and replaced when room is freed and roomWait
-	roomWait bool         // a Send waits on room
-	stopped bool          // no more frames accepted
-	leaving bool          // send a goodbye, then end
-	writing bool          // a writer goroutine runs
-	pending bool          // work arrived since the writer last looked
-	wake    chan struct{} // tells a lingering writer that work arrived
-	ended   bool          // the writer is done for good: writerDone is closed
-	turn    bool          // a writer (the goroutine, or a Send's caller) writes
-	waiting bool          // the writer goroutine waits for the turn
-	ready   bool          // out is open on the active link, its header written
-	written time.Time     // when the last turn ended
+	qmu      sync.Mutex
+	queue    [][]byte      // frames; each may be shared with other peers' queues
+	queued   int           // bytes in queue and unacked
+	epoch    uint64        // names this node's frames to the peer, for the peer's life
+	acked    uint64        // sequence number of unacked[0]
+	unacked  [][]byte      // frames written and not acknowledged, oldest first
+	ctl      [][]byte      // control frames (probes, answers) for the next write
+	room     chan struct{} // closed and replaced when room is freed and roomWait
+	roomWait bool          // a Send waits on room
+	stopped  bool          // no more frames accepted
+	leaving  bool          // send a goodbye, then end
+	writing  bool          // a writer goroutine runs
+	pending  bool          // work arrived since the writer last looked
+	wake     chan struct{} // tells a lingering writer that work arrived
+	ended    bool          // the writer is done for good: writerDone is closed
+	turn     bool          // a writer (the goroutine, or a Send's caller) writes
+	waiting  bool          // the writer goroutine waits for the turn
+	ready    bool          // out is open on the active link, its header written
+	written  time.Time     // when the last turn ended
 
 	done       chan struct{} // closed by stop
 	stopOnce   sync.Once

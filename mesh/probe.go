@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/tallship-go/tallship/internal/lag"
@@ -39,9 +40,11 @@ const (
 
 // probe is a question this node asked about a silent link.
 type probe struct {
-	l     *link
-	asked map[string]bool // who, and whether they answered
-	at    time.Time
+	l      *link
+	asked  map[string]bool // who, and whether they answered
+	silent int             // answers that found it silent
+	swept  bool            // asked by a sweep: the answers decide (askLocked)
+	at     time.Time
 }
 
 // onSilent is the links' transport.Config.OnSilent. It must not block.
@@ -61,12 +64,21 @@ func (n *Node) onSilent(tl *transport.Link) {
 		n.log.Info("link to the peer silent for long although others hear it; making it again", "peer", l.peer, "link", tl.ID())
 		return
 	}
+	n.askLocked(l, false)
+}
+
+// askLocked asks up to probeFanout other peers whether they hear l's
+// peer. With swept (a sweep's ping of l's peer went unanswered), the
+// answers decide: if none hears it and one found it silent too, or there
+// is nobody to ask, l's peer is dead. n.mu is held.
+func (n *Node) askLocked(l *link, swept bool) {
+	now := time.Now()
 	for nonce, q := range n.probes {
 		if now.Sub(q.at) > n.silentBound() {
 			delete(n.probes, nonce)
 		}
 	}
-	q := &probe{l: l, asked: make(map[string]bool, probeFanout), at: now}
+	q := &probe{l: l, asked: make(map[string]bool, probeFanout), at: now, swept: swept}
 	for _, o := range n.peers {
 		if len(q.asked) == probeFanout {
 			break
@@ -78,6 +90,9 @@ func (n *Node) onSilent(tl *transport.Link) {
 	}
 	if len(q.asked) == 0 {
 		n.log.Debug("peer silent; no other peer to ask", "peer", l.peer)
+		if swept {
+			n.sweptDeadLocked(l, "nobody left to ask")
+		}
 		return
 	}
 	n.probeSeq++
@@ -88,6 +103,15 @@ func (n *Node) onSilent(tl *transport.Link) {
 		n.peers[id].pushCtl(frame)
 	}
 	n.log.Debug("peer silent; asking others whether they hear it", "peer", l.peer, "asked", len(q.asked))
+}
+
+// sweptDeadLocked ends l, whose peer a sweep found dead; n.mu is held.
+func (n *Node) sweptDeadLocked(l *link, why string) {
+	if l.p == nil || l.p.active != l || l.dead != nil {
+		return
+	}
+	l.dead = fmt.Errorf("%w: no answer to a ping once another node was found dead, and %s", transport.ErrSilent, why)
+	l.tl.Close()
 }
 
 // suspectAfter is the silence after which p's link asks others about it,
@@ -159,10 +183,16 @@ func (n *Node) probeAnswered(from *peer, nonce uint64, answer byte) {
 		}
 		return
 	}
+	if answer == wire.ProbeSilent {
+		q.silent++
+	}
 	for _, answered := range q.asked {
 		if !answered {
 			return
 		}
 	}
 	delete(n.probes, nonce)
+	if q.swept && q.silent > 0 {
+		n.sweptDeadLocked(q.l, "the peers asked found it silent too")
+	}
 }

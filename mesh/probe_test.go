@@ -4,118 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"net"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
 	"github.com/tallship-go/tallship/transport"
 )
-
-// stallProxy forwards TCP connections to target; while stalled it holds
-// what crosses it, as a network that stops carrying would (TCP's
-// retransmissions backing off on a lossy link), and lets it go on resume.
-type stallProxy struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
-
-	mu      sync.Mutex
-	stalled bool
-	resumed chan struct{} // closed on resume
-	closed  bool
-	conns   []net.Conn
-}
-
-func newStallProxy(t *testing.T, target string) *stallProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &stallProxy{ln: ln, target: target, resumed: make(chan struct{})}
-	close(p.resumed)
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			u, err := net.Dial("tcp", target)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			p.mu.Lock()
-			if p.closed {
-				// Accepted as the test ended: nodes still redial.
-				p.mu.Unlock()
-				c.Close()
-				u.Close()
-				continue
-			}
-			p.conns = append(p.conns, c, u)
-			p.mu.Unlock()
-			p.wg.Add(2)
-			go func() { defer p.wg.Done(); p.copy(u, c); u.Close() }()
-			go func() { defer p.wg.Done(); p.copy(c, u); c.Close() }()
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		p.resume()
-		p.mu.Lock()
-		p.closed = true
-		for _, c := range p.conns {
-			c.Close()
-		}
-		p.mu.Unlock()
-		p.wg.Wait()
-	})
-	return p
-}
-
-// copy forwards src to dst, holding each chunk while the proxy stalls.
-func (p *stallProxy) copy(dst io.Writer, src io.Reader) {
-	buf := make([]byte, 32<<10)
-	for {
-		k, err := src.Read(buf)
-		if k > 0 {
-			p.mu.Lock()
-			wait := p.resumed
-			p.mu.Unlock()
-			<-wait
-			if _, werr := dst.Write(buf[:k]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *stallProxy) stall() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if !p.stalled {
-		p.stalled = true
-		p.resumed = make(chan struct{})
-	}
-}
-
-func (p *stallProxy) resume() {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.stalled {
-		p.stalled = false
-		close(p.resumed)
-	}
-}
 
 // noPeerChange fails t if ev holds a PeerDown or PeerUp.
 func noPeerChange(t *testing.T, n *Node, ev <-chan Event) {
@@ -141,7 +35,7 @@ func TestSilentLinkVouchedByAnother(t *testing.T) {
 	b := start(t, "c", testConfig("b"))
 	c := start(t, "c", testConfig("c"))
 	ctx := context.Background()
-	px := newStallProxy(t, addr(t, b))
+	px := newProxy(t, addr(t, b))
 	if _, err := a.Connect(ctx, px.ln.Addr().String()); err != nil {
 		t.Fatal(err)
 	}
@@ -204,10 +98,10 @@ func TestSilentPeerDownEverywhere(t *testing.T) {
 			ctx := context.Background()
 			b := start(t, "c", testConfig("b"))
 			var others []*Node
-			var proxies []*stallProxy
+			var proxies []*proxy
 			for _, id := range []string{"a", "c", "d", "e", "f", "g"}[:size-1] {
 				n := start(t, "c", testConfig(id))
-				px := newStallProxy(t, addr(t, b))
+				px := newProxy(t, addr(t, b))
 				if _, err := n.Connect(ctx, px.ln.Addr().String()); err != nil {
 					t.Fatal(err)
 				}

@@ -70,6 +70,9 @@ func (n *Node) applyWatchLocked(p *peer) {
 // tellDeadLocked tells every other peer that p, found silent by this node
 // and by those it asked, is dead; n.mu is held.
 func (n *Node) tellDeadLocked(p *peer) {
+	if n.late() {
+		return
+	}
 	frame := wire.DeadFrame(p.inc, p.id)
 	for _, o := range n.peers {
 		if o != p && o.active != nil {
@@ -78,12 +81,12 @@ func (n *Node) tellDeadLocked(p *peer) {
 	}
 }
 
-// deadReported takes from's word that the run inc of id is dead. The
-// word of two peers within the silent-peer bound is needed (a node has
-// 2 × watchSpan watchers, who find a silent node within the same bound),
-// unless this node watches it too; and none counts while this node has
-// heard from it within KeepAliveInterval: a watcher that was itself too
-// busy to read takes no one down.
+// deadReported takes from's word that the run inc of id is dead. A
+// watcher of that run too takes one word when its own link to it is quiet
+// enough to ask others about it (and then adds its own word); any other
+// node takes the word of two peers within the silent-peer bound, once it
+// has not heard from that run for KeepAliveInterval. A node running late
+// takes no word (see late).
 func (n *Node) deadReported(from *peer, inc int64, id string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
@@ -92,13 +95,18 @@ func (n *Node) deadReported(from *peer, inc int64, id string) {
 		return
 	}
 	if q.active != nil && q.active.tl.Silence() < n.cfg.KeepAliveInterval {
-		n.log.Info("a peer reports a node dead that this node hears", "peer", id, "by", from.id)
+		n.log.Debug("a peer reports a node dead that this node hears", "peer", id, "by", from.id)
+		return
+	}
+	if n.late() {
+		n.log.Debug("a peer reports a node dead; this node runs late and trusts its own links only", "peer", id, "by", from.id)
 		return
 	}
 	now := time.Now()
 	q.deadBy = slices.DeleteFunc(q.deadBy, func(r deadReport) bool { return r.by == from.id || now.Sub(r.at) > n.silentBound() })
 	q.deadBy = append(q.deadBy, deadReport{by: from.id, at: now})
-	if len(q.deadBy) < 2 && q.relaxed {
+	own := !q.relaxed && (q.active == nil || q.active.tl.Silence() >= n.suspectAfter(q))
+	if len(q.deadBy) < 2 && !own {
 		return
 	}
 	err := fmt.Errorf("%w: %s found it silent, and the peers it asked too", transport.ErrSilent, from.id)
@@ -109,23 +117,34 @@ func (n *Node) deadReported(from *peer, inc int64, id string) {
 		return
 	}
 	q.active.dead = err
-	// A watcher that takes a watcher's word adds its own: its link was
-	// quiet too, and the relaxed ends need two.
-	q.active.tell = !q.relaxed
+	q.active.tell = own
 	q.active.tl.Close()
 	n.sweepLocked()
 }
 
+// late reports whether this process runs late by more than half of
+// KeepAliveInterval (internal/lag): then its peers' silence, and its own
+// pings' timeouts, may be its own lateness, and it neither tells others
+// of deaths it found nor takes their word, nor sweeps: each link goes by
+// its own bound only, so that a machine buried in work does not spread
+// the false deaths its lateness makes.
+func (n *Node) late() bool { return lag.Current() > n.cfg.KeepAliveInterval/2 }
+
 // sweepLocked checks, once a node was found dead, every relaxed link that
 // has been quiet for KeepAliveInterval: each such peer is pinged, and one
-// that does not answer within WriteTimeout is dead too (and the others
-// are told). A cut cable, or a partition, takes many nodes at once, and a
-// node's relaxed links would otherwise find them only after 3 ×
-// RelaxedInterval: so the cut-off node finds everyone gone, and each side
-// of a partition the other, within about the silent-peer bound plus
-// WriteTimeout. One sweep runs at a time; a death found meanwhile makes
-// it run once more. n.mu is held.
+// that does not answer within WriteTimeout is asked about (probe.go); if
+// nobody hears it, or there is nobody to ask, it is dead too. A cut cable,
+// or a partition, takes many nodes at once, and a node's relaxed links
+// would otherwise find them only after 3 × RelaxedInterval: so the
+// cut-off node finds everyone gone, and each side of a partition the
+// other, within about the silent-peer bound plus WriteTimeout and the
+// probe. Deaths a sweep finds are not told (each node sweeps its own). One
+// sweep runs at a time; a death found meanwhile makes it run once more.
+// A node running late does not sweep. n.mu is held.
 func (n *Node) sweepLocked() {
+	if n.late() {
+		return
+	}
 	if n.sweeping {
 		n.sweepAgain = true
 		return
@@ -157,10 +176,8 @@ func (n *Node) sweep() {
 					return
 				}
 				n.mu.Lock()
-				if l.p != nil && l.p.active == l && l.dead == nil {
-					l.dead = fmt.Errorf("%w: no answer to a ping once another node was found dead", transport.ErrSilent)
-					l.tell = true
-					l.tl.Close()
+				if l.p != nil && l.p.active == l && l.dead == nil && !n.late() {
+					n.askLocked(l, true)
 				}
 				n.mu.Unlock()
 			})
