@@ -192,7 +192,17 @@ func (n *Node) probeAnswered(from *peer, nonce uint64, answer byte) {
 		}
 	}
 	delete(n.probes, nonce)
-	if q.swept && q.silent > 0 {
+	switch {
+	case q.silent == 0 || q.l.p == nil || q.l.p.active != q.l || q.l.dead != nil:
+	case q.swept:
 		n.sweptDeadLocked(q.l, "the peers asked found it silent too")
+	case !n.late():
+		// Everyone asked answered, none hears it, some found it silent
+		// too: it is dead now rather than at the bound, and the others
+		// are told. (A node running late waits for the bound, and tells
+		// nobody: see late.)
+		q.l.dead = fmt.Errorf("%w: and %d of the %d peers asked found it silent too", transport.ErrSilent, q.silent, len(q.asked))
+		q.l.tell = true
+		q.l.tl.Close()
 	}
 }
