@@ -108,6 +108,11 @@ func (n *Node) Disconnect(ctx context.Context, id string) error {
 	}
 	links = append(links, p.retiring...)
 	n.mu.Unlock()
+	if isClosed(p.writerDone) {
+		for _, l := range links {
+			l.finishOut() // see Node.close
+		}
+	}
 	for _, l := range links {
 		if ctx.Err() == nil {
 			l.drain(ctx, n, false)

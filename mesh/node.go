@@ -423,6 +423,12 @@ func (n *Node) close(ctx context.Context) error {
 	links := make([]*link, 0, len(n.links))
 	for _, l := range n.links {
 		links = append(links, l)
+		if l.p == nil || isClosed(l.p.writerDone) {
+			// Nothing more is written to it: a link its peer's writer
+			// never wrote to, or that came as it ended (a duplicate to
+			// retire), has no stream to end.
+			l.finishOut()
+		}
 	}
 	n.addrs = nil
 	n.mu.Unlock()
