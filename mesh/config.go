@@ -256,7 +256,7 @@ func (c Config) transport() transport.Config {
 		HandshakeTimeout:  c.HandshakeTimeout,
 		KeepAliveInterval: c.KeepAliveInterval,
 		WriteTimeout:      c.WriteTimeout,
-		RelaxedInterval:   10 * c.KeepAliveInterval,
+		RelaxedInterval:   relaxedBeats * c.KeepAliveInterval,
 		Secret:            c.Secret,
 		TLS:               c.TLS,
 		Logger:            c.Logger,

@@ -118,7 +118,7 @@ func (n *Node) sweptDeadLocked(l *link, why string) {
 // in the link's mode (watch.go).
 func (n *Node) suspectAfter(p *peer) time.Duration {
 	if p.relaxed {
-		return 2 * 10 * n.cfg.KeepAliveInterval
+		return 2 * relaxedBeats * n.cfg.KeepAliveInterval
 	}
 	return n.cfg.KeepAliveInterval + n.cfg.WriteTimeout/2
 }

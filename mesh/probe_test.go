@@ -89,7 +89,7 @@ func vouches(n *Node, id string) int {
 // at the silent-peer bound: asked, the others find it silent too. With
 // two nodes, nobody to ask, the link's silence alone decides. In a mesh of
 // seven, only b's neighbours on the ring of ids (a, c, d and g) watch it
-// closely; e and f, whose links to b are relaxed (silent only after 15 ×
+// closely; e and f, whose links to b are relaxed (silent only after 60 ×
 // KeepAliveInterval), learn it from them within the bound.
 func TestSilentPeerDownEverywhere(t *testing.T) {
 	for _, size := range []int{2, 3, 7} {
