@@ -16,8 +16,8 @@ import (
 type Config struct {
 	// HandshakeTimeout bounds the whole handshake. Zero means 2 s.
 	HandshakeTimeout time.Duration
-	// KeepAliveInterval is how often an idle link is pinged. Zero means
-	// 500 ms. A silent peer is declared dead within KeepAliveInterval +
+	// KeepAliveInterval is how often a quiet link beats (a 12-byte frame
+	// its peer reads and drops). Zero means 500 ms. A silent peer is declared dead within KeepAliveInterval +
 	// WriteTimeout, plus as much as this process runs late (at most 3
 	// times that: see internal/lag), so that a machine too busy to read
 	// in time does not drop live peers.

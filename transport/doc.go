@@ -15,8 +15,10 @@
 // refusal by the caller's verify hook) fails with the same clear error on
 // both ends. After the handshake the connection carries a yamux session;
 // a peer from which nothing at all arrives for KeepAliveInterval +
-// WriteTimeout (1.5 s by default) is declared dead, and a quiet link is
-// pinged so that a live peer never stays silent that long.
+// WriteTimeout (1.5 s by default) is declared dead (unless someone vouches
+// for it: Config.OnSilent, Link.Vouch), and a quiet link beats so that a
+// live peer never stays silent that long. A relaxed link (Link.SetRelaxed)
+// beats, and is watched, at Config.RelaxedInterval instead.
 //
 //	l, err := transport.Dial(ctx, "10.0.0.2:7946", transport.Hello{Cluster: "c", ID: "a"}, transport.Config{}, nil)
 //	s, err := l.OpenStream(ctx, "echo")
