@@ -25,16 +25,7 @@ const ackDelay = 10 * time.Millisecond
 
 // pushCtl queues a control frame for the next write, ahead of what is
 // queued, without waiting for room: it is not sequenced and not kept.
-func (p *peer) pushCtl(frame []byte) {
-	p.qmu.Lock()
-	if p.stopped {
-		p.qmu.Unlock()
-		return
-	}
-	p.ctl = append(p.ctl, frame)
-	p.qmu.Unlock()
-	p.signal()
-}
+func (p *peer) pushCtl(frame []byte) { p.add(frame, true) }
 
 // acknowledge takes the peer's acknowledgement of this node's frames of
 // epoch before next: they are dropped, and their room freed.

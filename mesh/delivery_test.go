@@ -53,10 +53,7 @@ func TestDeliveryAcrossLinkKills(t *testing.T) {
 	b := start(t, "c", testConfig("b"))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if _, err := a.Connect(ctx, addr(t, b)); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "link", 5*time.Second, func() bool { return settled(a, b) })
+	linkPair(t, a, b)
 	evA, evB := a.Events(ctx), b.Events(ctx)
 
 	const total, kills = 10000, 100
@@ -148,10 +145,7 @@ func TestPeerGoneCountsUndelivered(t *testing.T) {
 	cfg.ReceiveBuffer = 10
 	b := start(t, "c", cfg)
 	ctx := context.Background()
-	if _, err := a.Connect(ctx, addr(t, b)); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, "link", 5*time.Second, func() bool { return settled(a, b) })
+	linkPair(t, a, b)
 	// b never calls Receive: it takes 10 messages and no more.
 	for i := range 50 {
 		if err := a.Send(ctx, "b", []byte{byte(i)}); err != nil {

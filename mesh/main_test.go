@@ -52,6 +52,16 @@ func addr(t *testing.T, n *Node) string {
 	return as[0].String()
 }
 
+// linkPair connects from to to and waits until the two are linked with
+// each other, and only each other.
+func linkPair(t *testing.T, from, to *Node) {
+	t.Helper()
+	if _, err := from.Connect(context.Background(), addr(t, to)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "link", 5*time.Second, func() bool { return settled(from, to) })
+}
+
 // waitFor polls cond until it holds or the deadline passes.
 func waitFor(t *testing.T, what string, d time.Duration, cond func() bool) {
 	t.Helper()

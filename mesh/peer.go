@@ -574,15 +574,24 @@ func (p *peer) write(o *outStream, frames [][]byte) error {
 	return nil
 }
 
-// push adds a small control frame to p's queue without waiting for room.
-func (p *peer) push(frame []byte) {
+// push adds a small frame (a member list) to p's queue without waiting
+// for room.
+func (p *peer) push(frame []byte) { p.add(frame, false) }
+
+// add queues frame, to the control frames with ctl, without waiting for
+// room, unless p has stopped.
+func (p *peer) add(frame []byte, ctl bool) {
 	p.qmu.Lock()
 	if p.stopped {
 		p.qmu.Unlock()
 		return
 	}
-	p.queue = append(p.queue, frame)
-	p.queued += len(frame)
+	if ctl {
+		p.ctl = append(p.ctl, frame)
+	} else {
+		p.queue = append(p.queue, frame)
+		p.queued += len(frame)
+	}
 	p.qmu.Unlock()
 	p.signal()
 }
