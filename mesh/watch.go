@@ -42,7 +42,7 @@ const relaxedBeats = 20
 // rewatchLocked puts each peer's link in the mode the ring gives it;
 // n.mu is held. It runs when a peer comes or goes.
 func (n *Node) rewatchLocked() {
-	close := func(string) bool { return true }
+	var near map[string]bool // nil: every link strict
 	if len(n.peers) > 2*watchSpan {
 		ids := make([]string, 0, len(n.peers)+1)
 		ids = append(ids, n.id)
@@ -51,15 +51,14 @@ func (n *Node) rewatchLocked() {
 		}
 		slices.Sort(ids)
 		i, _ := slices.BinarySearch(ids, n.id)
-		near := make(map[string]bool, 2*watchSpan)
+		near = make(map[string]bool, 2*watchSpan)
 		for k := 1; k <= watchSpan; k++ {
 			near[ids[(i+k)%len(ids)]] = true
 			near[ids[(i-k+len(ids))%len(ids)]] = true
 		}
-		close = func(id string) bool { return near[id] }
 	}
 	for id, p := range n.peers {
-		if relaxed := !close(id); relaxed != p.relaxed {
+		if relaxed := near != nil && !near[id]; relaxed != p.relaxed {
 			p.relaxed = relaxed
 			n.applyWatchLocked(p)
 		}
