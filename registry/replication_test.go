@@ -263,6 +263,10 @@ func TestPartitionHeals(t *testing.T) {
 	rc2 := c.register(t, "rc2@1.0.0", 2, nil)
 	connectSynced(t, b, c)
 	waitFor(t, "a sees both", func() bool { return a.has(t, rc.ID) && a.has(t, rc2.ID) })
+	// Events reach OnEvent through the registry's dispatch goroutine,
+	// after the store: wait for the second, then check there is no third.
+	waitFor(t, "rc registered again on a", func() bool { return a.count(Registered, rc.ID) >= 2 })
+	flush(t, b, a, b, c)
 	if got := a.count(Registered, rc.ID); got != 2 {
 		t.Errorf("rc registered %d times on a, want 2 (before and after the partition)", got)
 	}
