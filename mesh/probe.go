@@ -83,7 +83,7 @@ func (n *Node) askLocked(l *link, swept bool) {
 		if len(q.asked) == probeFanout {
 			break
 		}
-		if o == l.p || o.active == nil || o.active.tl.Silence() >= n.suspectAfter(o) {
+		if o == l.p || o.active == nil || o.active.tl.Suspect() {
 			continue
 		}
 		q.asked[o.id] = false
@@ -112,15 +112,6 @@ func (n *Node) sweptDeadLocked(l *link, why string) {
 	}
 	l.dead = fmt.Errorf("%w: no answer to a ping once another node was found dead, and %s", transport.ErrSilent, why)
 	l.tl.Close()
-}
-
-// suspectAfter is the silence after which p's link asks others about it,
-// in the link's mode (watch.go).
-func (n *Node) suspectAfter(p *peer) time.Duration {
-	if p.relaxed {
-		return 2 * relaxedBeats * n.cfg.KeepAliveInterval
-	}
-	return n.cfg.KeepAliveInterval + n.cfg.WriteTimeout/2
 }
 
 // answerProbe answers from's question whether this node hears the run

@@ -111,7 +111,7 @@ func (n *Node) deadReported(from *peer, inc int64, id string) {
 	now := time.Now()
 	q.deadBy = slices.DeleteFunc(q.deadBy, func(r deadReport) bool { return r.by == from.id || now.Sub(r.at) > n.silentBound() })
 	q.deadBy = append(q.deadBy, deadReport{by: from.id, at: now})
-	own := !q.relaxed && (q.active == nil || q.active.tl.Silence() >= n.suspectAfter(q))
+	own := !q.relaxed && (q.active == nil || q.active.tl.Suspect())
 	if len(q.deadBy) < 2 && !own {
 		return
 	}

@@ -195,6 +195,13 @@ func (l *Link) Vouch() { l.live.vouched.Store(int64(now())) }
 // Vouch does not count: it is others' word).
 func (l *Link) Silence() time.Duration { return now() - time.Duration(l.live.last.Load()) }
 
+// Suspect reports whether nothing has arrived on the link (Silence) for
+// as long as makes Config.OnSilent be told, in the link's mode.
+func (l *Link) Suspect() bool {
+	_, _, suspect := l.live.params()
+	return l.Silence() >= suspect
+}
+
 // Err says why the link closed by itself: ErrSilent (nothing arrived from
 // the peer for too long), ErrWriteBlocked (its connection took nothing
 // more). Nil while the link is open, and when it closed for another reason
