@@ -2,6 +2,8 @@ package registry
 
 import (
 	"fmt"
+	"maps"
+	"slices"
 	"time"
 )
 
@@ -28,6 +30,9 @@ func (r *Registry) owner(id string) *owner {
 }
 
 // onState applies a node's state: its adjacency, its renewal, its leaving.
+// A delta applies on top of the adjacency it names (its base); one that
+// does not find it here is not applied, and the whole state is asked
+// for (with a snapshot of the records: see onWant).
 func (r *Registry) onState(l *link, m *message, payload []byte) {
 	l.noteState(m.owner, m.inc, m.beat)
 	if m.owner == r.self.id {
@@ -43,30 +48,48 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	if m.beat <= o.beat {
 		return
 	}
+	changes := m.peers
+	if m.delta {
+		if o.beat == 0 || o.adjAt != m.base {
+			r.want(l, o.id)
+			return
+		}
+	} else {
+		changes = r.wholeDelta(o.peers, m.peers)
+	}
 	if len(r.links[o.id]) > 0 {
-		r.peerMoved(o, m)
+		r.peerMoved(o, m, changes)
 	}
 	// Liveness follows: a state that only adds links (or brings an owner
 	// back) can only make more owners reachable, which the walk extends
 	// from the new edges; anything lost needs the whole walk again.
 	wasEligible := eligible(o)
+	lost := false
 	var grown []string
-	if !wasEligible || o.leaving != m.leaving || !samePeers(o.peers, m.peers) {
-		peers := make(map[string]uint64, len(m.peers))
-		kept := 0
-		for _, p := range m.peers {
-			peers[p.id] = p.inc
-			if inc, ok := o.peers[p.id]; ok && inc == p.inc && wasEligible {
-				kept++
-			} else {
-				grown = append(grown, p.id)
-			}
+	if len(changes) > 0 && o.peers == nil {
+		o.peers = make(map[string]uint64, len(changes))
+	}
+	for _, c := range changes {
+		_, had := o.peers[c.id]
+		lost = lost || had // removed, or at a new incarnation: the edge to the old run is gone
+		if c.inc == 0 {
+			delete(o.peers, c.id)
+			continue
 		}
-		if wasEligible && (m.leaving || kept < len(o.peers)) {
-			r.dirty = true
-			grown = nil
-		}
-		o.peers, o.adj = peers, nil
+		o.peers[c.id] = c.inc
+		grown = append(grown, c.id)
+	}
+	if len(changes) > 0 {
+		o.adj = nil
+	}
+	if !wasEligible {
+		grown = slices.Collect(maps.Keys(o.peers))
+	}
+	if wasEligible && (m.leaving || lost) {
+		r.dirty = true
+		grown = nil
+	}
+	if len(changes) > 0 || !wasEligible || o.leaving != m.leaving {
 		r.peersGen++
 	}
 	o.beat = m.beat
@@ -74,76 +97,103 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	o.lifetime = m.lifetime
 	o.renewed = time.Now()
 	o.expired = false
+	if m.delta {
+		o.adjAt, o.frame = m.beat, nil
+		o.delta, o.deltaBase = frameOf(payload), m.base
+	} else {
+		o.adjAt, o.frame = m.base, frameOf(payload) // for syncs and relays, as received
+		o.delta, o.deltaBase = nil, 0
+	}
 	if o.leaving {
 		r.wipeRecords(o)
 	} else {
 		r.grow(o, grown)
 	}
-	o.frame = frameOf(payload) // for syncs and relays, as received
 	r.relayLater(o, len(grown) > 0 && !o.leaving)
-	if !o.leaving && m.seq > o.seq && l.snap == nil {
+	if !o.leaving && m.seq > o.seq {
 		r.want(l, o.id)
 	}
 }
 
+// wholeDelta returns the changes from the adjacency have to the whole one
+// peers names, in the form of a delta.
+func (r *Registry) wholeDelta(have map[string]uint64, peers []peerRef) []peerRef {
+	var d []peerRef
+	kept := 0
+	for _, p := range peers {
+		if inc, ok := have[p.id]; ok && inc == p.inc {
+			kept++
+		} else {
+			d = append(d, p)
+		}
+	}
+	if kept == len(have) {
+		return d // nothing removed
+	}
+	named := make(map[string]bool, len(peers))
+	for _, p := range peers {
+		named[p.id] = true
+	}
+	for id := range have {
+		if !named[id] {
+			d = append(d, peerRef{id: id})
+		}
+	}
+	return d
+}
+
 // peerMoved takes a new State of p, a peer with a link here, before it
-// is applied: for the links on which p's Hello named its neighbours, the
+// is applied (changes: what it changes in p's adjacency, as a delta
+// does): for the links on which p's Hello named its neighbours, the
 // State supersedes the Hello if p issued it after. A neighbour that p
 // named before and names no more may have sent p something that never
 // arrived, which this node did not relay to p on the word of the old
 // adjacency (see peerNames): the neighbour's State is relayed to p again,
 // and shows p any gap in its records.
-func (r *Registry) peerMoved(p *owner, m *message) {
+func (r *Registry) peerMoved(p *owner, m *message, changes []peerRef) {
+	var changed map[string]uint64 // changes by id, when first needed
 	for _, l := range r.links[p.id] {
 		if !l.hello || l.peerInc != m.inc {
 			continue
 		}
-		old := p.peers
-		if l.helloPeers != nil {
-			if m.beat <= l.helloBeat {
-				continue // the Hello is newer
+		if l.helloPeers == nil {
+			// What p named is its adjacency here: what changes drops.
+			for _, c := range changes {
+				if inc, ok := p.peers[c.id]; ok && inc != c.inc {
+					r.relayAgain(c.id, inc)
+				}
 			}
-			old, l.helloPeers = l.helloPeers, nil
-		}
-		if samePeersOrMore(old, m.peers) {
 			continue
 		}
-		named := make(map[string]uint64, len(m.peers))
-		for _, q := range m.peers {
-			named[q.id] = q.inc
+		if m.beat <= l.helloBeat {
+			continue // the Hello is newer
+		}
+		old := l.helloPeers
+		l.helloPeers = nil
+		if changed == nil {
+			changed = make(map[string]uint64, len(changes))
+			for _, c := range changes {
+				changed[c.id] = c.inc
+			}
 		}
 		for id, inc := range old {
-			if have, ok := named[id]; ok && have == inc {
-				continue
+			now, ok := changed[id]
+			if !ok {
+				now = p.peers[id]
 			}
-			if x := r.owners[id]; x != nil && x != r.self && x.inc == inc && x.frame != nil {
-				r.relayLater(x, false)
+			if now != inc {
+				r.relayAgain(id, inc)
 			}
 		}
 	}
 }
 
-// samePeersOrMore reports whether peers names every entry of have.
-func samePeersOrMore(have map[string]uint64, peers []peerRef) bool {
-	kept := 0
-	for _, p := range peers {
-		if inc, ok := have[p.id]; ok && inc == p.inc {
-			kept++
-		}
+// relayAgain queues the state of owner id's run inc for relaying, if
+// this node holds one.
+func (r *Registry) relayAgain(id string, inc uint64) {
+	if x := r.owners[id]; x != nil && x != r.self && x.inc == inc && x.beat > 0 {
+		r.relayLater(x, false)
 	}
-	return kept == len(have)
-}
-
-func samePeers(have map[string]uint64, peers []peerRef) bool {
-	if len(have) != len(peers) {
-		return false
-	}
-	for _, p := range peers {
-		if inc, ok := have[p.id]; !ok || inc != p.inc {
-			return false
-		}
-	}
-	return true
 }
 
 // onChange applies a Put or a Del.
@@ -251,7 +301,9 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 			continue
 		}
 		for _, l := range ls {
-			if !l.ready {
+			// o's own adjacency first: in a mesh that is whole or
+			// nearly, it names most peers, and it is one map for all.
+			if !l.ready || announces(o, l) {
 				continue
 			}
 			k := l.known[o.id]
@@ -259,7 +311,7 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 			if records {
 				known = k.records
 			}
-			if known.Compare(v) >= 0 || r.adjacent(o, l) {
+			if known.Compare(v) >= 0 || r.peerNames(l, o) {
 				continue
 			}
 			if !records {
@@ -273,16 +325,33 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 			}
 			if records {
 				l.noteRecords(o.id, v.Incarnation, v.Seq)
+				if frames == nil {
+					frames = [][]byte{frameOf(payload)}
+				}
+				l.enqueue(frames...)
 			} else {
+				f, err := r.stateTo(o, known)
+				if err != nil {
+					r.log.Warn("registry: cannot encode state", "owner", o.id, "err", err)
+					return
+				}
 				l.noteState(o.id, v.Incarnation, v.Seq)
+				l.enqueue(f)
 			}
-			if frames == nil {
-				frames = [][]byte{frameOf(payload)}
-			}
-			l.enqueue(frames...)
 			r.relayed.Add(1)
 		}
 	}
+}
+
+// stateTo returns o's latest state as a frame for a peer known to hold
+// its state at have: the delta it came as, when the peer holds the
+// adjacency that delta changes (any beat from its base on names that
+// one), else the whole state. r.mu is held.
+func (r *Registry) stateTo(o *owner, have Rev) ([]byte, error) {
+	if o.delta != nil && have.Incarnation == o.inc && have.Seq >= o.deltaBase {
+		return o.delta, nil
+	}
+	return r.stateFrame(o)
 }
 
 // relayDelay is how long another owner's new state waits before it is
@@ -331,8 +400,8 @@ func (r *Registry) relayStates() {
 			continue
 		}
 		delete(r.relayDue, o)
-		if r.owners[o.id] == o && o.frame != nil {
-			r.relay(nil, o, false, Rev{o.inc, o.beat}, nil, [][]byte{o.frame})
+		if r.owners[o.id] == o && o.beat > 0 {
+			r.relay(nil, o, false, Rev{o.inc, o.beat}, nil, nil)
 		}
 	}
 	if !r.relayNext.IsZero() {

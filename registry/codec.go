@@ -15,10 +15,11 @@ import (
 )
 
 // protoVersion is the replication protocol's version, sent in Hello.
-// Version 3 marks the sender's neighbours in its Hello's digest; version 2
+// Version 4 sends a change of adjacency as a delta (see stateIsDelta), and
+// says in every whole State the beat its adjacency was issued at; version 3 marks the sender's neighbours in its Hello's digest; version 2
 // frames messages as internal/wire does; version 1 had a u32 length
 // prefix.
-const protoVersion = 3
+const protoVersion = 4
 
 // maxRecordIDBytes bounds a record id on the wire.
 const maxRecordIDBytes = 512
@@ -93,7 +94,15 @@ type message struct {
 	leaving bool
 	// lifetime is what a state says of its owner's record lifetime.
 	lifetime time.Duration
-	peers    []peerRef
+	// A whole state (delta false) names every neighbour in peers, and
+	// base is the beat that adjacency was issued at (at most beat: a
+	// heartbeat repeats it). A delta names only what changed since the
+	// adjacency issued at base (below beat): a neighbour added or at a
+	// new incarnation, or removed (incarnation 0). Its own beat is the
+	// adjacency's new issue.
+	base  uint64
+	delta bool
+	peers []peerRef
 
 	// msgDel
 	id string
@@ -184,32 +193,49 @@ func encodeHello(node string, digest []digestEntry, max int) ([]byte, error) {
 	return endFrame(b, max)
 }
 
+// encodeState encodes a whole state whose adjacency is issued at its beat.
 func encodeState(owner string, inc, seq, beat uint64, leaving bool, peers []peerRef, max int) ([]byte, error) {
 	return encodeStateLifetime(owner, inc, seq, beat, leaving, peers, 0, max)
 }
 
-// encodeStateLifetime encodes a state that also says how long the owner's
-// records live without renewal (0: not said; receivers use their own
-// Lifetime), so that nodes with other timings never expire them early.
+// encodeStateLifetime encodes a whole state, issued at its beat, that also
+// says how long the owner's records live without renewal (0: not said;
+// receivers use their own Lifetime), so that nodes with other timings
+// never expire them early.
 func encodeStateLifetime(owner string, inc, seq, beat uint64, leaving bool, peers []peerRef, lifetime time.Duration, max int) ([]byte, error) {
-	hint := 40 + len(owner)
-	for _, p := range peers {
+	return encodeStateOf(&message{typ: msgState, owner: owner, inc: inc, seq: seq, beat: beat, leaving: leaving, lifetime: lifetime, base: beat, peers: peers}, max)
+}
+
+// The flags of a State.
+const (
+	stateLeaving = 1
+	stateIsDelta   = 2
+)
+
+// encodeStateOf encodes m, a whole state or a delta (see message).
+func encodeStateOf(m *message, max int) ([]byte, error) {
+	hint := 50 + len(m.owner)
+	for _, p := range m.peers {
 		hint += 12 + len(p.id)
 	}
 	b := beginFrame(msgState, hint, max)
-	b = appendOwner(b, owner, inc, seq)
-	b = binary.AppendUvarint(b, beat)
+	b = appendOwner(b, m.owner, m.inc, m.seq)
+	b = binary.AppendUvarint(b, m.beat)
 	var flags byte
-	if leaving {
-		flags = 1
+	if m.leaving {
+		flags |= stateLeaving
+	}
+	if m.delta {
+		flags |= stateIsDelta
 	}
 	b = append(b, flags)
-	b = binary.AppendUvarint(b, uint64(len(peers)))
-	for _, p := range peers {
+	b = binary.AppendUvarint(b, m.base)
+	b = binary.AppendUvarint(b, uint64(len(m.peers)))
+	for _, p := range m.peers {
 		b = appendString(b, p.id)
 		b = binary.AppendUvarint(b, p.inc)
 	}
-	if ms := lifetime.Milliseconds(); ms > 0 {
+	if ms := m.lifetime.Milliseconds(); ms > 0 {
 		b = binary.AppendUvarint(b, uint64(ms))
 	}
 	return endFrame(b, max)
@@ -508,14 +534,27 @@ func (d *decoder) decode(t msgType, p []byte, m *message) error {
 		d.owner(r, m)
 		m.beat = r.uvarint()
 		flags := r.byte()
-		if flags&^1 != 0 {
+		if flags&^(stateLeaving|stateIsDelta) != 0 {
 			r.fail(fmt.Errorf("unknown state flags %#x", flags))
 		}
-		m.leaving = flags&1 != 0
+		m.leaving = flags&stateLeaving != 0
+		m.delta = flags&stateIsDelta != 0
+		m.base = r.uvarint()
+		switch {
+		case r.err != nil:
+		case m.delta && (m.base == 0 || m.base >= m.beat):
+			r.fail(fmt.Errorf("delta of beat %d on beat %d", m.beat, m.base))
+		case !m.delta && m.base > m.beat:
+			r.fail(fmt.Errorf("state of beat %d issued at beat %d", m.beat, m.base))
+		}
 		n := r.count(2)
 		for i := 0; i < n && r.err == nil; i++ {
 			id := d.id(r, "peer id")
-			m.peers = append(m.peers, peerRef{id: id, inc: r.uvarint()})
+			inc := r.uvarint()
+			if inc == 0 && !m.delta && r.err == nil {
+				r.fail(fmt.Errorf("neighbour %q at incarnation 0", id))
+			}
+			m.peers = append(m.peers, peerRef{id: id, inc: inc})
 		}
 		if r.err == nil && len(r.b) > 0 {
 			ms := r.uvarint()

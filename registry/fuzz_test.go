@@ -20,6 +20,7 @@ func seedFrames() [][]byte {
 		must(encodeHello("n1", []digestEntry{{"n1", 5, 3, 9, false}, {"n2", 1, 0, 1, true}}, max)),
 		must(encodeState("n1", 5, 3, 9, false, []peerRef{{"n2", 1}, {"n3", 2}}, max)),
 		must(encodeState("n1", 5, 3, 10, true, nil, max)),
+		must(encodeStateOf(&message{typ: msgState, owner: "n1", inc: 5, seq: 3, beat: 12, base: 10, delta: true, peers: []peerRef{{"n2", 0}, {"n4", 3}}}, max)),
 		must(encodePut("n1", 5, e, max)),
 		must(encodeDel("n1", 5, 4, e.rec.ID, max)),
 		encodeSynced(),
@@ -57,7 +58,7 @@ func reencode(m *message) ([]byte, error) {
 		}
 		f, err = encodeHello(m.node, m.digest, max)
 	case msgState:
-		f, err = encodeStateLifetime(m.owner, m.inc, m.seq, m.beat, m.leaving, m.peers, m.lifetime, max)
+		f, err = encodeStateOf(m, max)
 	case msgPut:
 		f, err = encodePut(m.owner, m.inc, m.recs[0], max)
 	case msgDel:

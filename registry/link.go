@@ -32,6 +32,10 @@ type link struct {
 	// supersedes them: then nil.
 	helloPeers map[string]uint64
 	helloBeat  uint64
+	// selfAdj is the beat of this node's adjacency in the last State of
+	// its own sent on this link (0: none yet): a delta goes only on top of
+	// that one.
+	selfAdj uint64
 
 	// The writer runs only while there is something to write: an idle
 	// link holds no goroutine for it.

@@ -96,7 +96,7 @@ func (r *Registry) heartbeat() {
 		return
 	}
 	r.self.beat++
-	f, err := r.ownState()
+	f, err := r.ownState(false)
 	if err != nil {
 		r.log.Warn("registry: cannot encode own state", "err", err)
 		return
@@ -106,6 +106,7 @@ func (r *Registry) heartbeat() {
 			if l.ready {
 				l.noteState(r.self.id, r.self.inc, r.self.beat)
 				l.enqueue(f)
+				l.selfAdj = r.self.adjAt
 			}
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"maps"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -197,7 +198,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 		// The merged state waits; the new peer gets one that names it now,
 		// so that this node's records show there without delay.
 		r.self.beat++
-		if _, err := r.ownState(); err != nil {
+		if _, err := r.ownState(false); err != nil {
 			return err
 		}
 	}
@@ -235,6 +236,8 @@ func (r *Registry) onHello(l *link, m *message) error {
 			l.noteState(o.id, o.inc, o.beat)
 		}
 	}
+	// The peer has this node's current state now, or had it already.
+	l.selfAdj = r.self.adjAt
 	frames = append(frames, encodeSynced())
 	l.enqueueSync(true, frames)
 	l.ready = true
@@ -342,7 +345,11 @@ func (r *Registry) announce(loss bool) {
 		r.bumpState()
 	case r.stateDue:
 	case since >= r.coalesce:
+		// At once, after a quiet spell or a window's worth of quiet; the
+		// window widens all the same, so that changes that keep coming
+		// one by one (a mesh forming on a loaded machine) are merged.
 		r.bumpState()
+		r.coalesce = min(2*r.coalesce, hi)
 	default:
 		r.stateDue = true
 		r.stateTimer.Reset(r.coalesce - since)
@@ -395,6 +402,9 @@ func (r *Registry) onWant(l *link, id string) {
 		if f, err := r.stateFrame(o); err == nil {
 			frames = append(frames, f)
 			l.noteState(o.id, o.inc, o.beat)
+			if o == r.self {
+				l.selfAdj = o.adjAt
+			}
 		}
 	}
 	l.enqueue(frames...)
@@ -425,7 +435,7 @@ func (r *Registry) snapFrames(o *owner) ([][]byte, error) {
 	return encodeSnap(o.id, o.inc, o.seq, recs, r.cfg.MaxMessageBytes)
 }
 
-// stateFrame encodes o's state. r.mu is held.
+// stateFrame returns o's state as a whole State frame. r.mu is held.
 func (r *Registry) stateFrame(o *owner) ([]byte, error) {
 	if o == r.self && r.ownFrame != nil {
 		return r.ownFrame, nil // as issued: the adjacency may have moved on since
@@ -441,12 +451,22 @@ func (r *Registry) stateFrame(o *owner) ([]byte, error) {
 	if o == r.self {
 		lifetime = r.cfg.Lifetime
 	}
-	return encodeStateLifetime(o.id, o.inc, o.seq, o.beat, o.leaving, peers, lifetime, r.cfg.MaxMessageBytes)
+	f, err := encodeStateOf(&message{typ: msgState, owner: o.id, inc: o.inc, seq: o.seq, beat: o.beat, leaving: o.leaving, lifetime: lifetime, base: o.adjAt, peers: peers}, r.cfg.MaxMessageBytes)
+	if err == nil && o != r.self {
+		o.frame = f
+	}
+	return f, err
 }
 
 // ownState encodes this node's state as it is now, for a new version of
-// it. r.mu is held.
-func (r *Registry) ownState() ([]byte, error) {
+// it (the caller raised its beat). An adjacency other than the one last
+// issued (r.issued), or any when fresh is set, is issued at this beat: a
+// beat names one adjacency, which deltas build on. r.mu is held.
+func (r *Registry) ownState(fresh bool) ([]byte, error) {
+	if fresh || !maps.Equal(r.self.peers, r.issued) {
+		r.self.adjAt = r.self.beat
+		r.issued = maps.Clone(r.self.peers)
+	}
 	r.ownFrame = nil
 	f, err := r.stateFrame(r.self)
 	r.ownFrame = f
@@ -454,39 +474,81 @@ func (r *Registry) ownState() ([]byte, error) {
 }
 
 // bumpState issues a new version of this node's state, with any merged
-// change that waits, and pushes it. r.mu is held.
+// change of adjacency that waits, and pushes it: to a peer that holds
+// the adjacency of the last push (link.selfAdj), as a delta from it (in
+// a forming mesh of N nodes, each state would otherwise carry N
+// neighbours to N peers, and cost each peer work in proportion to N);
+// to any other, whole. r.mu is held.
 func (r *Registry) bumpState() {
 	r.self.beat++
 	r.lastChange = time.Now()
 	r.stateDue = false
-	f, err := r.ownState()
+	// An adjacency issued since the last push (see onHello) went to some
+	// peers only: this push issues it again, for all.
+	whole, err := r.ownState(r.self.adjAt != r.pushedAt)
 	if err != nil {
 		r.log.Warn("registry: cannot encode own state", "err", err)
 		return
 	}
-	r.pushOwn(f, false)
-}
-
-// pushOwn sends a frame about this node's own records or state to every
-// peer whose sync is queued. A change of records goes after any merged
-// change of adjacency that waits, issued first: a peer that has a node's
-// records has its links as of then. r.mu is held.
-func (r *Registry) pushOwn(frame []byte, records bool) {
-	if records && r.stateDue {
-		r.bumpState()
+	var delta []byte
+	if base := r.pushedAt; r.self.adjAt > base && !r.self.leaving {
+		delta, err = encodeStateOf(&message{typ: msgState, owner: r.self.id, inc: r.self.inc, seq: r.self.seq, beat: r.self.beat,
+			lifetime: r.cfg.Lifetime, base: base, delta: true, peers: stateDelta(r.pushed, r.self.peers)}, r.cfg.MaxMessageBytes)
+		if err != nil {
+			delta = nil // the whole state goes
+		}
 	}
-	o := r.self
 	for _, ls := range r.links {
 		for _, l := range ls {
 			if !l.ready {
 				continue
 			}
-			if records {
-				l.noteRecords(o.id, o.inc, o.seq)
+			l.noteState(r.self.id, r.self.inc, r.self.beat)
+			if delta != nil && l.selfAdj == r.pushedAt {
+				l.enqueue(delta)
 			} else {
-				l.noteState(o.id, o.inc, o.beat)
+				l.enqueue(whole)
 			}
-			l.enqueue(frame)
+			l.selfAdj = r.self.adjAt
+		}
+	}
+	r.pushed, r.pushedAt = r.issued, r.self.adjAt
+}
+
+// stateDelta lists what changed from the adjacency from to to: the
+// neighbours added or at a new incarnation, and those removed (at
+// incarnation 0), in the order of their ids.
+func stateDelta(from, to map[string]uint64) []peerRef {
+	var d []peerRef
+	for id, inc := range to {
+		if have, ok := from[id]; !ok || have != inc {
+			d = append(d, peerRef{id: id, inc: inc})
+		}
+	}
+	for id := range from {
+		if _, ok := to[id]; !ok {
+			d = append(d, peerRef{id: id})
+		}
+	}
+	slices.SortFunc(d, func(a, b peerRef) int { return strings.Compare(a.id, b.id) })
+	return d
+}
+
+// pushRecords sends a change of this node's own records to every peer
+// whose sync is queued. It goes after any merged change of adjacency
+// that waits, issued first: a peer that has a node's records has its
+// links as of then. r.mu is held.
+func (r *Registry) pushRecords(frame []byte) {
+	if r.stateDue {
+		r.bumpState()
+	}
+	o := r.self
+	for _, ls := range r.links {
+		for _, l := range ls {
+			if l.ready {
+				l.noteRecords(o.id, o.inc, o.seq)
+				l.enqueue(frame)
+			}
 		}
 	}
 }

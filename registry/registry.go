@@ -30,7 +30,14 @@ type Registry struct {
 	watchers map[*watcher]struct{}
 	changed  chan struct{} // closed on the next register/update; nil when no Lookup waits
 	dirty    bool          // liveness must be recomputed
-	ownFrame []byte        // this node's state as last issued
+	ownFrame []byte        // this node's state as last issued, whole
+	// This node's adjacency as last issued (at self.adjAt), and as its
+	// last State to every peer said it, at pushedAt: the next change goes
+	// as a delta from that one to the peers known to hold it (see
+	// bumpState). Neither map is changed in place.
+	issued   map[string]uint64
+	pushed   map[string]uint64
+	pushedAt uint64
 	// Adjacency changes are merged for a while before a new state is
 	// issued (see announce).
 	coalesce   time.Duration // the merging window
@@ -82,7 +89,16 @@ type owner struct {
 	// node's own Lifetime applies.
 	lifetime time.Duration
 	peers    map[string]uint64 // its adjacency as it announced it: peer → peer's incarnation
-	frame    []byte            // its state as last received (nil for this node's own)
+	adjAt    uint64            // the beat peers was issued at
+	// Its state as a whole State frame, for syncs and relays: as received,
+	// or encoded from the fields above when first needed (nil until then,
+	// and always for this node's own: see ownFrame).
+	frame []byte
+	// When its latest state came as a delta: that frame, as received, and
+	// the beat of the adjacency it changes. A peer known to hold a state
+	// of that adjacency is relayed the delta instead of the whole state.
+	delta     []byte
+	deltaBase uint64
 	records  map[string]*entry
 	renewed  time.Time // when beat last rose here, or its link here was last up
 	expired  bool      // not renewed within Lifetime
@@ -145,6 +161,7 @@ func New(cfg Config) (*Registry, error) {
 		id:      cfg.ID,
 		inc:     newIncarnation(),
 		beat:    1,
+		adjAt:   1,
 		peers:   map[string]uint64{},
 		records: map[string]*entry{},
 		renewed: time.Now(),
@@ -152,6 +169,7 @@ func New(cfg Config) (*Registry, error) {
 		reached: true,
 	}
 	r.owners[cfg.ID] = r.self
+	r.issued, r.pushed, r.pushedAt = map[string]uint64{}, map[string]uint64{}, 1
 	r.ids.add(cfg.ID)
 	r.coalesce, _ = r.coalesceLimits()
 	r.walkTimer = time.NewTimer(time.Hour)
@@ -161,7 +179,7 @@ func New(cfg Config) (*Registry, error) {
 	r.relayTimer.Stop()
 	r.stateTimer = time.NewTimer(time.Hour)
 	r.stateTimer.Stop()
-	if _, err := r.ownState(); err != nil {
+	if _, err := r.ownState(false); err != nil {
 		return nil, err
 	}
 	r.wg.Add(2)
@@ -234,7 +252,7 @@ func (r *Registry) Register(s Service) (Record, error) {
 		r.ports[s.Port] = e.rec.ID
 	}
 	r.setRecord(o, e)
-	r.pushOwn(frame, true)
+	r.pushRecords(frame)
 	return e.record(), nil
 }
 
@@ -263,7 +281,7 @@ func (r *Registry) Update(id string, meta map[string]string) (Record, error) {
 	}
 	o.seq++
 	r.setRecord(o, e)
-	r.pushOwn(frame, true)
+	r.pushRecords(frame)
 	return e.record(), nil
 }
 
@@ -288,7 +306,7 @@ func (r *Registry) Free(id string) error {
 		delete(r.ports, e.rec.Port)
 	}
 	r.delRecord(o, id)
-	r.pushOwn(frame, true)
+	r.pushRecords(frame)
 	return nil
 }
 
@@ -419,7 +437,7 @@ func (r *Registry) close(giveUp <-chan struct{}, cause func() error) error {
 	o := r.self
 	o.leaving = true
 	o.beat++
-	frame, err := r.ownState()
+	frame, err := r.ownState(false)
 	var links []*link
 	for _, ls := range r.links {
 		for _, l := range ls {

@@ -88,9 +88,9 @@ func (r *Registry) resetOwner(o *owner, inc uint64) {
 	o.seq = 0
 	o.beat = 0
 	o.leaving = false
-	o.peers, o.adj = nil, nil
+	o.peers, o.adj, o.adjAt = nil, nil, 0
 	r.peersGen++
-	o.frame = nil
+	o.frame, o.delta, o.deltaBase = nil, nil, 0
 	o.expired = false
 }
 

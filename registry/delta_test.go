@@ -1,0 +1,113 @@
+package registry
+
+import (
+	"maps"
+	"testing"
+	"testing/synctest"
+	"time"
+)
+
+// TestAdjacencyChangeGoesAsDelta: a node with many neighbours that gains
+// one more tells a peer that holds its adjacency only what changed: a
+// State naming the new neighbour alone, on top of the beat the peer has.
+// A lost neighbour goes the same way, named at incarnation 0. What a
+// node sends for a change of its links does not grow with the mesh.
+func TestAdjacencyChangeGoesAsDelta(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		slow := func(c *Config) { c.Heartbeat, c.Lifetime = time.Hour, 3*time.Hour } // no heartbeats
+		a := newNode(t, "a", slow)
+		for _, id := range []string{"n1", "n2", "n3", "n4", "n5", "n6"} {
+			connect(t, a, newNode(t, id, slow))
+		}
+		synctest.Wait()
+		time.Sleep(time.Second) // a's merged additions are issued
+		synctest.Wait()
+
+		c := newTapPeer(t, a, "c", 9)
+		if err := c.send(must(encodeHello("c", []digestEntry{{owner: "c", inc: 9, beat: 1}}, DefaultMaxMessageBytes))); err != nil {
+			t.Fatal(err)
+		}
+		var base uint64
+		for _, m := range c.until(t, "synced", isSynced) {
+			if m.typ == msgState && m.owner == "a" {
+				if m.delta || len(m.peers) != 7 {
+					t.Fatalf("a's state in the sync: delta %v, %d neighbours; want whole, 7 (c too)", m.delta, len(m.peers))
+				}
+				base = m.beat
+			}
+		}
+		isStateOfA := func(m *message) bool { return m.typ == msgState && m.owner == "a" }
+
+		n7 := newNode(t, "n7", slow)
+		l := connect(t, a, n7)
+		synctest.Wait()
+		time.Sleep(time.Second)
+		synctest.Wait()
+		msgs := c.until(t, "a's state naming n7", isStateOfA)
+		m := msgs[len(msgs)-1]
+		if !m.delta || m.base != base || len(m.peers) != 1 || m.peers[0] != (peerRef{id: "n7", inc: n7.self.inc}) {
+			t.Fatalf("a's state after linking n7: delta %v on beat %d naming %v; want a delta on beat %d naming n7 alone", m.delta, m.base, m.peers, base)
+		}
+		base = m.beat
+
+		l.ca.Close() // a loses n7: its state goes at once
+		msgs = c.until(t, "a's state without n7", isStateOfA)
+		m = msgs[len(msgs)-1]
+		if !m.delta || m.base != base || len(m.peers) != 1 || m.peers[0] != (peerRef{id: "n7"}) {
+			t.Fatalf("a's state after losing n7: delta %v on beat %d naming %v; want a delta on beat %d removing n7 alone", m.delta, m.base, m.peers, base)
+		}
+	})
+}
+
+// TestDeltaOnMissingBaseAsksWhole: a delta built on an adjacency this
+// node does not hold is not applied (it would make up an adjacency
+// nobody announced): the node asks the sender for the owner, and the
+// whole State in the answer puts it right. A delta on what the node
+// holds then applies, additions and removals.
+func TestDeltaOnMissingBaseAsksWhole(t *testing.T) {
+	a := newNode(t, "a")
+	c := newTapPeer(t, a, "c", 9)
+	if err := c.send(must(encodeHello("c", []digestEntry{{owner: "c", inc: 9, beat: 1}}, DefaultMaxMessageBytes))); err != nil {
+		t.Fatal(err)
+	}
+	c.until(t, "synced", isSynced)
+	delta := func(beat, base uint64, peers ...peerRef) []byte {
+		return must(encodeStateOf(&message{typ: msgState, owner: "x", inc: 4, beat: beat, base: base, delta: true, peers: peers}, DefaultMaxMessageBytes))
+	}
+	xPeers := func() map[string]uint64 {
+		return locked(a, func(r *Registry) map[string]uint64 {
+			if x := r.owners["x"]; x != nil {
+				return maps.Clone(x.peers)
+			}
+			return nil
+		})
+	}
+	isWantOfX := func(m *message) bool { return m.typ == msgWant && m.owner == "x" }
+
+	if err := c.send(delta(5, 3, peerRef{"c", 9})); err != nil {
+		t.Fatal(err)
+	}
+	c.until(t, "a's want of x", isWantOfX)
+	if got := xPeers(); len(got) != 0 {
+		t.Fatalf("a applied a delta on a beat it never had: x's adjacency is %v", got)
+	}
+
+	if err := c.send(append(must(encodeSnap("x", 4, 0, nil, DefaultMaxMessageBytes)),
+		must(encodeState("x", 4, 0, 5, false, []peerRef{{"c", 9}, {"y", 2}}, DefaultMaxMessageBytes)))...); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.send(delta(6, 5, peerRef{"y", 0}, peerRef{"z", 3})); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint64{"c": 9, "z": 3}
+	waitFor(t, "x's adjacency after the delta", func() bool { return maps.Equal(xPeers(), want) })
+
+	// A delta on beat 5 again: a holds beat 6's adjacency.
+	if err := c.send(delta(7, 5, peerRef{"w", 1})); err != nil {
+		t.Fatal(err)
+	}
+	c.until(t, "a's want of x, again", isWantOfX)
+	if got := xPeers(); !maps.Equal(got, want) {
+		t.Fatalf("x's adjacency is %v after a delta on a beat a no longer holds, want %v kept", got, want)
+	}
+}
