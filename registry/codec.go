@@ -209,7 +209,7 @@ func encodeStateLifetime(owner string, inc, seq, beat uint64, leaving bool, peer
 // The flags of a State.
 const (
 	stateLeaving = 1
-	stateIsDelta   = 2
+	stateIsDelta = 2
 )
 
 // encodeStateOf encodes m, a whole state or a delta (see message).

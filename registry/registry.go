@@ -99,10 +99,10 @@ type owner struct {
 	// of that adjacency is relayed the delta instead of the whole state.
 	delta     []byte
 	deltaBase uint64
-	records  map[string]*entry
-	renewed  time.Time // when beat last rose here, or its link here was last up
-	expired  bool      // not renewed within Lifetime
-	live     bool      // reachable and renewed: its records are visible
+	records   map[string]*entry
+	renewed   time.Time // when beat last rose here, or its link here was last up
+	expired   bool      // not renewed within Lifetime
+	live      bool      // reachable and renewed: its records are visible
 
 	// For the reachability walk: the owners peers names, resolved (nil
 	// when to resolve again: peers changed, or owners came or went since
