@@ -94,14 +94,13 @@ func TestLANDuplicateID(t *testing.T) {
 	l, procs := lanMesh(t, 4, node.Config{})
 	first := procs[0]
 	recs := lanRegisterEach(t, procs, "d")
-	marks := lanMarks(procs)
 	// procs[3]'s host runs the second process with first's id.
 	procs[3].Kill()
 	members := procs[:3]
 	lan.Eventually(t, lanChangeWait, "a mesh of three", func() error { return lan.FullMesh(members...) })
 	recs = lanRecordsOf(recs, members)
 	lan.Eventually(t, lanChangeWait, "the killed node's records gone", func() error { return lan.SeeExactly(members, recs) })
-	marks = lanMarks(members)
+	marks := lanMarks(members)
 
 	second, err := l.TryStart(procs[3].Host, node.Config{Cluster: lanCluster(t), ID: first.ID})
 	if err != nil {

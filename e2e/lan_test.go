@@ -113,10 +113,6 @@ func lanEventsSince(p *lan.Proc, marks map[*lan.Proc]int) []node.Event {
 	return p.Events()[marks[p]:]
 }
 
-func lanWithout(procs []*lan.Proc, drop ...*lan.Proc) []*lan.Proc {
-	return slices.DeleteFunc(slices.Clone(procs), func(p *lan.Proc) bool { return slices.Contains(drop, p) })
-}
-
 func lanHostsOf(procs []*lan.Proc) []*lan.Host {
 	var hs []*lan.Host
 	for _, p := range procs {

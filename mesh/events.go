@@ -83,7 +83,6 @@ type subscriber struct {
 	queue  []Event
 	wake   chan struct{}
 	done   chan struct{} // closed when the hub closes
-	closed bool
 }
 
 func newHub(limit int, wg *sync.WaitGroup) *hub {

@@ -394,8 +394,11 @@ func TestCloseIsCleanAndIdempotent(t *testing.T) {
 		if _, err := a.Connect(context.Background(), addr(t, b)); err != nil {
 			t.Fatal(err)
 		}
-		if a.Close() != nil || a.Close() != nil {
-			t.Fatal("close returned an error")
+		if err := a.Close(); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+		if err := a.Close(); err != nil {
+			t.Fatalf("Close again: %v", err)
 		}
 		if _, err := a.Receive(context.Background()); !errors.Is(err, net.ErrClosed) {
 			t.Fatalf("receive after close: %v", err)

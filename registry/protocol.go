@@ -93,7 +93,7 @@ func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteClos
 		errors.Is(err, ErrMetadataTooLarge), errors.Is(err, ErrTooManyRecords):
 		r.log.Warn("registry: peer refused, link closed", "peer", peer, "err", err)
 		err = fmt.Errorf("registry: link to %s: %w", peer, err)
-	case err != nil:
+	default: // readLoop returns only errors
 		err = fmt.Errorf("registry: link to %s: %w", peer, err)
 	}
 	r.log.Debug("registry: link down", "peer", peer, "err", err)

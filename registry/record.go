@@ -161,12 +161,6 @@ func (e *entry) record() Record {
 	return r
 }
 
-// sameContent reports whether two entries describe the same service.
-func (e *entry) sameContent(o *entry) bool {
-	return e.rec.Name == o.rec.Name && e.rec.Version == o.rec.Version &&
-		e.rec.Host == o.rec.Host && e.rec.Port == o.rec.Port &&
-		maps.Equal(e.rec.Meta, o.rec.Meta)
-}
 
 // compareEntries orders records by name, version, owner and id.
 func compareEntries(a, b *entry) int {

@@ -2,7 +2,6 @@ package registry
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"maps"
@@ -195,8 +194,6 @@ func (n *node) register(t testing.TB, role string, port int, meta map[string]str
 
 // peersOf returns the adjacency n holds for owner.
 func (n *node) peersOf(owner string) []string {
-	n.mu.Lock() // only to order with events; the registry has its own lock
-	n.mu.Unlock()
 	n.Registry.mu.Lock()
 	defer n.Registry.mu.Unlock()
 	o := n.Registry.owners[owner]
@@ -230,11 +227,6 @@ func settled(t testing.TB, ns ...*node) {
 // drain reads and discards everything from c until it fails.
 func drain(c io.Reader) {
 	io.Copy(io.Discard, c)
-}
-
-// isClosedErr reports whether err means the registry or a conn closed.
-func isClosedErr(err error) bool {
-	return errors.Is(err, net.ErrClosed) || errors.Is(err, io.ErrClosedPipe)
 }
 
 // waitEvent waits until n has emitted at least one event of kind for the
