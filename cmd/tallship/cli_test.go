@@ -26,6 +26,7 @@ func TestCLI(t *testing.T) {
 	bin := build(t)
 	t.Run("errors", func(t *testing.T) { t.Parallel(); testErrors(t, bin) })
 	t.Run("help", func(t *testing.T) { t.Parallel(); testHelp(t, bin) })
+	t.Run("version", func(t *testing.T) { t.Parallel(); testVersion(t, bin) })
 	t.Run("run restarts on one port, SIGTERM frees", func(t *testing.T) { t.Parallel(); testRunRestartAndFree(t, bin) })
 	t.Run("query --wait before run", func(t *testing.T) { t.Parallel(); testQueryWait(t, bin) })
 	t.Run("ls from a third process", func(t *testing.T) { t.Parallel(); testLs(t, bin) })
@@ -144,6 +145,8 @@ func testHelp(t *testing.T, bin binaries) {
 		{[]string{"ls", "--help"}, "Usage: tallship ls CLUSTER"},
 		{[]string{"query", "-h"}, "Usage: tallship query CLUSTER ROLE[@RANGE]"},
 		{[]string{"run", "--help"}, "  --backoff DURATION"},
+		{[]string{"--help"}, "  tallship version\n      print the version"},
+		{[]string{"version", "--help"}, "Usage: tallship version\n\nPrint the version of tallship"},
 	} {
 		args := tc.args
 		p := tallship(t, bin, "tallship", nil, args...)

@@ -73,22 +73,34 @@ func (fs *flagSet) parse(args []string, max int) ([]string, error) {
 // arguments.
 func (fs *flagSet) exactly(pos []string, names ...string) error {
 	if len(pos) < len(names) {
-		return usageErrorf("missing %s (usage: tallship %s %s)", names[len(pos)], fs.Name(), fs.cmd.args)
+		return usageErrorf("missing %s (usage: %s)", names[len(pos)], fs.usage())
 	}
 	if len(pos) > len(names) {
-		return usageErrorf("unexpected argument %q (usage: tallship %s %s)", pos[len(names)], fs.Name(), fs.cmd.args)
+		return usageErrorf("unexpected argument %q (usage: %s)", pos[len(names)], fs.usage())
 	}
 	return nil
 }
 
+// usage is the command's usage line: "tallship NAME ARGS".
+func (fs *flagSet) usage() string {
+	return strings.TrimSpace("tallship " + fs.Name() + " " + fs.cmd.args)
+}
+
 func (fs *flagSet) printHelp() {
 	w := fs.out
-	fmt.Fprintf(w, "Usage: tallship %s %s [flags]\n\n%s\n", fs.Name(), fs.cmd.args, strings.TrimSpace(fs.details))
-	fmt.Fprintln(w, "\nFlags:")
+	var visible []*flag.Flag
 	fs.VisitAll(func(f *flag.Flag) {
-		if hidden[f.Name] {
-			return
+		if !hidden[f.Name] {
+			visible = append(visible, f)
 		}
+	})
+	if len(visible) == 0 {
+		fmt.Fprintf(w, "Usage: %s\n\n%s\n", fs.usage(), strings.TrimSpace(fs.details))
+		return
+	}
+	fmt.Fprintf(w, "Usage: %s [flags]\n\n%s\n", fs.usage(), strings.TrimSpace(fs.details))
+	fmt.Fprintln(w, "\nFlags:")
+	for _, f := range visible {
 		typ, usage := flag.UnquoteUsage(f)
 		line := "  --" + f.Name
 		if typ != "" {
@@ -99,7 +111,7 @@ func (fs *flagSet) printHelp() {
 			usage += fmt.Sprintf(" (default %s)", def)
 		}
 		fmt.Fprintf(w, "      %s\n", strings.ReplaceAll(usage, "\n", "\n      "))
-	})
+	}
 }
 
 // stringList is a flag that may be given several times.

@@ -6,13 +6,15 @@
 //	tallship query CLUSTER ROLE[@RANGE]      JSON array of "host:port"
 //	tallship run CLUSTER ROLE@VER -- CMD...  supervise CMD on a registered port
 //	tallship ui CLUSTER --http ADDR          serve a live dashboard of the cluster
+//	tallship version                         the module and Go versions of this binary
 //
 // join --http ADDR serves the same dashboard from a node of the cluster.
 //
-// Every command takes --help. Nodes find each other over mDNS on the LAN
-// (--mdns=false turns it off) and through --connect addresses. Errors are
-// one line on stderr and a non-zero exit status: 2 for a usage error (an
-// unknown flag, a bad role or range), 1 for anything else.
+// Every command takes --help; tallship --version is tallship version.
+// Nodes find each other over mDNS on the LAN (--mdns=false turns it off)
+// and through --connect addresses. Errors are one line on stderr and a
+// non-zero exit status: 2 for a usage error (an unknown flag, a bad role
+// or range), 1 for anything else.
 package main
 
 import (
@@ -55,6 +57,7 @@ func init() {
 		{name: "query", args: "CLUSTER ROLE[@RANGE]", summary: `print the addresses of a role's instances as a JSON array of "host:port"`, run: runQuery},
 		{name: "run", args: "CLUSTER ROLE@VERSION -- CMD [ARGS...]", summary: "run CMD on a free port registered as ROLE, restarting it when it exits", run: runRun, ownSignals: true},
 		{name: "ui", args: "CLUSTER", summary: "serve a live dashboard of the cluster over HTTP (--http ADDR), as an observer", run: runUI},
+		{name: "version", summary: "print the version of tallship and of Go this binary was built from (also --version)", run: runVersion},
 	}
 }
 
@@ -79,6 +82,8 @@ func (e *env) main(args []string) int {
 		}
 		printMainUsage(e.stdout)
 		return 0
+	case "-version", "--version":
+		name, args = "version", append([]string{"version"}, args[1:]...)
 	}
 	c := lookupCommand(name)
 	if c == nil {
@@ -134,7 +139,7 @@ func printMainUsage(w io.Writer) {
 Usage:
 `)
 	for _, c := range commands {
-		fmt.Fprintf(w, "  tallship %s %s\n", c.name, c.args)
+		fmt.Fprintf(w, "  %s\n", strings.TrimSpace("tallship "+c.name+" "+c.args))
 		fmt.Fprintf(w, "      %s\n", c.summary)
 	}
 	fmt.Fprint(w, `
