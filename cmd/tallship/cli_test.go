@@ -90,8 +90,10 @@ func testErrors(t *testing.T, bin binaries) {
 		code int
 		want string
 	}{
-		{"bad role version", nil, []string{"run", "c", "web@x.y", "--", bin.child}, 2, `bad role "web@x.y"`},
+		{"bad role version", nil, []string{"run", "c", "web@x.y", "--", bin.child}, 2, `bad role "web@x.y": version "x.y": invalid semantic version (want ROLE@VERSION, e.g. web@1.0.0)`},
 		{"bad role name", nil, []string{"run", "c", "we b@1.0.0", "--", bin.child}, 2, "bad role"},
+		{"role without version", nil, []string{"run", "c", "web", "--", bin.child}, 2, `bad role "web": no version (want ROLE@VERSION, e.g. web@1.0.0)`},
+		{"role without name", nil, []string{"run", "c", "@1.0.0", "--", bin.child}, 2, `bad role "@1.0.0": empty name (want ROLE@VERSION, e.g. web@1.0.0)`},
 		{"bad range", nil, []string{"query", "c", "web@>>1"}, 2, `bad query "web@>>1"`},
 		{"empty range", nil, []string{"query", "c", "web@"}, 2, "empty version range"},
 		{"bad query name", nil, []string{"query", "c", "we/b@1"}, 2, `bad query "we/b@1"`},

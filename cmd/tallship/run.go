@@ -64,8 +64,8 @@ func runRun(ctx context.Context, e *env, args []string) error {
 		return usageErrorf("missing %s (usage: tallship run %s)", names[len(pos)], fs.cmd.args)
 	}
 	cluster, role, argv := pos[0], pos[1], pos[2:]
-	if _, _, err := registry.ParseRole(role); err != nil {
-		return &usageError{msg: err.Error()}
+	if err := checkRole(role); err != nil {
+		return err
 	}
 	if *port < 0 || *port > 65535 {
 		return usageErrorf("--port %d: want 1 to 65535", *port)
@@ -119,6 +119,24 @@ func runRun(ctx context.Context, e *env, args []string) error {
 		backoff: *backoff, backoffMax: *backoffMax, grace: *grace, signals: signals, conflict: conflict,
 	}
 	return s.loop()
+}
+
+// checkRole returns a usage error unless role is NAME@VERSION. The
+// library takes a role without a version as version 0.0.0; on the command
+// line a missing version is more likely a slip, so run asks for one.
+func checkRole(role string) error {
+	example := "web@1.0.0"
+	name, _, hasVersion := strings.Cut(role, "@")
+	if _, _, err := registry.ParseRole(name); err == nil {
+		example = name + "@1.0.0"
+	}
+	if !hasVersion {
+		return usageErrorf("bad role %q: no version (want ROLE@VERSION, e.g. %s)", role, example)
+	}
+	if _, _, err := registry.ParseRole(role); err != nil {
+		return usageErrorf("%v (want ROLE@VERSION, e.g. %s)", err, example)
+	}
+	return nil
 }
 
 // freePort returns a TCP port that was free a moment ago.
