@@ -97,8 +97,8 @@ func (c Config) Join(ctx context.Context, cluster string) (*Node, error) {
 // New returns a node of the named cluster that has not started: it has an
 // id but no addresses and no links until Start.
 func New(cluster string, cfg Config) (*Node, error) {
-	if cluster == "" {
-		return nil, ErrNoCluster
+	if err := CheckClusterName(cluster); err != nil {
+		return nil, err // ErrBadCluster, and ErrNoCluster for ""
 	}
 	if cfg.Secret != "" && cfg.TLS != nil {
 		return nil, errors.New("mesh: set Config.Secret or Config.TLS, not both")

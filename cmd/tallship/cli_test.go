@@ -111,6 +111,11 @@ func testErrors(t *testing.T, bin binaries) {
 		{"unknown interface", nil, []string{"ls", "c", "--interface", "nosuch0"}, 2, `--interface "nosuch0"`},
 		{"bad advertised address", nil, []string{"ls", "c", "--advertise", "10.0.0.1"}, 2, `--advertise "10.0.0.1": want ip:port`},
 		{"bad DNS server", nil, []string{"ls", "c", "--dns", "tallship.service.consul", "--dns-server", "not an address"}, 2, `--dns-server "not an address": want ip[:port]`},
+		{"bad cluster name", nil, []string{"join", "bad cluster name!"}, 2, `tallship join: bad cluster name "bad cluster name!": space ' ' at byte 3; want 1 to 4096 bytes of UTF-8 letters, digits, punctuation or symbols, no spaces or control characters`},
+		{"empty cluster name", nil, []string{"ls", ""}, 2, "tallship ls: empty cluster name; want 1 to 4096 bytes"},
+		{"bad cluster name before --http", nil, []string{"ui", "a\tb", "--http", "127.0.0.1:0"}, 2, `bad cluster name "a\tb": space '\t' at byte 1`},
+		{"bad cluster name in query", nil, []string{"query", "a b", "web"}, 2, `bad cluster name "a b"`},
+		{"bad cluster name in run", nil, []string{"run", "a b", "web@1.0.0", "--", bin.child}, 2, `bad cluster name "a b"`},
 		{"extra argument", nil, []string{"join", "c", "d"}, 2, `unexpected argument "d"`},
 		{"command not found", nil, []string{"run", "c", "web@1.0.0", "--", "/nonexistent/server"}, 1, "/nonexistent/server"},
 	}

@@ -38,6 +38,9 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 	if err := fs.exactly(pos, "CLUSTER"); err != nil {
 		return err
 	}
+	if err := checkCluster(pos[0]); err != nil {
+		return err
+	}
 	started := time.Now()
 	httpLn, err := listenHTTP(ctx, *httpAddr) // nil without --http
 	if err != nil {

@@ -27,6 +27,9 @@ func runLs(ctx context.Context, e *env, args []string) error {
 	if err := fs.exactly(pos, "CLUSTER"); err != nil {
 		return err
 	}
+	if err := checkCluster(pos[0]); err != nil {
+		return err
+	}
 	if *wait <= 0 {
 		return usageErrorf("--wait %v: want a positive duration", *wait)
 	}

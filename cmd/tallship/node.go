@@ -146,8 +146,8 @@ func resolveFlag(ctx context.Context, name, value, hostPort, want string) ([]net
 // returns it with its events from the very start, until ctx ends or the
 // node closes.
 func (f *nodeFlags) startNode(ctx context.Context, e *env, cluster string) (*mesh.Node, <-chan mesh.Event, error) {
-	if cluster == "" {
-		return nil, nil, usageErrorf("empty cluster name")
+	if err := checkCluster(cluster); err != nil {
+		return nil, nil, err
 	}
 	cfg, err := f.config(ctx, e.stderr)
 	if err != nil {
@@ -163,6 +163,16 @@ func (f *nodeFlags) startNode(ctx context.Context, e *env, cluster string) (*mes
 		return nil, nil, err
 	}
 	return n, events, nil
+}
+
+// checkCluster returns a usage error unless name can name a cluster
+// (mesh.CheckClusterName), saying what a name may hold. Commands call it
+// before they act on their other flags; startNode calls it too.
+func checkCluster(name string) error {
+	if err := mesh.CheckClusterName(name); err != nil {
+		return &usageError{msg: strings.TrimPrefix(err.Error(), "mesh: ")}
+	}
+	return nil
 }
 
 // leaveTimeout bounds a node's graceful leave (Node.Shutdown; join's help

@@ -36,6 +36,9 @@ func runQuery(ctx context.Context, e *env, args []string) error {
 	if err := fs.exactly(pos, "CLUSTER", "ROLE[@RANGE]"); err != nil {
 		return err
 	}
+	if err := checkCluster(pos[0]); err != nil {
+		return err
+	}
 	query := pos[1]
 	if query == "" {
 		return usageErrorf("empty role (want ROLE or ROLE@RANGE)")

@@ -64,6 +64,9 @@ func runRun(ctx context.Context, e *env, args []string) error {
 		return usageErrorf("missing %s (usage: tallship run %s)", names[len(pos)], fs.cmd.args)
 	}
 	cluster, role, argv := pos[0], pos[1], pos[2:]
+	if err := checkCluster(cluster); err != nil {
+		return err
+	}
 	if err := checkRole(role); err != nil {
 		return err
 	}

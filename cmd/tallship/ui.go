@@ -40,6 +40,9 @@ func runUI(ctx context.Context, e *env, args []string) error {
 	if err := fs.exactly(pos, "CLUSTER"); err != nil {
 		return err
 	}
+	if err := checkCluster(pos[0]); err != nil {
+		return err
+	}
 	if *httpAddr == "" {
 		return usageErrorf("--http: want an address, host:port")
 	}
