@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"encoding/json"
 	"net"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/tallship-go/tallship/internal/testutil/netns"
 )
@@ -100,7 +102,12 @@ func testErrors(t *testing.T, bin binaries) {
 		{"unknown flag", nil, []string{"ls", "c", "--frobnicate"}, 2, "unknown flag --frobnicate"},
 		{"unknown flag before --", nil, []string{"run", "c", "web@1.0.0", "--frobnicate", "--", bin.child}, 2, "unknown flag --frobnicate"},
 		{"flag without value", nil, []string{"ls", "c", "--wait"}, 2, "flag needs an argument: --wait"},
-		{"bad duration", nil, []string{"query", "c", "web", "--timeout", "soon"}, 2, `invalid value "soon" for flag --timeout`},
+		{"bad duration", nil, []string{"query", "c", "web", "--timeout", "soon"}, 2, `invalid value "soon" for flag --timeout: want a duration such as 500ms`},
+		{"bad boolean", nil, []string{"ls", "c", "--mdns=maybe"}, 2, `invalid value "maybe" for flag --mdns: want true or false (see tallship ls --help)`},
+		{"bad number", nil, []string{"run", "c", "web@1.0.0", "--port", "http", "--", bin.child}, 2, `invalid value "http" for flag --port: want a whole number`},
+		{"number out of range", nil, []string{"run", "c", "web@1.0.0", "--port=99999999999999999999", "--", bin.child}, 2, `invalid value "99999999999999999999" for flag --port: value out of range`},
+		{"one-dash flag without value", nil, []string{"ls", "c", "-listen"}, 2, "flag needs an argument: --listen"},
+		{"one-dash unknown flag", nil, []string{"ls", "c", "-frob"}, 2, "unknown flag --frob"},
 		{"bad log level", nil, []string{"join", "c", "--log-level", "loud"}, 2, "--log-level"},
 		{"unknown command", nil, []string{"frob"}, 2, `unknown command "frob"`},
 		{"no command", nil, nil, 2, "no command"},
@@ -136,9 +143,16 @@ func testErrors(t *testing.T, bin binaries) {
 			if out := p.snapshot(); len(out) != 0 {
 				t.Errorf("stdout not empty: %v", out)
 			}
+			if m := oneDashFlag.FindString(stderr); m != "" {
+				t.Errorf("stderr %q names a flag with one dash (%q); the help shows --name", stderr, m)
+			}
 		})
 	}
 }
+
+// oneDashFlag finds a flag named with one dash, as the flag package names
+// them.
+var oneDashFlag = regexp.MustCompile(`(^|[ ":(])-[a-z][a-z-]*`)
 
 // testHelp: --help on every command prints its usage on stdout and exits 0.
 func testHelp(t *testing.T, bin binaries) {
@@ -147,11 +161,13 @@ func testHelp(t *testing.T, bin binaries) {
 		want string
 	}{
 		{[]string{"--help"}, "Usage:\n  tallship join CLUSTER"},
-		{[]string{"help", "run"}, "Usage: tallship run CLUSTER ROLE@VERSION -- CMD"},
+		{[]string{"help", "run"}, "Usage: tallship run CLUSTER ROLE@VERSION [flags] -- CMD"},
 		{[]string{"join", "--help"}, "Usage: tallship join CLUSTER"},
 		{[]string{"ls", "--help"}, "Usage: tallship ls CLUSTER"},
 		{[]string{"query", "-h"}, "Usage: tallship query CLUSTER ROLE[@RANGE]"},
 		{[]string{"run", "--help"}, "  --backoff DURATION"},
+		{[]string{"run", "--help"}, "Usage: tallship run CLUSTER ROLE@VERSION [flags] -- CMD [ARGS...]\n"},
+		{[]string{"ls", "--help"}, "  --mdns\n      find peers over mDNS (--mdns=false: only --connect addresses)\n      (default true)\n"},
 		{[]string{"--help"}, "  tallship version\n      print the version"},
 		{[]string{"version", "--help"}, "Usage: tallship version\n\nPrint the version of tallship"},
 	} {
@@ -170,6 +186,32 @@ func testHelp(t *testing.T, bin binaries) {
 		}
 		if strings.Contains(text, "--fast") {
 			t.Errorf("%q: the hidden --fast flag is shown", args)
+		}
+	}
+	// Every help fits 79 columns, words whole, and names flags "--name".
+	helps := [][]string{{"--help"}}
+	for _, c := range commands {
+		helps = append(helps, []string{c.name, "--help"})
+	}
+	for _, args := range helps {
+		p := tallship(t, bin, "tallship", nil, args...)
+		if code := p.wait(10 * time.Second); code != 0 {
+			t.Errorf("%q: exit status %d", args, code)
+		}
+		lines := p.snapshot()
+		if len(lines) < 3 {
+			t.Errorf("%q printed %d lines", args, len(lines))
+		}
+		for _, l := range lines {
+			if n := utf8.RuneCountInString(l.text); n > 79 {
+				t.Errorf("%q: a line of %d columns: %q", args, n, l.text)
+			}
+			if strings.HasSuffix(l.text, " ") || strings.Contains(l.text, "\x00") {
+				t.Errorf("%q: a trailing space or a NUL in %q", args, l.text)
+			}
+			if m := oneDashFlag.FindString(l.text); m != "" && !strings.Contains(l.text, "tallship COMMAND") {
+				t.Errorf("%q: a flag with one dash (%q) in %q", args, m, l.text)
+			}
 		}
 	}
 }

@@ -5,7 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"regexp"
 	"strings"
+	"time"
+	"unicode/utf8"
 )
 
 // errHelp is returned by a command that printed its help on request.
@@ -51,13 +54,7 @@ func (fs *flagSet) parse(args []string, max int) ([]string, error) {
 				fs.printHelp()
 				return nil, errHelp
 			}
-			msg := err.Error() // the flag package names flags "-name"
-			if name, ok := strings.CutPrefix(msg, "flag provided but not defined: -"); ok {
-				msg = "unknown flag --" + name
-			} else {
-				msg = strings.NewReplacer("flag -", "flag --", "argument: -", "argument: --").Replace(msg)
-			}
-			return nil, usageErrorf("%s (see tallship %s --help)", msg, fs.Name())
+			return nil, usageErrorf("%s (see tallship %s --help)", fs.flagError(err), fs.Name())
 		}
 		rest := fs.Args()
 		used := len(args) - len(rest)
@@ -67,6 +64,47 @@ func (fs *flagSet) parse(args []string, max int) ([]string, error) {
 		pos = append(pos, rest[0])
 		args = rest[1:]
 	}
+}
+
+// The flag package's errors, which name flags "-name" and say "parse
+// error" for any value it cannot read.
+var (
+	flagUnknown  = regexp.MustCompile(`^flag provided but not defined: -(.*)$`)
+	flagNoValue  = regexp.MustCompile(`^flag needs an argument: -(.*)$`)
+	flagBadValue = regexp.MustCompile(`^invalid (?:boolean )?value (".*") for (?:flag )?-([^:]*): (.*)$`)
+)
+
+// flagError rewrites an error of the flag package as the help shows
+// flags, "--name", saying what a flag of that type wants where the flag
+// package only says "parse error".
+func (fs *flagSet) flagError(err error) string {
+	msg := err.Error()
+	if m := flagUnknown.FindStringSubmatch(msg); m != nil {
+		return "unknown flag --" + m[1]
+	}
+	if m := flagNoValue.FindStringSubmatch(msg); m != nil {
+		return "flag needs an argument: --" + m[1]
+	}
+	m := flagBadValue.FindStringSubmatch(msg)
+	if m == nil {
+		return msg // "bad flag syntax: ---x" quotes the argument as given
+	}
+	value, name, why := m[1], m[2], m[3]
+	if f := fs.Lookup(name); f != nil {
+		if g, ok := f.Value.(flag.Getter); ok {
+			switch g.Get().(type) {
+			case bool:
+				why = "want true or false"
+			case time.Duration:
+				why = "want a duration such as 500ms, 2s or 1m30s"
+			case int:
+				if why == "parse error" {
+					why = "want a whole number"
+				}
+			}
+		}
+	}
+	return fmt.Sprintf("invalid value %s for flag --%s: %s", value, name, why)
 }
 
 // exactly checks that the command got exactly the named positional
@@ -98,7 +136,11 @@ func (fs *flagSet) printHelp() {
 		fmt.Fprintf(w, "Usage: %s\n\n%s\n", fs.usage(), strings.TrimSpace(fs.details))
 		return
 	}
-	fmt.Fprintf(w, "Usage: %s [flags]\n\n%s\n", fs.usage(), strings.TrimSpace(fs.details))
+	usage := fs.usage() + " [flags]"
+	if before, after, ok := strings.Cut(fs.usage(), " -- "); ok { // flags go before CMD
+		usage = before + " [flags] -- " + after
+	}
+	fmt.Fprintf(w, "Usage: %s\n\n%s\n", usage, strings.TrimSpace(fs.details))
 	fmt.Fprintln(w, "\nFlags:")
 	for _, f := range visible {
 		typ, usage := flag.UnquoteUsage(f)
@@ -108,10 +150,41 @@ func (fs *flagSet) printHelp() {
 		}
 		fmt.Fprintln(w, line)
 		if def := f.DefValue; def != "" && def != "false" && def != "0" && def != "0s" && def != "[]" {
-			usage += fmt.Sprintf(" (default %s)", def)
+			usage += fmt.Sprintf(" (default\x00%s)", def) // \x00: kept on one line
 		}
-		fmt.Fprintf(w, "      %s\n", strings.ReplaceAll(usage, "\n", "\n      "))
+		fmt.Fprint(w, wrap(usage, "      ", helpWidth))
 	}
+}
+
+// helpWidth is the width help text is wrapped to.
+const helpWidth = 79
+
+// wrap returns text wrapped to width columns, each line starting with
+// indent and ending with a newline. Words longer than a line stay whole;
+// a NUL byte is a space where no line breaks.
+func wrap(text, indent string, width int) string {
+	var b strings.Builder
+	for _, para := range strings.Split(text, "\n") {
+		n := 0 // the length of the line so far
+		for _, word := range strings.Fields(para) {
+			w := utf8.RuneCountInString(word)
+			switch {
+			case n == 0:
+				b.WriteString(indent)
+				n = len(indent)
+			case n+1+w > width:
+				b.WriteString("\n" + indent)
+				n = len(indent)
+			default:
+				b.WriteString(" ")
+				n++
+			}
+			b.WriteString(strings.ReplaceAll(word, "\x00", " "))
+			n += w
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
 }
 
 // stringList is a flag that may be given several times.

@@ -57,7 +57,7 @@ func init() {
 		{name: "query", args: "CLUSTER ROLE[@RANGE]", summary: `print the addresses of a role's instances as a JSON array of "host:port"`, run: runQuery},
 		{name: "run", args: "CLUSTER ROLE@VERSION -- CMD [ARGS...]", summary: "run CMD on a free port registered as ROLE, restarting it when it exits", run: runRun, ownSignals: true},
 		{name: "ui", args: "CLUSTER", summary: "serve a live dashboard of the cluster over HTTP (--http ADDR), as an observer", run: runUI},
-		{name: "version", summary: "print the version of tallship and of Go this binary was built from (also --version)", run: runVersion},
+		{name: "version", summary: "print the versions of tallship and Go this binary was built from", run: runVersion},
 	}
 }
 
@@ -140,7 +140,7 @@ Usage:
 `)
 	for _, c := range commands {
 		fmt.Fprintf(w, "  %s\n", strings.TrimSpace("tallship "+c.name+" "+c.args))
-		fmt.Fprintf(w, "      %s\n", c.summary)
+		fmt.Fprint(w, wrap(c.summary, "      ", helpWidth))
 	}
 	fmt.Fprint(w, `
 Run "tallship COMMAND --help" for a command's flags. Nodes find each other

@@ -40,7 +40,7 @@ func (f *nodeFlags) register(fs *flagSet, e *env) {
 	fs.StringVar(&f.logLevel, "log-level", "off", "the library's log `LEVEL` on stderr: debug, info, warn, error or off")
 	fs.BoolVar(&f.mdns, "mdns", true, "find peers over mDNS (--mdns=false: only --connect addresses)")
 	fs.Var(&f.dns, "dns", "find peers through the DNS SRV records of `NAME` (Consul: tallship.service.consul; Kubernetes: _tallship._tcp.SVC.NS.svc.cluster.local); repeatable")
-	fs.StringVar(&f.dnsServer, "dns-server", "", "DNS server `ADDR` (\"host[:port]\", a name resolved at start) for --dns (default: /etc/resolv.conf)")
+	fs.StringVar(&f.dnsServer, "dns-server", "", "DNS server `ADDR` (\"host[:port]\", a name resolved at start) for --dns (default the servers in /etc/resolv.conf)")
 	fs.Var(&f.ifaces, "interface", "announce and advertise only on network interface `IFACE`; repeatable")
 	fs.Var(&f.advertise, "advertise", "advertise `ADDR` (\"host:port\", a name's addresses resolved at start) instead of the interfaces' addresses, e.g. behind NAT; repeatable")
 	fs.BoolVar(&f.fast, "fast", e.getenv("TALLSHIP_FAST") == "1",

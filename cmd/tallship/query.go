@@ -27,7 +27,7 @@ func runQuery(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("query", e, queryHelp)
 	nf.register(fs, e)
 	wait := fs.Bool("wait", false, "wait until at least one instance exists")
-	timeout := fs.Duration("timeout", 0, "with --wait, give up after `DURATION` (default: never)")
+	timeout := fs.Duration("timeout", 0, "with --wait, give up after `DURATION` (default never)")
 	settleMax := fs.Duration("settle", 1500*time.Millisecond, "without --wait, wait at most `DURATION` for the cluster's nodes to answer")
 	pos, err := fs.parse(args, -1)
 	if err != nil {

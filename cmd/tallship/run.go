@@ -26,8 +26,9 @@ has run for --backoff-max); the service stays registered meanwhile.
 SIGINT or SIGTERM frees the service everywhere first, then is forwarded to
 CMD (to its process group); CMD gets --grace to exit before it is killed,
 and the command exits 0. When peers refuse this node because another live
-node has its --id, the same happens with SIGTERM, and the exit status is 1. CMD runs in its own process group with stdin from
-/dev/null and this command's stdout and stderr; status lines go to stderr.
+node has its --id, the same happens with SIGTERM, and the exit status is
+1. CMD runs in its own process group with stdin from /dev/null and this
+command's stdout and stderr; status lines go to stderr.
 `
 
 // supervisor runs one command line on a registered port.
@@ -48,8 +49,8 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	var nf nodeFlags
 	fs := newFlagSet("run", e, runHelp)
 	nf.register(fs, e)
-	port := fs.Int("port", 0, "register and hand CMD this `PORT` (default: a free one)")
-	host := fs.String("host", "", "`HOST` to record for the service (default: the node's first address)")
+	port := fs.Int("port", 0, "register and hand CMD this `PORT` (default a free one)")
+	host := fs.String("host", "", "`HOST` to record for the service (default the node's first address)")
 	backoff := fs.Duration("backoff", 200*time.Millisecond, "wait `DURATION` before the first restart of CMD")
 	backoffMax := fs.Duration("backoff-max", 10*time.Second, "wait at most `DURATION` between restarts of CMD")
 	grace := fs.Duration("grace", 5*time.Second, "after forwarding a signal, wait `DURATION` for CMD to exit before killing it")
