@@ -79,10 +79,10 @@ type hub struct {
 }
 
 type subscriber struct {
-	mu     sync.Mutex
-	queue  []Event
-	wake   chan struct{}
-	done   chan struct{} // closed when the hub closes
+	mu    sync.Mutex
+	queue []Event
+	wake  chan struct{}
+	done  chan struct{} // closed when the hub closes
 }
 
 func newHub(limit int, wg *sync.WaitGroup) *hub {

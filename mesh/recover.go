@@ -64,9 +64,9 @@ func (n *Node) recoverPeer(p *peer, addrs []netip.AddrPort, relinked chan struct
 	ctx, cancel := context.WithTimeout(n.ctx, lag.Stretch(n.silentBound()))
 	defer cancel()
 	var err error
+	var gone bool
 	backoff := n.cfg.DialBackoff
 	for {
-		var gone bool
 		if gone, err = n.redialPeer(ctx, p.id, addrs, relinked); gone || ctx.Err() != nil || isClosed(relinked) {
 			break
 		}
@@ -89,6 +89,11 @@ func (n *Node) recoverPeer(p *peer, addrs []netip.AddrPort, relinked chan struct
 	}
 	if err == nil {
 		err = errors.New("not reached again in time")
+	}
+	if gone {
+		// Its run is over: its records go here now, not when the last
+		// of its other neighbours says so (see registry.PeerGone).
+		n.reg.PeerGone(p.id)
 	}
 	n.peerDownLocked(p, fmt.Errorf("link lost: %w", err), false)
 	n.redialLocked(p.id)

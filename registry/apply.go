@@ -70,8 +70,15 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 		o.peers = make(map[string]uint64, len(changes))
 	}
 	for _, c := range changes {
-		_, had := o.peers[c.id]
-		lost = lost || had // removed, or at a new incarnation: the edge to the old run is gone
+		if inc, had := o.peers[c.id]; had && !lost {
+			// Removed, or at a new incarnation: the edge to the old run
+			// is gone. Only an edge to an owner that can be reachable
+			// carried reachability (see spread): losing one to an owner
+			// known to be leaving, gone or restarted needs no walk, as
+			// when every neighbour of a node that left drops it.
+			x := r.owners[c.id]
+			lost = x == nil || x == r.self || x.inc == inc && eligible(x)
+		}
 		if c.inc == 0 {
 			delete(o.peers, c.id)
 			continue

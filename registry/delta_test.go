@@ -111,3 +111,38 @@ func TestDeltaOnMissingBaseAsksWhole(t *testing.T) {
 		t.Fatalf("x's adjacency is %v after a delta on a beat a no longer holds, want %v kept", got, want)
 	}
 }
+
+// TestPeerGoneFreesAtOnce: when the caller knows a peer's run is over
+// (its address refused: kill -9), the peer's records go at once, though
+// another node's State still names its link to the dead node (that node
+// has not noticed yet). Without PeerGone, the dead node stays reachable
+// through that node until its loss arrives. A newer State of the run
+// (it was alive after all) shows the records again.
+func TestPeerGoneFreesAtOnce(t *testing.T) {
+	a, b, c := newNode(t, "a"), newNode(t, "b"), newNode(t, "c")
+	a.PeerUp("c") // the transport holds c, as the mesh does
+	connectSynced(t, a, b)
+	connectSynced(t, b, c)
+	ac := connectSynced(t, a, c)
+	rec := c.register(t, "c@1.0.0", 1, nil)
+	a.waitEvent(t, Registered, rec.ID)
+	waitFor(t, "b's state naming c at a", func() bool {
+		return locked(a, func(r *Registry) bool { return r.owners["b"] != nil && r.owners["b"].peers["c"] != 0 })
+	})
+
+	ac.cut() // a's link to c ends; a still holds c
+	flush(t, b, a)
+	if got := len(a.eventsOf(Freed)); got != 0 {
+		t.Fatalf("a freed %d records when its link to c ended while it held c", got)
+	}
+	a.PeerGone("c")
+	a.waitEvent(t, Freed, rec.ID) // b's State still names c: only PeerGone frees it
+	a.PeerDown("c")
+
+	// c lives after all: its next State, relayed by b, brings its records
+	// back at a.
+	c.Registry.mu.Lock()
+	c.bumpState()
+	c.Registry.mu.Unlock()
+	waitFor(t, "c's record shown again at a", func() bool { return len(a.eventsOf(Registered)) >= 2 })
+}

@@ -258,6 +258,31 @@ func (r *Registry) PeerUp(peer string) { r.holdPeer(peer, 1) }
 // PeerDown ends what one PeerUp began; see PeerUp.
 func (r *Registry) PeerDown(peer string) { r.holdPeer(peer, -1) }
 
+// PeerGone tells the registry that the caller knows the run of peer that
+// its links reached to be over for good (an address of it refused the
+// connection: nothing listens there any more, as after kill -9). Its
+// records go now, whatever other nodes' States still say of their links
+// to it: other nodes free them as they learn the same, or as the losses
+// of its last neighbours reach them, and a node that waited for all of
+// those (as it must for a link that is only silent) waited on the
+// slowest of the dead node's neighbours. A newer State of that run (it
+// was not over after all) brings the records back, as after expiry;
+// a later run is a new owner as ever. Call it before the PeerDown that
+// ends the peer's hold.
+func (r *Registry) PeerGone(peer string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	inc, ok := r.self.peers[peer]
+	o := r.owners[peer]
+	if r.closed || !ok || o == nil || o.inc != inc || o.expired {
+		return
+	}
+	o.expired = true
+	r.dirty = true
+	r.log.Debug("registry: owner gone", "owner", peer)
+	r.recompute()
+}
+
 func (r *Registry) holdPeer(peer string, delta int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -313,7 +338,17 @@ func (r *Registry) updateAdjacency(peer string) {
 	} else {
 		delete(r.self.peers, peer)
 		r.self.adj = nil
-		r.dirty = true
+		o := r.owners[peer]
+		if o == nil || o.inc == old && eligible(o) {
+			r.dirty = true // (an edge to a run that left or is gone carried nothing)
+		}
+		if o != nil && o.inc == old && o.leaving {
+			// Every node has the peer's leaving State, which frees its
+			// records: the loss is not urgent (its N−1 neighbours would
+			// otherwise each flood it at once).
+			r.announce(false)
+			return
+		}
 	}
 	r.announce(had)
 }

@@ -161,7 +161,6 @@ func (e *entry) record() Record {
 	return r
 }
 
-
 // compareEntries orders records by name, version, owner and id.
 func compareEntries(a, b *entry) int {
 	if c := strings.Compare(a.rec.Name, b.rec.Name); c != 0 {

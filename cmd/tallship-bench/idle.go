@@ -117,11 +117,20 @@ type memory struct {
 	goroutines  int
 }
 
-// settled waits half a second for work in flight to end, collects the
-// garbage (twice, so that what finalizers freed goes too) and reads what
-// the process holds.
+// settled waits for work in flight to end (half a second, and then while
+// the goroutines still fall: the nodes of an earlier run may still be
+// closing, and what they free would otherwise come off the next figure;
+// at most half a minute), collects the garbage (twice, so that what
+// finalizers freed goes too) and reads what the process holds.
 func settled() memory {
 	time.Sleep(500 * time.Millisecond)
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
+		g := runtime.NumGoroutine()
+		time.Sleep(500 * time.Millisecond)
+		if runtime.NumGoroutine() >= g {
+			break
+		}
+	}
 	runtime.GC()
 	runtime.GC()
 	var m runtime.MemStats
