@@ -1,14 +1,16 @@
 // Command chat broadcasts each line typed on stdin to every node of a
 // tallship cluster and prints the lines the others send, with the sender's
 // id. It prints "* ID joined" and "* ID left" as peers come and go, and
-// stops at the end of stdin (Ctrl-D), SIGINT or SIGTERM.
+// stops at the end of stdin (Ctrl-D), SIGINT or SIGTERM. Lines typed
+// before any peer has joined wait for the first one.
 //
-// Try it with two terminals inside one private network namespace, so that
-// no mDNS packet leaves the machine (build first: no network inside):
+// Try it inside a private network namespace, so that no mDNS packet
+// leaves the machine (build first: no network inside). Node a says hello
+// and leaves; b prints it:
 //
 //	go build -o /tmp/ex/ ./examples/chat
 //	unshare -rn sh -c 'ip link set lo up multicast on; ip route add 224.0.0.0/4 dev lo
-//	  (sleep 1; echo hello from a) | /tmp/ex/chat --id a & /tmp/ex/chat --id b'
+//	  echo hello from a | /tmp/ex/chat --id a & /tmp/ex/chat --id b'
 //
 // (As root without user namespaces: unshare -n. Type into b; Ctrl-D ends it.)
 package main
@@ -50,11 +52,18 @@ func run(cluster, id string) error {
 	}
 	fmt.Printf("* you are %s in %s\n", node.ID(), cluster)
 
+	// firstPeer is closed when a first peer joins.
+	firstPeer := make(chan struct{})
 	go func() { // peers coming and going, until the node closes
 		for ev := range events {
 			switch ev.Kind {
 			case mesh.PeerUp:
 				fmt.Printf("* %s joined\n", ev.Peer)
+				select {
+				case <-firstPeer:
+				default:
+					close(firstPeer)
+				}
 			case mesh.PeerDown:
 				fmt.Printf("* %s left\n", ev.Peer)
 			}
@@ -84,6 +93,11 @@ func run(cluster, id string) error {
 			return nil
 		case line, ok := <-lines:
 			if !ok {
+				return nil
+			}
+			select { // a line typed before anyone is there waits for a peer
+			case <-firstPeer:
+			case <-ctx.Done():
 				return nil
 			}
 			if err := node.Broadcast(ctx, []byte(line)); err != nil {

@@ -12,7 +12,7 @@
 //
 //	go build -o /tmp/ex/ ./examples/httpmesh
 //	unshare -rn sh -c 'ip link set lo up multicast on; ip route add 224.0.0.0/4 dev lo
-//	  /tmp/ex/httpmesh serve & /tmp/ex/httpmesh get; kill %1; wait'
+//	  /tmp/ex/httpmesh serve & /tmp/ex/httpmesh get; kill $!; wait'
 //
 // (As root without user namespaces: unshare -n.)
 package main

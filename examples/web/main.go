@@ -14,7 +14,7 @@
 //
 //	go build -o /tmp/ex/ ./examples/web ./examples/client
 //	unshare -rn sh -c 'ip link set lo up multicast on; ip route add 224.0.0.0/4 dev lo
-//	  /tmp/ex/client & /tmp/ex/web & wait %1; kill %2; wait'
+//	  /tmp/ex/client & c=$!; /tmp/ex/web & wait $c; kill $!; wait'
 //
 // (As root without user namespaces: unshare -n.)
 package main
