@@ -112,6 +112,21 @@ type message struct {
 	last bool
 }
 
+// trim lets go of m's slices when they are large, keeping small ones for
+// the next message to reuse.
+func (m *message) trim() {
+	const keep = 16
+	if cap(m.digest) > keep {
+		m.digest = nil
+	}
+	if cap(m.peers) > keep {
+		m.peers = nil
+	}
+	if cap(m.recs) > keep {
+		m.recs = nil
+	}
+}
+
 // Encoding. Each function returns a whole frame of internal/wire's framing
 // (type[1] length[uvarint] payload[length]): the message type, then the
 // length of the payload, which holds the message's fields. A payload is at

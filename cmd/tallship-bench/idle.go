@@ -117,25 +117,34 @@ type memory struct {
 	goroutines  int
 }
 
-// settled waits for work in flight to end (half a second, and then while
-// the goroutines still fall: the nodes of an earlier run may still be
-// closing, and what they free would otherwise come off the next figure;
-// at most half a minute), collects the garbage (twice, so that what
-// finalizers freed goes too) and reads what the process holds.
+// settled waits for work in flight to end and reads what the process
+// holds once its garbage is collected (twice, so that what finalizers
+// freed goes too). It reads again every half second while the goroutines
+// or the heap still fall, for at most half a minute: the nodes of an
+// earlier run may still be closing, and their timers hold memory for
+// seconds after their goroutines end (a 100-node mesh: 217 MB a second
+// after Close, 26 MB four seconds later); what they free would otherwise
+// come off the next figure.
 func settled() memory {
+	read := func() memory {
+		runtime.GC()
+		runtime.GC()
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return memory{heap: m.HeapAlloc, stack: m.StackInuse, goroutines: runtime.NumGoroutine()}
+	}
 	time.Sleep(500 * time.Millisecond)
+	m := read()
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); {
-		g := runtime.NumGoroutine()
 		time.Sleep(500 * time.Millisecond)
-		if runtime.NumGoroutine() >= g {
+		next := read()
+		falling := next.goroutines < m.goroutines || next.heap < m.heap-m.heap/100
+		m = next
+		if !falling {
 			break
 		}
 	}
-	runtime.GC()
-	runtime.GC()
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return memory{heap: m.HeapAlloc, stack: m.StackInuse, goroutines: runtime.NumGoroutine()}
+	return m
 }
 
 // perSide is what m holds beyond before, shared over sides link sides:
