@@ -22,6 +22,7 @@ func (r *Registry) owner(id string) *owner {
 	o := r.owners[id]
 	if o == nil {
 		o = &owner{id: id, records: map[string]*entry{}, renewed: time.Now()}
+		o.uncovered = r.uncoveredOf(o)
 		r.owners[id] = o
 		r.ids.add(id)
 		r.ownersGen++
@@ -70,7 +71,9 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 		o.peers = make(map[string]uint64, len(changes))
 	}
 	for _, c := range changes {
-		if inc, had := o.peers[c.id]; had && !lost {
+		old, had := o.peers[c.id]
+		r.cover(o, c.id, old, c.inc)
+		if inc := old; had && !lost {
 			// Removed, or at a new incarnation: the edge to the old run
 			// is gone. Only an edge to an owner that can be reachable
 			// carried reachability (see spread): losing one to an owner
@@ -295,6 +298,60 @@ func (r *Registry) want(l *link, id string) {
 	l.enqueue(f)
 }
 
+// Relaying looks at every link for every state and change of another
+// owner, and in a mesh that is whole, or nearly, finds that the owner
+// names every peer there (it sends them all it has itself): work in
+// proportion to the peers, for nothing, on every node. So each owner
+// counts the peers of this node's adjacency that its own adjacency does
+// not name (at the incarnation this node's names): owner.uncovered, kept
+// as either adjacency changes (cover, coverPeer). At zero, relay has
+// nothing to do.
+
+// cover counts, in o.uncovered, the change of o's adjacency entry for id
+// from old to inc (0: none). r.mu is held.
+func (r *Registry) cover(o *owner, id string, old, inc uint64) {
+	mine, ok := r.self.peers[id]
+	if !ok || id == o.id || o == r.self {
+		return
+	}
+	switch {
+	case old == mine && inc != mine:
+		o.uncovered++
+	case old != mine && inc == mine:
+		o.uncovered--
+	}
+}
+
+// coverPeer counts, in every other owner's uncovered, the change of this
+// node's adjacency entry for peer from old to inc (0: none). r.mu is
+// held.
+func (r *Registry) coverPeer(peer string, old, inc uint64) {
+	for _, o := range r.owners {
+		if o == r.self || o.id == peer {
+			continue
+		}
+		named := o.peers[peer] // 0: not named (an adjacency names no run 0)
+		if old != 0 && named != old {
+			o.uncovered--
+		}
+		if inc != 0 && named != inc {
+			o.uncovered++
+		}
+	}
+}
+
+// uncoveredOf counts what o.uncovered holds, for a new or reset owner.
+// r.mu is held.
+func (r *Registry) uncoveredOf(o *owner) int {
+	n := 0
+	for id, mine := range r.self.peers {
+		if id != o.id && o.peers[id] != mine {
+			n++
+		}
+	}
+	return n
+}
+
 // relay forwards what was just applied from src about o (one message's
 // payload, or the frames of a snapshot) to each other peer that may lack
 // it: not o itself, not o's neighbours (o sends them its changes and
@@ -302,6 +359,9 @@ func (r *Registry) want(l *link, id string) {
 // already, and, for a state, not peers that a neighbour of o relays it
 // to first (see markLower).
 func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byte, frames [][]byte) {
+	if o.uncovered == 0 {
+		return // o names every peer: it sends them all itself
+	}
 	marked := false // o's lower neighbours, marked for the first state that needs it
 	for peer, ls := range r.links {
 		if (src != nil && peer == src.peer) || peer == o.id {

@@ -146,3 +146,60 @@ func TestPeerGoneFreesAtOnce(t *testing.T) {
 	c.Registry.mu.Unlock()
 	waitFor(t, "c's record shown again at a", func() bool { return len(a.eventsOf(Registered)) >= 2 })
 }
+
+// checkUncovered fails unless every owner's uncovered count of n is what
+// counting afresh gives.
+func checkUncovered(t testing.TB, n *node) {
+	t.Helper()
+	locked(n, func(r *Registry) bool {
+		for id, o := range r.owners {
+			if o == r.self {
+				continue
+			}
+			if want := r.uncoveredOf(o); o.uncovered != want {
+				t.Errorf("%s: owner %s: uncovered %d, counted afresh %d", r.ID(), id, o.uncovered, want)
+			}
+		}
+		return true
+	})
+}
+
+// TestUncoveredFollowsAdjacencies: the count relay skips by (owners that
+// name every peer of this node) stays what counting afresh gives while
+// links come and go in any order, and a whole mesh relays nothing.
+func TestUncoveredFollowsAdjacencies(t *testing.T) {
+	ns := []*node{newNode(t, "a"), newNode(t, "b"), newNode(t, "c"), newNode(t, "d"), newNode(t, "e")}
+	links := map[[2]int]*testLink{}
+	check := func() {
+		t.Helper()
+		flush(t, ns[0], ns...)
+		for _, n := range ns {
+			checkUncovered(t, n)
+		}
+	}
+	// A chain, then a whole mesh, then links cut and made again.
+	for i := range len(ns) - 1 {
+		links[[2]int{i, i + 1}] = connectSynced(t, ns[i], ns[i+1])
+	}
+	check()
+	for i := range ns {
+		for j := i + 2; j < len(ns); j++ {
+			links[[2]int{i, j}] = connectSynced(t, ns[i], ns[j])
+		}
+	}
+	check()
+	before := ns[0].relayed.Load()
+	ns[2].register(t, "c@1.0.0", 1, nil)
+	flush(t, ns[2], ns...)
+	if got := ns[0].relayed.Load() - before; got != 0 {
+		t.Errorf("a node of a whole mesh relayed %d messages", got)
+	}
+	for _, k := range [][2]int{{0, 2}, {1, 3}, {2, 4}} {
+		links[k].cut()
+		check()
+	}
+	for _, k := range [][2]int{{0, 2}, {2, 4}} {
+		links[k] = connectSynced(t, ns[k[0]], ns[k[1]])
+		check()
+	}
+}

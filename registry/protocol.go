@@ -333,6 +333,11 @@ func (r *Registry) updateAdjacency(peer string) {
 	}
 	r.adjGen++
 	if linked {
+		r.coverPeer(peer, old, inc) // old is 0 when not had
+	} else {
+		r.coverPeer(peer, old, 0)
+	}
+	if linked {
 		r.self.peers[peer] = inc
 		r.self.adj = nil
 		if had {

@@ -111,6 +111,10 @@ type owner struct {
 	adjGen  uint64
 	reached bool
 	mark    uint64 // relay's stamp: a neighbour of the owner relayed
+	// uncovered counts the peers of this node's adjacency (other than
+	// the owner) that peers does not name at the incarnation this node's
+	// names: 0, and nothing of the owner is relayed (see cover).
+	uncovered int
 }
 
 // adjRef is a neighbour an owner announces, and the incarnation of it
