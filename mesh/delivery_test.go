@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -186,4 +188,61 @@ func deliveryState(n *Node) string {
 		p.qmu.Unlock()
 	}
 	return out
+}
+
+// TestShutdownRightAfterSendWarnsOfNothing: a node that sends and shuts
+// down at once (its peer's acknowledgement would come ackDelay later)
+// learns in the goodbye's answer that the peer has the messages: it
+// warns of no message undelivered, and the peer receives them all.
+func TestShutdownRightAfterSendWarnsOfNothing(t *testing.T) {
+	leakcheck.Goroutines(t)
+	warns := &warnLog{}
+	cfg := testConfig("a")
+	cfg.Logger = slog.New(warns)
+	a := start(t, "c", cfg)
+	b := start(t, "c", testConfig("b"))
+	ctx := context.Background()
+	linkPair(t, a, b)
+	for round := range 20 {
+		if err := a.Send(ctx, "b", []byte{byte(round)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if err := a.Shutdown(sctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if w := warns.all(); len(w) > 0 {
+		t.Errorf("a warned on its Shutdown: %q", w)
+	}
+	for round := range 20 {
+		m, err := b.Receive(sctx)
+		if err != nil || len(m.Data) != 1 || m.Data[0] != byte(round) {
+			t.Fatalf("b's message %d: %v %v", round, m.Data, err)
+		}
+	}
+}
+
+// warnLog is a slog.Handler that keeps the messages of Warn and above.
+type warnLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (w *warnLog) Enabled(_ context.Context, l slog.Level) bool { return l >= slog.LevelWarn }
+func (w *warnLog) Handle(_ context.Context, r slog.Record) error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	msg := r.Message
+	r.Attrs(func(a slog.Attr) bool { msg += " " + a.String(); return true })
+	w.msgs = append(w.msgs, msg)
+	return nil
+}
+func (w *warnLog) WithAttrs([]slog.Attr) slog.Handler { return w }
+func (w *warnLog) WithGroup(string) slog.Handler      { return w }
+func (w *warnLog) all() []string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return slices.Clone(w.msgs)
 }

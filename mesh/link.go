@@ -89,14 +89,42 @@ func (l *link) drain(ctx context.Context, n *Node, both bool) {
 		}
 	}
 	n.mu.Lock()
-	out := l.out
+	out, p := l.out, l.p
 	n.mu.Unlock()
 	if out != nil {
 		stop := context.AfterFunc(ctx, func() { out.SetReadDeadline(time.Unix(1, 0)) })
-		_, err := io.Copy(io.Discard, out)
+		err := readFinalAck(out, p)
 		stop()
 		if ne := net.Error(nil); errors.As(err, &ne) && ne.Timeout() && !l.tl.IsClosed() {
 			lost("the peer to read this node's stream")
+		}
+	}
+}
+
+// readFinalAck reads what the peer writes back on this node's message
+// stream until it closes it: after this node's goodbye, an Ack of what
+// it received (see readMessages), which p (when set) takes. The peer
+// acknowledges on its own stream otherwise, a while after the messages
+// arrive (ackDelay): a node that said goodbye right after a Send would
+// count the message undelivered though it arrived. Anything else the
+// peer writes is dropped. The error is the read's, nil at the stream's
+// end.
+func readFinalAck(out io.Reader, p *peer) error {
+	r := wire.NewReaderTypes(out, 64, wire.Ack, wire.Ack)
+	for {
+		typ, payload, err := r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if errors.Is(err, wire.ErrBadFrame) || errors.Is(err, wire.ErrTooLarge) {
+			_, err = io.Copy(io.Discard, out)
+			return err
+		}
+		if err != nil {
+			return err
+		}
+		if epoch, next, perr := wire.ParseAck(payload); typ == wire.Ack && perr == nil && p != nil {
+			p.acknowledge(epoch, next)
 		}
 	}
 }
@@ -463,6 +491,14 @@ func (n *Node) readMessages(l *link, s *transport.Stream) {
 				n.peerDownLocked(p, nil, false)
 			}
 			n.mu.Unlock()
+			// Tell the peer, back on its own stream, what arrived: it
+			// reads that before the stream's end (see readFinalAck), and
+			// counts the rest undelivered.
+			if ack := p.appendAck(nil); len(ack) > 0 {
+				s.SetWriteDeadline(time.Now().Add(n.cfg.WriteTimeout))
+				s.Write(ack)
+				s.SetWriteDeadline(time.Time{})
+			}
 		case wire.Ack:
 			epoch, next, err := wire.ParseAck(payload)
 			if err != nil {
