@@ -8,11 +8,16 @@
 //	node, err := mesh.Join("my-cluster")
 //	defer node.Shutdown(ctx) // graceful; Close is at once
 //
+// Join returns before the node has met its peers (mDNS answers within
+// milliseconds, links come up a moment later); WaitPeers waits for them:
+//
+//	peers, err := node.WaitPeers(ctx, 1) // at least one other node is linked
+//
 // Messages go to one peer, to a list, or to all, framed once; each peer's
 // messages arrive in order, with the sender's id:
 //
 //	err = node.Send(ctx, peerID, []byte("hello"))
-//	err = node.Broadcast(ctx, []byte("hello, all"))
+//	err = node.Broadcast(ctx, []byte("hello, all")) // ErrNoPeers when alone
 //	msg, err := node.Receive(ctx) // msg.From, msg.Data
 //
 // Streams are net.Conns, and stream listeners net.Listeners, so http.Serve

@@ -66,9 +66,20 @@ func (n *Node) SendMany(ctx context.Context, to []string, msg []byte) error {
 	return errors.Join(append(unknown, gone...)...)
 }
 
+// ErrNoPeers: Broadcast found no peer to queue the message for.
+var ErrNoPeers = errors.New("mesh: no peers to send to")
+
 // Broadcast queues msg for every peer, framed once, with Send's delivery
 // to each. A slow peer does not hold back the others: each has its own
-// queue and writer.
+// queue and writer. A nil error means at least one peer has the message
+// queued; peers that go down meanwhile are skipped. With no peer to queue
+// it for (none linked yet, or every one gone) it returns ErrNoPeers and
+// the message goes nowhere: a program that must reach the others calls
+// WaitPeers first, one that may be alone (a chat) treats ErrNoPeers as
+// "nobody heard it". It returns ErrTooLarge for a message over
+// Config.MaxMessageSize, ctx's error when ctx ends first, and an error
+// wrapping net.ErrClosed on a closed node. msg may be reused once
+// Broadcast returns.
 func (n *Node) Broadcast(ctx context.Context, msg []byte) error {
 	frame, err := n.frame(msg)
 	if err != nil {
@@ -84,8 +95,14 @@ func (n *Node) Broadcast(ctx context.Context, msg []byte) error {
 		ps = append(ps, p)
 	}
 	n.mu.Unlock()
-	_, err = n.enqueue(ctx, ps, frame)
-	return err
+	gone, err := n.enqueue(ctx, ps, frame)
+	if err != nil {
+		return err
+	}
+	if len(gone) == len(ps) {
+		return ErrNoPeers
+	}
+	return nil
 }
 
 func (n *Node) frame(msg []byte) ([]byte, error) {

@@ -1,8 +1,8 @@
 // Command chat broadcasts each line typed on stdin to every node of a
 // tallship cluster and prints the lines the others send, with the sender's
 // id. It prints "* ID joined" and "* ID left" as peers come and go, and
-// stops at the end of stdin (Ctrl-D), SIGINT or SIGTERM. Lines typed
-// before any peer has joined wait for the first one.
+// stops at the end of stdin (Ctrl-D), SIGINT or SIGTERM. A line typed
+// while no peer is there waits for the next one to join.
 //
 // Try it inside a private network namespace, so that no mDNS packet
 // leaves the machine (build first: no network inside). Node a says hello
@@ -18,6 +18,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -52,18 +53,11 @@ func run(cluster, id string) error {
 	}
 	fmt.Printf("* you are %s in %s\n", node.ID(), cluster)
 
-	// firstPeer is closed when a first peer joins.
-	firstPeer := make(chan struct{})
 	go func() { // peers coming and going, until the node closes
 		for ev := range events {
 			switch ev.Kind {
 			case mesh.PeerUp:
 				fmt.Printf("* %s joined\n", ev.Peer)
-				select {
-				case <-firstPeer:
-				default:
-					close(firstPeer)
-				}
 			case mesh.PeerDown:
 				fmt.Printf("* %s left\n", ev.Peer)
 			}
@@ -95,15 +89,28 @@ func run(cluster, id string) error {
 			if !ok {
 				return nil
 			}
-			select { // a line typed before anyone is there waits for a peer
-			case <-firstPeer:
-			case <-ctx.Done():
-				return nil
-			}
-			if err := node.Broadcast(ctx, []byte(line)); err != nil {
+			if err := say(ctx, node, line); err != nil {
 				return err
 			}
 		}
+	}
+}
+
+// say broadcasts line, waiting for a peer when there is none. It returns
+// nil when ctx ends first.
+func say(ctx context.Context, node *mesh.Node, line string) error {
+	for {
+		if _, err := node.WaitPeers(ctx, 1); err != nil {
+			return nil // ctx ended: SIGINT or SIGTERM
+		}
+		err := node.Broadcast(ctx, []byte(line))
+		switch {
+		case errors.Is(err, mesh.ErrNoPeers):
+			continue // the last peer left meanwhile: wait for the next
+		case err != nil && ctx.Err() != nil:
+			return nil
+		}
+		return err
 	}
 }
 

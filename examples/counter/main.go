@@ -95,23 +95,16 @@ func run(ctx context.Context, cluster, id string, nodes, rounds int) error {
 // meet waits until the node is linked with nodes-1 peers and returns the
 // ring: every id, sorted.
 func meet(ctx context.Context, node *mesh.Node, nodes int) ([]string, error) {
-	events := node.Events(ctx)
-	for {
-		peers := node.Peers()
-		if len(peers) >= nodes-1 {
-			ring := []string{node.ID()}
-			for _, p := range peers {
-				ring = append(ring, p.ID)
-			}
-			slices.Sort(ring)
-			return ring, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("met %d of %d nodes: %w", len(peers)+1, nodes, ctx.Err())
-		case <-events: // something changed: look again
-		}
+	peers, err := node.WaitPeers(ctx, nodes-1)
+	if err != nil {
+		return nil, fmt.Errorf("met %d of %d nodes: %w", len(node.Peers())+1, nodes, err)
 	}
+	ring := []string{node.ID()}
+	for _, p := range peers {
+		ring = append(ring, p.ID)
+	}
+	slices.Sort(ring)
+	return ring, nil
 }
 
 // leave shuts node down gracefully: peers get what was sent, and its
