@@ -10,15 +10,16 @@ import (
 )
 
 // Two nodes found by mDNS, with the default Config: each waits until the
-// other is linked, greets it, and prints the greeting it gets. Run the
-// program twice on one LAN (or in one private network namespace, as the
-// README's test does); it prints, in each copy, a line like
+// other is linked, greets it, and prints the greeting it gets: the
+// README's program. Run twice on one LAN (or in one private network
+// namespace), each copy prints a line like
 //
-//	5c0e…: hello from 5c0e…
+//	5c0e… says hello, mesh
 //
 // This example is compiled, not run, by go test: its mDNS packets would
 // go out on the machine's network, which the tests never do. The README's
-// program is the same code, run as two processes by the examples' tests.
+// copy is run as two processes in a private network namespace by
+// examples/readme_test.go.
 func Example_mDNS() {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -31,14 +32,14 @@ func Example_mDNS() {
 	if _, err := node.WaitPeers(ctx, 1); err != nil { // mDNS, then a link
 		log.Fatal(err)
 	}
-	if err := node.Broadcast(ctx, []byte("hello from "+node.ID())); err != nil {
+	if err := node.Broadcast(ctx, []byte("hello, mesh")); err != nil {
 		log.Fatal(err)
 	}
 	msg, err := node.Receive(ctx)
 	if err != nil {
 		log.Fatal(err)
 	}
-	fmt.Printf("%s: %s\n", msg.From, msg.Data)
+	fmt.Printf("%s says %s\n", msg.From, msg.Data)
 }
 
 // A node waits for its peers before it sends: here b links to a through
