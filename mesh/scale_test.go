@@ -94,3 +94,68 @@ func TestMDNSHundredNodesFullMesh(t *testing.T) {
 		time.Sleep(20 * time.Millisecond) // polling against the deadline
 	}
 }
+
+// TestMDNSHundredNodesHalfThenHalf: fifty nodes form their full mesh, then
+// fifty more start at once beside it; the hundred reach the full mesh by
+// themselves (each newcomer links with the fifty members and the other
+// newcomers), and the first fifty keep every link they had: none is lost
+// or made again while the others join.
+func TestMDNSHundredNodesHalfThenHalf(t *testing.T) {
+	netns.Require(t)
+	if raceEnabled {
+		t.Skip("a hundred nodes under the race detector: scripts/test runs this test without it")
+	}
+	leakcheck.Goroutines(t)
+	const n = 100
+	cfg := func(i int) Config {
+		c := Config{ID: fmt.Sprintf("h%03d", i), Listen: "127.0.0.1:0"}
+		if os.Getenv("TALLSHIP_DEBUG") != "" {
+			c.Logger = testConfig("").Logger
+		}
+		return c
+	}
+	nodes := make([]*Node, n)
+	startAll := func(from, to int) {
+		var wg sync.WaitGroup
+		for i := from; i < to; i++ {
+			wg.Go(func() { nodes[i] = start(t, "halves", cfg(i)) })
+		}
+		wg.Wait()
+	}
+	waitWhole := func(what string, group []*Node, within time.Duration) {
+		t.Helper()
+		began := time.Now()
+		for !settled(group...) {
+			if time.Since(began) > within {
+				short := 0
+				for _, nd := range group {
+					if len(nd.Peers()) < len(group)-1 {
+						short++
+					}
+				}
+				t.Fatalf("%s: no full mesh of %d nodes after %v: %d nodes short of peers", what, len(group), within, short)
+			}
+			time.Sleep(50 * time.Millisecond) // polling against the deadline
+		}
+		t.Logf("%s: full mesh of %d nodes after %v", what, len(group), time.Since(began).Round(time.Millisecond))
+	}
+	startAll(0, n/2)
+	waitWhole("the first half", nodes[:n/2], 2*time.Minute)
+	first := nodes[:n/2]
+	ev := make([]<-chan Event, len(first))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	for i, nd := range first {
+		ev[i] = nd.Events(ctx)
+	}
+	startAll(n/2, n)
+	waitWhole("both halves", nodes, 3*time.Minute)
+	cancel()
+	for i, nd := range first {
+		for e := range ev[i] {
+			if e.Kind == PeerDown && e.Peer < fmt.Sprintf("h%03d", n/2) {
+				t.Errorf("%s lost its link to %s, of the first half, while the second joined: %v", nd.ID(), e.Peer, e.Err)
+			}
+		}
+	}
+}
