@@ -31,6 +31,7 @@ type dashboard struct {
 	n        *mesh.Node
 	started  time.Time // when the node started
 	observer bool      // the node only watches: it is not a member
+	access   httpAccess
 	srv      *http.Server
 
 	ctx    context.Context // ends at Close
@@ -87,13 +88,15 @@ type memberView struct {
 	LinkedSince *time.Time `json:"linked_since,omitempty"`
 }
 
-// newDashboard serves the dashboard of n on ln until Close. The caller
-// feeds it every event of n's eventStream through observe.
-func newDashboard(n *mesh.Node, ln net.Listener, started time.Time, observer bool) *dashboard {
+// newDashboard serves the dashboard of n on ln, to those access lets in,
+// until Close. The caller feeds it every event of n's eventStream through
+// observe.
+func newDashboard(n *mesh.Node, ln net.Listener, access httpAccess, started time.Time, observer bool) *dashboard {
 	d := &dashboard{
 		n:        n,
 		started:  started,
 		observer: observer,
+		access:   access,
 		dirty:    make(chan struct{}, 1),
 		direct:   map[string]mesh.Peer{},
 		watching: map[string]context.CancelFunc{},

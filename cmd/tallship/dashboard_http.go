@@ -72,13 +72,14 @@ func (d *dashboard) handler() http.Handler {
 	mux.HandleFunc("GET /api/members", d.serveMembers)
 	mux.HandleFunc("GET /api/services", d.serveServices)
 	mux.HandleFunc("GET /api/events", d.serveEvents)
+	checked := d.access.check(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		// Everything comes from this server; nothing from anywhere else.
 		h.Set("Content-Security-Policy", "default-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 		h.Set("X-Content-Type-Options", "nosniff")
 		h.Set("Cache-Control", "no-cache")
-		mux.ServeHTTP(w, r)
+		checked.ServeHTTP(w, r)
 	})
 }
 

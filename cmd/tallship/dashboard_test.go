@@ -18,14 +18,16 @@ import (
 
 // TestDashboard runs three nodes and the dashboard (tallship ui) inside
 // the test's private network namespace: a and b are join nodes (a with a
-// dashboard of its own), c is tallship run, which registers web@1.2.3 and
+// dashboard of its own on loopback, b with one on every address, which
+// asks for a token), c is tallship run, which registers web@1.2.3 and
 // does not answer the peer-list protocol, so its links are known from a
 // and b. It checks the JSON endpoints, then the page in headless Chromium:
 // three nodes, the three links of the triangle, the service, the filter;
 // then c stops, and the page, without a reload, shows two nodes, one link
-// and no service. Screenshots go to $TALLSHIP_ARTIFACTS (or a temporary
-// directory). Without chromium the page is not checked and the test skips
-// at the end, saying so.
+// and no service. Last, b's page: refused without its token, shown when
+// the browser opens the address b printed. Screenshots go to
+// $TALLSHIP_ARTIFACTS (or a temporary directory). Without chromium the
+// page is not checked and the test skips at the end, saying so.
 func TestDashboard(t *testing.T) {
 	netns.Require(t)
 	bin := build(t)
@@ -33,7 +35,13 @@ func TestDashboard(t *testing.T) {
 	a := tallship(t, bin, "join a", nil, "join", cluster, "--json", "--fast", "--id", "a", "--http", "127.0.0.1:0")
 	aURL := dashboardLine(t, a)
 	checkCommandLine(t, bin, strings.TrimSuffix(strings.TrimPrefix(aURL, "http://"), "/"))
-	tallship(t, bin, "join b", nil, "join", cluster, "--json", "--fast", "--id", "b")
+	jb := tallship(t, bin, "join b", nil, "join", cluster, "--json", "--fast", "--id", "b", "--http", "0.0.0.0:0")
+	bURL := dashboardLine(t, jb)
+	bBase, bToken, ok := strings.Cut(bURL, "?token=")
+	if !ok || len(bToken) != 32 || !strings.HasPrefix(bBase, "http://localhost:") {
+		t.Fatalf("join b --http 0.0.0.0:0 printed %q; want http://localhost:PORT/?token= and a token made at start", bURL)
+	}
+	checkToken(t, bBase, bToken)
 	c := tallship(t, bin, "run c", nil, "run", cluster, "web@1.2.3", "--fast", "--id", "c", "--", bin.child)
 	ui := tallship(t, bin, "ui", nil, "ui", cluster, "--fast", "--id", "ui", "--http", "127.0.0.1:0")
 	url := dashboardLine(t, ui)
@@ -150,6 +158,56 @@ func TestDashboard(t *testing.T) {
 	if err := b.screenshot(filepath.Join(shots, "dashboard-after-leave.png")); err != nil {
 		t.Errorf("screenshot: %v", err)
 	}
+
+	// b's page asks a browser for the token, and opens with the address
+	// b printed; the token then leaves the address bar, and the page's
+	// own requests (its event stream, the filter's queries) carry it.
+	b.navigate(bBase)
+	b.waitText("b's page without its token", "needs its token")
+	b.navigate(bURL)
+	p = b.waitPage("b's page, opened with its token", func(p pageState) bool {
+		return slices.Equal(p.Nodes, []string{"a", "b"}) && slices.Equal(p.Edges, []string{"a-b"}) && p.Status == "live" &&
+			p.Self == "node b"
+	})
+	var where string
+	if err := b.eval("location.href", &where); err != nil || where != bBase {
+		t.Errorf("the address bar shows %q (%v), want %q: the token out of it", where, err, bBase)
+	}
+	b.setFilter("web@>>1")
+	b.waitPage("the bad query's error on b's page", func(p pageState) bool {
+		return strings.Contains(p.FilterError, `bad query "web@>>1"`)
+	})
+}
+
+// checkToken checks the dashboard at base, which asks for token: refused
+// without it or with another, read with it as a bearer token (as curl
+// sends it).
+func checkToken(t *testing.T, base, token string) {
+	t.Helper()
+	for _, bearer := range []string{"", "Bearer " + token[1:], "Bearer " + token} {
+		for _, path := range []string{"", "api/members", "api/services", "api/events"} {
+			req, err := http.NewRequest("GET", base+path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bearer != "" {
+				req.Header.Set("Authorization", bearer)
+			}
+			c := http.Client{Timeout: 5 * time.Second}
+			r, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Body.Close()
+			want := http.StatusUnauthorized
+			if bearer == "Bearer "+token {
+				want = http.StatusOK
+			}
+			if r.StatusCode != want {
+				t.Errorf("GET /%s with Authorization %q: %s, want %d", path, bearer, r.Status, want)
+			}
+		}
+	}
 }
 
 // dashboardLine waits for the line of join or ui that gives the
@@ -166,7 +224,7 @@ func dashboardLine(t *testing.T, p *proc) string {
 		}
 		return url != ""
 	})
-	if !strings.HasPrefix(url, "http://127.0.0.1:") {
+	if !strings.HasPrefix(url, "http://127.0.0.1:") && !strings.HasPrefix(url, "http://localhost:") {
 		t.Fatalf("dashboard address %q", url)
 	}
 	return url
@@ -320,6 +378,32 @@ func (b *browser) waitPage(what string, cond func(pageState) bool) pageState {
 		}
 		if time.Now().After(deadline) {
 			b.t.Fatalf("the page did not show %s within 15 s (%v); it shows:\n%+v", what, err, p)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// navigate opens url in the page, as typed into the address bar.
+func (b *browser) navigate(url string) {
+	b.t.Helper()
+	if _, err := b.call("Page.navigate", map[string]any{"url": url}); err != nil {
+		b.t.Fatalf("open %s: %v", url, err)
+	}
+}
+
+// waitText reads the page's text until it holds want, for at most 15 s,
+// and returns it.
+func (b *browser) waitText(what, want string) string {
+	b.t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var text string
+		err := b.eval("document.body ? document.body.innerText : ''", &text)
+		if err == nil && strings.Contains(text, want) {
+			return text
+		}
+		if time.Now().After(deadline) {
+			b.t.Fatalf("the page did not show %s (%q) within 15 s (%v); it shows:\n%s", what, want, err, text)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}

@@ -22,7 +22,9 @@ and "addrs", the last "event":"left".
 
 With --http the node also serves the dashboard of tallship ui on ADDR,
 with itself in the picture; the line after "joined" gives its address
-("dashboard", or {"event":"dashboard","url"} with --json).
+("dashboard", or {"event":"dashboard","url"} with --json). Off loopback
+the page asks for a token, as tallship ui's does (see tallship ui
+--help): the printed address carries the one made at start.
 `
 
 func runJoin(ctx context.Context, e *env, args []string) error {
@@ -31,6 +33,7 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 	nf.register(fs, e)
 	asJSON := fs.Bool("json", false, "print events as JSON lines")
 	httpAddr := fs.String("http", "", "serve the dashboard (see tallship ui) on `ADDR`, host:port")
+	httpToken := registerHTTPToken(fs, e)
 	pos, err := fs.parse(args, -1)
 	if err != nil {
 		return err
@@ -46,6 +49,13 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	access, err := newHTTPAccess(httpLn, *httpToken)
+	if err != nil {
+		if httpLn != nil {
+			httpLn.Close()
+		}
+		return err
+	}
 	n, events, err := nf.startNode(ctx, e, pos[0])
 	if err != nil {
 		if httpLn != nil {
@@ -54,7 +64,7 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer leave(n)
-	dash, stopServing, err := serveNode(n, started, false, httpLn)
+	dash, stopServing, err := serveNode(n, started, false, httpLn, access)
 	if err != nil {
 		return err
 	}
@@ -71,7 +81,7 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 		_, err = fmt.Fprintf(e.stdout, "%s %-18s %s as %s at %s\n", time.Now().Format(timeLayout), "joined", n.Cluster(), n.ID(), strings.Join(addrs, " "))
 	}
 	if err == nil && dash != nil {
-		err = printDashboard(e.stdout, *asJSON, httpLn)
+		err = printDashboard(e.stdout, *asJSON, httpLn, access)
 	}
 	if err != nil {
 		return err

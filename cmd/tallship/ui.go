@@ -22,10 +22,17 @@ disappears from it.
 
 The observer registers nothing and is left out of the picture, on its
 own page and on other dashboards. The command prints one line, the
-page's address, and runs until SIGINT or SIGTERM. Anyone who can reach
---http can read the cluster's members and services: keep it on loopback
-unless that is what you want. The JSON behind the page: /api/members,
-/api/services?q=QUERY and /api/events (see the README).
+page's address, and runs until SIGINT or SIGTERM. The JSON behind the
+page: /api/members, /api/services?q=QUERY and /api/events (see the
+README).
+
+On a loopback address (the default) the page is open to this machine. On
+any other address (0.0.0.0:8470, a LAN address) it asks for a token, made
+at start and printed in the address (http://HOST:PORT/?token=TOKEN), or
+given with --http-token or $TALLSHIP_HTTP_TOKEN (then asked for on
+loopback too, and not printed). A browser opens that address once and
+keeps the token as a cookie; a script sends "Authorization: Bearer
+TOKEN" (curl -H 'Authorization: Bearer TOKEN' http://HOST:PORT/api/members).
 `
 
 func runUI(ctx context.Context, e *env, args []string) error {
@@ -33,6 +40,7 @@ func runUI(ctx context.Context, e *env, args []string) error {
 	fs := newFlagSet("ui", e, uiHelp)
 	nf.register(fs, e)
 	httpAddr := fs.String("http", "127.0.0.1:8470", "serve the dashboard on `ADDR` (host:port; port 0 picks a free one)")
+	httpToken := registerHTTPToken(fs, e)
 	pos, err := fs.parse(args, -1)
 	if err != nil {
 		return err
@@ -51,13 +59,18 @@ func runUI(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	access, err := newHTTPAccess(ln, *httpToken)
+	if err != nil {
+		ln.Close()
+		return err
+	}
 	n, events, err := nf.startNode(ctx, e, pos[0])
 	if err != nil {
 		ln.Close()
 		return err
 	}
 	defer leave(n)
-	dash, stop, err := serveNode(n, started, true, ln)
+	dash, stop, err := serveNode(n, started, true, ln, access)
 	if err != nil {
 		return err
 	}
@@ -66,7 +79,7 @@ func runUI(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := printDashboard(e.stdout, false, ln); err != nil {
+	if err := printDashboard(e.stdout, false, ln, access); err != nil {
 		return err
 	}
 	for { // until ctx ends
@@ -101,7 +114,7 @@ func listenHTTP(ctx context.Context, addr string) (net.Listener, error) {
 // serveNode makes n answer its peers' questions about its links (peers.go)
 // and, given an HTTP listener, serves its dashboard on it (nil without).
 // stop undoes both and is idempotent; on error ln is closed.
-func serveNode(n *mesh.Node, started time.Time, observer bool, ln net.Listener) (dash *dashboard, stop func(), err error) {
+func serveNode(n *mesh.Node, started time.Time, observer bool, ln net.Listener, access httpAccess) (dash *dashboard, stop func(), err error) {
 	resp, err := startPeerResponder(n, started, observer)
 	if err != nil {
 		if ln != nil {
@@ -110,7 +123,7 @@ func serveNode(n *mesh.Node, started time.Time, observer bool, ln net.Listener) 
 		return nil, nil, err
 	}
 	if ln != nil {
-		dash = newDashboard(n, ln, started, observer)
+		dash = newDashboard(n, ln, access, started, observer)
 	}
 	var once sync.Once
 	return dash, func() {
@@ -141,12 +154,13 @@ type dashboardEventJSON struct {
 	URL   string    `json:"url"`
 }
 
-// printDashboard prints the page's address, as a JSON line or a line of
-// text like join's.
-func printDashboard(w io.Writer, asJSON bool, ln net.Listener) error {
+// printDashboard prints the page's address, with the token access made,
+// as a JSON line or a line of text like join's.
+func printDashboard(w io.Writer, asJSON bool, ln net.Listener, access httpAccess) error {
+	url := access.url(dashboardURL(ln))
 	if asJSON {
-		return writeJSON(w, dashboardEventJSON{Time: time.Now(), Event: "dashboard", URL: dashboardURL(ln)})
+		return writeJSON(w, dashboardEventJSON{Time: time.Now(), Event: "dashboard", URL: url})
 	}
-	_, err := fmt.Fprintf(w, "%s %-18s %s\n", time.Now().Format(timeLayout), "dashboard", dashboardURL(ln))
+	_, err := fmt.Fprintf(w, "%s %-18s %s\n", time.Now().Format(timeLayout), "dashboard", url)
 	return err
 }
