@@ -71,6 +71,19 @@ func (s *eventStream) next(ctx context.Context) (event, bool) {
 			s.pending = s.pending[1:]
 			return ev, true
 		}
+		// A node event already waiting goes first: it was stamped when
+		// it happened, a service change is stamped as it is read, so the
+		// other way round the lines' times would go backwards. (One
+		// still on its way from the node can follow a change stamped
+		// later: Watch's events carry no time of their own.)
+		select {
+		case ev, ok := <-s.events:
+			if !ok {
+				return event{}, false
+			}
+			return event{Event: ev}, true
+		default:
+		}
 		select {
 		case <-ctx.Done():
 			return event{}, false

@@ -11,9 +11,9 @@ import (
 
 const joinHelp = `
 Join the cluster and stay in it until SIGINT or SIGTERM, printing one line
-per event: this node joining, peers up, synced and down, services
-registered, updated and freed (with the owner as "peer"), discovery
-errors. At the signal the node leaves gracefully, its peers told, within
+per event, in the order they happened: this node joining (at the time
+it started), peers up, synced and down, services registered, updated and
+freed (with the owner as "peer"), discovery errors. At the signal the node leaves gracefully, its peers told, within
 5 s, and the last line says "left". When peers refuse this node because
 another live node has its id (id-conflict), it exits with status 1. With
 --json each line is a JSON object: {"time", "event", "peer", "addrs",
@@ -74,11 +74,16 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 
+	// "joined" comes first and carries the time the node started: it
+	// links with its peers from then on, also while Start still claims
+	// a chosen id, and the events of those links, printed after it, are
+	// stamped later. (Stamped when Start returned, it would follow
+	// them, earlier, in time.)
 	addrs := addrStrings(n.Addrs())
 	if *asJSON {
-		err = writeJSON(e.stdout, eventJSON{Time: time.Now(), Event: "joined", Cluster: n.Cluster(), ID: n.ID(), Addrs: addrs})
+		err = writeJSON(e.stdout, eventJSON{Time: started, Event: "joined", Cluster: n.Cluster(), ID: n.ID(), Addrs: addrs})
 	} else {
-		_, err = fmt.Fprintf(e.stdout, "%s %-18s %s as %s at %s\n", time.Now().Format(timeLayout), "joined", n.Cluster(), n.ID(), strings.Join(addrs, " "))
+		_, err = fmt.Fprintf(e.stdout, "%s %-18s %s as %s at %s\n", started.Format(timeLayout), "joined", n.Cluster(), n.ID(), strings.Join(addrs, " "))
 	}
 	if err == nil && dash != nil {
 		err = printDashboard(e.stdout, *asJSON, httpLn, access)
