@@ -181,8 +181,19 @@ func (n *Node) connect(ctx context.Context, ap netip.AddrPort, connected func())
 	if connected != nil {
 		connected()
 	}
-	tl, err := transport.Client(ctx, conn, n.hello(n.dialSeq.Add(1)), n.tcfg, n.verifyPeer)
+	var admitted *transport.Hello
+	verify := func(h transport.Hello) error {
+		if err := n.admit(h, ap); err != nil {
+			return err
+		}
+		admitted = &h
+		return nil
+	}
+	tl, err := transport.Client(ctx, conn, n.hello(n.dialSeq.Add(1)), n.tcfg, verify)
 	if err != nil {
+		if admitted != nil {
+			n.unclaim(admitted.ID, admitted.Incarnation)
+		}
 		conn.Close()
 		return nil, fmt.Errorf("link to %s: %w", ap, err)
 	}
@@ -373,7 +384,7 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		if host != "" {
 			addrs = n.redialAddrs(host, addrs)
 		}
-		l, timedOut, _ := n.dialAny(n.ctx, addrs, t.id)
+		l, timedOut, err := n.dialAny(n.ctx, addrs, t.id)
 		n.dials.release(l != nil, timedOut)
 		if l != nil {
 			n.endDial(t)
@@ -382,7 +393,11 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		n.mu.Lock()
 		persist := t.kept || t.announced
 		n.mu.Unlock()
-		if !persist && attempt+1 >= n.cfg.DialAttempts {
+		// A twin refused (this node or the peer holds another run of
+		// its id) stays refused while that run lives: only a kept or
+		// announced peer is tried again.
+		twin := errors.Is(err, transport.ErrDuplicateID)
+		if !persist && (twin || attempt+1 >= n.cfg.DialAttempts) {
 			n.endDial(t)
 			return
 		}
@@ -451,7 +466,8 @@ func (n *Node) learnMembers(ms []wire.Member) {
 }
 
 // consider starts a dial to a reported peer unless it is this node or is
-// linked already. Of two nodes that a discoverer reports to each other,
+// linked already (a member list that names a linked peer at other
+// addresses than its own is dialed: a twin may be there). Of two nodes that a discoverer reports to each other,
 // the lower id dials at once; the higher waits FallbackDelay for the other
 // to dial it first. A peer known only from a member list is dialed at
 // once: it has not heard of this node (see exchangeLocked). An announced
@@ -467,20 +483,18 @@ func (n *Node) consider(id string, addrs []netip.AddrPort, announced bool) {
 		return
 	}
 	if id == "" {
-		// An address alone (Static, DNS): dial it unless its node is
-		// linked or a dial to it runs already.
-		for _, ap := range addrs {
-			if owner, ok := n.addrOwner[ap]; ok && (owner == n.id || n.peers[owner] != nil) {
-				return
-			}
-			if n.addrDialing[ap] > 0 {
-				return
-			}
-		}
-		n.startDialLocked(&target{addrs: addrs}, 0)
+		// An address alone (Static, DNS).
+		n.dialAddrsLocked(addrs)
 		return
 	}
-	if n.peers[id] != nil {
+	if p := n.peers[id]; p != nil {
+		if !announced && len(p.addrs) > 0 && !slices.ContainsFunc(addrs, func(a netip.AddrPort) bool { return slices.Contains(p.addrs, a) }) {
+			// A member list names a linked peer's id at none of its
+			// addresses: another run of the id may live there, held by
+			// the member that sent the list. A dial finds out (admit);
+			// to the peer's own run it is a duplicate link, retired.
+			n.dialAddrsLocked(addrs)
+		}
 		return
 	}
 	t := n.targetLocked(id)
@@ -491,6 +505,20 @@ func (n *Node) consider(id string, addrs []netip.AddrPort, announced bool) {
 		delay = lag.Stretch(n.cfg.FallbackDelay) // the other's dial is as late as this process
 	}
 	n.startDialLocked(t, delay)
+}
+
+// dialAddrsLocked dials addrs, whoever answers there, unless the node
+// there is linked or a dial to one of them runs already; n.mu is held.
+func (n *Node) dialAddrsLocked(addrs []netip.AddrPort) {
+	for _, ap := range addrs {
+		if owner, ok := n.addrOwner[ap]; ok && (owner == n.id || n.peers[owner] != nil) {
+			return
+		}
+		if n.addrDialing[ap] > 0 {
+			return
+		}
+	}
+	n.startDialLocked(&target{addrs: addrs}, 0)
 }
 
 // exchangeLocked tells a new peer the members this node is linked with;

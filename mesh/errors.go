@@ -29,7 +29,9 @@ var (
 	// ErrIDConflict: another live node has this node's id. Start returns
 	// it (wrapping discovery.ErrIDConflict) when mDNS finds the id taken
 	// on the network; IDConflict events carry it (wrapping
-	// transport.ErrDuplicateID when peers refuse the node's links).
+	// transport.ErrDuplicateID when peers refuse the node's links because
+	// they hold another live run of its id, or a link meets an earlier run
+	// of its id: docs/protocol.md, "Twins").
 	ErrIDConflict = errors.New("mesh: another live node has this node's id")
 )
 

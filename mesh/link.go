@@ -168,10 +168,12 @@ func (n *Node) serveConn(conn net.Conn) {
 	ctx := n.ctx
 	var pendingID uint64
 	var from string
+	var admitted *transport.Hello
 	verify := func(h transport.Hello) error {
-		if err := n.verifyPeer(h); err != nil {
+		if err := n.admit(h, netip.AddrPort{}); err != nil {
 			return err
 		}
+		admitted = &h
 		// The dialer may use the link as soon as it reads our verdict;
 		// mark it pending so its message streams can be ordered. And a
 		// dial of ours to it waits (see dialLoop).
@@ -185,6 +187,9 @@ func (n *Node) serveConn(conn net.Conn) {
 	}
 	tl, err := transport.Server(ctx, conn, n.hello(0), n.tcfg, verify)
 	if err != nil {
+		if admitted != nil {
+			n.unclaim(admitted.ID, admitted.Incarnation)
+		}
 		n.noteRefusal(err)
 		conn.Close()
 		level := slog.LevelInfo
@@ -208,38 +213,6 @@ func (n *Node) serveConn(conn net.Conn) {
 	}
 }
 
-// verifyPeer is the node's own check of a peer's hello.
-func (n *Node) verifyPeer(h transport.Hello) error {
-	n.mu.Lock()
-	if n.closed {
-		n.mu.Unlock()
-		return errors.New("node is closing")
-	}
-	p := n.peers[h.ID]
-	if p == nil && len(n.peers) >= n.cfg.MaxPeers {
-		n.mu.Unlock()
-		n.log.Warn("peer limit reached; refusing link", "peer", h.ID, "max", n.cfg.MaxPeers)
-		return fmt.Errorf("%w: peer limit of %d reached", ErrTooManyPeers, n.cfg.MaxPeers)
-	}
-	var old *transport.Link
-	if p != nil && p.inc != h.Incarnation && p.active != nil {
-		old = p.active.tl
-	}
-	n.mu.Unlock()
-	if old != nil {
-		// Another run of the same id: a restart if the old run is gone,
-		// else a second process with the same id.
-		ctx, cancel := context.WithTimeout(n.ctx, lag.Stretch(min(n.cfg.WriteTimeout, n.cfg.HandshakeTimeout/2)))
-		_, err := old.Ping(ctx)
-		cancel()
-		if err == nil {
-			n.log.Warn("refusing a second node with the same id", "peer", h.ID)
-			return fmt.Errorf("%w: a live node with id %q is already linked to %q", transport.ErrDuplicateID, h.ID, n.id)
-		}
-	}
-	return nil
-}
-
 // hello is what this node says in a handshake.
 func (n *Node) hello(dialSeq uint64) transport.Hello {
 	n.mu.Lock()
@@ -260,6 +233,9 @@ func (n *Node) hello(dialSeq uint64) transport.Hello {
 func (n *Node) addLink(tl *transport.Link) *link {
 	l := &link{tl: tl, peer: tl.Peer(), inDone: make(chan struct{}), outEnded: make(chan struct{})}
 	n.mu.Lock()
+	// The run's claim (admit) ends here: from now on it is the peer, or
+	// its link is closed below.
+	n.unclaimLocked(l.peer, tl.Remote().Incarnation)
 	if n.closed {
 		n.mu.Unlock()
 		tl.Close()
@@ -277,13 +253,13 @@ func (n *Node) addLink(tl *transport.Link) *link {
 	case p == nil:
 		n.peerUpLocked(l, false)
 	case inc > p.inc:
-		// The peer restarted with the same id (verifyPeer found its old
+		// The peer restarted with the same id (admit found its old
 		// run gone): the new run is a new peer, given the mesh's members
 		// like any other.
 		n.peerDownLocked(p, errors.New("peer restarted"), true)
 		n.peerUpLocked(l, true)
 	case inc < p.inc:
-		tl.Close() // a late link to the earlier run, which is gone
+		tl.Close() // a late link to an earlier run (admit refuses those)
 	case p.active == nil:
 		// The link is back (recover.go): what the peer has not
 		// acknowledged goes again on it.
@@ -607,11 +583,18 @@ func (n *Node) waitFinished(prev uint64) bool {
 	}
 }
 
-// noteRefusal reports a peer's refusal of this node's id: another live
-// node of the cluster has it.
+// noteRefusal publishes IDConflict when a handshake's error says that
+// this node is the run to give its id up: a peer refused it because the
+// peer holds another live run of its id, or the peer is an earlier run of
+// its id (transport.TwinError). An earlier run that refuses a twin only
+// logs it.
 func (n *Node) noteRefusal(err error) {
+	var twin *transport.TwinError
 	var refusal *transport.RefusalError
-	if errors.As(err, &refusal) && errors.Is(err, transport.ErrDuplicateID) {
+	switch {
+	case errors.As(err, &twin) && !twin.Yield:
+		n.log.Warn("refused a later run with this node's id", "err", err)
+	case errors.As(err, &twin) || (errors.As(err, &refusal) && errors.Is(err, transport.ErrDuplicateID)):
 		n.log.Error("another node of the cluster has this node's id", "err", err)
 		n.events.publish(Event{Kind: IDConflict, Err: idConflict(err)})
 	}

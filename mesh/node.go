@@ -53,6 +53,7 @@ type Node struct {
 	links     map[uint64]*link         // every link past its handshake
 	pending   map[uint64]chan struct{} // links accepted, handshake not finished
 	inbound   map[string]int           // accepted handshakes in progress, by peer id
+	claims    map[string]*claim        // runs admitted, their links not in the mesh yet (twin.go)
 	deferred  atomic.Int64             // dials put off for a peer dialing in (for tests)
 	targets   map[string]*target       // peers being dialed or kept, by id
 	addrOwner map[netip.AddrPort]string
@@ -113,7 +114,7 @@ func New(cluster string, cfg Config) (*Node, error) {
 		cluster:     cluster,
 		id:          cfg.ID,
 		chosenID:    chosenID,
-		incarnation: time.Now().UnixNano(),
+		incarnation: newIncarnation(),
 		tcfg:        cfg.transport(),
 		closing:     make(chan struct{}),
 		closeDone:   make(chan struct{}),

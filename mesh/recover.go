@@ -130,6 +130,7 @@ func (n *Node) redialPeer(ctx context.Context, id string, addrs []netip.AddrPort
 		switch {
 		case r.tl != nil && r.tl.Peer() != id:
 			n.log.Info("address now belongs to another node", "peer", r.tl.Peer(), "want", id)
+			n.unclaim(r.tl.Peer(), r.tl.Remote().Incarnation) // see admit
 			r.tl.Close()
 			errs = append(errs, fmt.Errorf("address now belongs to %q", r.tl.Peer()))
 		case r.tl != nil:

@@ -1,6 +1,9 @@
 package transport
 
-import "errors"
+import (
+	"errors"
+	"fmt"
+)
 
 // Errors returned by the handshake and by links. Errors a peer reports when
 // it refuses a link wrap the same sentinels, so errors.Is works alike on
@@ -10,7 +13,8 @@ var (
 	ErrWrongVersion = errors.New("transport: wrong protocol version")
 	// ErrWrongCluster: the peer belongs to another cluster.
 	ErrWrongCluster = errors.New("transport: wrong cluster")
-	// ErrSelfLink: the peer has this node's own id.
+	// ErrSelfLink: the peer is this node itself (its own id and run, as
+	// when a node dials one of its own addresses).
 	ErrSelfLink = errors.New("transport: link to self")
 	// ErrRefused: the peer (or this node's Verify hook) refused the link
 	// for another reason, which the error text gives.
@@ -18,8 +22,10 @@ var (
 	// ErrAuth: the peer does not share this node's cluster secret (or its
 	// TLS certificate is not trusted), or requires one this node lacks.
 	ErrAuth = errors.New("transport: authentication failed")
-	// ErrDuplicateID: the peer is linked to another live node with the
-	// same id as this one.
+	// ErrDuplicateID: two live runs claim one node id. The peer refused
+	// this node because it holds another live run of this node's id, or
+	// this node refused the peer for that reason, or the two ends are two
+	// runs of one id (see TwinError).
 	ErrDuplicateID = errors.New("transport: duplicate node id")
 	// ErrBadHandshake: the peer sent bytes that are not a valid handshake.
 	ErrBadHandshake = errors.New("transport: malformed handshake")
@@ -36,6 +42,27 @@ var (
 	// write for (1 + 3) × WriteTimeout (plus the process's lateness).
 	ErrWriteBlocked = errors.New("transport: connection takes no writes")
 )
+
+// TwinError is the error, on both ends, of a link whose two ends are two
+// runs of one node id: two live processes given the same id (a node that
+// dials itself gets ErrSelfLink). It wraps ErrDuplicateID. The two runs
+// are told apart by Hello.Incarnation; the later one is the twin and
+// should give the id up: its Yield is true.
+type TwinError struct {
+	// ID is the id both runs claim.
+	ID string
+	// Yield reports that this run is the later of the two.
+	Yield bool
+}
+
+func (e *TwinError) Error() string {
+	if e.Yield {
+		return fmt.Sprintf("%v: the peer is an earlier live run of this node's id %q; this run must give the id up", ErrDuplicateID, e.ID)
+	}
+	return fmt.Sprintf("%v: the peer is a later run of this node's id %q, started while this one runs", ErrDuplicateID, e.ID)
+}
+
+func (e *TwinError) Unwrap() error { return ErrDuplicateID }
 
 // timeoutError is returned when a handshake or stream open runs out of
 // time; it satisfies net.Error.

@@ -127,7 +127,10 @@ func check(local, remote *Hello, verify func(Hello) error) error {
 		return fmt.Errorf("%w: empty node id", ErrBadHandshake)
 	}
 	if remote.ID == local.ID {
-		return fmt.Errorf("%w: peer has this node's id %q", ErrSelfLink, local.ID)
+		if remote.Incarnation == local.Incarnation {
+			return fmt.Errorf("%w: peer has this node's id %q", ErrSelfLink, local.ID)
+		}
+		return &TwinError{ID: local.ID, Yield: remote.Incarnation < local.Incarnation}
 	}
 	if mine, theirs := local.Flags&flagSecret, remote.Flags&flagSecret; mine != theirs {
 		if mine != 0 {

@@ -78,6 +78,7 @@ func TestHandshake(t *testing.T) {
 		{name: "version 1 dials", dialer: Hello{Version: 1, Cluster: "c", ID: "a"}, acceptor: Hello{Cluster: "c", ID: "b"}, want: ErrWrongVersion},
 		{name: "version 1 accepts", dialer: Hello{Cluster: "c", ID: "a"}, acceptor: Hello{Version: 1, Cluster: "c", ID: "b"}, want: ErrWrongVersion},
 		{name: "self", dialer: Hello{Cluster: "c", ID: "a"}, acceptor: Hello{Cluster: "c", ID: "a"}, want: ErrSelfLink},
+		{name: "twins", dialer: Hello{Cluster: "c", ID: "a", Incarnation: 1}, acceptor: Hello{Cluster: "c", ID: "a", Incarnation: 2}, want: ErrDuplicateID},
 		{name: "acceptor refuses", dialer: Hello{Cluster: "c", ID: "a"}, acceptor: Hello{Cluster: "c", ID: "b"}, verifyA: refuse, want: ErrRefused},
 		{name: "dialer refuses", dialer: Hello{Cluster: "c", ID: "a"}, acceptor: Hello{Cluster: "c", ID: "b"}, verifyD: refuse, want: ErrRefused},
 	}
@@ -105,6 +106,28 @@ func TestHandshake(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// Two runs of one id refuse each other on both ends, and the later one
+// is told to yield, whichever dials.
+func TestHandshakeTwins(t *testing.T) {
+	earlier := Hello{Cluster: "c", ID: "x", Incarnation: 10}
+	later := Hello{Cluster: "c", ID: "x", Incarnation: 20}
+	for _, laterDials := range []bool{false, true} {
+		d, a := pair(t, earlier, later, nil, nil)
+		early, late := d, a
+		if laterDials {
+			d, a = pair(t, later, earlier, nil, nil)
+			early, late = a, d
+		}
+		var te, tl *TwinError
+		if !errors.As(early.err, &te) || te.Yield || te.ID != "x" || !errors.Is(early.err, ErrDuplicateID) {
+			t.Errorf("later dials %v: earlier run's error = %v, want a TwinError that does not yield", laterDials, early.err)
+		}
+		if !errors.As(late.err, &tl) || !tl.Yield || !errors.Is(late.err, ErrDuplicateID) {
+			t.Errorf("later dials %v: later run's error = %v, want a TwinError that yields", laterDials, late.err)
+		}
 	}
 }
 

@@ -1,0 +1,167 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/lag"
+	"github.com/tallship-go/tallship/transport"
+)
+
+// One id, one live run (docs/protocol.md, "Twins"). A run of a node is
+// one process with its id, told apart from other runs by its hello's
+// incarnation. The run a node is linked to, or is making a link with, is
+// the one that holds the id at this node; another run that claims the id
+// is judged in the handshake, before the verdict, by admit:
+//
+//   - an earlier run than the holder is refused (it cannot be a restart);
+//   - a later run is a restart, and replaces the holder, when the holder
+//     is shown gone: a later run answers at an address the holder
+//     advertised, or the holder's link does not answer a ping within
+//     min(WriteTimeout, HandshakeTimeout/2) (plus the process's lateness);
+//     while the holder's link is being made again (recover.go), admit
+//     waits as long for it to be back or down, and refuses with
+//     transport.ErrRefused (no verdict on the id: the run tries again)
+//     when neither has happened;
+//   - otherwise it is a twin, refused with transport.ErrDuplicateID;
+//     the refused run publishes IDConflict (noteRefusal).
+//
+// Two runs of one id that meet each other refuse the link on both ends
+// (transport.TwinError); the later one publishes IDConflict.
+
+// claim is a run of a peer id that admit has let in, whose link is not
+// in the mesh yet: its handshake runs, or it is on its way to addLink.
+// While one run holds a claim, every other run of the id is refused.
+type claim struct {
+	inc   int64
+	links int // handshakes of the run admitted and not yet ended
+}
+
+// admit is the node's check of a peer's hello, called by the handshake
+// before this node's verdict. dialed is the address this node dialed,
+// invalid when the peer dialed. When admit returns nil, the peer's run
+// holds a claim on its id until its link is in the mesh (addLink) or its
+// handshake has failed (unclaim).
+func (n *Node) admit(h transport.Hello, dialed netip.AddrPort) error {
+	var pinged *transport.Link // the holder's link that did not answer
+	waited := false
+	bound := lag.Stretch(min(n.cfg.WriteTimeout, n.cfg.HandshakeTimeout/2))
+	for round := 0; ; round++ {
+		n.mu.Lock()
+		if n.closed {
+			n.mu.Unlock()
+			return errors.New("node is closing")
+		}
+		p := n.peers[h.ID]
+		if p == nil && len(n.peers) >= n.cfg.MaxPeers {
+			n.mu.Unlock()
+			n.log.Warn("peer limit reached; refusing link", "peer", h.ID, "max", n.cfg.MaxPeers)
+			return fmt.Errorf("%w: peer limit of %d reached", ErrTooManyPeers, n.cfg.MaxPeers)
+		}
+		if c := n.claims[h.ID]; c != nil && c.inc != h.Incarnation {
+			n.mu.Unlock()
+			return n.twin(h, "another run of it is linking with this node now")
+		}
+		switch {
+		case p == nil || p.inc == h.Incarnation:
+		case h.Incarnation < p.inc:
+			n.mu.Unlock()
+			return n.twin(h, "a later run of it is linked to this node")
+		case dialed.IsValid() && slices.Contains(p.addrs, dialed):
+			// A later run answers where the holder listened: the
+			// holder's process is gone.
+		case round >= 4:
+			n.mu.Unlock()
+			return fmt.Errorf("%w: the links to another run of %q keep changing; try again", transport.ErrRefused, h.ID)
+		case p.active == nil:
+			if waited {
+				n.mu.Unlock()
+				return fmt.Errorf("%w: the link to another run of %q is being made again; try again", transport.ErrRefused, h.ID)
+			}
+			relinked := p.relinked
+			n.mu.Unlock()
+			waited = true
+			if relinked != nil {
+				t := time.NewTimer(bound)
+				select {
+				case <-relinked:
+				case <-t.C:
+				case <-n.closing:
+				}
+				t.Stop()
+			}
+			continue
+		case p.active.tl != pinged:
+			old := p.active.tl
+			n.mu.Unlock()
+			ctx, cancel := context.WithTimeout(n.ctx, bound)
+			_, err := old.Ping(ctx)
+			cancel()
+			if err == nil {
+				return n.twin(h, "a live run of it is linked to this node")
+			}
+			pinged = old
+			continue
+		}
+		n.claimLocked(h.ID, h.Incarnation)
+		n.mu.Unlock()
+		return nil
+	}
+}
+
+// twin logs and returns the refusal of a run of h.ID that is not the one
+// holding it here.
+func (n *Node) twin(h transport.Hello, why string) error {
+	n.log.Warn("refusing a second live node with a linked peer's id", "peer", h.ID, "why", why)
+	return fmt.Errorf("%w: node %q refuses this run of %q: %s", transport.ErrDuplicateID, n.id, h.ID, why)
+}
+
+// claimLocked adds a handshake of run inc of id to its claim; n.mu is
+// held.
+func (n *Node) claimLocked(id string, inc int64) {
+	if n.claims == nil {
+		n.claims = make(map[string]*claim)
+	}
+	c := n.claims[id]
+	if c == nil {
+		c = &claim{inc: inc}
+		n.claims[id] = c
+	}
+	c.links++
+}
+
+// unclaimLocked ends a handshake of run inc of id; n.mu is held.
+func (n *Node) unclaimLocked(id string, inc int64) {
+	if c := n.claims[id]; c != nil && c.inc == inc {
+		if c.links--; c.links <= 0 {
+			delete(n.claims, id)
+		}
+	}
+}
+
+func (n *Node) unclaim(id string, inc int64) {
+	n.mu.Lock()
+	n.unclaimLocked(id, inc)
+	n.mu.Unlock()
+}
+
+// lastIncarnation makes incarnations unique within the process: two nodes
+// started in the same clock tick are two runs, not one.
+var lastIncarnation atomic.Int64
+
+// newIncarnation returns the incarnation of a new run: its start time in
+// Unix nanoseconds, later than any other run's of this process.
+func newIncarnation() int64 {
+	for {
+		last := lastIncarnation.Load()
+		inc := max(time.Now().UnixNano(), last+1)
+		if lastIncarnation.CompareAndSwap(last, inc) {
+			return inc
+		}
+	}
+}
