@@ -92,13 +92,15 @@ var docLines = map[string]docLine{
 		wantAfter: []string{joinLine("left", "demo")},
 	},
 	// The session of "The CLI": commands typed one after another at a
-	// terminal on a LAN, whose output the README abridges (…); each is
-	// tested by cmd/tallship's TestCLI.
-	"tallship run demo web@1.0.0 -- ./web &":           {kind: "skip", why: "a step of an illustrative session; the same command runs above"},
-	"tallship query demo 'web@^1'":                     {kind: "skip", why: "a step of an illustrative session"},
-	"tallship query demo api@2.x --wait --timeout 30s": {kind: "skip", why: "a step of an illustrative session"},
-	"tallship ls demo --json":                          {kind: "skip", why: "a step of an illustrative session"},
-	"tallship join demo":                               {kind: "skip", why: "a step of an illustrative session; join runs above with --http"},
+	// terminal, in a private network namespace, whose output the README
+	// gives as printed (node ids shortened); each is tested by
+	// cmd/tallship's TestCLI.
+	"tallship run demo web@1.0.0 -- ./web &":             {kind: "skip", why: "a step of an illustrative session; the same command runs above"},
+	"tallship query demo 'web@^1'":                       {kind: "skip", why: "a step of an illustrative session"},
+	"tallship query demo api@2.x --wait --timeout 30s &": {kind: "skip", why: "a step of an illustrative session; TestCLI's query --wait before run does the same"},
+	"tallship run demo api@2.1.0 -- ./web &":             {kind: "skip", why: "a step of an illustrative session; the line that runs web as web@1.0.0 runs above"},
+	"tallship ls demo --json":                            {kind: "skip", why: "a step of an illustrative session"},
+	"tallship join demo":                                 {kind: "skip", why: "a step of an illustrative session; join runs above with --http"},
 }
 
 // joinLine is the text of a line of tallship join after its time.
