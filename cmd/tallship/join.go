@@ -11,10 +11,11 @@ import (
 
 const joinHelp = `
 Join the cluster and stay in it until SIGINT or SIGTERM, printing one line
-per event, in the order they happened: this node joining (at the time
-it started), peers up, synced and down, services registered, updated and
-freed (with the owner as "peer"), discovery errors. At the signal the node leaves gracefully, its peers told, within
-5 s, and the last line says "left". When peers refuse this node because
+per event, in the order they happened: this node joining (at the time it
+started), peers up, synced and down, services registered, updated and
+freed (with the owner as "peer"), discovery errors. At the signal the
+node leaves gracefully, its peers told, within 5 s, and the last line
+says "left". When peers refuse this node because
 another live node has its id (id-conflict), it exits with status 1. With
 --json each line is a JSON object: {"time", "event", "peer", "addrs",
 "service", "error"}; the first has "event":"joined" with this node's "id"
