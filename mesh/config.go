@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -10,14 +11,17 @@ import (
 	"github.com/tallship-go/tallship/discovery"
 	"github.com/tallship-go/tallship/registry"
 	"github.com/tallship-go/tallship/transport"
+	"github.com/tallship-go/tallship/transport/tlsid"
 )
 
 // Config configures a node. The zero value is valid: every field says what
 // its zero value means. Join and New copy it; they never change the
 // caller's Config.
 type Config struct {
-	// ID is the node id. Empty means a new random UUID. Ids are compared
-	// as byte strings; two nodes with the same id never link.
+	// ID is the node id. Empty means the id TLS's certificate names when
+	// TLS is set (see TLS), else a new random UUID. Ids are compared as
+	// byte strings; two live nodes with the same id never link
+	// (docs/protocol.md, "Twins").
 	ID string
 
 	// Listen is the TCP address links are accepted on. Empty means ":0":
@@ -118,10 +122,19 @@ type Config struct {
 	// nodes that know it can link, everything on a link after the
 	// handshake is sealed, and mDNS announces a keyed hash of the cluster
 	// name instead of the name. Every node of the cluster must set it.
+	// The secret proves membership, not identity: any holder of it may
+	// claim any node id (and so free or replace that node's records);
+	// for ids that are proven, use TLS.
 	Secret string
 	// TLS, when set, runs mutual TLS on every link instead, for meshes
-	// with certificates (see transport.Config.TLS). Secret and TLS
-	// exclude each other.
+	// with certificates, and binds node ids to them: each node's
+	// certificate must name its id in a URI SAN tallship:node/<id>
+	// (transport/tlsid mints such certificates, or gives the URI for a
+	// CA of one's own), and a peer whose hello claims an id its
+	// certificate does not name is refused with transport.ErrAuth (see
+	// transport.Config.TLS). With ID empty, the node takes the id its
+	// certificate (Certificates[0]) names. Secret and TLS exclude each
+	// other.
 	TLS *tls.Config
 
 	// ServiceHost is the host recorded by Register and ListenService when
@@ -175,6 +188,9 @@ func LocalConfig() Config {
 func (c Config) withDefaults() Config {
 	if c.Listen == "" {
 		c.Listen = ":0"
+	}
+	if c.ID == "" && c.TLS != nil {
+		c.ID = certID(c.TLS)
 	}
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -261,4 +277,23 @@ func (c Config) transport() transport.Config {
 		TLS:               c.TLS,
 		Logger:            c.Logger,
 	}
+}
+
+// certID returns the first node id that cfg's first certificate names,
+// or "".
+func certID(cfg *tls.Config) string {
+	if len(cfg.Certificates) == 0 || len(cfg.Certificates[0].Certificate) == 0 {
+		return ""
+	}
+	leaf := cfg.Certificates[0].Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(cfg.Certificates[0].Certificate[0]); err != nil {
+			return ""
+		}
+	}
+	if ids := tlsid.IDs(leaf); len(ids) > 0 {
+		return ids[0]
+	}
+	return ""
 }

@@ -48,13 +48,23 @@ type Config struct {
 	// Secret, when set, is the cluster secret: only peers that know it
 	// can link, and everything after the handshake is sealed
 	// (ChaCha20-Poly1305 under keys from a Noise NNpsk0 handshake). Both
-	// ends must set the same secret.
+	// ends must set the same secret. The secret proves that a peer is a
+	// member, not who it is: any holder of it may claim any node id.
 	Secret string
-	// TLS, when set, runs TLS on every link after the hellos, for meshes
-	// with certificates: it must hold this node's certificate and the CAs
-	// it trusts, and for mutual authentication ClientAuth set to
-	// tls.RequireAndVerifyClientCert. Both ends must use TLS. Secret and
-	// TLS exclude each other.
+	// TLS, when set, runs mutual TLS on every link after the hellos, for
+	// meshes with certificates, and binds node ids to certificates. It
+	// must hold this node's certificate, which must name this node's id
+	// in a URI SAN tallship:node/<id> (package tlsid), and the CAs it
+	// trusts (RootCAs for the peers it dials, ClientCAs for those that
+	// dial it). The acceptor requires and verifies the dialer's
+	// certificate whatever ClientAuth says; the dialer verifies the
+	// acceptor's chain as crypto/tls does when ServerName is set (host
+	// name included), else against RootCAs alone, the id standing for a
+	// host name. Then each end checks that the peer's certificate names
+	// the id its hello claims: one that does not, or names none, is
+	// refused on both ends with ErrAuth, the reason saying what the
+	// certificate names. Both ends must use TLS. Secret and TLS exclude
+	// each other.
 	TLS *tls.Config
 	// RelaxedInterval is how often a relaxed link (Link.SetRelaxed)
 	// beats; its peer is silent after 3 × RelaxedInterval. Zero means
@@ -77,7 +87,7 @@ func (c Config) flags() byte {
 		f |= flagSecret
 	}
 	if c.TLS != nil {
-		f |= flagTLS
+		f |= flagTLS | flagTLSID
 	}
 	return f
 }

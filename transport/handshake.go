@@ -115,7 +115,11 @@ func (e *RefusalError) Error() string {
 
 func (e *RefusalError) Unwrap() error { return e.Err }
 
-// check is what each side verifies of the other's hello.
+// check is what each side verifies of the other's hello before the
+// secure phase: all of it, checkID included, unless node ids are bound to
+// certificates (flagTLSID), whose checks of the claimed id wait until TLS
+// has proven it (secureTLS): a peer that merely claims an id gets no
+// verdict on it.
 func check(local, remote *Hello, verify func(Hello) error) error {
 	if remote.Version != local.Version {
 		return fmt.Errorf("%w: peer speaks version %d, this node %d", ErrWrongVersion, remote.Version, local.Version)
@@ -126,11 +130,8 @@ func check(local, remote *Hello, verify func(Hello) error) error {
 	if remote.ID == "" {
 		return fmt.Errorf("%w: empty node id", ErrBadHandshake)
 	}
-	if remote.ID == local.ID {
-		if remote.Incarnation == local.Incarnation {
-			return fmt.Errorf("%w: peer has this node's id %q", ErrSelfLink, local.ID)
-		}
-		return &TwinError{ID: local.ID, Yield: remote.Incarnation < local.Incarnation}
+	if remote.ID == local.ID && remote.Incarnation == local.Incarnation {
+		return fmt.Errorf("%w: peer has this node's id %q", ErrSelfLink, local.ID)
 	}
 	if mine, theirs := local.Flags&flagSecret, remote.Flags&flagSecret; mine != theirs {
 		if mine != 0 {
@@ -143,6 +144,22 @@ func check(local, remote *Hello, verify func(Hello) error) error {
 			return fmt.Errorf("%w: this node requires TLS and the peer does not use it", ErrAuth)
 		}
 		return fmt.Errorf("%w: the peer requires TLS and this node does not use it", ErrAuth)
+	}
+	if mine, theirs := local.Flags&flagTLSID, remote.Flags&flagTLSID; mine != theirs {
+		return fmt.Errorf("%w: the peer does not bind node ids to TLS certificates (an earlier release)", ErrAuth)
+	}
+	if local.Flags&flagTLSID != 0 {
+		return nil
+	}
+	return checkID(local, remote, verify)
+}
+
+// checkID is what each side verifies of the id the other's hello claims:
+// that it is not another run of this node's own id (TwinError), and the
+// caller's verify.
+func checkID(local, remote *Hello, verify func(Hello) error) error {
+	if remote.ID == local.ID {
+		return &TwinError{ID: local.ID, Yield: remote.Incarnation < local.Incarnation}
 	}
 	if verify != nil {
 		if err := verify(*remote); err != nil {
@@ -222,7 +239,7 @@ func handshake(ctx context.Context, conn net.Conn, local Hello, dialer bool, cfg
 		if peerVerdict != nil {
 			return Hello{}, nil, peerVerdict
 		}
-		out, err = protect(ctx, conn, cfg, true, append(hello, raw...))
+		out, err = protect(ctx, conn, cfg, true, append(hello, raw...), func() error { return checkID(&local, &remote, verify) }, remote.ID)
 		return remote, out, err
 	}
 	remote, raw, err = readHelloRaw(conn)
@@ -239,15 +256,16 @@ func handshake(ctx context.Context, conn net.Conn, local Hello, dialer bool, cfg
 	if err := readVerdict(conn); err != nil {
 		return Hello{}, nil, err
 	}
-	out, err = protect(ctx, conn, cfg, false, append(raw, hello...))
+	out, err = protect(ctx, conn, cfg, false, append(raw, hello...), func() error { return checkID(&local, &remote, verify) }, remote.ID)
 	return remote, out, err
 }
 
-// protect runs the secure phase that cfg asks for, if any.
-func protect(ctx context.Context, conn net.Conn, cfg Config, dialer bool, prologue []byte) (net.Conn, error) {
+// protect runs the secure phase that cfg asks for, if any. With TLS,
+// checkID runs once the peer's certificate has proven peerID.
+func protect(ctx context.Context, conn net.Conn, cfg Config, dialer bool, prologue []byte, checkID func() error, peerID string) (net.Conn, error) {
 	switch {
 	case cfg.TLS != nil:
-		return secureTLS(ctx, conn, cfg.TLS, dialer)
+		return secureTLS(ctx, conn, cfg.TLS, dialer, peerID, checkID)
 	case cfg.Secret != "":
 		return secure(conn, cfg.Secret, dialer, prologue)
 	}

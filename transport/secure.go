@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -13,12 +14,18 @@ import (
 	"sync"
 
 	"github.com/flynn/noise"
+
+	"github.com/tallship-go/tallship/transport/tlsid"
 )
 
 // Hello flags: what protection the sender requires on the link.
+// flagTLSID, always set with flagTLS, says that the sender binds node ids
+// to certificates (secureTLS); a node of an earlier release sets flagTLS
+// alone and is refused, with ErrAuth, before TLS starts.
 const (
 	flagSecret byte = 1 << 0
 	flagTLS    byte = 1 << 1
+	flagTLSID  byte = 1 << 2
 )
 
 // The cluster secret runs the Noise protocol NNpsk0 (Curve25519,
@@ -251,8 +258,25 @@ func unexpectedEOF(err error) error {
 	return err
 }
 
-// secureTLS runs TLS on conn with cfg, as the client when dialer is true.
-func secureTLS(ctx context.Context, conn net.Conn, cfg *tls.Config, dialer bool) (net.Conn, error) {
+// secureTLS runs TLS on conn with cfg, as the client when dialer is
+// true, and binds the peer's node id (peerID, from its hello) to its
+// certificate:
+//
+//	dialer                              acceptor
+//	TLS handshake (mutual: each end verifies the other's chain)
+//	verdict (inside TLS)  ------------>
+//	                      <------------ verdict (inside TLS)
+//
+// Each end checks that the peer's certificate names peerID (tlsid), then
+// runs checkID on the id now proven (a twin of this node, the caller's
+// verify), and says what it found in a verdict (the hello's verdict
+// format: 5 with the reason when the certificate does not name the id),
+// then reads the peer's: a refusal on either end fails both with its
+// sentinel, and TLS 1.3's client, whose handshake ends before the server
+// has checked its certificate, learns of a refusal before it uses the
+// link.
+func secureTLS(ctx context.Context, conn net.Conn, cfg *tls.Config, dialer bool, peerID string, checkID func() error) (net.Conn, error) {
+	cfg = tlsConfigFor(cfg, dialer)
 	var tc *tls.Conn
 	if dialer {
 		tc = tls.Client(conn, cfg)
@@ -262,5 +286,83 @@ func secureTLS(ctx context.Context, conn net.Conn, cfg *tls.Config, dialer bool)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("%w: tls: %w", ErrAuth, err)
 	}
+	mine := checkPeerID(tc.ConnectionState().PeerCertificates, peerID)
+	if mine == nil {
+		mine = checkID()
+	}
+	if _, err := tc.Write(appendVerdict(nil, mine)); err != nil && mine == nil {
+		return nil, tlsErr(err)
+	}
+	if mine != nil {
+		return nil, mine
+	}
+	if err := readVerdict(tc); err != nil {
+		if isRefusal(err) {
+			return nil, err
+		}
+		return nil, tlsErr(err)
+	}
 	return tc, nil
+}
+
+// tlsErr wraps an error of the TLS connection: an alert from the peer
+// (its TLS refused this node's certificate; crypto/tls reports it as a
+// *net.OpError of Op "remote error") is ErrAuth.
+func tlsErr(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Op == "remote error" {
+		return fmt.Errorf("%w: tls: %w", ErrAuth, err)
+	}
+	return err
+}
+
+// checkPeerID returns nil when the peer's certificate (the first of
+// certs) names the node id its hello claims, else an error wrapping
+// ErrAuth.
+func checkPeerID(certs []*x509.Certificate, id string) error {
+	if len(certs) == 0 {
+		return fmt.Errorf("%w: the peer presented no certificate, so its node id %q is not proven", ErrAuth, id)
+	}
+	if err := tlsid.Check(certs[0], id); err != nil {
+		return fmt.Errorf("%w: the peer's hello claims node id %q: %w", ErrAuth, id, err)
+	}
+	return nil
+}
+
+// tlsConfigFor returns the TLS configuration one end of a link runs:
+// cfg, with what binding ids needs. The acceptor requires and verifies
+// the dialer's certificate (against ClientCAs) whatever cfg.ClientAuth
+// says. The dialer, when cfg names no ServerName, verifies the
+// acceptor's chain against RootCAs (nil: the system's) with no host
+// name: the node id its certificate names stands for one.
+func tlsConfigFor(cfg *tls.Config, dialer bool) *tls.Config {
+	switch {
+	case !dialer && cfg.ClientAuth != tls.RequireAndVerifyClientCert:
+		cfg = cfg.Clone()
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	case dialer && cfg.ServerName == "" && !cfg.InsecureSkipVerify:
+		cfg = cfg.Clone()
+		cfg.InsecureSkipVerify = true // verified below, without a host name
+		roots, now, next := cfg.RootCAs, cfg.Time, cfg.VerifyConnection
+		cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) == 0 {
+				return errors.New("the peer presented no certificate")
+			}
+			opts := x509.VerifyOptions{Roots: roots, Intermediates: x509.NewCertPool(), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+			if now != nil {
+				opts.CurrentTime = now()
+			}
+			for _, c := range cs.PeerCertificates[1:] {
+				opts.Intermediates.AddCert(c)
+			}
+			if _, err := cs.PeerCertificates[0].Verify(opts); err != nil {
+				return err
+			}
+			if next != nil {
+				return next(cs)
+			}
+			return nil
+		}
+	}
+	return cfg
 }
