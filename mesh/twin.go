@@ -22,12 +22,13 @@ import (
 //   - an earlier run than the holder is refused (it cannot be a restart);
 //   - a later run is a restart, and replaces the holder, when the holder
 //     is shown gone: a later run answers at an address the holder
-//     advertised, or the holder's link does not answer a ping within
-//     min(WriteTimeout, HandshakeTimeout/2) (plus the process's lateness);
-//     while the holder's link is being made again (recover.go), admit
-//     waits as long for it to be back or down, and refuses with
-//     transport.ErrRefused (no verdict on the id: the run tries again)
-//     when neither has happened;
+//     advertised, or the holder's open link does not answer a ping
+//     within min(WriteTimeout, HandshakeTimeout/2) (plus the process's
+//     lateness); while the holder's link is being made again
+//     (recover.go), or has just broken, which shows nothing about the
+//     holder, admit waits as long for it to be back or down, and refuses
+//     with transport.ErrRefused (no verdict on the id: the run tries
+//     again) when neither has happened;
 //   - otherwise it is a twin, refused with transport.ErrDuplicateID;
 //     the refused run publishes IDConflict (noteRefusal).
 //
@@ -49,8 +50,16 @@ type claim struct {
 // handshake has failed (unclaim).
 func (n *Node) admit(h transport.Hello, dialed netip.AddrPort) error {
 	var pinged *transport.Link // the holder's link that did not answer
-	waited := false
 	bound := lag.Stretch(min(n.cfg.WriteTimeout, n.cfg.HandshakeTimeout/2))
+	var waitEnd time.Time // the end of the wait for the holder's link to be made again
+	relinking := func() error {
+		if waitEnd.IsZero() {
+			waitEnd = time.Now().Add(bound)
+		} else if time.Now().After(waitEnd) {
+			return fmt.Errorf("%w: the link to another run of %q is being made again; try again", transport.ErrRefused, h.ID)
+		}
+		return nil
+	}
 	for round := 0; ; round++ {
 		n.mu.Lock()
 		if n.closed {
@@ -75,26 +84,20 @@ func (n *Node) admit(h transport.Hello, dialed netip.AddrPort) error {
 		case dialed.IsValid() && slices.Contains(p.addrs, dialed):
 			// A later run answers where the holder listened: the
 			// holder's process is gone.
-		case round >= 4:
+		case round >= 8:
 			n.mu.Unlock()
 			return fmt.Errorf("%w: the links to another run of %q keep changing; try again", transport.ErrRefused, h.ID)
-		case p.active == nil:
-			if waited {
+		case p.active == nil || p.active.tl.IsClosed():
+			// The holder's link broke: the node is making it again
+			// (recover.go), or is about to. A broken link shows nothing
+			// about the holder; wait for it to be back or down.
+			if err := relinking(); err != nil {
 				n.mu.Unlock()
-				return fmt.Errorf("%w: the link to another run of %q is being made again; try again", transport.ErrRefused, h.ID)
+				return err
 			}
-			relinked := p.relinked
+			active, relinked := p.active, p.relinked
 			n.mu.Unlock()
-			waited = true
-			if relinked != nil {
-				t := time.NewTimer(bound)
-				select {
-				case <-relinked:
-				case <-t.C:
-				case <-n.closing:
-				}
-				t.Stop()
-			}
+			n.waitLinkChange(p, active, relinked, waitEnd)
 			continue
 		case p.active.tl != pinged:
 			old := p.active.tl
@@ -105,12 +108,48 @@ func (n *Node) admit(h transport.Hello, dialed netip.AddrPort) error {
 			if err == nil {
 				return n.twin(h, "a live run of it is linked to this node")
 			}
-			pinged = old
+			if !old.IsClosed() {
+				pinged = old // silent: the holder is gone
+			}
 			continue
 		}
 		n.claimLocked(h.ID, h.Incarnation)
 		n.mu.Unlock()
 		return nil
+	}
+}
+
+// waitLinkChange waits until end, or the node closes, for p's link to
+// change from active: with relinked (p's link being made again), until
+// it closes; else (active has just broken, and the node has not yet
+// started making it again) polling, as nothing signals that step.
+func (n *Node) waitLinkChange(p *peer, active *link, relinked chan struct{}, end time.Time) {
+	t := time.NewTimer(time.Until(end))
+	defer t.Stop()
+	if relinked != nil {
+		select {
+		case <-relinked:
+		case <-t.C:
+		case <-n.closing:
+		}
+		return
+	}
+	tick := time.NewTicker(2 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-tick.C:
+			n.mu.Lock()
+			changed := n.peers[p.id] != p || p.active != active
+			n.mu.Unlock()
+			if changed {
+				return
+			}
+		case <-t.C:
+			return
+		case <-n.closing:
+			return
+		}
 	}
 }
 

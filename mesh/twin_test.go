@@ -280,3 +280,37 @@ func TestRestartWhileEarlierRunHangs(t *testing.T) {
 		t.Fatalf("a let go of the restart%s", meshState(a, again))
 	}
 }
+
+// A twin that arrives while the holder's link is being made again (the
+// link broke, both runs live on) is still a twin: the node waits for the
+// link to be back, pings the holder and refuses the twin; it does not
+// take it for a restart.
+func TestTwinWhileHolderRelinks(t *testing.T) {
+	a := start(t, "c", testConfig("a"))
+	first := start(t, "c", testConfig("b"))
+	px := newProxy(t, addr(t, a))
+	if _, err := first.Connect(context.Background(), px.ln.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "link", 5*time.Second, func() bool { return settled(a, first) })
+	twin := start(t, "c", testConfig("b"))
+	ctx := context.Background()
+	twinEvents := twin.Events(ctx)
+	px.cut()
+	_, err := twin.Connect(ctx, addr(t, a))
+	if !errors.Is(err, transport.ErrDuplicateID) && !errors.Is(err, transport.ErrRefused) {
+		t.Fatalf("the twin's Connect = %v, want ErrDuplicateID (or ErrRefused while the link is made again)%s", err, meshState(a, first, twin))
+	}
+	if errors.Is(err, transport.ErrRefused) {
+		// Refused without a verdict on the id: it tries again, as a kept
+		// peer would, once the holder's link is back.
+		waitFor(t, "a to hold the first run again", 5*time.Second, func() bool { return holds(a, "b", first) })
+		if _, err = twin.Connect(ctx, addr(t, a)); !errors.Is(err, transport.ErrDuplicateID) {
+			t.Fatalf("the twin's second Connect = %v, want ErrDuplicateID", err)
+		}
+	}
+	if _, ok := conflictWithin(t, twinEvents, time.Second); !ok {
+		t.Fatal("the twin got no IDConflict within 1 s")
+	}
+	waitFor(t, "a to hold the first run", 5*time.Second, func() bool { return holds(a, "b", first) })
+}
