@@ -319,6 +319,12 @@ func (r *Registry) cover(o *owner, id string, old, inc uint64) {
 		o.uncovered++
 	case old != mine && inc == mine:
 		o.uncovered--
+		// Nothing of o goes to that peer any more (o sends it all
+		// itself): what it was known to hold of o is not needed, and
+		// kept, it was N entries on each of a whole mesh's links.
+		for _, l := range r.links[id] {
+			l.forget(o.id)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package registry
 import (
 	"bufio"
 	"io"
+	"maps"
 	"sync"
 	"time"
 )
@@ -25,8 +26,11 @@ type link struct {
 	ready   bool                 // our sync is queued: changes are pushed
 	synced  bool                 // the peer's sync is applied
 	known   map[string]peerKnows // what the peer is known to have, by owner
-	wanted  map[string]bool      // owners whose snapshot was asked for
-	snap    *snapshot            // a snapshot being received
+	// knownPeak is the most entries known has held since it was made
+	// (see forget).
+	knownPeak int
+	wanted    map[string]bool // owners whose snapshot was asked for
+	snap      *snapshot       // a snapshot being received
 	// The peer's neighbours as its Hello named them (owner → incarnation),
 	// until a State it issued after the Hello (a beat above helloBeat)
 	// supersedes them: then nil.
@@ -78,6 +82,21 @@ func newLink(peer string, conn io.ReadWriteCloser) *link {
 	}
 }
 
+// forget drops what the peer is known to hold of owner. A map keeps its
+// room when entries go: once most have gone, it is made again, as small
+// as what is left.
+func (l *link) forget(owner string) {
+	if _, ok := l.known[owner]; !ok {
+		return
+	}
+	delete(l.known, owner)
+	if len(l.known) < l.knownPeak/4 {
+		known := make(map[string]peerKnows, len(l.known)) // (maps.Clone keeps the room)
+		maps.Copy(known, l.known)
+		l.known, l.knownPeak = known, len(known)
+	}
+}
+
 // noteRecords notes that the peer has owner's records at (inc, seq) or
 // newer.
 func (l *link) noteRecords(owner string, inc, seq uint64) {
@@ -85,6 +104,7 @@ func (l *link) noteRecords(owner string, inc, seq uint64) {
 	if v := (Rev{inc, seq}); v.Compare(k.records) > 0 {
 		k.records = v
 		l.known[owner] = k
+		l.knownPeak = max(l.knownPeak, len(l.known))
 	}
 }
 
@@ -95,6 +115,7 @@ func (l *link) noteState(owner string, inc, beat uint64) {
 	if v := (Rev{inc, beat}); v.Compare(k.state) > 0 {
 		k.state = v
 		l.known[owner] = k
+		l.knownPeak = max(l.knownPeak, len(l.known))
 	}
 }
 
@@ -195,10 +216,19 @@ func (l *link) writeLoop() {
 	}
 }
 
-// writers buffer the frames of one batch; an idle link holds none.
-var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 32<<10) }}
+// writeBytes bounds one write to the link's stream. yamux keeps, for as
+// long as a link lives, a buffer as large as the largest write made on
+// any of its streams (its send loop copies each body into it): a sync
+// written in 32 KiB writes left every idle link of a 100-node mesh
+// holding about 11 KiB. The mesh's other small writes (member lists) are
+// about this size.
+const writeBytes = 4 << 10
 
-// write sends frames in as few writes as the buffer allows.
+// writers buffer the frames of one batch; an idle link holds none.
+var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBytes) }}
+
+// write sends frames in as few writes as the buffer allows, none over
+// writeBytes.
 func (l *link) write(frames [][]byte) error {
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(l.conn)
@@ -207,8 +237,14 @@ func (l *link) write(frames [][]byte) error {
 		writers.Put(bw)
 	}()
 	for _, f := range frames {
-		if _, err := bw.Write(f); err != nil {
-			return err
+		// bufio writes a frame larger than its buffer in one write:
+		// give it the frame in pieces.
+		for len(f) > 0 {
+			n := min(len(f), writeBytes)
+			if _, err := bw.Write(f[:n]); err != nil {
+				return err
+			}
+			f = f[n:]
 		}
 	}
 	return bw.Flush()

@@ -188,7 +188,14 @@ func (r *Registry) onHello(l *link, m *message) error {
 		if d.neighbour {
 			l.helloPeers[d.owner] = d.inc
 		}
-		l.known[d.owner] = peerKnows{records: Rev{d.inc, d.seq}, state: Rev{d.inc, d.beat}}
+		if !d.neighbour || d.owner == l.peer || d.owner == r.self.id {
+			// Of an owner the peer is linked to, nothing is synced or
+			// relayed to it (see adjacent), and should their link fail,
+			// what is sent to it then is at worst what it has: in a whole
+			// mesh that would be N entries on each of a node's N−1 links.
+			l.known[d.owner] = peerKnows{records: Rev{d.inc, d.seq}, state: Rev{d.inc, d.beat}}
+			l.knownPeak = max(l.knownPeak, len(l.known))
+		}
 		// A peer that restarted: its old incarnation is gone for good,
 		// before it can look reachable again through this link.
 		if o := r.owners[d.owner]; d.owner == l.peer && o != nil && d.inc > o.inc {
