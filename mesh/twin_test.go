@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tallship-go/tallship/internal/testutil/pki"
 	"github.com/tallship-go/tallship/transport"
 )
 
@@ -155,47 +156,57 @@ func TestTwinRefusedByHolder(t *testing.T) {
 
 // Two runs of one id that meet (no other node) refuse the link on both
 // ends with a TwinError; the later run gets IDConflict, the earlier does
-// not.
+// not. Alike with a secret and with TLS (where the id is judged once the
+// certificates have proven it).
 func TestTwinsMeet(t *testing.T) {
-	for _, laterDials := range []bool{false, true} {
-		name := map[bool]string{false: "earlier dials", true: "later dials"}[laterDials]
-		t.Run(name, func(t *testing.T) {
-			earlier := start(t, "c", testConfig("x"))
-			later := start(t, "c", testConfig("x"))
-			ctx := context.Background()
-			earlyEvents, lateEvents := earlier.Events(ctx), later.Events(ctx)
-			from, to := earlier, later
-			if laterDials {
-				from, to = later, earlier
-			}
-			_, err := from.Connect(ctx, addr(t, to))
-			var twin *transport.TwinError
-			if !errors.As(err, &twin) || !errors.Is(err, transport.ErrDuplicateID) || twin.Yield != laterDials {
-				t.Fatalf("Connect = %v, want a TwinError (Yield %v) wrapping ErrDuplicateID", err, laterDials)
-			}
-			e, ok := conflictWithin(t, lateEvents, time.Second)
-			if !ok || !errors.Is(e.Err, ErrIDConflict) || !errors.Is(e.Err, transport.ErrDuplicateID) {
-				t.Fatalf("later run: IDConflict %v (%v), want one within 1 s", ok, e.Err)
-			}
-			if laterDials {
-				return // the earlier run's refusal ends after the dialer's
-			}
-			// The earlier run dialed: it took its refusal before Connect
-			// returned. Its next event is a PeerUp, no IDConflict.
-			other := start(t, "c", testConfig("o"))
-			linkPair(t, other, earlier)
-			for e := range earlyEvents {
-				if e.Kind == IDConflict {
-					t.Fatalf("the earlier run got IDConflict: %v", e.Err)
-				}
-				if e.Kind == PeerUp {
-					break
-				}
-			}
-			if len(later.Peers()) != 0 {
-				t.Errorf("the later run linked to %v", later.Peers())
-			}
-		})
+	ca := pki.New(t)
+	modes := map[string]func(id string) Config{
+		"plain":  testConfig,
+		"secret": func(id string) Config { return secretConfig(id, "s3cret") },
+		"tls":    func(id string) Config { c := testConfig(id); c.TLS = ca.Config(t, id); return c },
+	}
+	for mode, cfg := range modes {
+		for _, laterDials := range []bool{false, true} {
+			name := mode + map[bool]string{false: ", earlier dials", true: ", later dials"}[laterDials]
+			t.Run(name, func(t *testing.T) { testTwinsMeet(t, cfg, laterDials) })
+		}
+	}
+}
+
+func testTwinsMeet(t *testing.T, cfg func(id string) Config, laterDials bool) {
+	earlier := start(t, "c", cfg("x"))
+	later := start(t, "c", cfg("x"))
+	ctx := context.Background()
+	earlyEvents, lateEvents := earlier.Events(ctx), later.Events(ctx)
+	from, to := earlier, later
+	if laterDials {
+		from, to = later, earlier
+	}
+	_, err := from.Connect(ctx, addr(t, to))
+	var twin *transport.TwinError
+	if !errors.As(err, &twin) || !errors.Is(err, transport.ErrDuplicateID) || twin.Yield != laterDials {
+		t.Fatalf("Connect = %v, want a TwinError (Yield %v) wrapping ErrDuplicateID", err, laterDials)
+	}
+	e, ok := conflictWithin(t, lateEvents, time.Second)
+	if !ok || !errors.Is(e.Err, ErrIDConflict) || !errors.Is(e.Err, transport.ErrDuplicateID) {
+		t.Fatalf("later run: IDConflict %v (%v), want one within 1 s", ok, e.Err)
+	}
+	if len(later.Peers()) != 0 || len(earlier.Peers()) != 0 {
+		t.Errorf("the runs linked: %v, %v", earlier.Peers(), later.Peers())
+	}
+	if laterDials {
+		return // the earlier run's refusal ends after the dialer's
+	}
+	// The earlier run dialed: it took its refusal before Connect
+	// returned. Its next event is a PeerUp, no IDConflict.
+	linkPair(t, start(t, "c", cfg("o")), earlier)
+	for e := range earlyEvents {
+		if e.Kind == IDConflict {
+			t.Fatalf("the earlier run got IDConflict: %v", e.Err)
+		}
+		if e.Kind == PeerUp {
+			break
+		}
 	}
 }
 
