@@ -3,6 +3,7 @@ package registry
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // EventKind says what an Event reports.
@@ -49,6 +50,10 @@ type Event struct {
 	Record Record
 	// Peer is the peer whose initial sync completed (Synced only).
 	Peer string
+	// Time is when this node applied the change (for the Registered
+	// events a Watch starts with, when Watch was called): a consumer that
+	// reads events late, or beside others, can still order and time them.
+	Time time.Time
 }
 
 // watcher is one Watch call.
@@ -83,8 +88,9 @@ func (r *Registry) Watch(ctx context.Context, query string) (<-chan Event, error
 	}
 	current := r.match(&q)
 	w := &watcher{q: q, ch: make(chan Event, len(current)+r.cfg.WatchBuffer)}
+	now := time.Now()
 	for _, rec := range current {
-		w.ch <- Event{Kind: Registered, Record: rec}
+		w.ch <- Event{Kind: Registered, Record: rec, Time: now}
 	}
 	r.watchers[w] = struct{}{}
 	r.wg.Add(1)
@@ -110,12 +116,13 @@ func (r *Registry) closeWatcher(w *watcher) {
 // emit reports a record event to the watchers, OnEvent and waiting
 // Lookups. r.mu is held.
 func (r *Registry) emit(kind EventKind, e *entry) {
+	now := time.Now()
 	for w := range r.watchers {
 		if !w.q.matches(e) {
 			continue
 		}
 		if len(w.ch) >= cap(w.ch)-1 {
-			w.ch <- Event{Kind: Overflowed}
+			w.ch <- Event{Kind: Overflowed, Time: now}
 			if w.stop() {
 				r.wg.Done()
 			}
@@ -123,10 +130,10 @@ func (r *Registry) emit(kind EventKind, e *entry) {
 			r.log.Warn("registry: watcher overflowed, channel closed", "query", w.q.String())
 			continue
 		}
-		w.ch <- Event{Kind: kind, Record: e.record()}
+		w.ch <- Event{Kind: kind, Record: e.record(), Time: now}
 	}
 	if r.cfg.OnEvent != nil {
-		r.queueEvent(Event{Kind: kind, Record: e.record()})
+		r.queueEvent(Event{Kind: kind, Record: e.record(), Time: now})
 	}
 	if r.changed != nil && kind != Freed {
 		close(r.changed)

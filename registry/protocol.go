@@ -160,7 +160,7 @@ func (r *Registry) handle(l *link, m *message, payload []byte) error {
 		}
 		l.synced = true
 		r.log.Debug("registry: synced", "peer", l.peer)
-		r.queueEvent(Event{Kind: Synced, Peer: l.peer})
+		r.queueEvent(Event{Kind: Synced, Peer: l.peer, Time: time.Now()})
 	case msgWant:
 		r.onWant(l, m.owner)
 	}

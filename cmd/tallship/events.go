@@ -132,7 +132,11 @@ func (s *eventStream) apply(sev mesh.ServiceEvent) (event, bool) {
 	default:
 		return event{}, false
 	}
-	return serviceChange(kind, rec), true
+	ev := serviceChange(kind, rec)
+	if !sev.Time.IsZero() {
+		ev.Time = sev.Time // when the node applied it, not when read
+	}
+	return ev, true
 }
 
 // resync watches again after the watch overflowed. The known records gone
