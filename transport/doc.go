@@ -11,9 +11,14 @@
 //	verdict       ------------>
 //
 // Each side checks the other's hello and answers with a verdict, so that a
-// refused link (wrong cluster, wrong version, a link to itself, or a
-// refusal by the caller's verify hook) fails with the same clear error on
-// both ends. After the handshake the connection carries a yamux session;
+// refused link (wrong cluster, wrong version, a link to itself, two live
+// runs of one id meeting (TwinError), or a refusal by the caller's verify
+// hook) fails with the same clear error on both ends. With a cluster
+// secret (Config.Secret) a Noise phase follows, proving that both ends
+// are members; with TLS (Config.TLS) mutual TLS follows, and the node id
+// is bound to the certificate (package tlsid): an end whose certificate
+// does not name the id of its hello is refused with ErrAuth, and the
+// claimed id is judged (twin, verify hook) only once proven. After the handshake the connection carries a yamux session;
 // a peer from which nothing at all arrives for KeepAliveInterval +
 // WriteTimeout (1.5 s by default) is declared dead (unless someone vouches
 // for it: Config.OnSilent, Link.Vouch), and a quiet link beats so that a
