@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"net"
 	"net/http"
+	"net/netip"
 	"regexp"
 	"strconv"
 	"strings"
@@ -86,11 +87,11 @@ func (a httpAccess) url(base string) string {
 	return base
 }
 
-// check returns next behind the token, or next itself when the dashboard
-// is open.
+// check returns next behind the token or, when the dashboard is open,
+// behind the host check (see localOnly).
 func (a httpAccess) check(next http.Handler) http.Handler {
 	if a.token == "" {
-		return next
+		return localOnly(next)
 	}
 	want := sha256.Sum256([]byte(a.token))
 	match := func(s string) bool {
@@ -120,6 +121,29 @@ func (a httpAccess) check(next http.Handler) http.Handler {
 			return
 		}
 		deny(w)
+	})
+}
+
+// localOnly returns next for the requests addressed (by their Host) to an
+// IP address or to localhost, and refuses the others: an open dashboard
+// is on loopback, and a request for it under another name is a web page's
+// DNS rebinding (a name of the page's own pointed at 127.0.0.1, so that
+// the user's browser reads this machine's dashboard for the page).
+func localOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		if _, err := netip.ParseAddr(host); err == nil || strings.EqualFold(host, "localhost") {
+			next.ServeHTTP(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(http.StatusMisdirectedRequest)
+		w.Write([]byte("This tallship dashboard answers at localhost or an IP address only, not at " + strconv.Quote(host) +
+			": a name pointed at this machine is how a web page would read it (DNS rebinding).\n"))
 	})
 }
 

@@ -135,11 +135,48 @@ func TestHTTPAccessChecksToken(t *testing.T) {
 		})
 	}
 
-	// An open dashboard lets everything through untouched.
+	// An open dashboard lets everything addressed to it through
+	// untouched (see TestOpenDashboardAnswersLocalNamesOnly).
 	open, _ := newHTTPAccess(listenerAt("127.0.0.1", 8470), "")
 	w := httptest.NewRecorder()
-	open.check(ok).ServeHTTP(w, httptest.NewRequest("GET", "/?token=whatever", nil))
+	r := httptest.NewRequest("GET", "/?token=whatever", nil)
+	r.Host = "127.0.0.1:8470"
+	open.check(ok).ServeHTTP(w, r)
 	if w.Code != http.StatusOK || w.Body.String() != "the page" {
 		t.Errorf("open dashboard: %d %q", w.Code, w.Body.String())
+	}
+}
+
+// TestOpenDashboardAnswersLocalNamesOnly: an open (loopback) dashboard
+// answers requests addressed to localhost or an IP address, and refuses
+// one addressed to any other name (a web page's DNS rebinding), naming it.
+func TestOpenDashboardAnswersLocalNamesOnly(t *testing.T) {
+	a, err := newHTTPAccess(listenerAt("127.0.0.1", 8470), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := a.check(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	for _, tc := range []struct {
+		host string
+		want int
+	}{
+		{"127.0.0.1:8470", http.StatusOK},
+		{"localhost:8470", http.StatusOK},
+		{"LOCALHOST", http.StatusOK},
+		{"[::1]:8470", http.StatusOK},
+		{"192.0.2.7:8470", http.StatusOK},
+		{"rebind.example:8470", http.StatusMisdirectedRequest},
+		{"localhost.example", http.StatusMisdirectedRequest},
+	} {
+		r := httptest.NewRequest("GET", "/", nil)
+		r.Host = tc.host
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		if w.Code != tc.want {
+			t.Errorf("Host %s: status %d, want %d", tc.host, w.Code, tc.want)
+		}
+		if tc.want != http.StatusOK && !strings.Contains(w.Body.String(), "DNS rebinding") {
+			t.Errorf("Host %s: refusal %q does not say why", tc.host, w.Body.String())
+		}
 	}
 }
