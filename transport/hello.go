@@ -22,7 +22,10 @@ import (
 //   - 4: the mesh's message streams carry sequence numbers and
 //     acknowledgements (delivery across links), and probes of silent
 //     peers (docs/protocol.md).
-const Version = 4
+//   - 5: the registry protocol 4 (a change of adjacency goes as a delta;
+//     docs/registry-protocol.md), which a node of version 4 would refuse
+//     on the registry stream after the link was made.
+const Version = 5
 
 // magic opens every handshake frame.
 var magic = [4]byte{'T', 'S', 'H', 'P'}
