@@ -17,6 +17,12 @@ type Self struct {
 	// announce only those that fit the interfaces it runs on; when empty, it
 	// announces the addresses of those interfaces with Port.
 	Addrs []netip.AddrPort
+	// Passive makes the node only look: a discoverer reports the others
+	// but makes this node known to none (MDNS announces, probes and answers
+	// nothing of it, and sends no goodbye). For a node that only reads the
+	// cluster for a while (an observer, as the CLI's ls): nobody dials it,
+	// and it leaves nothing behind on the network.
+	Passive bool
 }
 
 // Kind says whether a peer appeared or left.

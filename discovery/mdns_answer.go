@@ -123,6 +123,9 @@ type respKey struct {
 // from that interface's records only: a node never answers on an
 // interface it was not told to use, nor with the records of another.
 func (e *engine) answer(q *dns.Msg, p inPacket, now time.Time) {
+	if e.passive {
+		return // it says nothing of itself (Self.Passive)
+	}
 	src := netip.AddrPortFrom(p.src.Addr().Unmap(), p.src.Port())
 	v6 := src.Addr().Is6()
 	ifc := e.queryIface(p.ifindex, src.Addr())

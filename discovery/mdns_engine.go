@@ -105,6 +105,7 @@ type addrState struct {
 // One goroutine owns it; packets reach it through in.
 type engine struct {
 	set     settings
+	passive bool // Self.Passive: announce, probe and answer nothing
 	cluster string
 	id      string
 	service string
@@ -135,6 +136,7 @@ type engine struct {
 func newEngine(set settings, self Self, ifaces []*iface, out sender, in <-chan inPacket, report func(Event)) (*engine, error) {
 	e := &engine{
 		set:     set,
+		passive: self.Passive,
 		cluster: self.Cluster,
 		id:      self.ID,
 		service: serviceName(self.Cluster),
@@ -172,7 +174,11 @@ func (e *engine) run(ctx context.Context) error {
 	// The first query waits 20–120 ms (RFC 6762 §5.2), so that nodes
 	// started together do not query at once. Probing starts at once.
 	e.nextAnnounce, e.nextQuery = now, now.Add(randBetween(firstQueryLo, firstQueryHi))
-	e.startRound(now)
+	if e.passive {
+		e.nextAnnounce = farFuture // nothing of its own is said (Self.Passive)
+	} else {
+		e.startRound(now)
+	}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -192,13 +198,18 @@ func (e *engine) run(ctx context.Context) error {
 	}
 }
 
+// farFuture is a deadline that never comes.
+var farFuture = time.Now().Add(100 * 365 * 24 * time.Hour)
+
 // tick does whatever is due at now.
 func (e *engine) tick(now time.Time) {
 	e.releaseHeld(now)
 	e.sendDue(now)
 	// A probe goes before the announcement it comes with: a node that
 	// already holds the id then knows the announcement is a newcomer's.
-	e.probeDue(now)
+	if !e.passive {
+		e.probeDue(now)
+	}
 	if e.claim.lost != nil {
 		return
 	}
@@ -422,7 +433,11 @@ func (e *engine) sendQuery(q []byte, oneShot bool) {
 }
 
 // goodbye withdraws this node's records everywhere.
-func (e *engine) goodbye() { e.sendAll(sendGoodbye, nil) }
+func (e *engine) goodbye() {
+	if !e.passive {
+		e.sendAll(sendGoodbye, nil)
+	}
+}
 
 // receive handles one packet from the network.
 func (e *engine) receive(p inPacket, now time.Time) {

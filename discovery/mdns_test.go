@@ -421,3 +421,38 @@ func TestMDNSAnswersQueries(t *testing.T) {
 		})
 	}
 }
+
+// TestMDNSPassiveNodeSaysNothing: a passive node (an observer) finds the
+// others, and no packet on the network ever names it: no announcement,
+// probe, answer or goodbye of its own, so no other node reports it. Its
+// queries carry only what it knows of the others.
+func TestMDNSPassiveNodeSaysNothing(t *testing.T) {
+	netns.Require(t)
+	p := newProbe(t)
+	a := startNode(t, &MDNS{}, Self{Cluster: "c", ID: "node-a"})
+	p.awaitRunning(t, a)
+	o := startNode(t, &MDNS{}, Self{Cluster: "c", ID: "the-observer", Passive: true})
+	o.rec.waitFor(t, 5*time.Second, "the observer finds a", knows("node-a"))
+	b := startNode(t, &MDNS{}, Self{Cluster: "c", ID: "node-b"})
+	a.rec.waitFor(t, 5*time.Second, "a finds b", knows("node-b"))
+	b.rec.waitFor(t, 5*time.Second, "b finds a", knows("node-a"))
+	o.rec.waitFor(t, 5*time.Second, "the observer finds b", knows("node-b"))
+	o.stop(t)
+	syncMarker(t, a.rec, "c", "marker") // what was sent before has been read
+	for _, nd := range []*node{a, b} {
+		if _, ok := peers(nd.rec.snapshot())["the-observer"]; ok {
+			t.Errorf("%s reported the passive node", nd.self.ID)
+		}
+	}
+	for {
+		select {
+		case m := <-p.msgs:
+			if strings.Contains(m.msg.String(), "the-observer") {
+				t.Fatalf("a packet names the passive node:\n%v", m.msg)
+			}
+			continue
+		default:
+		}
+		break
+	}
+}

@@ -118,6 +118,16 @@ type Config struct {
 	// is not counted.
 	MaxDials int
 
+	// Observer makes the node take part only to read the cluster for a
+	// while, as the CLI's ls, query and ui do: it links, syncs the registry
+	// and may send and receive like any node, but its peers do not count
+	// it as a member. It is left out of their Peers, WaitPeers, Broadcast
+	// and member lists (peer exchange), their Events mark it
+	// (Event.Observer), and over mDNS it only looks: it announces nothing,
+	// so nobody dials it (it dials the members it finds), and it leaves
+	// nothing behind.
+	Observer bool
+
 	// Secret, when set, is the cluster secret (seaport's --secret): only
 	// nodes that know it can link, everything on a link after the
 	// handshake is sealed, and mDNS announces a keyed hash of the cluster
@@ -276,6 +286,7 @@ func (c Config) transport() transport.Config {
 		Secret:            c.Secret,
 		TLS:               c.TLS,
 		Logger:            c.Logger,
+		Observer:          c.Observer,
 	}
 }
 

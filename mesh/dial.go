@@ -532,7 +532,7 @@ func (n *Node) dialAddrsLocked(addrs []netip.AddrPort) {
 func (n *Node) exchangeLocked(p *peer) {
 	var known []wire.Member
 	for _, o := range n.peers {
-		if o != p {
+		if o != p && !o.observer { // nobody dials an observer
 			known = append(known, wire.Member{ID: o.id, Addrs: o.addrs})
 		}
 	}

@@ -65,6 +65,9 @@ type Event struct {
 	// dropped, and may or may not have arrived (an acknowledgement lost
 	// with the link). Zero when everything arrived.
 	Undelivered int
+	// Observer (PeerUp, PeerDown, PeerSynced) says the peer only observes
+	// (its Config.Observer: the CLI's ls, query and ui): not a member.
+	Observer bool
 }
 
 // hub fans events out to subscribers in order. Publishing never blocks:

@@ -215,12 +215,13 @@ func (n *Node) start(ctx context.Context) ([]chan error, error) {
 
 	dctx, cancel := context.WithCancel(context.Background())
 	n.discCancel = cancel
-	self := discovery.Self{Cluster: n.announcedCluster(), ID: n.id, Port: ln.Addr().(*net.TCPAddr).Port, Addrs: slices.Clone(n.addrs)}
+	self := discovery.Self{Cluster: n.announcedCluster(), ID: n.id, Port: ln.Addr().(*net.TCPAddr).Port, Addrs: slices.Clone(n.addrs),
+		Passive: n.cfg.Observer}
 	var claims []chan error
 	for _, d := range discoverers {
 		report := n.discovered
 		var claim chan error
-		if _, ok := d.(*discovery.MDNS); ok && n.chosenID {
+		if _, ok := d.(*discovery.MDNS); ok && n.chosenID && !n.cfg.Observer { // an observer claims no id: it announces none
 			claim = make(chan error, 1)
 			claims = append(claims, claim)
 			report = func(e discovery.Event) {
@@ -310,7 +311,9 @@ func (n *Node) Peers() []Peer {
 	defer n.mu.Unlock()
 	out := make([]Peer, 0, len(n.peers))
 	for _, p := range n.peers {
-		out = append(out, n.peerInfo(p))
+		if !p.observer {
+			out = append(out, n.peerInfo(p))
+		}
 	}
 	slices.SortFunc(out, func(a, b Peer) int {
 		if a.ID < b.ID {

@@ -39,6 +39,7 @@ type peer struct {
 	synced   bool          // PeerSynced was published
 	goodbye  bool          // the peer said goodbye, on one of its links
 	relaxed  bool          // its links are relaxed: others watch it (watch.go)
+	observer bool          // it only observes (Config.Observer): not a member
 	deadBy   []deadReport  // peers that said it is dead (watch.go)
 
 	qmu      sync.Mutex
@@ -95,6 +96,7 @@ func (n *Node) peerUpLocked(l *link, restart bool) {
 		n:          n,
 		id:         l.peer,
 		inc:        l.tl.Remote().Incarnation,
+		observer:   l.tl.Remote().Observer(),
 		epoch:      rand.Uint64() | 1,
 		active:     l,
 		addrs:      l.tl.Remote().Addrs,
@@ -115,7 +117,7 @@ func (n *Node) peerUpLocked(l *link, restart bool) {
 	if t := n.targets[p.id]; t != nil {
 		t.addrs = mergeAddrs(t.addrs, p.addrs)
 	}
-	n.events.publish(Event{Kind: PeerUp, Peer: p.id, Addrs: slices.Clone(p.addrs)})
+	n.events.publish(Event{Kind: PeerUp, Peer: p.id, Addrs: slices.Clone(p.addrs), Observer: p.observer})
 	n.log.Debug("peer up", "peer", p.id)
 	n.exchangeLocked(p)
 	n.rewatchLocked()

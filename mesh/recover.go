@@ -162,7 +162,7 @@ func (n *Node) peerDownLocked(p *peer, err error, restart bool) {
 		close(p.relinked)
 		p.relinked = nil
 	}
-	n.events.publish(Event{Kind: PeerDown, Peer: p.id, Err: err, Undelivered: undelivered})
+	n.events.publish(Event{Kind: PeerDown, Peer: p.id, Err: err, Undelivered: undelivered, Observer: p.observer})
 	if undelivered > 0 {
 		n.log.Warn("peer down with messages undelivered", "peer", p.id, "undelivered", undelivered, "err", err)
 	} else {

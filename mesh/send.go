@@ -92,7 +92,9 @@ func (n *Node) Broadcast(ctx context.Context, msg []byte) error {
 	}
 	ps := make([]*peer, 0, len(n.peers))
 	for _, p := range n.peers {
-		ps = append(ps, p)
+		if !p.observer {
+			ps = append(ps, p)
+		}
 	}
 	n.mu.Unlock()
 	gone, err := n.enqueue(ctx, ps, frame)

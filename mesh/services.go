@@ -49,12 +49,13 @@ func (n *Node) registryEvent(e registry.Event) {
 	n.mu.Lock()
 	p := n.peers[e.Peer]
 	first := p != nil && !p.synced
+	observer := p != nil && p.observer
 	if first {
 		p.synced = true
 	}
 	n.mu.Unlock()
 	if first {
-		n.events.publish(Event{Kind: PeerSynced, Peer: e.Peer})
+		n.events.publish(Event{Kind: PeerSynced, Peer: e.Peer, Observer: observer})
 	}
 }
 

@@ -43,12 +43,14 @@ const relaxedBeats = 20
 // n.mu is held. It runs when a peer comes or goes.
 func (n *Node) rewatchLocked() {
 	var near map[string]bool // nil: every link strict
-	if len(n.peers) > 2*watchSpan {
-		ids := make([]string, 0, len(n.peers)+1)
-		ids = append(ids, n.id)
-		for id := range n.peers {
+	ids := make([]string, 0, len(n.peers)+1)
+	ids = append(ids, n.id)
+	for id, p := range n.peers {
+		if !p.observer { // the ring is the members'; an observer's link stays strict
 			ids = append(ids, id)
 		}
+	}
+	if len(ids)-1 > 2*watchSpan {
 		slices.Sort(ids)
 		i, _ := slices.BinarySearch(ids, n.id)
 		near = make(map[string]bool, 2*watchSpan)
@@ -58,7 +60,7 @@ func (n *Node) rewatchLocked() {
 		}
 	}
 	for id, p := range n.peers {
-		if relaxed := near != nil && !near[id]; relaxed != p.relaxed {
+		if relaxed := near != nil && !near[id] && !p.observer; relaxed != p.relaxed {
 			p.relaxed = relaxed
 			n.applyWatchLocked(p)
 		}

@@ -79,6 +79,9 @@ type Config struct {
 	OnSilent func(*Link)
 	// Logger receives link-level log lines. Nil means slog.Default().
 	Logger *slog.Logger
+	// Observer marks this node's hellos: it only observes (see
+	// Hello.Observer); the link is the same in every other way.
+	Observer bool
 }
 
 func (c Config) flags() byte {
@@ -88,6 +91,9 @@ func (c Config) flags() byte {
 	}
 	if c.TLS != nil {
 		f |= flagTLS | flagTLSID
+	}
+	if c.Observer {
+		f |= flagObserver
 	}
 	return f
 }

@@ -118,6 +118,11 @@ func (l *Link) Local() Hello { return l.local }
 // Remote is the hello the peer sent.
 func (l *Link) Remote() Hello { return l.remote }
 
+// Observer reports whether the hello says its sender only observes (its
+// Config.Observer): a node that links to read the cluster for a while,
+// which its peers do not count as a member.
+func (h Hello) Observer() bool { return h.Flags&flagObserver != 0 }
+
 // Peer is the peer's node id.
 func (l *Link) Peer() string { return l.remote.ID }
 

@@ -22,10 +22,14 @@ import (
 // flagTLSID, always set with flagTLS, says that the sender binds node ids
 // to certificates (secureTLS); a node of an earlier release sets flagTLS
 // alone and is refused, with ErrAuth, before TLS starts.
+//
+// flagObserver is not about protection: it says the sender only observes
+// (Config.Observer).
 const (
-	flagSecret byte = 1 << 0
-	flagTLS    byte = 1 << 1
-	flagTLSID  byte = 1 << 2
+	flagSecret   byte = 1 << 0
+	flagTLS      byte = 1 << 1
+	flagTLSID    byte = 1 << 2
+	flagObserver byte = 1 << 3
 )
 
 // The cluster secret runs the Noise protocol NNpsk0 (Curve25519,
