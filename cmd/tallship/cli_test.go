@@ -400,6 +400,22 @@ func testLs(t *testing.T, bin binaries) {
 			t.Errorf("ls printed no row %q:\n%v", w, rows)
 		}
 	}
+
+	// The two ls were observers: join printed them as such, and no other
+	// peer came but r.
+	observers := 0
+	for _, l := range a.snapshot() {
+		if !strings.Contains(l.text, " peer-up ") || strings.Contains(l.text, " r 127.0.0.1:") {
+			continue
+		}
+		if !strings.HasSuffix(l.text, " (observer)") {
+			t.Errorf("join printed a peer-up not marked observer: %q", l.text)
+		}
+		observers++
+	}
+	if observers != 2 {
+		t.Errorf("join printed %d observers' peer-ups, want the two ls", observers)
+	}
 }
 
 // listing runs "tallship ls --json" to the end and returns its members'

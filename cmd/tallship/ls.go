@@ -15,7 +15,7 @@ The listing node itself is not a member.
 `
 
 func runLs(ctx context.Context, e *env, args []string) error {
-	var nf nodeFlags
+	nf := nodeFlags{observer: true} // it reads the cluster for a while: no member
 	fs := newFlagSet("ls", e, lsHelp)
 	nf.register(fs, e)
 	asJSON := fs.Bool("json", false, "print one JSON object")

@@ -29,6 +29,10 @@ type nodeFlags struct {
 	dnsServer string
 	ifaces    stringList
 	advertise stringList
+
+	// observer: the command only reads the cluster for a while (ls,
+	// query, ui): mesh.Config.Observer. Not a flag.
+	observer bool
 }
 
 func (f *nodeFlags) register(fs *flagSet, e *env) {
@@ -73,6 +77,7 @@ func (f *nodeFlags) config(ctx context.Context, stderr io.Writer) (mesh.Config, 
 	cfg.ID = f.id
 	cfg.Listen = f.listen
 	cfg.Secret = f.secret
+	cfg.Observer = f.observer
 	cfg.Logger = logger
 	cfg.Discovery = []discovery.Discoverer{}
 	var ifaces []net.Interface

@@ -54,6 +54,9 @@ type eventJSON struct {
 	// Undelivered (peer-down): messages sent to the peer that it did not
 	// acknowledge.
 	Undelivered int `json:"undelivered,omitempty"`
+	// Observer (peer events): the peer only observes (ls, query, ui):
+	// not a member.
+	Observer bool `json:"observer,omitempty"`
 }
 
 func addrStrings(as []netip.AddrPort) []string {
@@ -80,7 +83,7 @@ func serviceOf(r mesh.Record) serviceJSON {
 }
 
 func eventOf(ev event) eventJSON {
-	out := eventJSON{Time: ev.Time, Event: ev.name(), Peer: ev.Peer, Undelivered: ev.Undelivered}
+	out := eventJSON{Time: ev.Time, Event: ev.name(), Peer: ev.Peer, Undelivered: ev.Undelivered, Observer: ev.Observer}
 	if ev.change != 0 {
 		s := serviceOf(ev.record)
 		out.Service = &s
@@ -119,8 +122,14 @@ func eventLine(ev event) string {
 	switch ev.Kind {
 	case mesh.PeerUp:
 		fmt.Fprintf(&b, " %s %s", ev.Peer, strings.Join(addrStrings(ev.Addrs), " "))
+		if ev.Observer {
+			b.WriteString(" (observer)") // ls, query, ui: not a member
+		}
 	case mesh.PeerDown:
 		b.WriteString(" " + ev.Peer)
+		if ev.Observer {
+			b.WriteString(" (observer)")
+		}
 		if ev.Err != nil {
 			b.WriteString(" (" + ev.Err.Error() + ")")
 		}
@@ -129,6 +138,9 @@ func eventLine(ev event) string {
 		}
 	case mesh.PeerSynced:
 		b.WriteString(" " + ev.Peer)
+		if ev.Observer {
+			b.WriteString(" (observer)")
+		}
 	case mesh.DiscoveryError, mesh.IDConflict:
 		if ev.Err != nil {
 			b.WriteString(" " + ev.Err.Error())

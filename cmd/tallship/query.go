@@ -23,7 +23,7 @@ instances then.
 `
 
 func runQuery(ctx context.Context, e *env, args []string) error {
-	var nf nodeFlags
+	nf := nodeFlags{observer: true} // it reads the cluster for a while: no member
 	fs := newFlagSet("query", e, queryHelp)
 	nf.register(fs, e)
 	wait := fs.Bool("wait", false, "wait until at least one instance exists")

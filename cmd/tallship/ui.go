@@ -36,7 +36,7 @@ TOKEN" (curl -H 'Authorization: Bearer TOKEN' http://HOST:PORT/api/members).
 `
 
 func runUI(ctx context.Context, e *env, args []string) error {
-	var nf nodeFlags
+	nf := nodeFlags{observer: true} // it reads the cluster for a while: no member
 	fs := newFlagSet("ui", e, uiHelp)
 	nf.register(fs, e)
 	httpAddr := fs.String("http", "127.0.0.1:8470", "serve the dashboard on `ADDR` (host:port; port 0 picks a free one)")
