@@ -245,6 +245,8 @@ func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string)
 	}()
 	next, pending, answered := 0, 0, 0
 	errAnswered := false // err is that of an address that answered
+	// errAP is the address err is of.
+	var errAP netip.AddrPort
 	// An address that answered is known at once through connected, before
 	// its report is read: on a machine running late, the report may come
 	// after the stagger although the address answered at once, and a
@@ -288,10 +290,7 @@ func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string)
 				var ne net.Error
 				timedOut = timedOut || (errors.As(r.err, &ne) && ne.Timeout())
 				if err == nil || (r.answered && !errAnswered) {
-					err, errAnswered = r.err, r.answered
-				}
-				if errors.Is(r.err, transport.ErrWrongCluster) || errors.Is(r.err, transport.ErrSelfLink) || errors.Is(r.err, transport.ErrWrongVersion) {
-					n.log.Info("peer refused", "addr", r.ap.String(), "err", r.err)
+					err, errAnswered, errAP = r.err, r.answered, r.ap
 				}
 				if answered == 0 {
 					stagger.Reset(0) // no need to wait: try the next now
@@ -301,6 +300,7 @@ func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string)
 			if want != "" && r.tl.Peer() != want {
 				n.log.Info("address now belongs to another node", "addr", r.ap.String(), "peer", r.tl.Peer(), "want", want)
 			}
+			n.linkMade(r.ap)
 			l := n.addLink(r.tl)
 			if l == nil {
 				return nil, timedOut, errClosed
@@ -317,6 +317,9 @@ func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string)
 		case <-n.closing:
 			return nil, timedOut, errClosed
 		}
+	}
+	if err != nil && ctx.Err() == nil {
+		n.linkFailed(errAP, true, errAnswered, want, err)
 	}
 	return nil, timedOut, err
 }

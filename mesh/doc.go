@@ -65,9 +65,15 @@
 // acknowledged (Event.Undelivered): never silence. In a mesh of two there
 // is nobody to ask, and a link silent that long is a dead peer.
 //
-// Events (peer up and down, registry sync, refused ids, discovery errors)
-// arrive in order on the channels of Events; services are followed with
-// Watch. A slow reader never blocks the node.
+// Events (peer up and down, registry sync, refused ids, failed links,
+// discovery errors) arrive in order on the channels of Events; services
+// are followed with Watch. A slow reader never blocks the node. A link
+// that fails (LinkFailed) names its reason first, on each end that took
+// part: "wrong cluster secret", "wrong cluster", "wrong protocol version",
+// "duplicate node id", "unreachable (connection refused)", "handshake
+// timed out", …; a dial retried for the same reason is one event, and
+// one line in the log (at Warn for a setting that differs between the
+// nodes, else at Info: both shown by slog's default level).
 //
 // Leaving: Shutdown(ctx) says goodbye, frees this node's records
 // everywhere and delivers what Send queued, until ctx ends; Close does it

@@ -31,6 +31,21 @@ const (
 	// stops announcing this node). Err always wraps ErrIDConflict. The
 	// node stays apart from them; a program usually exits with Err.
 	IDConflict
+	// LinkFailed: a link could not be made: a dial found no node at an
+	// address (unreachable: connection refused, no route, no answer), a
+	// handshake ran out of time, or one end refused the other (wrong
+	// cluster secret or TLS, wrong cluster, wrong protocol version, a
+	// second live node with a linked peer's id, the peer limit). Err
+	// names the reason in a few words, then wraps the error (errors.Is
+	// works with transport's sentinels, and syscall.ECONNREFUSED, …);
+	// Addrs holds the address dialed, or the one a peer dialed from;
+	// Peer is the peer's id when known. Both ends publish a refusal,
+	// except when the peer refused this node because it holds another
+	// live run of this node's id: that is IDConflict. A failure is
+	// published once per change of its reason (a dial retried with
+	// backoff for the same reason is one event); a dial to an address
+	// fails anew once a link through it has been made.
+	LinkFailed
 )
 
 func (k EventKind) String() string {
@@ -45,6 +60,8 @@ func (k EventKind) String() string {
 		return "peer-synced"
 	case IDConflict:
 		return "id-conflict"
+	case LinkFailed:
+		return "link-failed"
 	}
 	return "unknown"
 }
@@ -53,12 +70,14 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind EventKind
 	Time time.Time
-	// Peer is the peer's id (PeerUp, PeerDown, PeerSynced, IDConflict).
+	// Peer is the peer's id (PeerUp, PeerDown, PeerSynced, IDConflict;
+	// LinkFailed when known).
 	Peer string
-	// Addrs are the peer's advertised addresses (PeerUp).
+	// Addrs are the peer's advertised addresses (PeerUp), or the address
+	// of a link that failed (LinkFailed).
 	Addrs []netip.AddrPort
-	// Err says why a peer went down or what a discoverer reported; nil
-	// when a peer left gracefully.
+	// Err says why a peer went down or a link failed, or what a
+	// discoverer reported; nil when a peer left gracefully.
 	Err error
 	// Undelivered (PeerDown) is how many messages Send or Broadcast
 	// accepted for the peer that it did not acknowledge: they were

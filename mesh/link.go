@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/netip"
 	"strings"
@@ -169,7 +168,9 @@ func (n *Node) serveConn(conn net.Conn) {
 	var pendingID uint64
 	var from string
 	var admitted *transport.Hello
+	claimed := "" // the peer's id, once its hello has passed the checks before admit
 	verify := func(h transport.Hello) error {
+		claimed = h.ID
 		if err := n.admit(h, netip.AddrPort{}); err != nil {
 			return err
 		}
@@ -192,11 +193,11 @@ func (n *Node) serveConn(conn net.Conn) {
 		}
 		n.noteRefusal(err)
 		conn.Close()
-		level := slog.LevelInfo
-		if n.ctx.Err() != nil {
-			level = slog.LevelDebug
+		n.log.Debug("link refused", "addr", conn.RemoteAddr().String(), "err", err)
+		if remote, perr := netip.ParseAddrPort(conn.RemoteAddr().String()); perr == nil && n.ctx.Err() == nil {
+			remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+			n.linkFailed(remote, false, true, claimed, fmt.Errorf("mesh: link from %s: %w", remote, err))
 		}
-		n.log.Log(context.Background(), level, "link refused", "addr", conn.RemoteAddr().String(), "err", err)
 	} else {
 		n.addLink(tl)
 	}

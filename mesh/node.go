@@ -43,6 +43,10 @@ type Node struct {
 	handshakes chan struct{}
 	// dials paces the dials to discovered peers (Config.MaxDials).
 	dials *dialPacer
+	// failures are the last failures of links reported, by address
+	// (linkfail.go); failMu guards them.
+	failMu   sync.Mutex
+	failures map[string]string
 
 	mu        sync.Mutex
 	started   bool
