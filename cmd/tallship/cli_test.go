@@ -34,6 +34,7 @@ func TestCLI(t *testing.T) {
 	t.Run("ls from a third process", func(t *testing.T) { t.Parallel(); testLs(t, bin) })
 	t.Run("secret", func(t *testing.T) { t.Parallel(); testSecret(t, bin) })
 	t.Run("duplicate id", func(t *testing.T) { t.Parallel(); testDuplicateID(t, bin) })
+	t.Run("failed links", func(t *testing.T) { t.Parallel(); testLinkFailed(t, bin) })
 }
 
 // tallship starts the CLI with args.

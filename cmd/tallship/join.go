@@ -13,7 +13,9 @@ const joinHelp = `
 Join the cluster and stay in it until SIGINT or SIGTERM, printing one line
 per event, in the order they happened: this node joining (at the time it
 started), peers up, synced and down, services registered, updated and
-freed (with the owner as "peer"), discovery errors. At the signal the
+freed (with the owner as "peer"), discovery errors; a link that fails
+(a wrong secret, cluster or address) is one line on stderr, once per
+address and reason. At the signal the
 node leaves gracefully, its peers told, within 5 s, and the last line
 says "left". When peers refuse this node because
 another live node has its id (id-conflict), it exits with status 1. With
@@ -64,7 +66,7 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 		}
 		return err
 	}
-	defer leave(n)
+	defer nf.leave(n)
 	dash, stopServing, err := serveNode(n, started, false, httpLn, access)
 	if err != nil {
 		return err
@@ -98,6 +100,9 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 			break
 		}
 		dash.observe(ev)
+		if ev.Kind == mesh.LinkFailed {
+			continue // on stderr, as for every command (failureLog)
+		}
 		if *asJSON {
 			err = writeJSON(e.stdout, eventOf(ev))
 		} else {
@@ -111,7 +116,7 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 		}
 	}
 	stopServing()
-	leave(n)
+	nf.leave(n)
 	if *asJSON {
 		return writeJSON(e.stdout, eventJSON{Time: time.Now(), Event: "left", Cluster: n.Cluster(), ID: n.ID()})
 	}

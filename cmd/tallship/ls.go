@@ -12,6 +12,10 @@ Join the cluster briefly, wait until every node met has sent its registry
 {"cluster", "members": [{"id", "addrs"}], "services": [{"id", "role",
 "name", "version", "host", "port", "addr", "owner", "meta"}]}.
 The listing node itself is not a member.
+
+A link that fails (a wrong secret, cluster or address) is one line on
+stderr; given --connect, ls exits 1 naming the failures when it linked
+with no node.
 `
 
 func runLs(ctx context.Context, e *env, args []string) error {
@@ -37,9 +41,14 @@ func runLs(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer leave(n)
+	defer nf.leave(n)
 	if err := settle(ctx, events, *wait, quietFor(*wait)); err != nil {
 		return err
+	}
+	if len(nf.connect) > 0 {
+		if err := nf.failures.unlinked(); err != nil {
+			return err
+		}
 	}
 	l := listingJSON{Cluster: n.Cluster(), Members: []memberJSON{}, Services: []serviceJSON{}}
 	for _, p := range n.Peers() {

@@ -30,12 +30,16 @@ type nodeFlags struct {
 	ifaces    stringList
 	advertise stringList
 
+	cmd      string      // the command's name, for the lines of failures
+	failures *failureLog // set by startNode
+
 	// observer: the command only reads the cluster for a while (ls,
 	// query, ui): mesh.Config.Observer. Not a flag.
 	observer bool
 }
 
 func (f *nodeFlags) register(fs *flagSet, e *env) {
+	f.cmd = fs.Name()
 	fs.StringVar(&f.listen, "listen", "", "`ADDR` to accept links on (default \":0\": any free port, every address)")
 	fs.Var(&f.connect, "connect", "link to the node at `ADDR` (\"host:port\"); repeatable")
 	fs.StringVar(&f.id, "id", "", "node `ID` (default a random UUID)")
@@ -149,7 +153,8 @@ func resolveFlag(ctx context.Context, name, value, hostPort, want string) ([]net
 
 // startNode starts a node of cluster with the flags' configuration and
 // returns it with its events from the very start, until ctx ends or the
-// node closes.
+// node closes. Its failed links go to stderr (failureLog) until then:
+// leave it with f.leave.
 func (f *nodeFlags) startNode(ctx context.Context, e *env, cluster string) (*mesh.Node, <-chan mesh.Event, error) {
 	if err := checkCluster(cluster); err != nil {
 		return nil, nil, err
@@ -163,8 +168,10 @@ func (f *nodeFlags) startNode(ctx context.Context, e *env, cluster string) (*mes
 		return nil, nil, err
 	}
 	events := n.Events(ctx)
+	f.failures = startFailureLog(e.stderr, f.cmd, n.Events(ctx))
 	if err := n.Start(ctx); err != nil {
 		n.Close()
+		f.failures.wait()
 		return nil, nil, err
 	}
 	return n, events, nil
@@ -192,6 +199,13 @@ func leave(n *mesh.Node) {
 	ctx, cancel := context.WithTimeout(context.Background(), leaveTimeout)
 	defer cancel()
 	n.Shutdown(ctx) // the node is closed all the same when ctx ends first
+}
+
+// leave leaves as leave does, then waits for the lines of the node's
+// failed links to end.
+func (f *nodeFlags) leave(n *mesh.Node) {
+	leave(n)
+	f.failures.wait()
 }
 
 // settle waits until the node has met the cluster: until every peer it

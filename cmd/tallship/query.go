@@ -20,6 +20,10 @@ Without --wait the answer is what the cluster holds once every node met
 has sent its registry (at most --settle). With --wait the command waits
 until at least one instance exists (at most --timeout) and prints the
 instances then.
+
+A link that fails (a wrong secret, cluster or address) is one line on
+stderr; given --connect, query without --wait exits 1 naming the
+failures when it linked with no node.
 `
 
 func runQuery(ctx context.Context, e *env, args []string) error {
@@ -53,7 +57,7 @@ func runQuery(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer leave(n)
+	defer nf.leave(n)
 
 	var recs []mesh.Record
 	if *wait {
@@ -75,7 +79,10 @@ func runQuery(ctx context.Context, e *env, args []string) error {
 			return cause // the id conflict
 		}
 	} else {
-		if err = settle(ctx, events, *settleMax, quietFor(*settleMax)); err == nil {
+		if err = settle(ctx, events, *settleMax, quietFor(*settleMax)); err == nil && len(nf.connect) > 0 {
+			err = nf.failures.unlinked()
+		}
+		if err == nil {
 			recs, err = n.Services(query)
 		}
 	}

@@ -105,7 +105,7 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	defer leave(n)
+	defer nf.leave(n)
 	conflict := make(chan error, 1)
 	go watchConflict(events, func(err error) { // ends when the node closes
 		select {

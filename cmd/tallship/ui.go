@@ -69,7 +69,7 @@ func runUI(ctx context.Context, e *env, args []string) error {
 		ln.Close()
 		return err
 	}
-	defer leave(n)
+	defer nf.leave(n)
 	dash, stop, err := serveNode(n, started, true, ln, access)
 	if err != nil {
 		return err
