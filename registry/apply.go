@@ -36,7 +36,7 @@ func (r *Registry) owner(id string) *owner {
 // for (with a snapshot of the records: see onWant).
 func (r *Registry) onState(l *link, m *message, payload []byte) {
 	l.noteState(m.owner, m.inc, m.beat)
-	if m.owner == r.self.id {
+	if m.owner == r.self.id || r.secondHand(l, m.owner, m.inc) {
 		return
 	}
 	o := r.owner(m.owner)
@@ -209,7 +209,7 @@ func (r *Registry) relayAgain(id string, inc uint64) {
 // onChange applies a Put or a Del.
 func (r *Registry) onChange(l *link, m *message, payload []byte) error {
 	l.noteRecords(m.owner, m.inc, m.seq)
-	if m.owner == r.self.id {
+	if m.owner == r.self.id || r.secondHand(l, m.owner, m.inc) {
 		return nil
 	}
 	o := r.owner(m.owner)
@@ -264,7 +264,7 @@ func (r *Registry) onSnap(l *link, m *message, payload []byte) error {
 	l.snap = nil
 	delete(l.wanted, s.owner)
 	l.noteRecords(s.owner, s.inc, s.seq)
-	if s.owner == r.self.id || s.inc == 0 {
+	if s.owner == r.self.id || s.inc == 0 || r.secondHand(l, s.owner, s.inc) {
 		return nil
 	}
 	o := r.owner(s.owner)
@@ -283,6 +283,24 @@ func (r *Registry) onSnap(l *link, m *message, payload []byte) error {
 		r.relay(l, o, true, Rev{o.inc, o.seq}, nil, s.frames)
 	}
 	return nil
+}
+
+// secondHand reports whether a message from l's peer about another
+// owner's run inc is to be dropped: this node has a link of its own to
+// that run (its adjacency names it). The owner sends its neighbours all
+// of its own first-hand, and nothing of it is relayed to them (see
+// adjacent), so such a message is one that crossed the link's making
+// (the owner's copy comes, or came, on its own link) or a forgery: a
+// peer passing off records as another node's. In a whole mesh, where
+// every owner is every node's neighbour, no node can change another's
+// records anywhere; the limit is the owners a node knows only through
+// relays. r.mu is held.
+func (r *Registry) secondHand(l *link, owner string, inc uint64) bool {
+	if owner == l.peer {
+		return false
+	}
+	mine, ok := r.self.peers[owner]
+	return ok && mine == inc
 }
 
 // want asks l's peer for a snapshot of an owner, once at a time.

@@ -2,6 +2,7 @@ package registry
 
 import (
 	"maps"
+	"slices"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -201,5 +202,44 @@ func TestUncoveredFollowsAdjacencies(t *testing.T) {
 	for _, k := range [][2]int{{0, 2}, {2, 4}} {
 		links[k] = connectSynced(t, ns[k[0]], ns[k[1]])
 		check()
+	}
+}
+
+// TestNoForgeryOfNeighboursRecords: a peer that passes off records as
+// another node's, or frees that node's records, changes nothing on a node
+// linked to that node itself (it has them first-hand, and nothing of them
+// is relayed to it). In a whole mesh no node can change another's records
+// anywhere.
+func TestNoForgeryOfNeighboursRecords(t *testing.T) {
+	a, x := newNode(t, "a"), newNode(t, "x")
+	connectSynced(t, a, x)
+	real := x.register(t, "web@1.0.0", 80, nil)
+	a.waitEvent(t, Registered, real.ID)
+	p := newTapPeer(t, a, "p", 9)
+	if err := p.send(must(encodeHello("p", []digestEntry{{owner: "p", inc: 9, beat: 1}}, DefaultMaxMessageBytes))); err != nil {
+		t.Fatal(err)
+	}
+	p.until(t, "synced", isSynced)
+	inc, seq := x.self.inc, locked(x, func(r *Registry) uint64 { return r.self.seq })
+	if err := p.send(
+		must(encodePut("x", inc, fakeRecord("x", inc, seq+1, "evil", nil), DefaultMaxMessageBytes)),
+		must(encodeDel("x", inc, seq+2, real.ID, DefaultMaxMessageBytes)),
+		must(encodeState("x", inc, seq+2, 1000, true, nil, DefaultMaxMessageBytes)), // "x leaves"
+	); err != nil {
+		t.Fatal(err)
+	}
+	flush(t, x, a) // x's own next change reaches a after what p sent
+	got, err := a.Services("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var roles []string
+	for _, r := range got {
+		if r.Owner == "x" {
+			roles = append(roles, r.Name)
+		}
+	}
+	if !slices.Contains(roles, "web") || slices.Contains(roles, "evil") {
+		t.Fatalf("x's records on a after p's forgeries: %v; want web, not evil", roles)
 	}
 }
