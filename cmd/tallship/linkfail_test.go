@@ -1,10 +1,14 @@
 package main
 
 import (
+	"errors"
 	"net"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tallship-go/tallship/mesh"
 )
 
 // testLinkFailed: a failed link is one line on stderr, at the default log
@@ -81,6 +85,21 @@ func testLinkFailed(t *testing.T, bin binaries) {
 	}
 	if n := strings.Count(a.stderrText(), `(peer "b")`); n != 1 {
 		t.Errorf("a: %d lines of b's failed links, want 1:\n%s", n, a.stderrText())
+	}
+}
+
+// A failed link's line names the reason first, then the peer when the
+// node knew it; the dashboard's log shows the same after the time.
+func TestFailureLine(t *testing.T) {
+	at := time.Date(2026, 12, 7, 1, 2, 3, 0, time.UTC)
+	ev := mesh.Event{Kind: mesh.LinkFailed, Time: at, Peer: "b", Addrs: []netip.AddrPort{netip.MustParseAddrPort("10.0.0.2:7946")},
+		Err: errors.New("link failed: wrong cluster: mesh: link to 10.0.0.2:7946: transport: wrong cluster")}
+	want := `link failed: wrong cluster: mesh: link to 10.0.0.2:7946: transport: wrong cluster (peer "b")`
+	if got := failureLine(ev); got != want {
+		t.Errorf("line %q, want %q", got, want)
+	}
+	if got, want := eventLine(event{Event: ev}), "01:02:03.000 link-failed        "+want; got != want {
+		t.Errorf("dashboard's line %q, want %q", got, want)
 	}
 }
 

@@ -145,6 +145,8 @@ func eventLine(ev event) string {
 		if ev.Err != nil {
 			b.WriteString(" " + ev.Err.Error())
 		}
+	case mesh.LinkFailed:
+		b.WriteString(" " + failureLine(ev.Event))
 	}
 	return strings.TrimRight(b.String(), " ")
 }
