@@ -71,6 +71,8 @@ type MDNS struct {
 
 	// Logger receives routine events at Debug. Nil means slog.Default().
 	Logger *slog.Logger
+
+	packets packetCounts // see Packets
 }
 
 var _ Discoverer = (*MDNS)(nil)
@@ -81,6 +83,7 @@ type settings struct {
 	queryMin, queryMax time.Duration
 	v4, v6             bool
 	log                *slog.Logger
+	counts             *packetCounts // the MDNS's
 }
 
 func (m *MDNS) settings() (settings, error) {
@@ -91,6 +94,7 @@ func (m *MDNS) settings() (settings, error) {
 		v4:       !m.DisableIPv4,
 		v6:       !m.DisableIPv6,
 		log:      m.Logger,
+		counts:   &m.packets,
 	}
 	if !s.v4 && !s.v6 {
 		return s, fmt.Errorf("%w: both IPv4 and IPv6 disabled", ErrNoInterface)

@@ -40,6 +40,7 @@ var (
 type sockets struct {
 	listen [2]*udpConn // [0] IPv4, [1] IPv6
 	query  [2]*udpConn
+	counts *packetCounts
 }
 
 // udpConn is one UDP socket that reports the interface packets arrive on.
@@ -50,12 +51,13 @@ type udpConn struct {
 	// single is the one interface MDNS runs on, for platforms that do not
 	// report arrival interfaces.
 	single int
+	counts *packetCounts
 }
 
 // openSockets opens the sockets of each IP version some interface runs,
 // and clears an interface's version where its group cannot be joined.
 func openSockets(set settings, ifaces []*iface, chosen []net.Interface) (*sockets, error) {
-	s := &sockets{}
+	s := &sockets{counts: set.counts}
 	var lastErr error
 	for fam, v6 := range []bool{false, true} {
 		on := func(ifc *iface) *bool {
@@ -103,6 +105,9 @@ func openSockets(set settings, ifaces []*iface, chosen []net.Interface) (*socket
 	if running == 0 {
 		s.close()
 		return nil, fmt.Errorf("%w: cannot open mDNS sockets on any interface: %v", ErrNoInterface, lastErr)
+	}
+	for _, c := range s.conns() {
+		c.counts = set.counts
 	}
 	if running == 1 {
 		for _, c := range s.conns() {
@@ -255,6 +260,7 @@ func (s *sockets) send(p outPacket) error {
 	if err != nil {
 		return fmt.Errorf("discovery: mDNS %s on %s: %w", p.kind, p.iface.name, err)
 	}
+	s.counts.sent.Add(1)
 	return nil
 }
 
@@ -293,6 +299,7 @@ func (u *udpConn) readLoop(in chan<- inPacket, done <-chan struct{}) {
 			}
 			continue
 		}
+		u.counts.received.Add(1)
 		if ifindex == 0 {
 			ifindex = u.single
 		}

@@ -194,6 +194,7 @@ func (n *Node) connect(ctx context.Context, ap netip.AddrPort, connected func())
 		if admitted != nil {
 			n.unclaim(admitted.ID, admitted.Incarnation)
 		}
+		n.handshakeFailed(err)
 		conn.Close()
 		return nil, fmt.Errorf("link to %s: %w", ap, err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -98,6 +99,8 @@ type hub struct {
 	limit  int
 	closed bool
 	wg     *sync.WaitGroup
+	// dropped counts the events subscribers lost (Stats.EventsDropped).
+	dropped atomic.Uint64
 }
 
 type subscriber struct {
@@ -121,6 +124,7 @@ func (h *hub) publish(e Event) {
 		s.mu.Lock()
 		if len(s.queue) >= h.limit {
 			s.queue = s.queue[1:]
+			h.dropped.Add(1)
 		}
 		s.queue = append(s.queue, e)
 		s.mu.Unlock()

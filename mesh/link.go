@@ -192,6 +192,7 @@ func (n *Node) serveConn(conn net.Conn) {
 			n.unclaim(admitted.ID, admitted.Incarnation)
 		}
 		n.noteRefusal(err)
+		n.handshakeFailed(err)
 		conn.Close()
 		n.log.Debug("link refused", "addr", conn.RemoteAddr().String(), "err", err)
 		if remote, perr := netip.ParseAddrPort(conn.RemoteAddr().String()); perr == nil && n.ctx.Err() == nil {
@@ -243,6 +244,7 @@ func (n *Node) addLink(tl *transport.Link) *link {
 		return nil
 	}
 	n.links[tl.ID()] = l
+	n.stats.linksMade.Add(1)
 	for _, a := range tl.Remote().Addrs {
 		n.addrOwner[a] = l.peer
 	}
@@ -524,6 +526,7 @@ func (n *Node) deliver(p *peer, l *link, epoch, seq uint64, typ byte, payload []
 	case wire.Message:
 		select {
 		case n.recv <- Message{From: l.peer, Data: payload}:
+			n.stats.received(len(payload))
 		case <-n.closing:
 			return errClosed
 		}

@@ -74,6 +74,8 @@ type Node struct {
 	sweeping    bool // a sweep of relaxed links runs (watch.go)
 	sweepAgain  bool
 	reg         *registry.Registry
+	discoverers []discovery.Discoverer // those started (stats.go)
+	stats       nodeStats
 
 	closeOnce sync.Once
 	closeDone chan struct{} // closed once Shutdown or Close has finished
@@ -214,6 +216,7 @@ func (n *Node) start(ctx context.Context) ([]chan error, error) {
 	}
 	n.started = true
 	n.ln = ln
+	n.discoverers = discoverers
 	n.wg.Add(1)
 	go n.acceptLoop(ln)
 

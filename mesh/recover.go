@@ -50,6 +50,7 @@ func (n *Node) recoverLocked(p *peer, l *link) {
 // is held.
 func (n *Node) relinkLocked(p *peer, l *link) {
 	p.active = l
+	n.stats.linksRedone.Add(1)
 	close(p.relinked)
 	p.relinked = nil
 	n.applyWatchLocked(p)

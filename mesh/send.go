@@ -123,7 +123,9 @@ func (n *Node) enqueue(ctx context.Context, ps []*peer, frame []byte) (gone []er
 				return gone, err
 			}
 			gone = append(gone, err)
+			continue
 		}
+		n.stats.sent(frame)
 	}
 	return gone, nil
 }

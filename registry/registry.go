@@ -348,6 +348,21 @@ func (r *Registry) Services(query string) ([]Record, error) {
 	return r.match(&q), nil
 }
 
+// Len returns how many records Services("") would return: those whose
+// owners are live. It returns 0 once the registry has closed.
+func (r *Registry) Len() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return 0
+	}
+	n := 0
+	for _, byID := range r.visible {
+		n += len(byID)
+	}
+	return n
+}
+
 // match returns copies of the visible records matching q. r.mu is held.
 func (r *Registry) match(q *Query) []Record {
 	var found []*entry

@@ -1,0 +1,111 @@
+package mesh
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tallship-go/tallship/transport"
+)
+
+// A link that breaks while both nodes live is made again: Stats counts it
+// redone, and a new link made, with the peer still up.
+func TestStatsLinksRedone(t *testing.T) {
+	a := start(t, "stats", testConfig("a"))
+	b := start(t, "stats", testConfig("b"))
+	linkPair(t, b, a)
+	before := a.Stats().LinksMade + b.Stats().LinksMade
+	if before != 2 {
+		t.Fatalf("links made after one link: %d on both ends, want 2", before)
+	}
+	if killLink(b, "a") == 0 {
+		t.Fatal("no link to kill")
+	}
+	waitFor(t, "the link made again", 5*time.Second, func() bool {
+		return a.Stats().LinksRedone+b.Stats().LinksRedone > 0 && settled(a, b)
+	})
+	if made := a.Stats().LinksMade + b.Stats().LinksMade; made < before+2 {
+		t.Errorf("links made after a redone one: %d on both ends, want at least %d", made, before+2)
+	}
+	if s := b.Stats(); s.Peers != 1 {
+		t.Errorf("peers after a redone link: %d, want 1", s.Peers)
+	}
+}
+
+// A subscriber that does not read loses the oldest events beyond its
+// queue, and each loss is counted.
+func TestStatsEventsDropped(t *testing.T) {
+	var wg sync.WaitGroup
+	h := newHub(1, &wg)
+	ctx, cancel := context.WithCancel(context.Background())
+	h.subscribe(ctx) // never read
+	const events = 5
+	for range events {
+		h.publish(Event{Kind: PeerUp})
+	}
+	// One event may be held by the subscription's goroutine, one waits
+	// in its queue: the others were dropped.
+	if got := h.dropped.Load(); got < events-2 || got > events-1 {
+		t.Errorf("dropped %d of %d events with a queue of 1, want %d or %d", got, events, events-2, events-1)
+	}
+	cancel()
+	h.close()
+	wg.Wait()
+}
+
+type timeoutErr struct{}
+
+func (timeoutErr) Error() string   { return "i/o timeout" }
+func (timeoutErr) Timeout() bool   { return true }
+func (timeoutErr) Temporary() bool { return true }
+
+var _ net.Error = timeoutErr{}
+
+func TestRefusalReason(t *testing.T) {
+	wrap := func(err error) error { return fmt.Errorf("link to 10.0.0.1:4000: %w", err) }
+	for _, tc := range []struct {
+		err  error
+		want int
+	}{
+		{wrap(transport.ErrAuth), refusedAuth},
+		{wrap(transport.ErrWrongCluster), refusedCluster},
+		{wrap(transport.ErrWrongVersion), refusedVersion},
+		{wrap(&transport.TwinError{ID: "a"}), refusedDuplicateID},
+		{wrap(transport.ErrDuplicateID), refusedDuplicateID},
+		{wrap(transport.ErrSelfLink), refusedSelf},
+		{wrap(timeoutErr{}), refusedTimeout},
+		{wrap(os.ErrDeadlineExceeded), refusedTimeout},
+		{wrap(transport.ErrBadHandshake), refusedOther},
+		{wrap(ErrTooManyPeers), refusedOther},
+		{errors.New("EOF"), refusedOther},
+	} {
+		if got := refusalReason(tc.err); got != tc.want {
+			t.Errorf("refusalReason(%v) = %d, want %d", tc.err, got, tc.want)
+		}
+	}
+}
+
+// Refused handshakes are counted by reason on both ends; a dial called
+// off is not a refusal.
+func TestStatsRefused(t *testing.T) {
+	a := start(t, "stats", testConfig("a"))
+	other := start(t, "another", testConfig("o"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := other.Connect(ctx, addr(t, a)); !errors.Is(err, transport.ErrWrongCluster) {
+		t.Fatalf("Connect across clusters: %v, want ErrWrongCluster", err)
+	}
+	waitFor(t, "the refusal counted on both ends", 5*time.Second, func() bool {
+		return a.Stats().HandshakesRefused.Cluster == 1 && other.Stats().HandshakesRefused.Cluster == 1
+	})
+	other.handshakeFailed(fmt.Errorf("link to x: %w", context.Canceled))
+	other.handshakeFailed(fmt.Errorf("link to x: %w", context.DeadlineExceeded))
+	if got, want := other.Stats().HandshakesRefused, (Refusals{Cluster: 1}); got != want {
+		t.Errorf("refusals %+v, want %+v", got, want)
+	}
+}
