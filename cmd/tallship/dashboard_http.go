@@ -72,6 +72,7 @@ func (d *dashboard) handler() http.Handler {
 	mux.HandleFunc("GET /api/members", d.serveMembers)
 	mux.HandleFunc("GET /api/services", d.serveServices)
 	mux.HandleFunc("GET /api/events", d.serveEvents)
+	mux.Handle("GET /metrics", d.metricsHandler())
 	checked := d.access.check(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()

@@ -27,7 +27,9 @@ With --http the node also serves the dashboard of tallship ui on ADDR,
 with itself in the picture; the line after "joined" gives its address
 ("dashboard", or {"event":"dashboard","url"} with --json). Off loopback
 the page asks for a token, as tallship ui's does (see tallship ui
---help): the printed address carries the one made at start.
+--help): the printed address carries the one made at start. The same
+server gives the node's figures to Prometheus at /metrics, behind the
+same token.
 `
 
 func runJoin(ctx context.Context, e *env, args []string) error {

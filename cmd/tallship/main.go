@@ -9,6 +9,7 @@
 //	tallship version                         the module and Go versions of this binary
 //
 // join --http ADDR serves the same dashboard from a node of the cluster.
+// Both serve the node's figures to Prometheus at /metrics.
 //
 // Every command takes --help; tallship --version is tallship version.
 // Nodes find each other over mDNS on the LAN (--mdns=false turns it off)

@@ -24,7 +24,7 @@ The observer registers nothing and is left out of the picture, on its
 own page and on other dashboards. The command prints one line, the
 page's address, and runs until SIGINT or SIGTERM. The JSON behind the
 page: /api/members, /api/services?q=QUERY and /api/events (see the
-README).
+README); the observer's own figures, for Prometheus: /metrics.
 
 On a loopback address (the default) the page is open to this machine. On
 any other address (0.0.0.0:8470, a LAN address) it asks for a token, made
