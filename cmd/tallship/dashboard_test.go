@@ -65,7 +65,14 @@ func TestDashboard(t *testing.T) {
 	if i := slices.IndexFunc(am.Members, func(v memberView) bool { return v.ID == "a" }); am.Observer || i < 0 || !am.Members[i].Self {
 		t.Errorf("join a's /api/members: observer %v, members %+v; want a itself among them", am.Observer, am.Members)
 	}
-	svc := getServices(t, url, "web@^1", http.StatusOK)
+	// The members show once linked; c's record once c's registry sync
+	// has reached ui (an observer: it dials each member it finds).
+	var svc servicesJSON
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if svc = getServices(t, url, "web@^1", http.StatusOK); len(svc.Services) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
 	if len(svc.Services) != 1 || svc.Services[0].Owner != "c" || svc.Services[0].Role != "web@1.2.3" {
 		t.Fatalf("/api/services?q=web@^1: %+v, want web@1.2.3 owned by c", svc)
 	}
