@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -104,6 +105,13 @@ func failureReason(err error, dialed, answered, tls bool) (why string, mistake b
 		return "peer limit reached", false
 	case errors.Is(err, transport.ErrRefused):
 		return "refused", false
+	case errors.Is(err, transport.ErrBadHandshake) && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)):
+		if !dialed {
+			return "", false // the dialer went away
+		}
+		// A node too busy to handshake (MaxHandshakes), one that gave up
+		// on this link, or no tallship node at all.
+		return "closed by the peer during the handshake", false
 	case errors.Is(err, transport.ErrBadHandshake):
 		if !dialed {
 			return "", false

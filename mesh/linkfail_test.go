@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -159,6 +160,26 @@ func TestLinkFailedUnreachable(t *testing.T) {
 		if e.Addrs[0].String() != closed {
 			t.Errorf("event names %v, want %s", e.Addrs, closed)
 		}
+	})
+	t.Run("closed during the handshake", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() { // accepts and closes at once, as a node too busy to handshake
+			if conn, err := ln.Accept(); err == nil {
+				conn.Close()
+			}
+		}()
+		d := start(t, "c", testConfig("d"))
+		ev := d.Events(t.Context())
+		_, err = d.Connect(context.Background(), ln.Addr().String())
+		if !errors.Is(err, transport.ErrBadHandshake) || !errors.Is(err, io.EOF) {
+			t.Fatalf("Connect to a node that closes at once: %v, want ErrBadHandshake and EOF", err)
+		}
+		e := nextEvent(t, ev, LinkFailed)
+		checkFailure(t, "dialer", e, err, "closed by the peer during the handshake")
 	})
 	t.Run("handshake timeout, dialer", func(t *testing.T) {
 		ln, err := net.Listen("tcp", "127.0.0.1:0")

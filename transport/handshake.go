@@ -208,7 +208,10 @@ func handshake(ctx context.Context, conn net.Conn, local Hello, dialer bool, cfg
 				}
 			}
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				err = fmt.Errorf("%w: connection closed during handshake", ErrBadHandshake)
+				// Still an EOF underneath: the peer closed (a node too
+				// busy to handshake, one that gave up, or no tallship
+				// node), which is not garbage it sent.
+				err = fmt.Errorf("%w: connection closed during handshake (%w)", ErrBadHandshake, err)
 			}
 			return
 		}
