@@ -72,3 +72,56 @@ func TestObserverIsNoMember(t *testing.T) {
 		t.Errorf("Broadcast with only an observer linked: %v, want ErrNoPeers", err)
 	}
 }
+
+// TestObserverOfALargerMeshStaysLinked: beyond five members, members
+// watch each other on a ring and relax their other links; an observer is
+// on no ring, and its links stay strict at both ends. Idle for longer
+// than a relaxed beat and eight silent-peer bounds, nobody finds it
+// silent, and none of its links is lost or made again.
+func TestObserverOfALargerMeshStaysLinked(t *testing.T) {
+	leakcheck.Goroutines(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var members []*Node
+	for _, id := range []string{"m1", "m2", "m3", "m4", "m5", "m6"} {
+		m := start(t, "c", testConfig(id))
+		if len(members) > 0 {
+			if _, err := m.Connect(ctx, addr(t, members[0])); err != nil {
+				t.Fatal(err)
+			}
+		}
+		members = append(members, m)
+	}
+	waitFor(t, "the members' full mesh", 10*time.Second, func() bool { return settled(members...) })
+	ocfg := testConfig("obs")
+	ocfg.Observer = true
+	o := start(t, "c", ocfg)
+	evs := []<-chan Event{o.Events(ctx)}
+	for _, m := range members {
+		evs = append(evs, m.Events(ctx))
+	}
+	if _, err := o.Connect(ctx, addr(t, members[0])); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := o.WaitPeers(ctx, len(members)); err != nil {
+		t.Fatal(err)
+	}
+	cfg := testConfig("")
+	before := o.Stats().LinksRedone
+	time.Sleep(9 * (cfg.KeepAliveInterval + cfg.WriteTimeout)) // idle: what is tested is that nothing happens
+	cancel()
+	if redone := o.Stats().LinksRedone - before; redone != 0 {
+		t.Errorf("the observer's links were made again %d times while idle", redone)
+	}
+	for i, ch := range evs {
+		for e := range ch {
+			if e.Kind == PeerDown {
+				who := "the observer"
+				if i > 0 {
+					who = members[i-1].ID()
+				}
+				t.Errorf("%s: peer %s down while idle: %v", who, e.Peer, e.Err)
+			}
+		}
+	}
+}

@@ -74,6 +74,12 @@ func (n *Node) admit(h transport.Hello, dialed netip.AddrPort) error {
 		}
 		if c := n.claims[h.ID]; c != nil && c.inc != h.Incarnation {
 			n.mu.Unlock()
+			if c.inc < h.Incarnation {
+				// A later run while an earlier one's handshake is under
+				// way, unproven: perhaps a restart after a crash in that
+				// handshake. No verdict on the id; it tries again.
+				return fmt.Errorf("%w: another run of %q is linking with this node now; try again", transport.ErrRefused, h.ID)
+			}
 			return n.twin(h, "another run of it is linking with this node now")
 		}
 		switch {

@@ -292,13 +292,17 @@ func (r *Registry) onSnap(l *link, m *message, payload []byte) error {
 // adjacent), so such a message is one that crossed the link's making
 // (the owner's copy comes, or came, on its own link) or a forgery: a
 // peer passing off records as another node's. In a whole mesh, where
-// every owner is every node's neighbour, no node can change another's
-// records anywhere; the limit is the owners a node knows only through
-// relays. r.mu is held.
+// every owner is every node's neighbour, no node can change the records
+// of another's current run; see below for what is left. r.mu is held.
 func (r *Registry) secondHand(l *link, owner string, inc uint64) bool {
 	if owner == l.peer {
 		return false
 	}
+	// Only of the run linked here: a later run of the owner, relayed, may
+	// be its restart while the old run's link hangs (that link goes within
+	// the silent-peer bound), and is taken. So a peer can still claim a
+	// neighbour restarted and hide its records for as long as it keeps
+	// claiming so; records signed by their owners would close that.
 	mine, ok := r.self.peers[owner]
 	return ok && mine == inc
 }

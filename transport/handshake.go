@@ -116,10 +116,13 @@ func (e *RefusalError) Error() string {
 func (e *RefusalError) Unwrap() error { return e.Err }
 
 // check is what each side verifies of the other's hello before the
-// secure phase: all of it, checkID included, unless node ids are bound to
-// certificates (flagTLSID), whose checks of the claimed id wait until TLS
-// has proven it (secureTLS): a peer that merely claims an id gets no
-// verdict on it.
+// secure phase: all of it, checkID included, unless there is a secure
+// phase: with node ids bound to certificates (flagTLSID) the checks of the
+// claimed id wait until TLS has proven it (secureTLS), and with a cluster
+// secret until the Noise phase has proven the peer a member (protect). A
+// peer that merely claims an id gets no verdict on it: one that does not
+// know the secret could otherwise make a node (or the run it names) give
+// up its id.
 func check(local, remote *Hello, verify func(Hello) error) error {
 	if remote.Version != local.Version {
 		return fmt.Errorf("%w: peer speaks version %d, this node %d", ErrWrongVersion, remote.Version, local.Version)
@@ -148,7 +151,7 @@ func check(local, remote *Hello, verify func(Hello) error) error {
 	if mine, theirs := local.Flags&flagTLSID, remote.Flags&flagTLSID; mine != theirs {
 		return fmt.Errorf("%w: the peer does not bind node ids to TLS certificates (an earlier release)", ErrAuth)
 	}
-	if local.Flags&flagTLSID != 0 {
+	if local.Flags&(flagTLSID|flagSecret) != 0 {
 		return nil
 	}
 	return checkID(local, remote, verify)
@@ -264,13 +267,29 @@ func handshake(ctx context.Context, conn net.Conn, local Hello, dialer bool, cfg
 }
 
 // protect runs the secure phase that cfg asks for, if any. With TLS,
-// checkID runs once the peer's certificate has proven peerID.
+// checkID runs once the peer's certificate has proven peerID; with a
+// secret, once the Noise phase has proven the peer a member. Either way
+// each side then sends its verdict on the id inside the sealed channel.
 func protect(ctx context.Context, conn net.Conn, cfg Config, dialer bool, prologue []byte, checkID func() error, peerID string) (net.Conn, error) {
 	switch {
 	case cfg.TLS != nil:
 		return secureTLS(ctx, conn, cfg.TLS, dialer, peerID, checkID)
 	case cfg.Secret != "":
-		return secure(conn, cfg.Secret, dialer, prologue)
+		sc, err := secure(conn, cfg.Secret, dialer, prologue)
+		if err != nil {
+			return nil, err
+		}
+		mine := checkID()
+		if _, err := sc.Write(appendVerdict(nil, mine)); err != nil && mine == nil {
+			return nil, err
+		}
+		if mine != nil {
+			return nil, mine
+		}
+		if err := readVerdict(sc); err != nil {
+			return nil, err
+		}
+		return sc, nil
 	}
 	return conn, nil
 }

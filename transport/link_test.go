@@ -342,3 +342,55 @@ func FuzzParseHello(f *testing.F) {
 		}
 	})
 }
+
+// TestTwinVerdictNeedsTheSecret: with a cluster secret, the id a hello
+// claims is judged only once the Noise phase has proven the peer a
+// member. A dialer with the wrong secret that claims a node's own id (an
+// earlier run, which the node would otherwise yield to) is refused for
+// its secret, and the node sees no twin; with the right secret, twins are
+// found as without one.
+func TestTwinVerdictNeedsTheSecret(t *testing.T) {
+	run := func(dialSecret string) (dial, acc error) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		accCfg, dialCfg := fastConfig, fastConfig
+		accCfg.Secret, dialCfg.Secret = "right", dialSecret
+		accErr := make(chan error, 1)
+		go func() {
+			c, err := ln.Accept()
+			if err != nil {
+				accErr <- err
+				return
+			}
+			l, err := Server(ctx, c, Hello{Cluster: "c", ID: "x", Incarnation: 20}, accCfg, nil)
+			if l != nil {
+				l.Close()
+			}
+			c.Close()
+			accErr <- err
+		}()
+		l, err := Dial(ctx, ln.Addr().String(), Hello{Cluster: "c", ID: "x", Incarnation: 10}, dialCfg, nil)
+		if l != nil {
+			l.Close()
+		}
+		return err, <-accErr
+	}
+	dial, acc := run("wrong")
+	var twin *TwinError
+	if !errors.Is(acc, ErrAuth) || errors.As(acc, &twin) || errors.Is(acc, ErrDuplicateID) {
+		t.Errorf("the node, dialed with the wrong secret by a run claiming its id: %v; want ErrAuth, no twin", acc)
+	}
+	if !errors.Is(dial, ErrAuth) || errors.Is(dial, ErrDuplicateID) {
+		t.Errorf("the dialer with the wrong secret: %v; want ErrAuth", dial)
+	}
+	dial, acc = run("right")
+	var accTwin, dialTwin *TwinError
+	if !errors.As(acc, &accTwin) || !accTwin.Yield || !errors.As(dial, &dialTwin) || dialTwin.Yield {
+		t.Errorf("twins with the right secret: node (the later run) %v, dialer (the earlier) %v; want TwinErrors, the later yielding", acc, dial)
+	}
+}
