@@ -566,8 +566,14 @@ func (d *decoder) decode(t msgType, p []byte, m *message) error {
 		for i := 0; i < n && r.err == nil; i++ {
 			id := d.id(r, "peer id")
 			inc := r.uvarint()
-			if inc == 0 && !m.delta && r.err == nil {
+			switch {
+			case r.err != nil:
+			case inc == 0 && !m.delta:
 				r.fail(fmt.Errorf("neighbour %q at incarnation 0", id))
+			case i > 0 && id <= m.peers[i-1].id:
+				// Encoders sort them: a repeated neighbour would make
+				// the adjacency applied depend on how it is read.
+				r.fail(fmt.Errorf("neighbour %q out of order or repeated", id))
 			}
 			m.peers = append(m.peers, peerRef{id: id, inc: inc})
 		}

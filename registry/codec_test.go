@@ -154,3 +154,27 @@ func TestDecoderSharesKnownIDs(t *testing.T) {
 		t.Errorf("decoded %q, want %q", m.peers[0].id, peers[1].id)
 	}
 }
+
+// TestStateNeighboursInOrderOnce: a State names each neighbour once, in
+// order (as every encoder writes them); one that repeats a neighbour, or
+// lists them out of order, is refused whole: read either way, it would
+// make the adjacency applied depend on how the reader walks it.
+func TestStateNeighboursInOrderOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		peers []peerRef
+		ok    bool
+	}{
+		{"in order", []peerRef{{"a", 1}, {"b", 2}}, true},
+		{"repeated", []peerRef{{"a", 1}, {"a", 2}, {"b", 1}}, false},
+		{"out of order", []peerRef{{"b", 1}, {"a", 1}}, false},
+	} {
+		typ, p := splitFrame(must(encodeState("x", 1, 0, 1, false, tc.peers, 1<<20)))
+		var m message
+		d := decoder{maxMeta: 4096}
+		err := d.decode(typ, p, &m)
+		if tc.ok != (err == nil) || (err != nil && !errors.Is(err, ErrProtocol)) {
+			t.Errorf("%s: decode = %v, want ok %v (else ErrProtocol)", tc.name, err, tc.ok)
+		}
+	}
+}
