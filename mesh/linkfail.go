@@ -27,6 +27,11 @@ import (
 // beyond it, it forgets them all and reports each failure once more.
 const failureMemory = 1024
 
+// maxIDsPerCaller bounds the ids whose failed links from one IP address
+// are reported apart (several nodes behind one address); beyond them the
+// address's failures are one, whatever id each claims.
+const maxIDsPerCaller = 8
+
 // linkFailed publishes LinkFailed for a link with ap that failed with err,
 // and logs it (at Warn for a setting that differs between the two nodes,
 // at Info for the rest), unless the reason is that last published for ap.
@@ -39,10 +44,23 @@ func (n *Node) linkFailed(ap netip.AddrPort, dialed, answered bool, peer string,
 		return
 	}
 	key := "to " + ap.String()
-	if !dialed {
-		key = "from " + ap.Addr().String() + " " + peer
-	}
 	n.failMu.Lock()
+	if !dialed {
+		ip := ap.Addr().String()
+		key = "from " + ip + " " + peer
+		if _, ok := n.failures[key]; !ok && peer != "" {
+			// A caller that names another id at each try would make a
+			// line of each: past a few ids, one address is one caller.
+			if n.failIDs == nil || len(n.failIDs) >= failureMemory {
+				n.failIDs = make(map[string]int)
+			}
+			if n.failIDs[ip] >= maxIDsPerCaller {
+				key = "from " + ip + " *"
+			} else {
+				n.failIDs[ip]++
+			}
+		}
+	}
 	same := n.failures[key] == why
 	if !same {
 		if n.failures == nil || len(n.failures) >= failureMemory {

@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -341,4 +342,29 @@ func (h *recordLog) String() string {
 		b.WriteString(r.Level.String() + " " + r.Message + "\n")
 	}
 	return b.String()
+}
+
+// A caller that names another id at each try (each refused: here, the
+// node is at its peer limit) is reported for a few ids apart, then as one
+// caller: it cannot make a line, and an event, of every try. (With a
+// secret, a caller without it is refused before any id it claims counts.)
+func TestLinkFailedBoundedPerCaller(t *testing.T) {
+	acfg := testConfig("a")
+	acfg.MaxPeers = 1
+	a := start(t, "c", acfg)
+	linkPair(t, a, start(t, "c", testConfig("b")))
+	ev := a.Events(t.Context())
+	for i := range 3 * maxIDsPerCaller {
+		h := transport.Hello{Cluster: "c", ID: fmt.Sprintf("caller-%d", i), Incarnation: int64(i + 1)}
+		l, err := transport.Dial(context.Background(), addr(t, a), h, transport.Config{HandshakeTimeout: time.Second}, nil)
+		if err == nil {
+			l.Close()
+			t.Fatalf("dial %d: linked past the peer limit", i)
+		}
+	}
+	// The acceptor counts each refusal, then reports it.
+	waitFor(t, "every refusal counted", 5*time.Second, func() bool { return a.Stats().HandshakesRefused.Other >= 3*maxIDsPerCaller })
+	if got := failuresUntilMark(t, a, ev); got > maxIDsPerCaller+1 || got < maxIDsPerCaller {
+		t.Errorf("%d LinkFailed events for %d tries from one address, want %d", got, 3*maxIDsPerCaller, maxIDsPerCaller+1)
+	}
 }

@@ -47,6 +47,7 @@ type Node struct {
 	// (linkfail.go); failMu guards them.
 	failMu   sync.Mutex
 	failures map[string]string
+	failIDs  map[string]int // by caller IP address: the ids its failures named
 
 	mu        sync.Mutex
 	started   bool

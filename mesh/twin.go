@@ -69,7 +69,7 @@ func (n *Node) admit(h transport.Hello, dialed netip.AddrPort) error {
 		p := n.peers[h.ID]
 		if p == nil && len(n.peers) >= n.cfg.MaxPeers {
 			n.mu.Unlock()
-			n.log.Warn("peer limit reached; refusing link", "peer", h.ID, "max", n.cfg.MaxPeers)
+			n.log.Debug("peer limit reached; refusing link", "peer", h.ID, "max", n.cfg.MaxPeers) // LinkFailed says it, once per caller
 			return fmt.Errorf("%w: peer limit of %d reached", ErrTooManyPeers, n.cfg.MaxPeers)
 		}
 		if c := n.claims[h.ID]; c != nil && c.inc != h.Incarnation {
