@@ -144,6 +144,8 @@ func failureReason(err error, dialed, answered, tls bool) (why string, mistake b
 		return "", false // the dialer went away
 	case errors.Is(err, syscall.ECONNREFUSED):
 		return "unreachable (connection refused)", false
+	case answered && errors.Is(err, syscall.ECONNRESET):
+		return "closed by the peer during the handshake", false
 	case errors.Is(err, syscall.EHOSTUNREACH), errors.Is(err, syscall.ENETUNREACH):
 		return "unreachable (no route)", false
 	case !answered:

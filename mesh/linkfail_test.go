@@ -168,8 +168,10 @@ func TestLinkFailedUnreachable(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer ln.Close()
-		go func() { // accepts and closes at once, as a node too busy to handshake
+		go func() { // reads the hello and closes, as a node too busy to handshake
 			if conn, err := ln.Accept(); err == nil {
+				conn.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
+				io.Copy(io.Discard, conn) // all of it: a close with unread bytes resets
 				conn.Close()
 			}
 		}()
