@@ -74,12 +74,11 @@ func (n *Node) admit(h transport.Hello, dialed netip.AddrPort) error {
 		}
 		if c := n.claims[h.ID]; c != nil && c.inc != h.Incarnation {
 			n.mu.Unlock()
-			if c.inc < h.Incarnation {
-				// A later run while an earlier one's handshake is under
-				// way, unproven: perhaps a restart after a crash in that
-				// handshake. No verdict on the id; it tries again.
-				return fmt.Errorf("%w: another run of %q is linking with this node now; try again", transport.ErrRefused, h.ID)
-			}
+			// Even a later run: two live runs dialing at once must each
+			// get a verdict on the id, whichever claimed first. (A restart
+			// within HandshakeTimeout of its earlier run crashing in a
+			// handshake with this node is refused too: it is the rare
+			// case given up for that.)
 			return n.twin(h, "another run of it is linking with this node now")
 		}
 		switch {
