@@ -22,20 +22,28 @@ import (
 // Under the race detector a hundred nodes run five to ten times slower on
 // a CI machine's cores, which measures the detector; scripts/test runs
 // this test again without it.
-func TestMDNSHundredNodesFullMesh(t *testing.T) {
+// hundredNodes skips a test of a hundred nodes under the race detector
+// (scripts/test runs those without it) and returns the config of node i,
+// its id prefix then i.
+func hundredNodes(t *testing.T, prefix string) func(i int) Config {
+	t.Helper()
 	netns.Require(t)
 	if raceEnabled {
 		t.Skip("a hundred nodes under the race detector: scripts/test runs this test without it")
 	}
 	leakcheck.Goroutines(t)
-	const n = 100
-	cfg := func(i int) Config {
-		c := Config{ID: fmt.Sprintf("n%03d", i), Listen: "127.0.0.1:0"}
+	return func(i int) Config {
+		c := Config{ID: fmt.Sprintf("%s%03d", prefix, i), Listen: "127.0.0.1:0"}
 		if os.Getenv("TALLSHIP_DEBUG") != "" {
 			c.Logger = testConfig("").Logger
 		}
 		return c
 	}
+}
+
+func TestMDNSHundredNodesFullMesh(t *testing.T) {
+	cfg := hundredNodes(t, "n")
+	const n = 100
 	nodes := make([]*Node, n)
 	var wg sync.WaitGroup
 	began := time.Now()
@@ -101,19 +109,8 @@ func TestMDNSHundredNodesFullMesh(t *testing.T) {
 // newcomers), and the first fifty keep every link they had: none is lost
 // or made again while the others join.
 func TestMDNSHundredNodesHalfThenHalf(t *testing.T) {
-	netns.Require(t)
-	if raceEnabled {
-		t.Skip("a hundred nodes under the race detector: scripts/test runs this test without it")
-	}
-	leakcheck.Goroutines(t)
+	cfg := hundredNodes(t, "h")
 	const n = 100
-	cfg := func(i int) Config {
-		c := Config{ID: fmt.Sprintf("h%03d", i), Listen: "127.0.0.1:0"}
-		if os.Getenv("TALLSHIP_DEBUG") != "" {
-			c.Logger = testConfig("").Logger
-		}
-		return c
-	}
 	nodes := make([]*Node, n)
 	startAll := func(from, to int) {
 		var wg sync.WaitGroup

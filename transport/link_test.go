@@ -32,6 +32,13 @@ func pair(t *testing.T, d, a Hello, verifyD, verifyA func(Hello) error) (dial, a
 // pairWith is pair with both ends on cfg; the links close when t ends.
 func pairWith(t testing.TB, cfg Config, d, a Hello, verifyD, verifyA func(Hello) error) (dial, acc linkResult) {
 	t.Helper()
+	return pairConfigs(t, cfg, cfg, d, a, verifyD, verifyA)
+}
+
+// pairConfigs is pairWith with the dialer on dcfg and the acceptor on
+// acfg.
+func pairConfigs(t testing.TB, dcfg, acfg Config, d, a Hello, verifyD, verifyA func(Hello) error) (dial, acc linkResult) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -46,13 +53,13 @@ func pairWith(t testing.TB, cfg Config, d, a Hello, verifyD, verifyA func(Hello)
 			accCh <- linkResult{err: err}
 			return
 		}
-		l, err := Server(ctx, c, a, cfg, verifyA)
+		l, err := Server(ctx, c, a, acfg, verifyA)
 		if err != nil {
 			c.Close()
 		}
 		accCh <- linkResult{l, err}
 	}()
-	l, err := Dial(ctx, ln.Addr().String(), d, cfg, verifyD)
+	l, err := Dial(ctx, ln.Addr().String(), d, dcfg, verifyD)
 	dial = linkResult{l, err}
 	acc = <-accCh
 	for _, r := range []linkResult{dial, acc} {
@@ -351,34 +358,10 @@ func FuzzParseHello(f *testing.F) {
 // found as without one.
 func TestTwinVerdictNeedsTheSecret(t *testing.T) {
 	run := func(dialSecret string) (dial, acc error) {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
 		accCfg, dialCfg := fastConfig, fastConfig
 		accCfg.Secret, dialCfg.Secret = "right", dialSecret
-		accErr := make(chan error, 1)
-		go func() {
-			c, err := ln.Accept()
-			if err != nil {
-				accErr <- err
-				return
-			}
-			l, err := Server(ctx, c, Hello{Cluster: "c", ID: "x", Incarnation: 20}, accCfg, nil)
-			if l != nil {
-				l.Close()
-			}
-			c.Close()
-			accErr <- err
-		}()
-		l, err := Dial(ctx, ln.Addr().String(), Hello{Cluster: "c", ID: "x", Incarnation: 10}, dialCfg, nil)
-		if l != nil {
-			l.Close()
-		}
-		return err, <-accErr
+		d, a := pairConfigs(t, dialCfg, accCfg, Hello{Cluster: "c", ID: "x", Incarnation: 10}, Hello{Cluster: "c", ID: "x", Incarnation: 20}, nil, nil)
+		return d.err, a.err
 	}
 	dial, acc := run("wrong")
 	var twin *TwinError
