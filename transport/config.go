@@ -150,7 +150,6 @@ func (c Config) withDefaults() Config {
 //     seconds reset streams whose last bytes were still on their way (a
 //     7 MB stream at 10% frame loss lost its last 475 KB). It only guards
 //     against a peer that never closes.
-//
 // streamCloseTimeout is yamux's StreamCloseTimeout (see Config.yamux).
 const streamCloseTimeout = 5 * time.Minute
 
