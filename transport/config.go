@@ -144,15 +144,7 @@ func (c Config) withDefaults() Config {
 //     takes a context instead, and a peer that never accepts costs only
 //     that stream.
 //   - StreamCloseTimeout bounds how long a half-closed stream waits for
-//     the peer's close before it is reset: yamux's 5 minutes. The peer
-//     closes once it has read to the end, and on a lossy link a window of
-//     data written before the close takes long to arrive: a bound of
-//     seconds reset streams whose last bytes were still on their way (a
-//     7 MB stream at 10% frame loss lost its last 475 KB). It only guards
-//     against a peer that never closes.
-// streamCloseTimeout is yamux's StreamCloseTimeout (see Config.yamux).
-const streamCloseTimeout = 5 * time.Minute
-
+//     the peer's close before it is reset.
 func (c Config) yamux(log *slog.Logger) *yamux.Config {
 	y := yamux.DefaultConfig()
 	y.AcceptBacklog = c.AcceptBacklog
@@ -161,7 +153,7 @@ func (c Config) yamux(log *slog.Logger) *yamux.Config {
 	y.ConnectionWriteTimeout = (1 + lag.MaxStretch) * c.WriteTimeout
 	y.MaxStreamWindowSize = c.StreamWindow
 	y.StreamOpenTimeout = 0
-	y.StreamCloseTimeout = streamCloseTimeout
+	y.StreamCloseTimeout = 2 * c.HandshakeTimeout
 	y.LogOutput = nil
 	y.Logger = yamuxLogger{log}
 	return y
