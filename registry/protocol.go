@@ -339,11 +339,7 @@ func (r *Registry) updateAdjacency(peer string) {
 		}
 	}
 	r.adjGen++
-	if linked {
-		r.coverPeer(peer, old, inc) // old is 0 when not had
-	} else {
-		r.coverPeer(peer, old, 0)
-	}
+	r.coverPeer(peer, old, inc) // each 0 when not had, not linked
 	if linked {
 		r.self.peers[peer] = inc
 		r.self.adj = nil
