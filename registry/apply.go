@@ -65,7 +65,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	// back) can only make more owners reachable, which the walk extends
 	// from the new edges; anything lost needs the whole walk again.
 	wasEligible := eligible(o)
-	lost := false
+	lost, removed := false, false
 	var grown []string
 	if len(changes) > 0 && o.peers == nil {
 		o.peers = make(map[string]uint64, len(changes))
@@ -73,6 +73,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	for _, c := range changes {
 		old, had := o.peers[c.id]
 		r.cover(o, c.id, old, c.inc)
+		removed = removed || had
 		if inc := old; had && !lost {
 			// Removed, or at a new incarnation: the edge to the old run
 			// is gone. Only an edge to an owner that can be reachable
@@ -114,12 +115,37 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 		o.adjAt, o.frame = m.base, frameOf(payload) // for syncs and relays, as received
 		o.delta, o.deltaBase = nil, 0
 	}
+	// Another owner's state is relayed when it says something that
+	// matters to nodes not linked to the owner: it is the first of its
+	// run here, or a heartbeat (renewal), or it removes links or leaves,
+	// or the links it adds make an owner reachable here that was not.
+	// The others only add links between owners reachable already: in a
+	// forming mesh, nearly every state, and relaying them was most of a
+	// 100-node mesh's work. Those wait for the owner's next heartbeat,
+	// or its next loss, which goes whole to a peer that does not hold
+	// its base (see stateTo); but every half heartbeat an owner's newest
+	// state is relayed all the same (after relayDelay): while its links
+	// keep coming it issues merged states instead of heartbeats, and
+	// they are what renews it on nodes that know it through relays.
+	now := time.Now()
+	news := !wasEligible || len(changes) == 0 || removed || o.leaving
+	if removed || o.leaving {
+		o.lossBeat = m.beat
+	}
+	grew := false
 	if o.leaving {
 		r.wipeRecords(o)
 	} else {
-		r.grow(o, grown)
+		grew = r.grow(o, grown)
 	}
-	r.relayLater(o, len(grown) > 0 && !o.leaving)
+	switch {
+	case news || grew:
+		r.relayLater(o, len(grown) > 0 && !o.leaving)
+		o.relayedAt = now
+	case now.Sub(o.relayedAt) >= r.cfg.Heartbeat/2:
+		r.relayLater(o, false)
+		o.relayedAt = now
+	}
 	if !o.leaving && m.seq > o.seq {
 		r.want(l, o.id)
 	}

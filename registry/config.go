@@ -22,7 +22,7 @@ const (
 
 	// How long links coming up in a burst are merged into one new state
 	// (see announce and coalesceLimits): from coalesceMin up to
-	// coalescePerOwner per owner known, at most half the heartbeat.
+	// coalescePerOwner per owner known, at most the heartbeat.
 	coalesceMin      = 10 * time.Millisecond
 	coalescePerOwner = 10 * time.Millisecond
 

@@ -68,7 +68,7 @@ func (r *Registry) heartbeatLoop() {
 
 // tick is what each Heartbeat does: the heartbeat, unless a merged
 // change of adjacency waits (it goes to every peer when its window ends,
-// within half a heartbeat, and is the heartbeat: issued now, it would
+// within a heartbeat, and is the heartbeat: issued now, it would
 // only cut the window short); then expire silent owners. r.mu is held.
 func (r *Registry) tick(now time.Time) {
 	if !r.stateDue {
@@ -252,9 +252,9 @@ func (r *Registry) recompute() {
 // not, everything the other reaches becomes reachable. Nothing becomes
 // unreachable by adding links, so no whole walk is needed. When one is
 // due anyway (r.dirty), grow leaves it to that. r.mu is held.
-func (r *Registry) grow(u *owner, added []string) {
+func (r *Registry) grow(u *owner, added []string) (grew bool) {
 	if r.dirty {
-		return
+		return true
 	}
 	for _, id := range added {
 		v := r.owners[id]
@@ -264,10 +264,13 @@ func (r *Registry) grow(u *owner, added []string) {
 		switch {
 		case u.reached && !v.reached:
 			r.spread(v)
+			grew = true
 		case v.reached && !u.reached:
 			r.spread(u)
+			grew = true
 		}
 	}
+	return grew
 }
 
 // spread marks from reachable, and every owner reachable from it that is

@@ -235,9 +235,13 @@ func (r *Registry) onHello(l *link, m *message) error {
 		}
 		if v := (Rev{o.inc, o.beat}); o.beat > 0 && v.Compare(k.state) > 0 {
 			if o != r.self && k.state.Incarnation == o.inc && k.state.Seq > 0 {
-				// The peer holds a state of this run: the newer one is
-				// relayed to it as states are, unless it has it by then.
-				r.relayLater(o, false)
+				// The peer holds a state of this run. What it lacks, if
+				// only links added, it has with the owner's next
+				// heartbeat, relayed (see onState); a loss is relayed to
+				// it as states are, unless it has it by then.
+				if k.state.Seq < o.lossBeat {
+					r.relayLater(o, false)
+				}
 				continue
 			}
 			f, err := r.stateFrame(o)
@@ -410,10 +414,10 @@ func (r *Registry) announce(loss bool) {
 // size of the mesh, while an addition only delays what third nodes know
 // of this node's links: the window grows with the number of owners known
 // (coalescePerOwner each; while a mesh forms, a node knows of the others
-// long before it has linked with them) up to half the heartbeat. r.mu is
+// long before it has linked with them) up to the heartbeat. r.mu is
 // held.
 func (r *Registry) coalesceLimits() (lo, hi time.Duration) {
-	hi = min(time.Duration(len(r.owners))*coalescePerOwner, r.cfg.Heartbeat/2)
+	hi = min(time.Duration(len(r.owners))*coalescePerOwner, r.cfg.Heartbeat)
 	return min(coalesceMin, hi), hi
 }
 

@@ -90,6 +90,12 @@ type owner struct {
 	lifetime time.Duration
 	peers    map[string]uint64 // its adjacency as it announced it: peer → peer's incarnation
 	adjAt    uint64            // the beat peers was issued at
+	// lossBeat is the beat of its latest state here that removed a link
+	// or left: a peer holding an older state of its run lacks more than
+	// added links (see onHello).
+	lossBeat uint64
+	// relayedAt is when its state was last queued for relaying.
+	relayedAt time.Time
 	// Its state as a whole State frame, for syncs and relays: as received,
 	// or encoded from the fields above when first needed (nil until then,
 	// and always for this node's own: see ownFrame).
