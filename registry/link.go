@@ -220,9 +220,9 @@ func (l *link) writeLoop() {
 // long as a link lives, a buffer as large as the largest write made on
 // any of its streams (its send loop copies each body into it): a sync
 // written in 32 KiB writes left every idle link of a 100-node mesh
-// holding about 11 KiB. The mesh's other small writes (member lists) are
-// about this size.
-const writeBytes = 4 << 10
+// holding about 11 KiB, and in 4 KiB writes (a Hello of 100 owners is
+// more) about 4 KiB. A sync takes a few more writes; a change, one.
+const writeBytes = 2 << 10
 
 // writers buffer the frames of one batch; an idle link holds none.
 var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, writeBytes) }}

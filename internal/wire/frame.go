@@ -128,14 +128,19 @@ func (b *byteReader) ReadByte() (byte, error) {
 // NewReader returns a Reader of a message stream's frames (types Message
 // to Dead) whose payloads are at most max bytes.
 func NewReader(r io.Reader, max int) *Reader {
-	return NewReaderTypes(r, max, Message, Dead)
+	return newReader(r, max, Message, Dead, 1<<10)
 }
 
 // NewReaderTypes returns a Reader of frames of the types first to last
 // whose payloads are at most max bytes: the frames of another stream than
-// the message stream.
+// the message stream. Those are control frames, few and small: its buffer
+// is half the message stream's, as every link of a big mesh holds one.
 func NewReaderTypes(r io.Reader, max int, first, last byte) *Reader {
-	br := bufio.NewReaderSize(r, 1<<10) // big payloads bypass it
+	return newReader(r, max, first, last, 512)
+}
+
+func newReader(r io.Reader, max int, first, last byte, size int) *Reader {
+	br := bufio.NewReaderSize(r, size) // big payloads bypass it
 	return &Reader{r: br, length: byteReader{r: br}, max: max, first: first, last: last}
 }
 
