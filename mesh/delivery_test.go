@@ -246,3 +246,62 @@ func (w *warnLog) all() []string {
 	defer w.mu.Unlock()
 	return slices.Clone(w.msgs)
 }
+
+// TestGoodbyeIsPeerDownAtOnce: a peer that reads a node's goodbye shows
+// the node down, its records freed, at once, and not once the node has
+// said goodbye to every peer and closed its links: here the node still
+// waits to write what it sent to a peer whose link has stalled.
+func TestGoodbyeIsPeerDownAtOnce(t *testing.T) {
+	leakcheck.Goroutines(t)
+	patient := func(id string) Config {
+		c := testConfig(id)
+		c.KeepAliveInterval, c.WriteTimeout = time.Minute, time.Minute // the stalled link stays up
+		return c
+	}
+	a := start(t, "c", patient("a"))
+	b := start(t, "c", patient("b"))
+	d := start(t, "c", patient("d"))
+	ctx := context.Background()
+	linkPair(t, a, b)
+	px := newProxy(t, addr(t, d))
+	if _, err := b.Connect(ctx, px.ln.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := b.Register(Service{Role: "web@1.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a to see b's record", 5*time.Second, func() bool {
+		rs, _ := a.Services("web")
+		return len(rs) == 1 && rs[0].ID == rec.ID
+	})
+	ev := a.Events(ctx)
+
+	px.stall()
+	for range 20 { // 2 MB: past the 1 MiB yamux writes before the peer answers
+		if err := b.Send(ctx, "d", make([]byte, 100<<10)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- b.Shutdown(sctx) }()
+	e := nextEvent(t, ev, PeerDown)
+	if e.Peer != "b" || e.Err != nil {
+		t.Fatalf("a's PeerDown: %+v, want b's, with no error (a goodbye)", e)
+	}
+	waitFor(t, "a to free b's record", 5*time.Second, func() bool {
+		rs, _ := a.Services("web")
+		return len(rs) == 0
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("b's Shutdown returned (%v) before a showed b gone; the test shows nothing", err)
+	default:
+	}
+	px.resume()
+	if err := <-done; err != nil {
+		t.Fatalf("b's Shutdown: %v", err)
+	}
+}

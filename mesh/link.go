@@ -478,6 +478,17 @@ func (n *Node) readMessages(l *link, s *transport.Stream) {
 				s.Write(ack)
 				s.SetWriteDeadline(time.Time{})
 			}
+			// Nothing follows a goodbye: the peer is down now, not when
+			// it has said goodbye to every other peer and closed its
+			// links. Those it closes itself: what it sent before on
+			// their other streams (its registry's leaving state) is
+			// read still.
+			n.mu.Lock()
+			if n.peers[p.id] == p && !n.closed {
+				n.peerEndLocked(p, nil, false)
+			}
+			n.mu.Unlock()
+			return
 		case wire.Ack:
 			epoch, next, err := wire.ParseAck(payload)
 			if err != nil {

@@ -153,6 +153,20 @@ func (n *Node) redialPeer(ctx context.Context, id string, addrs []netip.AddrPort
 // its links close. With restart, a later run of the peer replaces it
 // (see peerUpLocked). n.mu is held.
 func (n *Node) peerDownLocked(p *peer, err error, restart bool) {
+	n.peerEndLocked(p, err, restart)
+	if p.active != nil {
+		p.active.tl.Close()
+	}
+	for _, r := range p.retiring {
+		r.tl.Close()
+	}
+}
+
+// peerEndLocked is peerDownLocked but for closing p's links: for a peer
+// that said goodbye, which closes them itself once it has said it to
+// every peer, after what it sent on them before (its registry's leaving
+// state) has been read. n.mu is held.
+func (n *Node) peerEndLocked(p *peer, err error, restart bool) {
 	delete(n.peers, p.id)
 	if !restart {
 		n.reg.PeerDown(p.id)
@@ -168,12 +182,6 @@ func (n *Node) peerDownLocked(p *peer, err error, restart bool) {
 		n.log.Warn("peer down with messages undelivered", "peer", p.id, "undelivered", undelivered, "err", err)
 	} else {
 		n.log.Debug("peer down", "peer", p.id, "err", err)
-	}
-	if p.active != nil {
-		p.active.tl.Close()
-	}
-	for _, r := range p.retiring {
-		r.tl.Close()
 	}
 	n.rewatchLocked()
 }
