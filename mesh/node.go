@@ -68,6 +68,9 @@ type Node struct {
 	addrDialing map[netip.AddrPort]int
 	listeners   map[string]*listener
 	discCancel  context.CancelFunc
+	// redials cancel the dials of each peer whose link is being made
+	// again (recover.go).
+	redials     map[*peer]context.CancelFunc
 	marks       map[string]recvMark // of peers declared down (delivery.go)
 	probes      map[uint64]*probe   // questions about silent links (probe.go)
 	probeSeq    uint64
@@ -133,6 +136,7 @@ func New(cluster string, cfg Config) (*Node, error) {
 		pending:     make(map[uint64]chan struct{}),
 		inbound:     make(map[string]int),
 		targets:     make(map[string]*target),
+		redials:     make(map[*peer]context.CancelFunc),
 		addrOwner:   make(map[netip.AddrPort]string),
 		addrDialing: make(map[netip.AddrPort]int),
 		listeners:   make(map[string]*listener),
@@ -412,9 +416,18 @@ func (n *Node) close(ctx context.Context) error {
 	reg := n.reg
 	n.mu.Unlock()
 
-	// The registry first says this node leaves, freeing its records.
+	// The registry says this node leaves, freeing its records, while the
+	// goodbyes go: a peer shows this node down on its goodbye, and frees
+	// its records on the registry's leaving state, which it reads as long
+	// as the link is up. The links close only once both are written.
+	regDone := make(chan struct{})
 	if reg != nil {
-		reg.Shutdown(ctx)
+		go func() {
+			defer close(regDone)
+			reg.Shutdown(ctx)
+		}()
+	} else {
+		close(regDone)
 	}
 	// Goodbye: each writer sends it after what is queued, then closes
 	// its stream. Once ctx has ended, what is queued is dropped.
@@ -431,6 +444,7 @@ func (n *Node) close(ctx context.Context) error {
 		case <-ctx.Done():
 		}
 	}
+	<-regDone
 	n.mu.Lock()
 	links := make([]*link, 0, len(n.links))
 	for _, l := range n.links {
