@@ -34,6 +34,8 @@ func (n *Node) silentBound() time.Duration {
 func (n *Node) recoverLocked(p *peer, l *link) {
 	p.active = nil
 	p.relinked = make(chan struct{})
+	ctx, cancel := context.WithCancel(n.ctx)
+	n.redials[p] = cancel
 	addrs := slices.Clone(p.addrs)
 	if l.tl.Outbound() {
 		if ap, err := netip.ParseAddrPort(l.tl.RemoteAddr().String()); err == nil && !slices.Contains(addrs, ap) {
@@ -43,7 +45,19 @@ func (n *Node) recoverLocked(p *peer, l *link) {
 	n.log.Debug("link lost; linking the peer again", "peer", p.id, "link", l.tl.ID(), "err", l.tl.Err())
 	p.signal() // the writer lets go of the lost link's stream
 	n.wg.Add(1)
-	go n.recoverPeer(p, addrs, p.relinked)
+	go n.recoverPeer(ctx, p, addrs, p.relinked)
+}
+
+// endRecoveryLocked ends p's recovery: its link is back, or it is down.
+// The dials still running for it are cancelled now, under n.mu, and not
+// once the recovery's goroutine sees relinked closed: meanwhile such a
+// dial could finish its handshake, after a goodbye even, and link the
+// two nodes again, each taking the other for a new peer. n.mu is held.
+func (n *Node) endRecoveryLocked(p *peer) {
+	close(p.relinked)
+	p.relinked = nil
+	n.redials[p]()
+	delete(n.redials, p)
 }
 
 // relinkLocked makes l the active link of p, which was recovering; n.mu
@@ -51,34 +65,33 @@ func (n *Node) recoverLocked(p *peer, l *link) {
 func (n *Node) relinkLocked(p *peer, l *link) {
 	p.active = l
 	n.stats.linksRedone.Add(1)
-	close(p.relinked)
-	p.relinked = nil
+	n.endRecoveryLocked(p)
 	n.applyWatchLocked(p)
 	n.log.Debug("link to the peer is back", "peer", p.id, "link", l.tl.ID())
 	p.signal()
 }
 
-// recoverPeer dials p until a link is back (relinked closes), p is shown
-// gone, or the silent-peer bound passes; then p is down unless relinked.
-func (n *Node) recoverPeer(p *peer, addrs []netip.AddrPort, relinked chan struct{}) {
+// recoverPeer dials p until a link is back (relinked closes, and ctx
+// with it), p is shown gone, or the silent-peer bound passes; then p is
+// down unless relinked.
+func (n *Node) recoverPeer(ctx context.Context, p *peer, addrs []netip.AddrPort, relinked chan struct{}) {
 	defer n.wg.Done()
-	ctx, cancel := context.WithTimeout(n.ctx, lag.Stretch(n.silentBound()))
+	ctx, cancel := context.WithTimeout(ctx, lag.Stretch(n.silentBound()))
 	defer cancel()
 	var err error
 	var gone bool
 	backoff := n.cfg.DialBackoff
 	for {
-		if gone, err = n.redialPeer(ctx, p.id, addrs, relinked); gone || ctx.Err() != nil || isClosed(relinked) {
+		if gone, err = n.redialPeer(ctx, p.id, addrs); gone || ctx.Err() != nil {
 			break
 		}
 		t := time.NewTimer(backoff)
 		select {
 		case <-t.C:
-		case <-relinked:
 		case <-ctx.Done():
 		}
 		t.Stop()
-		if ctx.Err() != nil || isClosed(relinked) {
+		if ctx.Err() != nil {
 			break
 		}
 		backoff = min(2*backoff, n.cfg.DialBackoffMax)
@@ -100,10 +113,10 @@ func (n *Node) recoverPeer(p *peer, addrs []netip.AddrPort, relinked chan struct
 	n.redialLocked(p.id)
 }
 
-// redialPeer dials the peer id at each of addrs at once, until one links,
-// relinked closes or ctx ends. gone reports that an address refused the
-// connection: no process listens there, the peer's run is over.
-func (n *Node) redialPeer(ctx context.Context, id string, addrs []netip.AddrPort, relinked chan struct{}) (gone bool, err error) {
+// redialPeer dials the peer id at each of addrs at once, until one links
+// or ctx ends. gone reports that an address refused the connection: no
+// process listens there, the peer's run is over.
+func (n *Node) redialPeer(ctx context.Context, id string, addrs []netip.AddrPort) (gone bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	type result struct {
@@ -118,17 +131,8 @@ func (n *Node) redialPeer(ctx context.Context, id string, addrs []netip.AddrPort
 		}()
 	}
 	var errs []error
-	for pending := len(addrs); pending > 0; {
-		var r result
-		select {
-		case r = <-results:
-			pending--
-		case <-relinked:
-			relinked = nil
-			cancel()
-			continue
-		}
-		switch {
+	for range addrs {
+		switch r := <-results; {
 		case r.tl != nil && r.tl.Peer() != id:
 			n.log.Info("address now belongs to another node", "peer", r.tl.Peer(), "want", id)
 			n.unclaim(r.tl.Peer(), r.tl.Remote().Incarnation) // see admit
@@ -174,8 +178,7 @@ func (n *Node) peerEndLocked(p *peer, err error, restart bool) {
 	undelivered := p.stop()
 	n.saveMarkLocked(p)
 	if p.relinked != nil {
-		close(p.relinked)
-		p.relinked = nil
+		n.endRecoveryLocked(p)
 	}
 	n.events.publish(Event{Kind: PeerDown, Peer: p.id, Err: err, Undelivered: undelivered, Observer: p.observer})
 	if undelivered > 0 {
