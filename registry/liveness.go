@@ -3,6 +3,8 @@ package registry
 import (
 	"slices"
 	"time"
+
+	"github.com/tallship-go/tallship/internal/lag"
 )
 
 // Liveness, link-state style. Every node floods a versioned state of its
@@ -194,6 +196,11 @@ func (r *Registry) expire(now time.Time) {
 		if o.lifetime > 0 {
 			lifetime = o.lifetime
 		}
+		// A process that runs its timers late (a machine overloaded, a
+		// hundred nodes forming in one process) reads and relays the
+		// heartbeats late too: it does not judge others by them until it
+		// keeps time again. Expiring owners then only fed the load.
+		lifetime = lag.Stretch(lifetime)
 		if !o.expired && age > lifetime {
 			o.expired = true
 			r.dirty = true
