@@ -2,10 +2,12 @@ package netns
 
 import (
 	"encoding/binary"
+	"fmt"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+	"unsafe"
 )
 
 // ethPAll is ETH_P_ALL in network byte order: every protocol.
@@ -31,6 +33,17 @@ func Capture(t testing.TB, ifindex int, handle func(pkt []byte, from *syscall.So
 			syscall.Close(fd)
 			t.Fatal(err)
 		}
+	}
+	// The kernel charges each packet queued to the socket its buffer's
+	// whole size, and on loopback (MTU 64 KiB) a 40-byte IGMP report
+	// takes 128 KiB: two of them (a join, sent and looped back) fill the
+	// default receive buffer, and whatever else comes before the loop
+	// reads them is dropped. So the buffer is made ample (beyond
+	// net.core.rmem_max where the namespace allows it), and a capture that
+	// dropped anything all the same fails t: it would count too few.
+	const rcvbuf = 16 << 20
+	if syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUFFORCE, rcvbuf) != nil {
+		syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvbuf)
 	}
 	// Reads time out, so that the loop sees stop.
 	tv := syscall.NsecToTimeval(int64(50 * time.Millisecond))
@@ -59,6 +72,11 @@ func Capture(t testing.TB, ifindex int, handle func(pkt []byte, from *syscall.So
 	t.Cleanup(func() {
 		close(stop)
 		wg.Wait()
+		if drops, err := packetDrops(fd); err != nil {
+			t.Errorf("capture: %v", err)
+		} else if drops > 0 {
+			t.Errorf("capture: the kernel dropped %d packets (the socket's receive buffer was full): the counts are short", drops)
+		}
 		syscall.Close(fd)
 	})
 }
@@ -91,3 +109,19 @@ func UDP(pkt []byte) (src, dst uint16, payload []byte, multicast, ok bool) {
 	src, dst = binary.BigEndian.Uint16(udp[0:]), binary.BigEndian.Uint16(udp[2:])
 	return src, dst, udp[8:], multicast, true
 }
+
+// packetDrops returns how many packets the kernel dropped for fd, an
+// AF_PACKET socket, since the last call (PACKET_STATISTICS).
+func packetDrops(fd int) (uint32, error) {
+	var st struct{ packets, drops uint32 } // struct tpacket_stats
+	size := uint32(unsafe.Sizeof(st))
+	_, _, errno := syscall.Syscall6(syscall.SYS_GETSOCKOPT, uintptr(fd), syscall.SOL_PACKET, packetStatistics,
+		uintptr(unsafe.Pointer(&st)), uintptr(unsafe.Pointer(&size)), 0)
+	if errno != 0 {
+		return 0, fmt.Errorf("PACKET_STATISTICS: %w", errno)
+	}
+	return st.drops, nil
+}
+
+// packetStatistics is PACKET_STATISTICS (linux/if_packet.h).
+const packetStatistics = 6
