@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"slices"
@@ -34,26 +35,41 @@ func (r *Registry) owner(id string) *owner {
 // A delta applies on top of the adjacency it names (its base); one that
 // does not find it here is not applied, and the whole state is asked
 // for (with a snapshot of the records: see onWant).
-func (r *Registry) onState(l *link, m *message, payload []byte) {
+func (r *Registry) onState(l *link, m *message, payload []byte) error {
 	l.noteState(m.owner, m.inc, m.beat)
 	if m.owner == r.self.id || r.secondHand(l, m.owner, m.inc) {
-		return
+		return nil
 	}
 	o := r.owner(m.owner)
 	if m.inc < o.inc {
-		return
+		return nil
+	}
+	if r.signing() {
+		// Checked before anything changes: a later run, above all, drops
+		// what is held of the owner.
+		newer := m.inc > o.inc
+		if !newer && m.beat <= o.beat {
+			return nil
+		}
+		if m.delta && (newer || o.beat == 0 || o.adjAt != m.base) {
+			r.want(l, o.id)
+			return nil
+		}
+		if ok, err := r.checkState(l, o, m); !ok {
+			return err
+		}
 	}
 	if m.inc > o.inc {
 		r.resetOwner(o, m.inc)
 	}
 	if m.beat <= o.beat {
-		return
+		return nil
 	}
 	changes := m.peers
 	if m.delta {
 		if o.beat == 0 || o.adjAt != m.base {
 			r.want(l, o.id)
-			return
+			return nil
 		}
 	} else {
 		changes = r.wholeDelta(o.peers, m.peers)
@@ -108,6 +124,9 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	o.lifetime = m.lifetime
 	o.renewed = time.Now()
 	o.expired = false
+	if r.signing() {
+		o.stateSig, o.stateSeq = cloneSig(m.sig), m.seq
+	}
 	if m.delta {
 		o.adjAt, o.frame = m.beat, nil
 		o.delta, o.deltaBase = frameOf(payload), m.base
@@ -149,6 +168,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) {
 	if !o.leaving && m.seq > o.seq {
 		r.want(l, o.id)
 	}
+	return nil
 }
 
 // wholeDelta returns the changes from the adjacency have to the whole one
@@ -252,6 +272,22 @@ func (r *Registry) onChange(l *link, m *message, payload []byte) error {
 			return fmt.Errorf("%w: owner %s already holds %d records", ErrTooManyRecords, o.id, len(o.records))
 		}
 	}
+	if r.signing() {
+		if m.inc == o.inc && o.leaving {
+			return nil // its records are gone here: nothing to check it on
+		}
+		held, id, put := o.records, m.id, (*entry)(nil)
+		if m.inc > o.inc {
+			held = nil // seq 1 of a later run
+		}
+		if m.typ == msgPut {
+			put = m.recs[0]
+			id = put.rec.ID
+		}
+		if ok, err := r.checkRecords(l, o, m.inc, m.seq, recordsDigest(held, id, put), m.sig); !ok {
+			return err
+		}
+	}
 	if m.inc > o.inc {
 		r.resetOwner(o, m.inc)
 	}
@@ -264,6 +300,9 @@ func (r *Registry) onChange(l *link, m *message, payload []byte) error {
 	} else {
 		r.delRecord(o, m.id)
 	}
+	if r.signing() {
+		o.recSig = cloneSig(m.sig)
+	}
 	r.relay(l, o, true, Rev{o.inc, o.seq}, payload, nil)
 	return nil
 }
@@ -272,9 +311,9 @@ func (r *Registry) onChange(l *link, m *message, payload []byte) error {
 func (r *Registry) onSnap(l *link, m *message, payload []byte) error {
 	s := l.snap
 	if s == nil {
-		s = &snapshot{owner: m.owner, inc: m.inc, seq: m.seq, recs: map[string]*entry{}}
+		s = &snapshot{owner: m.owner, inc: m.inc, seq: m.seq, recs: map[string]*entry{}, sig: cloneSig(m.sig)}
 		l.snap = s
-	} else if s.owner != m.owner || s.inc != m.inc || s.seq != m.seq {
+	} else if s.owner != m.owner || s.inc != m.inc || s.seq != m.seq || !bytes.Equal(s.sig, m.sig) {
 		return fmt.Errorf("%w: snapshot chunks of different versions", ErrProtocol)
 	}
 	for _, e := range m.recs {
@@ -297,6 +336,16 @@ func (r *Registry) onSnap(l *link, m *message, payload []byte) error {
 	if (Rev{s.inc, s.seq}).Compare(Rev{o.inc, o.seq}) <= 0 {
 		return nil
 	}
+	if r.signing() {
+		// At seq 0 it holds nothing, and is signed by nobody: the owner's
+		// State, which follows it, says the rest.
+		if s.seq == 0 || s.inc == o.inc && o.leaving {
+			return nil
+		}
+		if ok, err := r.checkRecords(l, o, s.inc, s.seq, recordsDigest(s.recs, "", nil), s.sig); !ok {
+			return err
+		}
+	}
 	if s.inc > o.inc {
 		r.resetOwner(o, s.inc)
 	}
@@ -305,6 +354,9 @@ func (r *Registry) onSnap(l *link, m *message, payload []byte) error {
 		return nil
 	}
 	r.replaceRecords(o, s.recs)
+	if r.signing() {
+		o.recSig = s.sig
+	}
 	if o.seq > 0 { // at seq 0, it says nothing the owner's state does not
 		r.relay(l, o, true, Rev{o.inc, o.seq}, nil, s.frames)
 	}
@@ -445,16 +497,22 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 				}
 			}
 			if records {
-				l.noteRecords(o.id, v.Incarnation, v.Seq)
 				if frames == nil {
 					frames = [][]byte{frameOf(payload)}
 				}
+				if c := r.credTo(l, o, v.Incarnation); c != nil {
+					l.enqueue(c)
+				}
+				l.noteRecords(o.id, v.Incarnation, v.Seq)
 				l.enqueue(frames...)
 			} else {
 				f, err := r.stateTo(o, known)
 				if err != nil {
 					r.log.Warn("registry: cannot encode state", "owner", o.id, "err", err)
 					return
+				}
+				if c := r.credTo(l, o, v.Incarnation); c != nil {
+					l.enqueue(c)
 				}
 				l.noteState(o.id, v.Incarnation, v.Seq)
 				l.enqueue(f)

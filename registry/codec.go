@@ -15,14 +15,22 @@ import (
 )
 
 // protoVersion is the replication protocol's version, sent in Hello.
-// Version 4 sends a change of adjacency as a delta (see stateIsDelta), and
+// Version 5 carries owners' signatures and credentials (Config.Identity:
+// every State, Put, Del and Snap ends with one, empty when owners do not
+// sign, and a State's lifetime is always there); version 4 sends a change of adjacency as a delta (see stateIsDelta), and
 // says in every whole State the beat its adjacency was issued at; version 3 marks the sender's neighbours in its Hello's digest; version 2
 // frames messages as internal/wire does; version 1 had a u32 length
 // prefix.
-const protoVersion = 4
+const protoVersion = 5
 
 // maxRecordIDBytes bounds a record id on the wire.
 const maxRecordIDBytes = 512
+
+// Bounds of a signature and a credential on the wire.
+const (
+	maxSigBytes  = 1 << 10
+	maxCredBytes = 32 << 10
+)
 
 // msgType is a message's type: its frame's type byte.
 type msgType byte
@@ -35,6 +43,7 @@ const (
 	msgSnap   msgType = 5 // one chunk of an owner's full record set
 	msgSynced msgType = 6 // end of the initial sync
 	msgWant   msgType = 7 // please send a snapshot of an owner
+	msgCred   msgType = 8 // an owner's credential for one of its runs
 )
 
 func (t msgType) String() string {
@@ -53,6 +62,8 @@ func (t msgType) String() string {
 		return "synced"
 	case msgWant:
 		return "want"
+	case msgCred:
+		return "cred"
 	}
 	return fmt.Sprintf("type(%d)", byte(t))
 }
@@ -110,6 +121,12 @@ type message struct {
 	recs []*entry
 	// msgSnap: the last chunk of a snapshot
 	last bool
+
+	// msgState, msgPut, msgDel, msgSnap: the owner's signature (nil when
+	// owners do not sign); msgCred: the owner's signature of its run.
+	sig []byte
+	// msgCred: the credential
+	cred []byte
 }
 
 // trim lets go of m's slices when they are large, keeping small ones for
@@ -151,6 +168,11 @@ func endFrame(b []byte, max int) ([]byte, error) {
 func appendString(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
+}
+
+func appendBytes(b []byte, p []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(p)))
+	return append(b, p...)
 }
 
 func appendOwner(b []byte, owner string, inc, seq uint64) []byte {
@@ -252,29 +274,51 @@ func encodeStateOf(m *message, max int) ([]byte, error) {
 	}
 	if ms := m.lifetime.Milliseconds(); ms > 0 {
 		b = binary.AppendUvarint(b, uint64(ms))
+	} else {
+		b = append(b, 0)
 	}
+	b = appendBytes(b, m.sig)
 	return endFrame(b, max)
 }
 
 func encodePut(owner string, inc uint64, e *entry, max int) ([]byte, error) {
-	b := beginFrame(msgPut, 30+len(owner)+recordSize(e), max)
+	return encodePutSigned(owner, inc, e, nil, max)
+}
+
+// encodePutSigned encodes a Put with the owner's signature (see
+// recordsSigned).
+func encodePutSigned(owner string, inc uint64, e *entry, sig []byte, max int) ([]byte, error) {
+	b := beginFrame(msgPut, 32+len(owner)+recordSize(e)+len(sig), max)
 	b = appendOwner(b, owner, inc, e.rec.Rev.Seq)
 	b = appendRecord(b, e)
+	b = appendBytes(b, sig)
 	return endFrame(b, max)
 }
 
 func encodeDel(owner string, inc, seq uint64, id string, max int) ([]byte, error) {
-	b := beginFrame(msgDel, 30+len(owner)+len(id), max)
+	return encodeDelSigned(owner, inc, seq, id, nil, max)
+}
+
+// encodeDelSigned encodes a Del with the owner's signature.
+func encodeDelSigned(owner string, inc, seq uint64, id string, sig []byte, max int) ([]byte, error) {
+	b := beginFrame(msgDel, 32+len(owner)+len(id)+len(sig), max)
 	b = appendOwner(b, owner, inc, seq)
 	b = appendString(b, id)
+	b = appendBytes(b, sig)
 	return endFrame(b, max)
 }
 
 // encodeSnap encodes an owner's records as one or more msgSnap frames, each
 // within max; the last has the last flag. Zero records make one frame.
 func encodeSnap(owner string, inc, seq uint64, recs []*entry, max int) ([][]byte, error) {
+	return encodeSnapSigned(owner, inc, seq, recs, nil, max)
+}
+
+// encodeSnapSigned encodes a snapshot whose every frame carries the
+// owner's signature of the whole set.
+func encodeSnapSigned(owner string, inc, seq uint64, recs []*entry, sig []byte, max int) ([][]byte, error) {
 	var frames [][]byte
-	head := 30 + len(owner) + 1 + 10
+	head := 30 + len(owner) + 1 + 10 + 2 + len(sig)
 	for {
 		b := beginFrame(msgSnap, min(max, 4096), max)
 		b = appendOwner(b, owner, inc, seq)
@@ -294,6 +338,7 @@ func encodeSnap(owner string, inc, seq uint64, recs []*entry, max int) ([][]byte
 		for _, e := range recs[:n] {
 			b = appendRecord(b, e)
 		}
+		b = appendBytes(b, sig)
 		f, err := endFrame(b, max)
 		if err != nil {
 			return nil, err
@@ -317,15 +362,26 @@ func encodeWant(owner string, max int) ([]byte, error) {
 	return endFrame(b, max)
 }
 
+// encodeCred encodes an owner's credential for its run inc, with the
+// owner's signature of that run (see credSigned).
+func encodeCred(owner string, inc uint64, cred, sig []byte, max int) ([]byte, error) {
+	b := beginFrame(msgCred, 20+len(owner)+len(cred)+len(sig), max)
+	b = appendString(b, owner)
+	b = binary.AppendUvarint(b, inc)
+	b = appendBytes(b, cred)
+	b = appendBytes(b, sig)
+	return endFrame(b, max)
+}
+
 // Decoding.
 
 // errShort is the decoder's error for truncated input.
 var errShort = errors.New("truncated message")
 
 // newFrameReader returns a reader of a registry stream's frames: message
-// types msgHello to msgWant, payloads of at most max bytes.
+// types msgHello to msgCred, payloads of at most max bytes.
 func newFrameReader(r io.Reader, max int) *wire.Reader {
-	return wire.NewReaderTypes(r, max, byte(msgHello), byte(msgWant))
+	return wire.NewReaderTypes(r, max, byte(msgHello), byte(msgCred))
 }
 
 // readFrame reads the next frame into buf's array (a new one when buf is
@@ -410,6 +466,15 @@ func (r *reader) bytes(max int, what string) []byte {
 	}
 	b := r.b[:n]
 	r.b = r.b[n:]
+	return b
+}
+
+// sig reads a signature, without copying it; nil when empty.
+func (r *reader) sig() []byte {
+	b := r.bytes(maxSigBytes, "signature")
+	if len(b) == 0 {
+		return nil
+	}
 	return b
 }
 
@@ -577,13 +642,12 @@ func (d *decoder) decode(t msgType, p []byte, m *message) error {
 			}
 			m.peers = append(m.peers, peerRef{id: id, inc: inc})
 		}
-		if r.err == nil && len(r.b) > 0 {
-			ms := r.uvarint()
-			if ms > uint64(maxLifetime/time.Millisecond) {
-				r.fail(fmt.Errorf("lifetime of %d ms", ms))
-			}
-			m.lifetime = time.Duration(ms) * time.Millisecond
+		ms := r.uvarint()
+		if ms > uint64(maxLifetime/time.Millisecond) {
+			r.fail(fmt.Errorf("lifetime of %d ms", ms))
 		}
+		m.lifetime = time.Duration(ms) * time.Millisecond
+		m.sig = r.sig()
 	case msgPut:
 		d.owner(r, m)
 		if e := d.record(r, m); e != nil {
@@ -592,9 +656,11 @@ func (d *decoder) decode(t msgType, p []byte, m *message) error {
 			}
 			m.recs = append(m.recs, e)
 		}
+		m.sig = r.sig()
 	case msgDel:
 		d.owner(r, m)
 		m.id = r.string(maxRecordIDBytes, "record id")
+		m.sig = r.sig()
 	case msgSnap:
 		d.owner(r, m)
 		switch r.byte() {
@@ -613,9 +679,18 @@ func (d *decoder) decode(t msgType, p []byte, m *message) error {
 				m.recs = append(m.recs, e)
 			}
 		}
+		m.sig = r.sig()
 	case msgSynced:
 	case msgWant:
 		m.owner = d.id(r, "owner id")
+	case msgCred:
+		m.owner = d.id(r, "owner id")
+		if r.err == nil && m.owner == "" {
+			r.fail(errors.New("empty owner id"))
+		}
+		m.inc = r.uvarint()
+		m.cred = r.bytes(maxCredBytes, "credential")
+		m.sig = r.sig()
 	default:
 		return fmt.Errorf("%w: unknown message type %d", ErrProtocol, byte(t))
 	}

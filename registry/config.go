@@ -89,6 +89,19 @@ type Config struct {
 	// and its channel is closed. Zero means DefaultWatchBuffer (1024).
 	WatchBuffer int
 
+	// Identity, when set, makes every owner prove what it says about
+	// itself to every node, however many relays it crossed: this node
+	// signs its states and record changes and sends its credential ahead
+	// of them, and applies what another owner says only when that
+	// owner's credential (checked by Identity.Verifier) signed it. A
+	// peer that sends a message with a signature that fails, or a
+	// credential that does not prove its owner, has its link closed
+	// (ErrForged). Nil means none: records rest on the word of the nodes
+	// that relay them. Set it on every node of a cluster or none. The
+	// mesh sets it when links run TLS (see docs/registry-protocol.md,
+	// "Owners' signatures").
+	Identity Identity
+
 	// Logger receives the registry's logs (link up/down at Debug,
 	// refused peers at Warn). Nil means slog.Default().
 	Logger *slog.Logger

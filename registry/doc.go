@@ -36,6 +36,7 @@
 //		MaxMetadataBytes:   1024,
 //		MaxMessageBytes:    256 << 10,
 //		WatchBuffer:        256,
+//		Identity:           identity, // owners sign what they say (see Identity)
 //		Logger:             logger,
 //		OnEvent:            func(ev registry.Event) { events <- ev }, // must not block
 //	})
@@ -61,8 +62,10 @@
 // neighbour's link stands for its liveness; owners known only through
 // relays are renewed by a heartbeat that their neighbours relay, and the
 // records of one that stops renewing expire after Config.Lifetime. An
-// idle full mesh sends nothing. The wire protocol is described in
-// docs/registry-protocol.md.
+// idle full mesh sends nothing. With Config.Identity every owner signs
+// what it says about itself, and no node takes another's word for it:
+// a relay can neither change an owner's records nor make any up. The
+// wire protocol is described in docs/registry-protocol.md.
 //
 // # Events
 //

@@ -56,6 +56,12 @@ var (
 	// version, a peer id that does not match).
 	ErrProtocol = errors.New("registry: protocol error")
 
+	// ErrForged is returned by Serve when, with Config.Identity, the
+	// peer sends a message whose owner's signature fails, or a credential
+	// that does not prove its owner: the message is not applied and the
+	// link closes. It wraps ErrProtocol.
+	ErrForged = fmt.Errorf("registry: not signed by its owner: %w", ErrProtocol)
+
 	// ErrSlowPeer is returned by Serve when a peer falls so far behind that
 	// its outgoing queue exceeds its bound; the link is closed.
 	ErrSlowPeer = errors.New("registry: peer too slow")

@@ -25,6 +25,9 @@ func seedFrames() [][]byte {
 		must(encodeDel("n1", 5, 4, e.rec.ID, max)),
 		encodeSynced(),
 		must(encodeWant("n1", max)),
+		must(encodeCred("n1", 5, []byte("credential"), []byte("signature"), max)),
+		must(encodePutSigned("n1", 5, e, []byte("signature"), max)),
+		must(encodeStateOf(&message{typ: msgState, owner: "n1", inc: 5, seq: 3, beat: 9, base: 9, lifetime: 5000 * 1e6, peers: []peerRef{{"n2", 1}}, sig: []byte("signature")}, max)),
 	}
 	frames = append(frames, must(encodeSnap("n1", 5, 3, []*entry{e, fakeRecord("n1", 5, 2, "db", nil)}, max))...)
 	return append(frames, must(encodeSnap("n1", 0, 0, nil, max))...)
@@ -60,12 +63,12 @@ func reencode(m *message) ([]byte, error) {
 	case msgState:
 		f, err = encodeStateOf(m, max)
 	case msgPut:
-		f, err = encodePut(m.owner, m.inc, m.recs[0], max)
+		f, err = encodePutSigned(m.owner, m.inc, m.recs[0], m.sig, max)
 	case msgDel:
-		f, err = encodeDel(m.owner, m.inc, m.seq, m.id, max)
+		f, err = encodeDelSigned(m.owner, m.inc, m.seq, m.id, m.sig, max)
 	case msgSnap:
 		var fs [][]byte
-		fs, err = encodeSnap(m.owner, m.inc, m.seq, m.recs, max)
+		fs, err = encodeSnapSigned(m.owner, m.inc, m.seq, m.recs, m.sig, max)
 		if err == nil {
 			if len(fs) != 1 {
 				return nil, errSkip
@@ -76,6 +79,8 @@ func reencode(m *message) ([]byte, error) {
 		f = encodeSynced()
 	case msgWant:
 		f, err = encodeWant(m.owner, max)
+	case msgCred:
+		f, err = encodeCred(m.owner, m.inc, m.cred, m.sig, max)
 	}
 	if err != nil {
 		return nil, err

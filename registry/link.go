@@ -40,6 +40,9 @@ type link struct {
 	// its own sent on this link (0: none yet): a delta goes only on top of
 	// that one.
 	selfAdj uint64
+	// creds names, by owner, the run whose credential the peer has (sent
+	// either way); nil unless owners sign.
+	creds map[string]uint64
 
 	// The writer runs only while there is something to write: an idle
 	// link holds no goroutine for it.
@@ -69,6 +72,7 @@ type snapshot struct {
 	inc, seq uint64
 	recs     map[string]*entry
 	frames   [][]byte // as received, for relaying
+	sig      []byte   // the owner's signature of the whole set, if any
 }
 
 func newLink(peer string, conn io.ReadWriteCloser) *link {
@@ -90,11 +94,20 @@ func (l *link) forget(owner string) {
 		return
 	}
 	delete(l.known, owner)
+	delete(l.creds, owner) // sent again if needed: a Cred twice is harmless
 	if len(l.known) < l.knownPeak/4 {
 		known := make(map[string]peerKnows, len(l.known)) // (maps.Clone keeps the room)
 		maps.Copy(known, l.known)
 		l.known, l.knownPeak = known, len(known)
 	}
+}
+
+// noteCred notes that the peer has owner's credential for its run inc.
+func (l *link) noteCred(owner string, inc uint64) {
+	if l.creds == nil {
+		l.creds = map[string]uint64{}
+	}
+	l.creds[owner] = inc
 }
 
 // noteRecords notes that the peer has owner's records at (inc, seq) or

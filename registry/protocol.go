@@ -59,6 +59,9 @@ func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteClos
 		return err
 	}
 	l.enqueue(hello)
+	if f := r.credTo(l, r.self, r.self.inc); f != nil {
+		l.enqueue(f) // ahead of anything this node signs
+	}
 	r.links[peer] = append(r.links[peer], l)
 	r.serving.Add(1)
 	r.mu.Unlock()
@@ -149,7 +152,7 @@ func (r *Registry) handle(l *link, m *message, payload []byte) error {
 	case msgHello:
 		return r.onHello(l, m)
 	case msgState:
-		r.onState(l, m, payload)
+		return r.onState(l, m, payload)
 	case msgPut, msgDel:
 		return r.onChange(l, m, payload)
 	case msgSnap:
@@ -163,6 +166,8 @@ func (r *Registry) handle(l *link, m *message, payload []byte) error {
 		r.queueEvent(Event{Kind: Synced, Peer: l.peer, Time: time.Now()})
 	case msgWant:
 		r.onWant(l, m.owner)
+	case msgCred:
+		return r.onCred(l, m, payload)
 	}
 	return nil
 }
@@ -225,10 +230,13 @@ func (r *Registry) onHello(l *link, m *message) error {
 		k := l.known[o.id]
 		// An owner that never had records (seq 0) has no snapshot to
 		// send: its state says as much.
-		if v := (Rev{o.inc, o.seq}); o.seq > 0 && v.Compare(k.records) > 0 {
+		if v := (Rev{o.inc, o.seq}); o.seq > 0 && v.Compare(k.records) > 0 && r.provable(o) {
 			fs, err := r.snapFrames(o)
 			if err != nil {
 				return err
+			}
+			if c := r.credTo(l, o, o.inc); c != nil {
+				frames = append(frames, c)
 			}
 			frames = append(frames, fs...)
 			l.noteRecords(o.id, o.inc, o.seq)
@@ -247,6 +255,9 @@ func (r *Registry) onHello(l *link, m *message) error {
 			f, err := r.stateFrame(o)
 			if err != nil {
 				return err
+			}
+			if c := r.credTo(l, o, o.inc); c != nil {
+				frames = append(frames, c)
 			}
 			frames = append(frames, f)
 			l.noteState(o.id, o.inc, o.beat)
@@ -444,12 +455,27 @@ func (r *Registry) onWant(l *link, id string) {
 		l.enqueue(f...)
 		return
 	}
-	frames, err := r.snapFrames(o)
-	if err != nil {
-		r.log.Warn("registry: cannot encode snapshot", "owner", id, "err", err)
-		return
+	var frames [][]byte
+	if c, _ := o.credOf(o.inc); c != nil && r.signing() {
+		// Always: a peer that forgot the owner (expired) lacks it
+		// though it was sent, and asks for the owner for want of it.
+		frames = append(frames, c.frame)
+		l.noteCred(o.id, o.inc)
 	}
-	l.noteRecords(o.id, o.inc, o.seq)
+	if r.provable(o) {
+		fs, err := r.snapFrames(o)
+		if err != nil {
+			r.log.Warn("registry: cannot encode snapshot", "owner", id, "err", err)
+			return
+		}
+		frames = append(frames, fs...)
+		l.noteRecords(o.id, o.inc, o.seq)
+	} else {
+		// Nothing this node holds of o's records is signed as it is
+		// (see provable): the answer says so, and o's state follows.
+		fs, _ := encodeSnap(id, 0, 0, nil, r.cfg.MaxMessageBytes)
+		frames = append(frames, fs...)
+	}
 	if o.beat > 0 {
 		if f, err := r.stateFrame(o); err == nil {
 			frames = append(frames, f)
@@ -484,7 +510,16 @@ func (r *Registry) digest() []digestEntry {
 // snapFrames encodes o's records. r.mu is held.
 func (r *Registry) snapFrames(o *owner) ([][]byte, error) {
 	recs := slices.Collect(maps.Values(o.records))
-	return encodeSnap(o.id, o.inc, o.seq, recs, r.cfg.MaxMessageBytes)
+	return encodeSnapSigned(o.id, o.inc, o.seq, recs, o.recSig, r.cfg.MaxMessageBytes)
+}
+
+// provable reports whether o's records as this node holds them can go
+// in a snapshot: always, unless owners sign (Config.Identity) and the
+// owner's signature of them is not held: at seq 0 (none to send), or
+// once it left (its records dropped here, its signature is of the set
+// it had). r.mu is held.
+func (r *Registry) provable(o *owner) bool {
+	return !r.signing() || o.recSig != nil && !o.leaving
 }
 
 // stateFrame returns o's state as a whole State frame. r.mu is held.
@@ -503,7 +538,19 @@ func (r *Registry) stateFrame(o *owner) ([]byte, error) {
 	if o == r.self {
 		lifetime = r.cfg.Lifetime
 	}
-	f, err := encodeStateOf(&message{typ: msgState, owner: o.id, inc: o.inc, seq: o.seq, beat: o.beat, leaving: o.leaving, lifetime: lifetime, base: o.adjAt, peers: peers}, r.cfg.MaxMessageBytes)
+	seq, sig := o.seq, []byte(nil)
+	if r.signing() {
+		if o == r.self {
+			s, err := r.cfg.Identity.Sign(stateSigned(o.id, o.inc, o.seq, o.beat, o.leaving, o.adjAt, peers, lifetime))
+			if err != nil {
+				return nil, fmt.Errorf("registry: sign a state: %w", err)
+			}
+			o.stateSig, o.stateSeq = s, o.seq
+		}
+		// As its owner signed it: its records may have moved on since.
+		seq, sig = o.stateSeq, o.stateSig
+	}
+	f, err := encodeStateOf(&message{typ: msgState, owner: o.id, inc: o.inc, seq: seq, beat: o.beat, leaving: o.leaving, lifetime: lifetime, base: o.adjAt, peers: peers, sig: sig}, r.cfg.MaxMessageBytes)
 	if err == nil && o != r.self {
 		o.frame = f
 	}
@@ -543,9 +590,11 @@ func (r *Registry) bumpState() {
 		return
 	}
 	var delta []byte
-	if base := r.pushedAt; r.self.adjAt > base && !r.self.leaving {
+	// (A delta's adjacency is issued at its beat: with signatures, the
+	// whole state's, which signs both forms.)
+	if base := r.pushedAt; r.self.adjAt > base && r.self.adjAt == r.self.beat && !r.self.leaving {
 		delta, err = encodeStateOf(&message{typ: msgState, owner: r.self.id, inc: r.self.inc, seq: r.self.seq, beat: r.self.beat,
-			lifetime: r.cfg.Lifetime, base: base, delta: true, peers: stateDelta(r.pushed, r.self.peers)}, r.cfg.MaxMessageBytes)
+			lifetime: r.cfg.Lifetime, base: base, delta: true, peers: stateDelta(r.pushed, r.self.peers), sig: r.self.stateSig}, r.cfg.MaxMessageBytes)
 		if err != nil {
 			delta = nil // the whole state goes
 		}

@@ -149,6 +149,10 @@ func metaSize(m map[string]string) int {
 type entry struct {
 	rec Record
 	ver *semver.Version
+	// sum is the record's digest, when summed (see entry.digest): only
+	// owners that sign need it.
+	sum    [32]byte
+	summed bool
 }
 
 // record returns a copy of e's record for a caller.

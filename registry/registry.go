@@ -121,6 +121,15 @@ type owner struct {
 	// the owner) that peers does not name at the incarnation this node's
 	// names: 0, and nothing of the owner is relayed (see cover).
 	uncovered int
+
+	// When owners sign (Config.Identity): its credentials for its latest
+	// runs (see addCred), its signature of its records at (inc, seq), and
+	// of its state at (inc, beat), whose seq was stateSeq: what this node
+	// sends of it in frames of its own making carries them.
+	creds    [2]*cred
+	recSig   []byte
+	stateSig []byte
+	stateSeq uint64
 }
 
 // adjRef is a neighbour an owner announces, and the incarnation of it
@@ -189,6 +198,11 @@ func New(cfg Config) (*Registry, error) {
 	r.relayTimer.Stop()
 	r.stateTimer = time.NewTimer(time.Hour)
 	r.stateTimer.Stop()
+	if r.signing() {
+		if err := r.ownCred(); err != nil {
+			return nil, err
+		}
+	}
 	if _, err := r.ownState(false); err != nil {
 		return nil, err
 	}
@@ -253,11 +267,15 @@ func (r *Registry) Register(s Service) (Record, error) {
 		},
 		ver: v,
 	}
-	frame, err := encodePut(o.id, o.inc, e, r.cfg.MaxMessageBytes)
+	sig, err := r.signRecords(seq, e.rec.ID, e)
 	if err != nil {
 		return Record{}, err
 	}
-	o.seq = seq
+	frame, err := encodePutSigned(o.id, o.inc, e, sig, r.cfg.MaxMessageBytes)
+	if err != nil {
+		return Record{}, err
+	}
+	o.seq, o.recSig = seq, sig
 	if s.Port != 0 {
 		r.ports[s.Port] = e.rec.ID
 	}
@@ -285,11 +303,16 @@ func (r *Registry) Update(id string, meta map[string]string) (Record, error) {
 	e := &entry{rec: old.rec, ver: old.ver}
 	e.rec.Meta = cloneMeta(meta)
 	e.rec.Rev.Seq = o.seq + 1
-	frame, err := encodePut(o.id, o.inc, e, r.cfg.MaxMessageBytes)
+	sig, err := r.signRecords(o.seq+1, id, e)
+	if err != nil {
+		return Record{}, err
+	}
+	frame, err := encodePutSigned(o.id, o.inc, e, sig, r.cfg.MaxMessageBytes)
 	if err != nil {
 		return Record{}, err
 	}
 	o.seq++
+	o.recSig = sig
 	r.setRecord(o, e)
 	r.pushRecords(frame)
 	return e.record(), nil
@@ -307,11 +330,16 @@ func (r *Registry) Free(id string) error {
 		return err
 	}
 	o := r.self
-	frame, err := encodeDel(o.id, o.inc, o.seq+1, id, r.cfg.MaxMessageBytes)
+	sig, err := r.signRecords(o.seq+1, id, nil)
+	if err != nil {
+		return err
+	}
+	frame, err := encodeDelSigned(o.id, o.inc, o.seq+1, id, sig, r.cfg.MaxMessageBytes)
 	if err != nil {
 		return err
 	}
 	o.seq++
+	o.recSig = sig
 	if r.ports[e.rec.Port] == id {
 		delete(r.ports, e.rec.Port)
 	}

@@ -92,6 +92,7 @@ func (r *Registry) resetOwner(o *owner, inc uint64) {
 	o.uncovered = r.uncoveredOf(o)
 	r.peersGen++
 	o.frame, o.delta, o.deltaBase = nil, nil, 0
+	o.recSig, o.stateSig, o.stateSeq = nil, nil, 0 // (its credentials are by run: kept)
 	o.expired = false
 }
 

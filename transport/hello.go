@@ -25,7 +25,9 @@ import (
 //   - 5: the registry protocol 4 (a change of adjacency goes as a delta;
 //     docs/registry-protocol.md), which a node of version 4 would refuse
 //     on the registry stream after the link was made.
-const Version = 5
+//   - 6: the registry protocol 5 (owners' signatures and credentials;
+//     docs/registry-protocol.md), likewise.
+const Version = 6
 
 // magic opens every handshake frame.
 var magic = [4]byte{'T', 'S', 'H', 'P'}
