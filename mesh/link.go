@@ -237,11 +237,20 @@ func (n *Node) addLink(tl *transport.Link) *link {
 	n.mu.Lock()
 	// The run's claim (admit) ends here: from now on it is the peer, or
 	// its link is closed below.
+	late := n.lateLocked(tl)
 	n.unclaimLocked(l.peer, tl.Remote().Incarnation)
 	if n.closed {
 		n.mu.Unlock()
 		tl.Close()
 		return nil
+	}
+	if late {
+		// Its run has left this node with a goodbye since the link's
+		// handshake was admitted (twin.go): the link is not taken in.
+		n.mu.Unlock()
+		n.log.Debug("late link of a peer that left closed", "peer", l.peer, "link", tl.ID())
+		tl.Close()
+		return l
 	}
 	n.links[tl.ID()] = l
 	n.stats.linksMade.Add(1)

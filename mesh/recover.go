@@ -172,6 +172,9 @@ func (n *Node) peerDownLocked(p *peer, err error, restart bool) {
 // state) has been read. n.mu is held.
 func (n *Node) peerEndLocked(p *peer, err error, restart bool) {
 	delete(n.peers, p.id)
+	if err == nil {
+		n.leftLocked(p) // its links still on their way come late (twin.go)
+	}
 	if !restart {
 		n.reg.PeerDown(p.id)
 	}

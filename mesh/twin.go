@@ -41,6 +41,12 @@ import (
 type claim struct {
 	inc   int64
 	links int // handshakes of the run admitted and not yet ended
+	// nonces name the handshakes admitted, in order, by the nonce of the
+	// peer's hello (those that failed are not taken out: the claim ends
+	// with the last handshake). The first late of them were admitted
+	// before the run's peer here said or heard goodbye (see lateLocked).
+	nonces [][16]byte
+	late   int
 }
 
 // admit is the node's check of a peer's hello, called by the handshake
@@ -118,7 +124,7 @@ func (n *Node) admit(h transport.Hello, dialed netip.AddrPort) error {
 			}
 			continue
 		}
-		n.claimLocked(h.ID, h.Incarnation)
+		n.claimLocked(h)
 		n.mu.Unlock()
 		return nil
 	}
@@ -165,18 +171,51 @@ func (n *Node) twin(h transport.Hello, why string) error {
 	return fmt.Errorf("%w: node %q refuses this run of %q: %s", transport.ErrDuplicateID, n.id, h.ID, why)
 }
 
-// claimLocked adds a handshake of run inc of id to its claim; n.mu is
-// held.
-func (n *Node) claimLocked(id string, inc int64) {
+// claimLocked adds the handshake of run h.Incarnation of h.ID, whose
+// hello h is, to the run's claim; n.mu is held.
+func (n *Node) claimLocked(h transport.Hello) {
 	if n.claims == nil {
 		n.claims = make(map[string]*claim)
 	}
-	c := n.claims[id]
+	c := n.claims[h.ID]
 	if c == nil {
-		c = &claim{inc: inc}
-		n.claims[id] = c
+		c = &claim{inc: h.Incarnation}
+		n.claims[h.ID] = c
 	}
 	c.links++
+	c.nonces = append(c.nonces, h.Nonce)
+}
+
+// A run's peer that goes down with a goodbye (this node left it, or it
+// said it leaves) has left this node, but links with it may still be on
+// their way: handshakes admitted before the goodbye, such as those of a
+// dial made while its link was being made again (recover.go), which both
+// nodes start and either may finish late. Such a link is not the run
+// meeting this node again: taken in, it would bring the peer back up
+// after its goodbye (and at the other end, which has let the peer go, it
+// is closed, or late too), a peer nobody dials nor keeps any more, that
+// only another goodbye ends. So it is closed when it arrives (addLink),
+// and so is a link that arrives while the run's peer is leaving.
+
+// leftLocked marks the handshakes of p's run admitted so far as late: p
+// goes down with a goodbye. n.mu is held.
+func (n *Node) leftLocked(p *peer) {
+	if c := n.claims[p.id]; c != nil && c.inc == p.inc {
+		c.late = len(c.nonces)
+	}
+}
+
+// lateLocked reports whether tl, a link whose handshake has just ended,
+// comes late: its handshake was admitted before its run's peer here left
+// with a goodbye, or that peer is leaving now. addLink closes it instead
+// of taking it in. n.mu is held, and tl's claim not yet ended.
+func (n *Node) lateLocked(tl *transport.Link) bool {
+	h := tl.Remote()
+	if p := n.peers[h.ID]; p != nil && p.inc == h.Incarnation && (p.goodbye || p.left()) {
+		return true
+	}
+	c := n.claims[h.ID]
+	return c != nil && c.inc == h.Incarnation && slices.Contains(c.nonces[:c.late], h.Nonce)
 }
 
 // unclaimLocked ends a handshake of run inc of id; n.mu is held.
