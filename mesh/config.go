@@ -133,8 +133,9 @@ type Config struct {
 	// handshake is sealed, and mDNS announces a keyed hash of the cluster
 	// name instead of the name. Every node of the cluster must set it.
 	// The secret proves membership, not identity: any holder of it may
-	// claim any node id (and so free or replace that node's records);
-	// for ids that are proven, use TLS.
+	// claim any node id (and so free or replace that node's records),
+	// and records are not signed by their owners; for ids that are
+	// proven, and records signed, use TLS.
 	Secret string
 	// TLS, when set, runs mutual TLS on every link instead, for meshes
 	// with certificates, and binds node ids to them: each node's
@@ -144,7 +145,13 @@ type Config struct {
 	// certificate does not name is refused with transport.ErrAuth (see
 	// transport.Config.TLS). With ID empty, the node takes the id its
 	// certificate (Certificates[0]) names. Secret and TLS exclude each
-	// other.
+	// other. With TLS every node also signs its registry records and
+	// states with the key of Certificates[0] (which must be a
+	// crypto.Signer), and a node applies another's only with that
+	// node's signature, its chain verified against ClientCAs (else
+	// RootCAs): no node can pass records off as another's, however many
+	// nodes relayed them (docs/registry-protocol.md, "Owners'
+	// signatures").
 	TLS *tls.Config
 
 	// ServiceHost is the host recorded by Register and ListenService when

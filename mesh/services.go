@@ -31,7 +31,17 @@ func (n *Node) startRegistryLocked() error {
 	if len(n.addrs) > 0 {
 		host = n.addrs[0].Addr().String()
 	}
-	r, err := registry.New(n.cfg.registry(n.id, host, n.log, n.registryEvent))
+	rc := n.cfg.registry(n.id, host, n.log, n.registryEvent)
+	if n.cfg.TLS != nil {
+		// Ids are proven: every owner signs what it says of itself, so
+		// that no node can pass records off as another's through relays.
+		id, err := newCertIdentity(n.cfg.TLS)
+		if err != nil {
+			return err
+		}
+		rc.Identity = id
+	}
+	r, err := registry.New(rc)
 	if err != nil {
 		return err
 	}
