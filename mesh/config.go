@@ -150,8 +150,9 @@ type Config struct {
 	// crypto.Signer), and a node applies another's only with that
 	// node's signature, its chain verified against ClientCAs (else
 	// RootCAs): no node can pass records off as another's, however many
-	// nodes relayed them (docs/registry-protocol.md, "Owners'
-	// signatures").
+	// nodes relayed them. So every node must trust every node's chain
+	// (not only its peers'), and certificates are best renewed before
+	// they expire (docs/registry-protocol.md, "Owners' signatures").
 	TLS *tls.Config
 
 	// ServiceHost is the host recorded by Register and ListenService when

@@ -28,7 +28,8 @@ import (
 // ctx ends (ctx.Err()), when the registry closes (ErrClosed), or when the
 // peer breaks the protocol or the limits (an error wrapping ErrProtocol,
 // ErrMessageTooLarge, ErrMetadataTooLarge or ErrTooManyRecords, logged at
-// Warn) or falls too far behind (ErrSlowPeer).
+// Warn; with Config.Identity, ErrForged, which wraps ErrProtocol, for a
+// message its owner did not sign) or falls too far behind (ErrSlowPeer).
 //
 // Several Serve calls for the same peer may run at once (a link being
 // replaced); the peer counts as linked while at least one has completed
