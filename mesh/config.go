@@ -152,7 +152,9 @@ type Config struct {
 	// RootCAs): no node can pass records off as another's, however many
 	// nodes relayed them. So every node must trust every node's chain
 	// (not only its peers'), and certificates are best renewed before
-	// they expire (docs/registry-protocol.md, "Owners' signatures").
+	// they expire: a node that checks an owner's chain after it expired
+	// shows none of that run's records (docs/registry-protocol.md,
+	// "Owners' signatures").
 	TLS *tls.Config
 
 	// ServiceHost is the host recorded by Register and ListenService when

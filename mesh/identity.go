@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/tallship-go/tallship/registry"
 	"github.com/tallship-go/tallship/transport/tlsid"
 )
 
@@ -105,7 +106,9 @@ func (c *certIdentity) Verifier(owner string, cred []byte) (func(msg, sig []byte
 		}
 	}
 	if err != nil {
-		return nil, err
+		// Expired, or of an authority not trusted here: a relay may
+		// have checked it in good faith (see registry.ErrUntrusted).
+		return nil, fmt.Errorf("%w: %v", registry.ErrUntrusted, err)
 	}
 	if err := tlsid.Check(certs[0], owner); err != nil {
 		return nil, err

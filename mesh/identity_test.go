@@ -3,13 +3,16 @@ package mesh
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/tallship-go/tallship/internal/testutil/pki"
 	"github.com/tallship-go/tallship/registry"
 	"github.com/tallship-go/tallship/transport"
+	"github.com/tallship-go/tallship/transport/tlsid"
 )
 
 // laxIdentity signs as the node it wraps and takes any credential: an
@@ -138,4 +141,64 @@ func BenchmarkCertIdentity(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A node whose certificate a peer cannot prove any more (here: expired
+// by a's clock) is not a forger's doing: a keeps its link to the relay
+// b, shows b's records, shows none of c's, and says why once.
+func TestTLSUntrustedOwnerKeepsTheRelayLinked(t *testing.T) {
+	ca, err := tlsid.NewCA("test CA", 48*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := func(id string, validity time.Duration) Config {
+		tc, err := ca.Config(id, validity)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c := testConfig(id)
+		c.TLS = tc
+		return c
+	}
+	ac := cfg("a", 48*time.Hour)
+	warns := &warnLog{}
+	ac.Logger = slog.New(warns)
+	ac.TLS.Time = func() time.Time { return time.Now().Add(2 * time.Hour) } // c's certificate (an hour) expired
+	a, b, c := start(t, "c", ac), start(t, "c", cfg("b", 48*time.Hour)), start(t, "c", cfg("c", time.Hour))
+	linkPair(t, a, b)
+	if _, err := b.Connect(context.Background(), addr(t, c)); err != nil {
+		t.Fatal(err)
+	}
+	// (c, told of a by b, cannot link to a: a finds c's certificate
+	// expired.)
+	if _, err := c.Register(Service{Role: "cs@1.0.0", Port: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Register(Service{Role: "bs@1.0.0", Port: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Lookup(context.Background(), "cs"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := a.Lookup(ctx, "bs"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(300 * time.Millisecond) // c's states and records, relayed by b
+	if recs, _ := a.Services("cs"); len(recs) != 0 {
+		t.Fatalf("a shows c's records %v, whose certificate expired by a's clock", recs)
+	}
+	untrusted := 0
+	for _, m := range warns.all() {
+		switch {
+		case strings.Contains(m, "refused, link closed"):
+			t.Fatalf("a closed a link: %s", m)
+		case strings.Contains(m, "not trusted here") && strings.Contains(m, "owner=c"):
+			untrusted++
+		}
+	}
+	if untrusted != 1 {
+		t.Fatalf("a said %d times that c's credential is not trusted, want once: %q", untrusted, warns.all())
+	}
 }

@@ -62,6 +62,13 @@ var (
 	// link closes. It wraps ErrProtocol.
 	ErrForged = fmt.Errorf("registry: not signed by its owner: %w", ErrProtocol)
 
+	// ErrUntrusted is what an Identity's Verifier wraps for a credential
+	// it cannot prove here (an expired certificate, an authority it does
+	// not trust), as opposed to one that is proven not to be the owner's:
+	// the owner's messages are not applied, and the link that brought the
+	// credential stays (the relay may have checked it in good faith).
+	ErrUntrusted = errors.New("registry: credential not trusted here")
+
 	// ErrSlowPeer is returned by Serve when a peer falls so far behind that
 	// its outgoing queue exceeds its bound; the link is closed.
 	ErrSlowPeer = errors.New("registry: peer too slow")

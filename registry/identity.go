@@ -2,9 +2,12 @@ package registry
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -25,8 +28,12 @@ type Identity interface {
 	// Verifier checks that cred is a valid credential of node id owner,
 	// and returns what checks that owner's signatures: verify(msg, sig)
 	// reports whether sig is the owner's signature of msg. It returns an
-	// error, saying why, for a credential that is not valid or names
-	// another id. It must not keep cred.
+	// error, saying why, for a credential that is not valid: one wrapping
+	// ErrUntrusted when it cannot be proven here (its chain does not
+	// verify: expired, an authority not trusted here), which another
+	// node may have taken in good faith; any other for one that is
+	// proven not to be the owner's (it names another id) or malformed.
+	// It must not keep cred.
 	Verifier(owner string, cred []byte) (verify func(msg, sig []byte) bool, err error)
 }
 
@@ -232,6 +239,19 @@ func (r *Registry) onCred(l *link, m *message, frame []byte) error {
 		}
 	}
 	verify, err := r.cfg.Identity.Verifier(m.owner, m.cred)
+	if errors.Is(err, ErrUntrusted) {
+		// Not provably forged (a certificate that expired since the
+		// relay checked it): nothing of that run applies here, and the
+		// link stays. Said once per owner at Warn.
+		o := r.owner(m.owner)
+		level := slog.LevelDebug
+		if o.untrusted == 0 {
+			level = slog.LevelWarn
+		}
+		o.untrusted = m.inc
+		r.log.Log(context.Background(), level, "registry: owner's credential not trusted here; nothing of its run applies", "owner", m.owner, "inc", m.inc, "peer", l.peer, "err", err)
+		return nil
+	}
 	if err != nil {
 		return fmt.Errorf("%w: credential of owner %q from peer %s: %v", ErrForged, m.owner, l.peer, err)
 	}
@@ -251,7 +271,7 @@ func (r *Registry) onCred(l *link, m *message, frame []byte) error {
 func (r *Registry) checkSigned(l *link, o *owner, inc uint64, what string, signed, sig []byte) (bool, error) {
 	c, later := o.credOf(inc)
 	if c == nil {
-		if !later {
+		if !later && o.untrusted != inc {
 			r.want(l, o.id)
 		}
 		return false, nil

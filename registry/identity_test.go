@@ -443,3 +443,54 @@ func FuzzServeSigned(f *testing.F) {
 		}
 	})
 }
+
+// distrusting is an Identity that cannot prove one owner's credential
+// here (as an expired certificate).
+type distrusting struct {
+	*testIdentity
+	owner string
+}
+
+func (d distrusting) Verifier(owner string, cred []byte) (func(msg, sig []byte) bool, error) {
+	if owner == d.owner {
+		return nil, fmt.Errorf("%w: expired", ErrUntrusted)
+	}
+	return d.testIdentity.Verifier(owner, cred)
+}
+
+// TestSignedUntrustedCredential: a credential this node cannot prove
+// (ErrUntrusted: an expired certificate, say, that the relay checked
+// before) is not a forgery: the link stays, nothing of that run applies,
+// and the node does not ask for it again and again.
+func TestSignedUntrustedCredential(t *testing.T) {
+	ca := newTestCA(t)
+	y := newNode(t, "y", signedBy(ca))
+	y.register(t, "web@1.0.0", 80, nil)
+	const max = DefaultMaxMessageBytes
+	frames := locked(y, func(r *Registry) [][]byte {
+		st, _ := r.stateFrame(r.self)
+		return append(append([][]byte{r.self.creds[0].frame}, must(r.snapFrames(r.self))...), st)
+	})
+	a := newNode(t, "a", func(c *Config) { c.Identity = distrusting{ca.identity(c.ID), "y"} })
+	p := newTapPeer(t, a, "p", 9)
+	if err := p.send(append([][]byte{must(encodeHello("p", []digestEntry{{owner: "p", inc: 9, beat: 1}}, max))}, frames...)...); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.send(frames[1:]...); err != nil { // and again, without the credential
+		t.Fatal(err)
+	}
+	if err := p.send(must(encodeWant("a", max))); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range p.until(t, "a's answer to p's want", func(m *message) bool { return m.typ == msgSnap && m.owner == "a" }) {
+		if m.typ == msgWant && m.owner == "y" {
+			t.Fatal("a asked for y, whose credential it cannot prove")
+		}
+	}
+	if got := locked(a, func(r *Registry) string {
+		o := r.owners["y"]
+		return fmt.Sprintf("beat %d, %d records", o.beat, len(o.records))
+	}); got != "beat 0, 0 records" {
+		t.Fatalf("a holds y at %s", got)
+	}
+}

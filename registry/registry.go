@@ -126,10 +126,14 @@ type owner struct {
 	// runs (see addCred), its signature of its records at (inc, seq), and
 	// of its state at (inc, beat), whose seq was stateSeq: what this node
 	// sends of it in frames of its own making carries them.
-	creds    [2]*cred
-	recSig   []byte
-	stateSig []byte
-	stateSeq uint64
+	creds [2]*cred
+	// untrusted is the run of its latest credential that Identity could
+	// not prove here (ErrUntrusted): its messages are dropped, not asked
+	// for again.
+	untrusted uint64
+	recSig    []byte
+	stateSig  []byte
+	stateSeq  uint64
 }
 
 // adjRef is a neighbour an owner announces, and the incarnation of it
