@@ -29,6 +29,7 @@ type Link struct {
 	streams   streamSet
 	live      *liveness
 	closeOnce sync.Once
+	accept    acceptor // see Serve
 }
 
 // Dial connects to addr, runs the handshake as the dialer and returns the
@@ -97,6 +98,7 @@ func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify
 		l.live.onSilent = func() { cfg.OnSilent(l) }
 	}
 	sc := newSessionConn(sealed, &l.streams, l.live)
+	sc.opened, sc.closed = l.streamsOpened, l.sessionShut
 	if dialer {
 		l.sess, err = yamux.Client(sc, yc)
 	} else {
@@ -274,6 +276,9 @@ func (l *Link) OpenStream(ctx context.Context, protocol string) (*Stream, error)
 // goroutine waiting in AcceptStream; a link uses one or the other.
 func (l *Link) AcceptStream(ctx context.Context) (*Stream, error) {
 	s, err := l.sess.AcceptStreamWithContext(ctx)
+	if err == nil {
+		l.streamTaken()
+	}
 	if err != nil {
 		if l.sess.IsClosed() {
 			return nil, fmt.Errorf("transport: link closed (%v): %w", err, net.ErrClosed)

@@ -26,6 +26,13 @@ type sessionConn struct {
 	streams *streamSet
 	live    *liveness // told of every read
 
+	// Used only by the reader (yamux's receive loop): the frames read,
+	// followed to see the peer open streams (see Link.Serve), told to
+	// opened; and closed, told once the connection closes.
+	frames frameScan
+	opened func(n int)
+	closed func()
+
 	// writing is when the write under way started (now's clock), 0 when
 	// none is: the link's liveness closes a link whose connection takes
 	// no more (see liveness). wrote is when the last write ended.
@@ -149,13 +156,22 @@ func (c *sessionConn) writeJoined(body []byte) (int, error) {
 // Read reads from the connection; anything read is a sign of life.
 func (c *sessionConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
-	if n > 0 && c.live != nil {
-		c.live.touch()
+	if n > 0 {
+		if c.live != nil {
+			c.live.touch()
+		}
+		if k := c.frames.scan(p[:n]); k > 0 && c.opened != nil {
+			c.opened(k)
+		}
 	}
 	return n, err
 }
 
 func (c *sessionConn) Close() error {
 	c.streams.abort()
-	return c.Conn.Close()
+	err := c.Conn.Close()
+	if c.closed != nil {
+		c.closed()
+	}
+	return err
 }
