@@ -142,7 +142,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 	// forming mesh, nearly every state, and relaying them was most of a
 	// 100-node mesh's work. Those wait for the owner's next heartbeat,
 	// or its next loss, which goes whole to a peer that does not hold
-	// its base (see stateTo); but every half heartbeat an owner's newest
+	// its base (see stateTo); but once a heartbeat an owner's newest
 	// state is relayed all the same (after relayDelay): while its links
 	// keep coming it issues merged states instead of heartbeats, and
 	// they are what renews it on nodes that know it through relays.
@@ -161,7 +161,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 	case news || grew:
 		r.relayLater(o, len(grown) > 0 && !o.leaving)
 		o.relayedAt = now
-	case now.Sub(o.relayedAt) >= r.cfg.Heartbeat/2:
+	case now.Sub(o.relayedAt) >= r.cfg.Heartbeat:
 		r.relayLater(o, false)
 		o.relayedAt = now
 	}
@@ -398,16 +398,18 @@ func (r *Registry) want(l *link, id string) {
 	l.enqueue(f)
 }
 
-// Relaying looks at every link for every state and change of another
-// owner, and in a mesh that is whole, or nearly, finds that the owner
+// Relaying looked at every link for every state and change of another
+// owner, and in a mesh that is whole, or nearly, found that the owner
 // names every peer there (it sends them all it has itself): work in
 // proportion to the peers, for nothing, on every node. So each owner
-// counts the peers of this node's adjacency that its own adjacency does
+// keeps the peers of this node's adjacency that its own adjacency does
 // not name (at the incarnation this node's names): owner.uncovered, kept
-// as either adjacency changes (cover, coverPeer). At zero, relay has
-// nothing to do.
+// as either adjacency changes (cover, coverPeer). Relay looks at those
+// peers only; none, and it has nothing to do. While a mesh forms the set
+// shrinks as the owner links with this node's peers, and a whole mesh
+// holds none.
 
-// cover counts, in o.uncovered, the change of o's adjacency entry for id
+// cover notes, in o.uncovered, the change of o's adjacency entry for id
 // from old to inc (0: none). r.mu is held.
 func (r *Registry) cover(o *owner, id string, old, inc uint64) {
 	mine, ok := r.self.peers[id]
@@ -416,9 +418,9 @@ func (r *Registry) cover(o *owner, id string, old, inc uint64) {
 	}
 	switch {
 	case old == mine && inc != mine:
-		o.uncovered++
+		o.uncover(id)
 	case old != mine && inc == mine:
-		o.uncovered--
+		o.covered(id)
 		// Nothing of o goes to that peer any more (o sends it all
 		// itself): what it was known to hold of o is not needed, and
 		// kept, it was N entries on each of a whole mesh's links.
@@ -428,7 +430,7 @@ func (r *Registry) cover(o *owner, id string, old, inc uint64) {
 	}
 }
 
-// coverPeer counts, in every other owner's uncovered, the change of this
+// coverPeer notes, in every other owner's uncovered, the change of this
 // node's adjacency entry for peer from old to inc (0: none). r.mu is
 // held.
 func (r *Registry) coverPeer(peer string, old, inc uint64) {
@@ -438,24 +440,43 @@ func (r *Registry) coverPeer(peer string, old, inc uint64) {
 		}
 		named := o.peers[peer] // 0: not named (an adjacency names no run 0)
 		if old != 0 && named != old {
-			o.uncovered--
+			o.covered(peer)
 		}
 		if inc != 0 && named != inc {
-			o.uncovered++
+			o.uncover(peer)
 		}
 	}
 }
 
-// uncoveredOf counts what o.uncovered holds, for a new or reset owner.
-// r.mu is held.
-func (r *Registry) uncoveredOf(o *owner) int {
-	n := 0
+// uncover adds peer to o.uncovered; covered takes it out, and drops the
+// set once empty (a map keeps its room: in a whole mesh, N sets of N).
+func (o *owner) uncover(peer string) {
+	if o.uncovered == nil {
+		o.uncovered = map[string]struct{}{}
+	}
+	o.uncovered[peer] = struct{}{}
+}
+
+func (o *owner) covered(peer string) {
+	delete(o.uncovered, peer)
+	if len(o.uncovered) == 0 {
+		o.uncovered = nil
+	}
+}
+
+// uncoveredOf finds afresh what o.uncovered holds, for a new or reset
+// owner. r.mu is held.
+func (r *Registry) uncoveredOf(o *owner) map[string]struct{} {
+	var set map[string]struct{}
 	for id, mine := range r.self.peers {
 		if id != o.id && o.peers[id] != mine {
-			n++
+			if set == nil {
+				set = map[string]struct{}{}
+			}
+			set[id] = struct{}{}
 		}
 	}
-	return n
+	return set
 }
 
 // relay forwards what was just applied from src about o (one message's
@@ -465,11 +486,9 @@ func (r *Registry) uncoveredOf(o *owner) int {
 // already, and, for a state, not peers that a neighbour of o relays it
 // to first (see markLower).
 func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byte, frames [][]byte) {
-	if o.uncovered == 0 {
-		return // o names every peer: it sends them all itself
-	}
-	marked := false // o's lower neighbours, marked for the first state that needs it
-	for peer, ls := range r.links {
+	marked := false                 // o's lower neighbours, marked for the first state that needs it
+	for peer := range o.uncovered { // the others, o names: it sends them all itself
+		ls := r.links[peer]
 		if (src != nil && peer == src.peer) || peer == o.id {
 			continue
 		}

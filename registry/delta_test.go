@@ -157,8 +157,8 @@ func checkUncovered(t testing.TB, n *node) {
 			if o == r.self {
 				continue
 			}
-			if want := r.uncoveredOf(o); o.uncovered != want {
-				t.Errorf("%s: owner %s: uncovered %d, counted afresh %d", r.ID(), id, o.uncovered, want)
+			if want := r.uncoveredOf(o); !maps.Equal(o.uncovered, want) {
+				t.Errorf("%s: owner %s: uncovered %v, found afresh %v", r.ID(), id, slices.Sorted(maps.Keys(o.uncovered)), slices.Sorted(maps.Keys(want)))
 			}
 		}
 		return true

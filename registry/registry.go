@@ -117,10 +117,11 @@ type owner struct {
 	adjGen  uint64
 	reached bool
 	mark    uint64 // relay's stamp: a neighbour of the owner relayed
-	// uncovered counts the peers of this node's adjacency (other than
-	// the owner) that peers does not name at the incarnation this node's
-	// names: 0, and nothing of the owner is relayed (see cover).
-	uncovered int
+	// uncovered holds the peers of this node's adjacency (other than the
+	// owner) that peers does not name at the incarnation this node's
+	// names, nil when none: nothing of the owner is relayed to the others
+	// (see cover).
+	uncovered map[string]struct{}
 
 	// When owners sign (Config.Identity): its credentials for its latest
 	// runs (see addCred), its signature of its records at (inc, seq), and
