@@ -142,10 +142,12 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 	// forming mesh, nearly every state, and relaying them was most of a
 	// 100-node mesh's work. Those wait for the owner's next heartbeat,
 	// or its next loss, which goes whole to a peer that does not hold
-	// its base (see stateTo); but once a heartbeat an owner's newest
-	// state is relayed all the same (after relayDelay): while its links
-	// keep coming it issues merged states instead of heartbeats, and
-	// they are what renews it on nodes that know it through relays.
+	// its base (see stateTo); but every half of the owner's lifetime its
+	// newest state is relayed all the same (after relayDelay): while its
+	// links keep coming it issues merged states instead of heartbeats,
+	// and they are what renews it on nodes that know it through relays
+	// (which expire it after its lifetime). More often, they were most
+	// of what relaying still cost while 100 nodes formed.
 	now := time.Now()
 	news := !wasEligible || len(changes) == 0 || removed || o.leaving
 	if removed || o.leaving {
@@ -161,7 +163,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 	case news || grew:
 		r.relayLater(o, len(grown) > 0 && !o.leaving)
 		o.relayedAt = now
-	case now.Sub(o.relayedAt) >= r.cfg.Heartbeat:
+	case now.Sub(o.relayedAt) >= r.lifetimeOf(o)/2:
 		r.relayLater(o, false)
 		o.relayedAt = now
 	}

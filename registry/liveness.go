@@ -192,10 +192,7 @@ func (r *Registry) expire(now time.Time) {
 			continue
 		}
 		age := now.Sub(o.renewed)
-		lifetime := r.cfg.Lifetime
-		if o.lifetime > 0 {
-			lifetime = o.lifetime
-		}
+		lifetime := r.lifetimeOf(o)
 		// A process that runs its timers late (a machine overloaded, a
 		// hundred nodes forming in one process) reads and relays the
 		// heartbeats late too: it does not judge others by them until it
@@ -212,6 +209,15 @@ func (r *Registry) expire(now time.Time) {
 			r.ownersGen++
 		}
 	}
+}
+
+// lifetimeOf returns how long o's records live unrenewed: the lifetime
+// it announced, or this node's.
+func (r *Registry) lifetimeOf(o *owner) time.Duration {
+	if o.lifetime > 0 {
+		return o.lifetime
+	}
+	return r.cfg.Lifetime
 }
 
 // walkGap spaces the whole walks of the graph that other nodes' states

@@ -156,8 +156,8 @@ func TestRelayDelays(t *testing.T) {
 // two owners reachable already is not relayed to a peer that holds the
 // owner's State (in a forming mesh, nearly every State: relaying them was
 // most of the work); the owner's next State that says more (here its
-// heartbeat) is, and so is its newest once a heartbeat has passed since
-// one was last relayed, whatever it says.
+// heartbeat) is, and so is its newest once half its lifetime has passed
+// since one was last relayed, whatever it says.
 func TestAdditionsWaitForTheHeartbeat(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		b := newNode(t, "b", func(c *Config) { c.Heartbeat, c.Lifetime = 0, 0 }) // 1 s heartbeat
@@ -185,7 +185,7 @@ func TestAdditionsWaitForTheHeartbeat(t *testing.T) {
 		// each other.
 		x.send(state("x", 5, 2, peerRef{"y", 6}))
 		y.send(state("y", 6, 2, peerRef{"x", 5}))
-		time.Sleep(150 * time.Millisecond) // within a heartbeat of the first relay
+		time.Sleep(150 * time.Millisecond) // within half a lifetime of the first relay
 		if got := statesOf(c.received(), "x"); len(got) != 0 {
 			t.Fatalf("x's State that only adds y was relayed to c: %v", got)
 		}
@@ -198,9 +198,9 @@ func TestAdditionsWaitForTheHeartbeat(t *testing.T) {
 		if got := statesOf(c.received(), "x"); !slices.Equal(got, []uint64{3}) {
 			t.Fatalf("c was relayed x's States %v after x's heartbeat, want [3]", got)
 		}
-		time.Sleep(800 * time.Millisecond)
+		time.Sleep(2500 * time.Millisecond) // x's lifetime: 5 heartbeats
 
-		// A heartbeat after that relay, an addition goes all the same.
+		// Half a lifetime after that relay, an addition goes all the same.
 		x.send(state("x", 5, 4, peerRef{"y", 6}, peerRef{"z", 1}))
 		time.Sleep(time.Second)
 		if got := statesOf(c.received(), "x"); !slices.Equal(got, []uint64{4}) {
