@@ -18,6 +18,7 @@ const maxQueueBytes = 64 << 20
 // goroutine reads and applies under r.mu.
 type link struct {
 	peer string
+	self string // this node's id
 	conn io.ReadWriteCloser
 
 	// Guarded by Registry.mu.
@@ -102,6 +103,14 @@ func (l *link) forget(owner string) {
 	}
 }
 
+// untracked reports whether what the peer holds of owner is not noted:
+// of the peer itself (the owner of it all) and of this node (whose
+// changes go to every ready link), once the sync is computed. Kept, they
+// were a map of two entries on every link of a whole mesh.
+func (l *link) untracked(owner string) bool {
+	return l.ready && (owner == l.peer || owner == l.self)
+}
+
 // noteCred notes that the peer has owner's credential for its run inc.
 func (l *link) noteCred(owner string, inc uint64) {
 	if l.creds == nil {
@@ -113,6 +122,9 @@ func (l *link) noteCred(owner string, inc uint64) {
 // noteRecords notes that the peer has owner's records at (inc, seq) or
 // newer.
 func (l *link) noteRecords(owner string, inc, seq uint64) {
+	if l.untracked(owner) {
+		return
+	}
 	k := l.known[owner]
 	if v := (Rev{inc, seq}); v.Compare(k.records) > 0 {
 		k.records = v
@@ -124,6 +136,9 @@ func (l *link) noteRecords(owner string, inc, seq uint64) {
 // noteState notes that the peer has owner's state at (inc, beat) or
 // newer.
 func (l *link) noteState(owner string, inc, beat uint64) {
+	if l.untracked(owner) {
+		return
+	}
 	k := l.known[owner]
 	if v := (Rev{inc, beat}); v.Compare(k.state) > 0 {
 		k.state = v

@@ -47,6 +47,7 @@ func (r *Registry) Serve(ctx context.Context, peer string, conn io.ReadWriteClos
 		return fmt.Errorf("%w: %q", ErrBadPeer, peer)
 	}
 	l := newLink(peer, conn)
+	l.self = r.cfg.ID
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
@@ -269,6 +270,13 @@ func (r *Registry) onHello(l *link, m *message) error {
 	frames = append(frames, encodeSynced())
 	l.enqueueSync(true, frames)
 	l.ready = true
+	// What the peer holds of itself and of this node is noted no more
+	// (see untracked); often nothing else is left.
+	delete(l.known, l.peer)
+	delete(l.known, l.self)
+	if len(l.known) == 0 {
+		l.known, l.knownPeak = map[string]peerKnows{}, 0
+	}
 	return nil
 }
 
