@@ -488,13 +488,14 @@ func (r *Registry) uncoveredOf(o *owner) map[string]struct{} {
 // already, and, for a state, not peers that a neighbour of o relays it
 // to first (see markLower).
 func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byte, frames [][]byte) {
-	marked := false                 // o's lower neighbours, marked for the first state that needs it
-	for peer := range o.uncovered { // the others, o names: it sends them all itself
-		ls := r.links[peer]
-		if (src != nil && peer == src.peer) || peer == o.id {
+	marked := false // o's lower neighbours, marked for the first state that needs it
+	// The peers o names it sends all itself; o.uncovered holds the others
+	// (never o).
+	for peer := range o.uncovered {
+		if src != nil && peer == src.peer {
 			continue
 		}
-		for _, l := range ls {
+		for _, l := range r.links[peer] {
 			// o's own adjacency first: in a mesh that is whole or
 			// nearly, it names most peers, and it is one map for all.
 			if !l.ready || announces(o, l) {

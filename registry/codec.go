@@ -6,7 +6,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
+	"slices"
 	"sync"
 	"time"
 
@@ -181,7 +183,11 @@ func appendOwner(b []byte, owner string, inc, seq uint64) []byte {
 	return binary.AppendUvarint(b, seq)
 }
 
-func appendRecord(b []byte, e *entry) []byte {
+func appendRecord(b []byte, e *entry) []byte { return appendRecordMeta(b, e, false) }
+
+// appendRecordMeta is appendRecord, with the metadata in the order of its
+// keys when sorted (as a signature's digest needs it; see entry.digest).
+func appendRecordMeta(b []byte, e *entry, sorted bool) []byte {
 	r := &e.rec
 	b = appendString(b, r.ID)
 	b = appendString(b, r.Name)
@@ -190,9 +196,16 @@ func appendRecord(b []byte, e *entry) []byte {
 	b = binary.AppendUvarint(b, uint64(r.Port))
 	b = binary.AppendUvarint(b, r.Rev.Seq)
 	b = binary.AppendUvarint(b, uint64(len(r.Meta)))
-	for k, v := range r.Meta {
+	if !sorted {
+		for k, v := range r.Meta {
+			b = appendString(b, k)
+			b = appendString(b, v)
+		}
+		return b
+	}
+	for _, k := range slices.Sorted(maps.Keys(r.Meta)) {
 		b = appendString(b, k)
-		b = appendString(b, v)
+		b = appendString(b, r.Meta[k])
 	}
 	return b
 }

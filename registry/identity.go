@@ -98,19 +98,7 @@ func (e *entry) digest() [sha256.Size]byte {
 	if e.summed {
 		return e.sum
 	}
-	r := &e.rec
-	b := make([]byte, 0, recordSize(e))
-	b = appendString(b, r.ID)
-	b = appendString(b, r.Name)
-	b = appendString(b, r.Version)
-	b = appendString(b, r.Host)
-	b = binary.AppendUvarint(b, uint64(r.Port))
-	b = binary.AppendUvarint(b, r.Rev.Seq)
-	b = binary.AppendUvarint(b, uint64(len(r.Meta)))
-	for _, k := range slices.Sorted(maps.Keys(r.Meta)) {
-		b = appendString(b, k)
-		b = appendString(b, r.Meta[k])
-	}
+	b := appendRecordMeta(make([]byte, 0, recordSize(e)), e, true)
 	e.sum, e.summed = sha256.Sum256(b), true
 	return e.sum
 }

@@ -171,15 +171,16 @@ func TestServeTakesStreamsOpenedBeforeIt(t *testing.T) {
 	for i := range 3 {
 		open(i)
 	}
-	waitOpened := time.Now().Add(5 * time.Second)
-	for a.accept.mu.Lock(); a.accept.opened < 3; a.accept.mu.Lock() {
-		a.accept.mu.Unlock()
-		if time.Now().After(waitOpened) {
+	opened := func() int {
+		a.accept.mu.Lock()
+		defer a.accept.mu.Unlock()
+		return a.accept.opened
+	}
+	for deadline := time.Now().Add(5 * time.Second); opened() < 3; time.Sleep(time.Millisecond) { // polling against the deadline
+		if time.Now().After(deadline) {
 			t.Fatal("a did not see d open 3 streams")
 		}
-		time.Sleep(time.Millisecond) // polling against the deadline
 	}
-	a.accept.mu.Unlock()
 	got, _ := serveInto(t, a)
 	for i := 3; i < 40; i++ {
 		open(i)
