@@ -89,6 +89,12 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 	for _, c := range changes {
 		old, had := o.peers[c.id]
 		r.cover(o, c.id, old, c.inc)
+		if c.id == r.self.id {
+			o.namedAt = 0
+			if c.inc == r.self.inc {
+				o.namedAt = m.beat
+			}
+		}
 		removed = removed || had
 		if inc := old; had && !lost {
 			// Removed, or at a new incarnation: the edge to the old run
@@ -143,11 +149,9 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 	// 100-node mesh's work. Those wait for the owner's next heartbeat,
 	// or its next loss, which goes whole to a peer that does not hold
 	// its base (see stateTo); but every half of the owner's lifetime its
-	// newest state is relayed all the same (after relayDelay): while its
-	// links keep coming it issues merged states instead of heartbeats,
-	// and they are what renews it on nodes that know it through relays
-	// (which expire it after its lifetime). More often, they were most
-	// of what relaying still cost while 100 nodes formed.
+	// newest state is relayed all the same (after relayDelay), to renew
+	// it on nodes that know it through relays (see renewLater): while
+	// its links keep coming it issues merged states, not heartbeats.
 	now := time.Now()
 	news := !wasEligible || len(changes) == 0 || removed || o.leaving
 	if removed || o.leaving {
@@ -164,7 +168,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 		r.relayLater(o, len(grown) > 0 && !o.leaving)
 		o.relayedAt = now
 	case now.Sub(o.relayedAt) >= r.lifetimeOf(o)/2:
-		r.relayLater(o, false)
+		r.renewLater(o)
 		o.relayedAt = now
 	}
 	if !o.leaving && m.seq > o.seq {
@@ -489,6 +493,13 @@ func (r *Registry) uncoveredOf(o *owner) map[string]struct{} {
 // to first (see markLower).
 func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byte, frames [][]byte) {
 	marked := false // o's lower neighbours, marked for the first state that needs it
+	// A peer that holds enough of o is not sent v: v itself, or, for a
+	// state that only renews o (see renewLater), one that names this
+	// node, its neighbour: the peer renews o by this node's link then.
+	enough := v
+	if !records && o.renewOnly && o.namedAt > 0 && r.neighbour(o) {
+		enough = Rev{o.inc, o.namedAt}
+	}
 	// The peers o names it sends all itself; o.uncovered holds the others
 	// (never o).
 	for peer := range o.uncovered {
@@ -506,7 +517,7 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 			if records {
 				known = k.records
 			}
-			if known.Compare(v) >= 0 || r.peerNames(l, o) {
+			if known.Compare(enough) >= 0 || r.peerNames(l, o) {
 				continue
 			}
 			if !records {
@@ -571,6 +582,7 @@ const relayDelay = 100 * time.Millisecond
 // mesh forms o's next one is due within that window. A state queued
 // already keeps the earlier of the two times. r.mu is held.
 func (r *Registry) relayLater(o *owner, adds bool) {
+	o.renewOnly = false
 	d := relayDelay
 	if adds {
 		_, hi := r.coalesceLimits()
@@ -585,6 +597,18 @@ func (r *Registry) relayLater(o *owner, adds bool) {
 		r.relayNext = at
 		r.relayTimer.Reset(d)
 	}
+}
+
+// renewLater queues o's state, just applied, for relayStates to renew o
+// on the peers that know it through relays: when this node is o's
+// neighbour, only those that hold no state of o naming this node (see
+// vouched); a relay queued already covers it. r.mu is held.
+func (r *Registry) renewLater(o *owner) {
+	if _, ok := r.relayDue[o]; ok {
+		return
+	}
+	r.relayLater(o, false)
+	o.renewOnly = true
 }
 
 // relayStates relays the newest state of each owner that relayLater
@@ -604,6 +628,7 @@ func (r *Registry) relayStates() {
 		if r.owners[o.id] == o && o.beat > 0 {
 			r.relay(nil, o, false, Rev{o.inc, o.beat}, nil, nil)
 		}
+		o.renewOnly = false
 	}
 	if !r.relayNext.IsZero() {
 		r.relayTimer.Reset(r.relayNext.Sub(now))

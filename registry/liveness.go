@@ -17,12 +17,15 @@ import (
 //
 // Renewal has two sources. A neighbour (an owner this node has a link to)
 // is renewed by that link: the transport notices a dead link, and the
-// neighbour leaves the adjacency. An owner known only through relays is
-// renewed by its heartbeat, a new state it issues every Heartbeat and that
-// its neighbours relay; one that stops renewing is freed after Lifetime.
-// So an owner sends its heartbeat only to the neighbours that relay it to
-// a node that is not its neighbour (see beatTargets): in a full mesh,
-// nobody, and an idle full mesh sends nothing at all.
+// neighbour leaves the adjacency. So is an owner that a neighbour has a
+// link to (see vouched): the neighbour announces that link's loss at
+// once. An owner farther away is renewed by its heartbeat, a new state it
+// issues every Heartbeat and that its neighbours relay; one that stops
+// renewing is freed after Lifetime. So an owner sends its heartbeat only
+// when a node is more than two hops away, and only to the neighbours
+// that relay it to a node that is not its neighbour (see beatTargets): in
+// a mesh two hops across, nobody, and such a mesh, idle, sends nothing at
+// all.
 
 // heartbeatLoop renews this node's state and expires silent owners.
 func (r *Registry) heartbeatLoop() {
@@ -77,7 +80,27 @@ func (r *Registry) tick(now time.Time) {
 		r.heartbeat()
 	}
 	r.expire(now)
+	r.renewNeighbours(now)
 	r.settle()
+}
+
+// renewNeighbours queues, every half of its lifetime, the state of each
+// neighbour that names this node for the peers that are not linked to it
+// (see renewLater): a peer that holds none that names this node, or
+// another neighbour of the owner, cannot have it renewed by a link (see
+// vouched), and the owner sends no heartbeat when all its non-neighbours
+// have a neighbour of its in common with it (see beatTargets). r.mu is
+// held.
+func (r *Registry) renewNeighbours(now time.Time) {
+	for _, o := range r.owners {
+		if o.uncovered == nil || o.namedAt == 0 || o.leaving || !r.neighbour(o) {
+			continue
+		}
+		if now.Sub(o.relayedAt) >= r.lifetimeOf(o)/2 {
+			r.renewLater(o)
+			o.relayedAt = now
+		}
+	}
 }
 
 // heartbeat renews this node's state with the nodes that know it only
@@ -133,24 +156,30 @@ func (r *Registry) beatTargets() map[string]bool {
 	}
 	clear(r.beatTo)
 	r.beatKey = key
+	far := false // an owner that does not renew this node by a neighbour's link
 	for _, x := range r.owners {
 		if x == r.self || x.beat == 0 || x.leaving || r.neighbour(x) {
 			continue
 		}
-		first, found := "", false
+		first, found, vouches := "", false, false
 		for id, inc := range x.peers {
 			if have, ok := r.self.peers[id]; ok && have == inc && (!found || id < first) {
 				first, found = id, true
+			}
+			if z := r.owners[id]; !vouches && z != nil && z.inc == inc && r.neighbour(z) && r.linked(z, x) && r.linked(z, r.self) {
+				vouches = true
 			}
 		}
 		if found {
 			r.beatTo[first] = true
 		}
+		far = far || !vouches
 	}
 	for id, inc := range r.self.peers {
 		q := r.owners[id]
 		if q == nil || q.beat == 0 || q.inc != inc {
 			r.beatTo[id] = true
+			far = true
 			continue
 		}
 		for pid, pinc := range q.peers {
@@ -159,9 +188,16 @@ func (r *Registry) beatTargets() map[string]bool {
 			}
 			if p := r.owners[pid]; p == nil || p.beat == 0 || p.inc != pinc {
 				r.beatTo[id] = true
+				far = true
 				break
 			}
 		}
+	}
+	if !far {
+		// Every owner this node is not linked to has a link to one of
+		// its neighbours, which renews this node there (see vouched):
+		// no heartbeat is needed.
+		clear(r.beatTo)
 	}
 	return r.beatTo
 }
@@ -177,13 +213,14 @@ func (r *Registry) neighbour(o *owner) bool {
 // expire marks owners not renewed within Lifetime as expired, and forgets
 // owners that have been expired and invisible for another Lifetime (their
 // versions are kept that long so late duplicates are still recognised).
-// A neighbour is renewed by its link, and never expires. r.mu is held.
+// A neighbour is renewed by its link, and a neighbour's neighbour by
+// theirs (see vouched): neither expires. r.mu is held.
 func (r *Registry) expire(now time.Time) {
 	for id, o := range r.owners {
 		if o == r.self {
 			continue
 		}
-		if r.neighbour(o) {
+		if r.neighbour(o) || r.vouched(o) {
 			o.renewed = now
 			if o.expired {
 				o.expired = false
@@ -209,6 +246,25 @@ func (r *Registry) expire(now time.Time) {
 			r.ownersGen++
 		}
 	}
+}
+
+// vouched reports whether a neighbour of this node has a link to o's
+// current run, as both their states say: that link renews o here as this
+// node's own would (the neighbour announces its losses at once, and
+// this node's link to it is renewed by the transport). In a mesh two hops
+// across, or forming, no owner depends on heartbeats and relays to stay
+// alive. r.mu is held.
+func (r *Registry) vouched(o *owner) bool {
+	for _, a := range r.neighbours(o) {
+		x := a.o
+		if a.inc != x.inc || !r.neighbour(x) || !eligible(x) {
+			continue
+		}
+		if inc, ok := x.peers[o.id]; ok && inc == o.inc {
+			return true
+		}
+	}
+	return false
 }
 
 // lifetimeOf returns how long o's records live unrenewed: the lifetime

@@ -94,8 +94,15 @@ type owner struct {
 	// or left: a peer holding an older state of its run lacks more than
 	// added links (see onHello).
 	lossBeat uint64
-	// relayedAt is when its state was last queued for relaying.
+	// relayedAt is when its state was last queued for relaying, and
+	// renewOnly whether that queued relay only renews it (see renewLater).
 	relayedAt time.Time
+	renewOnly bool
+	// namedAt is the beat of its state, here, from which its adjacency
+	// names this node's run (0: it does not): a peer holding that state
+	// or a later one can have it renewed by this node's link to it (see
+	// vouched).
+	namedAt uint64
 	// Its state as a whole State frame, for syncs and relays: as received,
 	// or encoded from the fields above when first needed (nil until then,
 	// and always for this node's own: see ownFrame).
