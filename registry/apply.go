@@ -101,9 +101,12 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 			// is gone. Only an edge to an owner that can be reachable
 			// carried reachability (see spread): losing one to an owner
 			// known to be leaving, gone or restarted needs no walk, as
-			// when every neighbour of a node that left drops it.
+			// when every neighbour of a node that left drops it. Nor
+			// does an edge between two of this node's neighbours: what
+			// either reaches, this node reaches through the other's
+			// link of its own (see shortcut).
 			x := r.owners[c.id]
-			lost = x == nil || x == r.self || x.inc == inc && eligible(x)
+			lost = x == nil || x == r.self || x.inc == inc && eligible(x) && !r.shortcut(o, x)
 		}
 		if c.inc == 0 {
 			delete(o.peers, c.id)
@@ -118,7 +121,15 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 	if !wasEligible {
 		grown = slices.Collect(maps.Keys(o.peers))
 	}
-	if wasEligible && (m.leaving || lost) {
+	switch {
+	case wasEligible && m.leaving && !lost && r.bypassed(o):
+		// Everything o reached, this node reaches without it: no walk
+		// (in a whole mesh, every node's, as each has o's leaving
+		// state at once).
+		o.reached = false
+		r.setLive(o, false)
+		grown = nil
+	case wasEligible && (m.leaving || lost):
 		r.dirty = true
 		grown = nil
 	}
@@ -724,6 +735,26 @@ func (r *Registry) peerNames(l *link, o *owner) bool {
 func announces(o *owner, l *link) bool {
 	inc, ok := o.peers[l.peer]
 	return ok && inc == l.peerInc
+}
+
+// shortcut reports whether u and v are both this node's neighbours,
+// each with an edge to it: an edge between them carries no reachability
+// that this node lacks without it. r.mu is held.
+func (r *Registry) shortcut(u, v *owner) bool {
+	return r.linked(r.self, u) && r.linked(r.self, v)
+}
+
+// bypassed reports whether every owner that o has an edge to is this
+// node, or its neighbour with an edge to it: o's edges then carry no
+// reachability that this node lacks without o. r.mu is held.
+func (r *Registry) bypassed(o *owner) bool {
+	for _, a := range r.neighbours(o) {
+		x := a.o
+		if x != r.self && a.inc == x.inc && r.linked(o, x) && !r.linked(r.self, x) {
+			return false
+		}
+	}
+	return true
 }
 
 // linked reports whether u and v both announce a link to each other's

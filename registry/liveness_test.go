@@ -384,6 +384,64 @@ func TestIdleFullMeshIsSilent(t *testing.T) {
 	})
 }
 
+// TestLeaveIsNotFlooded: when a node of a full mesh leaves, every other
+// frees its records on its leaving state at once, and drops it from its
+// adjacency without flooding that at once (N−1 nodes would each send a
+// State to N−2 others while the leave spreads): the links between the
+// others carry nothing until the merging window's upper bound, and then
+// the states that say it.
+func TestLeaveIsNotFlooded(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		ns := nodes(t, 5) // 100 ms heartbeat
+		links := fullMesh(t, ns)
+		rec := ns[0].register(t, "x@1.0.0", 100, nil)
+		time.Sleep(time.Second) // states and records settle
+		synctest.Wait()
+		others := func() (total int64) {
+			for k, l := range links {
+				if k[0] != 0 {
+					total += l.sent.Load()
+				}
+			}
+			return total
+		}
+		before := others()
+		if err := ns[0].Shutdown(t.Context()); err != nil {
+			t.Fatalf("Shutdown: %v", err)
+		}
+		for _, l := range links {
+			if l.a == ns[0] {
+				l.cut()
+			}
+		}
+		synctest.Wait()
+		for _, n := range ns[1:] {
+			if n.has(t, rec.ID) {
+				t.Fatalf("%s still shows the record of a node that left", n.ID())
+			}
+			if slices.Contains(n.peersOf(n.ID()), "n0") {
+				t.Fatalf("%s still names n0 as its peer", n.ID())
+			}
+		}
+		if got := others() - before; got != 0 {
+			t.Errorf("the links between the others carried %d bytes at once", got)
+		}
+		hi := locked(ns[1], func(r *Registry) time.Duration { _, hi := r.coalesceLimits(); return hi })
+		time.Sleep(hi)
+		synctest.Wait()
+		if others() == before {
+			t.Error("no node announced that its link to n0 is gone")
+		}
+		for _, n := range ns[1:] {
+			for _, m := range ns[1:] {
+				if m != n && slices.Contains(n.peersOf(m.ID()), "n0") {
+					t.Errorf("%s still holds %s's link to n0", n.ID(), m.ID())
+				}
+			}
+		}
+	})
+}
+
 // TestHeartbeatsOnlyWhereRelayed: a, b, c form a triangle and d hangs off
 // c. An owner's heartbeat goes only to the neighbours that relay it to a
 // node that is not its neighbour, and a state is relayed to a node once:

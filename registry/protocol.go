@@ -381,9 +381,12 @@ func (r *Registry) updateAdjacency(peer string) {
 		}
 		if o != nil && o.inc == old && o.leaving {
 			// Every node has the peer's leaving State, which frees its
-			// records: the loss is not urgent (its N−1 neighbours would
-			// otherwise each flood it at once).
-			r.announce(false)
+			// records, and an edge to a run that left carries nothing:
+			// the loss is not urgent. It waits for the window's upper
+			// bound, merged with whatever else changes by then: its N−1
+			// neighbours would otherwise each flood it at once, all
+			// while the leave spreads.
+			r.announceLater()
 			return
 		}
 	}
@@ -427,6 +430,18 @@ func (r *Registry) announce(loss bool) {
 		r.stateTimer.Reset(r.coalesce - since)
 		r.coalesce = min(2*r.coalesce, hi)
 	}
+}
+
+// announceLater issues a new state for a change of adjacency that no
+// node needs soon: when the merging window's upper bound has passed,
+// unless a state is due before. r.mu is held.
+func (r *Registry) announceLater() {
+	if r.closed || r.stateDue {
+		return
+	}
+	_, hi := r.coalesceLimits()
+	r.stateDue = true
+	r.stateTimer.Reset(hi)
 }
 
 // coalesceLimits returns the bounds of announce's window for additions. A
