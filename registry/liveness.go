@@ -78,6 +78,7 @@ func (r *Registry) tick(now time.Time) {
 	}
 	r.expire(now)
 	r.settle()
+	r.busTick(now)
 }
 
 // heartbeat renews this node's state with the nodes that know it only

@@ -661,4 +661,5 @@ func (r *Registry) pushRecords(frame []byte) {
 			}
 		}
 	}
+	r.busPush(frame)
 }
