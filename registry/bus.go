@@ -377,13 +377,13 @@ func (r *Registry) beatFrame(leaving bool, limit int) []byte {
 	var sig []byte
 	if r.signing() {
 		var err error
-		sig, err = r.cfg.Identity.Sign(beatSigned(o.id, o.inc, o.seq, r.sites.beat, leaving, r.cfg.Lifetime))
+		sig, err = r.cfg.Identity.Sign(beatSigned(o.id, o.inc, o.seq, r.sites.beat, leaving, r.cfg.Observer, r.cfg.Lifetime))
 		if err != nil {
 			r.log.Warn("registry: bus: cannot sign a beat", "err", err)
 			return nil
 		}
 	}
-	f, err := encodeBeat(o.id, o.inc, o.seq, r.sites.beat, leaving, r.cfg.Lifetime, sig, limit)
+	f, err := encodeBeat(o.id, o.inc, o.seq, r.sites.beat, leaving, r.cfg.Observer, r.cfg.Lifetime, sig, limit)
 	if err != nil {
 		r.log.Warn("registry: bus: cannot encode a beat", "err", err)
 		return nil

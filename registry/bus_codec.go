@@ -29,7 +29,10 @@ const (
 )
 
 // A Beat's flags.
-const beatLeaving = 1
+const (
+	beatLeaving  = 1
+	beatObserver = 2
+)
 
 // MaxSiteBytes bounds a site name.
 const MaxSiteBytes = 64
@@ -62,16 +65,19 @@ func appendBusHeader(b []byte, site, node string) []byte {
 // beatSigned returns what an owner signs for a Beat: its own label, so
 // that no Beat passes for a State of the link protocol and no State for
 // a Beat.
-func beatSigned(owner string, inc, seq, beat uint64, leaving bool, lifetime time.Duration) []byte {
+func beatSigned(owner string, inc, seq, beat uint64, leaving, observer bool, lifetime time.Duration) []byte {
 	b := make([]byte, 0, len(labelBeat)+50+len(owner))
 	b = append(b, labelBeat...)
 	b = appendOwner(b, owner, inc, seq)
 	b = binary.AppendUvarint(b, beat)
+	var flags byte
 	if leaving {
-		b = append(b, 1)
-	} else {
-		b = append(b, 0)
+		flags |= beatLeaving
 	}
+	if observer {
+		flags |= beatObserver
+	}
+	b = append(b, flags)
 	return binary.AppendUvarint(b, uint64(max(lifetime.Milliseconds(), 0)))
 }
 
@@ -79,17 +85,21 @@ func beatSigned(owner string, inc, seq, beat uint64, leaving bool, lifetime time
 const labelBeat = "tallship registry site beat v1\x00"
 
 // encodeBeat encodes a Beat: the owner's run, its records' seq, the
-// beat's number (rising in the run), leaving, the record lifetime, and
-// the owner's signature (nil when owners do not sign).
-func encodeBeat(owner string, inc, seq, beat uint64, leaving bool, lifetime time.Duration, sig []byte, limit int) ([]byte, error) {
+// beat's number (rising in the run), leaving, whether the owner only
+// observes, the record lifetime, and the owner's signature (nil when
+// owners do not sign).
+func encodeBeat(owner string, inc, seq, beat uint64, leaving, observer bool, lifetime time.Duration, sig []byte, limit int) ([]byte, error) {
 	b := beginFrame(msgBeat, 50+len(owner)+len(sig), limit)
 	b = appendOwner(b, owner, inc, seq)
 	b = binary.AppendUvarint(b, beat)
+	var flags byte
 	if leaving {
-		b = append(b, beatLeaving)
-	} else {
-		b = append(b, 0)
+		flags |= beatLeaving
 	}
+	if observer {
+		flags |= beatObserver
+	}
+	b = append(b, flags)
 	b = binary.AppendUvarint(b, uint64(max(lifetime.Milliseconds(), 0)))
 	b = appendBytes(b, sig)
 	return endFrame(b, limit)
@@ -175,10 +185,11 @@ func (d *decoder) decodeBus(t msgType, p []byte, m *message) error {
 		d.owner(r, m)
 		m.beat = r.uvarint()
 		flags := r.byte()
-		if flags&^beatLeaving != 0 {
+		if flags&^(beatLeaving|beatObserver) != 0 {
 			r.fail(fmt.Errorf("unknown beat flags %#x", flags))
 		}
 		m.leaving = flags&beatLeaving != 0
+		m.observer = flags&beatObserver != 0
 		ms := r.uvarint()
 		if ms > uint64(maxLifetime/time.Millisecond) {
 			r.fail(fmt.Errorf("lifetime of %d ms", ms))

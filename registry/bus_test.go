@@ -539,7 +539,7 @@ func TestBusDialPrefersSite(t *testing.T) {
 // crashes nor hangs, and keeps serving.
 func FuzzServeBus(f *testing.F) {
 	put, _ := encodePut("a-0", 5, &entry{rec: Record{ID: "r", Name: "web", Version: "1.0.0", Owner: "a-0", Rev: Rev{5, 1}}}, 1<<20)
-	beat, _ := encodeBeat("a-0", 5, 1, 1, false, time.Second, nil, 1<<20)
+	beat, _ := encodeBeat("a-0", 5, 1, 1, false, false, time.Second, nil, 1<<20)
 	snap, _ := encodeSnap("a-0", 5, 1, nil, 1<<20)
 	want, _ := encodeWant("b-0", 1<<20)
 	for _, frames := range [][][]byte{{put}, {beat}, {snap[0], beat}, {encodeSync()}, {want}} {
@@ -567,4 +567,23 @@ func FuzzServeBus(f *testing.F) {
 		s.queue, s.queued = nil, 0
 		s.mu.Unlock()
 	})
+}
+
+// TestBusObserverNotListed: a node that only observes shows its records
+// like any other, but other sites do not list it among their remotes.
+func TestBusObserverNotListed(t *testing.T) {
+	h := newHub()
+	a := siteNodes(t, h, "a", 1)
+	o := siteNodes(t, h, "o", 1, func(c *Config) { c.Observer = true })
+	b := siteNodes(t, h, "b", 1)
+	ro := o[0].register(t, "probe@1.0.0", 0, nil)
+	b[0].waitEvent(t, Registered, ro.ID)
+	flush(t, a[0], b[0])
+	var ids []string
+	for _, r := range b[0].Remotes() {
+		ids = append(ids, r.ID)
+	}
+	if !slices.Equal(ids, []string{"a-0"}) {
+		t.Fatalf("b-0 Remotes = %v, want a-0 alone", ids)
+	}
 }

@@ -60,6 +60,12 @@ type Config struct {
 	// may hold.
 	Site string
 
+	// Observer marks a node that only reads the cluster for a while (the
+	// mesh's Config.Observer): on a bus (ServeBus) its Beats say so, and
+	// other sites leave it out of Remotes. Its records, if any, show as
+	// any node's.
+	Observer bool
+
 	// Heartbeat is how often this node renews its liveness state with the
 	// nodes that know it only through relays (its peers' links stand for
 	// it with its peers: in a full mesh, nothing is sent). Zero means

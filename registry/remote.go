@@ -26,6 +26,8 @@ type remote struct {
 	site   string
 	snap   *snapshot // a snapshot being received
 	wantAt time.Time // when it was last asked for its records
+	// observer: its Beats say it only reads the cluster (Config.Observer)
+	observer bool
 }
 
 // RemoteOwner is a node of another site, heard over the bus (ServeBus).
@@ -37,8 +39,9 @@ type RemoteOwner struct {
 }
 
 // Remotes returns the live nodes of other sites that this node hears
-// over the bus, sorted by site and id. It returns nil once the registry
-// has closed, or when no bus ever ran.
+// over the bus, sorted by site and id, but those that only observe
+// (Config.Observer). It returns nil once the registry has closed, or
+// when no bus ever ran.
 func (r *Registry) Remotes() []RemoteOwner {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -47,7 +50,7 @@ func (r *Registry) Remotes() []RemoteOwner {
 	}
 	var out []RemoteOwner
 	for _, rm := range r.sites.remotes {
-		if rm.live {
+		if rm.live && !rm.observer {
 			out = append(out, RemoteOwner{ID: rm.id, Site: rm.site, Records: len(rm.records)})
 		}
 	}
@@ -119,7 +122,7 @@ func (r *Registry) onRemoteBeat(rm *remote, site string, m *message) error {
 		return nil // stale, or a duplicate
 	}
 	if r.signing() {
-		signed := beatSigned(m.owner, m.inc, m.seq, m.beat, m.leaving, m.lifetime)
+		signed := beatSigned(m.owner, m.inc, m.seq, m.beat, m.leaving, m.observer, m.lifetime)
 		if ok, err := r.remoteSigned(rm, m.inc, "beat", signed, m.sig); !ok {
 			return err
 		}
@@ -129,6 +132,7 @@ func (r *Registry) onRemoteBeat(rm *remote, site string, m *message) error {
 	}
 	rm.beat = m.beat
 	rm.lifetime = m.lifetime
+	rm.observer = m.observer
 	if m.leaving {
 		rm.leaving = true
 		r.wipeRecords(rm.owner)
