@@ -364,6 +364,18 @@ func (b *Bus) Connected() bool {
 	return b.cur != nil
 }
 
+// ConnectedURL returns the URL of the server the bus is connected to
+// (its password, if any, hidden), or "" while it is not.
+func (b *Bus) ConnectedURL() string {
+	b.mu.Lock()
+	cur := b.cur
+	b.mu.Unlock()
+	if cur == nil {
+		return ""
+	}
+	return cur.nc.ConnectedUrlRedacted()
+}
+
 // Session is one connection to NATS: the registry's Bus (see
 // registry.Bus) until the connection ends.
 type Session struct {
