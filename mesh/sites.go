@@ -93,7 +93,14 @@ func (n *Node) dialSites(ctx context.Context) (*sites.Bus, error) {
 		ReconnectWait:    n.cfg.DialBackoff,
 		ReconnectWaitMax: n.cfg.DialBackoffMax,
 		PingInterval:     natsPings * n.cfg.KeepAliveInterval,
-		Logger:           n.log,
+		OnChange: func(up bool, err error) {
+			if up {
+				n.events.publish(Event{Kind: NATSUp})
+			} else {
+				n.events.publish(Event{Kind: NATSDown, Err: err})
+			}
+		},
+		Logger: n.log,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)

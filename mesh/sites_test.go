@@ -250,7 +250,13 @@ func TestSitesOutage(t *testing.T) {
 	waitSeen(t, ra.ID, true, 10*time.Second, b...)
 	waitSeen(t, rb.ID, true, 10*time.Second, a...)
 
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := a[0].Events(ctx)
 	srv.Stop()
+	if ev := nextEvent(t, events, NATSDown); ev.Err == nil || !strings.Contains(ev.Err.Error(), "NATS") {
+		t.Fatalf("NATSDown: %v", ev.Err)
+	}
 	waitSeen(t, rb.ID, false, 10*time.Second, a...) // expired: b is out of reach
 	waitSeen(t, ra.ID, false, 10*time.Second, b...)
 	// Each LAN works alone.
@@ -263,6 +269,7 @@ func TestSitesOutage(t *testing.T) {
 	waitSeen(t, rb2.ID, true, 5*time.Second, b...)
 
 	srv.Restart()
+	nextEvent(t, events, NATSUp)
 	waitSeen(t, ra.ID, true, 10*time.Second, b...)
 	waitSeen(t, ra2.ID, true, 10*time.Second, b...)
 	waitSeen(t, rb2.ID, true, 10*time.Second, a...)

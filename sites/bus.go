@@ -52,6 +52,11 @@ type Config struct {
 	// PingInterval is how often the connection checks that its server
 	// answers; after two unanswered, it connects again. Zero means 2 s.
 	PingInterval time.Duration
+	// OnChange, when set, is told each change the log says at Warn,
+	// Error or Info: connected (err nil), or not (err says why: lost,
+	// out of reach, refused). It is called from one goroutine, in order;
+	// it must not block, nor call the Bus.
+	OnChange func(connected bool, err error)
 	// Logger receives the bus's log lines: losing and finding NATS once
 	// each (Warn, Info), refused credentials (Error), routine ones at
 	// Debug. Nil means slog.Default().
@@ -233,6 +238,9 @@ func (b *Bus) connected(nc *nats.Conn, again bool) {
 	case b.first <- nil:
 	default:
 	}
+	if b.cfg.OnChange != nil && (wasDown || !again) {
+		b.cfg.OnChange(true, nil)
+	}
 	url := nc.ConnectedUrlRedacted()
 	switch {
 	case wasDown:
@@ -259,6 +267,9 @@ func (b *Bus) disconnected(err error) {
 	b.mu.Unlock()
 	if say {
 		b.log.Warn("sites: lost NATS; the LAN goes on alone, reconnecting", "err", err)
+		if b.cfg.OnChange != nil {
+			b.cfg.OnChange(false, fmt.Errorf("lost NATS: %w", err))
+		}
 	}
 }
 
@@ -280,13 +291,20 @@ func (b *Bus) failed(err error) {
 		b.said, b.down = reason, true
 	}
 	b.mu.Unlock()
+	urls := strings.Join(b.cfg.URLs, ",")
 	switch {
 	case !say:
 		b.log.Debug("sites: cannot reach NATS", "err", err)
-	case refused(err):
-		b.log.Error("sites: NATS refuses this node's credentials; retrying", "urls", strings.Join(b.cfg.URLs, ","), "err", err)
+		return
+	case reason == "refused":
+		b.log.Error("sites: NATS refuses this node's credentials; retrying", "urls", urls, "err", err)
+		err = fmt.Errorf("NATS refuses this node's credentials (%s): %w", urls, err)
 	default:
-		b.log.Warn("sites: cannot reach NATS; the LAN goes on alone, retrying", "urls", strings.Join(b.cfg.URLs, ","), "err", err)
+		b.log.Warn("sites: cannot reach NATS; the LAN goes on alone, retrying", "urls", urls, "err", err)
+		err = fmt.Errorf("cannot reach NATS (%s): %w", urls, err)
+	}
+	if b.cfg.OnChange != nil {
+		b.cfg.OnChange(false, err)
 	}
 }
 
