@@ -86,6 +86,9 @@ type Bus struct {
 	ready  chan struct{} // closed when cur changes
 	closed bool
 	first  chan error // the first outcome of connecting, for Dial
+	// dialing: Dial waits for that outcome, and says it (a refusal is
+	// its error, not a line of the log).
+	dialing bool
 	down   bool       // an outage was said at Warn
 	said   string     // the kind of the last failure said ("unreachable", "refused")
 	warnAt time.Time  // when a dropped message was last said at Warn
@@ -136,6 +139,7 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 		siteSubj: names.siteRegistry(cfg.Site),
 		ready:    make(chan struct{}),
 		first:    make(chan error, 1),
+		dialing:  true,
 	}
 	opts := []nats.Option{
 		nats.Name("tallship " + cfg.Node),
@@ -185,6 +189,7 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 		}
 	}
 	if nc.IsConnected() {
+		b.doneDialing()
 		return b, nil // the session comes with ConnectHandler
 	}
 	// The first try failed: the reason comes to failed (auth refused,
@@ -193,16 +198,29 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 	defer t.Stop()
 	select {
 	case err := <-b.first:
+		b.doneDialing()
 		if refused(err) {
 			b.Close()
 			return nil, fmt.Errorf("%w: %s: %w", ErrRefused, strings.Join(cfg.URLs, ","), err)
 		}
+		if err != nil {
+			b.failed(err) // said now: out of reach, the bus goes on
+		}
 	case <-t.C:
+		b.doneDialing()
 	case <-ctx.Done():
+		b.doneDialing()
 		b.Close()
 		return nil, ctx.Err()
 	}
 	return b, nil
+}
+
+// doneDialing ends Dial's wait: failures are said from now on.
+func (b *Bus) doneDialing() {
+	b.mu.Lock()
+	b.dialing = false
+	b.mu.Unlock()
 }
 
 // refused reports whether err is the server's (or TLS's) refusal of this
@@ -277,9 +295,16 @@ func (b *Bus) disconnected(err error) {
 // and when the kind of reason changes (at Error when the server refused
 // this node's credentials), at Debug at every other retry.
 func (b *Bus) failed(err error) {
-	select {
-	case b.first <- err:
-	default:
+	b.mu.Lock()
+	dialing := b.dialing
+	b.mu.Unlock()
+	if dialing {
+		select {
+		case b.first <- err: // Dial says it
+		default:
+			b.log.Debug("sites: cannot reach NATS", "err", err)
+		}
+		return
 	}
 	reason := "unreachable"
 	if refused(err) {
