@@ -89,9 +89,9 @@ type Bus struct {
 	// dialing: Dial waits for that outcome, and says it (a refusal is
 	// its error, not a line of the log).
 	dialing bool
-	down   bool       // an outage was said at Warn
-	said   string     // the kind of the last failure said ("unreachable", "refused")
-	warnAt time.Time  // when a dropped message was last said at Warn
+	down    bool      // an outage was said at Warn
+	said    string    // the kind of the last failure said ("unreachable", "refused")
+	warnAt  time.Time // when a dropped message was last said at Warn
 }
 
 // Dial connects to NATS as cfg says and returns the Bus. When no server
