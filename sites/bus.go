@@ -378,8 +378,15 @@ func (b *Bus) Next(ctx context.Context) (*Session, error) {
 	}
 }
 
-// Close closes the connection, after handing NATS what was published: a
-// leaving Beat goes out. Sessions end. It is idempotent and returns nil.
+// closeFlush bounds Close's wait for the server to have what was
+// published.
+const closeFlush = 250 * time.Millisecond
+
+// Close closes the connection once the server has what was published
+// (a leaving Beat), or after closeFlush when it does not answer: a
+// connection closed while messages to it wait unread ends with a reset,
+// and the server drops what it had not read yet. Sessions end. It is
+// idempotent and returns nil.
 func (b *Bus) Close() error {
 	b.mu.Lock()
 	if b.closed {
@@ -395,6 +402,9 @@ func (b *Bus) Close() error {
 	nc := b.nc
 	b.mu.Unlock()
 	if nc != nil {
+		if nc.IsConnected() {
+			nc.FlushTimeout(closeFlush)
+		}
 		nc.Close()
 	}
 	return nil
