@@ -409,3 +409,94 @@ func TestSitesStartErrors(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestSitesSyncOnConnect: a node that joins NATS has the records of the
+// other sites at once (it asks for them), not at their owners' next
+// heartbeat: 1000 records in each of two sites, on a node of a third.
+func TestSitesSyncOnConnect(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	urls := []string{srv.URL()}
+	slow := func(c *Config) { c.Heartbeat, c.Lifetime = time.Minute, 5*time.Minute } // no heartbeat helps
+	a := site(t, "c", "a", 3, urls, slow)
+	b := site(t, "c", "b", 3, urls, slow)
+	for _, s := range [][]*Node{a, b} {
+		for i := range 1000 {
+			if _, err := s[i%3].Register(Service{Role: "bulk@1.0.0", Port: 1 + i}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	count := func(n *Node) int { r, _ := n.Services("bulk"); return len(r) }
+	for _, n := range slices.Concat(a, b) {
+		waitFor(t, n.ID()+" has all 2000", 20*time.Second, func() bool { return count(n) == 2000 })
+	}
+	for run := range 3 {
+		cfg := testConfig(fmt.Sprintf("c-%d", run))
+		cfg.Site = "c"
+		cfg.NATS.URLs = urls
+		slow(&cfg)
+		began := time.Now()
+		n := start(t, "c", cfg)
+		waitFor(t, "the new node has all 2000", 10*time.Second, func() bool { return count(n) == 2000 })
+		t.Logf("run %d: 2000 records of 2 sites on a new node %v after Join began", run, time.Since(began))
+		n.Close()
+	}
+}
+
+// TestSitesLeaveRightAway: a node that leaves the moment the other site
+// has its records, while that site's answers to its arrival are still
+// coming in, is gone from that site at once, not at its records' expiry
+// (5 s): every time, by Close or by Shutdown.
+func TestSitesLeaveRightAway(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	urls := []string{srv.URL()}
+	def := func(c *Config) {
+		*c = Config{ID: c.ID, Listen: "127.0.0.1:0", Discovery: NoDiscovery, Site: c.Site, NATS: c.NATS, Logger: c.Logger}
+	}
+	b := site(t, "c", "b", 3, urls, def)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var watches []<-chan ServiceEvent
+	for _, n := range b {
+		w, err := n.Watch(ctx, "leaver")
+		if err != nil {
+			t.Fatal(err)
+		}
+		watches = append(watches, w)
+	}
+	await := func(kind registry.EventKind, id string) {
+		t.Helper()
+		for _, w := range watches {
+			for ev := range w {
+				if ev.Kind == kind && ev.Record.ID == id {
+					break
+				}
+			}
+		}
+	}
+	for run := range 20 {
+		cfg := Config{Listen: "127.0.0.1:0", Discovery: NoDiscovery, Site: "a", NATS: NATSConfig{URLs: urls}}
+		n, err := cfg.Join(context.Background(), "c")
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, _ := n.Register(Service{Role: "leaver@1.0.0"})
+		await(registry.Registered, rec.ID)
+		began := time.Now()
+		if run%2 == 0 {
+			n.Close()
+		} else {
+			sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+			n.Shutdown(sctx)
+			scancel()
+		}
+		await(registry.Freed, rec.ID)
+		if d := time.Since(began); d > time.Second {
+			t.Errorf("run %d: gone after %v, not at once (lifetime 5 s)", run, d)
+		}
+	}
+}
