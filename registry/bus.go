@@ -150,7 +150,7 @@ type siteState struct {
 	// strangers are the nodes heard over the bus as of this node's site
 	// that its links do not reach yet, by when first heard (see
 	// sameSite); clashSaid is set once that was logged.
-	strangers map[string]time.Time
+	strangers map[string]*stranger
 	clashSaid bool
 }
 

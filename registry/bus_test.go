@@ -5,6 +5,7 @@ import (
 	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -585,5 +586,34 @@ func TestBusObserverNotListed(t *testing.T) {
 	}
 	if !slices.Equal(ids, []string{"a-0"}) {
 		t.Fatalf("b-0 Remotes = %v, want a-0 alone", ids)
+	}
+}
+
+// TestBusSiteClashSaid: two LANs that took one site name see nothing of
+// each other over the bus, and a node that keeps hearing a node of its
+// site's name that its links never reach says so, once.
+func TestBusSiteClashSaid(t *testing.T) {
+	h := newHub()
+	warns := make(chan string, 100)
+	a := siteNodes(t, h, "same", 1, func(c *Config) { c.Logger = slog.New(warnLines(warns)) })
+	b := newNode(t, "other-0", inSite("same"))
+	h.attach(t, b)
+	rb := b.register(t, "db@1.0.0", 1, nil)
+	lifetime := a[0].cfg.Lifetime
+	select {
+	case w := <-warns:
+		if !strings.Contains(w, "give each LAN a site of its own") {
+			t.Fatalf("said %q", w)
+		}
+	case <-time.After(3*lifetime + 5*time.Second):
+		t.Fatal("the clash was not said")
+	}
+	if a[0].has(t, rb.ID) {
+		t.Fatal("a node of the same site's name shows over the bus")
+	}
+	select {
+	case w := <-warns:
+		t.Fatalf("said again: %q", w)
+	case <-time.After(2 * lifetime):
 	}
 }

@@ -323,23 +323,30 @@ func (r *Registry) sameSite(node string) {
 		return
 	}
 	if r.sites.strangers == nil {
-		r.sites.strangers = map[string]time.Time{}
+		r.sites.strangers = map[string]*stranger{}
 	}
-	if _, ok := r.sites.strangers[node]; !ok && len(r.sites.strangers) < 64 {
-		r.sites.strangers[node] = time.Now()
+	now := time.Now()
+	if s := r.sites.strangers[node]; s != nil {
+		s.last = now
+	} else if len(r.sites.strangers) < 64 {
+		r.sites.strangers[node] = &stranger{first: now, last: now}
 	}
 }
+
+// stranger is when a node of this site's name was first and last heard
+// over the bus, its links not reaching it.
+type stranger struct{ first, last time.Time }
 
 // checkStrangers says, once, that a node of this site's name has been
 // heard over the bus and never reached over links (see sameSite). r.mu
 // is held.
 func (r *Registry) checkStrangers(now time.Time) {
-	for id, at := range r.sites.strangers {
-		if x := r.owners[id]; x != nil {
-			delete(r.sites.strangers, id)
+	for id, s := range r.sites.strangers {
+		if x := r.owners[id]; x != nil || now.Sub(s.last) > r.cfg.Lifetime {
+			delete(r.sites.strangers, id) // linked after all, or gone
 			continue
 		}
-		if now.Sub(at) > 3*r.cfg.Lifetime {
+		if now.Sub(s.first) > 3*r.cfg.Lifetime {
 			r.sites.clashSaid = true
 			r.sites.strangers = nil
 			r.log.Warn("registry: a node of another LAN publishes as this node's site; neither sees the other's records: give each LAN a site of its own", "site", r.cfg.Site, "other", id)
