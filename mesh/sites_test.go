@@ -14,6 +14,7 @@ import (
 	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
 	"github.com/tallship-go/tallship/internal/testutil/natstest"
 	"github.com/tallship-go/tallship/internal/testutil/netns"
+	"github.com/tallship-go/tallship/internal/testutil/pki"
 	"github.com/tallship-go/tallship/registry"
 	"github.com/tallship-go/tallship/sites"
 )
@@ -499,4 +500,35 @@ func TestSitesLeaveRightAway(t *testing.T) {
 			t.Errorf("run %d: gone after %v, not at once (lifetime 5 s)", run, d)
 		}
 	}
+}
+
+// TestSitesTLS: with TLS, owners sign what they publish over NATS and
+// every node checks it against its roots, as over links: two sites of
+// nodes with certificates of one CA share their records.
+func TestSitesTLS(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	ca := pki.New(t)
+	withCert := func(c *Config) { c.TLS = ca.Config(t, c.ID) }
+	a := site(t, "c", "a", 2, []string{srv.URL()}, withCert)
+	b := site(t, "c", "b", 1, []string{srv.URL()}, withCert)
+	ra, _ := a[1].Register(Service{Role: "web@1.0.0", Port: 1})
+	rb, _ := b[0].Register(Service{Role: "db@1.0.0", Port: 2})
+	waitSeen(t, ra.ID, true, 10*time.Second, b...)
+	waitSeen(t, rb.ID, true, 10*time.Second, a...)
+	// A node whose certificate is of another CA is trusted by nobody:
+	// nothing it publishes shows.
+	other := pki.New(t)
+	x := site(t, "c", "x", 1, []string{srv.URL()}, func(c *Config) { c.TLS = other.Config(t, c.ID) })
+	rx, _ := x[0].Register(Service{Role: "web@6.6.6", Port: 3})
+	mark, _ := b[0].Register(Service{Role: "mark@1.0.0"})
+	waitSeen(t, mark.ID, true, 10*time.Second, a...)
+	for _, n := range slices.Concat(a, b) {
+		if sees(n, rx.ID) {
+			t.Fatalf("%s shows the record of a node of another CA", n.ID())
+		}
+	}
+	a[1].Close()
+	waitSeen(t, ra.ID, false, 5*time.Second, b...)
 }
