@@ -157,6 +157,20 @@ type Config struct {
 	// "Owners' signatures").
 	TLS *tls.Config
 
+	// NATS, when it names servers, joins the node to a NATS system as
+	// well as to its LAN mesh: the records of every site of the cluster
+	// show here, and this node's there (see NATSConfig). The zero value
+	// joins none.
+	NATS NATSConfig
+	// Site names the node's site: the LAN mesh it is part of. Every node
+	// of one LAN takes the same name, and each LAN its own: what comes
+	// over NATS from this node's site is dropped (its links carry it).
+	// Records carry their site (Record.Site), and DialService tries this
+	// site's instances first. 1 to 64 ASCII letters, digits, '.', '-'
+	// and '_', first a letter or a digit. Empty means DefaultSite when
+	// NATS names servers, else none.
+	Site string
+
 	// ServiceHost is the host recorded by Register and ListenService when
 	// the Service names none. Empty means the node's first address.
 	ServiceHost string
@@ -256,6 +270,9 @@ func (c Config) withDefaults() Config {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Site == "" && len(c.NATS.URLs) > 0 {
+		c.Site = DefaultSite
+	}
 	return c
 }
 
@@ -268,6 +285,8 @@ func (c Config) registry(id, host string, log *slog.Logger, onEvent func(registr
 	rc := registry.Config{
 		ID:                 id,
 		Host:               host,
+		Site:               c.Site,
+		Observer:           c.Observer,
 		Heartbeat:          c.Heartbeat,
 		Lifetime:           c.Lifetime,
 		MaxRecordsPerOwner: c.MaxRecords,

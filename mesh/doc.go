@@ -75,6 +75,22 @@
 // one line in the log (at Warn for a setting that differs between the
 // nodes, else at Info: both shown by slog's default level).
 //
+// Sites: several LAN meshes of one cluster (offices, subnets without
+// multicast, a datacenter beside the lab) share one registry through
+// NATS. Each LAN is a site (Config.Site), and every node also connects to
+// NATS (Config.NATS), which carries only what crosses sites:
+//
+//	node, err := mesh.Config{
+//		Site: "lab",
+//		NATS: mesh.NATSConfig{URLs: []string{"nats://nats:4222"}, CredsFile: "user.creds"},
+//	}.Join(ctx, "my-cluster")
+//	recs, err := node.Lookup(ctx, "db@^2") // of every site; recs[0].Site says whose
+//	members := node.Remotes()              // the other sites' members
+//
+// NATSUp and NATSDown events follow the connection; a site cut off from
+// NATS keeps its LAN and converges again when NATS returns
+// (docs/sites.md).
+//
 // Leaving: Shutdown(ctx) says goodbye, frees this node's records
 // everywhere and delivers what Send queued, until ctx ends; Close does it
 // at once, dropping what is queued. Both return once every goroutine the

@@ -47,6 +47,16 @@ const (
 	// backoff for the same reason is one event); a dial to an address
 	// fails anew once a link through it has been made.
 	LinkFailed
+	// NATSUp: the node is connected to NATS (Config.NATS), at Start or
+	// again after NATSDown: the records of the other sites come now.
+	NATSUp
+	// NATSDown: NATS is out of reach (Err says why: the connection was
+	// lost, no server answers, or a server refused this node's
+	// credentials). The LAN goes on alone; the records of other sites
+	// expire after their owners' Lifetime; the node connects again by
+	// itself, and NATSUp follows. Published once per outage (and when
+	// its reason changes from out of reach to refused, or back).
+	NATSDown
 )
 
 func (k EventKind) String() string {
@@ -63,6 +73,10 @@ func (k EventKind) String() string {
 		return "id-conflict"
 	case LinkFailed:
 		return "link-failed"
+	case NATSUp:
+		return "nats-up"
+	case NATSDown:
+		return "nats-down"
 	}
 	return "unknown"
 }
@@ -77,8 +91,9 @@ type Event struct {
 	// Addrs are the peer's advertised addresses (PeerUp), or the address
 	// of a link that failed (LinkFailed).
 	Addrs []netip.AddrPort
-	// Err says why a peer went down or a link failed, or what a
-	// discoverer reported; nil when a peer left gracefully.
+	// Err says why a peer went down, a link failed or NATS is out of
+	// reach, or what a discoverer reported; nil when a peer left
+	// gracefully.
 	Err error
 	// Undelivered (PeerDown) is how many messages Send or Broadcast
 	// accepted for the peer that it did not acknowledge: they were

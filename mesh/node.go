@@ -18,6 +18,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/tallship-go/tallship/discovery"
 	"github.com/tallship-go/tallship/registry"
+	"github.com/tallship-go/tallship/sites"
 	"github.com/tallship-go/tallship/transport"
 )
 
@@ -78,6 +79,7 @@ type Node struct {
 	sweeping    bool // a sweep of relaxed links runs (watch.go)
 	sweepAgain  bool
 	reg         *registry.Registry
+	bus         *sites.Bus             // the connection to NATS (Config.NATS), nil without
 	discoverers []discovery.Discoverer // those started (stats.go)
 	stats       nodeStats
 
@@ -115,6 +117,11 @@ func New(cluster string, cfg Config) (*Node, error) {
 		return nil, errors.New("mesh: set Config.Secret or Config.TLS, not both")
 	}
 	cfg = cfg.withDefaults()
+	if cfg.Site != "" {
+		if err := registry.CheckSite(cfg.Site); err != nil {
+			return nil, fmt.Errorf("mesh: Config.Site %q: %w", cfg.Site, err)
+		}
+	}
 	chosenID := cfg.ID != ""
 	if !chosenID {
 		cfg.ID = uuid.NewString()
@@ -161,9 +168,22 @@ func New(cluster string, cfg Config) (*Node, error) {
 // ErrIDConflict that names that node's address. A random id (the
 // default) cannot collide, and Start does not wait for it. ctx bounds the
 // wait; when it ends first, Start closes the node and returns ctx's error.
+//
+// With Config.NATS, Start also connects to NATS: it fails, with an error
+// wrapping sites.ErrConfig or sites.ErrRefused, for a URL that does not
+// parse or credentials the server refuses; a server that cannot be
+// reached is no error (it is logged once, and the node connects when it
+// can: its LAN works without NATS).
 func (n *Node) Start(ctx context.Context) error {
-	claims, err := n.start(ctx)
+	bus, err := n.dialSites(ctx)
 	if err != nil {
+		return err
+	}
+	claims, err := n.start(ctx, bus)
+	if err != nil {
+		if bus != nil {
+			bus.Close()
+		}
 		return err
 	}
 	n.claiming.Store(true) // Start returns the conflict: no log line for it
@@ -188,7 +208,7 @@ func (n *Node) Start(ctx context.Context) error {
 // start is Start but for the wait: it returns a channel for each
 // discoverer that claims the id, which receives nil once the id is
 // claimed, or the error that ended the discoverer.
-func (n *Node) start(ctx context.Context) ([]chan error, error) {
+func (n *Node) start(ctx context.Context, bus *sites.Bus) ([]chan error, error) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	switch {
@@ -224,6 +244,11 @@ func (n *Node) start(ctx context.Context) ([]chan error, error) {
 	n.discoverers = discoverers
 	n.wg.Add(1)
 	go n.acceptLoop(ln)
+	if bus != nil {
+		n.bus = bus
+		n.wg.Add(1)
+		go n.runSites(bus)
+	}
 
 	dctx, cancel := context.WithCancel(context.Background())
 	n.discCancel = cancel
@@ -314,6 +339,12 @@ type Peer struct {
 	Since time.Time
 	// Kept reports whether the node redials the peer when its link drops.
 	Kept bool
+	// Site is the peer's site (Config.Site): this node's for a linked
+	// peer.
+	Site string
+	// Remote marks a member of another site, heard over NATS (Remotes):
+	// not linked, no addresses.
+	Remote bool
 }
 
 // Peers returns the peers, sorted by id: those with a link up, and those
@@ -342,7 +373,7 @@ func (n *Node) Peers() []Peer {
 // peerInfo describes p; n.mu is held.
 func (n *Node) peerInfo(p *peer) Peer {
 	t := n.targets[p.id]
-	return Peer{ID: p.id, Addrs: slices.Clone(p.addrs), Since: p.since, Kept: t != nil && t.kept}
+	return Peer{ID: p.id, Addrs: slices.Clone(p.addrs), Since: p.since, Kept: t != nil && t.kept, Site: n.cfg.Site}
 }
 
 // Events returns the node's events from now on, in order: peers up, down
@@ -413,7 +444,7 @@ func (n *Node) close(ctx context.Context) error {
 	for _, l := range n.listeners {
 		l.closeLocked()
 	}
-	reg := n.reg
+	reg, bus := n.reg, n.bus
 	n.mu.Unlock()
 
 	// The registry says this node leaves, freeing its records, while the
@@ -445,6 +476,9 @@ func (n *Node) close(ctx context.Context) error {
 		}
 	}
 	<-regDone
+	if bus != nil {
+		bus.Close() // after the registry's leaving Beat, which it hands NATS
+	}
 	n.mu.Lock()
 	links := make([]*link, 0, len(n.links))
 	for _, l := range n.links {

@@ -105,6 +105,8 @@ type message struct {
 	// msgState
 	beat    uint64
 	leaving bool
+	// msgBeat: its owner only reads the cluster (Config.Observer)
+	observer bool
 	// lifetime is what a state says of its owner's record lifetime.
 	lifetime time.Duration
 	// A whole state (delta false) names every neighbour in peers, and

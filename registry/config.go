@@ -52,6 +52,20 @@ type Config struct {
 	// bind address when that is specific.
 	Host string
 
+	// Site names the site of this node: the LAN its links join. Its
+	// records, and those its links bring, carry it (Record.Site); a bus
+	// across sites (ServeBus) needs it, and drops what comes from this
+	// site (the links carry that). Empty means none: records carry no
+	// site, and ServeBus refuses to run. See CheckSite for what a name
+	// may hold.
+	Site string
+
+	// Observer marks a node that only reads the cluster for a while (the
+	// mesh's Config.Observer): on a bus (ServeBus) its Beats say so, and
+	// other sites leave it out of Remotes. Its records, if any, show as
+	// any node's.
+	Observer bool
+
 	// Heartbeat is how often this node renews its liveness state with the
 	// nodes that know it only through relays (its peers' links stand for
 	// it with its peers: in a full mesh, nothing is sent). Zero means
@@ -132,6 +146,11 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if len(c.Host) > MaxHostBytes {
 		return c, fmt.Errorf("%w: Host longer than %d bytes", ErrConfig, MaxHostBytes)
+	}
+	if c.Site != "" {
+		if err := CheckSite(c.Site); err != nil {
+			return c, err
+		}
 	}
 	if c.Heartbeat < 0 || c.Lifetime < 0 || c.MaxRecordsPerOwner < 0 ||
 		c.MaxMetadataBytes < 0 || c.MaxMessageBytes < 0 || c.WatchBuffer < 0 {

@@ -67,6 +67,19 @@
 // a relay can neither change an owner's records nor make any up. The
 // wire protocol is described in docs/registry-protocol.md.
 //
+// # Across sites
+//
+// Several LAN meshes (sites) of one cluster share one registry over a
+// publish/subscribe bus (in the mesh, NATS: package sites). With
+// Config.Site set, ServeBus runs the registry over one connection of the
+// bus, until it ends:
+//
+//	err := r.ServeBus(ctx, bus) // bus: Publish, Send, Receive, MaxMessage
+//
+// Each node publishes only what it owns, so a node of another site is
+// live while its Beats come; records carry their site (Record.Site), and
+// Remotes lists the nodes of other sites.
+//
 // # Events
 //
 // Config.OnEvent receives every event of the node in order (Registered,

@@ -82,6 +82,7 @@ func (r *Registry) tick(now time.Time) {
 	r.expire(now)
 	r.renewNeighbours(now)
 	r.settle()
+	r.busTick(now)
 }
 
 // renewNeighbours queues, every half of its lifetime, the state of each

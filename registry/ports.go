@@ -84,7 +84,8 @@ func (l *Listener) Close() error {
 // Dial connects to an instance matching query, waiting as Lookup does until
 // one exists. It spreads successive calls over the instances (round robin)
 // and, when a dial fails, tries the next one. Instances without a host or a
-// port are skipped.
+// port are skipped. Those of this node's site (Config.Site) are tried
+// first, those of other sites (ServeBus) after them.
 //
 // Errors: ErrBadQuery, ErrClosed, ctx.Err() while waiting, or
 // ErrNoInstance wrapping each dial's error.
@@ -96,8 +97,14 @@ func (r *Registry) Dial(ctx context.Context, query string) (net.Conn, error) {
 	var d net.Dialer
 	var errs []error
 	start := r.rr.Add(1)
+	near, far := splitSite(recs, r.cfg.Site)
 	for i := range recs {
-		rec := recs[(start+uint64(i))%uint64(len(recs))]
+		var rec Record
+		if i < len(near) {
+			rec = near[(start+uint64(i))%uint64(len(near))]
+		} else {
+			rec = far[(start+uint64(i))%uint64(len(far))]
+		}
 		if rec.Host == "" || rec.Port == 0 {
 			errs = append(errs, fmt.Errorf("%s has no address", rec.ID))
 			continue
@@ -112,4 +119,17 @@ func (r *Registry) Dial(ctx context.Context, query string) (net.Conn, error) {
 		}
 	}
 	return nil, fmt.Errorf("%w for %q: %w", ErrNoInstance, query, errors.Join(errs...))
+}
+
+// splitSite returns the records of site, and the others, each in the
+// order of recs.
+func splitSite(recs []Record, site string) (near, far []Record) {
+	for _, rec := range recs {
+		if rec.Site == site {
+			near = append(near, rec)
+		} else {
+			far = append(far, rec)
+		}
+	}
+	return near, far
 }

@@ -676,4 +676,5 @@ func (r *Registry) pushRecords(frame []byte) {
 			}
 		}
 	}
+	r.busPush(frame)
 }

@@ -71,6 +71,10 @@ type Record struct {
 	Meta map[string]string
 	// Rev is the owner-issued version of the record's last change.
 	Rev Rev
+	// Site is the owner's site (Config.Site): this node's own for the
+	// records its links bring, another's for those a bus brings
+	// (ServeBus). Empty when sites are not named.
+	Site string
 }
 
 // Role returns "name@version".

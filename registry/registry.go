@@ -62,6 +62,8 @@ type Registry struct {
 	relayNext  time.Time
 	relayTimer *time.Timer // fires in heartbeatLoop at relayNext
 	queue      []*owner
+	// What ServeBus keeps: the bus's run, the owners of other sites.
+	sites siteState
 
 	evmu   sync.Mutex
 	events []Event // queued for Config.OnEvent
@@ -374,6 +376,9 @@ func (r *Registry) ownRecord(id string) (*entry, error) {
 			return nil, fmt.Errorf("%w: record %s belongs to %s", ErrNotOwner, id, o.id)
 		}
 	}
+	if owner, ok := r.remoteRecord(id); ok {
+		return nil, fmt.Errorf("%w: record %s belongs to %s", ErrNotOwner, id, owner)
+	}
 	return nil, fmt.Errorf("%w: %s", ErrNotFound, id)
 }
 
@@ -513,6 +518,7 @@ func (r *Registry) close(giveUp <-chan struct{}, cause func() error) error {
 			links = append(links, l)
 		}
 	}
+	bus := r.busLeave() // the other sites free this node's records at once
 	for w := range r.watchers {
 		if w.stop() {
 			r.wg.Done()
@@ -532,6 +538,10 @@ func (r *Registry) close(giveUp <-chan struct{}, cause func() error) error {
 			}
 		}
 		break
+	}
+	if bus != nil {
+		bus.waitFlushed(giveUp)
+		bus.abort()
 	}
 	for _, l := range links {
 		l.abort()

@@ -5,6 +5,9 @@ package registry
 
 // setRecord stores e (new or replacing a record with the same id).
 func (r *Registry) setRecord(o *owner, e *entry) {
+	if e.rec.Site == "" {
+		e.rec.Site = r.cfg.Site // of this site: the links brought it
+	}
 	old := o.records[e.rec.ID]
 	o.records[e.rec.ID] = e
 	if !o.live {
@@ -62,6 +65,9 @@ func (r *Registry) setLive(o *owner, live bool) {
 		return
 	}
 	o.live = live
+	if live && r.owners[o.id] == o {
+		r.shadowRemote(o.id) // one copy: the links'
+	}
 	kind := Freed
 	if live {
 		kind = Registered

@@ -9,6 +9,7 @@
 //	go run ./cmd/tallship-bench -only link  run one group of measures
 //	go run ./cmd/tallship-bench -only scale formation and a 100-node mesh (at most 10 minutes)
 //	go run ./cmd/tallship-bench -only delivery  delivery at 10% frame loss, silent and killed peers (about 4 minutes)
+//	go run ./cmd/tallship-bench -only sites     the registry across sites through NATS (under a minute)
 //
 // Other flags: -form (the node counts of the formation measure, by
 // default 10, 50, 100 and 200; a run of N nodes that has not formed in
@@ -68,7 +69,7 @@ func run(args []string) int {
 	var o options
 	fs.BoolVar(&o.quick, "quick", false, "short run: fewer runs, shorter windows")
 	fs.IntVar(&o.runs, "runs", 0, "runs per measure (default 10, 3 with -quick)")
-	fs.StringVar(&o.only, "only", "", "run only the measures whose group name contains this (link, memory, formation, mesh, scale, delivery)")
+	fs.StringVar(&o.only, "only", "", "run only the measures whose group name contains this (link, memory, formation, mesh, scale, delivery, sites)")
 	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile of the idle links to this file (and of the idle 100-node mesh to this file + .mesh)")
 	form := fs.String("form", defaultForm, "node counts for the formation measure, comma-separated")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
@@ -103,7 +104,7 @@ func run(args []string) int {
 
 	tag := uuid.NewString()[:8]
 	// The rows, in the order of the specification's table.
-	var formRows, meshRows, linkRows, memRows, idleRows, scaleRows, deliveryRows []*row
+	var formRows, meshRows, linkRows, memRows, idleRows, scaleRows, deliveryRows, siteRows []*row
 	var msgs, pp *row // the 64 B message rows, of the link group and the delivery group
 	want := func(group string) bool { return o.only == "" || strings.Contains(group, o.only) }
 	dur := func(full, quick time.Duration) time.Duration {
@@ -294,6 +295,12 @@ func run(args []string) int {
 		deliveryRows = []*row{freeze, cut, kill, downs, lost, dup, order, pp, msgs}
 	}
 
+	// The sites group (issue 21) prints a table of its own too. It uses
+	// loopback alone.
+	if want("sites") {
+		siteRows = sitesRows(o.runs, o.quick)
+	}
+
 	if want("memory") {
 		heap := &row{name: "heap per idle link, per side (100 links)", unit: "KiB", target: "≤ 32 KiB",
 			check: func(r *row) bool { return median(r.samples) <= 32 }}
@@ -327,6 +334,14 @@ func run(args []string) int {
 		fmt.Println("Delivery (issue 18):")
 		fmt.Println()
 		printTable(os.Stdout, deliveryRows)
+	}
+	if len(siteRows) > 0 {
+		if len(rows) > 0 || len(deliveryRows) > 0 {
+			fmt.Println()
+		}
+		fmt.Println("Sites through NATS (issue 21):")
+		fmt.Println()
+		printTable(os.Stdout, siteRows)
 	}
 	fmt.Printf("\ntook %v; load average at end: %s\n", time.Since(start).Round(time.Second), loadavg())
 	return 0

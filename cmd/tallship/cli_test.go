@@ -35,6 +35,7 @@ func TestCLI(t *testing.T) {
 	t.Run("secret", func(t *testing.T) { t.Parallel(); testSecret(t, bin) })
 	t.Run("duplicate id", func(t *testing.T) { t.Parallel(); testDuplicateID(t, bin) })
 	t.Run("failed links", func(t *testing.T) { t.Parallel(); testLinkFailed(t, bin) })
+	t.Run("sites through NATS", func(t *testing.T) { t.Parallel(); testSites(t, bin) })
 }
 
 // tallship starts the CLI with args.
@@ -125,6 +126,9 @@ func testErrors(t *testing.T, bin binaries) {
 		{"bad cluster name in query", nil, []string{"query", "a b", "web"}, 2, `bad cluster name "a b"`},
 		{"bad cluster name in run", nil, []string{"run", "a b", "web@1.0.0", "--", bin.child}, 2, `bad cluster name "a b"`},
 		{"extra argument", nil, []string{"join", "c", "d"}, 2, `unexpected argument "d"`},
+		{"bad site", nil, []string{"ls", "c", "--site", "a b"}, 2, `--site "a b"`},
+		{"bad NATS URL", []string{"TALLSHIP_NATS=nats://[::1"}, []string{"ls", "c"}, 1, "NATS"},
+		{"NATS cert without key", nil, []string{"ls", "c", "--nats", "nats://127.0.0.1:1", "--nats-cert", "x.pem"}, 2, "--nats-cert and --nats-key go together"},
 		{"command not found", nil, []string{"run", "c", "web@1.0.0", "--", "/nonexistent/server"}, 1, "/nonexistent/server"},
 	}
 	for _, tc := range tests {

@@ -149,7 +149,8 @@ func (fs *flagSet) printHelp() {
 			line += " " + typ
 		}
 		fmt.Fprintln(w, line)
-		if def := f.DefValue; def != "" && def != "false" && def != "0" && def != "0s" && def != "[]" {
+		if def := f.DefValue; def != "" && def != "false" && def != "0" && def != "0s" && def != "[]" &&
+			!strings.Contains(usage, "(default "+def+")") { // said already ($TALLSHIP_SECRET)
 			usage += fmt.Sprintf(" (default\x00%s)", def) // \x00: kept on one line
 		}
 		fmt.Fprint(w, wrap(usage, "      ", helpWidth))

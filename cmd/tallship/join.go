@@ -102,7 +102,7 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 			break
 		}
 		dash.observe(ev)
-		if ev.Kind == mesh.LinkFailed {
+		if ev.Kind == mesh.LinkFailed || ev.Kind == mesh.NATSDown {
 			continue // on stderr, as for every command (failureLog)
 		}
 		if *asJSON {

@@ -11,9 +11,10 @@ import (
 	"github.com/tallship-go/tallship/mesh"
 )
 
-// failureLog prints a node's failed links (mesh.LinkFailed) on stderr,
-// one line each, whatever --log-level says: a wrong secret, cluster or
-// address names itself. The node publishes each once per change of its
+// failureLog prints a node's failed links (mesh.LinkFailed) and NATS out
+// of reach (mesh.NATSDown) on stderr, one line each, whatever
+// --log-level says: a wrong secret, cluster, address or NATS server
+// names itself. The node publishes each once per change of its
 // reason, so a peer retried with backoff is one line. It keeps them for
 // ls and query, which fail when they linked with no node and links
 // failed.
@@ -43,6 +44,8 @@ func startFailureLog(w io.Writer, cmd string, events <-chan mesh.Event) *failure
 				f.mu.Lock()
 				f.failed = append(f.failed, ev)
 				f.mu.Unlock()
+				fmt.Fprintln(f.w, f.prefix+failureLine(ev))
+			case mesh.NATSDown: // once per outage: its sites are cut off
 				fmt.Fprintln(f.w, f.prefix+failureLine(ev))
 			}
 		}

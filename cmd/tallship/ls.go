@@ -9,9 +9,12 @@ const lsHelp = `
 Join the cluster briefly, wait until every node met has sent its registry
 (at most --wait), and print the members (id, addresses) and the services
 (role, host:port, owner) as two tables, or as one JSON object with --json:
-{"cluster", "members": [{"id", "addrs"}], "services": [{"id", "role",
-"name", "version", "host", "port", "addr", "owner", "meta"}]}.
-The listing node itself is not a member.
+{"cluster", "members": [{"id", "addrs", "site", "remote"}], "services":
+[{"id", "role", "name", "version", "host", "port", "addr", "owner",
+"site", "meta"}]}. The listing node itself is not a member.
+
+With --nats the other sites' members (marked remote: heard over NATS,
+not linked) and services are listed too, each with its site.
 
 A link that fails (a wrong secret, cluster or address) is one line on
 stderr; given --connect, ls exits 1 naming the failures when it linked
@@ -42,7 +45,7 @@ func runLs(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer nf.leave(n)
-	if err := settle(ctx, events, *wait, quietFor(*wait)); err != nil {
+	if err := settle(ctx, events, *wait, quietFor(*wait), nf.nats.joined); err != nil {
 		return err
 	}
 	if len(nf.connect) > 0 {
@@ -52,6 +55,9 @@ func runLs(ctx context.Context, e *env, args []string) error {
 	}
 	l := listingJSON{Cluster: n.Cluster(), Members: []memberJSON{}, Services: []serviceJSON{}}
 	for _, p := range n.Peers() {
+		l.Members = append(l.Members, memberOf(p))
+	}
+	for _, p := range n.Remotes() {
 		l.Members = append(l.Members, memberOf(p))
 	}
 	recs, err := n.Services("")

@@ -29,6 +29,7 @@ type nodeFlags struct {
 	dnsServer string
 	ifaces    stringList
 	advertise stringList
+	nats      natsFlags
 
 	cmd      string      // the command's name, for the lines of failures
 	failures *failureLog // set by startNode
@@ -57,6 +58,7 @@ func (f *nodeFlags) register(fs *flagSet, e *env) {
 	if f.secret != "" {
 		fs.Lookup("secret").DefValue = "$TALLSHIP_SECRET"
 	}
+	f.nats.register(fs, e)
 }
 
 // config returns the mesh configuration the flags ask for, with the host
@@ -82,6 +84,9 @@ func (f *nodeFlags) config(ctx context.Context, stderr io.Writer) (mesh.Config, 
 	cfg.Listen = f.listen
 	cfg.Secret = f.secret
 	cfg.Observer = f.observer
+	if err := f.nats.apply(&cfg); err != nil {
+		return mesh.Config{}, err
+	}
 	cfg.Logger = logger
 	cfg.Discovery = []discovery.Discoverer{}
 	var ifaces []net.Interface
@@ -209,16 +214,18 @@ func (f *nodeFlags) leave(n *mesh.Node) {
 }
 
 // settle waits until the node has met the cluster: until every peer it
-// linked with has sent its registry and nothing new happened for quiet, or
+// linked with has sent its registry, NATS has answered or failed when
+// the node joins it (nats), and nothing new happened for quiet, or
 // until max has passed (a cluster with no other node takes all of max).
 // It returns early with ctx's error.
-func settle(ctx context.Context, events <-chan mesh.Event, max, quiet time.Duration) error {
+func settle(ctx context.Context, events <-chan mesh.Event, max, quiet time.Duration, nats bool) error {
 	deadline := time.NewTimer(max)
 	defer deadline.Stop()
 	calm := time.NewTimer(quiet)
 	defer calm.Stop()
 	up := map[string]bool{}     // linked peers
 	synced := map[string]bool{} // peers whose registry arrived
+	natsPending := nats         // NATS has said neither up nor down yet
 	for {
 		select {
 		case <-ctx.Done():
@@ -226,7 +233,7 @@ func settle(ctx context.Context, events <-chan mesh.Event, max, quiet time.Durat
 		case <-deadline.C:
 			return nil
 		case <-calm.C:
-			if len(up) == 0 {
+			if len(up) == 0 || natsPending {
 				continue
 			}
 			done := true
@@ -250,6 +257,8 @@ func settle(ctx context.Context, events <-chan mesh.Event, max, quiet time.Durat
 				delete(synced, ev.Peer)
 			case mesh.IDConflict:
 				return conflictError(ev)
+			case mesh.NATSUp, mesh.NATSDown:
+				natsPending = false // the other sites answer within a round trip
 			}
 			calm.Reset(quiet)
 		}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -19,6 +20,10 @@ import (
 type memberJSON struct {
 	ID    string   `json:"id"`
 	Addrs []string `json:"addrs"`
+	// Site is the member's site (--site, with --nats); Remote marks one
+	// of another site, heard over NATS, not linked.
+	Site   string `json:"site,omitempty"`
+	Remote bool   `json:"remote,omitempty"`
 }
 
 // serviceJSON is a registered service instance.
@@ -31,6 +36,7 @@ type serviceJSON struct {
 	Port    int               `json:"port"`
 	Addr    string            `json:"addr"`
 	Owner   string            `json:"owner"`
+	Site    string            `json:"site,omitempty"`
 	Meta    map[string]string `json:"meta,omitempty"`
 }
 
@@ -68,13 +74,13 @@ func addrStrings(as []netip.AddrPort) []string {
 }
 
 func memberOf(p mesh.Peer) memberJSON {
-	return memberJSON{ID: p.ID, Addrs: addrStrings(p.Addrs)}
+	return memberJSON{ID: p.ID, Addrs: addrStrings(p.Addrs), Site: p.Site, Remote: p.Remote}
 }
 
 func serviceOf(r mesh.Record) serviceJSON {
 	s := serviceJSON{
 		ID: r.ID, Role: r.Role(), Name: r.Name, Version: r.Version,
-		Host: r.Host, Port: r.Port, Addr: r.Addr(), Owner: r.Owner,
+		Host: r.Host, Port: r.Port, Addr: r.Addr(), Owner: r.Owner, Site: r.Site,
 	}
 	if len(r.Meta) > 0 {
 		s.Meta = r.Meta
@@ -145,33 +151,57 @@ func eventLine(ev event) string {
 		if ev.Err != nil {
 			b.WriteString(" " + ev.Err.Error())
 		}
-	case mesh.LinkFailed:
+	case mesh.LinkFailed, mesh.NATSDown:
 		b.WriteString(" " + failureLine(ev.Event))
 	}
 	return strings.TrimRight(b.String(), " ")
 }
 
-// writeListing prints members and services as two tables.
+// writeListing prints members and services as two tables; with sites
+// (--nats), each row says its site, and members of other sites are
+// marked remote.
 func writeListing(w io.Writer, l listingJSON) error {
+	sites := slices.ContainsFunc(l.Members, func(m memberJSON) bool { return m.Site != "" }) ||
+		slices.ContainsFunc(l.Services, func(s serviceJSON) bool { return s.Site != "" })
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "MEMBER\tADDRESSES\n")
+	if sites {
+		fmt.Fprintf(tw, "MEMBER\tSITE\tADDRESSES\n")
+	} else {
+		fmt.Fprintf(tw, "MEMBER\tADDRESSES\n")
+	}
 	if len(l.Members) == 0 {
 		fmt.Fprintf(tw, "(none found)\t\n")
 	}
 	for _, m := range l.Members {
-		fmt.Fprintf(tw, "%s\t%s\n", m.ID, strings.Join(m.Addrs, " "))
+		addrs := strings.Join(m.Addrs, " ")
+		if m.Remote {
+			addrs = "(remote: over NATS)"
+		}
+		if sites {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", m.ID, m.Site, addrs)
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\n", m.ID, addrs)
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	fmt.Fprintln(w)
 	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "ROLE\tADDRESS\tOWNER\n")
+	if sites {
+		fmt.Fprintf(tw, "ROLE\tADDRESS\tOWNER\tSITE\n")
+	} else {
+		fmt.Fprintf(tw, "ROLE\tADDRESS\tOWNER\n")
+	}
 	if len(l.Services) == 0 {
 		fmt.Fprintf(tw, "(none)\t\t\n")
 	}
 	for _, s := range l.Services {
-		fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Role, s.Addr, s.Owner)
+		if sites {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", s.Role, s.Addr, s.Owner, s.Site)
+		} else {
+			fmt.Fprintf(tw, "%s\t%s\t%s\n", s.Role, s.Addr, s.Owner)
+		}
 	}
 	return tw.Flush()
 }

@@ -79,7 +79,7 @@ func runQuery(ctx context.Context, e *env, args []string) error {
 			return cause // the id conflict
 		}
 	} else {
-		if err = settle(ctx, events, *settleMax, quietFor(*settleMax)); err == nil && len(nf.connect) > 0 {
+		if err = settle(ctx, events, *settleMax, quietFor(*settleMax), nf.nats.joined); err == nil && len(nf.connect) > 0 {
 			err = nf.failures.unlinked()
 		}
 		if err == nil {

@@ -139,7 +139,9 @@ function renderServices(list) {
   for (const s of list) {
     const tr = make('tr', { 'data-id': s.id, 'data-role': s.role });
     tr.append(make('td', {}, s.name), make('td', {}, s.version),
-      make('td', { class: 'mono' }, s.addr), make('td', { class: 'mono', title: s.owner }, s.owner));
+      make('td', { class: 'mono' }, s.addr),
+      // With sites (--nats), the owner's site beside it.
+      make('td', { class: 'mono', title: s.site ? `${s.owner} of site ${s.site}` : s.owner }, s.site ? `${s.owner} (${s.site})` : s.owner));
     body.append(tr);
   }
 }

@@ -34,7 +34,7 @@ func (l *LAN) Start(h *Host, cfg node.Config) *Proc {
 // start (its fatal event, or how it exited) instead of failing the test.
 func (l *LAN) TryStart(h *Host, cfg node.Config) (*Proc, error) {
 	l.t.Helper()
-	if cfg.Proxy == "" {
+	if cfg.Proxy == "" && cfg.NATSServer == "" {
 		if cfg.Listen == "" {
 			cfg.Listen = h.IP.String() + ":0"
 		}

@@ -52,6 +52,15 @@ type Config struct {
 	// Debug logs at Debug level to standard error (-debug); otherwise
 	// Warn and above.
 	Debug bool
+	// NATS joins the node to the NATS servers at these URLs,
+	// comma-separated (-nats), as a node of Site (-site). Empty means
+	// none.
+	NATS, Site string
+	// NATSServer, set, makes the process a NATS server instead of a
+	// node (-nats-server listen=HOST:PORT, port 0 for a free one):
+	// nats-server embedded, printing a start event with its address.
+	// It ignores the other fields.
+	NATSServer string
 	// Proxy, set, makes the process a TCP proxy instead of a node
 	// (-proxy listen=ADDR,to=ADDR,delay=D): it forwards each connection
 	// to ADDR on to the other, holding what crosses back for D in each
@@ -104,6 +113,9 @@ func bind(fs *flag.FlagSet, c *Config) {
 	fs.Var((*list)(&c.Roles), "role", "role name@version to register at start (repeatable)")
 	fs.Var((*list)(&c.Meta), "meta", "key=value metadata of every -role (repeatable)")
 	fs.BoolVar(&c.Debug, "debug", false, "log at Debug level to standard error")
+	fs.StringVar(&c.NATS, "nats", "", "join the NATS servers at these URLs (comma-separated)")
+	fs.StringVar(&c.Site, "site", "", "the node's site (mesh.Config.Site)")
+	fs.StringVar(&c.NATSServer, "nats-server", "", "run as a NATS server instead: listen=HOST:PORT")
 	fs.StringVar(&c.Proxy, "proxy", "", "run as a delaying TCP proxy instead: listen=ADDR,to=ADDR,delay=D")
 }
 

@@ -24,11 +24,12 @@
 //	[-heartbeat D] [-lifetime D] [-fallback D]
 //	[-no-mdns] [-dns-server HOST:PORT -dns-name NAME [-dns-interval D]]
 //	[-discovery-events] [-connect ADDR]... [-role NAME@VER]... [-meta K=V]...
-//	[-debug]
+//	[-nats URL[,URL...] [-site NAME]] [-debug]
 //
 // Config's fields say what each means. With -proxy listen=ADDR,to=ADDR,delay=D
 // the process is a TCP proxy that adds D of latency in each direction
-// instead (the kernel has no netem).
+// instead (the kernel has no netem); with -nats-server listen=HOST:PORT
+// it is a NATS server (nats-server embedded) for the sites of a cluster.
 //
 // # Output
 //
@@ -54,7 +55,9 @@
 //	reply            seq, and what the command returns, or err
 //	fatal            err: the node could not start; it exits with status 1
 //
-// A proxy prints only start, with its address.
+// nats-up and nats-down (err) say the node's connection to NATS came and
+// went (-nats). A proxy or a NATS server prints only start, with its
+// address.
 //
 // # Commands
 //

@@ -63,6 +63,9 @@ func run(args []string, out *printer) error {
 	if c.Proxy != "" {
 		return runProxy(out, c.Proxy)
 	}
+	if c.NATSServer != "" {
+		return runNATSServer(out, c.NATSServer)
+	}
 	if c.Cluster == "" {
 		return errors.New("-cluster is required")
 	}
@@ -199,6 +202,10 @@ func (c Config) mesh() (mesh.Config, error) {
 	set(&cfg.Lifetime, c.Lifetime)
 	set(&cfg.FallbackDelay, c.FallbackDelay)
 	cfg.ID, cfg.Secret, cfg.Listen = c.ID, c.Secret, c.Listen
+	if c.NATS != "" {
+		cfg.NATS.URLs = strings.Split(c.NATS, ",")
+	}
+	cfg.Site = c.Site
 	level := slog.LevelWarn
 	if c.Debug {
 		level = slog.LevelDebug

@@ -58,8 +58,9 @@ type Record struct {
 	Meta  map[string]string `json:"meta,omitempty"`
 	Inc   uint64            `json:"inc"`
 	Seq   uint64            `json:"seq"`
+	Site  string            `json:"site,omitempty"`
 }
 
 func toRecord(r registry.Record) Record {
-	return Record{ID: r.ID, Role: r.Role(), Owner: r.Owner, Host: r.Host, Port: r.Port, Meta: r.Meta, Inc: r.Rev.Incarnation, Seq: r.Rev.Seq}
+	return Record{ID: r.ID, Role: r.Role(), Owner: r.Owner, Host: r.Host, Port: r.Port, Meta: r.Meta, Inc: r.Rev.Incarnation, Seq: r.Rev.Seq, Site: r.Site}
 }

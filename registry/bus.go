@@ -1,0 +1,536 @@
+package registry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/wire"
+)
+
+// Bus carries the registry between sites: a publish/subscribe system (in
+// the mesh, NATS: package sites) on which every node of the cluster, in
+// every site, publishes what it owns and hears what the others own. Its
+// methods may be called concurrently.
+type Bus interface {
+	// Publish sends msg to every other node on the bus, of every site
+	// (those of this node's own site drop it: their links carry it).
+	// It must not block for long: the registry calls it from one
+	// goroutine, in order.
+	Publish(msg []byte) error
+	// Send sends msg to the node id alone, as Publish does.
+	Send(node string, msg []byte) error
+	// Receive returns the next message published or sent to this node,
+	// waiting for one. It returns ctx.Err() once ctx ends, and any other
+	// error when the bus can carry no more (ServeBus then returns it).
+	// Messages from one sender arrive in the order it sent them, or not
+	// at all. The registry keeps no reference to msg after the next
+	// Receive.
+	Receive(ctx context.Context) ([]byte, error)
+	// MaxMessage returns the size of the largest message the bus
+	// carries.
+	MaxMessage() int
+}
+
+// ServeBus runs the registry across sites over bus, until ctx ends
+// (it returns ctx.Err()), the registry closes (ErrClosed), another
+// ServeBus replaces it (nil), or bus.Receive fails (that error). Run it
+// again when the bus comes back: each run first publishes everything
+// this node owns and asks every node of the other sites for what they
+// own, so that the sites converge at once.
+//
+// Over the bus each node publishes only what it owns itself (its
+// records, as they change, and a Beat every Heartbeat), never what it
+// relays: a node of another site, heard over the bus, is live while its
+// Beats come, and its records expire after its Lifetime without them
+// (or go at once when it leaves). What comes from this node's own site
+// (Config.Site) is dropped, since its links carry that; so is anything
+// about an owner that this node reaches over its links. Records of
+// other sites carry their site (Record.Site); Services, Lookup, Watch
+// and Dial show them beside the links' own, and Dial prefers this
+// node's site. With Config.Identity, every owner signs what it
+// publishes, and a node applies only what the owner signed.
+//
+// A message that does not parse, or breaks the rules (a node that
+// publishes another's records, a bad signature) is dropped whole and
+// logged (at Warn, at most once a second); the bus stays.
+//
+// Errors: ErrConfig when Config.Site is empty or bus.MaxMessage leaves
+// no room for a record of MaxMetadataBytes; ErrClosed; ErrSlowPeer when
+// what waits to be published exceeds its bound (run it again).
+func (r *Registry) ServeBus(ctx context.Context, bus Bus) error {
+	if r.cfg.Site == "" {
+		return fmt.Errorf("%w: ServeBus needs Config.Site", ErrConfig)
+	}
+	size := bus.MaxMessage()
+	limit := min(r.cfg.MaxMessageBytes, size-busHeaderSize(r.cfg.Site, r.cfg.ID)-wire.HeaderMax)
+	if limit < r.cfg.MaxMetadataBytes+4096 {
+		return fmt.Errorf("%w: bus messages of %d bytes leave no room for a record of MaxMetadataBytes %d", ErrConfig, size, r.cfg.MaxMetadataBytes)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	s := &busLink{
+		r:       r,
+		bus:     bus,
+		max:     size,
+		limit:   limit,
+		header:  appendBusHeader(nil, r.cfg.Site, r.cfg.ID),
+		cancel:  cancel,
+		wake:    make(chan struct{}, 1),
+		stopc:   make(chan struct{}),
+		flushed: make(chan struct{}),
+	}
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return ErrClosed
+	}
+	if old := r.sites.link; old != nil {
+		old.abort()
+	}
+	r.sites.link = s
+	if r.sites.remotes == nil {
+		r.sites.remotes = map[string]*remote{}
+	}
+	r.serving.Add(1)
+	s.writer.Add(1)
+	go s.writeLoop()
+	r.busGreet(s)
+	r.mu.Unlock()
+	defer r.serving.Done()
+	r.log.Debug("registry: bus up", "site", r.cfg.Site)
+
+	dec := decoder{maxMeta: r.cfg.MaxMetadataBytes, known: &r.ids}
+	var bm busMessage
+	var msgs []message
+	var err error
+	for {
+		msg, rerr := bus.Receive(ctx)
+		if rerr != nil {
+			err = rerr
+			break
+		}
+		r.mu.Lock()
+		if r.sites.link == s && !r.closed {
+			msgs = r.onBus(s, msg, &dec, &bm, msgs)
+		}
+		r.mu.Unlock()
+	}
+	s.abort()
+	s.writer.Wait()
+	r.mu.Lock()
+	replaced := r.sites.link != s
+	if !replaced {
+		r.sites.link = nil
+	}
+	closed := r.closed
+	r.mu.Unlock()
+	r.log.Debug("registry: bus down", "err", err)
+	switch {
+	case closed:
+		return ErrClosed
+	case s.failure() != nil:
+		r.log.Warn("registry: the bus takes too little; its run ends", "err", s.failure())
+		return s.failure()
+	case replaced:
+		return nil
+	}
+	return err
+}
+
+// siteState is what the registry keeps for ServeBus. Guarded by
+// Registry.mu.
+type siteState struct {
+	link    *busLink           // the running ServeBus's, nil when none
+	remotes map[string]*remote // owners heard over the bus, by id
+	beat    uint64             // the number of this node's last Beat
+	warnAt  time.Time          // when a dropped message was last said at Warn
+	// strangers are the nodes heard over the bus as of this node's site
+	// that its links do not reach yet, by when first heard (see
+	// sameSite); clashSaid is set once that was logged.
+	strangers map[string]*stranger
+	clashSaid bool
+}
+
+// busOut is what the bus writer sends: frames to one node, or to all
+// (to empty).
+type busOut struct {
+	to     string
+	frames [][]byte
+}
+
+// busLink is one ServeBus: the queue of what it publishes and the
+// goroutine that publishes it, in order, outside the registry's lock.
+type busLink struct {
+	r      *Registry
+	bus    Bus
+	max    int    // a message's size on the bus
+	limit  int    // a frame payload's, within a message
+	header []byte // the envelope of this node's messages
+	cancel context.CancelFunc
+
+	mu        sync.Mutex
+	queue     []busOut
+	queued    int
+	finishing bool  // publish what is queued, then flushed
+	fail      error // the queue overflowed
+	stopped   bool
+	wake      chan struct{}
+	stopc     chan struct{}
+	flushed   chan struct{}
+	flushOnce sync.Once
+	writer    sync.WaitGroup
+}
+
+// enqueue queues frames for node to (empty: every node).
+func (s *busLink) enqueue(to string, frames ...[]byte) {
+	if len(frames) == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.finishing || s.stopped || s.fail != nil {
+		return
+	}
+	for _, f := range frames {
+		s.queued += len(f)
+	}
+	s.queue = append(s.queue, busOut{to: to, frames: frames})
+	if s.queued > maxQueueBytes {
+		s.fail = ErrSlowPeer
+		s.queue = nil
+		s.cancel() // ServeBus ends; run again, it publishes everything anew
+	}
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// finish makes the writer publish what is queued, then close flushed.
+func (s *busLink) finish() {
+	s.mu.Lock()
+	s.finishing = true
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// abort ends the run: the writer stops, and Receive returns.
+func (s *busLink) abort() {
+	s.mu.Lock()
+	if !s.stopped {
+		s.stopped = true
+		close(s.stopc)
+	}
+	s.mu.Unlock()
+	s.cancel()
+}
+
+func (s *busLink) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.fail
+}
+
+// busGrace is how long Close waits for the leaving Beat to be handed to
+// the bus (one Publish, into the bus's buffer) when it waits for
+// nothing else.
+const busGrace = 100 * time.Millisecond
+
+// waitFlushed waits until what was queued before finish is published, or
+// giveUp is closed and busGrace has passed.
+func (s *busLink) waitFlushed(giveUp <-chan struct{}) {
+	select {
+	case <-s.flushed:
+		return
+	case <-giveUp:
+	}
+	t := time.NewTimer(busGrace)
+	defer t.Stop()
+	select {
+	case <-s.flushed:
+	case <-t.C:
+	}
+}
+
+func (s *busLink) markFlushed() { s.flushOnce.Do(func() { close(s.flushed) }) }
+
+// writeLoop publishes what is queued until the run ends.
+func (s *busLink) writeLoop() {
+	defer s.writer.Done()
+	defer s.markFlushed()
+	for {
+		s.mu.Lock()
+		q, finishing := s.queue, s.finishing
+		s.queue, s.queued = nil, 0
+		s.mu.Unlock()
+		for _, o := range q {
+			select {
+			case <-s.stopc:
+				return
+			default:
+			}
+			s.write(o)
+		}
+		if len(q) > 0 {
+			continue
+		}
+		if finishing {
+			s.markFlushed()
+		}
+		select {
+		case <-s.wake:
+		case <-s.stopc:
+			return
+		}
+	}
+}
+
+// write publishes o's frames, as few messages as the bus's size allows.
+func (s *busLink) write(o busOut) {
+	var msg []byte
+	flush := func() {
+		if len(msg) <= len(s.header) {
+			return
+		}
+		var err error
+		if o.to == "" {
+			err = s.bus.Publish(msg)
+		} else {
+			err = s.bus.Send(o.to, msg)
+		}
+		if err != nil {
+			s.r.log.Debug("registry: bus: cannot publish", "to", o.to, "err", err)
+		}
+		msg = nil
+	}
+	for _, f := range o.frames {
+		if len(msg)+len(f) > s.max {
+			flush()
+		}
+		if msg == nil {
+			msg = make([]byte, 0, min(s.max, len(s.header)+max(len(f), 512)))
+			msg = append(msg, s.header...)
+		}
+		if len(msg)+len(f) > s.max {
+			s.r.log.Warn("registry: bus: a frame larger than the bus's messages is not published", "bytes", len(f), "max", s.max)
+			continue
+		}
+		msg = append(msg, f...)
+	}
+	flush()
+}
+
+// busGreet publishes, as a run of ServeBus begins, everything this node
+// owns and asks every node of the other sites for what they own. r.mu
+// is held.
+func (r *Registry) busGreet(s *busLink) {
+	frames := r.ownFrames(s)
+	frames = append(frames, encodeSync())
+	s.enqueue("", frames...)
+}
+
+// busAnswer sends node what this node owns: it asked (Sync, Want). r.mu
+// is held.
+func (r *Registry) busAnswer(s *busLink, node string) {
+	s.enqueue(node, r.ownFrames(s)...)
+}
+
+// ownFrames returns this node's credential (when owners sign), its
+// records and a Beat, for a node that may know nothing of it. r.mu is
+// held.
+func (r *Registry) ownFrames(s *busLink) [][]byte {
+	o := r.self
+	var frames [][]byte
+	if c, _ := o.credOf(o.inc); c != nil && r.signing() {
+		frames = append(frames, c.frame)
+	}
+	if o.seq > 0 {
+		recs := make([]*entry, 0, len(o.records))
+		for _, e := range o.records {
+			recs = append(recs, e)
+		}
+		fs, err := encodeSnapSigned(o.id, o.inc, o.seq, recs, o.recSig, s.limit)
+		if err != nil {
+			r.log.Warn("registry: bus: cannot encode own records", "err", err)
+		} else {
+			frames = append(frames, fs...)
+		}
+	}
+	if r.sites.beat == 0 {
+		r.sites.beat = 1
+	}
+	if f := r.beatFrame(false, s.limit); f != nil {
+		frames = append(frames, f)
+	}
+	return frames
+}
+
+// beatFrame encodes this node's Beat at r.sites.beat. r.mu is held.
+func (r *Registry) beatFrame(leaving bool, limit int) []byte {
+	o := r.self
+	var sig []byte
+	if r.signing() {
+		var err error
+		sig, err = r.cfg.Identity.Sign(beatSigned(o.id, o.inc, o.seq, r.sites.beat, leaving, r.cfg.Observer, r.cfg.Lifetime))
+		if err != nil {
+			r.log.Warn("registry: bus: cannot sign a beat", "err", err)
+			return nil
+		}
+	}
+	f, err := encodeBeat(o.id, o.inc, o.seq, r.sites.beat, leaving, r.cfg.Observer, r.cfg.Lifetime, sig, limit)
+	if err != nil {
+		r.log.Warn("registry: bus: cannot encode a beat", "err", err)
+		return nil
+	}
+	return f
+}
+
+// busBeat publishes this node's next Beat, when a bus runs. r.mu is
+// held.
+func (r *Registry) busBeat() {
+	s := r.sites.link
+	if s == nil {
+		return
+	}
+	r.sites.beat++
+	if f := r.beatFrame(false, s.limit); f != nil {
+		s.enqueue("", f)
+	}
+}
+
+// busPush publishes a change of this node's records, when a bus runs.
+// r.mu is held.
+func (r *Registry) busPush(frame []byte) {
+	if s := r.sites.link; s != nil {
+		s.enqueue("", frame)
+	}
+}
+
+// busLeave queues this node's leaving Beat, which frees its records in
+// every other site at once, and returns the bus's run to wait for (nil
+// when none). r.mu is held; the registry is closing.
+func (r *Registry) busLeave() *busLink {
+	s := r.sites.link
+	if s == nil {
+		return nil
+	}
+	r.sites.beat++
+	if f := r.beatFrame(true, s.limit); f != nil {
+		s.enqueue("", f)
+	}
+	s.finish()
+	return s
+}
+
+// busWant asks owner rm for what it owns, unless asked within the last
+// Heartbeat (the next Beat that shows a gap asks again). r.mu is held.
+func (r *Registry) busWant(rm *remote) {
+	s := r.sites.link
+	now := time.Now()
+	if s == nil || now.Sub(rm.wantAt) < r.cfg.Heartbeat {
+		return
+	}
+	f, err := encodeWant(rm.id, s.limit)
+	if err != nil {
+		return
+	}
+	rm.wantAt = now
+	s.enqueue(rm.id, f)
+}
+
+// onBus applies one message from the bus: whole, or nothing of it when
+// it does not parse. msgs is scratch space, returned for the next call.
+// r.mu is held.
+func (r *Registry) onBus(s *busLink, msg []byte, dec *decoder, bm *busMessage, msgs []message) []message {
+	if err := decodeBusMessage(msg, r.cfg.MaxMessageBytes, bm); err != nil {
+		if errors.Is(err, errBusVersion) {
+			r.log.Debug("registry: bus message of another version dropped", "err", err)
+		} else {
+			r.busDropped("", err)
+		}
+		return msgs
+	}
+	if bm.node == r.cfg.ID {
+		return msgs
+	}
+	if bm.site == r.cfg.Site {
+		r.sameSite(bm.node)
+		return msgs
+	}
+	if len(bm.frames) > cap(msgs) {
+		msgs = make([]message, len(bm.frames))
+	}
+	msgs = msgs[:len(bm.frames)]
+	for i, f := range bm.frames {
+		m := &msgs[i]
+		if err := dec.decodeBus(f.typ, f.payload, m); err != nil {
+			r.busDropped(bm.node, err)
+			return msgs
+		}
+		switch m.typ {
+		case msgPut, msgDel, msgSnap, msgBeat, msgCred:
+			if m.owner != bm.node {
+				r.busDropped(bm.node, fmt.Errorf("%w: %s message of owner %q", ErrProtocol, m.typ, m.owner))
+				return msgs
+			}
+		}
+	}
+	for i := range msgs {
+		if err := r.onBusFrame(s, bm, &msgs[i]); err != nil {
+			r.busDropped(bm.node, err)
+			break
+		}
+	}
+	for i := range msgs {
+		msgs[i].trim()
+	}
+	return msgs
+}
+
+// onBusFrame applies one frame of a message from bm.node, of another
+// site. r.mu is held.
+func (r *Registry) onBusFrame(s *busLink, bm *busMessage, m *message) error {
+	switch m.typ {
+	case msgSync:
+		r.busAnswer(s, bm.node)
+		return nil
+	case msgWant:
+		if m.owner == r.cfg.ID {
+			r.busAnswer(s, bm.node)
+		}
+		return nil
+	}
+	rm := r.remoteOf(bm.node, bm.site)
+	if rm == nil {
+		return nil // this node reaches it over its links
+	}
+	switch m.typ {
+	case msgBeat:
+		return r.onRemoteBeat(rm, bm.site, m)
+	case msgPut, msgDel:
+		return r.onRemoteChange(rm, bm.site, m)
+	case msgSnap:
+		return r.onRemoteSnap(rm, bm.site, m)
+	case msgCred:
+		return r.onRemoteCred(rm, m)
+	}
+	return nil
+}
+
+// busDropped logs a message dropped: at Warn at most once a second, else
+// at Debug (a flood of garbage is not a flood of logs). r.mu is held.
+func (r *Registry) busDropped(node string, err error) {
+	now := time.Now()
+	if now.Sub(r.sites.warnAt) >= time.Second {
+		r.sites.warnAt = now
+		r.log.Warn("registry: bus message dropped", "from", node, "err", err)
+		return
+	}
+	r.log.Debug("registry: bus message dropped", "from", node, "err", err)
+}

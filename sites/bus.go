@@ -1,0 +1,488 @@
+package sites
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// Config configures a Bus. URLs, Cluster, Site and Node are required;
+// every other zero field takes the default its doc names. Dial works on
+// a copy.
+type Config struct {
+	// URLs are the NATS servers to connect to ("nats://host:4222",
+	// "tls://host:4222"): any servers of one NATS system (a cluster,
+	// a super-cluster through gateways, a leaf node); the connection
+	// fails over among them and the ones the servers tell it of.
+	URLs []string
+	// CredsFile is a NATS credentials file (a user JWT and its NKey
+	// seed), for systems with decentralized auth. Empty means none.
+	CredsFile string
+	// User and Password, or Token, are NATS credentials. Empty means
+	// none.
+	User, Password string
+	Token          string
+	// TLS configures TLS to the servers (their roots, a client
+	// certificate). Nil means TLS only where a URL says tls:// or the
+	// server requires it, verified against the system's roots.
+	TLS *tls.Config
+
+	// Cluster is the tallship cluster's name: it scopes the subjects.
+	Cluster string
+	// Secret, when set, scopes the subjects by a keyed hash (a node with
+	// another secret hears nothing of this cluster) and seals every
+	// payload: a NATS user without it can neither read nor forge one.
+	Secret string
+	// Site is this node's site; Node its id.
+	Site, Node string
+
+	// ReconnectWait is the wait before connecting again after every
+	// server failed; it doubles up to ReconnectWaitMax. Zero means
+	// 100 ms and 5 s.
+	ReconnectWait, ReconnectWaitMax time.Duration
+	// PingInterval is how often the connection checks that its server
+	// answers; after two unanswered, it connects again. Zero means 2 s.
+	PingInterval time.Duration
+	// OnChange, when set, is told each change the log says at Warn,
+	// Error or Info: connected (err nil), or not (err says why: lost,
+	// out of reach, refused). It is called from one goroutine, in order;
+	// it must not block, nor call the Bus.
+	OnChange func(connected bool, err error)
+	// Logger receives the bus's log lines: losing and finding NATS once
+	// each (Warn, Info), refused credentials (Error), routine ones at
+	// Debug. Nil means slog.Default().
+	Logger *slog.Logger
+}
+
+// inboxSize bounds the messages received and not yet read: beyond it,
+// NATS drops them (a slow consumer, logged), and the registry's gap
+// repair asks again.
+const inboxSize = 8192
+
+// Bus is a node's connection to NATS for the cluster. It connects, and
+// connects again after any failure, in the background; each connection
+// is a Session (Next), which the registry runs over (ServeBus) until the
+// connection ends. Its methods are safe for concurrent use.
+type Bus struct {
+	cfg   Config
+	names *names
+	log   *slog.Logger
+	in    chan *nats.Msg
+	// The subjects this node publishes its registry on.
+	siteSubj string
+
+	mu     sync.Mutex
+	nc     *nats.Conn    // set once Dial has it
+	cur    *Session      // the connection's, nil while there is none
+	ready  chan struct{} // closed when cur changes
+	closed bool
+	first  chan error // the first outcome of connecting, for Dial
+	// dialing: Dial waits for that outcome, and says it (a refusal is
+	// its error, not a line of the log).
+	dialing bool
+	down    bool      // an outage was said at Warn
+	said    string    // the kind of the last failure said ("unreachable", "refused")
+	warnAt  time.Time // when a dropped message was last said at Warn
+}
+
+// Dial connects to NATS as cfg says and returns the Bus. When no server
+// can be reached it says so once at Warn and returns the Bus all the
+// same, connecting in the background (a site's LAN works without NATS);
+// Next then waits for the connection.
+//
+// Errors: ErrConfig for a Config that cannot work (a URL that does not
+// parse, a credentials file that cannot be read, a field missing);
+// ErrRefused when a server refused the credentials or TLS failed (the
+// NATS error is wrapped). ctx bounds the wait for a first answer.
+func Dial(ctx context.Context, cfg Config) (*Bus, error) {
+	switch {
+	case len(cfg.URLs) == 0:
+		return nil, fmt.Errorf("%w: no NATS URL", ErrConfig)
+	case cfg.Cluster == "" || cfg.Site == "" || cfg.Node == "":
+		return nil, fmt.Errorf("%w: Cluster, Site and Node are required", ErrConfig)
+	}
+	if cfg.CredsFile != "" {
+		if _, err := os.ReadFile(cfg.CredsFile); err != nil {
+			return nil, fmt.Errorf("%w: NATS credentials: %v", ErrConfig, err)
+		}
+	}
+	if cfg.ReconnectWait <= 0 {
+		cfg.ReconnectWait = 100 * time.Millisecond
+	}
+	if cfg.ReconnectWaitMax <= 0 {
+		cfg.ReconnectWaitMax = 5 * time.Second
+	}
+	if cfg.PingInterval <= 0 {
+		cfg.PingInterval = 2 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	names, err := newNames(cfg.Cluster, cfg.Secret)
+	if err != nil {
+		return nil, err
+	}
+	b := &Bus{
+		cfg:      cfg,
+		names:    names,
+		log:      cfg.Logger,
+		in:       make(chan *nats.Msg, inboxSize),
+		siteSubj: names.siteRegistry(cfg.Site),
+		ready:    make(chan struct{}),
+		first:    make(chan error, 1),
+		dialing:  true,
+	}
+	opts := []nats.Option{
+		nats.Name("tallship " + cfg.Node),
+		nats.NoEcho(), // what this node publishes never comes back to it
+		nats.MaxReconnects(-1),
+		nats.RetryOnFailedConnect(true),
+		nats.IgnoreAuthErrorAbort(), // credentials fixed on the server are taken at the next try
+		nats.CustomReconnectDelay(func(attempts int) time.Duration {
+			d := cfg.ReconnectWait
+			for i := 1; i < attempts && d < cfg.ReconnectWaitMax; i++ {
+				d *= 2
+			}
+			return min(d, cfg.ReconnectWaitMax)
+		}),
+		nats.PingInterval(cfg.PingInterval),
+		nats.MaxPingsOutstanding(2),
+		nats.NoCallbacksAfterClientClose(),
+		nats.ConnectHandler(func(nc *nats.Conn) { b.connected(nc, false) }),
+		nats.ReconnectHandler(func(nc *nats.Conn) { b.connected(nc, true) }),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) { b.disconnected(err) }),
+		nats.ReconnectErrHandler(func(_ *nats.Conn, err error) { b.failed(err) }),
+		nats.ClosedHandler(func(*nats.Conn) { b.disconnected(nats.ErrConnectionClosed) }),
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) { b.asyncError(err) }),
+	}
+	switch {
+	case cfg.CredsFile != "":
+		opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+	case cfg.Token != "":
+		opts = append(opts, nats.Token(cfg.Token))
+	case cfg.User != "":
+		opts = append(opts, nats.UserInfo(cfg.User, cfg.Password))
+	}
+	if cfg.TLS != nil {
+		opts = append(opts, nats.Secure(cfg.TLS.Clone()))
+	}
+	nc, err := nats.Connect(strings.Join(cfg.URLs, ","), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("%w: NATS: %v", ErrConfig, err)
+	}
+	b.mu.Lock()
+	b.nc = nc
+	b.mu.Unlock()
+	for _, subj := range []string{names.allRegistry(), names.nodeRegistry(cfg.Node)} {
+		if _, err := nc.ChanSubscribe(subj, b.in); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("sites: subscribe: %w", err)
+		}
+	}
+	if nc.IsConnected() {
+		b.doneDialing()
+		return b, nil // the session comes with ConnectHandler
+	}
+	// The first try failed: the reason comes to failed (auth refused,
+	// or nothing reachable).
+	t := time.NewTimer(2 * time.Second)
+	defer t.Stop()
+	select {
+	case err := <-b.first:
+		b.doneDialing()
+		if refused(err) {
+			b.Close()
+			return nil, fmt.Errorf("%w: %s: %w", ErrRefused, strings.Join(cfg.URLs, ","), err)
+		}
+		if err != nil {
+			b.failed(err) // said now: out of reach, the bus goes on
+		}
+	case <-t.C:
+		b.doneDialing()
+	case <-ctx.Done():
+		b.doneDialing()
+		b.Close()
+		return nil, ctx.Err()
+	}
+	return b, nil
+}
+
+// doneDialing ends Dial's wait: failures are said from now on.
+func (b *Bus) doneDialing() {
+	b.mu.Lock()
+	b.dialing = false
+	b.mu.Unlock()
+}
+
+// refused reports whether err is the server's (or TLS's) refusal of this
+// node's credentials: a mistake to tell the user, not an outage to wait
+// out.
+func refused(err error) bool {
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var verify *tls.CertificateVerificationError
+	return errors.Is(err, nats.ErrAuthorization) || errors.Is(err, nats.ErrAuthExpired) ||
+		errors.Is(err, nats.ErrAuthRevoked) || errors.Is(err, nats.ErrAccountAuthExpired) ||
+		errors.As(err, &unknown) || errors.As(err, &host) || errors.As(err, &verify)
+}
+
+// connected starts a new session: NATS is (again) connected.
+func (b *Bus) connected(nc *nats.Conn, again bool) {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return
+	}
+	if b.cur != nil {
+		close(b.cur.done)
+	}
+	size := int(nc.MaxPayload()) - b.names.overhead()
+	b.cur = &Session{b: b, nc: nc, done: make(chan struct{}), max: size}
+	close(b.ready)
+	b.ready = make(chan struct{})
+	wasDown := b.down
+	b.down, b.said = false, ""
+	b.mu.Unlock()
+	select {
+	case b.first <- nil:
+	default:
+	}
+	if b.cfg.OnChange != nil && (wasDown || !again) {
+		b.cfg.OnChange(true, nil)
+	}
+	url := nc.ConnectedUrlRedacted()
+	switch {
+	case wasDown:
+		b.log.Info("sites: NATS is back", "url", url, "site", b.cfg.Site)
+	case again:
+		b.log.Debug("sites: reconnected to NATS", "url", url)
+	default:
+		b.log.Info("sites: connected to NATS", "url", url, "site", b.cfg.Site)
+	}
+}
+
+// disconnected ends the session: the connection is lost (NATS connects
+// again by itself).
+func (b *Bus) disconnected(err error) {
+	b.mu.Lock()
+	if b.cur != nil {
+		close(b.cur.done)
+		b.cur = nil
+	}
+	say := !b.closed && !b.down
+	if say {
+		b.down, b.said = true, "unreachable"
+	}
+	b.mu.Unlock()
+	if say {
+		b.log.Warn("sites: lost NATS; the LAN goes on alone, reconnecting", "err", err)
+		if b.cfg.OnChange != nil {
+			b.cfg.OnChange(false, fmt.Errorf("lost NATS: %w", err))
+		}
+	}
+}
+
+// failed notes a try to connect that failed: said at Warn the first time
+// and when the kind of reason changes (at Error when the server refused
+// this node's credentials), at Debug at every other retry.
+func (b *Bus) failed(err error) {
+	b.mu.Lock()
+	dialing := b.dialing
+	b.mu.Unlock()
+	if dialing {
+		select {
+		case b.first <- err: // Dial says it
+		default:
+			b.log.Debug("sites: cannot reach NATS", "err", err)
+		}
+		return
+	}
+	reason := "unreachable"
+	if refused(err) {
+		reason = "refused"
+	}
+	b.mu.Lock()
+	say := !b.closed && reason != b.said
+	if say {
+		b.said, b.down = reason, true
+	}
+	b.mu.Unlock()
+	urls := strings.Join(b.cfg.URLs, ",")
+	switch {
+	case !say:
+		b.log.Debug("sites: cannot reach NATS", "err", err)
+		return
+	case reason == "refused":
+		b.log.Error("sites: NATS refuses this node's credentials; retrying", "urls", urls, "err", err)
+		err = fmt.Errorf("NATS refuses this node's credentials (%s): %w", urls, err)
+	default:
+		b.log.Warn("sites: cannot reach NATS; the LAN goes on alone, retrying", "urls", urls, "err", err)
+		err = fmt.Errorf("cannot reach NATS (%s): %w", urls, err)
+	}
+	if b.cfg.OnChange != nil {
+		b.cfg.OnChange(false, err)
+	}
+}
+
+// asyncError says what NATS reports on the side (a slow consumer, a
+// permission the account lacks), at most once a second at Warn.
+func (b *Bus) asyncError(err error) { b.sayLimited("sites: NATS", err) }
+
+// sayLimited logs msg at Warn at most once a second, else at Debug.
+func (b *Bus) sayLimited(msg string, err error) {
+	level := slog.LevelWarn
+	b.mu.Lock()
+	if now := time.Now(); now.Sub(b.warnAt) >= time.Second {
+		b.warnAt = now
+	} else {
+		level = slog.LevelDebug
+	}
+	b.mu.Unlock()
+	b.log.Log(context.Background(), level, msg, "err", err)
+}
+
+// dropped says a message that is not the cluster's was dropped.
+func (b *Bus) dropped(subject string, err error) {
+	b.sayLimited("sites: NATS message dropped", fmt.Errorf("%s: %w", subject, err))
+}
+
+// Next returns the session of the current connection, waiting for one
+// while there is none.
+//
+// Errors: ErrClosed, ctx.Err().
+func (b *Bus) Next(ctx context.Context) (*Session, error) {
+	for {
+		b.mu.Lock()
+		closed, cur, ready := b.closed, b.cur, b.ready
+		b.mu.Unlock()
+		switch {
+		case closed:
+			return nil, ErrClosed
+		case cur != nil:
+			return cur, nil
+		}
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// closeFlush bounds Close's wait for the server to have what was
+// published.
+const closeFlush = 250 * time.Millisecond
+
+// Close closes the connection once the server has what was published
+// (a leaving Beat), or after closeFlush when it does not answer: a
+// connection closed while messages to it wait unread ends with a reset,
+// and the server drops what it had not read yet. Sessions end. It is
+// idempotent and returns nil.
+func (b *Bus) Close() error {
+	b.mu.Lock()
+	if b.closed {
+		b.mu.Unlock()
+		return nil
+	}
+	b.closed = true
+	if b.cur != nil {
+		close(b.cur.done)
+		b.cur = nil
+	}
+	close(b.ready)
+	nc := b.nc
+	b.mu.Unlock()
+	if nc != nil {
+		if nc.IsConnected() {
+			nc.FlushTimeout(closeFlush)
+		}
+		nc.Close()
+	}
+	return nil
+}
+
+// Connected reports whether the bus has a connection to NATS now.
+func (b *Bus) Connected() bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.cur != nil
+}
+
+// ConnectedURL returns the URL of the server the bus is connected to
+// (its password, if any, hidden), or "" while it is not.
+func (b *Bus) ConnectedURL() string {
+	b.mu.Lock()
+	cur := b.cur
+	b.mu.Unlock()
+	if cur == nil {
+		return ""
+	}
+	return cur.nc.ConnectedUrlRedacted()
+}
+
+// Session is one connection to NATS: the registry's Bus (see
+// registry.Bus) until the connection ends.
+type Session struct {
+	b    *Bus
+	nc   *nats.Conn
+	done chan struct{}
+	max  int
+}
+
+// Publish sends msg to every node of the cluster on NATS, on this
+// node's site's subject.
+func (s *Session) Publish(msg []byte) error { return s.publish(s.b.siteSubj, msg) }
+
+// Send sends msg to node alone.
+func (s *Session) Send(node string, msg []byte) error {
+	return s.publish(s.b.names.nodeRegistry(node), msg)
+}
+
+func (s *Session) publish(subject string, msg []byte) error {
+	select {
+	case <-s.done:
+		return ErrDisconnected
+	default:
+	}
+	data, err := s.b.names.seal(subject, msg)
+	if err != nil {
+		return err
+	}
+	return s.nc.Publish(subject, data)
+}
+
+// Receive returns the next message for this node: published by a node
+// of the cluster, or sent to this one. Messages that do not open (with a
+// secret: not sealed with it) are dropped and logged.
+//
+// Errors: ctx.Err(); ErrDisconnected once the connection has ended.
+func (s *Session) Receive(ctx context.Context) ([]byte, error) {
+	for {
+		select {
+		case m := <-s.b.in:
+			msg, err := s.b.names.open(m.Subject, m.Data)
+			if err != nil {
+				s.b.dropped(m.Subject, err)
+				continue
+			}
+			return msg, nil
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-s.done:
+			return nil, ErrDisconnected
+		}
+	}
+}
+
+// MaxMessage returns the largest message the connection's server takes,
+// less what sealing adds.
+func (s *Session) MaxMessage() int { return s.max }

@@ -1,0 +1,345 @@
+package sites
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
+	"github.com/tallship-go/tallship/internal/testutil/natstest"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
+)
+
+func TestMain(m *testing.M) { netns.Main(m) }
+
+// logLines keeps the lines logged, each as "LEVEL message".
+type logLines struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logLines) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	l.lines = append(l.lines, r.Level.String()+" "+r.Message)
+	l.mu.Unlock()
+	return nil
+}
+func (l *logLines) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logLines) WithAttrs([]slog.Attr) slog.Handler       { return l }
+func (l *logLines) WithGroup(string) slog.Handler            { return l }
+
+// count returns how many lines contain s.
+func (l *logLines) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, line := range l.lines {
+		if strings.Contains(line, s) {
+			n++
+		}
+	}
+	return n
+}
+
+func (l *logLines) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Join(l.lines, "\n")
+}
+
+// config is a bus's Config for node of site on the servers at urls,
+// with fast retries.
+func config(node, site string, urls ...string) Config {
+	return Config{URLs: urls, Cluster: "c", Site: site, Node: node, ReconnectWait: 20 * time.Millisecond,
+		ReconnectWaitMax: 100 * time.Millisecond, PingInterval: 500 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)}
+}
+
+// dial dials a bus that is closed when the test ends.
+func dial(t *testing.T, cfg Config) *Bus {
+	t.Helper()
+	b, err := Dial(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("Dial: %v", err)
+	}
+	t.Cleanup(func() { b.Close() })
+	return b
+}
+
+// session waits for b's session.
+func session(t *testing.T, b *Bus) *Session {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := b.Next(ctx)
+	if err != nil {
+		t.Fatalf("Next: %v", err)
+	}
+	return s
+}
+
+// receive returns the next message of s within d, or nil.
+func receive(s *Session, d time.Duration) []byte {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	msg, _ := s.Receive(ctx)
+	return msg
+}
+
+// settle publishes from a until b hears: both subscriptions are in
+// place on the server (a subscription is sent as the connection starts,
+// and may trail the first publish).
+func settle(t *testing.T, a, b *Session, node string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if err := a.Send(node, []byte("ping")); err != nil {
+			t.Fatal(err)
+		}
+		if msg := receive(b, 20*time.Millisecond); string(msg) == "ping" {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no message got through")
+		}
+	}
+}
+
+// TestBusPublishAndSend: what a node publishes reaches the others and
+// not itself; what it sends reaches one node.
+func TestBusPublishAndSend(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	a := session(t, dial(t, config("a", "sa", srv.URL())))
+	b := session(t, dial(t, config("b", "sb", srv.URL())))
+	c := session(t, dial(t, config("c", "sb", srv.URL())))
+	settle(t, a, b, "b")
+	settle(t, a, c, "c")
+
+	if err := a.Publish([]byte("to all")); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []*Session{b, c} {
+		if msg := receive(s, 5*time.Second); string(msg) != "to all" {
+			t.Fatalf("got %q", msg)
+		}
+	}
+	if msg := receive(a, 100*time.Millisecond); msg != nil {
+		t.Fatalf("the publisher heard itself: %q", msg)
+	}
+	if err := b.Send("c", []byte("to c")); err != nil {
+		t.Fatal(err)
+	}
+	if msg := receive(c, 5*time.Second); string(msg) != "to c" {
+		t.Fatalf("c got %q", msg)
+	}
+	if msg := receive(a, 100*time.Millisecond); msg != nil {
+		t.Fatalf("a heard what was sent to c: %q", msg)
+	}
+	if a.MaxMessage() < 512<<10 {
+		t.Fatalf("MaxMessage %d", a.MaxMessage())
+	}
+}
+
+// TestBusSecret: with a secret, what goes over NATS is sealed (a NATS
+// user who subscribes to everything reads nothing of it, nor the
+// cluster's name); a node with another secret hears nothing; a message
+// that is not sealed with the secret is dropped and logged.
+func TestBusSecret(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	spy, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	seen := make(chan *nats.Msg, 100)
+	if _, err := spy.ChanSubscribe(">", seen); err != nil {
+		t.Fatal(err)
+	}
+	spy.Flush()
+
+	logs := &logLines{}
+	ca, cb := config("a", "sa", srv.URL()), config("b", "sb", srv.URL())
+	ca.Secret, cb.Secret = "s3cret", "s3cret"
+	cb.Logger = slog.New(logs)
+	co := config("o", "so", srv.URL())
+	co.Secret = "another"
+	a, b, o := session(t, dial(t, ca)), session(t, dial(t, cb)), session(t, dial(t, co))
+	settle(t, a, b, "b")
+
+	if err := a.Publish([]byte("the plain text")); err != nil {
+		t.Fatal(err)
+	}
+	if msg := receive(b, 5*time.Second); string(msg) != "the plain text" {
+		t.Fatalf("b got %q", msg)
+	}
+	if msg := receive(o, 200*time.Millisecond); msg != nil {
+		t.Fatalf("a node with another secret heard %q", msg)
+	}
+	var subject string
+	for len(seen) > 0 {
+		m := <-seen
+		if bytes.Contains(m.Data, []byte("plain")) || strings.Contains(m.Subject, ".c.") || strings.HasSuffix(m.Subject, ".sa") {
+			t.Fatalf("the spy read %q on %s", m.Data, m.Subject)
+		}
+		subject = m.Subject
+	}
+	if subject == "" {
+		t.Fatal("the spy saw nothing")
+	}
+	// A NATS user without the secret publishes on the cluster's subject:
+	// dropped, said, and the bus goes on.
+	if err := spy.Publish(subject, []byte("forged")); err != nil {
+		t.Fatal(err)
+	}
+	spy.Flush()
+	if err := a.Publish([]byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	if msg := receive(b, 5*time.Second); string(msg) != "after" {
+		t.Fatalf("b got %q", msg)
+	}
+	if logs.count("dropped") != 1 {
+		t.Fatalf("logs:\n%s", logs)
+	}
+}
+
+// TestBusDialErrors: a URL that does not parse and refused credentials
+// fail Dial with a clear error; an unreachable server does not (the
+// node's LAN works without it): it is said once, and the bus connects
+// when the server comes.
+func TestBusDialErrors(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	if _, err := Dial(context.Background(), config("a", "s", "nats://[::1")); !errors.Is(err, ErrConfig) {
+		t.Errorf("bad URL: %v", err)
+	}
+	cfg := config("a", "s", "nats://127.0.0.1:1")
+	cfg.CredsFile = "/nonexistent/nats.creds"
+	if _, err := Dial(context.Background(), cfg); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), "nats.creds") {
+		t.Errorf("missing creds file: %v", err)
+	}
+
+	srv := natstest.Start(t, natstest.Options{User: "u", Password: "right"})
+	cfg = config("a", "s", srv.URL())
+	cfg.User, cfg.Password = "u", "wrong"
+	_, err := Dial(context.Background(), cfg)
+	if !errors.Is(err, ErrRefused) || !strings.Contains(strings.ToLower(err.Error()), "authorization") {
+		t.Errorf("wrong password: %v", err)
+	}
+	cfg.Password = "right"
+	session(t, dial(t, cfg))
+
+	// Nothing listens: Dial returns, says so once, and connects later.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	logs := &logLines{}
+	cfg = config("b", "s", "nats://"+addr)
+	cfg.Logger = slog.New(logs)
+	b := dial(t, cfg)
+	waitFor(t, "five retries", func() bool { return logs.count("DEBUG sites: cannot reach NATS") >= 5 })
+	if n := logs.count("WARN sites: cannot reach NATS"); n != 1 {
+		t.Fatalf("said %d times at Warn:\n%s", n, logs)
+	}
+	if b.Connected() {
+		t.Fatal("connected to nothing")
+	}
+	natstest.StartAt(t, natstest.Options{}, addr)
+	session(t, b)
+	waitFor(t, "said it is back", func() bool { return logs.count("INFO sites: NATS is back") == 1 })
+}
+
+// TestBusOutage: when the server goes, the session ends (said once);
+// when it comes back, a new session begins (said once).
+func TestBusOutage(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	logs := &logLines{}
+	cfg := config("a", "s", srv.URL())
+	cfg.Logger = slog.New(logs)
+	b := dial(t, cfg)
+	s := session(t, b)
+	srv.Stop()
+	if _, err := s.Receive(context.Background()); !errors.Is(err, ErrDisconnected) {
+		t.Fatalf("Receive: %v", err)
+	}
+	if err := s.Publish([]byte("x")); !errors.Is(err, ErrDisconnected) {
+		t.Fatalf("Publish: %v", err)
+	}
+	waitFor(t, "five retries", func() bool { return logs.count("DEBUG sites: cannot reach NATS") >= 5 })
+	srv.Restart()
+	s2 := session(t, b)
+	if s2 == s {
+		t.Fatal("the same session after an outage")
+	}
+	waitFor(t, "said it is back", func() bool { return logs.count("INFO sites: NATS is back") == 1 })
+	if n := logs.count("WARN"); n != 1 {
+		t.Fatalf("the outage said %d times at Warn:\n%s", n, logs)
+	}
+	b.Close()
+	if _, err := b.Next(context.Background()); !errors.Is(err, ErrClosed) || !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Next after Close: %v", err)
+	}
+}
+
+// TestNames: subject tokens are the names when plain, hashed when not,
+// keyed with a secret; sealing binds a payload to its subject.
+func TestNames(t *testing.T) {
+	n, _ := newNames("my-cluster", "")
+	if got := n.siteRegistry("lab"); got != "tallship.my-cluster.reg.lab" {
+		t.Errorf("siteRegistry = %q", got)
+	}
+	if got := n.siteRegistry("lab.east"); !strings.HasPrefix(got, "tallship.my-cluster.reg.h-") {
+		t.Errorf("a dotted site = %q", got)
+	}
+	if got := n.nodeRegistry("a b>*"); strings.ContainsAny(strings.TrimPrefix(got, "tallship.my-cluster.n."), " >*") {
+		t.Errorf("node subject = %q", got)
+	}
+	k1, _ := newNames("my-cluster", "one")
+	k2, _ := newNames("my-cluster", "two")
+	if k1.root == k2.root || strings.Contains(k1.root, "my-cluster") {
+		t.Errorf("roots %q %q", k1.root, k2.root)
+	}
+	sealed, err := k1.seal("subj.a", []byte("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if msg, err := k1.open("subj.a", sealed); err != nil || string(msg) != "hello" {
+		t.Errorf("open = %q, %v", msg, err)
+	}
+	if _, err := k1.open("subj.b", sealed); err == nil {
+		t.Error("opened on another subject")
+	}
+	if _, err := k2.open("subj.a", sealed); err == nil {
+		t.Error("opened with another secret")
+	}
+	if _, err := k1.open("subj.a", sealed[:10]); err == nil {
+		t.Error("opened a short payload")
+	}
+}
+
+// waitFor polls cond until it holds, failing the test after 10 s.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
