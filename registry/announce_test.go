@@ -65,7 +65,7 @@ func TestJoinThroughOneMember(t *testing.T) {
 		if !c.has(t, ra.ID) {
 			t.Fatal("the new node does not have the cluster's records after its sync")
 		}
-		window := locked(b, func(r *Registry) time.Duration { _, hi := r.coalesceLimits(); return hi })
+		window := locked(b, func(r *Registry) time.Duration { return r.mergeWindow() })
 		time.Sleep(window + max(relayDelay, window))
 		synctest.Wait()
 		if !a.has(t, rc.ID) {

@@ -589,15 +589,14 @@ const relayDelay = 100 * time.Millisecond
 // relayLater queues o's state, just applied, for relayStates: after
 // relayDelay, or, for a state that only adds links (adds), after the
 // window this node merges its own additions over, if that is longer (see
-// coalesceLimits). An addition is not urgent (see announce), and while a
+// mergeWindow). An addition is not urgent (see announce), and while a
 // mesh forms o's next one is due within that window. A state queued
 // already keeps the earlier of the two times. r.mu is held.
 func (r *Registry) relayLater(o *owner, adds bool) {
 	o.renewOnly = false
 	d := relayDelay
 	if adds {
-		_, hi := r.coalesceLimits()
-		d = max(d, hi)
+		d = max(d, r.mergeWindow())
 	}
 	at := time.Now().Add(d)
 	if due, ok := r.relayDue[o]; ok && !due.After(at) {

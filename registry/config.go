@@ -20,9 +20,9 @@ const (
 	// machine never makes the registry flap.
 	MinLifetimeBeats = 3
 
-	// How long links coming up in a burst are merged into one new state
-	// (see announce and coalesceLimits): from coalesceMin up to
-	// coalescePerOwner per owner known, at most the heartbeat.
+	// How long links coming up are merged into one new state (see
+	// announce and mergeWindow): coalescePerOwner per owner known, at
+	// least coalesceMin, at most the heartbeat.
 	coalesceMin      = 10 * time.Millisecond
 	coalescePerOwner = 10 * time.Millisecond
 

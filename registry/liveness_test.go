@@ -426,7 +426,7 @@ func TestLeaveIsNotFlooded(t *testing.T) {
 		if got := others() - before; got != 0 {
 			t.Errorf("the links between the others carried %d bytes at once", got)
 		}
-		hi := locked(ns[1], func(r *Registry) time.Duration { _, hi := r.coalesceLimits(); return hi })
+		hi := locked(ns[1], func(r *Registry) time.Duration { return r.mergeWindow() })
 		time.Sleep(hi)
 		synctest.Wait()
 		if others() == before {

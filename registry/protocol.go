@@ -396,64 +396,49 @@ func (r *Registry) updateAdjacency(peer string) {
 // announce issues a new state for a change of adjacency. A loss (a peer
 // gone, or restarted: the edge to its old run is gone) is what frees a
 // dead node's records everywhere: it goes at once, with any additions
-// that wait. An addition is not urgent (the new peer has this node's
-// state in its sync, and only third nodes learn the new link from it):
-// it goes at once after a quiet spell, else it is merged with the
-// changes that follow. Links come up in bursts (a node starting links to
-// a whole mesh at once; a forming mesh links everyone to everyone), and
-// each state is flooded to every node: the merging window doubles while
-// changes keep coming, within coalesceLimits, and is back at its lower
-// bound after its upper bound without change. The heartbeat loop issues
-// a merged state when stateTimer fires. r.mu is held.
+// that wait. An addition is not urgent: the new peer has this node's
+// state in its sync, and third nodes learn the new link from it, but
+// none of them can use the link before it holds the new peer's state
+// too, which is relayed to it a merging window after it is first heard
+// (see relayLater). So an addition waits for that window, and is merged
+// with whatever else changes by then (announceLater). Links come up in
+// bursts, and each state is pushed to every peer: a node joining a mesh
+// of N made each of the N issue a state at once to the N − 1 others, N²
+// frames while it joined; a forming mesh links everyone to everyone.
+// The heartbeat loop issues a merged state when stateTimer fires. r.mu
+// is held.
 func (r *Registry) announce(loss bool) {
 	if r.closed {
 		return
 	}
-	lo, hi := r.coalesceLimits()
-	since := time.Since(r.lastChange)
-	r.coalesce = min(r.coalesce, hi)
-	if since >= hi {
-		r.coalesce = lo
-	}
-	switch {
-	case loss:
+	if loss {
 		r.bumpState()
-	case r.stateDue:
-	case since >= r.coalesce:
-		// At once, after a quiet spell or a window's worth of quiet; the
-		// window widens all the same, so that changes that keep coming
-		// one by one (a mesh forming on a loaded machine) are merged.
-		r.bumpState()
-		r.coalesce = min(2*r.coalesce, hi)
-	default:
-		r.stateDue = true
-		r.stateTimer.Reset(r.coalesce - since)
-		r.coalesce = min(2*r.coalesce, hi)
+		return
 	}
+	r.announceLater()
 }
 
 // announceLater issues a new state for a change of adjacency that no
-// node needs soon: when the merging window's upper bound has passed,
-// unless a state is due before. r.mu is held.
+// node needs soon: when the merging window has passed, unless a state is
+// due before. r.mu is held.
 func (r *Registry) announceLater() {
 	if r.closed || r.stateDue {
 		return
 	}
-	_, hi := r.coalesceLimits()
 	r.stateDue = true
-	r.stateTimer.Reset(hi)
+	r.stateTimer.Reset(r.mergeWindow())
 }
 
-// coalesceLimits returns the bounds of announce's window for additions. A
-// state is flooded to every node and costs each work in proportion to the
-// size of the mesh, while an addition only delays what third nodes know
-// of this node's links: the window grows with the number of owners known
-// (coalescePerOwner each; while a mesh forms, a node knows of the others
-// long before it has linked with them) up to the heartbeat. r.mu is
-// held.
-func (r *Registry) coalesceLimits() (lo, hi time.Duration) {
-	hi = min(time.Duration(len(r.owners))*coalescePerOwner, r.cfg.Heartbeat)
-	return min(coalesceMin, hi), hi
+// mergeWindow returns how long changes of adjacency that are not losses
+// are merged into one new state (see announce). A state is pushed to
+// every peer and costs each work in proportion to the size of the mesh,
+// while an addition only delays what third nodes know of this node's
+// links: the window grows with the number of owners known
+// (coalescePerOwner each, at least coalesceMin; while a mesh forms, a
+// node knows of the others long before it has linked with them) up to
+// the heartbeat. r.mu is held.
+func (r *Registry) mergeWindow() time.Duration {
+	return max(coalesceMin, min(time.Duration(len(r.owners))*coalescePerOwner, r.cfg.Heartbeat))
 }
 
 // dropLink forgets an ended link; the last one of a peer makes it no
@@ -604,7 +589,6 @@ func (r *Registry) ownState(fresh bool) ([]byte, error) {
 // to any other, whole. r.mu is held.
 func (r *Registry) bumpState() {
 	r.self.beat++
-	r.lastChange = time.Now()
 	r.stateDue = false
 	// An adjacency issued since the last push (see onHello) went to some
 	// peers only: this push issues it again, for all.

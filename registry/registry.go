@@ -40,10 +40,8 @@ type Registry struct {
 	pushedAt uint64
 	// Adjacency changes are merged for a while before a new state is
 	// issued (see announce).
-	coalesce   time.Duration // the merging window
-	lastChange time.Time     // when a change of adjacency was last issued
-	stateDue   bool          // a change awaits stateTimer
-	stateTimer *time.Timer   // fires in heartbeatLoop
+	stateDue   bool        // a change awaits stateTimer
+	stateTimer *time.Timer // fires in heartbeatLoop
 	// Whole walks of the graph (see settle) are spaced by walkGap.
 	walked    time.Time   // when the last whole walk ran
 	walkDue   bool        // a walk awaits walkTimer
@@ -206,7 +204,6 @@ func New(cfg Config) (*Registry, error) {
 	r.owners[cfg.ID] = r.self
 	r.issued, r.pushed, r.pushedAt = map[string]uint64{}, map[string]uint64{}, 1
 	r.ids.add(cfg.ID)
-	r.coalesce, _ = r.coalesceLimits()
 	r.walkTimer = time.NewTimer(time.Hour)
 	r.walkTimer.Stop()
 	r.relayDue = map[*owner]time.Time{}

@@ -124,7 +124,7 @@ func TestRelayDelays(t *testing.T) {
 		time.Sleep(time.Second)
 		x.received()
 		c.received()
-		hi := locked(b, func(r *Registry) time.Duration { _, hi := r.coalesceLimits(); return hi })
+		hi := locked(b, func(r *Registry) time.Duration { return r.mergeWindow() })
 		if hi <= relayDelay {
 			t.Fatalf("b's merging window is %v, not above relayDelay: this test no longer covers an addition relayed later", hi)
 		}
