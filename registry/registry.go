@@ -124,8 +124,8 @@ type owner struct {
 	adj      []adjRef
 	adjGen   uint64
 	adjValid bool
-	reached  bool
-	mark     uint64 // relay's stamp: a neighbour of the owner relayed
+	reached bool
+	mark    uint64 // relay's stamp: a neighbour of the owner relayed
 	// uncovered holds the peers of this node's adjacency (other than the
 	// owner) that peers does not name at the incarnation this node's
 	// names, nil when none: nothing of the owner is relayed to the others
