@@ -366,7 +366,7 @@ func (r *Registry) updateAdjacency(peer string) {
 	r.coverPeer(peer, old, inc) // each 0 when not had, not linked
 	if linked {
 		r.self.peers[peer] = inc
-		r.self.adjValid = false
+		r.self.adj = nil
 		if had {
 			r.dirty = true // the peer restarted: the edge to its old run is gone
 		} else {
@@ -374,7 +374,7 @@ func (r *Registry) updateAdjacency(peer string) {
 		}
 	} else {
 		delete(r.self.peers, peer)
-		r.self.adjValid = false
+		r.self.adj = nil
 		o := r.owners[peer]
 		if o == nil || o.inc == old && eligible(o) {
 			r.dirty = true // (an edge to a run that left or is gone carried nothing)

@@ -117,13 +117,11 @@ type owner struct {
 	expired   bool      // not renewed within Lifetime
 	live      bool      // reachable and renewed: its records are visible
 
-	// For the reachability walk: the owners peers names, resolved (to
-	// resolve again unless adjValid: peers changed, or owners came or
-	// went since adjGen; its room is kept), and whether the walk reached
-	// it.
-	adj      []adjRef
-	adjGen   uint64
-	adjValid bool
+	// For the reachability walk: the owners peers names, resolved (nil
+	// when to resolve again: peers changed, or owners came or went since
+	// adjGen), and whether the walk reached it.
+	adj     []adjRef
+	adjGen  uint64
 	reached bool
 	mark    uint64 // relay's stamp: a neighbour of the owner relayed
 	// uncovered holds the peers of this node's adjacency (other than the

@@ -94,7 +94,7 @@ func (r *Registry) resetOwner(o *owner, inc uint64) {
 	o.seq = 0
 	o.beat = 0
 	o.leaving = false
-	o.peers, o.adjValid, o.adjAt, o.lossBeat, o.namedAt = nil, false, 0, 0, 0
+	o.peers, o.adj, o.adjAt, o.lossBeat, o.namedAt = nil, nil, 0, 0, 0
 	o.uncovered = r.uncoveredOf(o)
 	r.peersGen++
 	o.frame, o.delta, o.deltaBase = nil, nil, 0
