@@ -328,7 +328,10 @@ func (r *Registry) grow(u *owner, added []string) (grew bool) {
 	}
 	for _, id := range added {
 		v := r.owners[id]
-		if v == nil || !eligible(v) || !r.linked(u, v) {
+		// An edge between two owners both reached, or both not, makes
+		// nothing reachable: in a mesh that is whole, or nearly, every
+		// edge added, and the cheapest test first.
+		if v == nil || v.reached == u.reached || !eligible(v) || !r.linked(u, v) {
 			continue
 		}
 		switch {
