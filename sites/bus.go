@@ -177,7 +177,7 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	nc, err := nats.Connect(strings.Join(cfg.URLs, ","), opts...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: NATS: %v", ErrConfig, err)
+		return nil, fmt.Errorf("%w: NATS: %s", ErrConfig, redactError(err, cfg.URLs))
 	}
 	b.mu.Lock()
 	b.nc = nc
@@ -201,7 +201,7 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 		b.doneDialing()
 		if refused(err) {
 			b.Close()
-			return nil, fmt.Errorf("%w: %s: %w", ErrRefused, strings.Join(cfg.URLs, ","), err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrRefused, redactURLs(cfg.URLs), err)
 		}
 		if err != nil {
 			b.failed(err) // said now: out of reach, the bus goes on
@@ -316,7 +316,7 @@ func (b *Bus) failed(err error) {
 		b.said, b.down = reason, true
 	}
 	b.mu.Unlock()
-	urls := strings.Join(b.cfg.URLs, ",")
+	urls := redactURLs(b.cfg.URLs)
 	switch {
 	case !say:
 		b.log.Debug("sites: cannot reach NATS", "err", err)

@@ -343,3 +343,66 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestBusRedactsCredentials: the NATS credentials of a URL never show in
+// what the bus logs, tells OnChange, or returns.
+func TestBusRedactsCredentials(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{User: "u", Password: "right"})
+	host := strings.TrimPrefix(srv.URL(), "nats://")
+	logs := &logText{}
+	var mu sync.Mutex
+	var told []string
+	cfg := config("a", "s", "nats://u:hunter2@"+host)
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	_, err := Dial(context.Background(), cfg)
+	if !errors.Is(err, ErrRefused) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("Dial's error shows the password: %v", err)
+	}
+	if _, err := Dial(context.Background(), config("a", "s", "nats://u:hunter2@[::1")); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("a bad URL: %v", err)
+	}
+
+	// No server to reach: said, and told, with the URLs hidden.
+	cfg = config("b", "s", "nats://u:pw@127.0.0.1:1", "nats://tok3n@127.0.0.1:1")
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.OnChange = func(_ bool, err error) {
+		if err != nil {
+			mu.Lock()
+			told = append(told, err.Error())
+			mu.Unlock()
+		}
+	}
+	dial(t, cfg)
+	waitFor(t, "the outage told", func() bool { mu.Lock(); defer mu.Unlock(); return len(told) >= 1 })
+	mu.Lock()
+	all := strings.Join(told, "\n")
+	mu.Unlock()
+	for _, secret := range []string{"hunter2", ":pw@", "tok3n"} {
+		if strings.Contains(all, secret) || strings.Contains(logs.String(), secret) {
+			t.Errorf("%q shows:\n%s\n%s", secret, all, logs)
+		}
+	}
+}
+
+// logText is a log's text, safe for concurrent writes.
+type logText struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logText) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logText) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
