@@ -406,3 +406,120 @@ func (l *logText) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+// TestBusNameHidesNode: with a secret, the name the node gives the NATS
+// server (shown in its monitoring) does not tell the node's id.
+func TestBusNameHidesNode(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	cfg := config("secret-node-7", "sa", srv.URL())
+	cfg.Secret = "s3cret"
+	session(t, dial(t, cfg))
+	names := srv.ClientNames()
+	if len(names) != 1 || strings.Contains(names[0], "secret-node-7") {
+		t.Fatalf("the server knows the client as %q", names)
+	}
+}
+
+// TestBusInboxBounded: what waits to be read is bounded in bytes, not
+// in messages: beyond it messages are dropped (said), and what was kept
+// is read in order.
+func TestBusInboxBounded(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	defer func(n int) { inboxBytes = n }(inboxBytes)
+	inboxBytes = 1 << 20
+	srv := natstest.Start(t, natstest.Options{})
+	logs := &logLines{}
+	cb := config("b", "sb", srv.URL())
+	cb.Logger = slog.New(logs)
+	a, b := session(t, dial(t, config("a", "sa", srv.URL()))), session(t, dial(t, cb))
+	settle(t, a, b, "b")
+	for len(b.b.in.q) > b.b.in.head { // what settle left
+		receive(b, 10*time.Millisecond)
+	}
+	big := make([]byte, 100<<10)
+	for i := range 30 { // 3 MB, unread
+		big[0] = byte(i)
+		if err := a.Publish(big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "drops said", func() bool { return logs.count("WARN sites: NATS message dropped") == 1 })
+	b.b.in.mu.Lock()
+	held := b.b.in.bytes
+	b.b.in.mu.Unlock()
+	if held > inboxBytes {
+		t.Fatalf("%d bytes wait, bound %d", held, inboxBytes)
+	}
+	for i := range 10 {
+		if msg := receive(b, time.Second); len(msg) != len(big) || msg[0] != byte(i) {
+			t.Fatalf("message %d: %d bytes, first %v", i, len(msg), msg[:min(len(msg), 1)])
+		}
+	}
+}
+
+// TestBusServerStopsReading: a server that stops reading fails a write
+// within two pings: Publish does not block the registry's writer (and
+// the node's Close) for nats.go's minute.
+func TestBusServerStopsReading(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	stop := make(chan struct{})
+	var conns sync.WaitGroup
+	defer conns.Wait()
+	defer close(stop)
+	conns.Add(1)
+	go func() { // one NATS server that answers the handshake, then reads nothing
+		defer conns.Done()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte(`INFO {"server_id":"frozen","version":"2.10.0","proto":1,"max_payload":1048576,"headers":true}` + "\r\n"))
+		buf := make([]byte, 4096)
+		deadline := time.Now().Add(5 * time.Second)
+		var got []byte
+		for !bytes.Contains(got, []byte("PING\r\n")) && time.Now().Before(deadline) {
+			c.SetReadDeadline(deadline)
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			got = append(got, buf[:n]...)
+		}
+		c.Write([]byte("PONG\r\n"))
+		<-stop // and never reads again
+	}()
+	cfg := config("a", "sa", "nats://"+ln.Addr().String())
+	cfg.PingInterval = 300 * time.Millisecond
+	b := dial(t, cfg)
+	s := session(t, b)
+	big := make([]byte, 256<<10)
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if err := s.Publish(big); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Publish still blocked 10 s after the server stopped reading")
+	}
+	start := time.Now()
+	b.Close()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+}

@@ -121,6 +121,27 @@ func (s *Server) URL() string {
 	return "nats://" + net.JoinHostPort(s.opts.Host, strconv.Itoa(s.opts.Port))
 }
 
+// ClientNames returns the names the server's clients gave it (what its
+// monitoring shows), nil while it is stopped.
+func (s *Server) ClientNames() []string {
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	cz, err := srv.Connz(nil)
+	if err != nil {
+		s.t.Errorf("natstest: Connz: %v", err)
+		return nil
+	}
+	var names []string
+	for _, c := range cz.Conns {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
 // Stop shuts the server down and waits until it has ended: its clients
 // see their connections close. It is idempotent.
 func (s *Server) Stop() {
