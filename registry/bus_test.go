@@ -234,14 +234,17 @@ func TestBusRecordsCrossSites(t *testing.T) {
 	if got[ra.ID] != 1 || got[rc.ID] != 1 {
 		t.Fatalf("watch events %v", got)
 	}
-	// Remotes lists the nodes of other sites, with their site.
+	// Remotes lists the nodes of other sites, with their site (a-1, with
+	// no records, within its answer to b-1's Sync).
 	var remotes []string
-	for _, ro := range b[1].Remotes() {
-		remotes = append(remotes, ro.Site+"/"+ro.ID)
-	}
-	if want := []string{"a/a-0", "a/a-1", "c/c-0"}; !slices.Equal(remotes, want) {
-		t.Errorf("b-1 Remotes = %v, want %v", remotes, want)
-	}
+	want := []string{"a/a-0", "a/a-1", "c/c-0"}
+	waitFor(t, "b-1 lists the remotes", func() bool {
+		remotes = remotes[:0]
+		for _, ro := range b[1].Remotes() {
+			remotes = append(remotes, ro.Site+"/"+ro.ID)
+		}
+		return slices.Equal(remotes, want)
+	})
 	// Owner-only changes hold across sites.
 	if err := b[1].Free(ra.ID); !errors.Is(err, ErrNotOwner) {
 		t.Errorf("b-1 frees a-0's record: %v, want ErrNotOwner", err)
@@ -263,6 +266,7 @@ func TestBusWatchOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	waitFor(t, "b-0 hears a-2", func() bool { return len(b[0].Remotes()) == 3 })
 	rec := a[2].register(t, "api@1.0.0", 9000, nil)
 	if _, err := a[2].Update(rec.ID, map[string]string{"load": "1"}); err != nil {
 		t.Fatal(err)
@@ -540,10 +544,10 @@ func TestBusDialPrefersSite(t *testing.T) {
 // crashes nor hangs, and keeps serving.
 func FuzzServeBus(f *testing.F) {
 	put, _ := encodePut("a-0", 5, &entry{rec: Record{ID: "r", Name: "web", Version: "1.0.0", Owner: "a-0", Rev: Rev{5, 1}}}, 1<<20)
-	beat, _ := encodeBeat("a-0", 5, 1, 1, false, false, time.Second, nil, 1<<20)
-	snap, _ := encodeSnap("a-0", 5, 1, nil, 1<<20)
-	want, _ := encodeWant("b-0", 1<<20)
-	for _, frames := range [][][]byte{{put}, {beat}, {snap[0], beat}, {encodeSync()}, {want}} {
+	beat, _ := encodeBeat("a-0", 5, 1, 1, false, false, time.Second, time.Now(), nil, 1<<20)
+	snap, _ := encodeBusSnap("a-0", 5, 1, nil, nil, 1<<20)
+	want, _ := encodeBusWant("b-0", time.Now(), 1<<20)
+	for _, frames := range [][][]byte{{put}, {beat}, {snap[0], beat}, {encodeSync(time.Now())}, {want}} {
 		msg := appendBusHeader(nil, "a", "a-0")
 		for _, fr := range frames {
 			msg = append(msg, fr...)
