@@ -359,9 +359,9 @@ func (r *Registry) busGreet(s *busLink) {
 // in all. An asker not answered learns this node's seq from its next
 // Beat, and asks again (Want).
 const (
-	maxAnswers  = 64
-	maxAskers   = 1024
-	maxAsked    = 256
+	maxAnswers = 64
+	maxAskers  = 1024
+	maxAsked   = 256
 )
 
 // busAnswer sends node what this node owns: it asked (Sync, Want), at its
