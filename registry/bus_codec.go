@@ -130,9 +130,12 @@ func encodeBeat(owner string, inc, seq, beat uint64, leaving, observer bool, lif
 
 // encodeSync encodes a Sync at the asker's clock at.
 func encodeSync(at time.Time) []byte {
-	b := beginFrame(msgSync, 10, 0)
+	b := beginFrame(msgSync, binary.MaxVarintLen64, binary.MaxVarintLen64)
 	b = binary.AppendUvarint(b, unixMilli(at))
-	f, _ := endFrame(b, 0)
+	f, err := endFrame(b, binary.MaxVarintLen64)
+	if err != nil {
+		panic(err) // a clock fits
+	}
 	return f
 }
 

@@ -97,9 +97,9 @@ func (r *Registry) Remotes() []RemoteOwner {
 // when beat, for it; or maxRemotes owners are held), or when id is heard
 // in another site as well.
 func (r *Registry) remoteOf(id, site string, beat bool) (*remote, error) {
-	rm, err := r.remoteIn(id, site)
-	if rm != nil || err != nil {
-		return rm, err
+	rm, clash := r.remoteIn(id, site)
+	if rm != nil || clash {
+		return rm, nil
 	}
 	if r.signing() {
 		if beat {
@@ -112,22 +112,22 @@ func (r *Registry) remoteOf(id, site string, beat bool) (*remote, error) {
 
 // remoteIn returns what this node holds of owner id when of site (nil
 // when it holds nothing). An owner of id heard in another site while
-// that one is live is an id conflict, said once, and dropped; once that
-// one is silent, id of site begins anew.
-func (r *Registry) remoteIn(id, site string) (*remote, error) {
-	rm := r.sites.remotes[id]
+// that one is live is an id conflict (clash), said once, and dropped;
+// once that one is silent, id of site begins anew.
+func (r *Registry) remoteIn(id, site string) (rm *remote, clash bool) {
+	rm = r.sites.remotes[id]
 	if rm == nil || rm.site == site {
-		return rm, nil
+		return rm, false
 	}
 	if rm.expired || rm.leaving {
 		r.forgetRemote(rm)
-		return nil, nil
+		return nil, false
 	}
 	if !rm.clashSaid {
 		rm.clashSaid = true
 		r.log.Error("registry: two nodes of one id publish on the bus, in two sites; only one shows: give each node an id of its own", "id", id, "site", rm.site, "other", site)
 	}
-	return nil, nil
+	return nil, true
 }
 
 // newRemote begins what this node holds of owner id of site: nothing
@@ -356,17 +356,15 @@ func (r *Registry) onRemoteCred(id, site string, m *message) error {
 	if !r.signing() {
 		return nil
 	}
-	rm, err := r.remoteIn(id, site)
-	if err != nil {
-		return err
+	rm, clash := r.remoteIn(id, site)
+	if clash {
+		return nil
 	}
 	if rm != nil {
 		c, _ := rm.credOf(m.inc)
 		if c != nil || m.inc < rm.inc || rm.creds[1] != nil && m.inc < rm.creds[1].inc {
 			return nil
 		}
-	} else if _, held := r.sites.remotes[id]; held {
-		return nil // heard in another site
 	}
 	verify, err := r.cfg.Identity.Verifier(m.owner, m.cred)
 	if errors.Is(err, ErrUntrusted) {

@@ -428,7 +428,8 @@ func TestBusNameHidesNode(t *testing.T) {
 func TestBusInboxBounded(t *testing.T) {
 	netns.Require(t)
 	leakcheck.Goroutines(t)
-	defer func(n int) { inboxBytes = n }(inboxBytes)
+	old := inboxBytes
+	t.Cleanup(func() { inboxBytes = old }) // after the buses close
 	inboxBytes = 1 << 20
 	srv := natstest.Start(t, natstest.Options{})
 	logs := &logLines{}
