@@ -279,3 +279,46 @@ func TestBusNewRunNotCappedByOld(t *testing.T) {
 		t.Fatalf("said %q", <-warns)
 	}
 }
+
+// TestBusHostileMessages: garbled, truncated or lying messages are
+// dropped whole and logged; nothing changes, nothing stops.
+func TestBusHostileMessages(t *testing.T) {
+	h := newHub()
+	warns := make(chan string, 100)
+	b := siteNodes(t, h, "b", 1, func(c *Config) { c.Logger = slog.New(warnLines(warns)) })
+	a := siteNodes(t, h, "a", 1)
+	rec := a[0].register(t, "web@1.0.0", 80, nil)
+	b[0].waitEvent(t, Registered, rec.ID)
+
+	put, _ := encodePut("a-0", a[0].self.inc, &entry{rec: Record{ID: "fake", Name: "web", Version: "9.0.0", Owner: "a-0", Rev: Rev{a[0].self.inc, 2}}}, 1<<20)
+	forged := append(appendBusHeader(nil, "z", "z-0"), put...) // z-0 publishes a-0's record
+	good := append(appendBusHeader(nil, "a", "a-0"), put...)
+	for _, msg := range [][]byte{
+		nil,
+		{busVersion},
+		[]byte("garbage that is not a message"),
+		appendBusHeader(nil, "a", "a-0"), // no frames
+		forged,
+		good[:len(good)-3], // truncated
+		append(appendBusHeader(nil, "a", "a-0"), 99, 0),               // unknown frame type
+		append(appendBusHeader(nil, "a", "a-0"), byte(msgSynced), 0),  // a link-only frame
+		append(appendBusHeader(nil, "a", "a-0"), byte(msgBeat), 2, 0), // a short beat
+	} {
+		h.inject(msg)
+	}
+	select {
+	case w := <-warns:
+		if w != "registry: bus message dropped" {
+			t.Errorf("logged %q", w)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("nothing logged")
+	}
+	flush(t, a[0], b[0])
+	if b[0].has(t, "fake") {
+		t.Fatal("a forged record shows")
+	}
+	if !b[0].has(t, rec.ID) {
+		t.Fatal("a-0's record is gone")
+	}
+}

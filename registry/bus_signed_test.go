@@ -113,3 +113,34 @@ func TestBusSignedOldRunReplayed(t *testing.T) {
 }
 
 func now() time.Time { return time.Now() }
+
+// TestBusSigned: with owners' signatures, records cross sites as
+// without, and a node that passes records off as another's, even with
+// the cluster's secret (the bus carries it), gets nothing applied.
+func TestBusSigned(t *testing.T) {
+	h := newHub()
+	ca := newTestCA(t)
+	a := siteNodes(t, h, "a", 2, signedBy(ca))
+	b := siteNodes(t, h, "b", 1, signedBy(ca))
+	rec := a[1].register(t, "web@1.0.0", 80, nil)
+	b[0].waitEvent(t, Registered, rec.ID)
+	rb := b[0].register(t, "db@1.0.0", 5, nil)
+	a[0].waitEvent(t, Registered, rb.ID)
+
+	// mallory, with a credential of its own, publishes a Put of a-1's
+	// next seq signed by itself, as a-1.
+	inc := locked(a[1], func(r *Registry) uint64 { return r.self.inc })
+	seq := locked(a[1], func(r *Registry) uint64 { return r.self.seq })
+	fake := &entry{rec: Record{ID: "fake", Name: "web", Version: "6.6.6", Owner: "a-1", Rev: Rev{inc, seq + 1}}}
+	bogus := ca.identity("mallory")
+	sig, _ := bogus.Sign(recordsSigned("a-1", inc, seq+1, [32]byte{}))
+	put, _ := encodePutSigned("a-1", inc, fake, sig, 1<<20)
+	h.inject(append(appendBusHeader(nil, "a", "a-1"), put...))
+	flush(t, a[1], b[0])
+	if b[0].has(t, "fake") {
+		t.Fatal("a record not signed by its owner shows")
+	}
+	if !b[0].has(t, rec.ID) {
+		t.Fatal("a-1's record is gone")
+	}
+}
