@@ -250,6 +250,13 @@ func (s *busLink) abort() {
 	s.cancel()
 }
 
+// pending returns the bytes queued and not yet taken by the writer.
+func (s *busLink) pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queued
+}
+
 func (s *busLink) failure() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -362,6 +369,9 @@ const (
 	maxAnswers = 64
 	maxAskers  = 1024
 	maxAsked   = 256
+	// maxAnswerQueue: no answer is queued while this much waits to be
+	// published (a quarter of what ends the run).
+	maxAnswerQueue = maxQueueBytes / 4
 )
 
 // busAnswer sends node what this node owns: it asked (Sync, Want), at its
@@ -378,6 +388,9 @@ func (r *Registry) busAnswer(s *busLink, node string, at time.Time) error {
 	}
 	if last, ok := r.sites.answered[node]; ok && now.Sub(last) < r.cfg.Heartbeat || r.sites.answers >= maxAnswers {
 		return nil
+	}
+	if s.pending() > maxAnswerQueue {
+		return nil // answers wait already: more would overflow the queue, and end the run
 	}
 	if r.sites.answered == nil {
 		r.sites.answered = map[string]time.Time{}

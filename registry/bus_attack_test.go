@@ -72,6 +72,39 @@ func TestBusAnswersBounded(t *testing.T) {
 	}
 }
 
+// TestBusAnswersDoNotOverflow: answers to many askers while the bus
+// takes nothing stop short of the queue's bound: they do not end the
+// node's run (which would greet, and ask everyone, again).
+func TestBusAnswersDoNotOverflow(t *testing.T) {
+	h := newHub()
+	a := onBusNode(t, h, "a-0", "a")
+	meta := map[string]string{"k": strings.Repeat("x", 4000)}
+	for i := range 300 { // 1.2 MB an answer: 64 answers are past maxQueueBytes
+		a.register(t, "svc@1.0.0", 1000+i, meta)
+	}
+	stuck := make(chan struct{})
+	h.mu.Lock()
+	h.drop = func(from, to string, msg []byte) bool {
+		if from == "a-0" && to == "spy" {
+			<-stuck // the bus takes nothing more
+		}
+		return false
+	}
+	h.mu.Unlock()
+	spyOn(h, "spy")
+	feed(a, newBusOwner(t, "a", "x", nil).msg(encodeSync(time.Now()))) // own site: dropped
+	feed(a, newBusOwner(t, "b", "spy", nil).msg(encodeSync(time.Now())))
+	time.Sleep(50 * time.Millisecond) // the writer is stuck in Send
+	for i := range 64 {
+		feed(a, newBusOwner(t, "b", "b-"+string(rune('A'+i)), nil).msg(encodeSync(time.Now())))
+	}
+	failed := locked(a, func(r *Registry) error { return r.sites.link.failure() })
+	close(stuck)
+	if failed != nil {
+		t.Fatalf("answers overflowed the queue: %v", failed)
+	}
+}
+
 // TestBusSnapshotChunkLost: a snapshot whose first chunk is lost shows
 // none of its records (not part of them), and the whole snapshot sent
 // again shows them all.
