@@ -355,3 +355,31 @@ func TestBusHostileMessages(t *testing.T) {
 		t.Fatal("a-0's record is gone")
 	}
 }
+
+// TestBusEveryGreetingBeatIsNew: each greeting or answer carries a Beat
+// of a new number, so a node back after an outage is shown again at
+// once, not at its next Heartbeat (a Beat of the last number is a
+// duplicate to those that heard it).
+func TestBusEveryGreetingBeatIsNew(t *testing.T) {
+	h := newHub()
+	a := onBusNode(t, h, "a-0", "a", func(c *Config) { c.Heartbeat, c.Lifetime = time.Minute, 5*time.Minute })
+	beatOf := func() uint64 {
+		frames := locked(a, func(r *Registry) [][]byte { return r.ownFrames(r.sites.link) })
+		f := busFrame{typ: msgBeat}
+		p, err := framePayload(frames[len(frames)-1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.payload = p
+		var m message
+		dec := decoder{maxMeta: 1 << 12}
+		if err := dec.decodeBus(&f, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m.beat
+	}
+	first, second := beatOf(), beatOf()
+	if second <= first {
+		t.Fatalf("beats %d then %d: not new", first, second)
+	}
+}
