@@ -62,6 +62,15 @@ func (n *Node) Remotes() []Peer {
 	return out
 }
 
+// peerSite returns the site of peer id: this node's, unless the peer is
+// heard over NATS as of another site (sites linked by hand).
+func (n *Node) peerSite(id string) string {
+	if n.reg == nil || n.cfg.NATS.URLs == nil {
+		return n.cfg.Site
+	}
+	return n.reg.SiteOf(id)
+}
+
 // NATSConnected reports whether the node has a connection to NATS now
 // (false without Config.NATS).
 func (n *Node) NATSConnected() bool {

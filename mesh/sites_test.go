@@ -532,3 +532,41 @@ func TestSitesTLS(t *testing.T) {
 	a[1].Close()
 	waitSeen(t, ra.ID, false, 5*time.Second, b...)
 }
+
+// TestSitesLinkedByHand: a node of another site linked by hand (Connect)
+// is a peer with its own site, and its record shows once, with that site.
+func TestSitesLinkedByHand(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	urls := []string{srv.URL()}
+	a := site(t, "c", "a", 1, urls)
+	x := site(t, "c", "x", 1, urls)
+	rx, err := x[0].Register(Service{Role: "db@1.0.0", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSeen(t, rx.ID, true, 10*time.Second, a...)
+	if _, err := x[0].Connect(context.Background(), addr(t, a[0])); err != nil {
+		t.Fatal(err)
+	}
+	siteOf := func(n *Node, id string) string {
+		for _, p := range n.Peers() {
+			if p.ID == id {
+				return p.Site
+			}
+		}
+		return ""
+	}
+	waitFor(t, "linked", 10*time.Second, func() bool { return siteOf(a[0], "x-0") != "" && siteOf(x[0], "a-0") != "" })
+	if s := siteOf(a[0], "x-0"); s != "x" {
+		t.Errorf("a-0 lists x-0 as of site %q", s)
+	}
+	if s := siteOf(x[0], "a-0"); s != "a" {
+		t.Errorf("x-0 lists a-0 as of site %q", s)
+	}
+	recs, _ := a[0].Services("db")
+	if len(recs) != 1 || recs[0].Site != "x" {
+		t.Errorf("a-0 shows %+v", recs)
+	}
+}

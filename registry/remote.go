@@ -91,6 +91,16 @@ func (r *Registry) Remotes() []RemoteOwner {
 	return out
 }
 
+// SiteOf returns the site of node id as this node knows it: the site it
+// publishes as over the bus when heard there (a node of another site
+// that this node also reaches over links, linked by hand), else this
+// node's own (Config.Site).
+func (r *Registry) SiteOf(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.siteOf(id)
+}
+
 // remoteOf returns what this node holds of owner id of site: nil (and
 // why, when that is worth a log line) when it holds nothing and may not
 // begin to (owners sign and its credential has not come: it is asked,
