@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -37,6 +38,13 @@ type NATSConfig struct {
 	// TLS only where a URL says tls:// or a server requires it, against
 	// the system's roots.
 	TLS *tls.Config
+	// Secret, when set, keys the subjects and seals every payload on
+	// NATS as Config.Secret does, for a cluster with TLS identities
+	// (Config.TLS), which sign what crosses NATS but do not encrypt it:
+	// without a secret any NATS user allowed on its subjects reads every
+	// record. Every node of the cluster must give the same one. Empty
+	// means Config.Secret (none with TLS identities).
+	Secret string
 }
 
 // Site returns the node's site (Config.Site, or DefaultSite when it
@@ -96,7 +104,7 @@ func (n *Node) dialSites(ctx context.Context) (*sites.Bus, error) {
 		Token:            c.Token,
 		TLS:              c.TLS,
 		Cluster:          n.cluster,
-		Secret:           n.cfg.Secret,
+		Secret:           cmp.Or(c.Secret, n.cfg.Secret),
 		Site:             n.cfg.Site,
 		Node:             n.id,
 		ReconnectWait:    n.cfg.DialBackoff,

@@ -570,3 +570,32 @@ func TestSitesLinkedByHand(t *testing.T) {
 		t.Errorf("a-0 shows %+v", recs)
 	}
 }
+
+// TestSitesTLSSealed: with TLS identities, which sign but do not
+// encrypt, NATSConfig.Secret seals what crosses NATS: a NATS user who
+// reads every subject reads no record, and the sites still see each
+// other's.
+func TestSitesTLSSealed(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	tap := srv.Tap(t)
+	ca := pki.New(t)
+	sealed := func(c *Config) {
+		c.TLS = ca.Config(t, c.ID)
+		c.NATS.Secret = "a-random-secret-of-the-cluster"
+	}
+	a := site(t, "clustername", "a", 1, []string{srv.URL()}, sealed)
+	b := site(t, "clustername", "b", 1, []string{srv.URL()}, sealed)
+	ra, _ := a[0].Register(Service{Role: "webservice@1.0.0", Port: 1})
+	waitSeen(t, ra.ID, true, 10*time.Second, b...)
+	seen := tap()
+	if len(seen) == 0 {
+		t.Fatal("the tap saw nothing")
+	}
+	for _, m := range seen {
+		if strings.Contains(m, "webservice") || strings.Contains(m, "clustername") || strings.Contains(m, ra.ID) {
+			t.Fatalf("a NATS user read %q", m)
+		}
+	}
+}
