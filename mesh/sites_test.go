@@ -599,3 +599,37 @@ func TestSitesTLSSealed(t *testing.T) {
 		}
 	}
 }
+
+// TestSitesIDConflict: a node of another site on NATS with this node's
+// id is an IDConflict event, wrapping ErrIDConflict (on the first node:
+// the second may hear the first before its Events subscribes).
+func TestSitesIDConflict(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var events []<-chan Event
+	for _, s := range []string{"a", "b"} {
+		cfg := testConfig("gw")
+		cfg.Site = s
+		cfg.NATS.URLs = []string{srv.URL()}
+		n := start(t, "c", cfg)
+		events = append(events, n.Events(ctx))
+		n.Register(Service{Role: "web@1.0.0", Port: 1}) // something to publish
+	}
+	for i, ch := range events[:1] {
+		for {
+			ev, ok := <-ch
+			if !ok {
+				t.Fatalf("node %d: no IDConflict event", i)
+			}
+			if ev.Kind == IDConflict {
+				if !errors.Is(ev.Err, ErrIDConflict) || !strings.Contains(ev.Err.Error(), "NATS") {
+					t.Fatalf("node %d: %v", i, ev.Err)
+				}
+				break
+			}
+		}
+	}
+}

@@ -660,6 +660,7 @@ func (r *Registry) idConflict(site string) {
 	}
 	r.sites.conflictSaid = true
 	r.log.Error("registry: another node on the bus has this node's id; neither sees the other's records, and other sites see one of them: give each node an id of its own", "id", r.cfg.ID, "site", site)
+	r.queueEvent(Event{Kind: IDConflict, Peer: r.cfg.ID, Site: site, Time: time.Now()})
 }
 
 // busDropped logs a message dropped: at Warn at most once a second, else

@@ -276,6 +276,10 @@ func TestBusIDConflicts(t *testing.T) {
 	if len(said) != 2 || !strings.Contains(said[0], "this node's id") || !strings.Contains(said[1], "two sites") {
 		t.Fatalf("said %q", said)
 	}
+	waitFor(t, "the IDConflict event", func() bool { return len(b.eventsOf(IDConflict)) > 0 })
+	if evs := b.eventsOf(IDConflict); len(evs) != 1 || evs[0].Peer != "gw" || evs[0].Site != "a" {
+		t.Errorf("IDConflict events %+v", evs)
+	}
 	if b.has(t, "t1") || b.has(t, "r2") || !b.has(t, "r1") {
 		t.Fatalf("shown: t1 %v, r2 %v, r1 %v", b.has(t, "t1"), b.has(t, "r2"), b.has(t, "r1"))
 	}
