@@ -29,7 +29,9 @@ const (
 	// peers refuse this node's links (Err wraps transport.ErrDuplicateID
 	// and says which peer), or mDNS found a node that holds the id
 	// (Err wraps discovery.ErrIDConflict and names its address; mDNS then
-	// stops announcing this node). Err always wraps ErrIDConflict. The
+	// stops announcing this node), or a node of another site on NATS
+	// publishes as it (Err names its site). Err always wraps
+	// ErrIDConflict. The
 	// node stays apart from them; a program usually exits with Err.
 	IDConflict
 	// LinkFailed: a link could not be made: a dial found no node at an

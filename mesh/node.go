@@ -340,7 +340,7 @@ type Peer struct {
 	// Kept reports whether the node redials the peer when its link drops.
 	Kept bool
 	// Site is the peer's site (Config.Site): this node's for a linked
-	// peer.
+	// peer, unless NATS says it is of another (sites linked by hand).
 	Site string
 	// Remote marks a member of another site, heard over NATS (Remotes):
 	// not linked, no addresses.
@@ -373,7 +373,7 @@ func (n *Node) Peers() []Peer {
 // peerInfo describes p; n.mu is held.
 func (n *Node) peerInfo(p *peer) Peer {
 	t := n.targets[p.id]
-	return Peer{ID: p.id, Addrs: slices.Clone(p.addrs), Since: p.since, Kept: t != nil && t.kept, Site: n.cfg.Site}
+	return Peer{ID: p.id, Addrs: slices.Clone(p.addrs), Since: p.since, Kept: t != nil && t.kept, Site: n.peerSite(p.id)}
 }
 
 // Events returns the node's events from now on, in order: peers up, down

@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 
 	"github.com/tallship-go/tallship/internal/lag"
@@ -49,9 +50,13 @@ func (n *Node) startRegistryLocked() error {
 	return nil
 }
 
-// registryEvent publishes a peer's initial registry sync; records are
-// seen through Watch.
+// registryEvent publishes a peer's initial registry sync, and a node of
+// this node's id heard over NATS; records are seen through Watch.
 func (n *Node) registryEvent(e registry.Event) {
+	if e.Kind == registry.IDConflict {
+		n.events.publish(Event{Kind: IDConflict, Err: idConflict(fmt.Errorf("a node of site %q on NATS has this node's id %q", e.Site, e.Peer))})
+		return
+	}
 	if e.Kind != registry.Synced {
 		return
 	}

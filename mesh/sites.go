@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -37,6 +38,13 @@ type NATSConfig struct {
 	// TLS only where a URL says tls:// or a server requires it, against
 	// the system's roots.
 	TLS *tls.Config
+	// Secret, when set, keys the subjects and seals every payload on
+	// NATS as Config.Secret does, for a cluster with TLS identities
+	// (Config.TLS), which sign what crosses NATS but do not encrypt it:
+	// without a secret any NATS user allowed on its subjects reads every
+	// record. Every node of the cluster must give the same one. Empty
+	// means Config.Secret (none with TLS identities).
+	Secret string
 }
 
 // Site returns the node's site (Config.Site, or DefaultSite when it
@@ -60,6 +68,15 @@ func (n *Node) Remotes() []Peer {
 		out = append(out, Peer{ID: ro.ID, Site: ro.Site, Remote: true})
 	}
 	return out
+}
+
+// peerSite returns the site of peer id: this node's, unless the peer is
+// heard over NATS as of another site (sites linked by hand).
+func (n *Node) peerSite(id string) string {
+	if n.reg == nil || n.cfg.NATS.URLs == nil {
+		return n.cfg.Site
+	}
+	return n.reg.SiteOf(id)
 }
 
 // NATSConnected reports whether the node has a connection to NATS now
@@ -87,7 +104,7 @@ func (n *Node) dialSites(ctx context.Context) (*sites.Bus, error) {
 		Token:            c.Token,
 		TLS:              c.TLS,
 		Cluster:          n.cluster,
-		Secret:           n.cfg.Secret,
+		Secret:           cmp.Or(c.Secret, n.cfg.Secret),
 		Site:             n.cfg.Site,
 		Node:             n.id,
 		ReconnectWait:    n.cfg.DialBackoff,

@@ -532,3 +532,104 @@ func TestSitesTLS(t *testing.T) {
 	a[1].Close()
 	waitSeen(t, ra.ID, false, 5*time.Second, b...)
 }
+
+// TestSitesLinkedByHand: a node of another site linked by hand (Connect)
+// is a peer with its own site, and its record shows once, with that site.
+func TestSitesLinkedByHand(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	urls := []string{srv.URL()}
+	a := site(t, "c", "a", 1, urls)
+	x := site(t, "c", "x", 1, urls)
+	rx, err := x[0].Register(Service{Role: "db@1.0.0", Port: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSeen(t, rx.ID, true, 10*time.Second, a...)
+	if _, err := x[0].Connect(context.Background(), addr(t, a[0])); err != nil {
+		t.Fatal(err)
+	}
+	siteOf := func(n *Node, id string) string {
+		for _, p := range n.Peers() {
+			if p.ID == id {
+				return p.Site
+			}
+		}
+		return ""
+	}
+	waitFor(t, "linked", 10*time.Second, func() bool { return siteOf(a[0], "x-0") != "" && siteOf(x[0], "a-0") != "" })
+	if s := siteOf(a[0], "x-0"); s != "x" {
+		t.Errorf("a-0 lists x-0 as of site %q", s)
+	}
+	if s := siteOf(x[0], "a-0"); s != "a" {
+		t.Errorf("x-0 lists a-0 as of site %q", s)
+	}
+	recs, _ := a[0].Services("db")
+	if len(recs) != 1 || recs[0].Site != "x" {
+		t.Errorf("a-0 shows %+v", recs)
+	}
+}
+
+// TestSitesTLSSealed: with TLS identities, which sign but do not
+// encrypt, NATSConfig.Secret seals what crosses NATS: a NATS user who
+// reads every subject reads no record, and the sites still see each
+// other's.
+func TestSitesTLSSealed(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	tap := srv.Tap(t)
+	ca := pki.New(t)
+	sealed := func(c *Config) {
+		c.TLS = ca.Config(t, c.ID)
+		c.NATS.Secret = "a-random-secret-of-the-cluster"
+	}
+	a := site(t, "clustername", "a", 1, []string{srv.URL()}, sealed)
+	b := site(t, "clustername", "b", 1, []string{srv.URL()}, sealed)
+	ra, _ := a[0].Register(Service{Role: "webservice@1.0.0", Port: 1})
+	waitSeen(t, ra.ID, true, 10*time.Second, b...)
+	seen := tap()
+	if len(seen) == 0 {
+		t.Fatal("the tap saw nothing")
+	}
+	for _, m := range seen {
+		if strings.Contains(m, "webservice") || strings.Contains(m, "clustername") || strings.Contains(m, ra.ID) {
+			t.Fatalf("a NATS user read %q", m)
+		}
+	}
+}
+
+// TestSitesIDConflict: a node of another site on NATS with this node's
+// id is an IDConflict event, wrapping ErrIDConflict (on the first node:
+// the second may hear the first before its Events subscribes).
+func TestSitesIDConflict(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var events []<-chan Event
+	for _, s := range []string{"a", "b"} {
+		cfg := testConfig("gw")
+		cfg.Site = s
+		cfg.NATS.URLs = []string{srv.URL()}
+		n := start(t, "c", cfg)
+		events = append(events, n.Events(ctx))
+		n.Register(Service{Role: "web@1.0.0", Port: 1}) // something to publish
+	}
+	for i, ch := range events[:1] {
+		for {
+			ev, ok := <-ch
+			if !ok {
+				t.Fatalf("node %d: no IDConflict event", i)
+			}
+			if ev.Kind == IDConflict {
+				if !errors.Is(ev.Err, ErrIDConflict) || !strings.Contains(ev.Err.Error(), "NATS") {
+					t.Fatalf("node %d: %v", i, ev.Err)
+				}
+				break
+			}
+		}
+	}
+}

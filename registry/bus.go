@@ -53,9 +53,11 @@ type Bus interface {
 // node's site. With Config.Identity, every owner signs what it
 // publishes, and a node applies only what the owner signed.
 //
-// A message that does not parse, or breaks the rules (a node that
-// publishes another's records, a bad signature) is dropped whole and
-// logged (at Warn, at most once a second); the bus stays.
+// A message that does not parse is dropped whole; its frames then apply
+// in order, and one that breaks the rules (a node that publishes
+// another's records, a bad signature, a clock too far from this node's)
+// is dropped with the rest of its message. Either is logged (at Warn,
+// at most once a second); the bus stays.
 //
 // Errors: ErrConfig when Config.Site is empty or bus.MaxMessage leaves
 // no room for a record of MaxMetadataBytes; ErrClosed; ErrSlowPeer when
@@ -147,6 +149,23 @@ type siteState struct {
 	remotes map[string]*remote // owners heard over the bus, by id
 	beat    uint64             // the number of this node's last Beat
 	warnAt  time.Time          // when a dropped message was last said at Warn
+	// answered is when each asker (Sync, Want) was last answered, and
+	// answers how many answers went out since answersAt: both bound what
+	// one small message can make this node publish (see busAnswer).
+	answered  map[string]time.Time
+	answers   int
+	answersAt time.Time
+	// snapBytes is the size of the snapshots being received, of all
+	// owners (bounded by maxSnapBytes).
+	snapBytes int
+	// asked is when an owner not held yet (owners sign: its credential
+	// did not come) was last asked for it, bounded by maxAsked.
+	asked map[string]time.Time
+	// conflictSaid: a node with this node's id was heard, and said.
+	conflictSaid bool
+	// untrusted: owners whose credential is not trusted here (said at
+	// Warn once, not asked again), by run; bounded by maxAsked.
+	untrusted map[string]uint64
 	// strangers are the nodes heard over the bus as of this node's site
 	// that its links do not reach yet, by when first heard (see
 	// sameSite); clashSaid is set once that was logged.
@@ -229,6 +248,13 @@ func (s *busLink) abort() {
 	}
 	s.mu.Unlock()
 	s.cancel()
+}
+
+// pending returns the bytes queued and not yet taken by the writer.
+func (s *busLink) pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.queued
 }
 
 func (s *busLink) failure() error {
@@ -331,14 +357,78 @@ func (s *busLink) write(o busOut) {
 // is held.
 func (r *Registry) busGreet(s *busLink) {
 	frames := r.ownFrames(s)
-	frames = append(frames, encodeSync())
+	frames = append(frames, encodeSync(time.Now()))
 	s.enqueue("", frames...)
 }
 
-// busAnswer sends node what this node owns: it asked (Sync, Want). r.mu
-// is held.
-func (r *Registry) busAnswer(s *busLink, node string) {
+// Bounds on answers to Sync and Want: an asker is answered at most once a
+// Heartbeat, and this node sends at most maxAnswers answers a Heartbeat
+// in all. An asker not answered learns this node's seq from its next
+// Beat, and asks again (Want).
+const (
+	maxAnswers = 64
+	maxAskers  = 1024
+	maxAsked   = 256
+	// maxAnswerQueue: no answer is queued while this much waits to be
+	// published (a quarter of what ends the run).
+	maxAnswerQueue = maxQueueBytes / 4
+)
+
+// busAnswer sends node what this node owns: it asked (Sync, Want), at its
+// clock at. Nothing when at is not within busWindow of this node's clock
+// (an old message replayed), or when node, or this node, answered too
+// often within the last Heartbeat. r.mu is held.
+func (r *Registry) busAnswer(s *busLink, node string, at time.Time) error {
+	now := time.Now()
+	if !r.busFresh(at, r.cfg.Lifetime, now) {
+		return fmt.Errorf("%w: a request of %v ago (clocks apart, or a replay)", ErrProtocol, now.Sub(at).Round(time.Millisecond))
+	}
+	if now.Sub(r.sites.answersAt) >= r.cfg.Heartbeat {
+		r.sites.answers, r.sites.answersAt = 0, now
+	}
+	if last, ok := r.sites.answered[node]; ok && now.Sub(last) < r.cfg.Heartbeat || r.sites.answers >= maxAnswers {
+		return nil
+	}
+	if s.pending() > maxAnswerQueue {
+		return nil // answers wait already: more would overflow the queue, and end the run
+	}
+	if r.sites.answered == nil {
+		r.sites.answered = map[string]time.Time{}
+	}
+	if len(r.sites.answered) >= maxAskers {
+		for id, t := range r.sites.answered {
+			if now.Sub(t) >= r.cfg.Heartbeat {
+				delete(r.sites.answered, id)
+			}
+		}
+		if len(r.sites.answered) >= maxAskers {
+			return nil
+		}
+	}
+	r.sites.answered[node] = now
+	r.sites.answers++
 	s.enqueue(node, r.ownFrames(s)...)
+	return nil
+}
+
+// busFresh reports whether a clock at, read in a message of an owner of
+// the given lifetime, is within busWindow of now.
+func (r *Registry) busFresh(at time.Time, lifetime time.Duration, now time.Time) bool {
+	w := r.busWindow(lifetime)
+	d := now.Sub(at)
+	return d <= w && d >= -w
+}
+
+// busWindow is how far a Beat's, Sync's or Want's clock may be from this
+// node's: twice the shorter of the owner's lifetime and this node's. An
+// owner is forgotten 3 lifetimes after it went silent, so no Beat it sent
+// before can be replayed to bring it back then; sites' clocks must agree
+// within that window.
+func (r *Registry) busWindow(lifetime time.Duration) time.Duration {
+	if lifetime <= 0 {
+		lifetime = r.cfg.Lifetime
+	}
+	return 2 * min(lifetime, r.cfg.Lifetime)
 }
 
 // ownFrames returns this node's credential (when owners sign), its
@@ -355,16 +445,14 @@ func (r *Registry) ownFrames(s *busLink) [][]byte {
 		for _, e := range o.records {
 			recs = append(recs, e)
 		}
-		fs, err := encodeSnapSigned(o.id, o.inc, o.seq, recs, o.recSig, s.limit)
+		fs, err := encodeBusSnap(o.id, o.inc, o.seq, recs, o.recSig, s.limit)
 		if err != nil {
 			r.log.Warn("registry: bus: cannot encode own records", "err", err)
 		} else {
 			frames = append(frames, fs...)
 		}
 	}
-	if r.sites.beat == 0 {
-		r.sites.beat = 1
-	}
+	r.sites.beat++ // a new Beat: only a new one renews the owner
 	if f := r.beatFrame(false, s.limit); f != nil {
 		frames = append(frames, f)
 	}
@@ -374,16 +462,17 @@ func (r *Registry) ownFrames(s *busLink) [][]byte {
 // beatFrame encodes this node's Beat at r.sites.beat. r.mu is held.
 func (r *Registry) beatFrame(leaving bool, limit int) []byte {
 	o := r.self
+	now := time.Now()
 	var sig []byte
 	if r.signing() {
 		var err error
-		sig, err = r.cfg.Identity.Sign(beatSigned(o.id, o.inc, o.seq, r.sites.beat, leaving, r.cfg.Observer, r.cfg.Lifetime))
+		sig, err = r.cfg.Identity.Sign(beatSigned(o.id, o.inc, o.seq, r.sites.beat, leaving, r.cfg.Observer, r.cfg.Lifetime, now))
 		if err != nil {
 			r.log.Warn("registry: bus: cannot sign a beat", "err", err)
 			return nil
 		}
 	}
-	f, err := encodeBeat(o.id, o.inc, o.seq, r.sites.beat, leaving, r.cfg.Observer, r.cfg.Lifetime, sig, limit)
+	f, err := encodeBeat(o.id, o.inc, o.seq, r.sites.beat, leaving, r.cfg.Observer, r.cfg.Lifetime, now, sig, limit)
 	if err != nil {
 		r.log.Warn("registry: bus: cannot encode a beat", "err", err)
 		return nil
@@ -431,17 +520,56 @@ func (r *Registry) busLeave() *busLink {
 // busWant asks owner rm for what it owns, unless asked within the last
 // Heartbeat (the next Beat that shows a gap asks again). r.mu is held.
 func (r *Registry) busWant(rm *remote) {
-	s := r.sites.link
 	now := time.Now()
-	if s == nil || now.Sub(rm.wantAt) < r.cfg.Heartbeat {
+	if now.Sub(rm.wantAt) < r.cfg.Heartbeat {
 		return
 	}
-	f, err := encodeWant(rm.id, s.limit)
+	if r.busAsk(rm.id, now) {
+		rm.wantAt = now
+	}
+}
+
+// busAsk sends owner id a Want; false when no bus runs. r.mu is held.
+func (r *Registry) busAsk(id string, now time.Time) bool {
+	s := r.sites.link
+	if s == nil {
+		return false
+	}
+	f, err := encodeBusWant(id, now, s.limit)
 	if err != nil {
+		return false
+	}
+	s.enqueue(id, f)
+	return true
+}
+
+// busAskUnknown asks owner id, not held here, for what it owns (its
+// credential first), at most once a Heartbeat and for at most maxAsked
+// owners at a time. r.mu is held.
+func (r *Registry) busAskUnknown(id string) {
+	if _, ok := r.sites.untrusted[id]; ok {
 		return
 	}
-	rm.wantAt = now
-	s.enqueue(rm.id, f)
+	now := time.Now()
+	if t, ok := r.sites.asked[id]; ok && now.Sub(t) < r.cfg.Heartbeat {
+		return
+	}
+	if r.sites.asked == nil {
+		r.sites.asked = map[string]time.Time{}
+	}
+	if len(r.sites.asked) >= maxAsked {
+		for k, t := range r.sites.asked {
+			if now.Sub(t) >= r.cfg.Heartbeat {
+				delete(r.sites.asked, k)
+			}
+		}
+		if len(r.sites.asked) >= maxAsked {
+			return
+		}
+	}
+	if r.busAsk(id, now) {
+		r.sites.asked[id] = now
+	}
 }
 
 // onBus applies one message from the bus: whole, or nothing of it when
@@ -457,6 +585,7 @@ func (r *Registry) onBus(s *busLink, msg []byte, dec *decoder, bm *busMessage, m
 		return msgs
 	}
 	if bm.node == r.cfg.ID {
+		r.idConflict(bm.site) // NoEcho: another node took this one's id
 		return msgs
 	}
 	if bm.site == r.cfg.Site {
@@ -467,9 +596,9 @@ func (r *Registry) onBus(s *busLink, msg []byte, dec *decoder, bm *busMessage, m
 		msgs = make([]message, len(bm.frames))
 	}
 	msgs = msgs[:len(bm.frames)]
-	for i, f := range bm.frames {
+	for i := range bm.frames {
 		m := &msgs[i]
-		if err := dec.decodeBus(f.typ, f.payload, m); err != nil {
+		if err := dec.decodeBus(&bm.frames[i], m); err != nil {
 			r.busDropped(bm.node, err)
 			return msgs
 		}
@@ -482,7 +611,7 @@ func (r *Registry) onBus(s *busLink, msg []byte, dec *decoder, bm *busMessage, m
 		}
 	}
 	for i := range msgs {
-		if err := r.onBusFrame(s, bm, &msgs[i]); err != nil {
+		if err := r.onBusFrame(s, bm, &bm.frames[i], &msgs[i]); err != nil {
 			r.busDropped(bm.node, err)
 			break
 		}
@@ -495,32 +624,43 @@ func (r *Registry) onBus(s *busLink, msg []byte, dec *decoder, bm *busMessage, m
 
 // onBusFrame applies one frame of a message from bm.node, of another
 // site. r.mu is held.
-func (r *Registry) onBusFrame(s *busLink, bm *busMessage, m *message) error {
+func (r *Registry) onBusFrame(s *busLink, bm *busMessage, f *busFrame, m *message) error {
 	switch m.typ {
 	case msgSync:
-		r.busAnswer(s, bm.node)
-		return nil
+		return r.busAnswer(s, bm.node, f.at)
 	case msgWant:
 		if m.owner == r.cfg.ID {
-			r.busAnswer(s, bm.node)
+			return r.busAnswer(s, bm.node, f.at)
 		}
 		return nil
+	case msgCred:
+		return r.onRemoteCred(bm.node, bm.site, m)
 	}
-	rm := r.remoteOf(bm.node, bm.site)
+	rm, err := r.remoteOf(bm.node, bm.site, m.typ == msgBeat)
 	if rm == nil {
-		return nil // this node reaches it over its links
+		return err
 	}
 	switch m.typ {
 	case msgBeat:
-		return r.onRemoteBeat(rm, bm.site, m)
+		return r.onRemoteBeat(rm, bm.site, f.at, m)
 	case msgPut, msgDel:
 		return r.onRemoteChange(rm, bm.site, m)
 	case msgSnap:
-		return r.onRemoteSnap(rm, bm.site, m)
-	case msgCred:
-		return r.onRemoteCred(rm, m)
+		return r.onRemoteSnap(rm, bm.site, f, m)
 	}
 	return nil
+}
+
+// idConflict says, once, that a node with this node's id publishes on
+// the bus (of site): the two hide each other's records, and fight over
+// that id in every other site. r.mu is held.
+func (r *Registry) idConflict(site string) {
+	if r.sites.conflictSaid {
+		return
+	}
+	r.sites.conflictSaid = true
+	r.log.Error("registry: another node on the bus has this node's id; neither sees the other's records, and other sites see one of them: give each node an id of its own", "id", r.cfg.ID, "site", site)
+	r.queueEvent(Event{Kind: IDConflict, Peer: r.cfg.ID, Site: site, Time: time.Now()})
 }
 
 // busDropped logs a message dropped: at Warn at most once a second, else

@@ -24,6 +24,10 @@ const (
 	// Overflowed: the Watch channel's consumer fell Config.WatchBuffer
 	// events behind; this is the channel's last event before it is closed.
 	Overflowed
+	// IDConflict: another node on the bus (ServeBus), of Event.Site, has
+	// this node's id (Event.Peer); the two see nothing of each other
+	// there. Once per registry; only Config.OnEvent receives it.
+	IDConflict
 )
 
 func (k EventKind) String() string {
@@ -38,6 +42,8 @@ func (k EventKind) String() string {
 		return "synced"
 	case Overflowed:
 		return "overflowed"
+	case IDConflict:
+		return "id-conflict"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -48,8 +54,12 @@ type Event struct {
 	// Record is the record registered, updated or freed (for Freed, its
 	// last known content). The receiver owns it.
 	Record Record
-	// Peer is the peer whose initial sync completed (Synced only).
+	// Peer is the peer whose initial sync completed (Synced), or the id
+	// in conflict (IDConflict).
 	Peer string
+	// Site is the site the node of this node's id was heard in
+	// (IDConflict only).
+	Site string
 	// Time is when this node applied the change (for the Registered
 	// events a Watch starts with, when Watch was called): a consumer that
 	// reads events late, or beside others, can still order and time them.

@@ -14,21 +14,48 @@ import (
 )
 
 // Owners of other sites, heard over the bus (see ServeBus). Each
-// publishes its own records and Beats; nothing is relayed, so every
-// message from an owner is first-hand, and renews it. Its records change
-// by contiguous steps (inc, seq) as over links, a gap is filled by
-// asking the owner (Want), and it expires after its Lifetime without a
-// message. Every function here runs with r.mu held.
+// publishes its own records and Beats; nothing is relayed. Its records
+// change by contiguous steps (inc, seq) as over links, and a gap is
+// filled by asking the owner (Want). Only a new Beat of its run, with a
+// clock within busWindow of this node's, renews it: its records show
+// while such Beats come, once what they announce is held, and expire
+// after its Lifetime without one. What else it sends (Put, Del, a
+// snapshot) changes its records, shown or not, and renews nothing: an
+// old message replayed keeps no dead owner alive. Every function here
+// runs with r.mu held.
 
 // remote is what this node knows of an owner of another site.
 type remote struct {
 	*owner
 	site   string
-	snap   *snapshot // a snapshot being received
+	snap   *busSnap  // a snapshot being received
 	wantAt time.Time // when it was last asked for its records
+	// heard is the seq its latest Beat announced: its records show once
+	// this node holds that much.
+	heard uint64
 	// observer: its Beats say it only reads the cluster (Config.Observer)
 	observer bool
+	// clashSaid: a node of its id was heard in another site, and said.
+	clashSaid bool
 }
+
+// busSnap is a snapshot being received over the bus: its chunks come in
+// order, each numbered, and it applies only whole.
+type busSnap struct {
+	inc, seq    uint64
+	sig         []byte
+	parts, next int // chunks in all; the index of the next one
+	bytes       int // of the chunks so far (counted in siteState.snapBytes)
+	recs        map[string]*entry
+}
+
+// Bounds on what the bus can make a node hold of other sites (vars for
+// the tests): how many owners, and the bytes of their snapshots being
+// received, of all owners together.
+var (
+	maxRemotes   = 4096
+	maxSnapBytes = 64 << 20
+)
 
 // RemoteOwner is a node of another site, heard over the bus (ServeBus).
 type RemoteOwner struct {
@@ -40,8 +67,9 @@ type RemoteOwner struct {
 
 // Remotes returns the live nodes of other sites that this node hears
 // over the bus, sorted by site and id, but those that only observe
-// (Config.Observer). It returns nil once the registry has closed, or
-// when no bus ever ran.
+// (Config.Observer) and those it reaches over its links (they are its
+// peers). It returns nil once the registry has closed, or when no bus
+// ever ran.
 func (r *Registry) Remotes() []RemoteOwner {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -63,66 +91,124 @@ func (r *Registry) Remotes() []RemoteOwner {
 	return out
 }
 
-// remoteOf returns what this node holds of owner id of site, new when
-// it holds nothing; nil when this node reaches the owner over its links,
-// which then carry all of it.
-func (r *Registry) remoteOf(id, site string) *remote {
-	if x := r.owners[id]; x != nil && x.live {
-		return nil
-	}
-	rm := r.sites.remotes[id]
-	if rm == nil {
-		rm = &remote{owner: &owner{id: id, records: map[string]*entry{}, renewed: time.Now()}, site: site}
-		r.sites.remotes[id] = rm
-	}
-	return rm
+// SiteOf returns the site of node id as this node knows it: the site it
+// publishes as over the bus when heard there (a node of another site
+// that this node also reaches over links, linked by hand), else this
+// node's own (Config.Site).
+func (r *Registry) SiteOf(id string) string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.siteOf(id)
 }
 
-// shadowRemote forgets what the bus said of owner id: this node now
-// reaches it over its links (sites linked by hand, or a site's name
-// given twice), and one copy of its records is shown, the links'.
-func (r *Registry) shadowRemote(id string) {
-	rm := r.sites.remotes[id]
-	if rm == nil {
-		return
+// remoteOf returns what this node holds of owner id of site: nil (and
+// why, when that is worth a log line) when it holds nothing and may not
+// begin to (owners sign and its credential has not come: it is asked,
+// when beat, for it; or maxRemotes owners are held), or when id is heard
+// in another site as well.
+func (r *Registry) remoteOf(id, site string, beat bool) (*remote, error) {
+	rm, clash := r.remoteIn(id, site)
+	if rm != nil || clash {
+		return rm, nil
 	}
+	if r.signing() {
+		if beat {
+			r.busAskUnknown(id)
+		}
+		return nil, nil
+	}
+	return r.newRemote(id, site)
+}
+
+// remoteIn returns what this node holds of owner id when of site (nil
+// when it holds nothing). An owner of id heard in another site while
+// that one is live is an id conflict (clash), said once, and dropped;
+// once that one is silent, id of site begins anew.
+func (r *Registry) remoteIn(id, site string) (rm *remote, clash bool) {
+	rm = r.sites.remotes[id]
+	if rm == nil || rm.site == site {
+		return rm, false
+	}
+	if rm.expired || rm.leaving {
+		r.forgetRemote(rm)
+		return nil, false
+	}
+	if !rm.clashSaid {
+		rm.clashSaid = true
+		r.log.Error("registry: two nodes of one id publish on the bus, in two sites; only one shows: give each node an id of its own", "id", id, "site", rm.site, "other", site)
+	}
+	return nil, true
+}
+
+// newRemote begins what this node holds of owner id of site: nothing
+// shown until a Beat of it comes.
+func (r *Registry) newRemote(id, site string) (*remote, error) {
+	if len(r.sites.remotes) >= maxRemotes {
+		return nil, fmt.Errorf("%w: %d owners of other sites held; %q not taken", ErrProtocol, len(r.sites.remotes), id)
+	}
+	rm := &remote{owner: &owner{id: id, records: map[string]*entry{}, renewed: time.Now(), expired: true}, site: site}
+	r.sites.remotes[id] = rm
+	return rm, nil
+}
+
+func (r *Registry) forgetRemote(rm *remote) {
+	r.dropSnap(rm)
 	r.wipeRecords(rm.owner)
-	rm.live = false
-	r.forgetRemote(rm)
+	delete(r.sites.remotes, rm.id)
 }
 
-func (r *Registry) forgetRemote(rm *remote) { delete(r.sites.remotes, rm.id) }
+// dropSnap drops the snapshot rm was sending, if any.
+func (r *Registry) dropSnap(rm *remote) {
+	if rm.snap != nil {
+		r.sites.snapBytes -= rm.snap.bytes
+		rm.snap = nil
+	}
+}
 
 // resetRemote starts rm's run inc: the owner restarted, its old records
-// are gone.
+// are gone, and the new run shows from its first Beat.
 func (r *Registry) resetRemote(rm *remote, inc uint64, site string) {
 	r.wipeRecords(rm.owner)
 	rm.live = false
-	rm.inc, rm.seq, rm.beat = inc, 0, 0
-	rm.leaving, rm.expired = false, false
+	rm.inc, rm.seq, rm.beat, rm.heard = inc, 0, 0, 0
+	rm.leaving, rm.expired = false, true
 	rm.recSig = nil
 	rm.site = site
-	rm.snap = nil
+	r.dropSnap(rm)
 }
 
-// renewRemote notes that rm's current run spoke: it is live, and its
-// records are shown.
-func (r *Registry) renewRemote(rm *remote) {
-	rm.renewed = time.Now()
-	rm.expired = false
-	if !rm.live && !rm.leaving {
-		r.setLive(rm.owner, true)
+// showRemote shows rm's records when it is renewed and holds what its
+// Beat announced, unless this node reaches it over its links. An owner
+// whose records came before any Beat of its run is asked (the answer
+// ends with one).
+func (r *Registry) showRemote(rm *remote) {
+	if rm.expired && !rm.leaving && rm.beat == 0 {
+		r.busWant(rm)
 	}
+	if rm.live || rm.leaving || rm.expired || rm.seq < rm.heard {
+		return
+	}
+	if x := r.owners[rm.id]; x != nil && x.live {
+		for _, e := range x.records {
+			e.rec.Site = rm.site // its own site, which the links do not say
+		}
+		return
+	}
+	r.setLive(rm.owner, true)
 }
 
-// onRemoteBeat applies an owner's Beat: its run is alive (or leaving),
-// and its records are at seq.
-func (r *Registry) onRemoteBeat(rm *remote, site string, m *message) error {
+// onRemoteBeat applies an owner's Beat, sent at its clock at: its run is
+// alive (or leaving), and its records are at seq.
+func (r *Registry) onRemoteBeat(rm *remote, site string, at time.Time, m *message) error {
 	if m.inc < rm.inc || m.inc == rm.inc && m.beat <= rm.beat {
 		return nil // stale, or a duplicate
 	}
+	now := time.Now()
+	if !r.busFresh(at, m.lifetime, now) {
+		return fmt.Errorf("%w: beat of owner %q sent %v ago (clocks apart, or a replay)", ErrProtocol, m.owner, now.Sub(at).Round(time.Millisecond))
+	}
 	if r.signing() {
-		signed := beatSigned(m.owner, m.inc, m.seq, m.beat, m.leaving, m.observer, m.lifetime)
+		signed := beatSigned(m.owner, m.inc, m.seq, m.beat, m.leaving, m.observer, m.lifetime, at)
 		if ok, err := r.remoteSigned(rm, m.inc, "beat", signed, m.sig); !ok {
 			return err
 		}
@@ -133,21 +219,24 @@ func (r *Registry) onRemoteBeat(rm *remote, site string, m *message) error {
 	rm.beat = m.beat
 	rm.lifetime = m.lifetime
 	rm.observer = m.observer
+	rm.heard = max(rm.heard, m.seq)
+	rm.renewed = now
 	if m.leaving {
 		rm.leaving = true
+		r.dropSnap(rm)
 		r.wipeRecords(rm.owner)
 		rm.live = false
-		rm.renewed = time.Now()
 		r.log.Debug("registry: remote owner left", "owner", rm.id, "site", rm.site)
 		return nil
 	}
 	if rm.leaving {
 		return nil
 	}
-	r.renewRemote(rm)
+	rm.expired = false
 	if m.seq > rm.seq {
-		r.busWant(rm)
+		r.busWant(rm) // shown once that comes, not stale before
 	}
+	r.showRemote(rm)
 	return nil
 }
 
@@ -160,20 +249,21 @@ func (r *Registry) onRemoteChange(rm *remote, site string, m *message) error {
 		r.busWant(rm)
 		return nil
 	}
-	if m.typ == msgPut {
-		e := m.recs[0]
-		if _, ok := rm.records[e.rec.ID]; !ok && len(rm.records) >= r.cfg.MaxRecordsPerOwner {
-			return fmt.Errorf("%w: owner %s already holds %d records", ErrTooManyRecords, rm.id, len(rm.records))
-		}
-	}
 	if m.inc == rm.inc && rm.leaving {
 		return nil
 	}
-	if r.signing() {
-		held, id, put := rm.records, m.id, (*entry)(nil)
-		if m.inc > rm.inc {
-			held = nil
+	held := rm.records
+	if m.inc > rm.inc {
+		held = nil // a new run holds nothing yet
+	}
+	if m.typ == msgPut {
+		e := m.recs[0]
+		if _, ok := held[e.rec.ID]; !ok && len(held) >= r.cfg.MaxRecordsPerOwner {
+			return fmt.Errorf("%w: owner %s already holds %d records", ErrTooManyRecords, rm.id, len(held))
 		}
+	}
+	if r.signing() {
+		id, put := m.id, (*entry)(nil)
 		if m.typ == msgPut {
 			put = m.recs[0]
 			id = put.rec.ID
@@ -197,30 +287,55 @@ func (r *Registry) onRemoteChange(rm *remote, site string, m *message) error {
 	if r.signing() {
 		rm.recSig = cloneSig(m.sig)
 	}
-	r.renewRemote(rm)
+	r.showRemote(rm)
 	return nil
 }
 
-// onRemoteSnap gathers the chunks of an owner's snapshot and applies it
-// whole when it is newer than what is held.
-func (r *Registry) onRemoteSnap(rm *remote, site string, m *message) error {
-	s := rm.snap
-	if s == nil || s.inc != m.inc || s.seq != m.seq || !bytes.Equal(s.sig, m.sig) {
-		// A new snapshot (an earlier one that never ended is dropped).
-		s = &snapshot{owner: m.owner, inc: m.inc, seq: m.seq, recs: map[string]*entry{}, sig: cloneSig(m.sig)}
-		rm.snap = s
+// onRemoteSnap gathers the chunks of an owner's snapshot, in order, and
+// applies it when whole: it replaces what is held when newer, or at the
+// same seq (what a snapshot cut short, or not verified, left is
+// repaired; the same set changes nothing). A chunk out of order drops
+// the snapshot, and the owner is asked again.
+func (r *Registry) onRemoteSnap(rm *remote, site string, f *busFrame, m *message) error {
+	newer := m.inc > rm.inc || m.inc == rm.inc && m.seq >= rm.seq
+	if r.signing() {
+		if c, later := rm.credOf(m.inc); c == nil {
+			r.dropSnap(rm) // nothing unverified is kept
+			if !later && rm.untrusted != m.inc && newer {
+				r.busWant(rm)
+			}
+			return nil
+		}
 	}
+	s := rm.snap
+	if f.part == 0 {
+		r.dropSnap(rm)
+		s = &busSnap{inc: m.inc, seq: m.seq, sig: cloneSig(m.sig), parts: f.parts, recs: map[string]*entry{}}
+		rm.snap = s
+	} else if s == nil || s.inc != m.inc || s.seq != m.seq || s.parts != f.parts || s.next != f.part || !bytes.Equal(s.sig, m.sig) {
+		r.dropSnap(rm) // a chunk was lost
+		if newer {
+			r.busWant(rm)
+		}
+		return nil
+	}
+	s.next++
+	s.bytes += len(f.payload)
+	r.sites.snapBytes += len(f.payload)
 	for _, e := range m.recs {
 		s.recs[e.rec.ID] = e
 	}
-	if len(s.recs) > r.cfg.MaxRecordsPerOwner {
-		rm.snap = nil
-		return fmt.Errorf("%w: snapshot of %s holds more than %d records", ErrTooManyRecords, s.owner, r.cfg.MaxRecordsPerOwner)
-	}
-	if !m.last {
+	switch {
+	case len(s.recs) > r.cfg.MaxRecordsPerOwner:
+		r.dropSnap(rm)
+		return fmt.Errorf("%w: snapshot of %s holds more than %d records", ErrTooManyRecords, rm.id, r.cfg.MaxRecordsPerOwner)
+	case r.sites.snapBytes > maxSnapBytes:
+		r.dropSnap(rm)
+		return fmt.Errorf("%w: snapshots being received exceed %d bytes; %s's dropped", ErrProtocol, maxSnapBytes, rm.id)
+	case s.next < s.parts:
 		return nil
 	}
-	rm.snap = nil
+	r.dropSnap(rm)
 	if s.inc < rm.inc || s.inc == rm.inc && (s.seq < rm.seq || rm.leaving) || s.seq == 0 {
 		return nil
 	}
@@ -232,38 +347,38 @@ func (r *Registry) onRemoteSnap(rm *remote, site string, m *message) error {
 	if s.inc > rm.inc {
 		r.resetRemote(rm, s.inc, site)
 	}
-	if s.seq > rm.seq {
-		rm.seq = s.seq
-		for _, e := range s.recs {
-			e.rec.Site = rm.site
-		}
-		r.replaceRecords(rm.owner, s.recs)
-		if r.signing() {
-			rm.recSig = s.sig
-		}
+	rm.seq = s.seq
+	for _, e := range s.recs {
+		e.rec.Site = rm.site
 	}
-	r.renewRemote(rm)
+	r.replaceRecords(rm.owner, s.recs)
+	if r.signing() {
+		rm.recSig = s.sig
+	}
+	r.showRemote(rm)
 	return nil
 }
 
-// onRemoteCred checks and keeps an owner's credential for one of its
-// runs, as onCred does for one from a link.
-func (r *Registry) onRemoteCred(rm *remote, m *message) error {
+// onRemoteCred checks an owner's credential for one of its runs, as
+// onCred does for one from a link, and keeps it: what this node holds of
+// an owner of another site begins with it when owners sign.
+func (r *Registry) onRemoteCred(id, site string, m *message) error {
 	if !r.signing() {
 		return nil
 	}
-	c, _ := rm.credOf(m.inc)
-	if c != nil || m.inc < rm.inc || rm.creds[1] != nil && m.inc < rm.creds[1].inc {
+	rm, clash := r.remoteIn(id, site)
+	if clash {
 		return nil
+	}
+	if rm != nil {
+		c, _ := rm.credOf(m.inc)
+		if c != nil || m.inc < rm.inc || rm.creds[1] != nil && m.inc < rm.creds[1].inc {
+			return nil
+		}
 	}
 	verify, err := r.cfg.Identity.Verifier(m.owner, m.cred)
 	if errors.Is(err, ErrUntrusted) {
-		level := slog.LevelDebug
-		if rm.untrusted == 0 {
-			level = slog.LevelWarn
-		}
-		rm.untrusted = m.inc
-		r.log.Log(context.Background(), level, "registry: remote owner's credential not trusted here; nothing of its run applies", "owner", m.owner, "site", rm.site, "err", err)
+		r.untrustedRemote(rm, m.owner, site, m.inc, err)
 		return nil
 	}
 	if err != nil {
@@ -272,8 +387,34 @@ func (r *Registry) onRemoteCred(rm *remote, m *message) error {
 	if !verify(credSigned(m.owner, m.inc, m.cred), m.sig) {
 		return fmt.Errorf("%w: credential of owner %q for run %d: not signed by its key", ErrForged, m.owner, m.inc)
 	}
+	if rm == nil {
+		if rm, err = r.newRemote(id, site); rm == nil {
+			return err
+		}
+	}
+	delete(r.sites.untrusted, id)
 	rm.addCred(&cred{inc: m.inc, verify: verify})
 	return nil
+}
+
+// untrustedRemote notes that owner's credential for run inc is not
+// trusted here: said at Warn once per owner, and the owner is not asked
+// again for it.
+func (r *Registry) untrustedRemote(rm *remote, owner, site string, inc uint64, err error) {
+	level := slog.LevelDebug
+	if _, said := r.sites.untrusted[owner]; !said {
+		level = slog.LevelWarn
+		if r.sites.untrusted == nil {
+			r.sites.untrusted = map[string]uint64{}
+		}
+		if len(r.sites.untrusted) < maxAsked {
+			r.sites.untrusted[owner] = inc
+		}
+	}
+	if rm != nil {
+		rm.untrusted = inc
+	}
+	r.log.Log(context.Background(), level, "registry: remote owner's credential not trusted here; nothing of its run applies", "owner", owner, "site", site, "err", err)
 }
 
 // remoteSigned checks that sig is rm's signature of signed in its run
@@ -294,11 +435,13 @@ func (r *Registry) remoteSigned(rm *remote, inc uint64, what string, signed, sig
 	return true, nil
 }
 
-// expireRemotes hides the records of owners of other sites that said
-// nothing for their Lifetime (stretched by how late this process runs,
+// expireRemotes hides the records of owners of other sites that sent no
+// new Beat for their Lifetime (stretched by how late this process runs,
 // as for owners known through relays), and forgets those silent or gone
-// for longer. r.mu is held.
+// for longer: 3 lifetimes, the owner's no longer than this node's for
+// that (an owner's Beat may announce up to a day). r.mu is held.
 func (r *Registry) expireRemotes(now time.Time) {
+	own := lag.Stretch(r.cfg.Lifetime)
 	for _, rm := range r.sites.remotes {
 		lifetime := lag.Stretch(r.lifetimeOf(rm.owner))
 		age := now.Sub(rm.renewed)
@@ -307,7 +450,7 @@ func (r *Registry) expireRemotes(now time.Time) {
 			r.setLive(rm.owner, false)
 			r.log.Debug("registry: remote owner expired", "owner", rm.id, "site", rm.site)
 		}
-		if (rm.expired || rm.leaving) && age > 3*lifetime {
+		if (rm.expired || rm.leaving) && age > max(lifetime, 3*min(lifetime, own)) {
 			r.forgetRemote(rm)
 		}
 	}

@@ -6,7 +6,7 @@ package registry
 // setRecord stores e (new or replacing a record with the same id).
 func (r *Registry) setRecord(o *owner, e *entry) {
 	if e.rec.Site == "" {
-		e.rec.Site = r.cfg.Site // of this site: the links brought it
+		e.rec.Site = r.siteOf(o.id) // the links brought it
 	}
 	old := o.records[e.rec.ID]
 	o.records[e.rec.ID] = e
@@ -59,15 +59,35 @@ func (r *Registry) replaceRecords(o *owner, recs map[string]*entry) {
 	}
 }
 
-// setLive shows or hides all of o's records.
+// siteOf returns the site of the owner id that the links bring: this
+// node's, unless it is heard over the bus too, as of another site (sites
+// linked by hand).
+func (r *Registry) siteOf(id string) string {
+	if rm := r.sites.remotes[id]; rm != nil {
+		return rm.site
+	}
+	return r.cfg.Site
+}
+
+// setLive shows or hides all of o's records. An owner this node reaches
+// over its links and hears over the bus as well shows once: while the
+// links' copy is live, the bus's is kept unshown, and either takes over
+// from the other without events but for what differs.
 func (r *Registry) setLive(o *owner, live bool) {
 	if o.live == live {
 		return
 	}
-	o.live = live
-	if live && r.owners[o.id] == o {
-		r.shadowRemote(o.id) // one copy: the links'
+	if rm := r.sites.remotes[o.id]; rm != nil && r.owners[o.id] == o {
+		switch {
+		case live && rm.live:
+			r.handOver(rm.owner, o)
+			return
+		case !live && !rm.leaving && !rm.expired && rm.seq >= rm.heard:
+			r.handOver(o, rm.owner)
+			return
+		}
 	}
+	o.live = live
 	kind := Freed
 	if live {
 		kind = Registered
@@ -75,6 +95,33 @@ func (r *Registry) setLive(o *owner, live bool) {
 	for _, e := range o.records {
 		r.index(e, live)
 		r.emit(kind, e)
+	}
+}
+
+// handOver hides from's records and shows to's, both of one owner (its
+// links' copy and its bus's), with events only for what differs.
+func (r *Registry) handOver(from, to *owner) {
+	from.live, to.live = false, true
+	for id, e := range from.records {
+		if _, ok := to.records[id]; !ok {
+			r.index(e, false)
+			r.emit(Freed, e)
+		}
+	}
+	site := r.siteOf(to.id)
+	for id, e := range to.records {
+		e.rec.Site = site
+		old, ok := from.records[id]
+		if ok {
+			r.index(old, false)
+		}
+		r.index(e, true)
+		switch {
+		case !ok:
+			r.emit(Registered, e)
+		case old.rec.Rev != e.rec.Rev:
+			r.emit(Updated, e)
+		}
 	}
 }
 

@@ -63,11 +63,6 @@ type Config struct {
 	Logger *slog.Logger
 }
 
-// inboxSize bounds the messages received and not yet read: beyond it,
-// NATS drops them (a slow consumer, logged), and the registry's gap
-// repair asks again.
-const inboxSize = 8192
-
 // Bus is a node's connection to NATS for the cluster. It connects, and
 // connects again after any failure, in the background; each connection
 // is a Session (Next), which the registry runs over (ServeBus) until the
@@ -76,7 +71,7 @@ type Bus struct {
 	cfg   Config
 	names *names
 	log   *slog.Logger
-	in    chan *nats.Msg
+	in    *inbox
 	// The subjects this node publishes its registry on.
 	siteSubj string
 
@@ -135,14 +130,18 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 		cfg:      cfg,
 		names:    names,
 		log:      cfg.Logger,
-		in:       make(chan *nats.Msg, inboxSize),
+		in:       newInbox(),
 		siteSubj: names.siteRegistry(cfg.Site),
 		ready:    make(chan struct{}),
 		first:    make(chan error, 1),
 		dialing:  true,
 	}
+	name := "tallship " + cfg.Node
+	if cfg.Secret != "" {
+		name = "tallship" // the node's id would tell what the hashed subjects hide
+	}
 	opts := []nats.Option{
-		nats.Name("tallship " + cfg.Node),
+		nats.Name(name),
 		nats.NoEcho(), // what this node publishes never comes back to it
 		nats.MaxReconnects(-1),
 		nats.RetryOnFailedConnect(true),
@@ -155,6 +154,9 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 			return min(d, cfg.ReconnectWaitMax)
 		}),
 		nats.PingInterval(cfg.PingInterval),
+		// A server that stops reading fails a write within two pings, not
+		// nats.go's minute: the registry's writer, and Close, wait on it.
+		nats.FlusherTimeout(2 * cfg.PingInterval),
 		nats.MaxPingsOutstanding(2),
 		nats.NoCallbacksAfterClientClose(),
 		nats.ConnectHandler(func(nc *nats.Conn) { b.connected(nc, false) }),
@@ -177,13 +179,13 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 	}
 	nc, err := nats.Connect(strings.Join(cfg.URLs, ","), opts...)
 	if err != nil {
-		return nil, fmt.Errorf("%w: NATS: %v", ErrConfig, err)
+		return nil, fmt.Errorf("%w: NATS: %s", ErrConfig, redactError(err, cfg.URLs))
 	}
 	b.mu.Lock()
 	b.nc = nc
 	b.mu.Unlock()
 	for _, subj := range []string{names.allRegistry(), names.nodeRegistry(cfg.Node)} {
-		if _, err := nc.ChanSubscribe(subj, b.in); err != nil {
+		if _, err := nc.Subscribe(subj, b.deliver); err != nil {
 			nc.Close()
 			return nil, fmt.Errorf("sites: subscribe: %w", err)
 		}
@@ -201,7 +203,7 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 		b.doneDialing()
 		if refused(err) {
 			b.Close()
-			return nil, fmt.Errorf("%w: %s: %w", ErrRefused, strings.Join(cfg.URLs, ","), err)
+			return nil, fmt.Errorf("%w: %s: %w", ErrRefused, redactURLs(cfg.URLs), err)
 		}
 		if err != nil {
 			b.failed(err) // said now: out of reach, the bus goes on
@@ -316,7 +318,7 @@ func (b *Bus) failed(err error) {
 		b.said, b.down = reason, true
 	}
 	b.mu.Unlock()
-	urls := strings.Join(b.cfg.URLs, ",")
+	urls := redactURLs(b.cfg.URLs)
 	switch {
 	case !say:
 		b.log.Debug("sites: cannot reach NATS", "err", err)
@@ -354,6 +356,17 @@ func (b *Bus) sayLimited(msg string, err error) {
 func (b *Bus) dropped(subject string, err error) {
 	b.sayLimited("sites: NATS message dropped", fmt.Errorf("%s: %w", subject, err))
 }
+
+// deliver queues a message NATS delivered, or drops it when the inbox
+// is full (said at most once a second at Warn).
+func (b *Bus) deliver(m *nats.Msg) {
+	if !b.in.push(m) {
+		b.sayLimited("sites: NATS message dropped", fmt.Errorf("%w: %d bytes wait to be read", errInboxFull, inboxBytes))
+	}
+}
+
+// errInboxFull: the registry reads more slowly than NATS delivers.
+var errInboxFull = errors.New("inbox full")
 
 // Next returns the session of the current connection, waiting for one
 // while there is none.
@@ -467,19 +480,19 @@ func (s *Session) publish(subject string, msg []byte) error {
 // Errors: ctx.Err(); ErrDisconnected once the connection has ended.
 func (s *Session) Receive(ctx context.Context) ([]byte, error) {
 	for {
-		select {
-		case m := <-s.b.in:
-			msg, err := s.b.names.open(m.Subject, m.Data)
-			if err != nil {
-				s.b.dropped(m.Subject, err)
-				continue
+		m := s.b.in.pop(ctx, s.done)
+		if m == nil {
+			if err := ctx.Err(); err != nil {
+				return nil, err
 			}
-			return msg, nil
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-s.done:
 			return nil, ErrDisconnected
 		}
+		msg, err := s.b.names.open(m.Subject, m.Data)
+		if err != nil {
+			s.b.dropped(m.Subject, err)
+			continue
+		}
+		return msg, nil
 	}
 }
 

@@ -343,3 +343,184 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// TestBusRedactsCredentials: the NATS credentials of a URL never show in
+// what the bus logs, tells OnChange, or returns.
+func TestBusRedactsCredentials(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{User: "u", Password: "right"})
+	host := strings.TrimPrefix(srv.URL(), "nats://")
+	logs := &logText{}
+	var mu sync.Mutex
+	var told []string
+	cfg := config("a", "s", "nats://u:hunter2@"+host)
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	_, err := Dial(context.Background(), cfg)
+	if !errors.Is(err, ErrRefused) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("Dial's error shows the password: %v", err)
+	}
+	if _, err := Dial(context.Background(), config("a", "s", "nats://u:hunter2@[::1")); err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("a bad URL: %v", err)
+	}
+
+	// No server to reach: said, and told, with the URLs hidden.
+	cfg = config("b", "s", "nats://u:pw@127.0.0.1:1", "nats://tok3n@127.0.0.1:1")
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	cfg.OnChange = func(_ bool, err error) {
+		if err != nil {
+			mu.Lock()
+			told = append(told, err.Error())
+			mu.Unlock()
+		}
+	}
+	dial(t, cfg)
+	waitFor(t, "the outage told", func() bool { mu.Lock(); defer mu.Unlock(); return len(told) >= 1 })
+	mu.Lock()
+	all := strings.Join(told, "\n")
+	mu.Unlock()
+	for _, secret := range []string{"hunter2", ":pw@", "tok3n"} {
+		if strings.Contains(all, secret) || strings.Contains(logs.String(), secret) {
+			t.Errorf("%q shows:\n%s\n%s", secret, all, logs)
+		}
+	}
+}
+
+// logText is a log's text, safe for concurrent writes.
+type logText struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logText) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logText) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestBusNameHidesNode: with a secret, the name the node gives the NATS
+// server (shown in its monitoring) does not tell the node's id.
+func TestBusNameHidesNode(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	cfg := config("secret-node-7", "sa", srv.URL())
+	cfg.Secret = "s3cret"
+	session(t, dial(t, cfg))
+	names := srv.ClientNames()
+	if len(names) != 1 || strings.Contains(names[0], "secret-node-7") {
+		t.Fatalf("the server knows the client as %q", names)
+	}
+}
+
+// TestBusInboxBounded: what waits to be read is bounded in bytes, not
+// in messages: beyond it messages are dropped (said), and what was kept
+// is read in order.
+func TestBusInboxBounded(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	old := inboxBytes
+	t.Cleanup(func() { inboxBytes = old }) // after the buses close
+	inboxBytes = 1 << 20
+	srv := natstest.Start(t, natstest.Options{})
+	logs := &logLines{}
+	cb := config("b", "sb", srv.URL())
+	cb.Logger = slog.New(logs)
+	a, b := session(t, dial(t, config("a", "sa", srv.URL()))), session(t, dial(t, cb))
+	settle(t, a, b, "b")
+	for len(b.b.in.q) > b.b.in.head { // what settle left
+		receive(b, 10*time.Millisecond)
+	}
+	big := make([]byte, 100<<10)
+	for i := range 30 { // 3 MB, unread
+		big[0] = byte(i)
+		if err := a.Publish(big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "drops said", func() bool { return logs.count("WARN sites: NATS message dropped") == 1 })
+	b.b.in.mu.Lock()
+	held := b.b.in.bytes
+	b.b.in.mu.Unlock()
+	if held > inboxBytes {
+		t.Fatalf("%d bytes wait, bound %d", held, inboxBytes)
+	}
+	for i := range 10 {
+		if msg := receive(b, time.Second); len(msg) != len(big) || msg[0] != byte(i) {
+			t.Fatalf("message %d: %d bytes, first %v", i, len(msg), msg[:min(len(msg), 1)])
+		}
+	}
+}
+
+// TestBusServerStopsReading: a server that stops reading fails a write
+// within two pings: Publish does not block the registry's writer (and
+// the node's Close) for nats.go's minute.
+func TestBusServerStopsReading(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	stop := make(chan struct{})
+	var conns sync.WaitGroup
+	defer conns.Wait()
+	defer close(stop)
+	conns.Add(1)
+	go func() { // one NATS server that answers the handshake, then reads nothing
+		defer conns.Done()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte(`INFO {"server_id":"frozen","version":"2.10.0","proto":1,"max_payload":1048576,"headers":true}` + "\r\n"))
+		buf := make([]byte, 4096)
+		deadline := time.Now().Add(5 * time.Second)
+		var got []byte
+		for !bytes.Contains(got, []byte("PING\r\n")) && time.Now().Before(deadline) {
+			c.SetReadDeadline(deadline)
+			n, err := c.Read(buf)
+			if err != nil {
+				return
+			}
+			got = append(got, buf[:n]...)
+		}
+		c.Write([]byte("PONG\r\n"))
+		<-stop // and never reads again
+	}()
+	cfg := config("a", "sa", "nats://"+ln.Addr().String())
+	cfg.PingInterval = 300 * time.Millisecond
+	b := dial(t, cfg)
+	s := session(t, b)
+	big := make([]byte, 256<<10)
+	done := make(chan error, 1)
+	go func() {
+		for {
+			if err := s.Publish(big); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Publish still blocked 10 s after the server stopped reading")
+	}
+	start := time.Now()
+	b.Close()
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Close took %v", d)
+	}
+}

@@ -3,8 +3,9 @@
 // (servers, a cluster, gateways, leaf nodes; core NATS only, no
 // JetStream), and each of its Sessions carries the node's registry to
 // the other sites (registry.ServeBus). The mesh runs it when
-// mesh.Config.NATS names servers; a program that uses the mesh has no
-// need of this package.
+// mesh.Config.NATS names servers; a program that uses the mesh needs
+// this package only for the errors mesh.Config.Join and Node.Start wrap
+// (errors.Is(err, sites.ErrConfig), sites.ErrRefused).
 //
 //	b, err := sites.Dial(ctx, sites.Config{URLs: []string{"nats://nats:4222"}, Cluster: "c", Site: "lab", Node: id})
 //	for {

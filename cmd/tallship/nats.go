@@ -17,6 +17,8 @@ type natsFlags struct {
 	site   string
 	creds  string
 	token  string
+	user   string
+	pass   string
 	ca     string
 	cert   string
 	key    string
@@ -27,16 +29,21 @@ func (f *natsFlags) register(fs *flagSet, e *env) {
 	if v := e.getenv("TALLSHIP_NATS"); v != "" {
 		f.urls = stringList{v}
 	}
-	fs.Var(&f.urls, "nats", "join the cluster's other sites through the NATS servers at `URL[,URL...]` (nats://[user:password@]host:4222, tls://…); repeatable (default $TALLSHIP_NATS)")
+	fs.Var(&f.urls, "nats", "join the cluster's other sites through the NATS servers at `URL[,URL...]` (nats://host:4222, tls://…); repeatable (default $TALLSHIP_NATS)")
 	fs.StringVar(&f.site, "site", e.getenv("TALLSHIP_SITE"), "with --nats, this node's site: the same `NAME` for every node of one LAN, another for each LAN (default $TALLSHIP_SITE, else \"default\")")
 	fs.StringVar(&f.creds, "nats-creds", e.getenv("TALLSHIP_NATS_CREDS"), "NATS credentials `FILE` (user JWT and NKey seed) (default $TALLSHIP_NATS_CREDS)")
 	fs.StringVar(&f.token, "nats-token", e.getenv("TALLSHIP_NATS_TOKEN"), "NATS `TOKEN` (default $TALLSHIP_NATS_TOKEN)")
+	fs.StringVar(&f.user, "nats-user", e.getenv("TALLSHIP_NATS_USER"), "NATS user `NAME`, with --nats-password (default $TALLSHIP_NATS_USER)")
+	fs.StringVar(&f.pass, "nats-password", e.getenv("TALLSHIP_NATS_PASSWORD"), "the NATS user's `PASSWORD`; better from the environment, which ps does not show (default $TALLSHIP_NATS_PASSWORD)")
 	fs.StringVar(&f.ca, "nats-ca", "", "verify the NATS servers against the CA certificates in `FILE` (PEM) instead of the system's")
 	fs.StringVar(&f.cert, "nats-cert", "", "present the client certificate in `FILE` (PEM) to NATS, with --nats-key")
 	fs.StringVar(&f.key, "nats-key", "", "the private key `FILE` (PEM) of --nats-cert")
 	// Defaults from the environment that are secrets: never show them.
 	if f.token != "" {
 		fs.Lookup("nats-token").DefValue = "$TALLSHIP_NATS_TOKEN"
+	}
+	if f.pass != "" {
+		fs.Lookup("nats-password").DefValue = "$TALLSHIP_NATS_PASSWORD"
 	}
 	if len(f.urls) > 0 {
 		fs.Lookup("nats").DefValue = "$TALLSHIP_NATS"
@@ -67,6 +74,7 @@ func (f *natsFlags) apply(cfg *mesh.Config) error {
 	cfg.NATS.URLs = urls
 	cfg.NATS.CredsFile = f.creds
 	cfg.NATS.Token = f.token
+	cfg.NATS.User, cfg.NATS.Password = f.user, f.pass
 	if f.ca == "" && f.cert == "" && f.key == "" {
 		return nil
 	}

@@ -216,7 +216,8 @@ func (f *nodeFlags) leave(n *mesh.Node) {
 // settle waits until the node has met the cluster: until every peer it
 // linked with has sent its registry, NATS has answered or failed when
 // the node joins it (nats), and nothing new happened for quiet, or
-// until max has passed (a cluster with no other node takes all of max).
+// until max has passed (a cluster with no other node takes all of max,
+// unless NATS is up: its other sites have answered).
 // It returns early with ctx's error.
 func settle(ctx context.Context, events <-chan mesh.Event, max, quiet time.Duration, nats bool) error {
 	deadline := time.NewTimer(max)
@@ -226,6 +227,7 @@ func settle(ctx context.Context, events <-chan mesh.Event, max, quiet time.Durat
 	up := map[string]bool{}     // linked peers
 	synced := map[string]bool{} // peers whose registry arrived
 	natsPending := nats         // NATS has said neither up nor down yet
+	natsUp := false             // NATS is up: the other sites answered
 	for {
 		select {
 		case <-ctx.Done():
@@ -233,8 +235,8 @@ func settle(ctx context.Context, events <-chan mesh.Event, max, quiet time.Durat
 		case <-deadline.C:
 			return nil
 		case <-calm.C:
-			if len(up) == 0 || natsPending {
-				continue
+			if natsPending || len(up) == 0 && !natsUp {
+				continue // nothing heard yet
 			}
 			done := true
 			for id := range up {
@@ -257,8 +259,10 @@ func settle(ctx context.Context, events <-chan mesh.Event, max, quiet time.Durat
 				delete(synced, ev.Peer)
 			case mesh.IDConflict:
 				return conflictError(ev)
-			case mesh.NATSUp, mesh.NATSDown:
-				natsPending = false // the other sites answer within a round trip
+			case mesh.NATSUp:
+				natsPending, natsUp = false, true // the other sites answer within a round trip
+			case mesh.NATSDown:
+				natsPending, natsUp = false, false
 			}
 			calm.Reset(quiet)
 		}

@@ -65,6 +65,17 @@ func testSites(t *testing.T, bin binaries) {
 	if code := ref.wait(20 * time.Second); code != 1 || !strings.Contains(ref.stderrText(), "refused") || strings.Count(ref.stderrText(), "\n") != 1 {
 		t.Errorf("refused token: exit %d, stderr %q", code, ref.stderrText())
 	}
+	// A user and password from the environment; a wrong password is
+	// refused, and shows nowhere.
+	locked := natstest.Start(t, natstest.Options{User: "u", Password: "right"})
+	withPw := tallship(t, bin, "ls with a password", []string{"TALLSHIP_NATS_USER=u", "TALLSHIP_NATS_PASSWORD=right"}, "ls", cluster, "--fast", "--mdns=false", "--wait", "500ms", "--nats", locked.URL())
+	if code := withPw.wait(20 * time.Second); code != 0 {
+		t.Errorf("right password: exit %d, stderr %q", code, withPw.stderrText())
+	}
+	badPw := tallship(t, bin, "ls wrong password", []string{"TALLSHIP_NATS_PASSWORD=hunter2"}, "ls", cluster, "--fast", "--mdns=false", "--nats-user", "u", "--nats", locked.URL())
+	if code := badPw.wait(20 * time.Second); code != 1 || strings.Contains(badPw.stderrText(), "hunter2") {
+		t.Errorf("wrong password: exit %d, stderr %q", code, badPw.stderrText())
+	}
 	// Out of reach: said once, and ls lists what it has (nothing).
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

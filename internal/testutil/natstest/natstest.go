@@ -17,12 +17,14 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
 )
 
 // Options are a server's settings; the zero value is a server on
@@ -119,6 +121,56 @@ func (s *Server) URL() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return "nats://" + net.JoinHostPort(s.opts.Host, strconv.Itoa(s.opts.Port))
+}
+
+// Tap subscribes to every subject of the server, as any NATS user
+// allowed to could, and returns a function that returns what it has
+// read so far: each message as its subject, a space, and its payload.
+func (s *Server) Tap(t testing.TB) func() []string {
+	t.Helper()
+	nc, err := nats.Connect(s.URL())
+	if err != nil {
+		t.Fatalf("natstest: tap: %v", err)
+	}
+	t.Cleanup(nc.Close)
+	var mu sync.Mutex
+	var seen []string
+	if _, err := nc.Subscribe(">", func(m *nats.Msg) {
+		mu.Lock()
+		seen = append(seen, m.Subject+" "+string(m.Data))
+		mu.Unlock()
+	}); err != nil {
+		t.Fatalf("natstest: tap: %v", err)
+	}
+	if err := nc.Flush(); err != nil {
+		t.Fatalf("natstest: tap: %v", err)
+	}
+	return func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Clone(seen)
+	}
+}
+
+// ClientNames returns the names the server's clients gave it (what its
+// monitoring shows), nil while it is stopped.
+func (s *Server) ClientNames() []string {
+	s.mu.Lock()
+	srv := s.srv
+	s.mu.Unlock()
+	if srv == nil {
+		return nil
+	}
+	cz, err := srv.Connz(nil)
+	if err != nil {
+		s.t.Errorf("natstest: Connz: %v", err)
+		return nil
+	}
+	var names []string
+	for _, c := range cz.Conns {
+		names = append(names, c.Name)
+	}
+	return names
 }
 
 // Stop shuts the server down and waits until it has ended: its clients

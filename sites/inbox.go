@@ -1,0 +1,70 @@
+package sites
+
+import (
+	"context"
+	"sync"
+
+	"github.com/nats-io/nats.go"
+)
+
+// inboxBytes bounds the bytes of the messages received and not yet read
+// (a var for the tests): beyond it, a message is dropped (logged), and
+// the registry's gap repair asks again. NATS bounds a channel
+// subscription by messages alone, which at its max_payload is gigabytes.
+var inboxBytes = 32 << 20
+
+// inbox is what NATS delivered to the node and the registry has not read
+// yet, bounded in bytes.
+type inbox struct {
+	mu    sync.Mutex
+	q     []*nats.Msg
+	head  int
+	bytes int
+	ready chan struct{} // a message came (capacity 1)
+}
+
+func newInbox() *inbox { return &inbox{ready: make(chan struct{}, 1)} }
+
+// push queues m, or reports false when it would exceed inboxBytes.
+func (in *inbox) push(m *nats.Msg) bool {
+	in.mu.Lock()
+	if in.bytes+len(m.Data) > inboxBytes {
+		in.mu.Unlock()
+		return false
+	}
+	in.bytes += len(m.Data)
+	in.q = append(in.q, m)
+	in.mu.Unlock()
+	select {
+	case in.ready <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// pop returns the oldest message, waiting for one until ctx or done ends
+// (nil then).
+func (in *inbox) pop(ctx context.Context, done <-chan struct{}) *nats.Msg {
+	for {
+		in.mu.Lock()
+		if in.head < len(in.q) {
+			m := in.q[in.head]
+			in.q[in.head] = nil
+			in.head++
+			if in.head == len(in.q) {
+				in.q, in.head = in.q[:0], 0
+			}
+			in.bytes -= len(m.Data)
+			in.mu.Unlock()
+			return m
+		}
+		in.mu.Unlock()
+		select {
+		case <-in.ready:
+		case <-ctx.Done():
+			return nil
+		case <-done:
+			return nil
+		}
+	}
+}
