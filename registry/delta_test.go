@@ -28,18 +28,26 @@ func TestAdjacencyChangeGoesAsDelta(t *testing.T) {
 		if err := c.send(must(encodeHello("c", []digestEntry{{owner: "c", inc: 9, beat: 1}}, DefaultMaxMessageBytes))); err != nil {
 			t.Fatal(err)
 		}
+		var base uint64
 		for _, m := range c.until(t, "synced", isSynced) {
-			if m.typ == msgState && m.owner == "a" && (m.delta || len(m.peers) != 7) {
-				t.Fatalf("a's state in the sync: delta %v, %d neighbours; want whole, 7 (c too)", m.delta, len(m.peers))
+			if m.typ == msgState && m.owner == "a" {
+				if m.delta || len(m.peers) != 7 {
+					t.Fatalf("a's state in the sync: delta %v, %d neighbours; want whole, 7 (c too)", m.delta, len(m.peers))
+				}
+				base = m.beat
 			}
 		}
 		isStateOfA := func(m *message) bool { return m.typ == msgState && m.owner == "a" }
 		// The sync's state was made for c alone, as a's new link to c
-		// waited to be announced; the announcement comes once its
-		// merging window has passed, whole to c, which holds no
-		// adjacency that the others hold.
+		// waited to be announced. The announcement comes once its
+		// merging window has passed: to c, a delta on the sync's state,
+		// with nothing c does not have.
 		msgs := c.until(t, "a's state announcing c", isStateOfA)
-		base := msgs[len(msgs)-1].beat
+		m := msgs[len(msgs)-1]
+		if !m.delta || m.base != base || len(m.peers) != 0 {
+			t.Fatalf("a's state announcing c: delta %v on beat %d naming %v; want a delta on the sync's beat %d naming nothing", m.delta, m.base, m.peers, base)
+		}
+		base = m.beat
 
 		n7 := newNode(t, "n7", slow)
 		l := connect(t, a, n7)
@@ -47,7 +55,7 @@ func TestAdjacencyChangeGoesAsDelta(t *testing.T) {
 		time.Sleep(time.Second)
 		synctest.Wait()
 		msgs = c.until(t, "a's state naming n7", isStateOfA)
-		m := msgs[len(msgs)-1]
+		m = msgs[len(msgs)-1]
 		if !m.delta || m.base != base || len(m.peers) != 1 || m.peers[0] != (peerRef{id: "n7", inc: n7.self.inc}) {
 			t.Fatalf("a's state after linking n7: delta %v on beat %d naming %v; want a delta on beat %d naming n7 alone", m.delta, m.base, m.peers, base)
 		}

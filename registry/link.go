@@ -39,8 +39,10 @@ type link struct {
 	helloBeat  uint64
 	// selfAdj is the beat of this node's adjacency in the last State of
 	// its own sent on this link (0: none yet): a delta goes only on top of
-	// that one.
-	selfAdj uint64
+	// that one. selfIssued is that adjacency (Registry.issued then, which
+	// is never changed in place).
+	selfAdj    uint64
+	selfIssued map[string]uint64
 	// creds names, by owner, the run whose credential the peer has (sent
 	// either way); nil unless owners sign.
 	creds map[string]uint64

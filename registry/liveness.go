@@ -132,7 +132,7 @@ func (r *Registry) heartbeat() {
 			if l.ready {
 				l.noteState(r.self.id, r.self.inc, r.self.beat)
 				l.enqueue(f)
-				l.selfAdj = r.self.adjAt
+				l.selfAdj, l.selfIssued = r.self.adjAt, r.issued
 			}
 		}
 	}

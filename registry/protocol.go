@@ -266,7 +266,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 		}
 	}
 	// The peer has this node's current state now, or had it already.
-	l.selfAdj = r.self.adjAt
+	l.selfAdj, l.selfIssued = r.self.adjAt, r.issued
 	frames = append(frames, encodeSynced())
 	l.enqueueSync(true, frames)
 	l.ready = true
@@ -490,7 +490,7 @@ func (r *Registry) onWant(l *link, id string) {
 			frames = append(frames, f)
 			l.noteState(o.id, o.inc, o.beat)
 			if o == r.self {
-				l.selfAdj = o.adjAt
+				l.selfAdj, l.selfIssued = o.adjAt, r.issued
 			}
 		}
 	}
@@ -607,18 +607,38 @@ func (r *Registry) bumpState() {
 			delta = nil // the whole state goes
 		}
 	}
+	// A peer whose last State of this node was made for it alone (its
+	// sync's, while this change waited: see onHello) holds another base:
+	// it gets a delta from that one. In a join, every peer of the node
+	// joining does.
+	var own map[uint64][]byte
 	for _, ls := range r.links {
 		for _, l := range ls {
 			if !l.ready {
 				continue
 			}
 			l.noteState(r.self.id, r.self.inc, r.self.beat)
-			if delta != nil && l.selfAdj == r.pushedAt {
+			switch {
+			case delta != nil && l.selfAdj == r.pushedAt:
 				l.enqueue(delta)
-			} else {
+			case delta != nil && l.selfIssued != nil && l.selfAdj > 0 && l.selfAdj < r.self.adjAt:
+				f, ok := own[l.selfAdj]
+				if !ok {
+					f, err = encodeStateOf(&message{typ: msgState, owner: r.self.id, inc: r.self.inc, seq: r.self.seq, beat: r.self.beat,
+						lifetime: r.cfg.Lifetime, base: l.selfAdj, delta: true, peers: stateDelta(l.selfIssued, r.self.peers), sig: r.self.stateSig}, r.cfg.MaxMessageBytes)
+					if err != nil {
+						f = whole
+					}
+					if own == nil {
+						own = map[uint64][]byte{}
+					}
+					own[l.selfAdj] = f
+				}
+				l.enqueue(f)
+			default:
 				l.enqueue(whole)
 			}
-			l.selfAdj = r.self.adjAt
+			l.selfAdj, l.selfIssued = r.self.adjAt, r.issued
 		}
 	}
 	r.pushed, r.pushedAt = r.issued, r.self.adjAt
