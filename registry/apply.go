@@ -140,7 +140,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 	o.leaving = m.leaving
 	o.lifetime = m.lifetime
 	o.renewed = time.Now()
-	o.expired = false
+	o.expired, o.gone = false, false
 	if r.signing() {
 		o.stateSig, o.stateSeq = cloneSig(m.sig), m.seq
 	}

@@ -149,6 +149,18 @@ func TestPeerGoneFreesAtOnce(t *testing.T) {
 	a.PeerGone("c")
 	a.waitEvent(t, Freed, rec.ID) // b's State still names c: only PeerGone frees it
 	a.PeerDown("c")
+	// a's next heartbeat: b's link to c, which b has not lost, renews
+	// nothing of a run a knows is over.
+	locked(a, func(r *Registry) bool {
+		r.tick(time.Now())
+		if r.dirty {
+			r.recompute() // what the walk due after walkGap does
+		}
+		return true
+	})
+	if a.has(t, rec.ID) {
+		t.Fatal("a showed the record of a run it knows is over again at its next heartbeat, on b's word")
+	}
 
 	// c lives after all: its next State, relayed by b, brings its records
 	// back at a.

@@ -215,13 +215,15 @@ func (r *Registry) neighbour(o *owner) bool {
 // owners that have been expired and invisible for another Lifetime (their
 // versions are kept that long so late duplicates are still recognised).
 // A neighbour is renewed by its link, and a neighbour's neighbour by
-// theirs (see vouched): neither expires. r.mu is held.
+// theirs (see vouched): neither expires, unless the transport said its
+// run is over (PeerGone): a neighbour that has not noticed yet must not
+// bring it back. r.mu is held.
 func (r *Registry) expire(now time.Time) {
 	for id, o := range r.owners {
 		if o == r.self {
 			continue
 		}
-		if r.neighbour(o) || r.vouched(o) {
+		if !o.gone && (r.neighbour(o) || r.vouched(o)) {
 			o.renewed = now
 			if o.expired {
 				o.expired = false

@@ -313,7 +313,7 @@ func (r *Registry) PeerGone(peer string) {
 	if r.closed || !ok || o == nil || o.inc != inc || o.expired {
 		return
 	}
-	o.expired = true
+	o.expired, o.gone = true, true
 	r.dirty = true
 	r.log.Debug("registry: owner gone", "owner", peer)
 	r.recompute()

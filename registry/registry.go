@@ -116,6 +116,9 @@ type owner struct {
 	renewed   time.Time // when beat last rose here, or its link here was last up
 	expired   bool      // not renewed within Lifetime
 	live      bool      // reachable and renewed: its records are visible
+	// gone: the transport knows this run is over (PeerGone); only a newer
+	// state of it renews it, not a link, nor a neighbour's (see expire).
+	gone bool
 
 	// For the reachability walk: the owners peers names, resolved (nil
 	// when to resolve again: peers changed, or owners came or went since

@@ -146,7 +146,7 @@ func (r *Registry) resetOwner(o *owner, inc uint64) {
 	r.peersGen++
 	o.frame, o.delta, o.deltaBase = nil, nil, 0
 	o.recSig, o.stateSig, o.stateSeq = nil, nil, 0 // (its credentials are by run: kept)
-	o.expired = false
+	o.expired, o.gone = false, false
 }
 
 // index adds e to or removes it from the visible index.
