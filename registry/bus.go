@@ -392,18 +392,8 @@ func (r *Registry) busAnswer(s *busLink, node string, at time.Time) error {
 	if s.pending() > maxAnswerQueue {
 		return nil // answers wait already: more would overflow the queue, and end the run
 	}
-	if r.sites.answered == nil {
-		r.sites.answered = map[string]time.Time{}
-	}
-	if len(r.sites.answered) >= maxAskers {
-		for id, t := range r.sites.answered {
-			if now.Sub(t) >= r.cfg.Heartbeat {
-				delete(r.sites.answered, id)
-			}
-		}
-		if len(r.sites.answered) >= maxAskers {
-			return nil
-		}
+	if !room(&r.sites.answered, now, r.cfg.Heartbeat, maxAskers) {
+		return nil
 	}
 	r.sites.answered[node] = now
 	r.sites.answers++
@@ -554,18 +544,8 @@ func (r *Registry) busAskUnknown(id string) {
 	if t, ok := r.sites.asked[id]; ok && now.Sub(t) < r.cfg.Heartbeat {
 		return
 	}
-	if r.sites.asked == nil {
-		r.sites.asked = map[string]time.Time{}
-	}
-	if len(r.sites.asked) >= maxAsked {
-		for k, t := range r.sites.asked {
-			if now.Sub(t) >= r.cfg.Heartbeat {
-				delete(r.sites.asked, k)
-			}
-		}
-		if len(r.sites.asked) >= maxAsked {
-			return
-		}
+	if !room(&r.sites.asked, now, r.cfg.Heartbeat, maxAsked) {
+		return
 	}
 	if r.busAsk(id, now) {
 		r.sites.asked[id] = now
@@ -673,4 +653,23 @@ func (r *Registry) busDropped(node string, err error) {
 		return
 	}
 	r.log.Debug("registry: bus message dropped", "from", node, "err", err)
+}
+
+// room makes *m if need be and reports whether it has room for one more
+// entry, at most limit: when full, the entries older than gap go first.
+// answered and asked keep, by node or owner, when each was last answered
+// or asked, bounded against a flood of made-up ids.
+func room(m *map[string]time.Time, now time.Time, gap time.Duration, limit int) bool {
+	if *m == nil {
+		*m = map[string]time.Time{}
+	}
+	if len(*m) < limit {
+		return true
+	}
+	for k, t := range *m {
+		if now.Sub(t) >= gap {
+			delete(*m, k)
+		}
+	}
+	return len(*m) < limit
 }

@@ -85,6 +85,12 @@ func appendBusHeader(b []byte, site, node string) []byte {
 func beatSigned(owner string, inc, seq, beat uint64, leaving, observer bool, lifetime time.Duration, at time.Time) []byte {
 	b := make([]byte, 0, len(labelBeat)+60+len(owner))
 	b = append(b, labelBeat...)
+	return appendBeat(b, owner, inc, seq, beat, leaving, observer, lifetime, at)
+}
+
+// appendBeat appends a Beat's fields but its signature: what encodeBeat
+// sends and, behind its label, what beatSigned signs.
+func appendBeat(b []byte, owner string, inc, seq, beat uint64, leaving, observer bool, lifetime time.Duration, at time.Time) []byte {
 	b = appendOwner(b, owner, inc, seq)
 	b = binary.AppendUvarint(b, beat)
 	var flags byte
@@ -112,18 +118,7 @@ func unixMilli(t time.Time) uint64 { return uint64(max(t.UnixMilli(), 0)) }
 // signature (nil when owners do not sign).
 func encodeBeat(owner string, inc, seq, beat uint64, leaving, observer bool, lifetime time.Duration, at time.Time, sig []byte, limit int) ([]byte, error) {
 	b := beginFrame(msgBeat, 60+len(owner)+len(sig), limit)
-	b = appendOwner(b, owner, inc, seq)
-	b = binary.AppendUvarint(b, beat)
-	var flags byte
-	if leaving {
-		flags |= beatLeaving
-	}
-	if observer {
-		flags |= beatObserver
-	}
-	b = append(b, flags)
-	b = binary.AppendUvarint(b, uint64(max(lifetime.Milliseconds(), 0)))
-	b = binary.AppendUvarint(b, unixMilli(at))
+	b = appendBeat(b, owner, inc, seq, beat, leaving, observer, lifetime, at)
 	b = appendBytes(b, sig)
 	return endFrame(b, limit)
 }
