@@ -82,10 +82,14 @@ func TestBusAnswersDoNotOverflow(t *testing.T) {
 	for i := range 300 { // 1.2 MB an answer: 64 answers are past maxQueueBytes
 		a.register(t, "svc@1.0.0", 1000+i, meta)
 	}
-	stuck := make(chan struct{})
+	stuck, held := make(chan struct{}), make(chan struct{}, 1)
 	h.mu.Lock()
 	h.drop = func(from, to string, msg []byte) bool {
 		if from == "a-0" && to == "spy" {
+			select {
+			case held <- struct{}{}:
+			default:
+			}
 			<-stuck // the bus takes nothing more
 		}
 		return false
@@ -94,7 +98,7 @@ func TestBusAnswersDoNotOverflow(t *testing.T) {
 	spyOn(h, "spy")
 	feed(a, newBusOwner(t, "a", "x", nil).msg(encodeSync(time.Now()))) // own site: dropped
 	feed(a, newBusOwner(t, "b", "spy", nil).msg(encodeSync(time.Now())))
-	time.Sleep(50 * time.Millisecond) // the writer is stuck in Send
+	<-held // the writer is stuck in Send
 	for i := range 64 {
 		feed(a, newBusOwner(t, "b", "b-"+string(rune('A'+i)), nil).msg(encodeSync(time.Now())))
 	}

@@ -162,19 +162,16 @@ func (r *Registry) beatTargets() map[string]bool {
 		if x == r.self || x.beat == 0 || x.leaving || r.neighbour(x) {
 			continue
 		}
-		first, found, vouches := "", false, false
+		first, found := "", false
 		for id, inc := range x.peers {
 			if have, ok := r.self.peers[id]; ok && have == inc && (!found || id < first) {
 				first, found = id, true
-			}
-			if z := r.owners[id]; !vouches && z != nil && z.inc == inc && r.neighbour(z) && r.linked(z, x) && r.linked(z, r.self) {
-				vouches = true
 			}
 		}
 		if found {
 			r.beatTo[first] = true
 		}
-		far = far || !vouches
+		far = far || !r.sharedNeighbour(x, true)
 	}
 	for id, inc := range r.self.peers {
 		q := r.owners[id]
@@ -257,13 +254,22 @@ func (r *Registry) expire(now time.Time) {
 // this node's link to it is renewed by the transport). In a mesh two hops
 // across, or forming, no owner depends on heartbeats and relays to stay
 // alive. r.mu is held.
-func (r *Registry) vouched(o *owner) bool {
+func (r *Registry) vouched(o *owner) bool { return r.sharedNeighbour(o, false) }
+
+// sharedNeighbour reports whether a neighbour z of this node has a link
+// to o's current run, as both their states say; with mutual, z's state
+// names this node too, so that o has this node renewed by z's link as
+// well (see beatTargets). r.mu is held.
+func (r *Registry) sharedNeighbour(o *owner, mutual bool) bool {
 	for _, a := range r.neighbours(o) {
-		x := a.o
-		if a.inc != x.inc || !r.neighbour(x) || !eligible(x) {
+		z := a.o
+		if a.inc != z.inc || !r.neighbour(z) || !eligible(z) {
 			continue
 		}
-		if inc, ok := x.peers[o.id]; ok && inc == o.inc {
+		if inc, ok := z.peers[o.id]; !ok || inc != o.inc {
+			continue
+		}
+		if inc, ok := z.peers[r.self.id]; !mutual || ok && inc == r.self.inc {
 			return true
 		}
 	}

@@ -2,13 +2,9 @@ package node
 
 import (
 	"fmt"
-	"io"
 	"net"
-	"os"
-	"os/signal"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -46,17 +42,6 @@ func runNATSServer(out *printer, spec string) error {
 		srv.WaitForShutdown()
 	}()
 	out.print(Event{Ev: "start", Addrs: []string{srv.Addr().String()}})
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(stop)
-	eof := make(chan struct{})
-	go func() { // ends with standard input; never waited for
-		io.Copy(io.Discard, os.Stdin)
-		close(eof)
-	}()
-	select {
-	case <-stop:
-	case <-eof:
-	}
+	waitForEnd()
 	return nil
 }

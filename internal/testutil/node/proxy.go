@@ -83,18 +83,7 @@ func runProxy(out *printer, spec string) error {
 		}
 	}()
 
-	stop := make(chan os.Signal, 1)
-	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(stop)
-	eof := make(chan struct{})
-	go func() { // ends with standard input; never waited for
-		io.Copy(io.Discard, os.Stdin)
-		close(eof)
-	}()
-	select {
-	case <-stop:
-	case <-eof:
-	}
+	waitForEnd()
 	ln.Close()
 	mu.Lock()
 	for c := range conns {
@@ -147,4 +136,22 @@ func delayCopy(dst, src net.Conn, delay time.Duration) {
 	}
 	close(q)
 	<-done
+}
+
+// waitForEnd returns on SIGINT or SIGTERM, or when standard input ends
+// (the test that started the process closed it, or died): how the
+// harness's helper processes (proxy, NATS server) know to stop.
+func waitForEnd() {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	defer signal.Stop(stop)
+	eof := make(chan struct{})
+	go func() { // ends with standard input; never waited for
+		io.Copy(io.Discard, os.Stdin)
+		close(eof)
+	}()
+	select {
+	case <-stop:
+	case <-eof:
+	}
 }
