@@ -74,6 +74,15 @@ type Bus struct {
 	in    *inbox
 	// The subjects this node publishes its registry on.
 	siteSubj string
+	// The mesh's messages to this node and to its site: NATS hands both
+	// subscriptions' messages to msgCh from the connection's reader, in
+	// the order they came (one sender's to the node and to its site stay
+	// in order), and pump moves them to msgs, bounded in bytes, until
+	// Close closes closedc.
+	msgs    *inbox
+	msgCh   chan *nats.Msg
+	closedc chan struct{}
+	pumping sync.WaitGroup
 
 	mu     sync.Mutex
 	nc     *nats.Conn    // set once Dial has it
@@ -130,8 +139,11 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 		cfg:      cfg,
 		names:    names,
 		log:      cfg.Logger,
-		in:       newInbox(),
+		in:       newInbox(&inboxBytes),
 		siteSubj: names.siteRegistry(cfg.Site),
+		msgs:     newInbox(&messageInboxBytes),
+		msgCh:    make(chan *nats.Msg, messageChanLen),
+		closedc:  make(chan struct{}),
 		ready:    make(chan struct{}),
 		first:    make(chan error, 1),
 		dialing:  true,
@@ -190,6 +202,14 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 			return nil, fmt.Errorf("sites: subscribe: %w", err)
 		}
 	}
+	for _, subj := range []string{names.nodeMessages(cfg.Node), names.siteMessages(cfg.Site)} {
+		if _, err := nc.ChanSubscribe(subj, b.msgCh); err != nil {
+			nc.Close()
+			return nil, fmt.Errorf("sites: subscribe: %w", err)
+		}
+	}
+	b.pumping.Add(1)
+	go b.pump()
 	if nc.IsConnected() {
 		b.doneDialing()
 		return b, nil // the session comes with ConnectHandler
@@ -365,8 +385,60 @@ func (b *Bus) deliver(m *nats.Msg) {
 	}
 }
 
-// errInboxFull: the registry reads more slowly than NATS delivers.
+// errInboxFull: the registry (or the mesh) reads more slowly than NATS
+// delivers.
 var errInboxFull = errors.New("inbox full")
+
+// messageChanLen is how many of the mesh's messages NATS may hand the
+// pump before the pump takes them (beyond it NATS drops them, and says
+// so through asyncError): the pump only moves them to the bounded
+// inbox, and keeps up.
+const messageChanLen = 4096
+
+// pump moves the mesh's messages from NATS's channel to their inbox, or
+// drops them when it is full (said at most once a second at Warn), until
+// Close.
+func (b *Bus) pump() {
+	defer b.pumping.Done()
+	for {
+		select {
+		case m := <-b.msgCh:
+			if !b.msgs.push(m) {
+				b.sayLimited("sites: NATS message dropped", fmt.Errorf("%w: %d bytes of messages wait to be read", errInboxFull, messageInboxBytes))
+			}
+		case <-b.closedc:
+			return
+		}
+	}
+}
+
+// ReceiveMessage returns the next of the mesh's messages sent to this
+// node (Session.SendMessage) or to its site (Session.PublishMessage),
+// whichever connection brought it, waiting for one. Those of one sender
+// come in the order NATS delivers them (on one server, the order it
+// published them in), or not at all: NATS drops them while this node
+// is not connected, and when more than 32 MiB wait to be read. Messages
+// that do not open (with a secret: not sealed with it) are dropped and
+// logged.
+//
+// Errors: ctx.Err(); ErrClosed once the Bus is closed.
+func (b *Bus) ReceiveMessage(ctx context.Context) ([]byte, error) {
+	for {
+		m := b.msgs.pop(ctx, b.closedc)
+		if m == nil {
+			if err := ctx.Err(); err != nil {
+				return nil, err
+			}
+			return nil, ErrClosed
+		}
+		msg, err := b.names.open(m.Subject, m.Data)
+		if err != nil {
+			b.dropped(m.Subject, err)
+			continue
+		}
+		return msg, nil
+	}
+}
 
 // Next returns the session of the current connection, waiting for one
 // while there is none.
@@ -412,6 +484,7 @@ func (b *Bus) Close() error {
 		b.cur = nil
 	}
 	close(b.ready)
+	close(b.closedc)
 	nc := b.nc
 	b.mu.Unlock()
 	if nc != nil {
@@ -420,6 +493,7 @@ func (b *Bus) Close() error {
 		}
 		nc.Close()
 	}
+	b.pumping.Wait()
 	return nil
 }
 
@@ -443,7 +517,8 @@ func (b *Bus) ConnectedURL() string {
 }
 
 // Session is one connection to NATS: the registry's Bus (see
-// registry.Bus) until the connection ends.
+// registry.Bus), and the way out for the mesh's messages between sites,
+// until the connection ends.
 type Session struct {
 	b    *Bus
 	nc   *nats.Conn
@@ -459,6 +534,21 @@ func (s *Session) Publish(msg []byte) error { return s.publish(s.b.siteSubj, msg
 func (s *Session) Send(node string, msg []byte) error {
 	return s.publish(s.b.names.nodeRegistry(node), msg)
 }
+
+// SendMessage sends msg, one of the mesh's messages, to node alone.
+func (s *Session) SendMessage(node string, msg []byte) error {
+	return s.publish(s.b.names.nodeMessages(node), msg)
+}
+
+// PublishMessage sends msg, one of the mesh's messages, to every node of
+// site: NATS carries it once to each (the mesh's envelope says which of
+// them it is for).
+func (s *Session) PublishMessage(site string, msg []byte) error {
+	return s.publish(s.b.names.siteMessages(site), msg)
+}
+
+// Done is closed when the session's connection has ended.
+func (s *Session) Done() <-chan struct{} { return s.done }
 
 func (s *Session) publish(subject string, msg []byte) error {
 	select {

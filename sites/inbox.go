@@ -7,15 +7,21 @@ import (
 	"github.com/nats-io/nats.go"
 )
 
-// inboxBytes bounds the bytes of the messages received and not yet read
-// (a var for the tests): beyond it, a message is dropped (logged), and
-// the registry's gap repair asks again. NATS bounds a channel
-// subscription by messages alone, which at its max_payload is gigabytes.
-var inboxBytes = 32 << 20
+// inboxBytes bounds the bytes of the registry's messages received and
+// not yet read, and messageInboxBytes those of the mesh's messages (vars
+// for the tests): beyond it, a message is dropped (logged), and the
+// registry's gap repair, or the sender's resend of what was not
+// acknowledged, sends it again. NATS bounds a channel subscription by
+// messages alone, which at its max_payload is gigabytes.
+var (
+	inboxBytes        = 32 << 20
+	messageInboxBytes = 32 << 20
+)
 
-// inbox is what NATS delivered to the node and the registry has not read
-// yet, bounded in bytes.
+// inbox is what NATS delivered to the node and the registry (or the
+// mesh) has not read yet, bounded in bytes.
 type inbox struct {
+	limit *int // inboxBytes or messageInboxBytes
 	mu    sync.Mutex
 	q     []*nats.Msg
 	head  int
@@ -23,12 +29,12 @@ type inbox struct {
 	ready chan struct{} // a message came (capacity 1)
 }
 
-func newInbox() *inbox { return &inbox{ready: make(chan struct{}, 1)} }
+func newInbox(limit *int) *inbox { return &inbox{limit: limit, ready: make(chan struct{}, 1)} }
 
-// push queues m, or reports false when it would exceed inboxBytes.
+// push queues m, or reports false when it would exceed the inbox's limit.
 func (in *inbox) push(m *nats.Msg) bool {
 	in.mu.Lock()
-	if in.bytes+len(m.Data) > inboxBytes {
+	if in.bytes+len(m.Data) > *in.limit {
 		in.mu.Unlock()
 		return false
 	}

@@ -17,8 +17,8 @@ import (
 //
 //	tallship.<cluster>.reg.<site>      the registry, published by the nodes of <site>
 //	tallship.<cluster>.n.<node>.reg    the registry, to one node (answers, asks)
-//	tallship.<cluster>.n.<node>.msg    messages to one node (not yet)
-//	tallship.<cluster>.msg.<site>      messages to all (not yet)
+//	tallship.<cluster>.n.<node>.msg    the mesh's messages to one node
+//	tallship.<cluster>.msg.<site>      the mesh's messages to nodes of <site>
 //
 // Each <name> is the name itself when it is a plain token (ASCII letters,
 // digits, '-' and '_', at most 64 bytes), else "h-" and a hash of it.
@@ -100,6 +100,14 @@ func (n *names) allRegistry() string { return n.root + ".reg.*" }
 func (n *names) nodeRegistry(node string) string {
 	return n.root + ".n." + n.token("node", node) + ".reg"
 }
+
+// nodeMessages is the subject of the mesh's messages to node.
+func (n *names) nodeMessages(node string) string {
+	return n.root + ".n." + n.token("node", node) + ".msg"
+}
+
+// siteMessages is the subject of the mesh's messages to nodes of site.
+func (n *names) siteMessages(site string) string { return n.root + ".msg." + n.token("site", site) }
 
 // overhead is what sealing adds to a payload.
 func (n *names) overhead() int {
