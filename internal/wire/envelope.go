@@ -1,0 +1,269 @@
+package wire
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+)
+
+// Envelopes carry the mesh's messages between sites over NATS
+// (docs/protocol.md, "Across sites"): each NATS message is one envelope,
+// from one node to one node (on that node's subject) or to several nodes
+// of one site (on the site's subject). Layout:
+//
+//	u8      version      EnvelopeVersion
+//	string  site         the sender's site (uvarint length, then bytes)
+//	string  node         the sender's id
+//	u8      flags        bit 0: an ack follows
+//	[ack]   epoch[8] next[uvarint]
+//	uvarint count        addressees; 0: nothing follows
+//	count × key[8] epoch[8] base[uvarint] seq[uvarint]
+//	uvarint part         with count > 0: this envelope's part of its
+//	uvarint parts        frames, from 0, and how many parts
+//	frames               the rest
+//
+// The ack says that of the receiver's frames to the sender, of the
+// receiver's epoch, every one before next was delivered. Each addressee
+// is a receiver (its NodeKey), the sender's epoch for it (its stream of
+// frames to that node), base, the number of the oldest frame the sender
+// holds for it unacknowledged, and seq, the number of the first frame
+// here: with parts 1, the frames are whole Message frames, numbered seq,
+// seq+1, … for that receiver; with parts > 1, they are part part of one
+// Message frame numbered seq, cut where the NATS message ends.
+type Envelope struct {
+	Site, Node []byte // point into the parsed bytes
+	Ack        bool
+	AckEpoch   uint64
+	AckNext    uint64
+	To         []Addressee
+	Part       int
+	Parts      int
+	Frames     []byte // points into the parsed bytes
+}
+
+// Addressee is one receiver of an envelope's frames and their numbers for
+// it.
+type Addressee struct {
+	Key   uint64 // NodeKey of the receiver's id
+	Epoch uint64
+	Base  uint64
+	Seq   uint64
+}
+
+// EnvelopeVersion is the version of the envelopes this package reads and
+// writes.
+const EnvelopeVersion = 1
+
+// Bounds of an envelope.
+const (
+	MaxEnvelopeSite = 64
+	MaxEnvelopeNode = 255
+	// MaxAddressees bounds an envelope's addressees (the members of one
+	// site it is for).
+	MaxAddressees = 4096
+	// MaxParts bounds the parts of one frame.
+	MaxParts = 1 << 16
+)
+
+const envelopeAck = 1 // flags: an ack follows
+
+// Errors of the envelope decoder, both wrapping ErrBadFrame.
+var (
+	// ErrEnvelopeVersion: an envelope of another version.
+	ErrEnvelopeVersion = fmt.Errorf("%w: envelope of another version", ErrBadFrame)
+	// ErrEnvelope: bytes that are not a valid envelope.
+	ErrEnvelope = fmt.Errorf("%w: malformed envelope", ErrBadFrame)
+)
+
+// NodeKey is the key that names a node in an envelope's addressees: the
+// first 8 bytes of a SHA-256 of its id. Two nodes of one site may share
+// one (a sender then does not address them in one envelope).
+func NodeKey(id string) uint64 {
+	sum := sha256.Sum256([]byte("tallship envelope key\x00" + id))
+	return binary.BigEndian.Uint64(sum[:8])
+}
+
+// EnvelopeHeaderMax bounds the bytes of an envelope's header (all but its
+// frames) from a sender of site and node, with n addressees.
+func EnvelopeHeaderMax(site, node string, n int) int {
+	return 1 + 2*binary.MaxVarintLen16 + len(site) + len(node) + 1 + 8 + binary.MaxVarintLen64 +
+		binary.MaxVarintLen16 + n*(16+2*binary.MaxVarintLen64) + 2*binary.MaxVarintLen32
+}
+
+// AppendEnvelopeHeader appends e's header to b: all but e.Frames, which
+// the caller appends after it.
+func AppendEnvelopeHeader(b []byte, e *Envelope) []byte {
+	b = append(b, EnvelopeVersion)
+	b = binary.AppendUvarint(b, uint64(len(e.Site)))
+	b = append(b, e.Site...)
+	b = binary.AppendUvarint(b, uint64(len(e.Node)))
+	b = append(b, e.Node...)
+	if e.Ack {
+		b = append(b, envelopeAck)
+		b = binary.BigEndian.AppendUint64(b, e.AckEpoch)
+		b = binary.AppendUvarint(b, e.AckNext)
+	} else {
+		b = append(b, 0)
+	}
+	b = binary.AppendUvarint(b, uint64(len(e.To)))
+	if len(e.To) == 0 {
+		return b
+	}
+	for _, a := range e.To {
+		b = binary.BigEndian.AppendUint64(b, a.Key)
+		b = binary.BigEndian.AppendUint64(b, a.Epoch)
+		b = binary.AppendUvarint(b, a.Base)
+		b = binary.AppendUvarint(b, a.Seq)
+	}
+	b = binary.AppendUvarint(b, uint64(e.Part))
+	return binary.AppendUvarint(b, uint64(e.Parts))
+}
+
+// ParseEnvelope decodes p into e, reusing e.To's array. e's byte fields
+// point into p. It checks the envelope's bounds, not its frames (see
+// ParseMessages). Errors wrap ErrEnvelopeVersion or ErrEnvelope.
+func ParseEnvelope(p []byte, e *Envelope) error {
+	if len(p) == 0 || p[0] != EnvelopeVersion {
+		return ErrEnvelopeVersion
+	}
+	d := envelopeDecoder{b: p[1:]}
+	e.Site = d.bytes(MaxEnvelopeSite, "site")
+	e.Node = d.bytes(MaxEnvelopeNode, "node")
+	flags := d.byte()
+	if d.err == nil && flags&^envelopeAck != 0 {
+		d.fail("flags %#x", flags)
+	}
+	e.Ack = flags&envelopeAck != 0
+	e.AckEpoch, e.AckNext = 0, 0
+	if e.Ack {
+		e.AckEpoch = d.uint64()
+		e.AckNext = d.uvarint()
+	}
+	n := d.uvarint()
+	if d.err == nil && n > MaxAddressees {
+		d.fail("%d addressees", n)
+	}
+	e.To = e.To[:0]
+	e.Part, e.Parts, e.Frames = 0, 0, nil
+	for i := uint64(0); i < n && d.err == nil; i++ {
+		a := Addressee{Key: d.uint64(), Epoch: d.uint64(), Base: d.uvarint(), Seq: d.uvarint()}
+		if d.err == nil && a.Base > a.Seq {
+			d.fail("base %d after seq %d", a.Base, a.Seq)
+		}
+		e.To = append(e.To, a)
+	}
+	if n > 0 {
+		part, parts := d.uvarint(), d.uvarint()
+		if d.err == nil && (parts == 0 || parts > MaxParts || part >= parts) {
+			d.fail("part %d of %d", part, parts)
+		}
+		e.Part, e.Parts = int(part), int(parts)
+		if d.err == nil && len(d.b) == 0 {
+			d.fail("no frames")
+		}
+		e.Frames = d.b
+	} else if d.err == nil && (len(d.b) > 0 || !e.Ack) {
+		d.fail("%d bytes and no addressee", len(d.b))
+	}
+	return d.err
+}
+
+// ParseMessages appends to dst the payloads of the Message frames of b,
+// which holds one or more of them and nothing else, each at most max
+// bytes. The payloads point into b. Errors wrap ErrBadFrame (ErrTooLarge
+// for a payload over max).
+func ParseMessages(dst [][]byte, b []byte, max int) ([][]byte, error) {
+	if len(b) == 0 {
+		return dst, fmt.Errorf("%w: no frame", ErrBadFrame)
+	}
+	for len(b) > 0 {
+		if b[0] != Message {
+			return dst, fmt.Errorf("%w: frame of type %d across sites", ErrBadFrame, b[0])
+		}
+		n, k := binary.Uvarint(b[1:])
+		switch {
+		case k <= 0:
+			return dst, fmt.Errorf("%w: length", ErrBadFrame)
+		case n > uint64(max):
+			return dst, fmt.Errorf("%w: %w: %d bytes (max %d)", ErrBadFrame, ErrTooLarge, n, max)
+		case n > uint64(len(b)-1-k):
+			return dst, fmt.Errorf("%w: frame of %d bytes cut short", ErrBadFrame, n)
+		}
+		start := 1 + k
+		dst = append(dst, b[start:start+int(n):start+int(n)])
+		b = b[start+int(n):]
+	}
+	return dst, nil
+}
+
+// envelopeDecoder reads an envelope, keeping its first error.
+type envelopeDecoder struct {
+	b   []byte
+	err error
+}
+
+func (d *envelopeDecoder) fail(format string, args ...any) {
+	if d.err == nil {
+		d.err = fmt.Errorf("%w: "+format, append([]any{ErrEnvelope}, args...)...)
+	}
+}
+
+func (d *envelopeDecoder) byte() byte {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) < 1 {
+		d.fail("cut short")
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *envelopeDecoder) uint64() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	if len(d.b) < 8 {
+		d.fail("cut short")
+		return 0
+	}
+	v := binary.BigEndian.Uint64(d.b)
+	d.b = d.b[8:]
+	return v
+}
+
+func (d *envelopeDecoder) uvarint() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.fail("bad varint")
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+// bytes reads a string of 1 to max bytes without control characters.
+func (d *envelopeDecoder) bytes(max int, what string) []byte {
+	n := d.uvarint()
+	if d.err != nil {
+		return nil
+	}
+	if n == 0 || n > uint64(max) || n > uint64(len(d.b)) {
+		d.fail("%s of %d bytes", what, n)
+		return nil
+	}
+	s := d.b[:n:n]
+	for _, c := range s {
+		if c < 0x20 || c == 0x7f {
+			d.fail("%s with a control character", what)
+			return nil
+		}
+	}
+	d.b = d.b[n:]
+	return s
+}
