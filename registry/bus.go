@@ -596,6 +596,9 @@ func (r *Registry) onBus(s *busLink, msg []byte, dec *decoder, bm *busMessage, m
 			break
 		}
 	}
+	if rm := r.sites.remotes[bm.node]; rm != nil {
+		r.noteMember(rm, false)
+	}
 	for i := range msgs {
 		msgs[i].trim()
 	}

@@ -28,6 +28,19 @@ const (
 	// this node's id (Event.Peer); the two see nothing of each other
 	// there. Once per registry; only Config.OnEvent receives it.
 	IDConflict
+	// RemoteUp: a node of another site (Event.Peer, of Event.Site, its
+	// run Event.Inc) is a member here: its Beats come over the bus
+	// (ServeBus), its records show, and this node does not reach it over
+	// its links. Event.Observer says it only observes. Only
+	// Config.OnEvent receives it.
+	RemoteUp
+	// RemoteDown: that node (Event.Peer, run Event.Inc) is a member here
+	// no longer: it left (Event.Err nil), or it sent no new Beat for its
+	// lifetime, or it restarted (the RemoteUp of its new run follows), or
+	// this node reaches it over its links now (Event.Err says which; a
+	// change of the links is noticed within a Heartbeat). Only
+	// Config.OnEvent receives it.
+	RemoteDown
 )
 
 func (k EventKind) String() string {
@@ -44,6 +57,10 @@ func (k EventKind) String() string {
 		return "overflowed"
 	case IDConflict:
 		return "id-conflict"
+	case RemoteUp:
+		return "remote-up"
+	case RemoteDown:
+		return "remote-down"
 	}
 	return fmt.Sprintf("EventKind(%d)", int(k))
 }
@@ -58,8 +75,15 @@ type Event struct {
 	// in conflict (IDConflict).
 	Peer string
 	// Site is the site the node of this node's id was heard in
-	// (IDConflict only).
+	// (IDConflict), or the remote node's (RemoteUp, RemoteDown).
 	Site string
+	// Inc is the remote node's run (RemoteUp, RemoteDown).
+	Inc uint64
+	// Observer says the remote node only observes (RemoteUp, RemoteDown).
+	Observer bool
+	// Err says why a remote node is a member no longer (RemoteDown): nil
+	// when it left.
+	Err error
 	// Time is when this node applied the change (for the Registered
 	// events a Watch starts with, when Watch was called): a consumer that
 	// reads events late, or beside others, can still order and time them.

@@ -37,6 +37,12 @@ type remote struct {
 	observer bool
 	// clashSaid: a node of its id was heard in another site, and said.
 	clashSaid bool
+	// member: its RemoteUp was queued (of its run memberInc, of site
+	// memberSite), and no RemoteDown since.
+	member         bool
+	memberInc      uint64
+	memberSite     string
+	memberObserver bool
 }
 
 // busSnap is a snapshot being received over the bus: its chunks come in
@@ -152,6 +158,7 @@ func (r *Registry) newRemote(id, site string) (*remote, error) {
 }
 
 func (r *Registry) forgetRemote(rm *remote) {
+	r.noteMember(rm, true)
 	r.dropSnap(rm)
 	r.wipeRecords(rm.owner)
 	delete(r.sites.remotes, rm.id)
@@ -162,6 +169,41 @@ func (r *Registry) dropSnap(rm *remote) {
 	if rm.snap != nil {
 		r.sites.snapBytes -= rm.snap.bytes
 		rm.snap = nil
+	}
+}
+
+// Why a node of another site is a member no longer (RemoteDown's Err;
+// nil when it left).
+var (
+	errRemoteSilent    = errors.New("no new Beat over NATS for its lifetime: it died, or lost NATS")
+	errRemoteRestarted = errors.New("restarted")
+	errRemoteLinked    = errors.New("reached over links now")
+)
+
+// noteMember queues RemoteUp or RemoteDown when rm became, or stopped
+// being, a member here (live: its Beats come, its records show, and this
+// node does not reach it over its links), or its run changed since the
+// last one said; gone: it is forgotten. r.mu is held.
+func (r *Registry) noteMember(rm *remote, gone bool) {
+	live := rm.live && !gone
+	now := time.Now()
+	if rm.member && (!live || rm.inc != rm.memberInc) {
+		var why error
+		switch {
+		case rm.inc != rm.memberInc:
+			why = errRemoteRestarted
+		case rm.leaving:
+		case r.owners[rm.id] != nil && r.owners[rm.id].live:
+			why = errRemoteLinked
+		default:
+			why = errRemoteSilent
+		}
+		rm.member = false
+		r.queueEvent(Event{Kind: RemoteDown, Peer: rm.id, Site: rm.memberSite, Inc: rm.memberInc, Observer: rm.memberObserver, Err: why, Time: now})
+	}
+	if live && !rm.member {
+		rm.member, rm.memberInc, rm.memberSite, rm.memberObserver = true, rm.inc, rm.site, rm.observer
+		r.queueEvent(Event{Kind: RemoteUp, Peer: rm.id, Site: rm.site, Inc: rm.inc, Observer: rm.observer, Time: now})
 	}
 }
 
@@ -450,6 +492,7 @@ func (r *Registry) expireRemotes(now time.Time) {
 			r.setLive(rm.owner, false)
 			r.log.Debug("registry: remote owner expired", "owner", rm.id, "site", rm.site)
 		}
+		r.noteMember(rm, false) // expired, or handed over to or from links since the last tick
 		if (rm.expired || rm.leaving) && age > max(lifetime, 3*min(lifetime, own)) {
 			r.forgetRemote(rm)
 		}
