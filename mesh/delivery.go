@@ -1,149 +1,302 @@
 package mesh
 
 import (
+	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/tallship-go/tallship/internal/wire"
 )
 
-// Delivery across links (docs/protocol.md, "Delivery"). Each peer's
-// stream of frames from this node is numbered: a message stream's header
-// says its epoch (this node's stream to that peer, for as long as it knows
-// the peer) and the sequence number of its first sequenced frame
-// (wire.Sequenced: messages and member lists), and each such frame after
-// it takes the next number. The receiver acknowledges, cumulatively, on
-// its own message stream to the sender: piggybacked on what it writes
-// anyway, or on its own after ackDelay or once a quarter of
-// SendQueueBytes has arrived since the last. The sender keeps what it
-// wrote until then (SendQueueBytes counts it), writes it again at the
-// start of the next stream when a link is lost, and the receiver drops
+// Delivery (docs/protocol.md, "Delivery" and "Across sites"). Each
+// peer's stream of frames from this node is numbered: the stream's epoch
+// (this node's frames to that peer, for as long as it knows the peer)
+// and a sequence number per sequenced frame (wire.Sequenced: messages
+// and member lists). The receiver acknowledges, cumulatively: piggybacked
+// on what it writes to the sender anyway, or on its own after ackDelay
+// or once a quarter of SendQueueBytes has arrived since the last. The
+// sender keeps what it wrote until then (SendQueueBytes counts it) and
+// writes it again when it may not have arrived (a link lost, over NATS a
+// connection lost or no acknowledgement in time); the receiver drops
 // what it has already: each frame is delivered once, in order.
+//
+// The two ends of that, window and inbound, serve a linked peer's
+// message streams (peer.go, link.go) and a member of another site's
+// envelopes over NATS (remote*.go) alike.
 
 // ackDelay is how long a receiver waits for something to piggyback an
 // acknowledgement on before it writes one on its own.
 const ackDelay = 10 * time.Millisecond
+
+// window is what a node holds of its frames to one peer: numbered from
+// acked, each kept until the peer acknowledges it, in room bounded by
+// Config.SendQueueBytes. Its owner's lock guards it (peer.qmu,
+// remoteSet.mu).
+type window struct {
+	epoch    uint64        // names this node's frames to the peer, for the peer's life
+	acked    uint64        // sequence number of unacked[0]
+	unacked  [][]byte      // frames numbered and not acknowledged, oldest first
+	queued   int           // bytes held: unacked, and a linked peer's queue
+	room     chan struct{} // closed and replaced when room is freed and roomWait
+	roomWait bool          // a Send waits on room
+	stopped  bool          // no more frames accepted
+}
+
+func newWindow() window { return window{epoch: rand.Uint64() | 1, room: make(chan struct{})} }
+
+// admits reports whether size more bytes fit within limit (an empty
+// window takes any frame). When they do not, it returns the channel
+// closed once room is freed or the window stops.
+func (w *window) admits(size, limit int) (bool, <-chan struct{}) {
+	if w.queued == 0 || w.queued+size <= limit {
+		return true, nil
+	}
+	w.roomWait = true
+	return false, w.room
+}
+
+// acknowledge takes the peer's acknowledgement of the frames of epoch
+// before next, of the first most of unacked (those it can have had): they
+// are dropped, and their room freed. It returns how many were.
+func (w *window) acknowledge(epoch, next uint64, most int) int {
+	if epoch != w.epoch || next <= w.acked {
+		return 0
+	}
+	k := next - w.acked
+	if k > uint64(most) {
+		// More than was sent: a broken peer. Take what there is.
+		k = uint64(most)
+	}
+	freed := 0
+	for _, f := range w.unacked[:k] {
+		freed += len(f)
+	}
+	// Shift what is left to the front: the array is reused, with no
+	// allocation per message exchanged.
+	left := copy(w.unacked, w.unacked[k:])
+	clear(w.unacked[left:])
+	w.unacked = w.unacked[:left]
+	w.acked += k
+	w.queued -= freed
+	if freed > 0 && w.roomWait && !w.stopped {
+		close(w.room)
+		w.room = make(chan struct{})
+		w.roomWait = false
+	}
+	return int(k)
+}
+
+// stop takes no more frames, and lets those waiting for room go.
+func (w *window) stop() {
+	if !w.stopped {
+		w.stopped = true
+		close(w.room)
+	}
+}
+
+// countMessages counts the messages among frames.
+func countMessages(frames ...[][]byte) int {
+	n := 0
+	for _, fs := range frames {
+		for _, f := range fs {
+			if f[0] == wire.Message {
+				n++
+			}
+		}
+	}
+	return n
+}
+
+// inbound is what arrived from one peer: of its epoch, every sequenced
+// frame before next, acknowledged up to acked; bytes arrived since the
+// last acknowledgement. wake tells the writer that an acknowledgement is
+// due.
+type inbound struct {
+	mu     sync.Mutex
+	epoch  uint64
+	next   uint64
+	acked  uint64
+	bytes  int
+	reack  bool // a frame delivered before came again: its acknowledgement was lost
+	armed  bool
+	timer  *time.Timer
+	soon   int // bytes that make an acknowledgement due at once
+	wake   func()
+	closed bool
+}
+
+// start takes the start of a stream of the peer's frames: epoch, and the
+// number of the oldest frame the peer holds (start). A new epoch starts
+// the count again, and one of the current epoch resumes it (its first
+// frames may be ones this node has). skipped reports frames the peer no
+// longer holds that never arrived (from expected on).
+func (in *inbound) start(epoch, start uint64) (skipped bool, expected uint64) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	switch {
+	case epoch != in.epoch:
+		in.epoch, in.next, in.acked = epoch, start, start
+	case start > in.next:
+		expected = in.next
+		in.next, in.acked = start, start
+		return true, expected
+	}
+	return false, 0
+}
+
+// fresh reports whether the sequenced frame seq of a stream of epoch is
+// one this node does not have yet. Frames are taken one at a time, in
+// order, so that it stays so until delivered.
+func (in *inbound) fresh(epoch, seq uint64) bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return epoch == in.epoch && seq >= in.next
+}
+
+// delivered notes the sequenced frame seq of a stream of epoch, of size
+// bytes, delivered, and arranges for its acknowledgement.
+func (in *inbound) delivered(epoch, seq uint64, size int) {
+	in.mu.Lock()
+	if epoch != in.epoch {
+		in.mu.Unlock()
+		return
+	}
+	in.next = seq + 1
+	in.bytes += size
+	now := in.bytes >= max(in.soon, 1)
+	if !now {
+		in.armLocked()
+	}
+	in.mu.Unlock()
+	if now {
+		in.wake()
+	}
+}
+
+// again notes a frame of the current epoch that was delivered before:
+// the peer did not have its acknowledgement, and gets one again (after
+// ackDelay, at most one per ackDelay however many come).
+func (in *inbound) again() {
+	in.mu.Lock()
+	in.reack = true
+	in.armLocked()
+	in.mu.Unlock()
+}
+
+// armLocked starts the timer of an acknowledgement on its own; in.mu is
+// held.
+func (in *inbound) armLocked() {
+	if in.armed || in.closed {
+		return
+	}
+	in.armed = true
+	if in.timer == nil {
+		in.timer = time.AfterFunc(ackDelay, in.ackLater)
+	} else {
+		in.timer.Reset(ackDelay)
+	}
+}
+
+// ackLater runs ackDelay after a frame arrived with no acknowledgement
+// due.
+func (in *inbound) ackLater() {
+	in.mu.Lock()
+	in.armed = false
+	closed := in.closed
+	in.mu.Unlock()
+	if !closed && in.due() {
+		in.wake()
+	}
+}
+
+// due reports whether frames arrived that the peer has not been told of.
+func (in *inbound) due() bool {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.next > in.acked || in.reack
+}
+
+// appendAck appends to b the acknowledgement to write now, if one is due.
+func (in *inbound) appendAck(b []byte) []byte {
+	if epoch, next, ok := in.takeAck(); ok {
+		return wire.AppendAck(b, epoch, next)
+	}
+	return b
+}
+
+// takeAck returns the acknowledgement to send now, if one is due, and
+// counts it sent.
+func (in *inbound) takeAck() (epoch, next uint64, ok bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.next <= in.acked && !in.reack {
+		return 0, 0, false
+	}
+	in.acked, in.bytes, in.reack = in.next, 0, false
+	return in.epoch, in.next, true
+}
+
+// stop stops the timer of an acknowledgement: nothing is acknowledged
+// any more.
+func (in *inbound) stop() {
+	in.mu.Lock()
+	in.closed = true
+	if in.timer != nil {
+		in.timer.Stop()
+	}
+	in.mu.Unlock()
+}
+
+// mark returns what arrived, to keep once the peer (its run) is down.
+func (in *inbound) mark(run uint64, now time.Time) recvMark {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return recvMark{run: run, epoch: in.epoch, next: in.next, at: now}
+}
+
+// resume makes what arrived m's, when m is of run and recent.
+func (in *inbound) resume(m recvMark, run uint64) {
+	if m.run != run || time.Since(m.at) > markTTL {
+		return
+	}
+	in.mu.Lock()
+	in.epoch, in.next, in.acked = m.epoch, m.next, m.next
+	in.mu.Unlock()
+}
 
 // pushCtl queues a control frame for the next write, ahead of what is
 // queued, without waiting for room: it is not sequenced and not kept.
 func (p *peer) pushCtl(frame []byte) { p.add(frame, true) }
 
 // acknowledge takes the peer's acknowledgement of this node's frames of
-// epoch before next: they are dropped, and their room freed.
+// epoch before next.
 func (p *peer) acknowledge(epoch, next uint64) {
 	p.qmu.Lock()
-	defer p.qmu.Unlock()
-	if epoch != p.epoch || next <= p.acked {
-		return
-	}
-	k := next - p.acked
-	if k > uint64(len(p.unacked)) {
-		// More than was written: a broken peer. Take what there is.
-		k = uint64(len(p.unacked))
-	}
-	freed := 0
-	for _, f := range p.unacked[:k] {
-		freed += len(f)
-	}
-	// Shift what is left to the front: the array is reused, with no
-	// allocation per message exchanged.
-	left := copy(p.unacked, p.unacked[k:])
-	clear(p.unacked[left:])
-	p.unacked = p.unacked[:left]
-	p.acked += k
-	p.queued -= freed
-	if freed > 0 && p.roomWait && !p.stopped {
-		close(p.room)
-		p.room = make(chan struct{})
-		p.roomWait = false
-	}
+	p.window.acknowledge(epoch, next, len(p.unacked))
+	p.qmu.Unlock()
 }
 
-// startStream takes the header of a message stream from the peer: a new
-// epoch starts the count again, and a stream of the current one resumes
-// it (its first frames may be ones this node has).
+// startStream takes the header of a message stream from the peer.
 func (p *peer) startStream(h wire.StreamHeader) {
-	p.rmu.Lock()
-	defer p.rmu.Unlock()
-	switch {
-	case h.Epoch != p.rEpoch:
-		p.rEpoch, p.rNext, p.rAcked = h.Epoch, h.Start, h.Start
-	case h.Start > p.rNext:
+	if skipped, expected := p.in.start(h.Epoch, h.Start); skipped {
 		// Frames the peer no longer holds never arrived: it took them
 		// for acknowledged. Not this protocol; say so and go on.
-		p.n.log.Warn("peer's message stream skips frames; some of its messages were lost", "peer", p.id, "expected", p.rNext, "got", h.Start)
-		p.rNext, p.rAcked = h.Start, h.Start
+		p.n.log.Warn("peer's message stream skips frames; some of its messages were lost", "peer", p.id, "expected", expected, "got", h.Start)
 	}
 }
 
-// fresh reports whether the sequenced frame seq of a stream of epoch is
-// one this node does not have yet. Frames are taken one at a time, in
-// order (see waitFinished), so that it stays so until delivered.
-func (p *peer) fresh(epoch, seq uint64) bool {
-	p.rmu.Lock()
-	defer p.rmu.Unlock()
-	return epoch == p.rEpoch && seq >= p.rNext
-}
+func (p *peer) fresh(epoch, seq uint64) bool          { return p.in.fresh(epoch, seq) }
+func (p *peer) delivered(epoch, seq uint64, size int) { p.in.delivered(epoch, seq, size) }
+func (p *peer) ackDue() bool                          { return p.in.due() }
+func (p *peer) appendAck(b []byte) []byte             { return p.in.appendAck(b) }
 
-// delivered notes the sequenced frame seq of a stream of epoch, of size
-// bytes, delivered, and arranges for its acknowledgement.
-func (p *peer) delivered(epoch, seq uint64, size int) {
-	p.rmu.Lock()
-	if epoch != p.rEpoch {
-		p.rmu.Unlock()
-		return
-	}
-	p.rNext = seq + 1
-	p.rBytes += size
-	now := p.rBytes >= max(p.n.cfg.SendQueueBytes/4, 1)
-	if !now && !p.ackArmed {
-		p.ackArmed = true
-		if p.ackTimer == nil {
-			p.ackTimer = time.AfterFunc(ackDelay, p.ackLater)
-		} else {
-			p.ackTimer.Reset(ackDelay)
-		}
-	}
-	p.rmu.Unlock()
-	if now {
-		p.signal()
-	}
-}
-
-// ackLater runs ackDelay after a frame arrived with no acknowledgement
-// due.
-func (p *peer) ackLater() {
-	p.rmu.Lock()
-	p.ackArmed = false
-	p.rmu.Unlock()
-	if p.ackDue() {
-		p.signal()
-	}
-}
-
-// ackDue reports whether frames arrived that the peer has not been told
-// of.
-func (p *peer) ackDue() bool {
-	p.rmu.Lock()
-	defer p.rmu.Unlock()
-	return p.rNext > p.rAcked
-}
-
-// appendAck appends to b the acknowledgement to write now, if one is due.
-func (p *peer) appendAck(b []byte) []byte {
-	p.rmu.Lock()
-	defer p.rmu.Unlock()
-	if p.rNext <= p.rAcked {
-		return b
-	}
-	p.rAcked, p.rBytes = p.rNext, 0
-	return wire.AppendAck(b, p.rEpoch, p.rNext)
-}
-
-// recvMark is what a node had received from a peer it declared down: a
-// link from the same run later (the peer did not find this node down)
-// resumes the peer's stream, and what arrived is not delivered twice.
+// recvMark is what a node had received from a peer it declared down (a
+// linked peer, or a member of another site): a later link from the same
+// run, or the same run heard again over NATS (it did not find this node
+// down), resumes the peer's stream, and what arrived is not delivered
+// twice.
 type recvMark struct {
-	inc   int64
+	run   uint64
 	epoch uint64
 	next  uint64
 	at    time.Time
@@ -152,31 +305,29 @@ type recvMark struct {
 // markTTL is how long a recvMark is kept.
 const markTTL = time.Minute
 
-// saveMarkLocked keeps p's recvMark; n.mu is held.
-func (n *Node) saveMarkLocked(p *peer) {
-	now := time.Now()
-	for id, m := range n.marks {
-		if now.Sub(m.at) > markTTL {
-			delete(n.marks, id)
+// keepMark keeps m for id in marks, at most limit of them, dropping those
+// past markTTL.
+func keepMark(marks map[string]recvMark, id string, m recvMark, limit int) {
+	for k, old := range marks {
+		if m.at.Sub(old.at) > markTTL {
+			delete(marks, k)
 		}
 	}
-	p.rmu.Lock()
-	m := recvMark{inc: p.inc, epoch: p.rEpoch, next: p.rNext, at: now}
-	p.rmu.Unlock()
-	if m.epoch != 0 && len(n.marks) < n.cfg.MaxPeers {
-		n.marks[p.id] = m
+	if m.epoch != 0 && len(marks) < limit {
+		marks[id] = m
 	}
+}
+
+// saveMarkLocked keeps p's recvMark; n.mu is held.
+func (n *Node) saveMarkLocked(p *peer) {
+	keepMark(n.marks, p.id, p.in.mark(uint64(p.inc), time.Now()), n.cfg.MaxPeers)
 }
 
 // restoreMarkLocked gives a new peer what this node had received from its
 // run before; n.mu is held.
 func (n *Node) restoreMarkLocked(p *peer) {
-	m, ok := n.marks[p.id]
-	if !ok {
-		return
-	}
-	delete(n.marks, p.id)
-	if m.inc == p.inc && time.Since(m.at) <= markTTL {
-		p.rEpoch, p.rNext, p.rAcked = m.epoch, m.next, m.next
+	if m, ok := n.marks[p.id]; ok {
+		delete(n.marks, p.id)
+		p.in.resume(m, uint64(p.inc))
 	}
 }

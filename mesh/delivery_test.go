@@ -181,10 +181,10 @@ func deliveryState(n *Node) string {
 	out := ""
 	for _, p := range n.peers {
 		p.qmu.Lock()
-		p.rmu.Lock()
+		p.in.mu.Lock()
 		out += fmt.Sprintf("[%s active=%v queue=%d unacked=%d acked=%d writing=%v pending=%v turn=%v ready=%v out=%v | rNext=%d rAcked=%d]",
-			p.id, p.active != nil, len(p.queue), len(p.unacked), p.acked, p.writing, p.pending, p.turn, p.ready, p.out != nil, p.rNext, p.rAcked)
-		p.rmu.Unlock()
+			p.id, p.active != nil, len(p.queue), len(p.unacked), p.acked, p.writing, p.pending, p.turn, p.ready, p.out != nil, p.in.next, p.in.acked)
+		p.in.mu.Unlock()
 		p.qmu.Unlock()
 	}
 	return out

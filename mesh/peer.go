@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"context"
-	"math/rand/v2"
 	"net/netip"
 	"slices"
 	"sync"
@@ -42,25 +41,21 @@ type peer struct {
 	observer bool          // it only observes (Config.Observer): not a member
 	deadBy   []deadReport  // peers that said it is dead (watch.go)
 
-	qmu      sync.Mutex
-	queue    [][]byte      // frames; each may be shared with other peers' queues
-	queued   int           // bytes in queue and unacked
-	epoch    uint64        // names this node's frames to the peer, for the peer's life
-	acked    uint64        // sequence number of unacked[0]
-	unacked  [][]byte      // frames written and not acknowledged, oldest first
-	ctl      [][]byte      // control frames (probes, answers) for the next write
-	room     chan struct{} // closed and replaced when room is freed and roomWait
-	roomWait bool          // a Send waits on room
-	stopped  bool          // no more frames accepted
-	leaving  bool          // send a goodbye, then end
-	writing  bool          // a writer goroutine runs
-	pending  bool          // work arrived since the writer last looked
-	wake     chan struct{} // tells a lingering writer that work arrived
-	ended    bool          // the writer is done for good: writerDone is closed
-	turn     bool          // a writer (the goroutine, or a Send's caller) writes
-	waiting  bool          // the writer goroutine waits for the turn
-	ready    bool          // out is open on the active link, its header written
-	written  time.Time     // when the last turn ended
+	qmu   sync.Mutex
+	queue [][]byte // frames; each may be shared with other peers' queues
+	// window holds the frames written and not acknowledged (unacked);
+	// its queued counts the queue's bytes too.
+	window
+	ctl     [][]byte      // control frames (probes, answers) for the next write
+	leaving bool          // send a goodbye, then end
+	writing bool          // a writer goroutine runs
+	pending bool          // work arrived since the writer last looked
+	wake    chan struct{} // tells a lingering writer that work arrived
+	ended   bool          // the writer is done for good: writerDone is closed
+	turn    bool          // a writer (the goroutine, or a Send's caller) writes
+	waiting bool          // the writer goroutine waits for the turn
+	ready   bool          // out is open on the active link, its header written
+	written time.Time     // when the last turn ended
 
 	done       chan struct{} // closed by stop
 	stopOnce   sync.Once
@@ -73,17 +68,9 @@ type peer struct {
 	broken  *link  // a link a write failed on: never written again
 	scratch []byte // writeNow's acknowledgement and frame
 
-	// What arrived from the peer (guarded by rmu): of its epoch rEpoch,
-	// every sequenced frame before rNext; acknowledged up to rAcked;
-	// rBytes arrived since the last acknowledgement.
-	dmu      sync.Mutex // held while a frame is delivered (Node.deliver)
-	rmu      sync.Mutex
-	rEpoch   uint64
-	rNext    uint64
-	rAcked   uint64
-	rBytes   int
-	ackArmed bool
-	ackTimer *time.Timer
+	// What arrived from the peer.
+	dmu sync.Mutex // held while a frame is delivered (Node.deliver)
+	in  inbound
 }
 
 // peerUpLocked makes l the first link of a new peer; n.mu is held. With
@@ -97,15 +84,15 @@ func (n *Node) peerUpLocked(l *link, restart bool) {
 		id:         l.peer,
 		inc:        l.tl.Remote().Incarnation,
 		observer:   l.tl.Remote().Observer(),
-		epoch:      rand.Uint64() | 1,
+		window:     newWindow(),
 		active:     l,
 		addrs:      l.tl.Remote().Addrs,
 		since:      time.Now(),
-		room:       make(chan struct{}),
 		wake:       make(chan struct{}, 1),
 		done:       make(chan struct{}),
 		writerDone: make(chan struct{}),
 	}
+	p.in.soon, p.in.wake = n.cfg.SendQueueBytes/4, p.signal
 	n.peers[p.id] = p
 	l.p = p
 	n.restoreMarkLocked(p)
@@ -173,26 +160,15 @@ func (p *peer) signal() {
 func (p *peer) stop() (undelivered int) {
 	p.stopOnce.Do(func() {
 		p.qmu.Lock()
-		if !p.stopped {
-			p.stopped = true
-			close(p.room)
-		}
-		for _, f := range slices.Concat(p.unacked, p.queue) {
-			if f[0] == wire.Message {
-				undelivered++
-			}
-		}
+		p.window.stop()
+		undelivered = countMessages(p.unacked, p.queue)
 		p.queue, p.unacked, p.ctl = nil, nil, nil
 		finish := !p.writing && !p.ended
 		if finish {
 			p.ended = true
 		}
 		p.qmu.Unlock()
-		p.rmu.Lock()
-		if p.ackTimer != nil {
-			p.ackTimer.Stop()
-		}
-		p.rmu.Unlock()
+		p.in.stop()
 		close(p.done)
 		if finish {
 			close(p.writerDone)
@@ -205,9 +181,8 @@ func (p *peer) stop() (undelivered int) {
 func (p *peer) leave() {
 	p.qmu.Lock()
 	if !p.stopped {
-		p.stopped = true
 		p.leaving = true
-		close(p.room)
+		p.window.stop()
 	}
 	p.qmu.Unlock()
 	p.signal()
@@ -232,7 +207,7 @@ func (p *peer) enqueue(ctx context.Context, frame []byte, limit int, now bool) e
 			p.qmu.Unlock()
 			return unknownPeer(p.id)
 		}
-		fits := p.queued == 0 || p.queued+len(frame) <= limit
+		fits, room := p.admits(len(frame), limit)
 		if now && fits && len(p.queue) == 0 && len(p.ctl) == 0 && p.ready && !p.turn && !p.pending &&
 			time.Since(p.written) >= writeNowGap {
 			p.turn = true
@@ -249,8 +224,6 @@ func (p *peer) enqueue(ctx context.Context, frame []byte, limit int, now bool) e
 			p.signal()
 			return nil
 		}
-		room := p.room
-		p.roomWait = true
 		p.qmu.Unlock()
 		select {
 		case <-room:
