@@ -144,6 +144,21 @@ func (in *inbound) start(epoch, start uint64) (skipped bool, expected uint64) {
 	return false, 0
 }
 
+// current returns the epoch of the frames arriving now.
+func (in *inbound) current() uint64 {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.epoch
+}
+
+// expected returns the number of the next frame to deliver of epoch:
+// false when frames of another epoch arrive now.
+func (in *inbound) expected(epoch uint64) (uint64, bool) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.next, epoch == in.epoch
+}
+
 // fresh reports whether the sequenced frame seq of a stream of epoch is
 // one this node does not have yet. Frames are taken one at a time, in
 // order, so that it stays so until delivered.

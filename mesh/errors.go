@@ -9,8 +9,13 @@ import (
 // Errors returned by a Node. Link refusals (wrong cluster, wrong version,
 // a link to self) are the transport package's sentinels.
 var (
-	// ErrUnknownPeer: no link to a peer of that id.
+	// ErrUnknownPeer: no link to a peer of that id, and no member of
+	// another site of that id.
 	ErrUnknownPeer = errors.New("mesh: unknown peer")
+	// ErrRemotePeer: OpenStream to a member of another site (Remotes),
+	// which messages reach over NATS but streams do not: they are
+	// LAN-only.
+	ErrRemotePeer = errors.New("mesh: peer of another site; streams are LAN-only")
 	// ErrTooLarge: a message larger than Config.MaxMessageSize.
 	ErrTooLarge = errors.New("mesh: message too large")
 	// ErrProtocolInUse: Listen on a protocol that already has a listener.

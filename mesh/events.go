@@ -59,6 +59,18 @@ const (
 	// itself, and NATSUp follows. Published once per outage (and when
 	// its reason changes from out of reach to refused, or back).
 	NATSDown
+	// RemoteUp: a member of another site (Peer, of Site) is heard over
+	// NATS (Config.NATS): Remotes lists it, and Send and Broadcast reach
+	// it. Observer says it only observes.
+	RemoteUp
+	// RemoteDown: a member of another site is gone: it left (Err nil),
+	// or NATS carried no Beat of it for its Lifetime (it died, or it or
+	// this node lost NATS), or it restarted (RemoteUp of its new run
+	// follows), or this node now reaches it over links (a PeerUp came).
+	// Undelivered counts the messages Send accepted for it that it did
+	// not acknowledge: they were dropped, and may or may not have
+	// arrived.
+	RemoteDown
 )
 
 func (k EventKind) String() string {
@@ -79,6 +91,10 @@ func (k EventKind) String() string {
 		return "nats-up"
 	case NATSDown:
 		return "nats-down"
+	case RemoteUp:
+		return "remote-up"
+	case RemoteDown:
+		return "remote-down"
 	}
 	return "unknown"
 }
@@ -87,9 +103,12 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind EventKind
 	Time time.Time
-	// Peer is the peer's id (PeerUp, PeerDown, PeerSynced, IDConflict;
-	// LinkFailed when known).
+	// Peer is the peer's id (PeerUp, PeerDown, PeerSynced, IDConflict,
+	// RemoteUp, RemoteDown; LinkFailed when known).
 	Peer string
+	// Site is the site of a member of another site (RemoteUp,
+	// RemoteDown).
+	Site string
 	// Addrs are the peer's advertised addresses (PeerUp), or the address
 	// of a link that failed (LinkFailed).
 	Addrs []netip.AddrPort
@@ -97,13 +116,14 @@ type Event struct {
 	// reach, or what a discoverer reported; nil when a peer left
 	// gracefully.
 	Err error
-	// Undelivered (PeerDown) is how many messages Send or Broadcast
-	// accepted for the peer that it did not acknowledge: they were
-	// dropped, and may or may not have arrived (an acknowledgement lost
-	// with the link). Zero when everything arrived.
+	// Undelivered (PeerDown, RemoteDown) is how many messages Send or
+	// Broadcast accepted for the peer that it did not acknowledge: they
+	// were dropped, and may or may not have arrived (an acknowledgement
+	// lost with the link, or on NATS). Zero when everything arrived.
 	Undelivered int
-	// Observer (PeerUp, PeerDown, PeerSynced) says the peer only observes
-	// (its Config.Observer: the CLI's ls, query and ui): not a member.
+	// Observer (PeerUp, PeerDown, PeerSynced, RemoteUp, RemoteDown) says
+	// the peer only observes (its Config.Observer: the CLI's ls, query
+	// and ui): not a member.
 	Observer bool
 }
 

@@ -80,6 +80,7 @@ type Node struct {
 	sweepAgain  bool
 	reg         *registry.Registry
 	bus         *sites.Bus             // the connection to NATS (Config.NATS), nil without
+	remotes     *remoteSet             // messaging with the members of other sites, nil without NATS
 	discoverers []discovery.Discoverer // those started (stats.go)
 	stats       nodeStats
 
@@ -455,6 +456,7 @@ func (n *Node) close(ctx context.Context) error {
 	if reg != nil {
 		go func() {
 			defer close(regDone)
+			n.drainRemotes(ctx) // before the leaving Beat, after which other sites take nothing from this node
 			reg.Shutdown(ctx)
 		}()
 	} else {
@@ -477,7 +479,7 @@ func (n *Node) close(ctx context.Context) error {
 	}
 	<-regDone
 	if bus != nil {
-		bus.Close() // after the registry's leaving Beat, which it hands NATS
+		n.closeSites(bus) // after the registry's leaving Beat, which it hands NATS
 	}
 	n.mu.Lock()
 	links := make([]*link, 0, len(n.links))

@@ -51,8 +51,13 @@ func (n *Node) startRegistryLocked() error {
 }
 
 // registryEvent publishes a peer's initial registry sync, and a node of
-// this node's id heard over NATS; records are seen through Watch.
+// this node's id heard over NATS, and takes the comings and goings of
+// the members of other sites; records are seen through Watch.
 func (n *Node) registryEvent(e registry.Event) {
+	if e.Kind == registry.RemoteUp || e.Kind == registry.RemoteDown {
+		n.remoteEvent(e)
+		return
+	}
 	if e.Kind == registry.IDConflict {
 		n.events.publish(Event{Kind: IDConflict, Err: idConflict(fmt.Errorf("a node of site %q on NATS has this node's id %q", e.Site, e.Peer))})
 		return

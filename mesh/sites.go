@@ -54,20 +54,55 @@ func (n *Node) Site() string { return n.cfg.Site }
 
 // Remotes returns the members of other sites that this node hears over
 // NATS (Config.NATS), sorted by site and id: each marked Remote, with its
-// Site. They are not peers: Send, Broadcast and OpenStream do not reach
-// them, and Peers does not list them. Empty without NATS, or while it
-// is out of reach (members of other sites then expire after their
-// Lifetime).
+// Site; not those that only observe (Config.Observer). They are not
+// peers (Peers does not list them, and OpenStream to one returns
+// ErrRemotePeer: streams are LAN-only), but Send, SendMany and
+// Broadcast reach them over NATS, with the same guarantees as over
+// links (see Send). Their comings and goings are RemoteUp and RemoteDown
+// events. Empty without NATS, or while it is out of reach (members of
+// other sites then go after their Lifetime).
 func (n *Node) Remotes() []Peer {
-	r, err := n.registry()
-	if err != nil {
+	n.mu.Lock()
+	rs := n.remotes
+	n.mu.Unlock()
+	if rs == nil {
 		return nil
 	}
-	var out []Peer
-	for _, ro := range r.Remotes() {
-		out = append(out, Peer{ID: ro.ID, Site: ro.Site, Remote: true})
+	return rs.list()
+}
+
+// remoteEvent takes the registry's word that a member of another site
+// came or went.
+func (n *Node) remoteEvent(e registry.Event) {
+	n.mu.Lock()
+	rs := n.remotes
+	n.mu.Unlock()
+	if rs != nil {
+		rs.registryEvent(e)
 	}
-	return out
+}
+
+// drainRemotes waits, on Shutdown, until the members of other sites have
+// acknowledged what Send queued for them, or ctx ends.
+func (n *Node) drainRemotes(ctx context.Context) {
+	n.mu.Lock()
+	rs := n.remotes
+	n.mu.Unlock()
+	if rs != nil {
+		rs.drain(ctx)
+	}
+}
+
+// closeSites closes the connection to NATS, which ends the goroutines of
+// the registry and the messages across sites, and stops what is left.
+func (n *Node) closeSites(b *sites.Bus) {
+	b.Close()
+	n.mu.Lock()
+	rs := n.remotes
+	n.mu.Unlock()
+	if rs != nil {
+		rs.close()
+	}
 }
 
 // peerSite returns the site of peer id: this node's, unless the peer is
@@ -122,6 +157,9 @@ func (n *Node) dialSites(ctx context.Context) (*sites.Bus, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mesh: %w", err)
 	}
+	n.mu.Lock()
+	n.remotes = newRemoteSet(n, b)
+	n.mu.Unlock()
 	return b, nil
 }
 
@@ -130,12 +168,16 @@ func (n *Node) dialSites(ctx context.Context) (*sites.Bus, error) {
 // sites, and its own clients' pings are what tell it a node has gone.
 const natsPings = 4
 
-// runSites runs the registry across sites over each connection to NATS
-// in turn, until the node closes. A run ends with its connection (NATS
+// runSites runs the messages across sites, and the registry over each
+// connection to NATS in turn, until the node closes. A run ends with its connection (NATS
 // connects again by itself) or the registry; not when the node starts
 // closing, so that the registry's leaving Beat still goes out.
 func (n *Node) runSites(b *sites.Bus) {
 	defer n.wg.Done()
+	n.mu.Lock()
+	rs := n.remotes
+	n.mu.Unlock()
+	rs.start(n.reg.Incarnation())
 	for {
 		s, err := b.Next(n.ctx)
 		if err != nil {

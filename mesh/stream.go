@@ -13,8 +13,10 @@ const maxProtocol = 200
 
 // OpenStream opens a stream to the peer with id, for the peer's listener
 // of protocol. The stream is a net.Conn whose RemoteAddr names the peer.
-// It returns an error wrapping ErrUnknownPeer when no link to the peer is
-// up, ErrBadProtocol for an empty or over-long protocol name.
+// It returns an error wrapping ErrRemotePeer, naming the id and its
+// site, for a member of another site (Remotes: streams are LAN-only),
+// ErrUnknownPeer when no link to the peer is up, ErrBadProtocol for an
+// empty or over-long protocol name.
 func (n *Node) OpenStream(ctx context.Context, id, protocol string) (net.Conn, error) {
 	if err := checkProtocol(protocol); err != nil {
 		return nil, err
@@ -29,7 +31,13 @@ func (n *Node) OpenStream(ctx context.Context, id, protocol string) (net.Conn, e
 	if p != nil {
 		l = p.active
 	}
+	rs := n.remotes
 	n.mu.Unlock()
+	if l == nil && p == nil && rs != nil {
+		if site, ok := rs.siteOf(id); ok {
+			return nil, fmt.Errorf("%w: %q is of site %q, reached over NATS", ErrRemotePeer, id, site)
+		}
+	}
 	if l == nil {
 		return nil, unknownPeer(id)
 	}

@@ -97,6 +97,10 @@ func (r *Registry) Remotes() []RemoteOwner {
 	return out
 }
 
+// Incarnation returns this node's run as the nodes of other sites know
+// it (their RemoteUp events' Inc): it is new with each registry.
+func (r *Registry) Incarnation() uint64 { return r.self.inc }
+
 // SiteOf returns the site of node id as this node knows it: the site it
 // publishes as over the bus when heard there (a node of another site
 // that this node also reaches over links, linked by hand), else this

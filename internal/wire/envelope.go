@@ -14,6 +14,7 @@ import (
 //	u8      version      EnvelopeVersion
 //	string  site         the sender's site (uvarint length, then bytes)
 //	string  node         the sender's id
+//	u64     run          the sender's run (its registry's incarnation)
 //	u8      flags        bit 0: an ack follows
 //	[ack]   epoch[8] next[uvarint]
 //	uvarint count        addressees; 0: nothing follows
@@ -24,7 +25,7 @@ import (
 //
 // The ack says that of the receiver's frames to the sender, of the
 // receiver's epoch, every one before next was delivered. Each addressee
-// is a receiver (its NodeKey), the sender's epoch for it (its stream of
+// is a receiver (the NodeKey of its id and run), the sender's epoch for it (its stream of
 // frames to that node), base, the number of the oldest frame the sender
 // holds for it unacknowledged, and seq, the number of the first frame
 // here: with parts 1, the frames are whole Message frames, numbered seq,
@@ -32,6 +33,7 @@ import (
 // Message frame numbered seq, cut where the NATS message ends.
 type Envelope struct {
 	Site, Node []byte // point into the parsed bytes
+	Run        uint64
 	Ack        bool
 	AckEpoch   uint64
 	AckNext    uint64
@@ -44,7 +46,7 @@ type Envelope struct {
 // Addressee is one receiver of an envelope's frames and their numbers for
 // it.
 type Addressee struct {
-	Key   uint64 // NodeKey of the receiver's id
+	Key   uint64 // NodeKey of the receiver's id and run
 	Epoch uint64
 	Base  uint64
 	Seq   uint64
@@ -75,18 +77,20 @@ var (
 	ErrEnvelope = fmt.Errorf("%w: malformed envelope", ErrBadFrame)
 )
 
-// NodeKey is the key that names a node in an envelope's addressees: the
-// first 8 bytes of a SHA-256 of its id. Two nodes of one site may share
-// one (a sender then does not address them in one envelope).
-func NodeKey(id string) uint64 {
-	sum := sha256.Sum256([]byte("tallship envelope key\x00" + id))
+// NodeKey is the key that names a run of a node in an envelope's
+// addressees: the first 8 bytes of a SHA-256 of its id and run. An
+// envelope for one run is not for the next. Two nodes of one site may
+// share one (a sender then does not address them in one envelope).
+func NodeKey(id string, run uint64) uint64 {
+	b := binary.BigEndian.AppendUint64([]byte("tallship envelope key\x00"), run)
+	sum := sha256.Sum256(append(b, id...))
 	return binary.BigEndian.Uint64(sum[:8])
 }
 
 // EnvelopeHeaderMax bounds the bytes of an envelope's header (all but its
 // frames) from a sender of site and node, with n addressees.
 func EnvelopeHeaderMax(site, node string, n int) int {
-	return 1 + 2*binary.MaxVarintLen16 + len(site) + len(node) + 1 + 8 + binary.MaxVarintLen64 +
+	return 1 + 2*binary.MaxVarintLen16 + len(site) + len(node) + 8 + 1 + 8 + binary.MaxVarintLen64 +
 		binary.MaxVarintLen16 + n*(16+2*binary.MaxVarintLen64) + 2*binary.MaxVarintLen32
 }
 
@@ -98,6 +102,7 @@ func AppendEnvelopeHeader(b []byte, e *Envelope) []byte {
 	b = append(b, e.Site...)
 	b = binary.AppendUvarint(b, uint64(len(e.Node)))
 	b = append(b, e.Node...)
+	b = binary.BigEndian.AppendUint64(b, e.Run)
 	if e.Ack {
 		b = append(b, envelopeAck)
 		b = binary.BigEndian.AppendUint64(b, e.AckEpoch)
@@ -129,6 +134,7 @@ func ParseEnvelope(p []byte, e *Envelope) error {
 	d := envelopeDecoder{b: p[1:]}
 	e.Site = d.bytes(MaxEnvelopeSite, "site")
 	e.Node = d.bytes(MaxEnvelopeNode, "node")
+	e.Run = d.uint64()
 	flags := d.byte()
 	if d.err == nil && flags&^envelopeAck != 0 {
 		d.fail("flags %#x", flags)

@@ -18,8 +18,8 @@ func envelopeBytes(e *Envelope, frames ...[]byte) []byte {
 func TestEnvelopeRoundTrip(t *testing.T) {
 	m1, m2 := Frame(Message, []byte("one")), Frame(Message, bytes.Repeat([]byte("x"), 300))
 	for _, e := range []Envelope{
-		{Site: []byte("lab"), Node: []byte("a-1"), Ack: true, AckEpoch: 7, AckNext: 1 << 40},
-		{Site: []byte("lab"), Node: []byte("a-1"), To: []Addressee{{Key: NodeKey("b"), Epoch: 3, Base: 1, Seq: 5}}, Parts: 1},
+		{Site: []byte("lab"), Node: []byte("a-1"), Run: 1 << 60, Ack: true, AckEpoch: 7, AckNext: 1 << 40},
+		{Site: []byte("lab"), Node: []byte("a-1"), To: []Addressee{{Key: NodeKey("b", 9), Epoch: 3, Base: 1, Seq: 5}}, Parts: 1},
 		{Site: []byte("lab"), Node: []byte("a-1"), Ack: true, AckEpoch: 1, AckNext: 2,
 			To: []Addressee{{Key: 1, Epoch: 2, Base: 0, Seq: 0}, {Key: 3, Epoch: 4, Base: 9, Seq: 1 << 50}}, Part: 2, Parts: 3},
 	} {
@@ -38,7 +38,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 		if len(e.To) > 0 {
 			want.Frames = slices.Concat(m1, m2)
 		}
-		if !bytes.Equal(got.Site, want.Site) || !bytes.Equal(got.Node, want.Node) || got.Ack != want.Ack ||
+		if !bytes.Equal(got.Site, want.Site) || !bytes.Equal(got.Node, want.Node) || got.Run != want.Run || got.Ack != want.Ack ||
 			got.AckEpoch != want.AckEpoch || got.AckNext != want.AckNext || !slices.Equal(got.To, want.To) ||
 			got.Part != want.Part || got.Parts != want.Parts || !bytes.Equal(got.Frames, want.Frames) {
 			t.Fatalf("got %+v, want %+v", got, want)
@@ -68,8 +68,8 @@ func TestEnvelopeRefused(t *testing.T) {
 		"base after seq": envelopeBytes(&Envelope{Site: []byte("s"), Node: []byte("n"), To: []Addressee{{Base: 5, Seq: 4}}, Parts: 1}, msg),
 		"trailing":       append(envelopeBytes(&Envelope{Site: []byte("s"), Node: []byte("n"), Ack: true}), 0),
 		"cut":            envelopeBytes(&Envelope{Site: []byte("s"), Node: []byte("n"), To: to, Parts: 1})[:20],
-		"flags":          {1, 1, 's', 1, 'n', 6},
-		"many":           {1, 1, 's', 1, 'n', 0, 0xff, 0xff, 0x03},
+		"flags":          {1, 1, 's', 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0, 6},
+		"many":           {1, 1, 's', 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0x03},
 	}
 	for name, b := range cases {
 		var e Envelope
@@ -107,7 +107,7 @@ func FuzzParseEnvelope(f *testing.F) {
 		if err := ParseEnvelope(again, &e2); err != nil {
 			t.Fatalf("re-encoded envelope: %v", err)
 		}
-		if !bytes.Equal(e2.Node, e.Node) || !slices.Equal(e2.To, e.To) || !bytes.Equal(e2.Frames, e.Frames) || e2.Parts != e.Parts {
+		if !bytes.Equal(e2.Node, e.Node) || e2.Run != e.Run || !slices.Equal(e2.To, e.To) || !bytes.Equal(e2.Frames, e.Frames) || e2.Parts != e.Parts {
 			t.Fatalf("re-encoded %+v as %+v", e, e2)
 		}
 		if len(e.To) > 0 {

@@ -1,0 +1,391 @@
+package mesh
+
+import (
+	"context"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tallship-go/tallship/internal/wire"
+	"github.com/tallship-go/tallship/registry"
+	"github.com/tallship-go/tallship/sites"
+)
+
+// Members of other sites (docs/sites.md, "Messages"): the nodes this one
+// hears over NATS and not over links, as the registry says (its
+// RemoteUp and RemoteDown). Send, SendMany and Broadcast reach them over
+// NATS with the guarantees of a link (delivery.go): this node numbers
+// its frames to each (window), publishes them in envelopes
+// (wire.Envelope; remote_write.go), keeps them until acknowledged, and
+// publishes them again when no acknowledgement comes in time or the
+// connection to NATS is made again; the receiver delivers each once, in
+// order (inbound; remote_read.go). A frame queued for several members of
+// one site goes out once, on the site's subject, numbered for each.
+
+// remote is one run of a member of another site.
+type remote struct {
+	set      *remoteSet
+	id, site string
+	inc      uint64
+	observer bool
+	key      uint64 // wire.NodeKey(id, inc)
+
+	// Guarded by set.mu. The window's unacked holds every frame
+	// numbered for the member: those before pub were published, at
+	// least once; the others wait for the writer.
+	window
+	pub        uint64 // number of the next frame to publish
+	pubBytes   int    // bytes of the frames from acked to pub
+	recovering bool   // published again from acked: at most resendBytes ahead of acked until caught up
+	rto        time.Duration
+	since      time.Time // when what is published and unacknowledged last moved
+	ack        bool      // an acknowledgement of its frames is due
+	dirty      bool      // listed in set.dirty
+	partHeld   int       // bytes of part, counted in set.partBytes
+
+	in   inbound // what arrived from it
+	part partial // a frame arriving in parts (the reader's alone)
+}
+
+// remoteSet is a node's messaging with the members of other sites over
+// its connection to NATS (Config.NATS); nil without it.
+type remoteSet struct {
+	n      *Node
+	bus    *sites.Bus
+	key    uint64 // this node's wire.NodeKey (set by start)
+	run    uint64 // this node's run, its registry's incarnation (set by start)
+	siteB  []byte // this node's site, and id, for envelopes
+	idB    []byte
+	wake   chan struct{} // the writer has work (capacity 1)
+	epochs atomic.Uint64 // the last epoch given a member
+
+	mu        sync.Mutex
+	byID      map[string]*remote
+	dirty     []*remote            // with frames to publish or an acknowledgement due
+	flight    map[*remote]struct{} // with frames published and not acknowledged
+	marks     map[string]recvMark  // of members that went (delivery.go)
+	acked     chan struct{}        // closed and replaced when frames are acknowledged, for drain
+	partBytes int                  // of frames arriving in parts, of all members
+	closed    bool
+
+	// The reader's (remote_read.go).
+	env     wire.Envelope
+	msgs    [][]byte
+	warnAt  time.Time
+	dropped atomic.Uint64 // envelopes dropped: not this cluster's, malformed, from no member
+
+	resent atomic.Uint64 // times frames were published again (the writer's go-backs)
+}
+
+// Bounds of the messaging across sites.
+const (
+	// resendAfter is how long frames published to a member may go
+	// unacknowledged before they are published again; it doubles, up to
+	// resendAfterMax, while none is.
+	resendAfter    = 250 * time.Millisecond
+	resendAfterMax = 2 * time.Second
+	// resendBytes bounds what is published again ahead of the member's
+	// acknowledgements: a member that is gone costs that much NATS
+	// traffic a resendAfterMax, not its whole window.
+	resendBytes = 256 << 10
+	// maxPartBytes bounds the frames arriving in parts, of all members.
+	maxPartBytes = 64 << 20
+	// maxRemoteMarks bounds the recvMarks of members that went.
+	maxRemoteMarks = 4096
+)
+
+func newRemoteSet(n *Node, bus *sites.Bus) *remoteSet {
+	return &remoteSet{
+		n:      n,
+		bus:    bus,
+		siteB:  []byte(n.cfg.Site),
+		idB:    []byte(n.id),
+		wake:   make(chan struct{}, 1),
+		byID:   make(map[string]*remote),
+		flight: make(map[*remote]struct{}),
+		marks:  make(map[string]recvMark),
+		acked:  make(chan struct{}),
+	}
+}
+
+// start starts the writer and the reader, once the node's registry has
+// its run.
+func (s *remoteSet) start(run uint64) {
+	s.run, s.key = run, wire.NodeKey(s.n.id, run)
+	s.n.wg.Add(2)
+	go s.writeLoop()
+	go s.readLoop()
+}
+
+// registryEvent takes the registry's word that a member of another site
+// came (RemoteUp) or went (RemoteDown).
+func (s *remoteSet) registryEvent(e registry.Event) {
+	if e.Kind == registry.RemoteUp {
+		s.up(e.Peer, e.Site, e.Inc, e.Observer)
+	} else {
+		s.down(e.Peer, e.Inc, e.Err)
+	}
+}
+
+// up makes id, of site, its run inc, a member.
+func (s *remoteSet) up(id, site string, inc uint64, observer bool) {
+	r := &remote{set: s, id: id, site: site, inc: inc, observer: observer, key: wire.NodeKey(id, inc), window: newWindow(), rto: resendAfter}
+	r.epoch = s.epochs.Add(1) // rising: a receiver tells an old epoch's late envelope from a new one
+	r.in.soon, r.in.wake = s.n.cfg.SendQueueBytes/4, func() { s.ackDue(r) }
+	s.mu.Lock()
+	if s.closed || s.byID[id] != nil {
+		// Closing; or the registry's events of one id come in order
+		// (a run's RemoteDown before the next run's RemoteUp).
+		s.mu.Unlock()
+		return
+	}
+	if m, ok := s.marks[id]; ok {
+		delete(s.marks, id)
+		r.in.resume(m, inc)
+	}
+	s.byID[id] = r
+	s.mu.Unlock()
+	s.n.events.publish(Event{Kind: RemoteUp, Peer: id, Site: site, Observer: observer})
+	s.n.log.Debug("member of another site up", "peer", id, "site", site)
+}
+
+// down ends id's run inc as a member: the frames it did not acknowledge
+// are dropped, and counted in its RemoteDown event.
+func (s *remoteSet) down(id string, inc uint64, err error) {
+	s.mu.Lock()
+	r := s.byID[id]
+	if r == nil || r.inc != inc {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.byID, id)
+	undelivered := s.stopLocked(r)
+	keepMark(s.marks, id, r.in.mark(inc, time.Now()), maxRemoteMarks)
+	s.mu.Unlock()
+	s.n.events.publish(Event{Kind: RemoteDown, Peer: id, Site: r.site, Err: err, Undelivered: undelivered, Observer: r.observer})
+	if undelivered > 0 {
+		s.n.log.Warn("member of another site down with messages undelivered", "peer", id, "site", r.site, "undelivered", undelivered, "err", err)
+	} else {
+		s.n.log.Debug("member of another site down", "peer", id, "site", r.site, "err", err)
+	}
+}
+
+// stopLocked stops r: its frames are dropped, those waiting for room
+// fail. It returns how many of the frames were messages. s.mu is held.
+func (s *remoteSet) stopLocked(r *remote) int {
+	r.window.stop()
+	undelivered := countMessages(r.unacked)
+	r.unacked, r.queued, r.pubBytes = nil, 0, 0
+	r.pub = r.acked
+	delete(s.flight, r)
+	s.partBytes -= r.partHeld
+	r.partHeld = 0
+	r.in.stop()
+	return undelivered
+}
+
+// close stops every member's timers: the node is closing, its
+// connection to NATS closed.
+func (s *remoteSet) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for _, r := range s.byID {
+		s.stopLocked(r)
+	}
+}
+
+// lookup splits ids into the members among them and the others.
+func (s *remoteSet) lookup(ids []string) (members []*remote, others []string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, id := range ids {
+		if r := s.byID[id]; r != nil {
+			members = append(members, r)
+		} else {
+			others = append(others, id)
+		}
+	}
+	return members, others
+}
+
+// members returns the members that do not only observe.
+func (s *remoteSet) members() []*remote {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*remote, 0, len(s.byID))
+	for _, r := range s.byID {
+		if !r.observer {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// list describes the members that do not only observe, sorted by site
+// and id.
+func (s *remoteSet) list() []Peer {
+	var out []Peer
+	for _, r := range s.members() {
+		out = append(out, Peer{ID: r.id, Site: r.site, Remote: true})
+	}
+	slices.SortFunc(out, func(a, b Peer) int {
+		if c := strings.Compare(a.Site, b.Site); c != 0 {
+			return c
+		}
+		return strings.Compare(a.ID, b.ID)
+	})
+	return out
+}
+
+// siteOf returns the site of member id.
+func (s *remoteSet) siteOf(id string) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.byID[id]; r != nil {
+		return r.site, true
+	}
+	return "", false
+}
+
+// enqueue queues frame for each of rs, waiting for room as a linked
+// peer's enqueue does (Config.SendQueueBytes, with what the member has
+// not acknowledged). Members that fit are queued together, before the
+// writer looks: a frame for several members of one site goes out once.
+// A member that went meanwhile is skipped and reported in gone.
+func (s *remoteSet) enqueue(ctx context.Context, rs []*remote, frame []byte) (gone []error, err error) {
+	limit := s.n.cfg.SendQueueBytes
+	var wait []*remote
+	s.mu.Lock()
+	for _, r := range rs {
+		if room := s.addLocked(r, frame, limit, &gone); room != nil {
+			wait = append(wait, r)
+		}
+	}
+	s.mu.Unlock()
+	s.signal()
+	for _, r := range wait {
+		for {
+			s.mu.Lock()
+			room := s.addLocked(r, frame, limit, &gone)
+			s.mu.Unlock()
+			if room == nil {
+				break
+			}
+			select {
+			case <-room:
+			case <-ctx.Done():
+				return gone, ctx.Err()
+			}
+		}
+		s.signal()
+	}
+	return gone, nil
+}
+
+// addLocked queues frame for r when it has room within limit, or notes r
+// in gone when it went; else it returns the channel closed once r has
+// room. s.mu is held.
+func (s *remoteSet) addLocked(r *remote, frame []byte, limit int, gone *[]error) <-chan struct{} {
+	if r.stopped {
+		*gone = append(*gone, unknownPeer(r.id))
+		return nil
+	}
+	if ok, room := r.admits(len(frame), limit); !ok {
+		return room
+	}
+	r.unacked = append(r.unacked, frame)
+	r.queued += len(frame)
+	s.markLocked(r)
+	s.n.stats.sent(frame)
+	return nil
+}
+
+// markLocked lists r for the writer. s.mu is held.
+func (s *remoteSet) markLocked(r *remote) {
+	if !r.dirty {
+		r.dirty = true
+		s.dirty = append(s.dirty, r)
+	}
+}
+
+// signal tells the writer there is work.
+func (s *remoteSet) signal() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// ackDue notes that r is due an acknowledgement of its frames.
+func (s *remoteSet) ackDue(r *remote) {
+	s.mu.Lock()
+	if r.stopped {
+		s.mu.Unlock()
+		return
+	}
+	r.ack = true
+	s.markLocked(r)
+	s.mu.Unlock()
+	s.signal()
+}
+
+// acknowledged takes r's acknowledgement of this node's frames of epoch
+// before next: they are dropped, their room freed, and r's resend clock
+// starts again.
+func (s *remoteSet) acknowledged(r *remote, epoch, next uint64) {
+	s.mu.Lock()
+	before := r.queued
+	k := r.window.acknowledge(epoch, next, int(r.pub-r.acked))
+	if k == 0 {
+		s.mu.Unlock()
+		return
+	}
+	r.pubBytes -= before - r.queued
+	r.since, r.rto = time.Now(), resendAfter
+	if r.pub == r.acked {
+		delete(s.flight, r)
+		r.recovering = r.recovering && len(r.unacked) > 0
+	}
+	more := r.recovering
+	if more {
+		s.markLocked(r) // publish again what waits behind
+	}
+	close(s.acked)
+	s.acked = make(chan struct{})
+	s.mu.Unlock()
+	if more {
+		s.signal()
+	}
+}
+
+// drain waits until every member has acknowledged what was queued for
+// it, or ctx ends (Shutdown): the node's leaving Beat, which makes the
+// other sites drop it, goes after. When ctx ends first, what is left is
+// dropped, and said at Warn; with ctx ended already (Close), drain
+// returns at once.
+func (s *remoteSet) drain(ctx context.Context) {
+	if ctx.Err() != nil {
+		return
+	}
+	for {
+		s.mu.Lock()
+		held := 0
+		for _, r := range s.byID {
+			held += countMessages(r.unacked)
+		}
+		acked := s.acked
+		s.mu.Unlock()
+		if held == 0 {
+			return
+		}
+		select {
+		case <-acked:
+		case <-ctx.Done():
+			s.n.log.Warn("leaving with messages to other sites not acknowledged; they are dropped", "messages", held)
+			return
+		}
+	}
+}
