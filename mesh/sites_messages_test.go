@@ -4,14 +4,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
 	"github.com/tallship-go/tallship/internal/testutil/natstest"
 	"github.com/tallship-go/tallship/internal/testutil/netns"
+	"github.com/tallship-go/tallship/internal/wire"
 )
 
 // waitRemotes waits until n lists every node of nodes as a member of
@@ -152,4 +156,397 @@ func TestSitesMessages(t *testing.T) {
 	if _, err := a[0].OpenStream(ctx, "nobody", "x"); !errors.Is(err, ErrUnknownPeer) {
 		t.Fatalf("OpenStream to nobody: %v", err)
 	}
+}
+
+// collector receives every message of node in the background, until the
+// test ends.
+type collector struct {
+	mu   sync.Mutex
+	got  []string
+	more chan struct{}
+}
+
+func collect(t *testing.T, node *Node) *collector {
+	t.Helper()
+	c := &collector{more: make(chan struct{}, 1)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			m, err := node.Receive(ctx)
+			if err != nil {
+				return
+			}
+			c.mu.Lock()
+			c.got = append(c.got, m.From+":"+string(m.Data))
+			c.mu.Unlock()
+			select {
+			case c.more <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return c
+}
+
+// wait waits until c has n messages, and returns them.
+func (c *collector) wait(t *testing.T, n int, d time.Duration) []string {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		c.mu.Lock()
+		got := slices.Clone(c.got)
+		c.mu.Unlock()
+		if len(got) >= n {
+			return got
+		}
+		select {
+		case <-c.more:
+		case <-timeout:
+			t.Fatalf("%d of %d messages after %v", len(got), n, d)
+		}
+	}
+}
+
+// checkRun checks that got is from's messages m0, m1, … m(n-1), once
+// each and in order.
+func checkRun(t *testing.T, got []string, from string, n int) {
+	t.Helper()
+	if len(got) != n {
+		t.Fatalf("%d messages, want %d", len(got), n)
+	}
+	for i, m := range got {
+		if want := fmt.Sprintf("%s:m%d", from, i); m != want {
+			t.Fatalf("message %d is %q, want %q", i, m, want)
+		}
+	}
+}
+
+// sendRun sends from's messages m[from] to m[to-1] to id.
+func sendRun(t *testing.T, n *Node, id string, from, to int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for i := from; i < to; i++ {
+		if err := n.Send(ctx, id, fmt.Appendf(nil, "m%d", i)); err != nil {
+			t.Fatalf("send m%d: %v", i, err)
+		}
+	}
+}
+
+// noRemoteDown checks that ch holds no RemoteDown event.
+func noRemoteDown(t *testing.T, ch <-chan Event) {
+	t.Helper()
+	for {
+		select {
+		case ev := <-ch:
+			if ev.Kind == RemoteDown {
+				t.Fatalf("%s went down: %v", ev.Peer, ev.Err)
+			}
+		default:
+			return
+		}
+	}
+}
+
+// TestSitesMessagesOutage: messages cross sites once and in order
+// across a NATS outage: those sent while NATS is out arrive once it is
+// back, and those NATS lost when it went go again.
+func TestSitesMessagesOutage(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	urls := []string{srv.URL()}
+	long := func(c *Config) { c.Heartbeat, c.Lifetime = 200*time.Millisecond, 10*time.Second } // members outlive the outage
+	a := site(t, "c", "a", 1, urls, long)
+	b := site(t, "c", "b", 1, urls, long)
+	waitRemotes(t, a[0], b...)
+	waitRemotes(t, b[0], a...)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := a[0].Events(ctx)
+	got := collect(t, b[0])
+
+	sendRun(t, a[0], "b-0", 0, 500)
+	srv.Stop()
+	nextEvent(t, events, NATSDown)
+	sendRun(t, a[0], "b-0", 500, 1000) // queued while NATS is out
+	srv.Restart()
+	nextEvent(t, events, NATSUp)
+	sendRun(t, a[0], "b-0", 1000, 1500)
+	checkRun(t, got.wait(t, 1500, 20*time.Second), "a-0", 1500)
+	nothingMore(t, b[0], 100*time.Millisecond)
+	checkRun(t, got.wait(t, 1500, time.Second), "a-0", 1500)
+	noRemoteDown(t, events)
+	t.Logf("a-0 published again %d times", a[0].remotes.resent.Load())
+}
+
+// TestSitesMessagesReceiverReconnects: the receiver's connection to NATS
+// breaks while the sender's does not: what NATS could not deliver
+// meanwhile goes again when no acknowledgement comes, once and in order.
+func TestSitesMessagesReceiverReconnects(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	long := func(c *Config) { c.Heartbeat, c.Lifetime = 200*time.Millisecond, 10*time.Second }
+	a := site(t, "c", "a", 1, []string{srv.URL()}, long)
+	p := newProxy(t, strings.TrimPrefix(srv.URL(), "nats://"))
+	b := site(t, "c", "b", 1, []string{"nats://" + p.ln.Addr().String()}, long)
+	waitRemotes(t, a[0], b...)
+	waitRemotes(t, b[0], a...)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	events := a[0].Events(ctx)
+	evB := b[0].Events(ctx)
+	got := collect(t, b[0])
+
+	sendRun(t, a[0], "b-0", 0, 300)
+	got.wait(t, 300, 10*time.Second)
+	resent := a[0].remotes.resent.Load()
+	p.cut() // b's connection breaks; it connects again through p
+	sendRun(t, a[0], "b-0", 300, 600)
+	nextEvent(t, evB, NATSDown)
+	sendRun(t, a[0], "b-0", 600, 900)
+	nextEvent(t, evB, NATSUp)
+	sendRun(t, a[0], "b-0", 900, 1200)
+	checkRun(t, got.wait(t, 1200, 20*time.Second), "a-0", 1200)
+	nothingMore(t, b[0], 100*time.Millisecond)
+	noRemoteDown(t, events)
+	if a[0].remotes.resent.Load() == resent {
+		t.Error("a-0 published nothing again: NATS lost nothing while b was away?")
+	}
+}
+
+// remoteUnacked is how many messages n holds for member id that it did
+// not acknowledge.
+func remoteUnacked(n *Node, id string) int {
+	s := n.remotes
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if r := s.byID[id]; r != nil {
+		return countMessages(r.unacked)
+	}
+	return -1
+}
+
+// TestSitesMessagesMemberGoes: a member of another site that goes silent
+// (killed, or cut off from NATS) is RemoteDown after its lifetime, with
+// the messages it did not acknowledge counted; one that leaves
+// (Shutdown) has what was queued for it delivered first, and is
+// RemoteDown at once with nothing undelivered.
+func TestSitesMessagesMemberGoes(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	a := site(t, "c", "a", 1, []string{srv.URL()})
+	p := newProxy(t, strings.TrimPrefix(srv.URL(), "nats://"))
+	short := func(c *Config) { c.Heartbeat, c.Lifetime = 100*time.Millisecond, 600*time.Millisecond }
+	b := site(t, "c", "b", 1, []string{"nats://" + p.ln.Addr().String()}, short)
+	c := site(t, "c", "c", 1, []string{srv.URL()})
+	waitRemotes(t, a[0], slices.Concat(b, c)...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	events := a[0].Events(ctx)
+
+	sendRun(t, a[0], "b-0", 0, 3)
+	receiveN(t, b[0], 3, 5*time.Second)
+	waitFor(t, "b-0 acknowledged", 5*time.Second, func() bool { return remoteUnacked(a[0], "b-0") == 0 })
+	p.stall() // b-0 is silent from now on, as if killed
+	at := time.Now()
+	sendRun(t, a[0], "b-0", 3, 8)
+	ev := nextEvent(t, events, RemoteDown)
+	d := time.Since(at)
+	if ev.Peer != "b-0" || ev.Site != "b" || ev.Undelivered != 5 || ev.Err == nil {
+		t.Fatalf("RemoteDown %+v (err %v)", ev, ev.Err)
+	}
+	t.Logf("silent member down after %v (lifetime 600 ms), %d messages undelivered: %v", d, ev.Undelivered, ev.Err)
+	if err := a[0].Send(ctx, "b-0", []byte("late")); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("Send to the member gone: %v", err)
+	}
+	if slices.Contains(remoteIDs(a[0]), "b/b-0") {
+		t.Fatal("a-0 still lists b-0")
+	}
+
+	// c-0 sends, then leaves: a-0 has every message (Shutdown waits for
+	// its acknowledgements), then c-0's RemoteDown, without error.
+	got := collect(t, a[0])
+	sendRun(t, c[0], "a-0", 0, 200)
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	err := c[0].Shutdown(sctx)
+	scancel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkRun(t, got.wait(t, 200, 5*time.Second), "c-0", 200)
+	for ev := nextEvent(t, events, RemoteDown); ev.Peer != "c-0" || ev.Err != nil || ev.Undelivered != 0; ev = nextEvent(t, events, RemoteDown) {
+		if ev.Peer == "c-0" {
+			t.Fatalf("c-0's RemoteDown: %+v", ev)
+		}
+	}
+}
+
+// TestSitesMessagesSecret: with a cluster secret, a NATS user reads no
+// message, and what it publishes or publishes again (a replay of what it
+// recorded) delivers nothing; a node with another secret, or of another
+// cluster, neither hears the cluster's messages nor reaches its members.
+func TestSitesMessagesSecret(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	tap := srv.Tap(t)
+	urls := []string{srv.URL()}
+	secret := func(s string) func(*Config) { return func(c *Config) { c.Secret = s } }
+	a := site(t, "c", "a", 1, urls, secret("one"))
+	b := site(t, "c", "b", 1, urls, secret("one"))
+	x := site(t, "c", "x", 1, urls, secret("two"))
+	z := site(t, "d", "z", 1, urls, secret("one"))
+	waitRemotes(t, a[0], b...)
+	waitRemotes(t, b[0], a...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+
+	if err := a[0].Broadcast(ctx, []byte("the secret text")); err != nil {
+		t.Fatal(err)
+	}
+	if got := receiveN(t, b[0], 1, 5*time.Second); got[0] != "a-0:the secret text" {
+		t.Fatalf("b-0 got %q", got)
+	}
+	for _, n := range []*Node{x[0], z[0]} {
+		if len(n.Remotes()) != 0 {
+			t.Fatalf("%s lists %v", n.ID(), n.Remotes())
+		}
+		if err := n.Send(ctx, "b-0", []byte("intruder")); !errors.Is(err, ErrUnknownPeer) {
+			t.Fatalf("%s's Send to b-0: %v", n.ID(), err)
+		}
+		if err := n.Broadcast(ctx, []byte("intruder")); !errors.Is(err, ErrNoPeers) {
+			t.Fatalf("%s's Broadcast: %v", n.ID(), err)
+		}
+		nothingMore(t, n, 50*time.Millisecond)
+	}
+	seen := tap()
+	for _, m := range seen {
+		if strings.Contains(m, "secret text") {
+			t.Fatalf("a NATS user read %q", m)
+		}
+	}
+	// A NATS user publishes everything it saw again, and garbage on the
+	// same subjects.
+	spy, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	replayed := 0
+	for _, m := range seen {
+		subject, data, _ := strings.Cut(m, " ")
+		if strings.HasSuffix(subject, ".msg") || strings.Contains(subject, ".msg.") { // the messages' subjects
+			spy.Publish(subject, []byte(data))
+			spy.Publish(subject, []byte("garbage"))
+			replayed++
+		}
+	}
+	if replayed == 0 {
+		t.Fatal("the tap saw no message")
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := a[0].Send(ctx, "b-0", []byte("marker")); err != nil {
+		t.Fatal(err)
+	}
+	if got := receiveN(t, b[0], 1, 5*time.Second); got[0] != "a-0:marker" {
+		t.Fatalf("b-0 got %q after the replays, not the marker", got)
+	}
+	nothingMore(t, b[0], 50*time.Millisecond)
+}
+
+// TestSitesMessagesHostile: without a secret, a NATS user can publish on
+// a node's subject: malformed envelopes are dropped (said at Warn at
+// most once a second), and well-formed ones from a member that repeat or
+// skip its messages deliver nothing and cost at most one acknowledgement
+// an ackDelay; the node goes on.
+func TestSitesMessagesHostile(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	tap := srv.Tap(t)
+	urls := []string{srv.URL()}
+	logs := &warnLog{}
+	a := site(t, "c", "a", 1, urls)
+	b := site(t, "c", "b", 1, urls, func(c *Config) { c.Logger = slog.New(logs) })
+	waitRemotes(t, a[0], b...)
+	waitRemotes(t, b[0], a...)
+	sendRun(t, a[0], "b-0", 0, 10)
+	checkRun(t, receiveN(t, b[0], 10, 5*time.Second), "a-0", 10)
+	waitFor(t, "b-0 acknowledged", 5*time.Second, func() bool { return remoteUnacked(a[0], "b-0") == 0 })
+
+	spy, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	as := a[0].remotes
+	as.mu.Lock()
+	epoch := as.byID["b-0"].epoch
+	as.mu.Unlock()
+	key := wire.NodeKey("b-0", b[0].remotes.run)
+	forged := func(seq uint64, part, parts int, frames ...[]byte) []byte {
+		e := wire.Envelope{Site: []byte("a"), Node: []byte("a-0"), Run: as.run,
+			To: []wire.Addressee{{Key: key, Epoch: epoch, Base: 0, Seq: seq}}, Part: part, Parts: parts}
+		msg := wire.AppendEnvelopeHeader(nil, &e)
+		for _, f := range frames {
+			msg = append(msg, f...)
+		}
+		return msg
+	}
+	msg := wire.Frame(wire.Message, []byte("forged"))
+	hostile := [][]byte{
+		[]byte("garbage"),
+		{wire.EnvelopeVersion},
+		forged(0, 0, 1, msg),    // had it
+		forged(1000, 0, 1, msg), // a gap
+		forged(10, 0, 1, msg[:3]),
+		forged(10, 0, 1, wire.Frame(wire.Goodbye, nil)),
+		forged(10, 1, 2, msg), // a part without the first
+	}
+	bSubj := "tallship.c.n.b-0.msg"
+	before := len(tap())
+	start := time.Now()
+	for range 200 {
+		for _, h := range hostile {
+			spy.Publish(bSubj, h)
+		}
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b-0 read the flood", 10*time.Second, func() bool { return b[0].remotes.dropped.Load() >= 200*4 })
+	// The real thing still goes through, after the flood.
+	sendRun(t, a[0], "b-0", 10, 11)
+	if got := receiveN(t, b[0], 1, 5*time.Second); got[0] != "a-0:m10" {
+		t.Fatalf("after the flood b-0 got %q", got)
+	}
+	d := time.Since(start)
+	nothingMore(t, b[0], 50*time.Millisecond)
+	acks := 0
+	for _, m := range tap()[before:] {
+		if strings.HasPrefix(m, "tallship.c.n.a-0.msg ") {
+			acks++
+		}
+	}
+	if bound := int(d/ackDelay) + 3; acks > bound {
+		t.Errorf("b-0 published %d envelopes to a-0 for a flood of %v (bound %d)", acks, d, bound)
+	}
+	warns := 0
+	for _, l := range logs.all() {
+		if strings.HasPrefix(l, "message from another site dropped") {
+			warns++
+		}
+	}
+	if warns == 0 || warns > int(d/time.Second)+1 {
+		t.Errorf("%d warnings for %v of hostile envelopes", warns, d)
+	}
+	t.Logf("%d envelopes dropped, %d warnings, %d envelopes to a-0, in %v", b[0].remotes.dropped.Load(), warns, acks, d)
 }
