@@ -1,11 +1,12 @@
 package main
 
-// The sites group (issue 21): the registry across sites through NATS. A
-// nats-server runs in this process on 127.0.0.1; each site is a LAN of
-// nodes on loopback linked with Connect (no mDNS: the sites must not
-// find each other), with the default timers, joined to it. The raw
-// reference of the latency row is nats.go itself: one publish to one
-// subscriber on the same server, in the same run.
+// The sites group (issue 21): the registry and messages across sites
+// through NATS. A nats-server runs in this process on 127.0.0.1; each
+// site is a LAN of nodes on loopback linked with Connect (no mDNS: the
+// sites must not find each other), with the default timers, joined to
+// it. The raw reference of the latency and message rows is nats.go
+// itself: one publish to one subscriber on the same server, in the same
+// run.
 
 import (
 	"context"
@@ -13,6 +14,7 @@ import (
 	"fmt"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
@@ -32,7 +34,10 @@ func sitesRows(runs int, quick bool) []*row {
 	pub := &row{name: "NATS messages published /s per node, idle (2 sites of 3)", unit: "/s", note: "Beats, every Heartbeat (1 s)"}
 	recv := &row{name: "NATS messages delivered /s per node, idle (2 sites of 3)", unit: "/s"}
 	bytes := &row{name: "NATS bytes delivered /s per node, idle (2 sites of 3)", unit: "B/s"}
-	rows := []*row{visible, leave, syncRow, pub, recv, bytes}
+	msgs := &row{name: "64 B messages site A → site B (Send → Receive)", unit: "/s", higher: true, target: "≥ 50% of nats.go",
+		note:  "raw: nats.go, one publish per message → a subscriber",
+		check: func(r *row) bool { return r.ratio() >= 0.5 }}
+	rows := []*row{visible, leave, syncRow, msgs, pub, recv, bytes}
 	srv, err := startNATS()
 	if err != nil {
 		for _, r := range rows {
@@ -60,6 +65,11 @@ func sitesRows(runs int, quick bool) []*row {
 			measureSitesIdle(pub, recv, bytes, srv, len(a)+len(b), idle)
 			measureSitesVisible(visible, a, b, 20*runs)
 			measureRawNATS(visible, url, 20*runs)
+			count := 200_000
+			if quick {
+				count = 50_000
+			}
+			measureSitesMessages(msgs, url, a[0], b[0], runs, count)
 			measureSitesLeave(leave, cluster, url, b, runs)
 			measureSitesSync(syncRow, cluster, url, a, b, 1000, runs)
 		}
@@ -358,4 +368,112 @@ func measureSitesIdle(pub, recv, bytes *row, srv *server.Server, nodes int, d ti
 	pub.samples = append(pub.samples, float64(v1.InMsgs-v0.InMsgs)/per)
 	recv.samples = append(recv.samples, float64(v1.OutMsgs-v0.OutMsgs)/per)
 	bytes.samples = append(bytes.samples, float64(v1.OutBytes-v0.OutBytes)/per)
+}
+
+// measureSitesMessages fills r with the rate of count 64-byte messages
+// Sent by a (of one site) to b (of another) and taken with Receive,
+// runs times, and in the same runs its raw reference: count 64-byte
+// messages published with nats.go, one publish each, to a subscriber on
+// another connection to the same server. Each is timed from the first
+// send to the last message received.
+func measureSitesMessages(r *row, url string, a, b *mesh.Node, runs, count int) {
+	deadline := time.Now().Add(10 * time.Second)
+	for !slices.ContainsFunc(a.Remotes(), func(p mesh.Peer) bool { return p.ID == b.ID() }) {
+		if time.Now().After(deadline) {
+			r.err = fmt.Errorf("%s does not list %s as a member of another site", a.ID(), b.ID())
+			return
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	msg := make([]byte, 64)
+	for range runs {
+		raw, err := rawNATSMessages(url, count, msg)
+		if err != nil {
+			r.err = fmt.Errorf("nats.go: %w", err)
+			return
+		}
+		got, err := sitesMessages(a, b, count, msg)
+		if err != nil {
+			r.err = err
+			return
+		}
+		r.samples = append(r.samples, got)
+		r.raw = append(r.raw, raw)
+	}
+}
+
+// sitesMessages times count Sends from a to b, until b has received the
+// last.
+func sitesMessages(a, b *mesh.Node, count int, msg []byte) (float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		for range count {
+			if _, err := b.Receive(ctx); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}()
+	start := time.Now()
+	for range count {
+		if err := a.Send(ctx, b.ID(), msg); err != nil {
+			cancel()
+			<-done
+			return 0, err
+		}
+	}
+	if err := <-done; err != nil {
+		return 0, err
+	}
+	return float64(count) / time.Since(start).Seconds(), nil
+}
+
+// rawNATSMessages times count publishes of msg with nats.go, until a
+// subscriber on another connection has received the last.
+func rawNATSMessages(url string, count int, msg []byte) (float64, error) {
+	pub, err := nats.Connect(url)
+	if err != nil {
+		return 0, err
+	}
+	defer pub.Close()
+	sub, err := nats.Connect(url)
+	if err != nil {
+		return 0, err
+	}
+	defer sub.Close()
+	var got atomic.Int64
+	done := make(chan struct{})
+	s, err := sub.Subscribe("bench.msgs", func(*nats.Msg) {
+		if got.Add(1) == int64(count) {
+			close(done)
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	defer s.Unsubscribe()
+	if err := s.SetPendingLimits(-1, -1); err != nil { // no drop: every message counts
+		return 0, err
+	}
+	if err := sub.Flush(); err != nil {
+		return 0, err
+	}
+	start := time.Now()
+	for range count {
+		if err := pub.Publish("bench.msgs", msg); err != nil {
+			return 0, err
+		}
+	}
+	if err := pub.Flush(); err != nil {
+		return 0, err
+	}
+	select {
+	case <-done:
+	case <-time.After(60 * time.Second):
+		return 0, fmt.Errorf("%d of %d messages after 60 s", got.Load(), count)
+	}
+	return float64(count) / time.Since(start).Seconds(), nil
 }
