@@ -183,7 +183,15 @@ func (s *remoteSet) stopLocked(r *remote) int {
 	s.partBytes -= r.partHeld
 	r.partHeld = 0
 	r.in.stop()
+	s.freedLocked()
 	return undelivered
+}
+
+// freedLocked tells drain that frames were acknowledged or dropped.
+// s.mu is held.
+func (s *remoteSet) freedLocked() {
+	close(s.acked)
+	s.acked = make(chan struct{})
 }
 
 // close stops every member's timers: the node is closing, its
@@ -211,13 +219,15 @@ func (s *remoteSet) lookup(ids []string) (members []*remote, others []string) {
 	return members, others
 }
 
-// members returns the members that do not only observe.
-func (s *remoteSet) members() []*remote {
+// members returns the members that do not only observe, but those
+// linked reports (while the registry hands a member of another site
+// linked by hand over to its links, it is both for up to a Heartbeat).
+func (s *remoteSet) members(linked func(id string) bool) []*remote {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]*remote, 0, len(s.byID))
 	for _, r := range s.byID {
-		if !r.observer {
+		if !r.observer && (linked == nil || !linked(r.id)) {
 			out = append(out, r)
 		}
 	}
@@ -228,7 +238,7 @@ func (s *remoteSet) members() []*remote {
 // and id.
 func (s *remoteSet) list() []Peer {
 	var out []Peer
-	for _, r := range s.members() {
+	for _, r := range s.members(nil) {
 		out = append(out, Peer{ID: r.id, Site: r.site, Remote: true})
 	}
 	slices.SortFunc(out, func(a, b Peer) int {
@@ -353,8 +363,7 @@ func (s *remoteSet) acknowledged(r *remote, epoch, next uint64) {
 	if more {
 		s.markLocked(r) // publish again what waits behind
 	}
-	close(s.acked)
-	s.acked = make(chan struct{})
+	s.freedLocked()
 	s.mu.Unlock()
 	if more {
 		s.signal()

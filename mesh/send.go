@@ -115,12 +115,11 @@ func (n *Node) Broadcast(ctx context.Context, msg []byte) error {
 			ps = append(ps, p)
 		}
 	}
-	rs := n.remotes
-	n.mu.Unlock()
 	var members []*remote
-	if rs != nil {
-		members = rs.members()
+	if n.remotes != nil {
+		members = n.remotes.members(func(id string) bool { return n.peers[id] != nil })
 	}
+	n.mu.Unlock()
 	gone, err := n.enqueue(ctx, ps, members, frame)
 	if err != nil {
 		return err

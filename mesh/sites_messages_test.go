@@ -550,3 +550,40 @@ func TestSitesMessagesHostile(t *testing.T) {
 	}
 	t.Logf("%d envelopes dropped, %d warnings, %d envelopes to a-0, in %v", b[0].remotes.dropped.Load(), warns, acks, d)
 }
+
+// TestSitesMessagesLinkedByHand: a member of another site linked by hand
+// is a peer: messages go over the link, a Broadcast reaches it once
+// (not over the link and NATS both), and it is a member of another site
+// no longer (RemoteDown).
+func TestSitesMessagesLinkedByHand(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	urls := []string{srv.URL()}
+	a := site(t, "c", "a", 1, urls)
+	x := site(t, "c", "x", 1, urls)
+	waitRemotes(t, a[0], x...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	events := a[0].Events(ctx)
+	if _, err := x[0].Connect(ctx, addr(t, a[0])); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "linked", 10*time.Second, func() bool { return len(a[0].Peers()) == 1 })
+	if err := a[0].Broadcast(ctx, []byte("once")); err != nil {
+		t.Fatal(err)
+	}
+	if got := receiveN(t, x[0], 1, 5*time.Second); got[0] != "a-0:once" {
+		t.Fatalf("x-0 got %q", got)
+	}
+	ev := nextEvent(t, events, RemoteDown)
+	if ev.Peer != "x-0" || ev.Err == nil || !strings.Contains(ev.Err.Error(), "links") {
+		t.Fatalf("RemoteDown %+v", ev)
+	}
+	if len(a[0].Remotes()) != 0 {
+		t.Fatalf("a-0 lists %v", a[0].Remotes())
+	}
+	nothingMore(t, x[0], 100*time.Millisecond)
+	sendRun(t, a[0], "x-0", 0, 100)
+	checkRun(t, receiveN(t, x[0], 100, 5*time.Second), "a-0", 100)
+}
