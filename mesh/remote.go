@@ -13,7 +13,8 @@ import (
 	"github.com/tallship-go/tallship/sites"
 )
 
-// Members of other sites (docs/sites.md, "Messages"): the nodes this one
+// Members of other sites (docs/sites.md, "Messages between sites";
+// docs/protocol.md, "Across sites"): the nodes this one
 // hears over NATS and not over links, as the registry says (its
 // RemoteUp and RemoteDown). Send, SendMany and Broadcast reach them over
 // NATS with the guarantees of a link (delivery.go): this node numbers
