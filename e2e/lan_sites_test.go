@@ -39,9 +39,10 @@ func seesRecord(procs []*lan.Proc, id, site string, gone bool) error {
 }
 
 // TestLANSites: the registry spans both sites, each LAN staying a mesh
-// of its own; a node killed in one site is gone from the other within
-// its lifetime; a site cut off from NATS keeps its LAN registry, and the
-// sites reconverge when it is back.
+// of its own, and messages cross them; a node killed in one site is gone
+// from the other within its lifetime; a site cut off from NATS keeps its
+// LAN registry, and the sites reconverge (and messages cross again) when
+// it is back.
 func TestLANSites(t *testing.T) {
 	lan.RequireNFT(t)
 	l := lan.New(t, 6)
@@ -71,6 +72,9 @@ func TestLANSites(t *testing.T) {
 	lan.Eventually(t, lanChangeWait, "b's record in a", func() error { return seesRecord(a, rb.ID, "b", false) })
 	lan.Eventually(t, lanChangeWait, "a's own records in a", func() error { return seesRecord(a, ra.ID, "a", false) })
 	t.Logf("figure: records crossed both ways within %v", time.Since(start).Round(time.Millisecond))
+	// Messages cross too, both ways, over NATS.
+	sendAcross(t, a[0], b[0], "hello from a")
+	sendAcross(t, b[1], a[2], "hello from b")
 	if err := lan.FullMesh(a...); err != nil { // still: nobody linked across
 		t.Fatal(err)
 	}
@@ -100,8 +104,19 @@ func TestLANSites(t *testing.T) {
 			seesRecord(a, rb.ID, "b", false), seesRecord(a, rb2.ID, "b", false))
 	})
 	t.Logf("figure: site a back on NATS → converged in %v", time.Since(back).Round(time.Millisecond))
+	sendAcross(t, a[1], b[1], "after the outage")
 	if err := cmpErr(lan.FullMesh(a...), lan.FullMesh(b...)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// sendAcross sends text from one proc to a proc of another site, once
+// the sender has it as a member of another site, and waits for it.
+func sendAcross(t *testing.T, from, to *lan.Proc, text string) {
+	t.Helper()
+	lan.Eventually(t, lanChangeWait, from.ID+" sends to "+to.ID, func() error { return from.Send(to.ID, text) })
+	if _, ok := to.WaitEvent(lanChangeWait, func(e node.Event) bool { return e.Ev == "msg" && e.Peer == from.ID && e.Data == text }); !ok {
+		t.Fatalf("%s did not receive %q from %s", to.ID, text, from.ID)
 	}
 }
 

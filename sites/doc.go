@@ -2,7 +2,9 @@
 // sites) through NATS: a Bus is a node's connection to a NATS system
 // (servers, a cluster, gateways, leaf nodes; core NATS only, no
 // JetStream), and each of its Sessions carries the node's registry to
-// the other sites (registry.ServeBus). The mesh runs it when
+// the other sites (registry.ServeBus) and the mesh's messages to nodes
+// of other sites (Session.SendMessage, Session.PublishMessage; the Bus's
+// ReceiveMessage reads those for this node). The mesh runs it when
 // mesh.Config.NATS names servers; a program that uses the mesh needs
 // this package only for the errors mesh.Config.Join and Node.Start wrap
 // (errors.Is(err, sites.ErrConfig), sites.ErrRefused).
