@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -586,4 +587,135 @@ func TestSitesMessagesLinkedByHand(t *testing.T) {
 	nothingMore(t, x[0], 100*time.Millisecond)
 	sendRun(t, a[0], "x-0", 0, 100)
 	checkRun(t, receiveN(t, x[0], 100, 5*time.Second), "a-0", 100)
+}
+
+// TestSitesMessagesQueueBound: what is queued for a member of another
+// site and not acknowledged is bounded by SendQueueBytes: Send waits for
+// room, until its ctx ends, or until the member goes (ErrUnknownPeer);
+// RemoteDown counts every message accepted.
+func TestSitesMessagesQueueBound(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	small := func(c *Config) { c.MaxMessageSize, c.SendQueueBytes = 1024, 4096 }
+	a := site(t, "c", "a", 1, []string{srv.URL()}, small)
+	p := newProxy(t, strings.TrimPrefix(srv.URL(), "nats://"))
+	short := func(c *Config) { c.Heartbeat, c.Lifetime = 100*time.Millisecond, 600*time.Millisecond }
+	b := site(t, "c", "b", 1, []string{"nats://" + p.ln.Addr().String()}, short)
+	waitRemotes(t, a[0], b...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	events := a[0].Events(ctx)
+	p.stall() // nothing is acknowledged from now on
+
+	msg := make([]byte, 64) // a frame of 66 bytes
+	sent := 0
+	for {
+		sctx, scancel := context.WithTimeout(ctx, 100*time.Millisecond)
+		err := a[0].Send(sctx, "b-0", msg)
+		scancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent++
+	}
+	if want := 4096 / 66; sent != want {
+		t.Fatalf("%d messages queued before Send waited, want %d", sent, want)
+	}
+	// A Send waiting for room ends when the member goes.
+	blocked := make(chan error, 1)
+	go func() { blocked <- a[0].Send(ctx, "b-0", msg) }()
+	ev := nextEvent(t, events, RemoteDown)
+	if ev.Peer != "b-0" || ev.Undelivered != sent {
+		t.Fatalf("RemoteDown %+v, want %d undelivered", ev, sent)
+	}
+	if err := <-blocked; !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("the waiting Send returned %v", err)
+	}
+}
+
+// TestSitesMessagesLarge: messages larger than a NATS message go in
+// parts and arrive whole, in order with the small ones, to one member
+// and to a site.
+func TestSitesMessagesLarge(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{MaxPayload: 64 << 10})
+	urls := []string{srv.URL()}
+	a := site(t, "c", "a", 1, urls)
+	b := site(t, "c", "b", 2, urls)
+	waitRemotes(t, a[0], b...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	big := func(n int, c byte) []byte { return bytes.Repeat([]byte{c}, n) }
+	sizes := []int{200 << 10, 1, 64 << 10, 1 << 20, 5}
+	for i, n := range sizes {
+		if err := a[0].Send(ctx, "b-0", big(n, byte('a'+i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := a[0].Broadcast(ctx, big(300<<10, 'z')); err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range b {
+		want := [][]byte{big(300<<10, 'z')}
+		if nd == b[0] {
+			want = nil
+			for i, n := range sizes {
+				want = append(want, big(n, byte('a'+i)))
+			}
+			want = append(want, big(300<<10, 'z'))
+		}
+		for i, w := range want {
+			m, err := nd.Receive(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m.From != "a-0" || !bytes.Equal(m.Data, w) {
+				t.Fatalf("%s's message %d: %d bytes from %s, want %d", nd.ID(), i, len(m.Data), m.From, len(w))
+			}
+		}
+		nothingMore(t, nd, 50*time.Millisecond)
+	}
+}
+
+// TestSitesMessagesObserver: a member of another site that only
+// observes is marked in its RemoteUp, is not listed by Remotes nor
+// reached by Broadcast, and can be sent to, and send.
+func TestSitesMessagesObserver(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	urls := []string{srv.URL()}
+	a := site(t, "c", "a", 1, urls)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	events := a[0].Events(ctx)
+	o := site(t, "c", "o", 1, urls, func(c *Config) { c.Observer = true })
+	if ev := nextEvent(t, events, RemoteUp); ev.Peer != "o-0" || ev.Site != "o" || !ev.Observer {
+		t.Fatalf("RemoteUp %+v", ev)
+	}
+	if len(a[0].Remotes()) != 0 {
+		t.Fatalf("a-0 lists %v", a[0].Remotes())
+	}
+	if err := a[0].Broadcast(ctx, []byte("to members")); !errors.Is(err, ErrNoPeers) {
+		t.Fatalf("Broadcast with an observer alone: %v", err)
+	}
+	waitRemotes(t, o[0], a...)
+	if err := o[0].Send(ctx, "a-0", []byte("from an observer")); err != nil {
+		t.Fatal(err)
+	}
+	if got := receiveN(t, a[0], 1, 5*time.Second); got[0] != "o-0:from an observer" {
+		t.Fatalf("a-0 got %q", got)
+	}
+	if err := a[0].Send(ctx, "o-0", []byte("to an observer")); err != nil {
+		t.Fatal(err)
+	}
+	if got := receiveN(t, o[0], 1, 5*time.Second); got[0] != "a-0:to an observer" {
+		t.Fatalf("o-0 got %q", got)
+	}
+	nothingMore(t, o[0], 50*time.Millisecond)
 }
