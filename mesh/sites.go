@@ -62,22 +62,24 @@ func (n *Node) Site() string { return n.cfg.Site }
 // events. Empty without NATS, or while it is out of reach (members of
 // other sites then go after their Lifetime).
 func (n *Node) Remotes() []Peer {
-	n.mu.Lock()
-	rs := n.remotes
-	n.mu.Unlock()
-	if rs == nil {
-		return nil
+	if rs := n.remoteSet(); rs != nil {
+		return rs.list()
 	}
-	return rs.list()
+	return nil
+}
+
+// remoteSet returns the node's messaging with the members of other
+// sites: nil without NATS.
+func (n *Node) remoteSet() *remoteSet {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.remotes
 }
 
 // remoteEvent takes the registry's word that a member of another site
 // came or went.
 func (n *Node) remoteEvent(e registry.Event) {
-	n.mu.Lock()
-	rs := n.remotes
-	n.mu.Unlock()
-	if rs != nil {
+	if rs := n.remoteSet(); rs != nil {
 		rs.registryEvent(e)
 	}
 }
@@ -85,10 +87,7 @@ func (n *Node) remoteEvent(e registry.Event) {
 // drainRemotes waits, on Shutdown, until the members of other sites have
 // acknowledged what Send queued for them, or ctx ends.
 func (n *Node) drainRemotes(ctx context.Context) {
-	n.mu.Lock()
-	rs := n.remotes
-	n.mu.Unlock()
-	if rs != nil {
+	if rs := n.remoteSet(); rs != nil {
 		rs.drain(ctx)
 	}
 }
@@ -97,10 +96,7 @@ func (n *Node) drainRemotes(ctx context.Context) {
 // the registry and the messages across sites, and stops what is left.
 func (n *Node) closeSites(b *sites.Bus) {
 	b.Close()
-	n.mu.Lock()
-	rs := n.remotes
-	n.mu.Unlock()
-	if rs != nil {
+	if rs := n.remoteSet(); rs != nil {
 		rs.close()
 	}
 }
@@ -174,10 +170,7 @@ const natsPings = 4
 // closing, so that the registry's leaving Beat still goes out.
 func (n *Node) runSites(b *sites.Bus) {
 	defer n.wg.Done()
-	n.mu.Lock()
-	rs := n.remotes
-	n.mu.Unlock()
-	rs.start(n.reg.Incarnation())
+	n.remoteSet().start(n.reg.Incarnation())
 	for {
 		s, err := b.Next(n.ctx)
 		if err != nil {

@@ -92,17 +92,26 @@ func receive(s *Session, d time.Duration) []byte {
 	return msg
 }
 
-// settle publishes from a until b hears: both subscriptions are in
-// place on the server (a subscription is sent as the connection starts,
-// and may trail the first publish).
+// settle sends from a until b hears: both subscriptions are in place on
+// the server (a subscription is sent as the connection starts, and may
+// trail the first publish).
 func settle(t *testing.T, a, b *Session, node string) {
+	t.Helper()
+	settleOn(t, func(m []byte) error { return a.Send(node, m) }, func(d time.Duration) []byte { return receive(b, d) })
+}
+
+// settleOn sends a ping until read reads it back, then reads what other
+// pings came.
+func settleOn(t *testing.T, send func([]byte) error, read func(time.Duration) []byte) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if err := a.Send(node, []byte("ping")); err != nil {
+		if err := send([]byte("ping")); err != nil {
 			t.Fatal(err)
 		}
-		if msg := receive(b, 20*time.Millisecond); string(msg) == "ping" {
+		if msg := read(20 * time.Millisecond); string(msg) == "ping" {
+			for read(20*time.Millisecond) != nil {
+			}
 			return
 		}
 		if time.Now().After(deadline) {
@@ -422,42 +431,57 @@ func TestBusNameHidesNode(t *testing.T) {
 	}
 }
 
-// TestBusInboxBounded: what waits to be read is bounded in bytes, not
-// in messages: beyond it messages are dropped (said), and what was kept
-// is read in order.
+// TestBusInboxBounded: what waits to be read, the registry's and the
+// mesh's messages each, is bounded in bytes, not in messages: beyond it
+// messages are dropped (said), and what was kept is read in order.
 func TestBusInboxBounded(t *testing.T) {
 	netns.Require(t)
-	leakcheck.Goroutines(t)
-	old := inboxBytes
-	t.Cleanup(func() { inboxBytes = old }) // after the buses close
-	inboxBytes = 1 << 20
-	srv := natstest.Start(t, natstest.Options{})
-	logs := &logLines{}
-	cb := config("b", "sb", srv.URL())
-	cb.Logger = slog.New(logs)
-	a, b := session(t, dial(t, config("a", "sa", srv.URL()))), session(t, dial(t, cb))
-	settle(t, a, b, "b")
-	for len(b.b.in.q) > b.b.in.head { // what settle left
-		receive(b, 10*time.Millisecond)
-	}
-	big := make([]byte, 100<<10)
-	for i := range 30 { // 3 MB, unread
-		big[0] = byte(i)
-		if err := a.Publish(big); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, "drops said", func() bool { return logs.count("WARN sites: NATS message dropped") == 1 })
-	b.b.in.mu.Lock()
-	held := b.b.in.bytes
-	b.b.in.mu.Unlock()
-	if held > inboxBytes {
-		t.Fatalf("%d bytes wait, bound %d", held, inboxBytes)
-	}
-	for i := range 10 {
-		if msg := receive(b, time.Second); len(msg) != len(big) || msg[0] != byte(i) {
-			t.Fatalf("message %d: %d bytes, first %v", i, len(msg), msg[:min(len(msg), 1)])
-		}
+	for _, tc := range []struct {
+		name  string
+		bound *int
+		inbox func(*Bus) *inbox
+		send  func(a *Session, msg []byte) error
+		read  func(b *Bus, d time.Duration) []byte
+	}{
+		{"registry", &inboxBytes, func(b *Bus) *inbox { return b.in },
+			func(a *Session, msg []byte) error { return a.Publish(msg) },
+			func(b *Bus, d time.Duration) []byte { return receive(session(t, b), d) }},
+		{"messages", &messageInboxBytes, func(b *Bus) *inbox { return b.msgs },
+			func(a *Session, msg []byte) error { return a.SendMessage("b", msg) },
+			func(b *Bus, d time.Duration) []byte { return receiveMessage(b, d) }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leakcheck.Goroutines(t)
+			old := *tc.bound
+			t.Cleanup(func() { *tc.bound = old }) // after the buses close
+			*tc.bound = 1 << 20
+			srv := natstest.Start(t, natstest.Options{})
+			logs := &logLines{}
+			cb := config("b", "sb", srv.URL())
+			cb.Logger = slog.New(logs)
+			a, b := session(t, dial(t, config("a", "sa", srv.URL()))), dial(t, cb)
+			settleOn(t, func(m []byte) error { return tc.send(a, m) }, func(d time.Duration) []byte { return tc.read(b, d) })
+			big := make([]byte, 100<<10)
+			for i := range 30 { // 3 MB, unread
+				big[0] = byte(i)
+				if err := tc.send(a, big); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitFor(t, "drops said", func() bool { return logs.count("WARN sites: NATS message dropped") == 1 })
+			in := tc.inbox(b)
+			in.mu.Lock()
+			held := in.bytes
+			in.mu.Unlock()
+			if held > *tc.bound {
+				t.Fatalf("%d bytes wait, bound %d", held, *tc.bound)
+			}
+			for i := range 10 {
+				if msg := tc.read(b, time.Second); len(msg) != len(big) || msg[0] != byte(i) {
+					t.Fatalf("message %d: %d bytes, first %v", i, len(msg), msg[:min(len(msg), 1)])
+				}
+			}
+		})
 	}
 }
 

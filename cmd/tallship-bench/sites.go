@@ -392,7 +392,7 @@ func measureSitesMessages(r *row, url string, a, b *mesh.Node, runs, count int) 
 			r.err = fmt.Errorf("nats.go: %w", err)
 			return
 		}
-		got, err := sitesMessages(a, b, count, msg)
+		got, err := meshMessages(&pair{a, b}, count, msg) // the link group's measure, across sites
 		if err != nil {
 			r.err = err
 			return
@@ -400,35 +400,6 @@ func measureSitesMessages(r *row, url string, a, b *mesh.Node, runs, count int) 
 		r.samples = append(r.samples, got)
 		r.raw = append(r.raw, raw)
 	}
-}
-
-// sitesMessages times count Sends from a to b, until b has received the
-// last.
-func sitesMessages(a, b *mesh.Node, count int, msg []byte) (float64, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		for range count {
-			if _, err := b.Receive(ctx); err != nil {
-				done <- err
-				return
-			}
-		}
-		done <- nil
-	}()
-	start := time.Now()
-	for range count {
-		if err := a.Send(ctx, b.ID(), msg); err != nil {
-			cancel()
-			<-done
-			return 0, err
-		}
-	}
-	if err := <-done; err != nil {
-		return 0, err
-	}
-	return float64(count) / time.Since(start).Seconds(), nil
 }
 
 // rawNATSMessages times count publishes of msg with nats.go, until a

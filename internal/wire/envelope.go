@@ -69,13 +69,9 @@ const (
 
 const envelopeAck = 1 // flags: an ack follows
 
-// Errors of the envelope decoder, both wrapping ErrBadFrame.
-var (
-	// ErrEnvelopeVersion: an envelope of another version.
-	ErrEnvelopeVersion = fmt.Errorf("%w: envelope of another version", ErrBadFrame)
-	// ErrEnvelope: bytes that are not a valid envelope.
-	ErrEnvelope = fmt.Errorf("%w: malformed envelope", ErrBadFrame)
-)
+// ErrEnvelopeVersion: an envelope of another version. It wraps
+// ErrBadFrame, as the envelope decoder's other errors do.
+var ErrEnvelopeVersion = fmt.Errorf("%w: envelope of another version", ErrBadFrame)
 
 // NodeKey is the key that names a run of a node in an envelope's
 // addressees: the first 8 bytes of a SHA-256 of its id and run. An
@@ -126,14 +122,15 @@ func AppendEnvelopeHeader(b []byte, e *Envelope) []byte {
 
 // ParseEnvelope decodes p into e, reusing e.To's array. e's byte fields
 // point into p. It checks the envelope's bounds, not its frames (see
-// ParseMessages). Errors wrap ErrEnvelopeVersion or ErrEnvelope.
+// ParseMessages). Errors wrap ErrBadFrame (ErrEnvelopeVersion for
+// another version).
 func ParseEnvelope(p []byte, e *Envelope) error {
 	if len(p) == 0 || p[0] != EnvelopeVersion {
 		return ErrEnvelopeVersion
 	}
-	d := envelopeDecoder{b: p[1:]}
-	e.Site = d.bytes(MaxEnvelopeSite, "site")
-	e.Node = d.bytes(MaxEnvelopeNode, "node")
+	d := decoder{b: p[1:]}
+	e.Site = d.name(MaxEnvelopeSite, "site")
+	e.Node = d.name(MaxEnvelopeNode, "node")
 	e.Run = d.uint64()
 	flags := d.byte()
 	if d.err == nil && flags&^envelopeAck != 0 {
@@ -202,74 +199,55 @@ func ParseMessages(dst [][]byte, b []byte, max int) ([][]byte, error) {
 	return dst, nil
 }
 
-// envelopeDecoder reads an envelope, keeping its first error.
-type envelopeDecoder struct {
-	b   []byte
-	err error
-}
+// The decoder's reads of envelopes, beside frame.go's.
 
-func (d *envelopeDecoder) fail(format string, args ...any) {
+func (d *decoder) fail(format string, args ...any) {
 	if d.err == nil {
-		d.err = fmt.Errorf("%w: "+format, append([]any{ErrEnvelope}, args...)...)
+		d.err = fmt.Errorf("%w: envelope: "+format, append([]any{ErrBadFrame}, args...)...)
 	}
 }
 
-func (d *envelopeDecoder) byte() byte {
+// take returns the next n bytes, or nil (and fails) when fewer are left.
+func (d *decoder) take(n int) []byte {
 	if d.err != nil {
-		return 0
+		return nil
 	}
-	if len(d.b) < 1 {
+	if len(d.b) < n {
 		d.fail("cut short")
-		return 0
+		return nil
 	}
-	c := d.b[0]
-	d.b = d.b[1:]
-	return c
-}
-
-func (d *envelopeDecoder) uint64() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	if len(d.b) < 8 {
-		d.fail("cut short")
-		return 0
-	}
-	v := binary.BigEndian.Uint64(d.b)
-	d.b = d.b[8:]
-	return v
-}
-
-func (d *envelopeDecoder) uvarint() uint64 {
-	if d.err != nil {
-		return 0
-	}
-	v, n := binary.Uvarint(d.b)
-	if n <= 0 {
-		d.fail("bad varint")
-		return 0
-	}
+	b := d.b[:n:n]
 	d.b = d.b[n:]
-	return v
+	return b
 }
 
-// bytes reads a string of 1 to max bytes without control characters.
-func (d *envelopeDecoder) bytes(max int, what string) []byte {
+func (d *decoder) byte() byte {
+	if b := d.take(1); b != nil {
+		return b[0]
+	}
+	return 0
+}
+
+func (d *decoder) uint64() uint64 {
+	if b := d.take(8); b != nil {
+		return binary.BigEndian.Uint64(b)
+	}
+	return 0
+}
+
+// name reads a string of 1 to max bytes without control characters, in
+// place.
+func (d *decoder) name(max int, what string) []byte {
 	n := d.uvarint()
-	if d.err != nil {
-		return nil
-	}
-	if n == 0 || n > uint64(max) || n > uint64(len(d.b)) {
+	if d.err == nil && (n == 0 || n > uint64(max)) {
 		d.fail("%s of %d bytes", what, n)
-		return nil
 	}
-	s := d.b[:n:n]
+	s := d.take(int(min(n, uint64(max))))
 	for _, c := range s {
 		if c < 0x20 || c == 0x7f {
 			d.fail("%s with a control character", what)
 			return nil
 		}
 	}
-	d.b = d.b[n:]
 	return s
 }
