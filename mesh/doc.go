@@ -77,19 +77,23 @@
 //
 // Sites: several LAN meshes of one cluster (offices, subnets without
 // multicast, a datacenter beside the lab) share one registry through
-// NATS. Each LAN is a site (Config.Site), and every node also connects to
-// NATS (Config.NATS), which carries only what crosses sites:
+// NATS, and reach each other's members with messages. Each LAN is a site
+// (Config.Site), and every node also connects to NATS (Config.NATS),
+// which carries only what crosses sites:
 //
 //	node, err := mesh.Config{
 //		Site: "lab",
 //		NATS: mesh.NATSConfig{URLs: []string{"nats://nats:4222"}, CredsFile: "user.creds"},
 //	}.Join(ctx, "my-cluster")
-//	recs, err := node.Lookup(ctx, "db@^2") // of every site; recs[0].Site says whose
-//	members := node.Remotes()              // the other sites' members
+//	recs, err := node.Lookup(ctx, "db@^2")        // of every site; recs[0].Site says whose
+//	members := node.Remotes()                     // the other sites' members
+//	err = node.Send(ctx, members[0].ID, msg)      // over NATS, once and in order
+//	err = node.Broadcast(ctx, msg)                // the LAN over links, other sites over NATS
 //
-// NATSUp and NATSDown events follow the connection; a site cut off from
-// NATS keeps its LAN and converges again when NATS returns
-// (docs/sites.md).
+// NATSUp and NATSDown events follow the connection, RemoteUp and
+// RemoteDown the members of other sites; a site cut off from NATS keeps
+// its LAN and converges again when NATS returns (docs/sites.md).
+// Streams are LAN-only (ErrRemotePeer).
 //
 // Leaving: Shutdown(ctx) says goodbye, frees this node's records
 // everywhere and delivers what Send queued, until ctx ends; Close does it

@@ -14,16 +14,16 @@ import (
 )
 
 // Members of other sites (docs/sites.md, "Messages between sites";
-// docs/protocol.md, "Across sites"): the nodes this one
-// hears over NATS and not over links, as the registry says (its
-// RemoteUp and RemoteDown). Send, SendMany and Broadcast reach them over
-// NATS with the guarantees of a link (delivery.go): this node numbers
-// its frames to each (window), publishes them in envelopes
-// (wire.Envelope; remote_write.go), keeps them until acknowledged, and
-// publishes them again when no acknowledgement comes in time or the
-// connection to NATS is made again; the receiver delivers each once, in
-// order (inbound; remote_read.go). A frame queued for several members of
-// one site goes out once, on the site's subject, numbered for each.
+// docs/protocol.md, "Across sites"): the nodes this one hears over NATS
+// and not over links, as the registry says (its RemoteUp and
+// RemoteDown). Send, SendMany and Broadcast reach them over NATS with
+// the guarantees of a link (delivery.go): this node numbers its frames
+// to each (window), publishes them in envelopes (wire.Envelope;
+// remote_write.go), keeps them until acknowledged, and publishes them
+// again when no acknowledgement comes in time or the connection to NATS
+// is made again; the receiver delivers each once, in order (inbound;
+// remote_read.go). A frame queued for several members of one site goes
+// out once, on the site's subject, numbered for each.
 
 // remote is one run of a member of another site.
 type remote struct {
@@ -67,7 +67,8 @@ type remoteSet struct {
 	dirty     []*remote            // with frames to publish or an acknowledgement due
 	flight    map[*remote]struct{} // with frames published and not acknowledged
 	marks     map[string]recvMark  // of members that went (delivery.go)
-	acked     chan struct{}        // closed and replaced when frames are acknowledged, for drain
+	acked     chan struct{}        // closed and replaced when frames are acknowledged or dropped while draining
+	draining  bool                 // drain waits on acked
 	partBytes int                  // of frames arriving in parts, of all members
 	closed    bool
 
@@ -188,11 +189,13 @@ func (s *remoteSet) stopLocked(r *remote) int {
 	return undelivered
 }
 
-// freedLocked tells drain that frames were acknowledged or dropped.
-// s.mu is held.
+// freedLocked tells drain, if it waits, that frames were acknowledged or
+// dropped. s.mu is held.
 func (s *remoteSet) freedLocked() {
-	close(s.acked)
-	s.acked = make(chan struct{})
+	if s.draining {
+		close(s.acked)
+		s.acked = make(chan struct{})
+	}
 }
 
 // close stops every member's timers: the node is closing, its
@@ -384,8 +387,9 @@ func (s *remoteSet) drain(ctx context.Context) {
 		s.mu.Lock()
 		held := 0
 		for _, r := range s.byID {
-			held += countMessages(r.unacked)
+			held += len(r.unacked) // messages alone cross sites
 		}
+		s.draining = true
 		acked := s.acked
 		s.mu.Unlock()
 		if held == 0 {

@@ -69,7 +69,7 @@ func (s *remoteSet) writeLoop() {
 	defer timer.Stop()
 	var sess *sites.Session
 	for {
-		if sess == nil || isDone(sess.Done()) {
+		if sess == nil || isClosed(sess.Done()) {
 			next, err := s.bus.Next(context.Background()) // until the node closes the bus
 			if err != nil {
 				return
@@ -94,15 +94,6 @@ func (s *remoteSet) writeLoop() {
 		case <-timer.C:
 		case <-sess.Done():
 		}
-	}
-}
-
-func isDone(ch <-chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
 	}
 }
 
