@@ -80,13 +80,24 @@ func TestLANSites(t *testing.T) {
 	}
 
 	// kill -9 in a: gone from b within the lifetime (LocalConfig:
-	// 500 ms, heartbeat 100 ms).
+	// 500 ms, heartbeat 100 ms), and the messages it did not acknowledge
+	// (sent while it was frozen) counted.
+	killedID := a[2].ID
+	a[2].Freeze()
+	for i := range 3 {
+		if err := b[0].Send(a[2].ID, fmt.Sprintf("unheard %d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
 	killed := a[2].Kill()
 	a = a[:2]
 	gone := lan.Eventually(t, lanDownBound, "the killed node's record gone from b", func() error { return seesRecord(b, rk.ID, "", true) })
 	t.Logf("figure: kill -9 in site a → its record gone from site b in %v (lifetime 500 ms)", time.Since(killed).Round(time.Millisecond))
 	if gone > 500*time.Millisecond+100*time.Millisecond+700*time.Millisecond {
 		t.Errorf("gone after %v: beyond the lifetime", gone)
+	}
+	if ev, ok := b[0].WaitEvent(lanDownBound, func(e node.Event) bool { return e.Ev == "remote-down" && e.Peer == killedID }); !ok || ev.Undelivered != 3 {
+		t.Errorf("b-0's remote-down of the killed node: %+v (found %v), want 3 undelivered", ev, ok)
 	}
 
 	// Site a cut off from NATS: its LAN works alone, b expires it, then

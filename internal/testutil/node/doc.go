@@ -38,7 +38,7 @@
 //	start            id, addrs, records: joined, linked to every -connect,
 //	                 every -role registered; always the first line
 //	peer-up          peer
-//	peer-down        peer, err (none when it left gracefully)
+//	peer-down        peer, err (none when it left gracefully), undelivered
 //	synced           peer: its registry has arrived
 //	id-conflict      peer, err: another live node has this node's id
 //	discovery-error  err
@@ -56,7 +56,8 @@
 //	fatal            err: the node could not start; it exits with status 1
 //
 // nats-up and nats-down (err) say the node's connection to NATS came and
-// went (-nats). A proxy or a NATS server prints only start, with its
+// went (-nats); remote-up (peer) and remote-down (peer, err, undelivered)
+// that a member of another site came and went. A proxy or a NATS server prints only start, with its
 // address.
 //
 // # Commands

@@ -331,7 +331,7 @@ func command(ctx context.Context, node *mesh.Node, st *streams, out *printer, li
 
 // fromMesh turns a node event into an output line.
 func fromMesh(e mesh.Event) Event {
-	out := Event{Ev: e.Kind.String(), T: e.Time.UnixNano(), Peer: e.Peer}
+	out := Event{Ev: e.Kind.String(), T: e.Time.UnixNano(), Peer: e.Peer, Undelivered: e.Undelivered}
 	if e.Err != nil {
 		out.Err = e.Err.Error()
 	}

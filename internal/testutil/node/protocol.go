@@ -10,7 +10,8 @@ import (
 // left out. The package doc lists each Ev and what it carries.
 type Event struct {
 	// Ev says what happened: start, peer-up, peer-down, synced,
-	// id-conflict, discovery-error, registered, updated, freed,
+	// id-conflict, discovery-error, nats-up, nats-down, remote-up,
+	// remote-down, registered, updated, freed,
 	// overflowed, found, lost, msg, stream-read, stream-sent, reply or
 	// fatal.
 	Ev string `json:"ev"`
@@ -32,6 +33,9 @@ type Event struct {
 	Rec *Record `json:"rec,omitempty"`
 	// Data is a message's text (msg) or a stream's protocol (stream-*).
 	Data string `json:"data,omitempty"`
+	// Undelivered counts the messages a peer gone did not acknowledge
+	// (peer-down, remote-down).
+	Undelivered int `json:"undelivered,omitempty"`
 	// Bytes and Sum are how many bytes a stream carried and their
 	// SHA-256 in hex (stream-*).
 	Bytes int64  `json:"bytes,omitempty"`
