@@ -261,7 +261,7 @@ func (b *Bus) connected(nc *nats.Conn, again bool) {
 	if b.cfg.OnChange != nil && (wasDown || !again) {
 		b.cfg.OnChange(true, nil)
 	}
-	url := nc.ConnectedUrlRedacted()
+	url := redactURL(nc.ConnectedUrl())
 	switch {
 	case wasDown:
 		b.log.Info("sites: NATS is back", "url", url, "site", b.cfg.Site)
@@ -431,7 +431,8 @@ func (b *Bus) Connected() bool {
 }
 
 // ConnectedURL returns the URL of the server the bus is connected to
-// (its password, if any, hidden), or "" while it is not.
+// (its credentials, a password or a token, hidden), or "" while it is
+// not.
 func (b *Bus) ConnectedURL() string {
 	b.mu.Lock()
 	cur := b.cur
@@ -439,7 +440,7 @@ func (b *Bus) ConnectedURL() string {
 	if cur == nil {
 		return ""
 	}
-	return cur.nc.ConnectedUrlRedacted()
+	return redactURL(cur.nc.ConnectedUrl())
 }
 
 // Session is one connection to NATS: the registry's Bus (see

@@ -387,6 +387,22 @@ func TestBusRedactsCredentials(t *testing.T) {
 			t.Errorf("%q shows:\n%s\n%s", secret, all, logs)
 		}
 	}
+
+	// A token in the URL of the server connected to: hidden in the log
+	// line that names it, and by ConnectedURL.
+	guarded := natstest.Start(t, natstest.Options{Token: "t0ken"})
+	host = strings.TrimPrefix(guarded.URL(), "nats://")
+	cfg = config("c", "s", "nats://t0ken@"+host)
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c := dial(t, cfg)
+	session(t, c)
+	if got, want := c.ConnectedURL(), "nats://xxxxx@"+host; got != want {
+		t.Errorf("ConnectedURL = %q, want %q", got, want)
+	}
+	waitFor(t, "the connection said", func() bool { return strings.Contains(logs.String(), "connected to NATS") })
+	if strings.Contains(logs.String(), "t0ken") {
+		t.Errorf("the connection's log line, without the token:\n%s", logs)
+	}
 }
 
 // logText is a log's text, safe for concurrent writes.
