@@ -470,6 +470,8 @@ func TestBusInboxBounded(t *testing.T) {
 	if held > inboxBytes {
 		t.Fatalf("%d bytes wait, bound %d", held, inboxBytes)
 	}
+	// Unread, 10 are held (1 MiB): the other 20 are counted dropped.
+	waitFor(t, "20 drops counted", func() bool { return b.b.Stats().Dropped == 20 })
 	for i := range 10 {
 		if msg := receive(b, time.Second); len(msg) != len(big) || msg[0] != byte(i) {
 			t.Fatalf("message %d: %d bytes, first %v", i, len(msg), msg[:min(len(msg), 1)])
