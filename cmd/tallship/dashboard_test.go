@@ -267,19 +267,28 @@ func checkCommandLine(t *testing.T, bin binaries, busy string) {
 // links, and returns it.
 func waitMembers(t *testing.T, url string, members []string, links [][2]string) membersJSON {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		var m membersJSON
-		err := getJSON(url+"api/members", &m)
+	return waitMembersAre(t, url, fmt.Sprintf("members %v, links %v", members, links), func(m membersJSON) bool {
 		ids := []string{}
 		for _, v := range m.Members {
 			ids = append(ids, v.ID)
 		}
-		if err == nil && slices.Equal(ids, members) && slices.Equal(m.Links, links) {
+		return slices.Equal(ids, members) && slices.Equal(m.Links, links)
+	})
+}
+
+// waitMembersAre polls /api/members until ok accepts it (want says what
+// it wants), and returns it.
+func waitMembersAre(t *testing.T, url, want string, ok func(membersJSON) bool) membersJSON {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var m membersJSON
+		err := getJSON(url+"api/members", &m)
+		if err == nil && ok(m) {
 			return m
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%sapi/members: members %v, links %v (%v); want %v, %v", url, ids, m.Links, err, members, links)
+			t.Fatalf("%sapi/members: %+v (%v); want %s", url, m, err, want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -346,6 +355,12 @@ type pageState struct {
 	Services                          [][]string
 	Log                               []string
 	EdgesMeetNodes, Marked            bool
+	// With sites: the header's site and NATS (its text and class, ""
+	// when hidden), the nodes table's rows in order (their cells) and
+	// its rows that name a site, and the counts above the graph.
+	Site, NATS, NATSClass, Counts string
+	NodeRows                      [][]string
+	Groups                        []string
 }
 
 const pageStateJS = `(() => {
@@ -366,6 +381,12 @@ const pageStateJS = `(() => {
       centers.get(l.dataset.a) === l.getAttribute('x1') + ',' + l.getAttribute('y1') &&
       centers.get(l.dataset.b) === l.getAttribute('x2') + ',' + l.getAttribute('y2')),
     rows: all('#nodes tbody tr[data-id]').map((r) => r.dataset.id).sort(),
+    nodeRows: all('#nodes tbody tr[data-id]').map((r) => [...r.cells].map((c) => c.textContent)),
+    groups: all('#nodes tbody tr.group').map((r) => r.textContent),
+    site: document.getElementById('site').hidden ? '' : document.getElementById('site').textContent,
+    nats: document.getElementById('nats').hidden ? '' : document.getElementById('nats').textContent,
+    natsClass: document.getElementById('nats').hidden ? '' : document.getElementById('nats').className,
+    counts: document.getElementById('counts').textContent,
     services: all('#services tbody tr[data-id]').map((r) => [...r.cells].map((c) => c.textContent)),
     log: all('#log li').map((li) => li.textContent),
     marked: window.__tallshipMark === 42,
