@@ -2,13 +2,10 @@ package main
 
 import (
 	"fmt"
-	"net/http"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tallship-go/tallship/internal/testutil/natstest"
 )
@@ -62,12 +59,7 @@ func testSitesDashboard(t *testing.T, bin binaries) {
 			t.Errorf("remote member %+v: want no address, no link, no report", v)
 		}
 	}
-	var svc servicesJSON
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if svc = getServices(t, page, "api", http.StatusOK); len(svc.Services) > 0 || time.Now().After(deadline) {
-			break
-		}
-	}
+	svc := waitServices(t, page, "api")
 	if len(svc.Services) != 1 || svc.Services[0].Owner != "a0" || svc.Services[0].Site != "a" {
 		t.Fatalf("/api/services?q=api: %+v, want api@1.0.0 of a0, site a", svc)
 	}
@@ -75,13 +67,9 @@ func testSitesDashboard(t *testing.T, bin binaries) {
 
 	chromium, why := findChromium()
 	var b *browser
-	shots := os.Getenv("TALLSHIP_ARTIFACTS")
+	var shots string
 	if chromium != "" {
-		if shots == "" {
-			shots = t.TempDir()
-		} else if err := os.MkdirAll(shots, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		shots = artifacts(t)
 		b = startBrowser(t, chromium, page, 1280, 760)
 		b.waitPage("the other sites' members", func(p pageState) bool {
 			return p.Site == "site b" && p.NATS == "NATS "+url && strings.Contains(p.NATSClass, "live") &&

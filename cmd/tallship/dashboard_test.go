@@ -67,12 +67,7 @@ func TestDashboard(t *testing.T) {
 	}
 	// The members show once linked; c's record once c's registry sync
 	// has reached ui (an observer: it dials each member it finds).
-	var svc servicesJSON
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if svc = getServices(t, url, "web@^1", http.StatusOK); len(svc.Services) > 0 || time.Now().After(deadline) {
-			break
-		}
-	}
+	svc := waitServices(t, url, "web@^1")
 	if len(svc.Services) != 1 || svc.Services[0].Owner != "c" || svc.Services[0].Role != "web@1.2.3" {
 		t.Fatalf("/api/services?q=web@^1: %+v, want web@1.2.3 owned by c", svc)
 	}
@@ -89,12 +84,7 @@ func TestDashboard(t *testing.T) {
 	var shots string
 	if chromium != "" {
 		b = startBrowser(t, chromium, url, 1280, 760)
-		shots = os.Getenv("TALLSHIP_ARTIFACTS")
-		if shots == "" {
-			shots = t.TempDir()
-		} else if err := os.MkdirAll(shots, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		shots = artifacts(t)
 		p := b.waitPage("three nodes, three links and the service", func(p pageState) bool {
 			return slices.Equal(p.Nodes, []string{"a", "b", "c"}) && slices.Equal(p.Edges, []string{"a-b", "a-c", "b-c"}) &&
 				slices.Equal(p.Rows, []string{"a", "b", "c"}) &&
@@ -184,6 +174,34 @@ func TestDashboard(t *testing.T) {
 	b.waitPage("the bad query's error on b's page", func(p pageState) bool {
 		return strings.Contains(p.FilterError, `bad query "web@>>1"`)
 	})
+}
+
+// artifacts returns the directory screenshots go to: $TALLSHIP_ARTIFACTS
+// (made if need be), or a temporary one.
+func artifacts(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("TALLSHIP_ARTIFACTS")
+	if dir == "" {
+		return t.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// waitServices gets /api/services?q= until it lists a service, for at
+// most 10 s, and returns the last answer.
+func waitServices(t *testing.T, url, q string) servicesJSON {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		svc := getServices(t, url, q, http.StatusOK)
+		if len(svc.Services) > 0 || time.Now().After(deadline) {
+			return svc
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // checkToken checks the dashboard at base, which asks for token: refused
