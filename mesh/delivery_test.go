@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -303,5 +304,48 @@ func TestGoodbyeIsPeerDownAtOnce(t *testing.T) {
 	px.resume()
 	if err := <-done; err != nil {
 		t.Fatalf("b's Shutdown: %v", err)
+	}
+}
+
+// A write to a peer's message stream that fails while the link lives
+// (yamux gives up on a write that waited too long for its turn, on a
+// machine running late, and keeps the session) closes the link: the mesh
+// makes it again, and what the peer had not received arrives once, in
+// order. Left up, the link showed the peer linked while nothing more
+// reached it. The failure is made here by closing this node's end of the
+// stream under the writer.
+func TestFailedWriteMakesTheLinkAgain(t *testing.T) {
+	leakcheck.Goroutines(t)
+	a := start(t, "c", testConfig("a"))
+	b := start(t, "c", testConfig("b"))
+	linkPair(t, a, b)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := a.Send(ctx, "b", []byte("0")); err != nil {
+		t.Fatal(err)
+	}
+	if m := receive(t, b); string(m.Data) != "0" {
+		t.Fatalf("b got %q, want 0", m.Data)
+	}
+	a.mu.Lock()
+	l := a.peers["b"].active
+	a.mu.Unlock()
+	l.out.Close()
+	for i := 1; i <= 3; i++ {
+		if err := a.Send(ctx, "b", []byte(strconv.Itoa(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1; i <= 3; i++ {
+		m, err := b.Receive(ctx)
+		if err != nil {
+			t.Fatalf("message %d: %v (a's link to b: %d, was %d)", i, err, activeLink(a, "b"), l.tl.ID())
+		}
+		if string(m.Data) != strconv.Itoa(i) {
+			t.Fatalf("b got %q, want %d", m.Data, i)
+		}
+	}
+	if activeLink(a, "b") == l.tl.ID() {
+		t.Fatal("the link whose stream failed is still a's link to b")
 	}
 }

@@ -115,6 +115,25 @@ func TestHostileInputClosesOneConnection(t *testing.T) {
 			return l.IsClosed() || l.NumStreams() <= victim.cfg.MaxStreams+100
 		})
 	})
+	t.Run("registry stream cut mid-frame", func(t *testing.T) {
+		// A registry stream that fails while the link lives takes the
+		// link with it: the peer would look linked with none of its
+		// changes from then on.
+		l := evil(t)
+		s, err := l.OpenStream(ctx, protoRegistry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		frame := binary.AppendUvarint([]byte{1}, 100) // a Hello of 100 bytes
+		s.Write(append(frame, "ten bytes."...))
+		s.Close()
+		select {
+		case <-l.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("the link stayed up without its registry stream")
+		}
+		stillServing(t)
+	})
 	t.Run("registry stream from the acceptor side", func(t *testing.T) {
 		l := evil(t)
 		// evil dialed, so it may open the registry stream once; a second

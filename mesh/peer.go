@@ -258,8 +258,7 @@ func (p *peer) writeNow(frame []byte) {
 	n, err := p.out.s.WriteNoWait(frame)
 	rest := false
 	if err != nil {
-		p.n.log.Debug("write to peer failed", "peer", p.id, "err", err)
-		p.broken, p.prev, p.out = p.out.link, p.out.link.tl.ID(), nil
+		p.breakOff(err)
 		p.scratch = nil // the failed write may still hold it
 	} else if n < len(frame) {
 		p.out.head = frame[n:]
@@ -466,6 +465,7 @@ func (p *peer) pass() bool {
 		if p.out == nil {
 			if p.out = p.open(active, p.prev); p.out == nil {
 				p.broken = active
+				active.tl.Close() // see breakOff
 				continue
 			}
 		}
@@ -479,13 +479,28 @@ func (p *peer) pass() bool {
 			frames = append(frames, wire.Frame(wire.Goodbye, nil))
 		}
 		if err := p.write(p.out, frames); err != nil {
-			n.log.Debug("write to peer failed", "peer", p.id, "err", err)
-			p.broken, p.prev, p.out = p.out.link, p.out.link.tl.ID(), nil
+			p.breakOff(err)
 		}
 		if leaving {
 			return true
 		}
 	}
+}
+
+// breakOff gives up on the message stream a write failed on: its link is
+// never written again, and is closed. Mostly its session has failed and
+// it closes anyway; but yamux gives up on a write that waited too long for
+// its turn (ErrConnectionWriteTimeout, on a machine running late) and
+// keeps the session, and a link left up that way would show the peer
+// linked while nothing reaches it, with no new link coming to carry on.
+// The mesh makes it again, and the new stream starts with what the peer
+// has not acknowledged (the same goes for a stream that cannot open).
+// The caller holds the turn.
+func (p *peer) breakOff(err error) {
+	l := p.out.link
+	p.n.log.Debug("write to peer failed; closing the link", "peer", p.id, "link", l.tl.ID(), "err", err)
+	p.broken, p.prev, p.out = l, l.tl.ID(), nil
+	l.tl.Close()
 }
 
 // open opens a message stream on l, telling the peer which link carried
@@ -496,7 +511,7 @@ func (p *peer) open(l *link, prev uint64) *outStream {
 	defer cancel()
 	s, err := l.tl.OpenStream(ctx, protoMessages)
 	if err != nil {
-		p.n.log.Debug("cannot open message stream", "peer", p.id, "err", err)
+		p.n.log.Debug("cannot open message stream; closing the link", "peer", p.id, "err", err)
 		return nil
 	}
 	p.n.mu.Lock()

@@ -2,7 +2,6 @@ package mesh
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 
@@ -81,23 +80,26 @@ func (n *Node) registryEvent(e registry.Event) {
 
 // serveRegistry runs the registry's replication over one stream of a link.
 // It ends when the link does or the registry closes; not when the node
-// starts closing, so that the registry's goodbye still goes out. A peer
-// that breaks the registry's protocol or limits, or falls too far behind,
-// loses the whole link (the registry has logged why): a link without its
-// registry stream would show the peer up with none of its records.
+// starts closing, so that the registry's goodbye still goes out.
+//
+// A registry stream that fails while the link lives takes the link with
+// it, whatever the reason: a peer that breaks the registry's protocol or
+// limits or falls too far behind (the registry has logged why), a stream
+// cut mid-frame, a write that yamux gave up on (ErrConnectionWriteTimeout
+// on a machine running late leaves the session up). A link without its
+// registry stream would show the peer up with none of its changes from
+// then on, and nobody would relay them: the peer's State still names
+// this node, and the transport holds it in this node's adjacency. The
+// mesh makes the link again, and the new one syncs. A stream the peer
+// ended cleanly (Serve's nil) is its registry closing: its links follow.
 func (n *Node) serveRegistry(l *link, s *transport.Stream) {
 	defer n.wg.Done()
 	err := n.reg.Serve(context.Background(), l.peer, s)
 	if err == nil || n.ctx.Err() != nil {
 		return
 	}
-	n.log.Debug("registry stream ended", "peer", l.peer, "err", err)
-	for _, broken := range []error{registry.ErrProtocol, registry.ErrMessageTooLarge, registry.ErrMetadataTooLarge, registry.ErrTooManyRecords, registry.ErrSlowPeer} {
-		if errors.Is(err, broken) {
-			l.tl.Close()
-			return
-		}
-	}
+	n.log.Debug("registry stream ended; closing the link", "peer", l.peer, "err", err)
+	l.tl.Close()
 }
 
 // openRegistry opens the registry stream of a link this node dialed.

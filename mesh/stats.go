@@ -6,8 +6,11 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+	"time"
 
 	"github.com/tallship-go/tallship/discovery"
+	"github.com/tallship-go/tallship/registry"
+	"github.com/tallship-go/tallship/sites"
 	"github.com/tallship-go/tallship/transport"
 )
 
@@ -56,6 +59,48 @@ type Stats struct {
 	// subscription whose queue was full (Config.EventBuffer) when an event
 	// came drops its oldest, and each drop counts one.
 	EventsDropped uint64
+	// NATS are the figures of the node's connection to NATS and of the
+	// other sites it hears there (Config.NATS): all zero without NATS.
+	NATS NATSStats
+}
+
+// NATSStats are the figures of a node's connection to NATS
+// (Config.NATS), and of the other sites it hears there.
+type NATSStats struct {
+	// Connected (gauge) reports whether the node has a connection to
+	// NATS now (NATSConnected).
+	Connected bool
+	// URL (gauge) is the server the node is connected to, its
+	// credentials (a password, a token) hidden; "" while not connected.
+	URL string
+	// Reconnects counts the connections to NATS made again: after one
+	// was lost (to the same server or another of the system, as the
+	// client fails over) and after a first try that failed.
+	Reconnects uint64
+	// Outages counts the times NATS went out of reach (the connection
+	// lost, no server answering, credentials refused), once per outage:
+	// as the NATSDown events do, less those that only say a new reason.
+	// OutageTime is how long the node has been without NATS in all, the
+	// outage going on included.
+	Outages    uint64
+	OutageTime time.Duration
+	// MessagesSent and BytesSent count what the node published on NATS,
+	// MessagesReceived and BytesReceived what NATS delivered to it (the
+	// other nodes' of its own site included: it drops those once read),
+	// as the NATS client counts them: payloads (sealed, with a secret),
+	// without NATS's own protocol.
+	MessagesSent, BytesSent         uint64
+	MessagesReceived, BytesReceived uint64
+	// MessagesDropped counts what NATS delivered that the node dropped
+	// unread: what waited to be read was at its bound (32 MiB). The
+	// registry asks again for what it missed.
+	MessagesDropped uint64
+	// RemoteMembers (gauge) is how many members of other sites the node
+	// hears: len(Remotes()).
+	RemoteMembers int
+	// RemoteRecords (gauge) is how many of the records the node sees
+	// (Records) are theirs.
+	RemoteRecords int
 }
 
 // Refusals counts refused handshakes by reason.
@@ -94,6 +139,7 @@ func (n *Node) Stats() Stats {
 	}
 	reg := n.reg
 	discoverers := n.discoverers
+	bus := n.bus
 	n.mu.Unlock()
 	s.Peers = len(peers)
 	for _, p := range peers {
@@ -110,6 +156,31 @@ func (n *Node) Stats() Stats {
 			s.MDNSPacketsSent += sent
 			s.MDNSPacketsReceived += received
 		}
+	}
+	if bus != nil {
+		s.NATS = natsStats(bus.Stats(), reg)
+	}
+	return s
+}
+
+// natsStats are the figures of a node's bus b, and of the other sites'
+// members its registry reg holds.
+func natsStats(b sites.Stats, reg *registry.Registry) NATSStats {
+	s := NATSStats{
+		Connected:        b.Connected,
+		URL:              b.URL,
+		Reconnects:       b.Reconnects,
+		Outages:          b.Outages,
+		OutageTime:       b.Down,
+		MessagesSent:     b.MessagesSent,
+		BytesSent:        b.BytesSent,
+		MessagesReceived: b.MessagesReceived,
+		BytesReceived:    b.BytesReceived,
+		MessagesDropped:  b.Dropped,
+	}
+	for _, ro := range reg.Remotes() {
+		s.RemoteMembers++
+		s.RemoteRecords += ro.Records
 	}
 	return s
 }

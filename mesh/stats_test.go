@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
+	"github.com/tallship-go/tallship/internal/testutil/natstest"
+	"github.com/tallship-go/tallship/internal/testutil/netns"
 	"github.com/tallship-go/tallship/transport"
 )
 
@@ -107,5 +111,76 @@ func TestStatsRefused(t *testing.T) {
 	other.handshakeFailed(fmt.Errorf("link to x: %w", context.DeadlineExceeded))
 	if got, want := other.Stats().HandshakesRefused, (Refusals{Cluster: 1}); got != want {
 		t.Errorf("refusals %+v, want %+v", got, want)
+	}
+}
+
+// A node on NATS counts its connection's figures and the other sites it
+// hears: their members and records, its traffic, an outage and the
+// connection made again; the server's URL shows without its token. A
+// node without NATS has them all zero, and a closed one keeps its
+// counters and reads its gauges zero.
+func TestStatsNATS(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	if s := start(t, "c", testConfig("lan")).Stats().NATS; s != (NATSStats{}) {
+		t.Errorf("a node without NATS: %+v, want zero", s)
+	}
+	srv := natstest.Start(t, natstest.Options{Token: "t0ken"})
+	host := strings.TrimPrefix(srv.URL(), "nats://")
+	urls := []string{"nats://t0ken@" + host}
+	a := site(t, "c", "a", 1, urls)[0]
+	b := site(t, "c", "b", 2, urls)
+	for i, n := range []int{2, 1} {
+		for j := range n {
+			if _, err := b[i].Register(Service{Role: "web@1.0.0", Port: 8000 + j}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var s NATSStats
+	waitFor(t, "a hears b's 2 members and 3 records", 10*time.Second, func() bool {
+		s = a.Stats().NATS
+		return s.RemoteMembers == 2 && s.RemoteRecords == 3
+	})
+	if want := "nats://xxxxx@" + host; !s.Connected || s.URL != want {
+		t.Errorf("connected %v to %q, want true, %q", s.Connected, s.URL, want)
+	}
+	if s.MessagesSent == 0 || s.BytesSent == 0 || s.MessagesReceived == 0 || s.BytesReceived == 0 {
+		t.Errorf("no traffic counted: %+v", s)
+	}
+	if s.Outages != 0 || s.OutageTime != 0 || s.Reconnects != 0 || s.MessagesDropped != 0 {
+		t.Errorf("before any outage: %+v", s)
+	}
+	if r := a.Stats().Records; r != 3 {
+		t.Errorf("a sees %d records, want b's 3", r)
+	}
+	if s := b[0].Stats().NATS; s.RemoteMembers != 1 || s.RemoteRecords != 0 {
+		t.Errorf("b-0 hears %d members of other sites, %d records; want a alone, none", s.RemoteMembers, s.RemoteRecords)
+	}
+
+	srv.Stop()
+	waitFor(t, "the outage counted, b's members gone", 10*time.Second, func() bool {
+		s = a.Stats().NATS
+		return !s.Connected && s.Outages == 1 && s.RemoteMembers == 0 && s.RemoteRecords == 0
+	})
+	if s.URL != "" || s.OutageTime <= 0 {
+		t.Errorf("during the outage: URL %q, outage time %v", s.URL, s.OutageTime)
+	}
+	srv.Restart()
+	waitFor(t, "back, b's members again", 10*time.Second, func() bool {
+		s = a.Stats().NATS
+		return s.Connected && s.RemoteMembers == 2 && s.RemoteRecords == 3
+	})
+	if s.Outages != 1 || s.Reconnects == 0 || s.OutageTime <= 0 {
+		t.Errorf("after one outage: %d outages, %d reconnects, %v without NATS", s.Outages, s.Reconnects, s.OutageTime)
+	}
+
+	a.Close()
+	after := a.Stats().NATS
+	if after.Connected || after.URL != "" || after.RemoteMembers != 0 || after.RemoteRecords != 0 {
+		t.Errorf("gauges after Close: %+v", after)
+	}
+	if after.MessagesSent < s.MessagesSent || after.Outages != 1 || after.Reconnects < s.Reconnects {
+		t.Errorf("counters after Close: %+v, before %+v", after, s)
 	}
 }

@@ -23,6 +23,10 @@ type collector struct {
 	linksMade, linksRedone, refused               *prometheus.Desc
 	msgsSent, bytesSent, msgsReceived, bytesRecvd *prometheus.Desc
 	mdnsSent, mdnsReceived, eventsDropped         *prometheus.Desc
+
+	natsConnected, natsServer, natsReconnects, natsOutages, natsOutageSeconds *prometheus.Desc
+	natsMsgsSent, natsBytesSent, natsMsgsReceived, natsBytesReceived          *prometheus.Desc
+	natsDropped, remoteMembers, remoteRecords                                 *prometheus.Desc
 }
 
 func newCollector(n *mesh.Node) *collector {
@@ -44,6 +48,19 @@ func newCollector(n *mesh.Node) *collector {
 		mdnsSent:      desc("mdns_packets_sent_total", "mDNS packets sent by the node's discovery."),
 		mdnsReceived:  desc("mdns_packets_received_total", "mDNS packets received by the node's discovery."),
 		eventsDropped: desc("events_dropped_total", "Events lost by a slow reader of the node's events."),
+
+		natsConnected:     desc("nats_connected", "1 while the node is connected to NATS (sites), else 0."),
+		natsServer:        desc("nats_server_info", "The NATS server the node is connected to, by URL (credentials hidden); absent while not connected.", "url"),
+		natsReconnects:    desc("nats_reconnects_total", "Connections to NATS made again, after one was lost or a first try failed."),
+		natsOutages:       desc("nats_outages_total", "Times NATS went out of reach: the connection lost, no server answering, credentials refused."),
+		natsOutageSeconds: desc("nats_outage_seconds_total", "Time the node has been without NATS, the outage going on included."),
+		natsMsgsSent:      desc("nats_messages_sent_total", "Messages the node published on NATS."),
+		natsBytesSent:     desc("nats_bytes_sent_total", "Bytes of the messages the node published on NATS (payloads, as sealed)."),
+		natsMsgsReceived:  desc("nats_messages_received_total", "Messages NATS delivered to the node, its own site's included."),
+		natsBytesReceived: desc("nats_bytes_received_total", "Bytes of the messages NATS delivered to the node (payloads, as sealed)."),
+		natsDropped:       desc("nats_messages_dropped_total", "Messages NATS delivered that the node dropped unread, what waited to be read being at its bound."),
+		remoteMembers:     desc("remote_members", "Members of other sites the node hears over NATS."),
+		remoteRecords:     desc("registry_remote_records", "Service records of other sites the node sees (part of tallship_registry_records)."),
 	}
 }
 
@@ -52,6 +69,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
 		c.peers, c.queueBytes, c.records, c.linksMade, c.linksRedone, c.refused,
 		c.msgsSent, c.bytesSent, c.msgsReceived, c.bytesRecvd, c.mdnsSent, c.mdnsReceived, c.eventsDropped,
+		c.natsConnected, c.natsServer, c.natsReconnects, c.natsOutages, c.natsOutageSeconds,
+		c.natsMsgsSent, c.natsBytesSent, c.natsMsgsReceived, c.natsBytesReceived,
+		c.natsDropped, c.remoteMembers, c.remoteRecords,
 	} {
 		ch <- d
 	}
@@ -86,4 +106,26 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	counter(c.mdnsSent, s.MDNSPacketsSent)
 	counter(c.mdnsReceived, s.MDNSPacketsReceived)
 	counter(c.eventsDropped, s.EventsDropped)
+
+	// Zero without NATS, as the mDNS figures are without mDNS; the
+	// server's URL only while there is one.
+	ns := s.NATS
+	connected := 0
+	if ns.Connected {
+		connected = 1
+	}
+	gauge(c.natsConnected, connected)
+	if ns.URL != "" {
+		ch <- prometheus.MustNewConstMetric(c.natsServer, prometheus.GaugeValue, 1, ns.URL)
+	}
+	counter(c.natsReconnects, ns.Reconnects)
+	counter(c.natsOutages, ns.Outages)
+	ch <- prometheus.MustNewConstMetric(c.natsOutageSeconds, prometheus.CounterValue, ns.OutageTime.Seconds())
+	counter(c.natsMsgsSent, ns.MessagesSent)
+	counter(c.natsBytesSent, ns.BytesSent)
+	counter(c.natsMsgsReceived, ns.MessagesReceived)
+	counter(c.natsBytesReceived, ns.BytesReceived)
+	counter(c.natsDropped, ns.MessagesDropped)
+	gauge(c.remoteMembers, ns.RemoteMembers)
+	gauge(c.remoteRecords, ns.RemoteRecords)
 }

@@ -37,6 +37,23 @@
 //	tallship_mdns_packets_received_total        counter  mDNS packets received
 //	tallship_events_dropped_total               counter  events a slow Events reader lost
 //
+// And of sites (mesh.Config.NATS; zero without NATS, as the mDNS figures
+// are without mDNS):
+//
+//	tallship_nats_connected                     gauge    1 while connected to NATS, else 0
+//	tallship_nats_server_info{url}              gauge    1, the server connected to (credentials
+//	                                                     hidden); absent while not connected
+//	tallship_nats_reconnects_total              counter  connections to NATS made again
+//	tallship_nats_outages_total                 counter  times NATS went out of reach
+//	tallship_nats_outage_seconds_total          counter  time without NATS, the outage going on included
+//	tallship_nats_messages_sent_total           counter  messages published on NATS
+//	tallship_nats_bytes_sent_total              counter  their bytes (payloads, as sealed)
+//	tallship_nats_messages_received_total       counter  messages NATS delivered, the node's own site's included
+//	tallship_nats_bytes_received_total          counter  their bytes
+//	tallship_nats_messages_dropped_total        counter  delivered and dropped unread (the inbox at its bound)
+//	tallship_remote_members                     gauge    members of other sites heard over NATS
+//	tallship_registry_remote_records            gauge    their service records (within tallship_registry_records)
+//
 // mesh.Stats documents each precisely.
 //
 // # Why a package of its own

@@ -3,6 +3,7 @@ package metrics_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
+	"github.com/tallship-go/tallship/internal/testutil/natstest"
 	"github.com/tallship-go/tallship/mesh"
 	"github.com/tallship-go/tallship/metrics"
 )
@@ -17,11 +19,18 @@ import (
 // startNode starts a node on loopback without discovery.
 func startNode(t *testing.T, id, secret string) *mesh.Node {
 	t.Helper()
+	return startNodeWith(t, id, func(cfg *mesh.Config) { cfg.Secret = secret })
+}
+
+// startNodeWith starts a node on loopback without discovery, its Config
+// as set says.
+func startNodeWith(t *testing.T, id string, set func(*mesh.Config)) *mesh.Node {
+	t.Helper()
 	cfg := mesh.LocalConfig()
 	cfg.Listen = "127.0.0.1:0"
 	cfg.Discovery = mesh.NoDiscovery
 	cfg.ID = id
-	cfg.Secret = secret
+	set(&cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	n, err := cfg.Join(ctx, "metrics")
@@ -82,14 +91,21 @@ func metricValue(typ dto.MetricType, m *dto.Metric) float64 {
 // eventually waits until name{node, labels...} in reg is want.
 func eventually(t *testing.T, reg prometheus.Gatherer, want float64, name, node string, labels ...string) {
 	t.Helper()
+	eventuallyIs(t, reg, fmt.Sprint(want), func(v float64) bool { return v == want }, name, node, labels...)
+}
+
+// eventuallyIs waits until name{node, labels...} in reg is present and
+// ok accepts its value (what says what ok wants).
+func eventuallyIs(t *testing.T, reg prometheus.Gatherer, what string, ok func(float64) bool, name, node string, labels ...string) {
+	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		got, ok := value(t, reg, name, node, labels...)
-		if ok && got == want {
+		got, present := value(t, reg, name, node, labels...)
+		if present && ok(got) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%s{node=%q %v} = %v (present: %v), want %v", name, node, labels, got, ok, want)
+			t.Fatalf("%s{node=%q %v} = %v (present: %v), want %s", name, node, labels, got, present, what)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -250,7 +266,72 @@ func TestLint(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := 19; n != want { // 12 unlabelled series, 7 refusal reasons
+	if want := 30; n != want { // 23 unlabelled series, 7 refusal reasons; no NATS server
 		t.Errorf("%d series, want %d", n, want)
 	}
+}
+
+// Two nodes of two sites joined through NATS: a scrape of one shows the
+// connection (up, to which server, its traffic), the other site's member
+// and record, and then an outage; the figures pass promlint with the
+// server's info series present.
+func TestNATS(t *testing.T) {
+	srv := natstest.Start(t, natstest.Options{})
+	onNATS := func(site string) func(*mesh.Config) {
+		return func(cfg *mesh.Config) {
+			cfg.Site = site
+			cfg.NATS.URLs = []string{srv.URL()}
+		}
+	}
+	a := startNodeWith(t, "a", onNATS("lab"))
+	b := startNodeWith(t, "b", onNATS("office"))
+	reg := prometheus.NewRegistry()
+	register(t, reg, a)
+	if _, err := b.Register(mesh.Service{Role: "db@2.0.0", Port: 5432}); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, reg, 1, "tallship_remote_members", "a")
+	eventually(t, reg, 1, "tallship_registry_remote_records", "a")
+	eventually(t, reg, 1, "tallship_registry_records", "a")
+	want := `
+# HELP tallship_nats_connected 1 while the node is connected to NATS (sites), else 0.
+# TYPE tallship_nats_connected gauge
+tallship_nats_connected{node="a"} 1
+# HELP tallship_nats_server_info The NATS server the node is connected to, by URL (credentials hidden); absent while not connected.
+# TYPE tallship_nats_server_info gauge
+tallship_nats_server_info{node="a",url="` + srv.URL() + `"} 1
+# HELP tallship_nats_outages_total Times NATS went out of reach: the connection lost, no server answering, credentials refused.
+# TYPE tallship_nats_outages_total counter
+tallship_nats_outages_total{node="a"} 0
+# HELP tallship_nats_messages_dropped_total Messages NATS delivered that the node dropped unread, what waited to be read being at its bound.
+# TYPE tallship_nats_messages_dropped_total counter
+tallship_nats_messages_dropped_total{node="a"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want),
+		"tallship_nats_connected", "tallship_nats_server_info", "tallship_nats_outages_total", "tallship_nats_messages_dropped_total"); err != nil {
+		t.Error(err)
+	}
+	some := func(v float64) bool { return v > 0 }
+	for _, name := range []string{"tallship_nats_messages_sent_total", "tallship_nats_bytes_sent_total",
+		"tallship_nats_messages_received_total", "tallship_nats_bytes_received_total"} {
+		eventuallyIs(t, reg, "some", some, name, "a")
+	}
+	problems, err := testutil.GatherAndLint(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range problems {
+		t.Errorf("%s: %s", p.Metric, p.Text)
+	}
+
+	srv.Stop()
+	eventually(t, reg, 0, "tallship_nats_connected", "a")
+	eventually(t, reg, 1, "tallship_nats_outages_total", "a")
+	if v, ok := value(t, reg, "tallship_nats_server_info", "a", "url", srv.URL()); ok {
+		t.Errorf("tallship_nats_server_info = %v while not connected, want absent", v)
+	}
+	eventuallyIs(t, reg, "some", some, "tallship_nats_outage_seconds_total", "a")
+	srv.Restart()
+	eventually(t, reg, 1, "tallship_nats_connected", "a")
+	eventuallyIs(t, reg, "some", some, "tallship_nats_reconnects_total", "a")
 }

@@ -94,6 +94,7 @@ type Bus struct {
 	// its error, not a line of the log).
 	dialing bool
 	down    bool      // an outage was said at Warn
+	outages outages   // counted for Stats
 	said    string    // the kind of the last failure said ("unreachable", "refused")
 	warnAt  time.Time // when a dropped message was last said at Warn
 }
@@ -273,6 +274,7 @@ func (b *Bus) connected(nc *nats.Conn, again bool) {
 	b.ready = make(chan struct{})
 	wasDown := b.down
 	b.down, b.said = false, ""
+	b.outages.end(time.Now())
 	b.mu.Unlock()
 	select {
 	case b.first <- nil:
@@ -281,7 +283,7 @@ func (b *Bus) connected(nc *nats.Conn, again bool) {
 	if b.cfg.OnChange != nil && (wasDown || !again) {
 		b.cfg.OnChange(true, nil)
 	}
-	url := nc.ConnectedUrlRedacted()
+	url := redactURL(nc.ConnectedUrl())
 	switch {
 	case wasDown:
 		b.log.Info("sites: NATS is back", "url", url, "site", b.cfg.Site)
@@ -303,6 +305,7 @@ func (b *Bus) disconnected(err error) {
 	say := !b.closed && !b.down
 	if say {
 		b.down, b.said = true, "unreachable"
+		b.outages.begin(time.Now())
 	}
 	b.mu.Unlock()
 	if say {
@@ -336,6 +339,7 @@ func (b *Bus) failed(err error) {
 	say := !b.closed && reason != b.said
 	if say {
 		b.said, b.down = reason, true
+		b.outages.begin(time.Now())
 	}
 	b.mu.Unlock()
 	urls := redactURLs(b.cfg.URLs)
@@ -505,7 +509,8 @@ func (b *Bus) Connected() bool {
 }
 
 // ConnectedURL returns the URL of the server the bus is connected to
-// (its password, if any, hidden), or "" while it is not.
+// (its credentials, a password or a token, hidden), or "" while it is
+// not.
 func (b *Bus) ConnectedURL() string {
 	b.mu.Lock()
 	cur := b.cur
@@ -513,7 +518,7 @@ func (b *Bus) ConnectedURL() string {
 	if cur == nil {
 		return ""
 	}
-	return cur.nc.ConnectedUrlRedacted()
+	return redactURL(cur.nc.ConnectedUrl())
 }
 
 // Session is one connection to NATS: the registry's Bus (see

@@ -396,6 +396,22 @@ func TestBusRedactsCredentials(t *testing.T) {
 			t.Errorf("%q shows:\n%s\n%s", secret, all, logs)
 		}
 	}
+
+	// A token in the URL of the server connected to: hidden in the log
+	// line that names it, and by ConnectedURL.
+	guarded := natstest.Start(t, natstest.Options{Token: "t0ken"})
+	host = strings.TrimPrefix(guarded.URL(), "nats://")
+	cfg = config("c", "s", "nats://t0ken@"+host)
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	c := dial(t, cfg)
+	session(t, c)
+	if got, want := c.ConnectedURL(), "nats://xxxxx@"+host; got != want {
+		t.Errorf("ConnectedURL = %q, want %q", got, want)
+	}
+	waitFor(t, "the connection said", func() bool { return strings.Contains(logs.String(), "connected to NATS") })
+	if strings.Contains(logs.String(), "t0ken") {
+		t.Errorf("the connection's log line, without the token:\n%s", logs)
+	}
 }
 
 // logText is a log's text, safe for concurrent writes.
@@ -476,6 +492,8 @@ func TestBusInboxBounded(t *testing.T) {
 			if held > *tc.bound {
 				t.Fatalf("%d bytes wait, bound %d", held, *tc.bound)
 			}
+			// Unread, 10 are held (1 MiB): the other 20 are counted dropped.
+			waitFor(t, "20 drops counted", func() bool { return b.Stats().Dropped == 20 })
 			for i := range 10 {
 				if msg := tc.read(b, time.Second); len(msg) != len(big) || msg[0] != byte(i) {
 					t.Fatalf("message %d: %d bytes, first %v", i, len(msg), msg[:min(len(msg), 1)])

@@ -27,6 +27,8 @@ type inbox struct {
 	head  int
 	bytes int
 	ready chan struct{} // a message came (capacity 1)
+	// dropped counts the messages push refused.
+	dropped uint64
 }
 
 func newInbox(limit *int) *inbox { return &inbox{limit: limit, ready: make(chan struct{}, 1)} }
@@ -35,6 +37,7 @@ func newInbox(limit *int) *inbox { return &inbox{limit: limit, ready: make(chan 
 func (in *inbox) push(m *nats.Msg) bool {
 	in.mu.Lock()
 	if in.bytes+len(m.Data) > *in.limit {
+		in.dropped++
 		in.mu.Unlock()
 		return false
 	}
@@ -46,6 +49,13 @@ func (in *inbox) push(m *nats.Msg) bool {
 	default:
 	}
 	return true
+}
+
+// droppedCount returns how many messages push refused.
+func (in *inbox) droppedCount() uint64 {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.dropped
 }
 
 // pop returns the oldest message, waiting for one until ctx or done ends

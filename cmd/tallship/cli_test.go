@@ -36,6 +36,7 @@ func TestCLI(t *testing.T) {
 	t.Run("duplicate id", func(t *testing.T) { t.Parallel(); testDuplicateID(t, bin) })
 	t.Run("failed links", func(t *testing.T) { t.Parallel(); testLinkFailed(t, bin) })
 	t.Run("sites through NATS", func(t *testing.T) { t.Parallel(); testSites(t, bin) })
+	t.Run("sites on the dashboard", func(t *testing.T) { t.Parallel(); testSitesDashboard(t, bin) })
 }
 
 // tallship starts the CLI with args.

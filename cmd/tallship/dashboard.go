@@ -24,6 +24,9 @@ const (
 	logSize = 500
 	// pushDelay gathers the changes of a burst into one members update.
 	pushDelay = 30 * time.Millisecond
+	// sitesPoll is how often a node on NATS looks at the other sites'
+	// members again: they come and go without an event (they expire).
+	sitesPoll = time.Second
 )
 
 // dashboard watches one node and serves its picture over HTTP.
@@ -31,6 +34,7 @@ type dashboard struct {
 	n        *mesh.Node
 	started  time.Time // when the node started
 	observer bool      // the node only watches: it is not a member
+	nats     bool      // the node joins the other sites through NATS (--nats)
 	access   httpAccess
 	srv      *http.Server
 
@@ -63,12 +67,28 @@ type logEntry struct {
 
 // membersJSON is the body of /api/members and of the "members" event.
 type membersJSON struct {
-	Cluster  string       `json:"cluster"`
-	Self     string       `json:"self"`
-	Observer bool         `json:"observer"`
-	Time     time.Time    `json:"time"`
-	Members  []memberView `json:"members"`
-	Links    [][2]string  `json:"links"`
+	Cluster  string `json:"cluster"`
+	Self     string `json:"self"`
+	Observer bool   `json:"observer"`
+	// Site is the node's site (--site, or "default" with --nats).
+	Site string `json:"site,omitempty"`
+	// NATS is the node's connection to the other sites; absent without
+	// --nats.
+	NATS *natsView `json:"nats,omitempty"`
+	Time time.Time `json:"time"`
+	// Members are the nodes of the mesh (the node, its linked peers and
+	// the nodes they report), sorted by id, then the members of other
+	// sites heard over NATS (Remote), sorted by site and id.
+	Members []memberView `json:"members"`
+	Links   [][2]string  `json:"links"`
+}
+
+// natsView is the state of a node's connection to NATS.
+type natsView struct {
+	Connected bool `json:"connected"`
+	// URL is the server connected to, its credentials hidden; "" while
+	// not connected.
+	URL string `json:"url"`
 }
 
 // memberView is a node of the picture.
@@ -86,16 +106,22 @@ type memberView struct {
 	UpSince *time.Time `json:"up_since,omitempty"`
 	// LinkedSince is when its link to the dashboard's node came up.
 	LinkedSince *time.Time `json:"linked_since,omitempty"`
+	// Site is the node's site, with sites (--site, --nats).
+	Site string `json:"site,omitempty"`
+	// Remote: a member of another site, heard over NATS: not linked,
+	// no addresses, not in the graph.
+	Remote bool `json:"remote,omitempty"`
 }
 
 // newDashboard serves the dashboard of n on ln, to those access lets in,
-// until Close. The caller feeds it every event of n's eventStream through
-// observe.
-func newDashboard(n *mesh.Node, ln net.Listener, access httpAccess, started time.Time, observer bool) *dashboard {
+// until Close; nats says n joins other sites through NATS. The caller
+// feeds it every event of n's eventStream through observe.
+func newDashboard(n *mesh.Node, ln net.Listener, access httpAccess, started time.Time, observer, nats bool) *dashboard {
 	d := &dashboard{
 		n:        n,
 		started:  started,
 		observer: observer,
+		nats:     nats,
 		access:   access,
 		dirty:    make(chan struct{}, 1),
 		direct:   map[string]mesh.Peer{},
@@ -124,7 +150,8 @@ func (d *dashboard) Close() {
 
 // observe takes one event of the node or change of a service: into the
 // log (the pages reload their services on a service event), and into the
-// picture when a peer came or went. It never blocks on a page.
+// picture when a peer came or went or NATS did. It never blocks on a
+// page.
 func (d *dashboard) observe(ev event) {
 	if d == nil {
 		return
@@ -138,8 +165,11 @@ func (d *dashboard) observe(ev event) {
 	}
 	d.log = append(d.log, entry)
 	d.sendLocked(sseMessage{event: "event", data: data})
-	if ev.Kind == mesh.PeerUp || ev.Kind == mesh.PeerDown {
+	switch ev.Kind {
+	case mesh.PeerUp, mesh.PeerDown:
 		d.syncPeersLocked()
+	case mesh.NATSUp, mesh.NATSDown:
+		d.markDirty()
 	}
 }
 
@@ -215,14 +245,21 @@ func (d *dashboard) markDirty() {
 }
 
 // pushLoop sends the members picture to the pages when it changed, at
-// most once per pushDelay.
+// most once per pushDelay; on NATS, it also looks again every sitesPoll.
 func (d *dashboard) pushLoop() {
 	defer d.wg.Done()
+	var poll <-chan time.Time
+	if d.nats {
+		t := time.NewTicker(sitesPoll)
+		defer t.Stop()
+		poll = t.C
+	}
 	for {
 		select {
 		case <-d.ctx.Done():
 			return
 		case <-d.dirty:
+		case <-poll:
 		}
 		t := time.NewTimer(pushDelay)
 		select {
@@ -252,9 +289,9 @@ func (d *dashboard) members() membersJSON {
 }
 
 // membersLocked computes the picture: the node itself (unless it only
-// observes), its linked peers, the nodes its peers report; and a link
-// wherever one end says so. Observers and their links are left out. d.mu
-// is held.
+// observes), its linked peers, the nodes its peers report, the members of
+// other sites; and a link wherever one end says so. Observers and their
+// links are left out. d.mu is held.
 func (d *dashboard) membersLocked() membersJSON {
 	self := d.n.ID()
 	nodes := map[string]*memberView{}
@@ -266,11 +303,11 @@ func (d *dashboard) membersLocked() membersJSON {
 	}
 	if !d.observer {
 		since := d.started
-		nodes[self] = &memberView{ID: self, Addrs: addrStrings(d.n.Addrs()), Self: true, Reports: true, UpSince: &since}
+		nodes[self] = &memberView{ID: self, Addrs: addrStrings(d.n.Addrs()), Self: true, Reports: true, UpSince: &since, Site: d.n.Site()}
 	}
 	for id, p := range d.direct {
 		since := p.Since
-		v := &memberView{ID: id, Addrs: addrStrings(p.Addrs), Direct: true, LinkedSince: &since}
+		v := &memberView{ID: id, Addrs: addrStrings(p.Addrs), Direct: true, LinkedSince: &since, Site: p.Site}
 		if rep := d.reports[id]; rep != nil {
 			up := rep.upSince
 			v.Reports, v.UpSince = true, &up
@@ -291,13 +328,22 @@ func (d *dashboard) membersLocked() membersJSON {
 		}
 		for _, q := range rep.Peers {
 			if _, ok := nodes[q.ID]; !ok && q.ID != self {
-				nodes[q.ID] = &memberView{ID: q.ID, Addrs: q.Addrs}
+				nodes[q.ID] = &memberView{ID: q.ID, Addrs: q.Addrs, Site: q.Site}
 			}
 			link(id, q.ID)
 		}
 	}
-	out := membersJSON{Cluster: d.n.Cluster(), Self: self, Observer: d.observer, Time: time.Now(),
+	for _, p := range d.n.Remotes() {
+		if _, ok := nodes[p.ID]; !ok {
+			nodes[p.ID] = &memberView{ID: p.ID, Site: p.Site, Remote: true}
+		}
+	}
+	out := membersJSON{Cluster: d.n.Cluster(), Self: self, Observer: d.observer, Site: d.n.Site(), Time: time.Now(),
 		Members: []memberView{}, Links: [][2]string{}}
+	if d.nats {
+		s := d.n.Stats().NATS
+		out.NATS = &natsView{Connected: s.Connected, URL: s.URL}
+	}
 	for id, v := range nodes {
 		if !observers[id] {
 			if v.Addrs == nil {
@@ -311,7 +357,17 @@ func (d *dashboard) membersLocked() membersJSON {
 			out.Links = append(out.Links, l)
 		}
 	}
-	slices.SortFunc(out.Members, func(a, b memberView) int { return cmp.Compare(a.ID, b.ID) })
+	slices.SortFunc(out.Members, func(a, b memberView) int {
+		switch {
+		case a.Remote && !b.Remote:
+			return 1
+		case !a.Remote && b.Remote:
+			return -1
+		case a.Remote:
+			return cmp.Or(cmp.Compare(a.Site, b.Site), cmp.Compare(a.ID, b.ID))
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
 	slices.SortFunc(out.Links, func(a, b [2]string) int {
 		return cmp.Or(cmp.Compare(a[0], b[0]), cmp.Compare(a[1], b[1]))
 	})

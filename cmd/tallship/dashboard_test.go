@@ -67,12 +67,7 @@ func TestDashboard(t *testing.T) {
 	}
 	// The members show once linked; c's record once c's registry sync
 	// has reached ui (an observer: it dials each member it finds).
-	var svc servicesJSON
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if svc = getServices(t, url, "web@^1", http.StatusOK); len(svc.Services) > 0 || time.Now().After(deadline) {
-			break
-		}
-	}
+	svc := waitServices(t, url, "web@^1")
 	if len(svc.Services) != 1 || svc.Services[0].Owner != "c" || svc.Services[0].Role != "web@1.2.3" {
 		t.Fatalf("/api/services?q=web@^1: %+v, want web@1.2.3 owned by c", svc)
 	}
@@ -89,12 +84,7 @@ func TestDashboard(t *testing.T) {
 	var shots string
 	if chromium != "" {
 		b = startBrowser(t, chromium, url, 1280, 760)
-		shots = os.Getenv("TALLSHIP_ARTIFACTS")
-		if shots == "" {
-			shots = t.TempDir()
-		} else if err := os.MkdirAll(shots, 0o755); err != nil {
-			t.Fatal(err)
-		}
+		shots = artifacts(t)
 		p := b.waitPage("three nodes, three links and the service", func(p pageState) bool {
 			return slices.Equal(p.Nodes, []string{"a", "b", "c"}) && slices.Equal(p.Edges, []string{"a-b", "a-c", "b-c"}) &&
 				slices.Equal(p.Rows, []string{"a", "b", "c"}) &&
@@ -186,6 +176,34 @@ func TestDashboard(t *testing.T) {
 	})
 }
 
+// artifacts returns the directory screenshots go to: $TALLSHIP_ARTIFACTS
+// (made if need be), or a temporary one.
+func artifacts(t *testing.T) string {
+	t.Helper()
+	dir := os.Getenv("TALLSHIP_ARTIFACTS")
+	if dir == "" {
+		return t.TempDir()
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// waitServices gets /api/services?q= until it lists a service, for at
+// most 10 s, and returns the last answer.
+func waitServices(t *testing.T, url, q string) servicesJSON {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		svc := getServices(t, url, q, http.StatusOK)
+		if len(svc.Services) > 0 || time.Now().After(deadline) {
+			return svc
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
 // checkToken checks the dashboard at base, which asks for token: refused
 // without it or with another, read with it as a bearer token (as curl
 // sends it).
@@ -267,19 +285,28 @@ func checkCommandLine(t *testing.T, bin binaries, busy string) {
 // links, and returns it.
 func waitMembers(t *testing.T, url string, members []string, links [][2]string) membersJSON {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		var m membersJSON
-		err := getJSON(url+"api/members", &m)
+	return waitMembersAre(t, url, fmt.Sprintf("members %v, links %v", members, links), func(m membersJSON) bool {
 		ids := []string{}
 		for _, v := range m.Members {
 			ids = append(ids, v.ID)
 		}
-		if err == nil && slices.Equal(ids, members) && slices.Equal(m.Links, links) {
+		return slices.Equal(ids, members) && slices.Equal(m.Links, links)
+	})
+}
+
+// waitMembersAre polls /api/members until ok accepts it (want says what
+// it wants), and returns it.
+func waitMembersAre(t *testing.T, url, want string, ok func(membersJSON) bool) membersJSON {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		var m membersJSON
+		err := getJSON(url+"api/members", &m)
+		if err == nil && ok(m) {
 			return m
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%sapi/members: members %v, links %v (%v); want %v, %v", url, ids, m.Links, err, members, links)
+			t.Fatalf("%sapi/members: %+v (%v); want %s", url, m, err, want)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -346,6 +373,12 @@ type pageState struct {
 	Services                          [][]string
 	Log                               []string
 	EdgesMeetNodes, Marked            bool
+	// With sites: the header's site and NATS (its text and class, ""
+	// when hidden), the nodes table's rows in order (their cells) and
+	// its rows that name a site, and the counts above the graph.
+	Site, NATS, NATSClass, Counts string
+	NodeRows                      [][]string
+	Groups                        []string
 }
 
 const pageStateJS = `(() => {
@@ -366,6 +399,12 @@ const pageStateJS = `(() => {
       centers.get(l.dataset.a) === l.getAttribute('x1') + ',' + l.getAttribute('y1') &&
       centers.get(l.dataset.b) === l.getAttribute('x2') + ',' + l.getAttribute('y2')),
     rows: all('#nodes tbody tr[data-id]').map((r) => r.dataset.id).sort(),
+    nodeRows: all('#nodes tbody tr[data-id]').map((r) => [...r.cells].map((c) => c.textContent)),
+    groups: all('#nodes tbody tr.group').map((r) => r.textContent),
+    site: document.getElementById('site').hidden ? '' : document.getElementById('site').textContent,
+    nats: document.getElementById('nats').hidden ? '' : document.getElementById('nats').textContent,
+    natsClass: document.getElementById('nats').hidden ? '' : document.getElementById('nats').className,
+    counts: document.getElementById('counts').textContent,
     services: all('#services tbody tr[data-id]').map((r) => [...r.cells].map((c) => c.textContent)),
     log: all('#log li').map((li) => li.textContent),
     marked: window.__tallshipMark === 42,

@@ -109,3 +109,18 @@ func TestPeerDownLineCountsUndelivered(t *testing.T) {
 		t.Errorf("line %q, want %q", got, want)
 	}
 }
+
+// A service's line says its owner's site when records have one (with
+// --site or --nats), and nothing of sites when they do not.
+func TestServiceLineSaysSite(t *testing.T) {
+	at := time.Date(2026, 12, 7, 1, 2, 3, 0, time.UTC)
+	rec := mesh.Record{ID: "r", Name: "api", Version: "1.0.0", Host: "10.0.0.1", Port: 80, Owner: "a0", Site: "lab"}
+	ev := event{Event: mesh.Event{Time: at}, change: registry.Registered, record: rec}
+	if got, want := eventLine(ev), "01:02:03.000 service-registered api@1.0.0 10.0.0.1:80 owner a0 (site lab)"; got != want {
+		t.Errorf("line %q, want %q", got, want)
+	}
+	ev.record.Site = ""
+	if got, want := eventLine(ev), "01:02:03.000 service-registered api@1.0.0 10.0.0.1:80 owner a0"; got != want {
+		t.Errorf("line %q, want %q", got, want)
+	}
+}

@@ -69,7 +69,7 @@ func runJoin(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer nf.leave(n)
-	dash, stopServing, err := serveNode(n, started, false, httpLn, access)
+	dash, stopServing, err := serveNode(n, started, false, nf.nats.joined, httpLn, access)
 	if err != nil {
 		return err
 	}

@@ -123,6 +123,9 @@ func eventLine(ev event) string {
 	if ev.change != 0 {
 		r := ev.record
 		fmt.Fprintf(&b, " %s %s owner %s", r.Role(), r.Addr(), r.Owner)
+		if r.Site != "" {
+			fmt.Fprintf(&b, " (site %s)", r.Site) // with sites (--site, --nats)
+		}
 		return strings.TrimRight(b.String(), " ")
 	}
 	switch ev.Kind {

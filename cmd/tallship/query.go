@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tallship-go/tallship/mesh"
@@ -20,6 +21,9 @@ Without --wait the answer is what the cluster holds once every node met
 has sent its registry (at most --settle). With --wait the command waits
 until at least one instance exists (at most --timeout) and prints the
 instances then.
+
+With --nats the instances of every site are printed, those of this
+node's site (--site) first, as a program's DialService prefers them.
 
 A link that fails (a wrong secret, cluster or address) is one line on
 stderr; given --connect, query without --wait exits 1 naming the
@@ -89,9 +93,22 @@ func runQuery(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	nearFirst(recs, n.Site())
 	addrs := make([]string, 0, len(recs))
 	for _, r := range recs {
 		addrs = append(addrs, r.Addr())
 	}
 	return writeJSON(e.stdout, addrs)
+}
+
+// nearFirst puts the records of site first, keeping the order of each
+// part (the registry's: by name, version, owner and id).
+func nearFirst(recs []mesh.Record, site string) {
+	far := func(r mesh.Record) int {
+		if r.Site == site {
+			return 0
+		}
+		return 1
+	}
+	slices.SortStableFunc(recs, func(a, b mesh.Record) int { return far(a) - far(b) })
 }

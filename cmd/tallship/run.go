@@ -117,7 +117,11 @@ func runRun(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(e.stderr, "tallship run: %s registered at %s (node %s)\n", rec.Role(), rec.Addr(), n.ID())
+	where := "node " + n.ID()
+	if site := n.Site(); site != "" {
+		where += ", site " + site
+	}
+	fmt.Fprintf(e.stderr, "tallship run: %s registered at %s (%s)\n", rec.Role(), rec.Addr(), where)
 	s := &supervisor{
 		e: e, node: n, rec: rec, argv: argv, port: p,
 		backoff: *backoff, backoffMax: *backoffMax, grace: *grace, signals: signals, conflict: conflict,

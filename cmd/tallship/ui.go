@@ -18,7 +18,10 @@ on --http: every node (id, addresses, how long up), every link between
 them drawn as a graph, the services (role, version, host:port, owner)
 with a filter that takes a query such as web@^1.2, and the events as they
 happen. The page updates itself (server-sent events); a node that leaves
-disappears from it.
+disappears from it. With --nats the header also shows the node's site and
+NATS (connected, to which server, or down), and the members of the other
+sites, heard over NATS and not linked, are listed under their site below
+the mesh's nodes.
 
 The observer registers nothing and is left out of the picture, on its
 own page and on other dashboards. The command prints one line, the
@@ -70,7 +73,7 @@ func runUI(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	defer nf.leave(n)
-	dash, stop, err := serveNode(n, started, true, ln, access)
+	dash, stop, err := serveNode(n, started, true, nf.nats.joined, ln, access)
 	if err != nil {
 		return err
 	}
@@ -112,9 +115,10 @@ func listenHTTP(ctx context.Context, addr string) (net.Listener, error) {
 }
 
 // serveNode makes n answer its peers' questions about its links (peers.go)
-// and, given an HTTP listener, serves its dashboard on it (nil without).
-// stop undoes both and is idempotent; on error ln is closed.
-func serveNode(n *mesh.Node, started time.Time, observer bool, ln net.Listener, access httpAccess) (dash *dashboard, stop func(), err error) {
+// and, given an HTTP listener, serves its dashboard on it (nil without);
+// nats says n joins other sites through NATS. stop undoes both and is
+// idempotent; on error ln is closed.
+func serveNode(n *mesh.Node, started time.Time, observer, nats bool, ln net.Listener, access httpAccess) (dash *dashboard, stop func(), err error) {
 	resp, err := startPeerResponder(n, started, observer)
 	if err != nil {
 		if ln != nil {
@@ -123,7 +127,7 @@ func serveNode(n *mesh.Node, started time.Time, observer bool, ln net.Listener, 
 		return nil, nil, err
 	}
 	if ln != nil {
-		dash = newDashboard(n, ln, access, started, observer)
+		dash = newDashboard(n, ln, access, started, observer, nats)
 	}
 	var once sync.Once
 	return dash, func() {

@@ -44,23 +44,30 @@ function serverNow() {
   return Date.now() + clockOffset;
 }
 
+// The members of the mesh: those of other sites (remote, over NATS) have
+// no links and no place in the graph.
+function meshOf(p) {
+  return p.members.filter((m) => !m.remote);
+}
+
 // The graph: nodes on a circle, in id order, a line per link.
 function renderGraph(p) {
   const svg = $('#graph');
   svg.replaceChildren();
-  const n = p.members.length;
+  const members = meshOf(p);
+  const n = members.length;
   if (n === 0) {
     svg.append(make('text', { x: 230, y: 190, class: 'empty' }, 'no nodes yet'));
     return;
   }
   const radius = n === 1 ? 0 : 130;
-  const angles = p.members.map((m, i) => (n === 1 ? Math.PI / 2 : -Math.PI / 2 + (2 * Math.PI * i) / n));
+  const angles = members.map((m, i) => (n === 1 ? Math.PI / 2 : -Math.PI / 2 + (2 * Math.PI * i) / n));
   // Centre the drawing (a triangle's bottom is nearer the centre than its top).
   const ys = angles.map((a) => radius * Math.sin(a));
   const dy = 180 - (Math.min(...ys) + Math.max(...ys)) / 2;
   const round = (v) => Math.round(v * 10) / 10;
   const pos = new Map();
-  p.members.forEach((m, i) => {
+  members.forEach((m, i) => {
     pos.set(m.id, [round(230 + radius * Math.cos(angles[i])), round(dy + ys[i])]);
   });
   for (const [a, b] of p.links) {
@@ -70,7 +77,7 @@ function renderGraph(p) {
     line.append(make('title', {}, `${a} — ${b}`));
     svg.append(line);
   }
-  p.members.forEach((m, i) => {
+  members.forEach((m, i) => {
     const [x, y] = pos.get(m.id);
     const cls = ['node', m.self && 'self', !m.reports && 'unreported', !m.direct && !m.self && 'indirect']
       .filter(Boolean).join(' ');
@@ -100,31 +107,81 @@ function upText(m) {
   return ['—', 'unknown: the node is not linked to this dashboard'];
 }
 
+function plural(n, word) {
+  return `${n} ${word}${n === 1 ? '' : 's'}`;
+}
+
+// The nodes table: the mesh's nodes, then the members of each other site
+// under a row that names it. With sites, a column says each one's site.
 function renderNodes(p) {
+  const sites = !!p.site || p.members.some((m) => m.site);
+  const head = make('tr');
+  for (const h of ['id', sites && 'site', 'addresses', 'up']) {
+    if (h) head.append(make('th', {}, h));
+  }
+  $('#nodes thead').replaceChildren(head);
+  const cols = head.children.length;
   const body = $('#nodes tbody');
   body.replaceChildren();
   if (p.members.length === 0) {
     const tr = make('tr');
-    tr.append(make('td', { colspan: 3, class: 'empty' }, 'no nodes'));
+    tr.append(make('td', { colspan: cols, class: 'empty' }, 'no nodes'));
     body.append(tr);
   }
+  let group = null;
   for (const m of p.members) {
-    const tr = make('tr', { 'data-id': m.id });
+    if (m.remote && m.site !== group) {
+      group = m.site;
+      const tr = make('tr', { class: 'group', 'data-site': group });
+      tr.append(make('td', { colspan: cols }, `site ${group}`));
+      tr.firstChild.append(make('span', { class: 'muted' }, ' · another site, over NATS'));
+      body.append(tr);
+    }
+    const tr = make('tr', { 'data-id': m.id, class: m.remote ? 'remote' : null });
     const id = make('td', { class: 'mono' }, m.id);
     if (m.self) id.append(make('span', { class: 'badge' }, 'this node'));
-    const [up, why] = upText(m);
-    tr.append(id, make('td', { class: 'mono' }, m.addrs.join(' ')), make('td', { class: 'up', title: why }, up));
+    if (m.remote) id.append(make('span', { class: 'badge remote' }, 'remote'));
+    tr.append(id);
+    if (sites) tr.append(make('td', { class: 'mono site' }, m.site || ''));
+    if (m.remote) {
+      tr.append(make('td', { class: 'muted' }, 'over NATS, not linked'),
+        make('td', { class: 'up', title: 'a member of another site: heard over NATS, not linked' }, '—'));
+    } else {
+      const [up, why] = upText(m);
+      tr.append(make('td', { class: 'mono' }, m.addrs.join(' ')), make('td', { class: 'up', title: why }, up));
+    }
     body.append(tr);
   }
-  const links = p.links.length;
-  $('#counts').textContent = `${p.members.length} node${p.members.length === 1 ? '' : 's'}, ${links} link${links === 1 ? '' : 's'}`;
+  const mesh = meshOf(p).length;
+  const remote = p.members.length - mesh;
+  let counts = `${plural(mesh, 'node')}, ${plural(p.links.length, 'link')}`;
+  if (remote > 0) {
+    const others = new Set(p.members.filter((m) => m.remote).map((m) => m.site)).size;
+    counts += `; ${remote} in ${plural(others, 'other site')}`;
+  }
+  $('#counts').textContent = counts;
+}
+
+// The header's site and NATS: shown with sites only.
+function renderSites(p) {
+  const site = $('#site');
+  site.hidden = !p.site;
+  site.textContent = p.site ? `site ${p.site}` : '';
+  const nats = $('#nats');
+  nats.hidden = !p.nats;
+  if (!p.nats) return;
+  nats.textContent = p.nats.connected ? `NATS ${p.nats.url}` : 'NATS down';
+  nats.className = 'status ' + (p.nats.connected ? 'live' : 'down');
+  nats.title = p.nats.connected
+    ? 'connected to NATS: the other sites are joined'
+    : 'NATS is out of reach: this site goes on alone, and reconnects';
 }
 
 function tickUptimes() {
   if (!picture) return;
   for (const tr of document.querySelectorAll('#nodes tbody tr[data-id]')) {
     const m = picture.members.find((x) => x.id === tr.dataset.id);
-    if (m) tr.querySelector('td.up').textContent = upText(m)[0];
+    if (m && !m.remote) tr.querySelector('td.up').textContent = upText(m)[0];
   }
 }
 
@@ -216,6 +273,7 @@ function connect() {
     clockOffset = Date.parse(picture.time) - Date.now();
     renderGraph(picture);
     renderNodes(picture);
+    renderSites(picture);
   });
   es.addEventListener('log', (ev) => appendLog(JSON.parse(ev.data), true));
   es.addEventListener('event', (ev) => {
