@@ -564,11 +564,8 @@ func (r *Registry) onBus(s *busLink, msg []byte, dec *decoder, bm *busMessage, m
 		}
 		return msgs
 	}
-	if bm.node == r.cfg.ID {
-		r.idConflict(bm.site) // NoEcho: another node took this one's id
-		return msgs
-	}
-	if bm.site == r.cfg.Site {
+	own := bm.node == r.cfg.ID
+	if !own && bm.site == r.cfg.Site {
 		r.sameSite(bm.node)
 		return msgs
 	}
@@ -590,6 +587,21 @@ func (r *Registry) onBus(s *busLink, msg []byte, dec *decoder, bm *busMessage, m
 			}
 		}
 	}
+	if own {
+		// NoEcho: NATS does not bring this node's messages back, so this
+		// is another node of its id, or a message of this node's that a
+		// NATS user recorded and published again: only another run tells
+		// the first (and the first a node of its id says is a Beat).
+		if otherRun(msgs, r.self.inc) {
+			r.idConflict(bm.site)
+		} else {
+			r.log.Debug("registry: a message of this node's came back over the bus (published again); dropped")
+		}
+		for i := range msgs {
+			msgs[i].trim()
+		}
+		return msgs
+	}
 	for i := range msgs {
 		if err := r.onBusFrame(s, bm, &bm.frames[i], &msgs[i]); err != nil {
 			r.busDropped(bm.node, err)
@@ -603,6 +615,20 @@ func (r *Registry) onBus(s *busLink, msg []byte, dec *decoder, bm *busMessage, m
 		msgs[i].trim()
 	}
 	return msgs
+}
+
+// otherRun reports whether msgs, a bus message's, say anything of an
+// owner's run other than inc.
+func otherRun(msgs []message, inc uint64) bool {
+	for i := range msgs {
+		switch msgs[i].typ {
+		case msgPut, msgDel, msgSnap, msgBeat, msgCred:
+			if msgs[i].inc != inc {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // onBusFrame applies one frame of a message from bm.node, of another

@@ -1,7 +1,12 @@
 package registry
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 )
 
@@ -89,4 +94,43 @@ func TestBusRemoteMembers(t *testing.T) {
 	if ev := b[0].waitRemoteEvents(t, o[0].ID(), 1)[0]; ev.Kind != RemoteUp || !ev.Observer {
 		t.Fatalf("observer: %+v", ev)
 	}
+}
+
+// TestBusOwnMessageReplayed: a message of this node's that a NATS user
+// recorded and publishes again is no node of this node's id (no
+// IDConflict, nothing said above Debug); another run of its id still is.
+func TestBusOwnMessageReplayed(t *testing.T) {
+	h := newHub()
+	var mu sync.Mutex
+	var recorded [][]byte
+	h.drop = func(from, _ string, msg []byte) bool {
+		if from == "a-0" {
+			mu.Lock()
+			recorded = append(recorded, bytes.Clone(msg))
+			mu.Unlock()
+		}
+		return false
+	}
+	warns := make(chan string, 100)
+	a := onBusNode(t, h, "a-0", "a", func(c *Config) { c.Logger = slog.New(warnLines(warns)) })
+	b := siteNodes(t, h, "b", 1)
+	a.register(t, "web@1.0.0", 80, nil)
+	b[0].waitRemoteEvents(t, "a-0", 1)
+	mu.Lock()
+	replays := slices.Clone(recorded)
+	mu.Unlock()
+	if len(replays) == 0 {
+		t.Fatal("nothing recorded")
+	}
+	for _, m := range replays {
+		feed(a, m)
+	}
+	for len(warns) > 0 {
+		if w := <-warns; strings.Contains(w, "this node's id") {
+			t.Fatalf("a replay of its own message: %q", w)
+		}
+	}
+	twin := newBusOwner(t, "c", "a-0", nil)
+	feed(a, twin.msg(twin.beatNow()))
+	waitFor(t, "the IDConflict event", func() bool { return len(a.eventsOf(IDConflict)) == 1 })
 }
