@@ -307,11 +307,9 @@ func TestGoodbyeIsPeerDownAtOnce(t *testing.T) {
 	}
 }
 
-// A write to a peer's message stream that fails while the link lives
-// (yamux gives up on a write that waited too long for its turn, on a
-// machine running late, and keeps the session) closes the link: the mesh
-// makes it again, and what the peer had not received arrives once, in
-// order. Left up, the link showed the peer linked while nothing more
+// A write to a peer's message stream that fails while the link lives (the
+// stream reset or closed alone) closes the link: the mesh makes it again,
+// and what the peer had not received arrives once, in order. Left up, the link showed the peer linked while nothing more
 // reached it. The failure is made here by closing this node's end of the
 // stream under the writer.
 func TestFailedWriteMakesTheLinkAgain(t *testing.T) {

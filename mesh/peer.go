@@ -489,13 +489,12 @@ func (p *peer) pass() bool {
 
 // breakOff gives up on the message stream a write failed on: its link is
 // never written again, and is closed. Mostly its session has failed and
-// it closes anyway; but yamux gives up on a write that waited too long for
-// its turn (ErrConnectionWriteTimeout, on a machine running late) and
-// keeps the session, and a link left up that way would show the peer
-// linked while nothing reaches it, with no new link coming to carry on.
-// The mesh makes it again, and the new stream starts with what the peer
-// has not acknowledged (the same goes for a stream that cannot open).
-// The caller holds the turn.
+// it closes anyway; but a stream can fail alone (reset, closed), and so
+// can opening one (open, within a stretched WriteTimeout, on a machine
+// running late), and a link left up that way would show the peer linked
+// while nothing reaches it, with no new link coming to carry on. The mesh
+// makes it again, and the new stream starts with what the peer has not
+// acknowledged. The caller holds the turn.
 func (p *peer) breakOff(err error) {
 	l := p.out.link
 	p.n.log.Debug("write to peer failed; closing the link", "peer", p.id, "link", l.tl.ID(), "err", err)

@@ -85,13 +85,13 @@ func (n *Node) registryEvent(e registry.Event) {
 // A registry stream that fails while the link lives takes the link with
 // it, whatever the reason: a peer that breaks the registry's protocol or
 // limits or falls too far behind (the registry has logged why), a stream
-// cut mid-frame, a write that yamux gave up on (ErrConnectionWriteTimeout
-// on a machine running late leaves the session up). A link without its
+// cut mid-frame or reset, a write to it that failed. A link without its
 // registry stream would show the peer up with none of its changes from
 // then on, and nobody would relay them: the peer's State still names
 // this node, and the transport holds it in this node's adjacency. The
 // mesh makes the link again, and the new one syncs. A stream the peer
-// ended cleanly (Serve's nil) is its registry closing: its links follow.
+// ended cleanly (Serve's nil) is its registry closing, or its end of a
+// failure like these: its links follow.
 func (n *Node) serveRegistry(l *link, s *transport.Stream) {
 	defer n.wg.Done()
 	err := n.reg.Serve(context.Background(), l.peer, s)
