@@ -92,8 +92,9 @@ type NATSStats struct {
 	MessagesSent, BytesSent         uint64
 	MessagesReceived, BytesReceived uint64
 	// MessagesDropped counts what NATS delivered that the node dropped
-	// unread: what waited to be read was at its bound (32 MiB). The
-	// registry asks again for what it missed.
+	// unread: what waited to be read (the registry's, or the messages')
+	// was at its bound (32 MiB each). The registry asks again for what
+	// it missed, and a message's sender publishes it again.
 	MessagesDropped uint64
 	// RemoteMembers (gauge) is how many members of other sites the node
 	// hears: len(Remotes()).

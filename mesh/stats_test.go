@@ -154,8 +154,15 @@ func TestStatsNATS(t *testing.T) {
 	if r := a.Stats().Records; r != 3 {
 		t.Errorf("a sees %d records, want b's 3", r)
 	}
-	if s := b[0].Stats().NATS; s.RemoteMembers != 1 || s.RemoteRecords != 0 {
-		t.Errorf("b-0 hears %d members of other sites, %d records; want a alone, none", s.RemoteMembers, s.RemoteRecords)
+	// b-0 hears a on its own time (a's Beat): wait for it, then check
+	// that it counts a alone, with none of b's own as remote.
+	var bs NATSStats
+	waitFor(t, "b-0 hears a", 10*time.Second, func() bool {
+		bs = b[0].Stats().NATS
+		return bs.RemoteMembers >= 1
+	})
+	if bs.RemoteMembers != 1 || bs.RemoteRecords != 0 {
+		t.Errorf("b-0 hears %d members of other sites, %d records; want a alone, none", bs.RemoteMembers, bs.RemoteRecords)
 	}
 
 	srv.Stop()

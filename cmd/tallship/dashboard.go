@@ -168,7 +168,7 @@ func (d *dashboard) observe(ev event) {
 	switch ev.Kind {
 	case mesh.PeerUp, mesh.PeerDown:
 		d.syncPeersLocked()
-	case mesh.NATSUp, mesh.NATSDown:
+	case mesh.NATSUp, mesh.NATSDown, mesh.RemoteUp, mesh.RemoteDown:
 		d.markDirty()
 	}
 }

@@ -124,3 +124,17 @@ func TestServiceLineSaysSite(t *testing.T) {
 		t.Errorf("line %q, want %q", got, want)
 	}
 }
+
+// A member of another site coming and going is one line each, naming it
+// and its site, and what it did not acknowledge.
+func TestRemoteMemberLines(t *testing.T) {
+	at := time.Date(2026, 12, 7, 1, 2, 3, 0, time.UTC)
+	up := event{Event: mesh.Event{Time: at, Kind: mesh.RemoteUp, Peer: "b0", Site: "lab"}}
+	if got, want := eventLine(up), "01:02:03.000 remote-up          b0 (site lab)"; got != want {
+		t.Errorf("line %q, want %q", got, want)
+	}
+	down := event{Event: mesh.Event{Time: at, Kind: mesh.RemoteDown, Peer: "b0", Site: "lab", Err: errors.New("silent for 3s"), Undelivered: 2}}
+	if got, want := eventLine(down), "01:02:03.000 remote-down        b0 (site lab) (silent for 3s), 2 messages undelivered"; got != want {
+		t.Errorf("line %q, want %q", got, want)
+	}
+}

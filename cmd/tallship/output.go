@@ -145,6 +145,18 @@ func eventLine(ev event) string {
 		if ev.Undelivered > 0 {
 			fmt.Fprintf(&b, ", %d messages undelivered", ev.Undelivered)
 		}
+	case mesh.RemoteUp, mesh.RemoteDown:
+		// A member of another site, heard over NATS (--nats).
+		fmt.Fprintf(&b, " %s (site %s)", ev.Peer, ev.Site)
+		if ev.Observer {
+			b.WriteString(" (observer)")
+		}
+		if ev.Err != nil {
+			b.WriteString(" (" + ev.Err.Error() + ")")
+		}
+		if ev.Undelivered > 0 {
+			fmt.Fprintf(&b, ", %d messages undelivered", ev.Undelivered)
+		}
 	case mesh.PeerSynced:
 		b.WriteString(" " + ev.Peer)
 		if ev.Observer {
