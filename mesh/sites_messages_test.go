@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"slices"
 	"strings"
 	"sync"
@@ -737,4 +738,55 @@ func TestSitesMessagesObserver(t *testing.T) {
 		t.Fatalf("o-0 got %q", got)
 	}
 	nothingMore(t, o[0], 50*time.Millisecond)
+}
+
+// x-0, of site x, linked by hand to a-0 alone: a-0 reaches it over that
+// link, and a-1, of a-0's LAN but with no link to x-0, still over NATS.
+// x-0's records reach a-1 through a-0 as well, which made a-1 take x-0
+// for reached over links and drop it as a member: Send then said
+// ErrUnknownPeer and Broadcast skipped it.
+func TestSitesMessagesHandLinkToOne(t *testing.T) {
+	netns.Require(t)
+	srv := natstest.Start(t, natstest.Options{})
+	urls := []string{srv.URL()}
+	// Addresses nobody listens at: the peer exchange cannot link a-1 and
+	// x-0 (as across networks, the reason to link by hand).
+	unreachable := []netip.AddrPort{netip.MustParseAddrPort("127.0.0.1:1")}
+	a := site(t, "c", "a", 1, urls)
+	cfg := testConfig("a-1")
+	cfg.Site, cfg.NATS.URLs, cfg.Advertise = "a", urls, unreachable
+	a1 := start(t, "c", cfg)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := a1.Connect(ctx, addr(t, a[0])); err != nil {
+		t.Fatal(err)
+	}
+	xc := testConfig("x-0")
+	xc.Site, xc.NATS.URLs, xc.Advertise = "x", urls, unreachable
+	x := start(t, "c", xc)
+	waitRemotes(t, a1, x)
+	rec, err := x.Register(Service{Role: "svc@1.0.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitSeen(t, rec.ID, true, 5*time.Second, a1)
+	if _, err := x.Connect(ctx, addr(t, a[0])); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a-0 reaching x-0 over its link alone", 5*time.Second, func() bool {
+		return !slices.Contains(remoteIDs(a[0]), "x-0")
+	})
+	// Each message crosses while a-1's registry hears x-0 over NATS and
+	// through a-0, for several of x-0's Beats.
+	for end := time.Now().Add(10 * LocalConfig().Heartbeat); time.Now().Before(end); {
+		if err := a1.Send(ctx, "x-0", []byte("hi")); err != nil {
+			t.Fatalf("a-1 to x-0: %v (a-1's peers %v, remotes %v)", err, peerIDs(a1), remoteIDs(a1))
+		}
+		if m := receive(t, x); m.From != "a-1" || string(m.Data) != "hi" {
+			t.Fatalf("x-0 got %q from %s", m.Data, m.From)
+		}
+	}
+	if slices.Contains(peerIDs(a1), "x-0") {
+		t.Fatal("a-1 linked x-0: the test no longer shows the path over NATS")
+	}
 }

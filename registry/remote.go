@@ -185,11 +185,18 @@ var (
 )
 
 // noteMember queues RemoteUp or RemoteDown when rm became, or stopped
-// being, a member here (live: its Beats come, its records show, and this
-// node does not reach it over its links), or its run changed since the
-// last one said; gone: it is forgotten. r.mu is held.
+// being, a member here, or its run changed since the last one said;
+// gone: it is forgotten. r.mu is held.
+//
+// A member is an owner heard over NATS (a Beat of its run, not expired,
+// not leaving) that this node has no link to: the mesh reaches it over
+// NATS. Whether its records show from NATS or through links (relayed by
+// a neighbour linked to it) is another matter (showRemote): a node of
+// another site linked by hand to one node of this site is still a member
+// of the others, which reach it only over NATS.
 func (r *Registry) noteMember(rm *remote, gone bool) {
-	live := rm.live && !gone
+	linked := len(r.links[rm.id]) > 0
+	live := !gone && !linked && rm.inc != 0 && !rm.expired && !rm.leaving
 	now := time.Now()
 	if rm.member && (!live || rm.inc != rm.memberInc) {
 		var why error
@@ -197,7 +204,7 @@ func (r *Registry) noteMember(rm *remote, gone bool) {
 		case rm.inc != rm.memberInc:
 			why = errRemoteRestarted
 		case rm.leaving:
-		case r.owners[rm.id] != nil && r.owners[rm.id].live:
+		case linked:
 			why = errRemoteLinked
 		default:
 			why = errRemoteSilent

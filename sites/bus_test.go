@@ -566,3 +566,39 @@ func TestBusServerStopsReading(t *testing.T) {
 		t.Fatalf("Close took %v", d)
 	}
 }
+
+// Empty messages, which anyone allowed on a node's subject can publish,
+// count against the inbox's bound too: unread, a few are held and the
+// rest dropped, not all of them held (they counted nothing before).
+func TestBusInboxBoundsEmptyMessages(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	old := messageInboxBytes
+	t.Cleanup(func() { messageInboxBytes = old }) // after the bus closes
+	messageInboxBytes = 64 << 10
+	srv := natstest.Start(t, natstest.Options{})
+	b := dial(t, config("b", "sb", srv.URL()))
+	spy, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	const n = 2000
+	for range n {
+		if err := spy.Publish(b.names.nodeMessages("b"), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	held := func() int {
+		b.msgs.mu.Lock()
+		defer b.msgs.mu.Unlock()
+		return len(b.msgs.q) - b.msgs.head
+	}
+	waitFor(t, "every message held or dropped", func() bool { return held()+int(b.msgs.droppedCount()) == n })
+	if h, most := held(), messageInboxBytes/msgOverhead; h > most {
+		t.Fatalf("%d empty messages held, at most %d fit the bound", h, most)
+	}
+}

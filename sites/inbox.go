@@ -8,8 +8,9 @@ import (
 )
 
 // inboxBytes bounds the bytes of the registry's messages received and
-// not yet read, and messageInboxBytes those of the mesh's messages (vars
-// for the tests): beyond it, a message is dropped (logged), and the
+// not yet read, and messageInboxBytes those of the mesh's messages, each
+// message counted with its subject and an overhead (cost; vars for the
+// tests): beyond it, a message is dropped (logged), and the
 // registry's gap repair, or the sender's resend of what was not
 // acknowledged, sends it again. NATS bounds a channel subscription by
 // messages alone, which at its max_payload is gigabytes.
@@ -17,6 +18,15 @@ var (
 	inboxBytes        = 32 << 20
 	messageInboxBytes = 32 << 20
 )
+
+// msgOverhead is what a message costs the inbox beyond its payload and
+// subject: the nats.Msg, its headers' map, its slot. Counting payloads
+// alone let empty messages, which anyone allowed on a subject can
+// publish, pile up without bound while the node reads slowly.
+const msgOverhead = 256
+
+// cost is what m counts against an inbox's limit.
+func cost(m *nats.Msg) int { return len(m.Data) + len(m.Subject) + len(m.Reply) + msgOverhead }
 
 // inbox is what NATS delivered to the node and the registry (or the
 // mesh) has not read yet, bounded in bytes.
@@ -36,12 +46,13 @@ func newInbox(limit *int) *inbox { return &inbox{limit: limit, ready: make(chan 
 // push queues m, or reports false when it would exceed the inbox's limit.
 func (in *inbox) push(m *nats.Msg) bool {
 	in.mu.Lock()
-	if in.bytes+len(m.Data) > *in.limit {
+	c := cost(m)
+	if in.bytes+c > *in.limit {
 		in.dropped++
 		in.mu.Unlock()
 		return false
 	}
-	in.bytes += len(m.Data)
+	in.bytes += c
 	in.q = append(in.q, m)
 	in.mu.Unlock()
 	select {
@@ -68,9 +79,15 @@ func (in *inbox) pop(ctx context.Context, done <-chan struct{}) *nats.Msg {
 			in.q[in.head] = nil
 			in.head++
 			if in.head == len(in.q) {
-				in.q, in.head = in.q[:0], 0
+				// Emptied: a queue grown by a burst is let go.
+				if cap(in.q) > 4096 {
+					in.q = nil
+				} else {
+					in.q = in.q[:0]
+				}
+				in.head = 0
 			}
-			in.bytes -= len(m.Data)
+			in.bytes -= cost(m)
 			in.mu.Unlock()
 			return m
 		}
