@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -99,7 +100,7 @@ const (
 )
 
 func newRemoteSet(n *Node, bus *sites.Bus) *remoteSet {
-	return &remoteSet{
+	s := &remoteSet{
 		n:      n,
 		bus:    bus,
 		siteB:  []byte(n.cfg.Site),
@@ -110,6 +111,12 @@ func newRemoteSet(n *Node, bus *sites.Bus) *remoteSet {
 		marks:  make(map[string]recvMark),
 		acked:  make(chan struct{}),
 	}
+	// Epochs rise within a run from a random start: an acknowledgement
+	// names no run of the node it acknowledges, so one meant for an
+	// earlier run of this node (late, or replayed by a NATS user) must
+	// not name an epoch of this one.
+	s.epochs.Store(rand.Uint64() >> 1)
+	return s
 }
 
 // start starts the writer and the reader, once the node's registry has

@@ -790,3 +790,51 @@ func TestSitesMessagesHandLinkToOne(t *testing.T) {
 		t.Fatal("a-1 linked x-0: the test no longer shows the path over NATS")
 	}
 }
+
+// An acknowledgement a member sent to an earlier run of this node,
+// replayed by a NATS user (or late), acknowledges nothing of this run:
+// the new run's epochs start elsewhere. Before, each run numbered its
+// streams 1, 2, …, and the replay dropped the new run's messages as
+// delivered (RemoteDown then counted none undelivered).
+func TestSitesMessagesAckOfEarlierRun(t *testing.T) {
+	netns.Require(t)
+	srv := natstest.Start(t, natstest.Options{})
+	tap := srv.Tap(t)
+	secret := func(c *Config) { c.Secret = "one" }
+	p := newProxy(t, strings.TrimPrefix(srv.URL(), "nats://"))
+	a := site(t, "c", "a", 1, []string{"nats://" + p.ln.Addr().String()}, secret)
+	b := site(t, "c", "b", 1, []string{srv.URL()}, secret)
+	waitRemotes(t, a[0], b...)
+	waitRemotes(t, b[0], a...)
+	sendRun(t, b[0], "a-0", 0, 5)
+	receiveN(t, a[0], 5, 5*time.Second)
+	waitFor(t, "a-0 acknowledged", 5*time.Second, func() bool { return remoteUnacked(b[0], "a-0") == 0 })
+	recorded := tap()
+
+	b[0].Close()
+	b2 := site(t, "c", "b", 1, []string{srv.URL()}, secret)
+	waitRemotes(t, a[0], b2...)
+	waitRemotes(t, b2[0], a...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	events := b2[0].Events(ctx)
+	p.stall() // a-0 hears nothing more: it acknowledges nothing of the new run
+	sendRun(t, b2[0], "a-0", 0, 3)
+	spy, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	for _, m := range recorded {
+		subject, data, _ := strings.Cut(m, " ")
+		if strings.Contains(subject, ".n.") && strings.HasSuffix(subject, ".msg") {
+			spy.Publish(subject, []byte(data)) // sealed, as recorded
+		}
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextEvent(t, events, RemoteDown); ev.Peer != "a-0" || ev.Undelivered != 3 {
+		t.Errorf("RemoteDown of %s counts %d undelivered, want a-0's 3: the replay acknowledged the new run's messages", ev.Peer, ev.Undelivered)
+	}
+}
