@@ -122,6 +122,12 @@ func (s *remoteSet) deliver(r *remote, epoch, seq uint64, msgs [][]byte) {
 	if again {
 		r.in.again()
 	}
+	if p := &r.part; p.buf != nil && (p.epoch != epoch || p.seq < next) {
+		// Parts of a frame delivery has passed, or of an earlier epoch,
+		// never come whole: they would hold their share of maxPartBytes
+		// until r goes.
+		s.dropPart(r)
+	}
 }
 
 // takePart gathers the parts of a frame, in order, and delivers it when

@@ -838,3 +838,53 @@ func TestSitesMessagesAckOfEarlierRun(t *testing.T) {
 		t.Errorf("RemoteDown of %s counts %d undelivered, want a-0's 3: the replay acknowledged the new run's messages", ev.Peer, ev.Undelivered)
 	}
 }
+
+// The first parts of a frame that never comes whole (forged, or left by
+// a resend) are let go once delivery passes it: they held their share of
+// the parts' budget until the member went, and forged ones could block
+// every large message to the node.
+func TestSitesMessagesPartsPassedAreDropped(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	urls := []string{srv.URL()}
+	a := site(t, "c", "a", 1, urls)
+	b := site(t, "c", "b", 1, urls)
+	waitRemotes(t, a[0], b...)
+	waitRemotes(t, b[0], a...)
+	sendRun(t, a[0], "b-0", 0, 3)
+	checkRun(t, receiveN(t, b[0], 3, 5*time.Second), "a-0", 3)
+
+	spy, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	as := a[0].remotes
+	as.mu.Lock()
+	epoch := as.byID["b-0"].epoch
+	as.mu.Unlock()
+	// The first of two parts of a frame numbered 3, the next one b-0
+	// expects of a-0.
+	e := wire.Envelope{Site: []byte("a"), Node: []byte("a-0"), Run: as.run,
+		To: []wire.Addressee{{Key: wire.NodeKey("b-0", b[0].remotes.run), Epoch: epoch, Seq: 3}}, Part: 0, Parts: 2}
+	part := append(wire.AppendEnvelopeHeader(nil, &e), make([]byte, 64<<10)...)
+	if err := spy.Publish("tallship.c.n.b-0.msg", part); err != nil {
+		t.Fatal(err)
+	}
+	if err := spy.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	bs := b[0].remotes
+	held := func() int {
+		bs.mu.Lock()
+		defer bs.mu.Unlock()
+		return bs.partBytes
+	}
+	waitFor(t, "b-0 holding the part", 5*time.Second, func() bool { return held() > 0 })
+	sendRun(t, a[0], "b-0", 3, 4) // the real frame 3, whole
+	if got := receiveN(t, b[0], 1, 5*time.Second); got[0] != "a-0:m3" {
+		t.Fatalf("b-0 got %q, want a-0:m3", got)
+	}
+	waitFor(t, "the passed part let go", 5*time.Second, func() bool { return held() == 0 })
+}
