@@ -888,3 +888,36 @@ func TestSitesMessagesPartsPassedAreDropped(t *testing.T) {
 	}
 	waitFor(t, "the passed part let go", 5*time.Second, func() bool { return held() == 0 })
 }
+
+// A member restarted (same id, a new run) while messages to it were in
+// flight: RemoteDown says it restarted and counts them undelivered, and
+// the new run gets none of them, only what is sent to it after.
+func TestSitesMessagesMemberRestarts(t *testing.T) {
+	netns.Require(t)
+	srv := natstest.Start(t, natstest.Options{})
+	p := newProxy(t, strings.TrimPrefix(srv.URL(), "nats://"))
+	a := site(t, "c", "a", 1, []string{srv.URL()})
+	b := site(t, "c", "b", 1, []string{"nats://" + p.ln.Addr().String()})
+	waitRemotes(t, a[0], b...)
+	waitRemotes(t, b[0], a...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	events := a[0].Events(ctx)
+	sendRun(t, a[0], "b-0", 0, 2)
+	checkRun(t, receiveN(t, b[0], 2, 5*time.Second), "a-0", 2)
+	waitFor(t, "b-0 acknowledged", 5*time.Second, func() bool { return remoteUnacked(a[0], "b-0") == 0 })
+	p.stall() // b-0 hears nothing more, and says nothing more
+	sendRun(t, a[0], "b-0", 2, 5)
+	b[0].Close()
+	b2 := site(t, "c", "b", 1, []string{srv.URL()})
+	ev := nextEvent(t, events, RemoteDown)
+	if ev.Peer != "b-0" || !strings.Contains(fmt.Sprint(ev.Err), "restarted") || ev.Undelivered != 3 {
+		t.Fatalf("RemoteDown of %s (%v), %d undelivered; want b-0 restarted, 3 undelivered", ev.Peer, ev.Err, ev.Undelivered)
+	}
+	waitRemotes(t, a[0], b2...)
+	sendRun(t, a[0], "b-0", 5, 6)
+	if got := receiveN(t, b2[0], 1, 5*time.Second); got[0] != "a-0:m5" {
+		t.Fatalf("b-0's new run got %q first, want a-0:m5", got)
+	}
+	nothingMore(t, b2[0], 100*time.Millisecond)
+}
