@@ -160,6 +160,7 @@ type proxy struct {
 	seen    bytes.Buffer
 	resumed chan struct{} // closed unless stalled
 	closed  bool
+	delay   time.Duration // each chunk's latency (setDelay)
 }
 
 func newProxy(t *testing.T, target string) *proxy {
@@ -219,9 +220,10 @@ func (p *proxy) copy(dst io.Writer, src io.Reader) {
 		if k > 0 {
 			p.mu.Lock()
 			p.seen.Write(buf[:k])
-			wait := p.resumed
+			wait, delay := p.resumed, p.delay
 			p.mu.Unlock()
 			<-wait
+			time.Sleep(delay) // the network's latency, one way
 			if _, werr := dst.Write(buf[:k]); werr != nil {
 				return
 			}
@@ -239,6 +241,14 @@ func (p *proxy) stall() {
 	if isClosed(p.resumed) {
 		p.resumed = make(chan struct{})
 	}
+}
+
+// setDelay makes each chunk that crosses the proxy from now on take d
+// more, each way: a slow path, as across a WAN.
+func (p *proxy) setDelay(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.delay = d
 }
 
 func (p *proxy) resume() {

@@ -43,9 +43,17 @@ type remote struct {
 	recovering bool   // published again from acked: at most resendBytes ahead of acked until caught up
 	rto        time.Duration
 	since      time.Time // when what is published and unacknowledged last moved
-	ack        bool      // an acknowledgement of its frames is due
-	dirty      bool      // listed in set.dirty
-	partHeld   int       // bytes of part, counted in set.partBytes
+	// The round trip to the member, from a publish to the
+	// acknowledgement that covers it: srtt, smoothed, from one frame
+	// timed at a time (timed, published at timedAt), never one
+	// published again (its acknowledgement may be the first one's).
+	srtt     time.Duration
+	timing   bool
+	timed    uint64
+	timedAt  time.Time
+	ack      bool // an acknowledgement of its frames is due
+	dirty    bool // listed in set.dirty
+	partHeld int  // bytes of part, counted in set.partBytes
 
 	in   inbound // what arrived from it
 	part partial // a frame arriving in parts (the reader's alone)
@@ -340,6 +348,15 @@ func (s *remoteSet) signal() {
 	}
 }
 
+// resendAfter is how long r's frames may go unacknowledged before they
+// are published again: twice the round trip, plus the receiver's wait
+// before it acknowledges, within resendAfter and resendAfterMax. A fixed
+// 250 ms published every burst twice on a path slower than that (sites
+// across a WAN). s.mu is held.
+func (r *remote) resendAfter() time.Duration {
+	return min(max(2*r.srtt+ackDelay, resendAfter), resendAfterMax)
+}
+
 // ackDue notes that r is due an acknowledgement of its frames.
 func (s *remoteSet) ackDue(r *remote) {
 	s.mu.Lock()
@@ -365,7 +382,20 @@ func (s *remoteSet) acknowledged(r *remote, epoch, next uint64) {
 		return
 	}
 	r.pubBytes -= before - r.queued
-	r.since, r.rto = time.Now(), resendAfter
+	now := time.Now()
+	if r.timing && r.acked > r.timed {
+		r.timing = false
+		if sample := now.Sub(r.timedAt); r.srtt == 0 {
+			r.srtt = sample
+		} else {
+			r.srtt += (sample - r.srtt) / 8
+		}
+		r.rto = r.resendAfter()
+	}
+	// Without a new sample (what is acknowledged went again), a wait
+	// doubled since stays, until a frame published once is (Karn's): a
+	// path slower than the estimate would otherwise never be measured.
+	r.since, r.rto = now, max(r.rto, r.resendAfter())
 	if r.pub == r.acked {
 		delete(s.flight, r)
 		r.recovering = r.recovering && len(r.unacked) > 0

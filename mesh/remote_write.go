@@ -119,6 +119,7 @@ func (s *remoteSet) goBackLocked(r *remote, now time.Time) {
 	s.resent.Add(1)
 	s.n.log.Debug("publishing again what a member of another site has not acknowledged", "peer", r.id, "frames", r.pub-r.acked)
 	r.pub, r.pubBytes, r.recovering, r.since = r.acked, 0, true, now
+	r.timing = false // its acknowledgement could be the first publish's
 	delete(s.flight, r)
 	s.markLocked(r)
 }
@@ -319,6 +320,9 @@ func (s *remoteSet) advanceLocked(r *remote, k, size int, now time.Time) {
 	if r.pub == r.acked {
 		s.flight[r] = struct{}{}
 		r.since = now
+	}
+	if !r.timing && !r.recovering {
+		r.timing, r.timed, r.timedAt = true, r.pub, now
 	}
 	r.pub += uint64(k)
 	r.pubBytes += size

@@ -921,3 +921,38 @@ func TestSitesMessagesMemberRestarts(t *testing.T) {
 	}
 	nothingMore(t, b2[0], 100*time.Millisecond)
 }
+
+// On a path slower than the first resend timer (250 ms), as across a
+// WAN, a member's round trip is measured and bursts after the first go
+// once: a fixed timer published every burst twice there.
+func TestSitesMessagesSlowPathGoesOnce(t *testing.T) {
+	netns.Require(t)
+	srv := natstest.Start(t, natstest.Options{})
+	p := newProxy(t, strings.TrimPrefix(srv.URL(), "nats://"))
+	a := site(t, "c", "a", 1, []string{srv.URL()})
+	b := site(t, "c", "b", 1, []string{"nats://" + p.ln.Addr().String()}, func(c *Config) {
+		c.Lifetime = 5 * time.Second // Beats are slow too: not silent meanwhile
+	})
+	waitRemotes(t, a[0], b...)
+	waitRemotes(t, b[0], a...)
+	p.setDelay(150 * time.Millisecond) // b-0's round trip to NATS: 300 ms
+	burst := func(from int) {
+		t.Helper()
+		sendRun(t, a[0], "b-0", from, from+5)
+		got := receiveN(t, b[0], 5, 10*time.Second)
+		for i, m := range got {
+			if want := fmt.Sprintf("a-0:m%d", from+i); m != want {
+				t.Fatalf("b-0 got %q, want %q", m, want)
+			}
+		}
+		waitFor(t, "b-0 acknowledged", 10*time.Second, func() bool { return remoteUnacked(a[0], "b-0") == 0 })
+	}
+	burst(0) // the first goes again: the round trip is not known yet
+	resent := a[0].remotes.resent.Load()
+	burst(5)
+	burst(10)
+	if again := a[0].remotes.resent.Load() - resent; again != 0 {
+		t.Errorf("bursts after the first went again %d times on a 300 ms path", again)
+	}
+	nothingMore(t, b[0], 50*time.Millisecond)
+}
