@@ -60,8 +60,8 @@ const (
 	// its reason changes from out of reach to refused, or back).
 	NATSDown
 	// RemoteUp: a member of another site (Peer, of Site) is heard over
-	// NATS (Config.NATS): Remotes lists it, and Send and Broadcast reach
-	// it. Observer says it only observes.
+	// NATS (Config.NATS): Send reaches it, and unless it only observes
+	// (Observer) Remotes lists it and Broadcast reaches it.
 	RemoteUp
 	// RemoteDown: a member of another site is gone: it left (Err nil),
 	// or NATS carried no Beat of it for its Lifetime (it died, or it or

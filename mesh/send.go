@@ -45,7 +45,8 @@ func (n *Node) Send(ctx context.Context, to string, msg []byte) error {
 // SendMany queues msg for each peer in to, linked or of another site.
 // The message is framed once and the same bytes are queued for every
 // peer; those of one other site are published once on NATS for all of
-// them (see docs/sites.md). Peers that are known get the message even
+// them when the message is at the head of their queues, as it is unless
+// one is behind (see docs/sites.md). Peers that are known get the message even
 // when others are not; the error then names every unknown id.
 func (n *Node) SendMany(ctx context.Context, to []string, msg []byte) error {
 	frame, err := n.frame(msg)
@@ -87,9 +88,9 @@ func (n *Node) SendMany(ctx context.Context, to []string, msg []byte) error {
 var ErrNoPeers = errors.New("mesh: no peers to send to")
 
 // Broadcast queues msg for every peer and every member of another site
-// (Remotes), framed once, with Send's delivery to each: each member of
-// another site's is published once on NATS for all the members of its
-// site. A slow peer does not hold back the others: each has its own
+// (Remotes), framed once, with Send's delivery to each: for the members
+// of another site it is published once on NATS for all of them, those
+// that are behind (their queues hold older messages) aside. A slow peer does not hold back the others: each has its own
 // queue. A nil error means at least one peer has the message queued;
 // peers that go down meanwhile are skipped. With no peer to queue it for
 // (none linked or heard yet, or every one gone) it returns ErrNoPeers

@@ -137,19 +137,22 @@ func TestSitesMessages(t *testing.T) {
 		}
 		return k
 	}
-	t.Logf("a-1 published again %d times", a[1].remotes.resent.Load())
-	if a[1].remotes.resent.Load() == 0 {
-		for _, text := range []string{"to all", "many"} {
-			if k := count("tallship.c.msg.b", text); k != 1 {
-				t.Errorf("%q went %d times on site b's subject", text, k)
-			}
-			if k := count("tallship.c.n.b-0.msg", text) + count("tallship.c.n.b-1.msg", text); k != 0 {
-				t.Errorf("%q went %d times to b's members one by one", text, k)
-			}
+	// Whatever goes again (to one member, when one did not acknowledge
+	// in time) goes in envelopes to that member; the first publication
+	// is once on the site's subject, and nothing goes on NATS to a's own
+	// site.
+	resent := a[1].remotes.resent.Load()
+	t.Logf("a-1 published again %d times", resent)
+	for _, text := range []string{"to all", "many"} {
+		if k := count("tallship.c.msg.b", text); k != 1 && (resent == 0 || k == 0) {
+			t.Errorf("%q went %d times on site b's subject", text, k)
 		}
-		if k := count("tallship.c.n.a-0.msg", "to all") + count("tallship.c.msg.a", "to all"); k != 0 {
-			t.Errorf("%q went %d times on NATS to a's own site", "to all", k)
+		if k := count("tallship.c.n.b-0.msg", text) + count("tallship.c.n.b-1.msg", text); k != 0 && resent == 0 {
+			t.Errorf("%q went %d times to b's members one by one", text, k)
 		}
+	}
+	if k := count("tallship.c.n.a-0.msg", "to all") + count("tallship.c.msg.a", "to all"); k != 0 {
+		t.Errorf("%q went %d times on NATS to a's own site", "to all", k)
 	}
 	// Streams are LAN-only.
 	if _, err := a[0].OpenStream(ctx, "b-0", "x"); !errors.Is(err, ErrRemotePeer) || !strings.Contains(err.Error(), `"b-0"`) {

@@ -97,7 +97,8 @@ type NATSStats struct {
 	// it missed, and a message's sender publishes it again.
 	MessagesDropped uint64
 	// RemoteMembers (gauge) is how many members of other sites the node
-	// hears: len(Remotes()).
+	// hears: len(Remotes()), as the registry has them (RemoteUp and
+	// RemoteDown events may still be on their way to subscribers).
 	RemoteMembers int
 	// RemoteRecords (gauge) is how many of the records the node sees
 	// (Records) are theirs.
