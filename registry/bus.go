@@ -592,7 +592,7 @@ func (r *Registry) onBus(s *busLink, msg []byte, dec *decoder, bm *busMessage, m
 		// is another node of its id, or a message of this node's that a
 		// NATS user recorded and published again: only another run tells
 		// the first (and the first a node of its id says is a Beat).
-		if otherRun(msgs, r.self.inc) {
+		if r.otherRun(bm, msgs) {
 			r.idConflict(bm.site)
 		} else {
 			r.log.Debug("registry: a message of this node's came back over the bus (published again); dropped")
@@ -617,15 +617,19 @@ func (r *Registry) onBus(s *busLink, msg []byte, dec *decoder, bm *busMessage, m
 	return msgs
 }
 
-// otherRun reports whether msgs, a bus message's, say anything of an
-// owner's run other than inc.
-func otherRun(msgs []message, inc uint64) bool {
+// otherRun reports whether msgs, bm's, are of another node of this
+// node's id: a Beat of another run than this node's, of now (within the
+// window a Beat's clock may be off, busFresh). Anything else of another
+// run is a message of this node's earlier run that a NATS user recorded
+// and published again (it cannot be its later run: the run is the time
+// it started), or part of the other node's first message, whose Beat
+// says so (it is the first thing a node says on the bus).
+func (r *Registry) otherRun(bm *busMessage, msgs []message) bool {
+	now := time.Now()
 	for i := range msgs {
-		switch msgs[i].typ {
-		case msgPut, msgDel, msgSnap, msgBeat, msgCred:
-			if msgs[i].inc != inc {
-				return true
-			}
+		m := &msgs[i]
+		if m.typ == msgBeat && m.inc != r.self.inc && r.busFresh(bm.frames[i].at, m.lifetime, now) {
+			return true
 		}
 	}
 	return false

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // remoteEvents returns n's RemoteUp and RemoteDown events of id, each as
@@ -129,6 +130,18 @@ func TestBusOwnMessageReplayed(t *testing.T) {
 		if w := <-warns; strings.Contains(w, "this node's id") {
 			t.Fatalf("a replay of its own message: %q", w)
 		}
+	}
+	// A Beat of another run of a-0's from an hour ago, recorded and
+	// published again: not a node of its id now either.
+	old := newBusOwner(t, "c", "a-0", nil)
+	feed(a, old.msg(old.beatAt(false, time.Now().Add(-time.Hour))))
+	for len(warns) > 0 {
+		if w := <-warns; strings.Contains(w, "this node's id") {
+			t.Fatalf("an hour-old Beat of another run: %q", w)
+		}
+	}
+	if n := len(a.eventsOf(IDConflict)); n != 0 {
+		t.Fatalf("%d IDConflict events for replays", n)
 	}
 	twin := newBusOwner(t, "c", "a-0", nil)
 	feed(a, twin.msg(twin.beatNow()))
