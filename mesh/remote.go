@@ -256,6 +256,12 @@ func (s *remoteSet) members(linked func(id string) bool) []*remote {
 // list describes the members that do not only observe, sorted by site
 // and id.
 func (s *remoteSet) list() []Peer {
+	s.mu.Lock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
+		return nil // the node closed: it reaches nobody
+	}
 	var out []Peer
 	for _, r := range s.members(nil) {
 		out = append(out, Peer{ID: r.id, Site: r.site, Remote: true})

@@ -959,3 +959,17 @@ func TestSitesMessagesSlowPathGoesOnce(t *testing.T) {
 	}
 	nothingMore(t, b[0], 50*time.Millisecond)
 }
+
+// A closed node lists no member of another site: it reaches none.
+func TestSitesRemotesEmptyAfterClose(t *testing.T) {
+	netns.Require(t)
+	srv := natstest.Start(t, natstest.Options{})
+	urls := []string{srv.URL()}
+	a := site(t, "c", "a", 1, urls)
+	b := site(t, "c", "b", 1, urls)
+	waitRemotes(t, a[0], b...)
+	a[0].Close()
+	if got := a[0].Remotes(); len(got) != 0 {
+		t.Fatalf("a closed node lists %v", got)
+	}
+}
