@@ -136,27 +136,11 @@ func eventLine(ev event) string {
 		}
 	case mesh.PeerDown:
 		b.WriteString(" " + ev.Peer)
-		if ev.Observer {
-			b.WriteString(" (observer)")
-		}
-		if ev.Err != nil {
-			b.WriteString(" (" + ev.Err.Error() + ")")
-		}
-		if ev.Undelivered > 0 {
-			fmt.Fprintf(&b, ", %d messages undelivered", ev.Undelivered)
-		}
+		writeGone(&b, ev.Event)
 	case mesh.RemoteUp, mesh.RemoteDown:
 		// A member of another site, heard over NATS (--nats).
 		fmt.Fprintf(&b, " %s (site %s)", ev.Peer, ev.Site)
-		if ev.Observer {
-			b.WriteString(" (observer)")
-		}
-		if ev.Err != nil {
-			b.WriteString(" (" + ev.Err.Error() + ")")
-		}
-		if ev.Undelivered > 0 {
-			fmt.Fprintf(&b, ", %d messages undelivered", ev.Undelivered)
-		}
+		writeGone(&b, ev.Event)
 	case mesh.PeerSynced:
 		b.WriteString(" " + ev.Peer)
 		if ev.Observer {
@@ -170,6 +154,20 @@ func eventLine(ev event) string {
 		b.WriteString(" " + failureLine(ev.Event))
 	}
 	return strings.TrimRight(b.String(), " ")
+}
+
+// writeGone ends the line of a peer or member that came or went: only
+// observes, why it went, what it did not acknowledge.
+func writeGone(b *strings.Builder, ev mesh.Event) {
+	if ev.Observer {
+		b.WriteString(" (observer)")
+	}
+	if ev.Err != nil {
+		b.WriteString(" (" + ev.Err.Error() + ")")
+	}
+	if ev.Undelivered > 0 {
+		fmt.Fprintf(b, ", %d messages undelivered", ev.Undelivered)
+	}
 }
 
 // writeListing prints members and services as two tables; with sites
