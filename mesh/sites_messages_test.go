@@ -973,3 +973,42 @@ func TestSitesRemotesEmptyAfterClose(t *testing.T) {
 		t.Fatalf("a closed node lists %v", got)
 	}
 }
+
+// A member dropped as silent on one side only, and back on the same run:
+// b-0 hears nothing of a-0 for longer than a-0's Lifetime (RemoteDown,
+// then RemoteUp when it hears it again), while a-0 keeps b-0 (its
+// Lifetime is long) and publishes again what b-0 had not acknowledged.
+// b-0 takes up a-0's stream where it was: every message once, in order.
+func TestSitesMessagesMemberBackOnSameRun(t *testing.T) {
+	netns.Require(t)
+	srv := natstest.Start(t, natstest.Options{})
+	p := newProxy(t, strings.TrimPrefix(srv.URL(), "nats://"))
+	a := site(t, "c", "a", 1, []string{srv.URL()})
+	b := site(t, "c", "b", 1, []string{"nats://" + p.ln.Addr().String()}, func(c *Config) {
+		c.Lifetime = 10 * time.Second // a-0 keeps b-0 through the stall
+	})
+	waitRemotes(t, a[0], b...)
+	waitRemotes(t, b[0], a...)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	events := b[0].Events(ctx)
+	sendRun(t, a[0], "b-0", 0, 5)
+	checkRun(t, receiveN(t, b[0], 5, 5*time.Second), "a-0", 5)
+	p.stall() // b-0 hears nothing, and says nothing: not even its acknowledgements
+	sendRun(t, a[0], "b-0", 5, 10)
+	if ev := nextEvent(t, events, RemoteDown); ev.Peer != "a-0" {
+		t.Fatalf("RemoteDown of %s, want a-0", ev.Peer)
+	}
+	p.resume()
+	if ev := nextEvent(t, events, RemoteUp); ev.Peer != "a-0" {
+		t.Fatalf("RemoteUp of %s, want a-0", ev.Peer)
+	}
+	sendRun(t, a[0], "b-0", 10, 15)
+	got := receiveN(t, b[0], 10, 10*time.Second)
+	for i, m := range got {
+		if want := fmt.Sprintf("a-0:m%d", 5+i); m != want {
+			t.Fatalf("message %d after the stall is %q, want %q (all: %q)", i, m, want, got)
+		}
+	}
+	nothingMore(t, b[0], 500*time.Millisecond)
+}
