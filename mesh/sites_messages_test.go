@@ -219,14 +219,33 @@ func (c *collector) wait(t *testing.T, n int, d time.Duration) []string {
 // each and in order.
 func checkRun(t *testing.T, got []string, from string, n int) {
 	t.Helper()
+	checkRunFrom(t, got, from, 0, n)
+}
+
+// checkRunFrom is checkRun of from's messages m[first] to m[first+n-1].
+func checkRunFrom(t *testing.T, got []string, from string, first, n int) {
+	t.Helper()
 	if len(got) != n {
 		t.Fatalf("%d messages, want %d", len(got), n)
 	}
 	for i, m := range got {
-		if want := fmt.Sprintf("%s:m%d", from, i); m != want {
-			t.Fatalf("message %d is %q, want %q", i, m, want)
+		if want := fmt.Sprintf("%s:m%d", from, first+i); m != want {
+			t.Fatalf("message %d is %q, want %q (all: %q)", i, m, want, got)
 		}
 	}
+}
+
+// behindProxy starts one node of site a on srv and one of site b on srv
+// through a proxy (b's options opts), and waits until each lists the
+// other as a member.
+func behindProxy(t *testing.T, srv *natstest.Server, opts ...func(*Config)) (a, b *Node, p *proxy) {
+	t.Helper()
+	p = newProxy(t, strings.TrimPrefix(srv.URL(), "nats://"))
+	as := site(t, "c", "a", 1, []string{srv.URL()})
+	bs := site(t, "c", "b", 1, []string{"nats://" + p.ln.Addr().String()}, opts...)
+	waitRemotes(t, as[0], bs...)
+	waitRemotes(t, bs[0], as...)
+	return as[0], bs[0], p
 }
 
 // sendRun sends from's messages m[from] to m[to-1] to id.
@@ -886,9 +905,7 @@ func TestSitesMessagesPartsPassedAreDropped(t *testing.T) {
 	}
 	waitFor(t, "b-0 holding the part", 5*time.Second, func() bool { return held() > 0 })
 	sendRun(t, a[0], "b-0", 3, 4) // the real frame 3, whole
-	if got := receiveN(t, b[0], 1, 5*time.Second); got[0] != "a-0:m3" {
-		t.Fatalf("b-0 got %q, want a-0:m3", got)
-	}
+	checkRunFrom(t, receiveN(t, b[0], 1, 5*time.Second), "a-0", 3, 1)
 	waitFor(t, "the passed part let go", 5*time.Second, func() bool { return held() == 0 })
 }
 
@@ -898,30 +915,24 @@ func TestSitesMessagesPartsPassedAreDropped(t *testing.T) {
 func TestSitesMessagesMemberRestarts(t *testing.T) {
 	netns.Require(t)
 	srv := natstest.Start(t, natstest.Options{})
-	p := newProxy(t, strings.TrimPrefix(srv.URL(), "nats://"))
-	a := site(t, "c", "a", 1, []string{srv.URL()})
-	b := site(t, "c", "b", 1, []string{"nats://" + p.ln.Addr().String()})
-	waitRemotes(t, a[0], b...)
-	waitRemotes(t, b[0], a...)
+	a, b, p := behindProxy(t, srv)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	events := a[0].Events(ctx)
-	sendRun(t, a[0], "b-0", 0, 2)
-	checkRun(t, receiveN(t, b[0], 2, 5*time.Second), "a-0", 2)
-	waitFor(t, "b-0 acknowledged", 5*time.Second, func() bool { return remoteUnacked(a[0], "b-0") == 0 })
+	events := a.Events(ctx)
+	sendRun(t, a, "b-0", 0, 2)
+	checkRun(t, receiveN(t, b, 2, 5*time.Second), "a-0", 2)
+	waitFor(t, "b-0 acknowledged", 5*time.Second, func() bool { return remoteUnacked(a, "b-0") == 0 })
 	p.stall() // b-0 hears nothing more, and says nothing more
-	sendRun(t, a[0], "b-0", 2, 5)
-	b[0].Close()
+	sendRun(t, a, "b-0", 2, 5)
+	b.Close()
 	b2 := site(t, "c", "b", 1, []string{srv.URL()})
 	ev := nextEvent(t, events, RemoteDown)
 	if ev.Peer != "b-0" || !strings.Contains(fmt.Sprint(ev.Err), "restarted") || ev.Undelivered != 3 {
 		t.Fatalf("RemoteDown of %s (%v), %d undelivered; want b-0 restarted, 3 undelivered", ev.Peer, ev.Err, ev.Undelivered)
 	}
-	waitRemotes(t, a[0], b2...)
-	sendRun(t, a[0], "b-0", 5, 6)
-	if got := receiveN(t, b2[0], 1, 5*time.Second); got[0] != "a-0:m5" {
-		t.Fatalf("b-0's new run got %q first, want a-0:m5", got)
-	}
+	waitRemotes(t, a, b2...)
+	sendRun(t, a, "b-0", 5, 6)
+	checkRunFrom(t, receiveN(t, b2[0], 1, 5*time.Second), "a-0", 5, 1) // none of the old run's
 	nothingMore(t, b2[0], 100*time.Millisecond)
 }
 
@@ -931,33 +942,24 @@ func TestSitesMessagesMemberRestarts(t *testing.T) {
 func TestSitesMessagesSlowPathGoesOnce(t *testing.T) {
 	netns.Require(t)
 	srv := natstest.Start(t, natstest.Options{})
-	p := newProxy(t, strings.TrimPrefix(srv.URL(), "nats://"))
-	a := site(t, "c", "a", 1, []string{srv.URL()})
-	b := site(t, "c", "b", 1, []string{"nats://" + p.ln.Addr().String()}, func(c *Config) {
+	a, b, p := behindProxy(t, srv, func(c *Config) {
 		c.Lifetime = 5 * time.Second // Beats are slow too: not silent meanwhile
 	})
-	waitRemotes(t, a[0], b...)
-	waitRemotes(t, b[0], a...)
 	p.setDelay(150 * time.Millisecond) // b-0's round trip to NATS: 300 ms
 	burst := func(from int) {
 		t.Helper()
-		sendRun(t, a[0], "b-0", from, from+5)
-		got := receiveN(t, b[0], 5, 10*time.Second)
-		for i, m := range got {
-			if want := fmt.Sprintf("a-0:m%d", from+i); m != want {
-				t.Fatalf("b-0 got %q, want %q", m, want)
-			}
-		}
-		waitFor(t, "b-0 acknowledged", 10*time.Second, func() bool { return remoteUnacked(a[0], "b-0") == 0 })
+		sendRun(t, a, "b-0", from, from+5)
+		checkRunFrom(t, receiveN(t, b, 5, 10*time.Second), "a-0", from, 5)
+		waitFor(t, "b-0 acknowledged", 10*time.Second, func() bool { return remoteUnacked(a, "b-0") == 0 })
 	}
 	burst(0) // the first goes again: the round trip is not known yet
-	resent := a[0].remotes.resent.Load()
+	resent := a.remotes.resent.Load()
 	burst(5)
 	burst(10)
-	if again := a[0].remotes.resent.Load() - resent; again != 0 {
+	if again := a.remotes.resent.Load() - resent; again != 0 {
 		t.Errorf("bursts after the first went again %d times on a 300 ms path", again)
 	}
-	nothingMore(t, b[0], 50*time.Millisecond)
+	nothingMore(t, b, 50*time.Millisecond)
 }
 
 // A closed node lists no member of another site: it reaches none.
@@ -982,20 +984,16 @@ func TestSitesRemotesEmptyAfterClose(t *testing.T) {
 func TestSitesMessagesMemberBackOnSameRun(t *testing.T) {
 	netns.Require(t)
 	srv := natstest.Start(t, natstest.Options{})
-	p := newProxy(t, strings.TrimPrefix(srv.URL(), "nats://"))
-	a := site(t, "c", "a", 1, []string{srv.URL()})
-	b := site(t, "c", "b", 1, []string{"nats://" + p.ln.Addr().String()}, func(c *Config) {
+	a, b, p := behindProxy(t, srv, func(c *Config) {
 		c.Lifetime = 10 * time.Second // a-0 keeps b-0 through the stall
 	})
-	waitRemotes(t, a[0], b...)
-	waitRemotes(t, b[0], a...)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	events := b[0].Events(ctx)
-	sendRun(t, a[0], "b-0", 0, 5)
-	checkRun(t, receiveN(t, b[0], 5, 5*time.Second), "a-0", 5)
+	events := b.Events(ctx)
+	sendRun(t, a, "b-0", 0, 5)
+	checkRun(t, receiveN(t, b, 5, 5*time.Second), "a-0", 5)
 	p.stall() // b-0 hears nothing, and says nothing: not even its acknowledgements
-	sendRun(t, a[0], "b-0", 5, 10)
+	sendRun(t, a, "b-0", 5, 10)
 	if ev := nextEvent(t, events, RemoteDown); ev.Peer != "a-0" {
 		t.Fatalf("RemoteDown of %s, want a-0", ev.Peer)
 	}
@@ -1003,12 +1001,7 @@ func TestSitesMessagesMemberBackOnSameRun(t *testing.T) {
 	if ev := nextEvent(t, events, RemoteUp); ev.Peer != "a-0" {
 		t.Fatalf("RemoteUp of %s, want a-0", ev.Peer)
 	}
-	sendRun(t, a[0], "b-0", 10, 15)
-	got := receiveN(t, b[0], 10, 10*time.Second)
-	for i, m := range got {
-		if want := fmt.Sprintf("a-0:m%d", 5+i); m != want {
-			t.Fatalf("message %d after the stall is %q, want %q (all: %q)", i, m, want, got)
-		}
-	}
-	nothingMore(t, b[0], 500*time.Millisecond)
+	sendRun(t, a, "b-0", 10, 15)
+	checkRunFrom(t, receiveN(t, b, 10, 10*time.Second), "a-0", 5, 10)
+	nothingMore(t, b, 500*time.Millisecond)
 }
