@@ -112,17 +112,23 @@ func countMessages(frames ...[][]byte) int {
 // last acknowledgement. wake tells the writer that an acknowledgement is
 // due.
 type inbound struct {
-	mu     sync.Mutex
-	epoch  uint64
-	next   uint64
-	acked  uint64
-	bytes  int
-	reack  bool // a frame delivered before came again: its acknowledgement was lost
-	armed  bool
-	timer  *time.Timer
-	soon   int // bytes that make an acknowledgement due at once
-	wake   func()
-	closed bool
+	mu    sync.Mutex
+	epoch uint64
+	next  uint64
+	acked uint64
+	bytes int
+	reack bool // a frame delivered before came again: its acknowledgement was lost
+	// Over NATS, where anyone may publish under the peer's name: the
+	// epoch and next that a later epoch replaced, and the earlier epoch
+	// of which frames were dropped since the last acknowledgement (0:
+	// none). See stale.
+	prev      recvPoint
+	staleSeen uint64
+	armed     bool
+	timer     *time.Timer
+	soon      int // bytes that make an acknowledgement due at once
+	wake      func()
+	closed    bool
 }
 
 // start takes the start of a stream of the peer's frames: epoch, and the
@@ -135,6 +141,7 @@ func (in *inbound) start(epoch, start uint64) (skipped bool, expected uint64) {
 	defer in.mu.Unlock()
 	switch {
 	case epoch != in.epoch:
+		in.prev = recvPoint{in.epoch, in.next}
 		in.epoch, in.next, in.acked = epoch, start, start
 	case start > in.next:
 		expected = in.next
@@ -144,11 +151,35 @@ func (in *inbound) start(epoch, start uint64) (skipped bool, expected uint64) {
 	return false, 0
 }
 
+// recvPoint is how far frames of one epoch arrived: every one before
+// next.
+type recvPoint struct{ epoch, next uint64 }
+
 // current returns the epoch of the frames arriving now.
 func (in *inbound) current() uint64 {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.epoch
+}
+
+// earlier reports whether epoch a comes before b, in serial number
+// arithmetic (RFC 1982): every epoch has later ones, so a peer can
+// always start one later than any that was seen.
+func earlier(a, b uint64) bool { return int64(a-b) < 0 }
+
+// stale notes frames of epoch, one earlier than the current one, that
+// were dropped. Late frames of an epoch the peer left do that, and so do
+// the peer's frames after an envelope forged in its name named a later
+// epoch than the peer's: the peer would then be unheard until one of the
+// two restarts. The next acknowledgement tells the peer which epoch this
+// node follows (wire.Envelope.AckFollows), and, when epoch is the one it
+// replaced, how far that one arrived: the peer starts a later one from
+// there, and nothing is delivered twice.
+func (in *inbound) stale(epoch uint64) {
+	in.mu.Lock()
+	in.staleSeen = epoch
+	in.armLocked()
+	in.mu.Unlock()
 }
 
 // expected returns the number of the next frame to deliver of epoch:
@@ -228,27 +259,46 @@ func (in *inbound) ackLater() {
 func (in *inbound) due() bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	return in.next > in.acked || in.reack
+	return in.next > in.acked || in.reack || in.staleSeen != 0
 }
 
 // appendAck appends to b the acknowledgement to write now, if one is due.
 func (in *inbound) appendAck(b []byte) []byte {
-	if epoch, next, ok := in.takeAck(); ok {
-		return wire.AppendAck(b, epoch, next)
+	if a, ok := in.takeAck(); ok {
+		return wire.AppendAck(b, a.epoch, a.next)
 	}
 	return b
 }
 
+// ackOut is an acknowledgement to send: of epoch, every frame before
+// next; with follows, the epoch this node follows (see stale).
+type ackOut struct{ epoch, next, follows uint64 }
+
 // takeAck returns the acknowledgement to send now, if one is due, and
 // counts it sent.
-func (in *inbound) takeAck() (epoch, next uint64, ok bool) {
+func (in *inbound) takeAck() (ackOut, bool) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
-	if in.next <= in.acked && !in.reack {
-		return 0, 0, false
+	if in.next <= in.acked && !in.reack && in.staleSeen == 0 {
+		return ackOut{}, false
+	}
+	a := ackOut{epoch: in.epoch, next: in.next}
+	if in.staleSeen != 0 {
+		a.follows = in.epoch
+		replaced := in.staleSeen == in.prev.epoch
+		in.staleSeen = 0
+		if replaced {
+			// How far the replaced epoch arrived; the current one's
+			// acknowledgement, if due, goes after ackDelay.
+			a.epoch, a.next = in.prev.epoch, in.prev.next
+			if in.next > in.acked || in.reack {
+				in.armLocked()
+			}
+			return a, true
+		}
 	}
 	in.acked, in.bytes, in.reack = in.next, 0, false
-	return in.epoch, in.next, true
+	return a, true
 }
 
 // stop stops the timer of an acknowledgement: nothing is acknowledged

@@ -51,9 +51,10 @@ type remote struct {
 	timing   bool
 	timed    uint64
 	timedAt  time.Time
-	ack      bool // an acknowledgement of its frames is due
-	dirty    bool // listed in set.dirty
-	partHeld int  // bytes of part, counted in set.partBytes
+	ack      bool      // an acknowledgement of its frames is due
+	renewed  time.Time // when followed last started a later epoch
+	dirty    bool      // listed in set.dirty
+	partHeld int       // bytes of part, counted in set.partBytes
 
 	in   inbound // what arrived from it
 	part partial // a frame arriving in parts (the reader's alone)
@@ -88,6 +89,7 @@ type remoteSet struct {
 	dropped atomic.Uint64 // envelopes dropped: not this cluster's, malformed, from no member
 
 	resent atomic.Uint64 // times frames were published again (the writer's go-backs)
+	forged atomic.Uint64 // times a member followed an epoch this node never used (followed)
 }
 
 // Bounds of the messaging across sites.
@@ -415,6 +417,32 @@ func (s *remoteSet) acknowledged(r *remote, epoch, next uint64) {
 	if more {
 		s.signal()
 	}
+}
+
+// followed takes r's word (an acknowledgement's AckFollows) that it
+// follows epoch follows of this node's frames to it, later than r.epoch:
+// this node never used it, so an envelope forged in its name did, and r
+// drops what this node publishes (inbound.stale). Its frames start an
+// epoch later than that one, from the oldest unacknowledged: the
+// acknowledgement that came with the word said how far the replaced
+// epoch arrived, so nothing arrives twice. At most once per resend
+// timeout: forged words make this node publish again no more often than
+// lost acknowledgements do.
+func (s *remoteSet) followed(r *remote, follows uint64) {
+	s.mu.Lock()
+	now := time.Now()
+	if r.stopped || !earlier(r.epoch, follows) || now.Sub(r.renewed) < r.rto {
+		s.mu.Unlock()
+		return
+	}
+	r.renewed = now
+	r.epoch = max(follows+1, 1)
+	s.goBackLocked(r, now)
+	s.mu.Unlock()
+	s.forged.Add(1)
+	s.n.log.Warn("a member of another site follows an epoch of this node's messages that it never used (an envelope forged in its name); starting a later one",
+		"peer", r.id, "site", r.site, "epoch", follows)
+	s.signal()
 }
 
 // drain waits until every member has acknowledged what was queued for

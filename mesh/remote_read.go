@@ -63,6 +63,9 @@ func (s *remoteSet) take(msg []byte) error {
 	}
 	if e.Ack {
 		s.acknowledged(r, e.AckEpoch, e.AckNext)
+		if e.AckFollows != 0 {
+			s.followed(r, e.AckFollows)
+		}
 	}
 	var a *wire.Addressee
 	for i := range e.To {
@@ -74,7 +77,8 @@ func (s *remoteSet) take(msg []byte) error {
 	if a == nil {
 		return nil // none, or for other members of this site
 	}
-	if epoch := r.in.current(); a.Epoch < epoch {
+	if epoch := r.in.current(); earlier(a.Epoch, epoch) {
+		r.in.stale(a.Epoch)
 		return fmt.Errorf("%w: from %s: %d (now %d)", errStaleEpoch, r.id, a.Epoch, epoch)
 	}
 	if skipped, expected := r.in.start(a.Epoch, a.Base); skipped {

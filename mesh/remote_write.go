@@ -23,13 +23,12 @@ import (
 // frames fbuf[f0:f1] (copies of the frames' references: the members'
 // windows move as acknowledgements come).
 type envelopeOut struct {
-	to       *remote
-	site     string
-	a0, a1   int
-	f0, f1   int
-	ack      bool
-	ackEpoch uint64
-	ackNext  uint64
+	to     *remote
+	site   string
+	a0, a1 int
+	f0, f1 int
+	ack    ackOut
+	hasAck bool
 }
 
 // Bounds of one pass of the writer.
@@ -300,7 +299,7 @@ func (w *writer) takeOwn(r *remote, now time.Time) int {
 	o := envelopeOut{to: r, a0: a0, a1: len(w.abuf), f0: f0, f1: len(w.fbuf)}
 	if r.ack {
 		r.ack = false
-		o.ackEpoch, o.ackNext, o.ack = r.in.takeAck()
+		o.ack, o.hasAck = r.in.takeAck()
 	}
 	w.outs = append(w.outs, o)
 	return size
@@ -309,8 +308,8 @@ func (w *writer) takeOwn(r *remote, now time.Time) int {
 // ackAlone takes the acknowledgement due r into an envelope of its own.
 func (w *writer) ackAlone(r *remote) {
 	r.ack = false
-	if epoch, next, ok := r.in.takeAck(); ok {
-		w.outs = append(w.outs, envelopeOut{to: r, a0: len(w.abuf), a1: len(w.abuf), ack: true, ackEpoch: epoch, ackNext: next})
+	if a, ok := r.in.takeAck(); ok {
+		w.outs = append(w.outs, envelopeOut{to: r, a0: len(w.abuf), a1: len(w.abuf), ack: a, hasAck: true})
 	}
 }
 
@@ -340,7 +339,7 @@ func (w *writer) publish(sess *sites.Session) {
 	max := sess.MaxMessage()
 	for i := range w.outs {
 		o := &w.outs[i]
-		e := wire.Envelope{Site: s.siteB, Node: s.idB, Run: s.run, Ack: o.ack, AckEpoch: o.ackEpoch, AckNext: o.ackNext, To: w.abuf[o.a0:o.a1], Parts: 1}
+		e := wire.Envelope{Site: s.siteB, Node: s.idB, Run: s.run, Ack: o.hasAck, AckEpoch: o.ack.epoch, AckNext: o.ack.next, AckFollows: o.ack.follows, To: w.abuf[o.a0:o.a1], Parts: 1}
 		frames := w.fbuf[o.f0:o.f1]
 		room := max - wire.EnvelopeHeaderMax(s.n.cfg.Site, s.n.id, len(e.To))
 		size := 0

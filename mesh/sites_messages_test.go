@@ -1005,3 +1005,63 @@ func TestSitesMessagesMemberBackOnSameRun(t *testing.T) {
 	checkRunFrom(t, receiveN(t, b, 10, 10*time.Second), "a-0", 5, 10)
 	nothingMore(t, b, 500*time.Millisecond)
 }
+
+// TestSitesMessagesForgedEpoch: an envelope forged in a-0's name with a
+// later epoch than a-0's made b-0 drop everything a-0 published after it,
+// until one of them restarted, while a-0 published it again every few
+// seconds. Now b-0's acknowledgement names the epoch it follows, a-0
+// starts a later one, and its messages arrive once and in order; a-0
+// says so at Warn.
+func TestSitesMessagesForgedEpoch(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	urls := []string{srv.URL()}
+	logs := &warnLog{}
+	a := site(t, "c", "a", 1, urls, func(c *Config) { c.Logger = slog.New(logs) })
+	b := site(t, "c", "b", 1, urls)
+	waitRemotes(t, a[0], b...)
+	waitRemotes(t, b[0], a...)
+	sendRun(t, a[0], "b-0", 0, 3)
+	checkRun(t, receiveN(t, b[0], 3, 5*time.Second), "a-0", 3)
+
+	spy, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer spy.Close()
+	as := a[0].remotes
+	key := wire.NodeKey("b-0", b[0].remotes.run)
+	next := 3
+	// Later by little, and later by a quarter of the epochs' circle.
+	for i, ahead := range []uint64{1000, 1 << 62} {
+		as.mu.Lock()
+		epoch := as.byID["b-0"].epoch
+		as.mu.Unlock()
+		e := wire.Envelope{Site: []byte("a"), Node: []byte("a-0"), Run: as.run,
+			To: []wire.Addressee{{Key: key, Epoch: epoch + ahead, Base: 0, Seq: 0}}, Parts: 1}
+		forged := append(wire.AppendEnvelopeHeader(nil, &e), wire.Frame(wire.Message, []byte("forged"))...)
+		if err := spy.Publish("tallship.c.n.b-0.msg", forged); err != nil {
+			t.Fatal(err)
+		}
+		if got := receiveN(t, b[0], 1, 5*time.Second); got[0] != "a-0:forged" {
+			t.Fatalf("b-0 got %q, want the forged message", got)
+		}
+		sendRun(t, a[0], "b-0", next, next+3)
+		checkRunFrom(t, receiveN(t, b[0], 3, 10*time.Second), "a-0", next, 3)
+		next += 3
+		nothingMore(t, b[0], 100*time.Millisecond)
+		if got := as.forged.Load(); got != uint64(i+1) {
+			t.Errorf("a-0 started a later epoch %d times, want %d", got, i+1)
+		}
+	}
+	warned := 0
+	for _, l := range logs.all() {
+		if strings.Contains(l, "never used") {
+			warned++
+		}
+	}
+	if warned != 2 {
+		t.Errorf("a-0 warned %d times of an epoch it never used, want 2: %q", warned, logs.all())
+	}
+}

@@ -15,8 +15,8 @@ import (
 //	string  site         the sender's site (uvarint length, then bytes)
 //	string  node         the sender's id
 //	u64     run          the sender's run (its registry's incarnation)
-//	u8      flags        bit 0: an ack follows
-//	[ack]   epoch[8] next[uvarint]
+//	u8      flags        bit 0: an ack follows; bit 1: with it, follows
+//	[ack]   epoch[8] next[uvarint] [follows[8]]
 //	uvarint count        addressees; 0: nothing follows
 //	count × key[8] epoch[8] base[uvarint] seq[uvarint]
 //	uvarint part         with count > 0: this envelope's part of its
@@ -24,7 +24,10 @@ import (
 //	frames               the rest
 //
 // The ack says that of the receiver's frames to the sender, of the
-// receiver's epoch, every one before next was delivered. Each addressee
+// receiver's epoch, every one before next was delivered. Follows, when
+// set, is an epoch of the sender's frames to the receiver that the
+// receiver takes for later than the one it dropped frames of: the sender
+// never used it (a forged envelope did), and starts one later. Each addressee
 // is a receiver (the NodeKey of its id and run), the sender's epoch for it (its stream of
 // frames to that node), base, the number of the oldest frame the sender
 // holds for it unacknowledged, and seq, the number of the first frame
@@ -37,6 +40,7 @@ type Envelope struct {
 	Ack        bool
 	AckEpoch   uint64
 	AckNext    uint64
+	AckFollows uint64 // with Ack: 0, or the epoch the receiver follows (see above)
 	To         []Addressee
 	Part       int
 	Parts      int
@@ -67,7 +71,11 @@ const (
 	MaxParts = 1 << 16
 )
 
-const envelopeAck = 1 // flags: an ack follows
+// Flags of an envelope.
+const (
+	envelopeAck     = 1 // an ack follows
+	envelopeFollows = 2 // with envelopeAck: the ack's follows
+)
 
 // ErrEnvelopeVersion: an envelope of another version. It wraps
 // ErrBadFrame, as the envelope decoder's other errors do.
@@ -86,7 +94,7 @@ func NodeKey(id string, run uint64) uint64 {
 // EnvelopeHeaderMax bounds the bytes of an envelope's header (all but its
 // frames) from a sender of site and node, with n addressees.
 func EnvelopeHeaderMax(site, node string, n int) int {
-	return 1 + 2*binary.MaxVarintLen16 + len(site) + len(node) + 8 + 1 + 8 + binary.MaxVarintLen64 +
+	return 1 + 2*binary.MaxVarintLen16 + len(site) + len(node) + 8 + 1 + 8 + binary.MaxVarintLen64 + 8 +
 		binary.MaxVarintLen16 + n*(16+2*binary.MaxVarintLen64) + 2*binary.MaxVarintLen32
 }
 
@@ -99,11 +107,17 @@ func AppendEnvelopeHeader(b []byte, e *Envelope) []byte {
 	b = binary.AppendUvarint(b, uint64(len(e.Node)))
 	b = append(b, e.Node...)
 	b = binary.BigEndian.AppendUint64(b, e.Run)
-	if e.Ack {
+	switch {
+	case e.Ack && e.AckFollows != 0:
+		b = append(b, envelopeAck|envelopeFollows)
+		b = binary.BigEndian.AppendUint64(b, e.AckEpoch)
+		b = binary.AppendUvarint(b, e.AckNext)
+		b = binary.BigEndian.AppendUint64(b, e.AckFollows)
+	case e.Ack:
 		b = append(b, envelopeAck)
 		b = binary.BigEndian.AppendUint64(b, e.AckEpoch)
 		b = binary.AppendUvarint(b, e.AckNext)
-	} else {
+	default:
 		b = append(b, 0)
 	}
 	b = binary.AppendUvarint(b, uint64(len(e.To)))
@@ -133,14 +147,20 @@ func ParseEnvelope(p []byte, e *Envelope) error {
 	e.Node = d.name(MaxEnvelopeNode, "node")
 	e.Run = d.uint64()
 	flags := d.byte()
-	if d.err == nil && flags&^envelopeAck != 0 {
+	if d.err == nil && flags != 0 && flags != envelopeAck && flags != envelopeAck|envelopeFollows {
 		d.fail("flags %#x", flags)
 	}
 	e.Ack = flags&envelopeAck != 0
-	e.AckEpoch, e.AckNext = 0, 0
+	e.AckEpoch, e.AckNext, e.AckFollows = 0, 0, 0
 	if e.Ack {
 		e.AckEpoch = d.uint64()
 		e.AckNext = d.uvarint()
+	}
+	if flags&envelopeFollows != 0 {
+		e.AckFollows = d.uint64()
+		if d.err == nil && e.AckFollows == 0 {
+			d.fail("follows epoch 0")
+		}
 	}
 	n := d.uvarint()
 	if d.err == nil && n > MaxAddressees {

@@ -20,6 +20,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 	for _, e := range []Envelope{
 		{Site: []byte("lab"), Node: []byte("a-1"), Run: 1 << 60, Ack: true, AckEpoch: 7, AckNext: 1 << 40},
 		{Site: []byte("lab"), Node: []byte("a-1"), To: []Addressee{{Key: NodeKey("b", 9), Epoch: 3, Base: 1, Seq: 5}}, Parts: 1},
+		{Site: []byte("lab"), Node: []byte("a-1"), Run: 2, Ack: true, AckEpoch: 7, AckNext: 9, AckFollows: 1<<64 - 1},
 		{Site: []byte("lab"), Node: []byte("a-1"), Ack: true, AckEpoch: 1, AckNext: 2,
 			To: []Addressee{{Key: 1, Epoch: 2, Base: 0, Seq: 0}, {Key: 3, Epoch: 4, Base: 9, Seq: 1 << 50}}, Part: 2, Parts: 3},
 	} {
@@ -39,7 +40,7 @@ func TestEnvelopeRoundTrip(t *testing.T) {
 			want.Frames = slices.Concat(m1, m2)
 		}
 		if !bytes.Equal(got.Site, want.Site) || !bytes.Equal(got.Node, want.Node) || got.Run != want.Run || got.Ack != want.Ack ||
-			got.AckEpoch != want.AckEpoch || got.AckNext != want.AckNext || !slices.Equal(got.To, want.To) ||
+			got.AckEpoch != want.AckEpoch || got.AckNext != want.AckNext || got.AckFollows != want.AckFollows || !slices.Equal(got.To, want.To) ||
 			got.Part != want.Part || got.Parts != want.Parts || !bytes.Equal(got.Frames, want.Frames) {
 			t.Fatalf("got %+v, want %+v", got, want)
 		}
@@ -69,6 +70,8 @@ func TestEnvelopeRefused(t *testing.T) {
 		"trailing":       append(envelopeBytes(&Envelope{Site: []byte("s"), Node: []byte("n"), Ack: true}), 0),
 		"cut":            envelopeBytes(&Envelope{Site: []byte("s"), Node: []byte("n"), To: to, Parts: 1})[:20],
 		"flags":          {1, 1, 's', 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0, 6},
+		"follows alone":  {1, 1, 's', 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1, 0},
+		"follows 0":      {1, 1, 's', 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0},
 		"many":           {1, 1, 's', 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0x03},
 	}
 	for name, b := range cases {
