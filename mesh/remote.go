@@ -51,10 +51,11 @@ type remote struct {
 	timing   bool
 	timed    uint64
 	timedAt  time.Time
-	ack      bool      // an acknowledgement of its frames is due
-	renewed  time.Time // when followed last started a later epoch
-	dirty    bool      // listed in set.dirty
-	partHeld int       // bytes of part, counted in set.partBytes
+	ack      bool        // an acknowledgement of its frames is due
+	linger   *time.Timer // it left with frames unacknowledged: until its RemoteDown (down)
+	renewed  time.Time   // when followed last started a later epoch
+	dirty    bool        // listed in set.dirty
+	partHeld int         // bytes of part, counted in set.partBytes
 
 	in   inbound // what arrived from it
 	part partial // a frame arriving in parts (the reader's alone)
@@ -74,11 +75,13 @@ type remoteSet struct {
 
 	mu        sync.Mutex
 	byID      map[string]*remote
+	leaving   map[string]*remote   // members that left with frames unacknowledged, for a last acknowledgement (down)
 	dirty     []*remote            // with frames to publish or an acknowledgement due
 	flight    map[*remote]struct{} // with frames published and not acknowledged
 	marks     map[string]recvMark  // of members that went (delivery.go)
 	acked     chan struct{}        // closed and replaced when frames are acknowledged or dropped while draining
 	draining  bool                 // drain waits on acked
+	flushed   chan struct{}        // closed by the writer once it published what was due when it took it (flushAcks)
 	partBytes int                  // of frames arriving in parts, of all members
 	closed    bool
 
@@ -111,15 +114,16 @@ const (
 
 func newRemoteSet(n *Node, bus *sites.Bus) *remoteSet {
 	s := &remoteSet{
-		n:      n,
-		bus:    bus,
-		siteB:  []byte(n.cfg.Site),
-		idB:    []byte(n.id),
-		wake:   make(chan struct{}, 1),
-		byID:   make(map[string]*remote),
-		flight: make(map[*remote]struct{}),
-		marks:  make(map[string]recvMark),
-		acked:  make(chan struct{}),
+		n:       n,
+		bus:     bus,
+		siteB:   []byte(n.cfg.Site),
+		idB:     []byte(n.id),
+		wake:    make(chan struct{}, 1),
+		byID:    make(map[string]*remote),
+		leaving: make(map[string]*remote),
+		flight:  make(map[*remote]struct{}),
+		marks:   make(map[string]recvMark),
+		acked:   make(chan struct{}),
 	}
 	// Epochs rise within a run from a random start: an acknowledgement
 	// names no run of the node it acknowledges, so one meant for an
@@ -153,6 +157,7 @@ func (s *remoteSet) up(id, site string, inc uint64, observer bool) {
 	r := &remote{set: s, id: id, site: site, inc: inc, observer: observer, key: wire.NodeKey(id, inc), window: newWindow(), rto: resendAfter}
 	r.epoch = s.epochs.Add(1) // rising: a receiver tells an old epoch's late envelope from a new one
 	r.in.soon, r.in.wake = s.n.cfg.SendQueueBytes/4, func() { s.ackDue(r) }
+	s.finish(s.leaving[id]) // its last run's RemoteDown first
 	s.mu.Lock()
 	if s.closed || s.byID[id] != nil {
 		// Closing; or the registry's events of one id come in order
@@ -171,7 +176,11 @@ func (s *remoteSet) up(id, site string, inc uint64, observer bool) {
 }
 
 // down ends id's run inc as a member: the frames it did not acknowledge
-// are dropped, and counted in its RemoteDown event.
+// are dropped, and counted in its RemoteDown event. A member that left
+// (err nil) with frames published and not acknowledged lingers, unlisted,
+// until it acknowledges them or leaveLinger: it published its
+// acknowledgements before it left (drain), but they come on another
+// subject than its leaving Beat, and may be read after it.
 func (s *remoteSet) down(id string, inc uint64, err error) {
 	s.mu.Lock()
 	r := s.byID[id]
@@ -180,9 +189,46 @@ func (s *remoteSet) down(id string, inc uint64, err error) {
 		return
 	}
 	delete(s.byID, id)
-	undelivered := s.stopLocked(r)
-	keepMark(s.marks, id, r.in.mark(inc, time.Now()), maxRemoteMarks)
+	if err == nil && r.pub > r.acked && !s.closed {
+		r.window.stop() // Send to it fails; acknowledgements still count
+		delete(s.flight, r)
+		s.leaving[id] = r
+		r.linger = time.AfterFunc(leaveLinger, func() { s.finish(r) })
+		s.mu.Unlock()
+		return
+	}
 	s.mu.Unlock()
+	s.gone(r, err)
+}
+
+// leaveLinger bounds how long a member that left is waited for to
+// acknowledge what it had (down).
+const leaveLinger = 250 * time.Millisecond
+
+// finish ends r, which left and lingers (nil: none), at once.
+func (s *remoteSet) finish(r *remote) {
+	if r == nil {
+		return
+	}
+	s.mu.Lock()
+	if s.leaving[r.id] != r {
+		s.mu.Unlock()
+		return // ended already
+	}
+	delete(s.leaving, r.id)
+	r.linger.Stop()
+	s.mu.Unlock()
+	s.gone(r, nil)
+}
+
+// gone drops r's frames, keeps what arrived from it (a recvMark), and
+// says it went.
+func (s *remoteSet) gone(r *remote, err error) {
+	s.mu.Lock()
+	undelivered := s.stopLocked(r)
+	keepMark(s.marks, r.id, r.in.mark(r.inc, time.Now()), maxRemoteMarks)
+	s.mu.Unlock()
+	id := r.id
 	s.n.events.publish(Event{Kind: RemoteDown, Peer: id, Site: r.site, Err: err, Undelivered: undelivered, Observer: r.observer})
 	if undelivered > 0 {
 		s.n.log.Warn("member of another site down with messages undelivered", "peer", id, "site", r.site, "undelivered", undelivered, "err", err)
@@ -223,6 +269,11 @@ func (s *remoteSet) close() {
 	s.closed = true
 	for _, r := range s.byID {
 		s.stopLocked(r)
+	}
+	for id, r := range s.leaving {
+		r.linger.Stop()
+		s.stopLocked(r)
+		delete(s.leaving, id)
 	}
 }
 
@@ -404,6 +455,14 @@ func (s *remoteSet) acknowledged(r *remote, epoch, next uint64) {
 	// doubled since stays, until a frame published once is (Karn's): a
 	// path slower than the estimate would otherwise never be measured.
 	r.since, r.rto = now, max(r.rto, r.resendAfter())
+	if r.linger != nil {
+		done := len(r.unacked) == 0
+		s.mu.Unlock()
+		if done {
+			s.finish(r)
+		}
+		return
+	}
 	if r.pub == r.acked {
 		delete(s.flight, r)
 		r.recovering = r.recovering && len(r.unacked) > 0
@@ -416,6 +475,37 @@ func (s *remoteSet) acknowledged(r *remote, epoch, next uint64) {
 	s.mu.Unlock()
 	if more {
 		s.signal()
+	}
+}
+
+// flushAcks publishes now the acknowledgements this node owes, instead
+// of ackDelay later: a sender that heard this node leave before it heard
+// them would count what it delivered undelivered. It waits for the
+// writer's pass that takes them, or ctx; with NATS unreachable, not at
+// all.
+func (s *remoteSet) flushAcks(ctx context.Context) {
+	if ctx.Err() != nil || !s.bus.Connected() {
+		return
+	}
+	s.mu.Lock()
+	owed := false
+	for _, r := range s.byID {
+		if !r.stopped && r.in.due() {
+			r.ack, owed = true, true
+			s.markLocked(r)
+		}
+	}
+	if !owed {
+		s.mu.Unlock()
+		return
+	}
+	flushed := make(chan struct{})
+	s.flushed = flushed
+	s.mu.Unlock()
+	s.signal()
+	select {
+	case <-flushed:
+	case <-ctx.Done():
 	}
 }
 
@@ -446,14 +536,16 @@ func (s *remoteSet) followed(r *remote, follows uint64) {
 }
 
 // drain waits until every member has acknowledged what was queued for
-// it, or ctx ends (Shutdown): the node's leaving Beat, which makes the
-// other sites drop it, goes after. When ctx ends first, what is left is
+// it, and this node's acknowledgements of what arrived are published, or
+// ctx ends (Shutdown): the node's leaving Beat, which makes the other
+// sites drop it, goes after. When ctx ends first, what is left is
 // dropped, and said at Warn; with ctx ended already (Close), drain
 // returns at once.
 func (s *remoteSet) drain(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
+	defer s.flushAcks(ctx)
 	for {
 		s.mu.Lock()
 		held := 0

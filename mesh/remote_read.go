@@ -56,10 +56,19 @@ func (s *remoteSet) take(msg []byte) error {
 		return err
 	}
 	s.mu.Lock()
-	r := s.byID[string(e.Node)]
+	r, left := s.byID[string(e.Node)], s.leaving[string(e.Node)]
 	s.mu.Unlock()
+	if r == nil {
+		r = left // its acknowledgements alone
+	}
 	if r == nil || r.site != string(e.Site) || r.inc != e.Run {
 		return fmt.Errorf("%w: %q of site %q, run %d", errNoMember, e.Node, e.Site, e.Run)
+	}
+	if r == left {
+		if e.Ack {
+			s.acknowledged(r, e.AckEpoch, e.AckNext)
+		}
+		return nil
 	}
 	if e.Ack {
 		s.acknowledged(r, e.AckEpoch, e.AckNext)

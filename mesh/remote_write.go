@@ -57,6 +57,7 @@ type writer struct {
 	heads   []*byte
 	used    []bool
 	count   map[*byte]int
+	flushed chan struct{} // taken from set.flushed with this pass's frames: closed once they are published
 }
 
 // writeLoop publishes until the connection to NATS is closed for good
@@ -82,6 +83,12 @@ func (s *remoteSet) writeLoop() {
 		wait := w.collect(time.Now())
 		if len(w.outs) > 0 {
 			w.publish(sess)
+		}
+		if w.flushed != nil {
+			close(w.flushed)
+			w.flushed = nil
+		}
+		if len(w.outs) > 0 {
 			continue
 		}
 		if wait <= 0 {
@@ -130,6 +137,7 @@ func (w *writer) collect(now time.Time) time.Duration {
 	w.outs, w.abuf, w.fbuf = w.outs[:0], w.abuf[:0], w.fbuf[:0]
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	w.flushed, s.flushed = s.flushed, nil
 	var wait time.Duration
 	for r := range s.flight {
 		due := r.since.Add(r.rto)

@@ -18,6 +18,7 @@ import (
 	"github.com/tallship-go/tallship/internal/testutil/natstest"
 	"github.com/tallship-go/tallship/internal/testutil/netns"
 	"github.com/tallship-go/tallship/internal/wire"
+	"github.com/tallship-go/tallship/registry"
 )
 
 // waitRemotes waits until n lists every node of nodes as a member of
@@ -1063,5 +1064,66 @@ func TestSitesMessagesForgedEpoch(t *testing.T) {
 	}
 	if warned != 2 {
 		t.Errorf("a-0 warned %d times of an epoch it never used, want 2: %q", warned, logs.all())
+	}
+}
+
+// TestSitesMessagesLeaverAcknowledges: a member that leaves (Shutdown)
+// right after it received messages publishes its acknowledgements of
+// them before its leaving Beat: their sender's RemoteDown counts none
+// undelivered. Before, the acknowledgement waited ackDelay and the Beat
+// went first.
+func TestSitesMessagesLeaverAcknowledges(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	urls := []string{srv.URL()}
+	a := site(t, "c", "a", 1, urls)
+	b := site(t, "c", "b", 1, urls)
+	waitRemotes(t, a[0], b...)
+	waitRemotes(t, b[0], a...)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	events := a[0].Events(ctx)
+	sendRun(t, a[0], "b-0", 0, 5)
+	checkRun(t, receiveN(t, b[0], 5, 5*time.Second), "a-0", 5)
+	if err := b[0].Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ev := nextEvent(t, events, RemoteDown); ev.Peer != "b-0" || ev.Err != nil || ev.Undelivered != 0 {
+		t.Fatalf("RemoteDown %+v (err %v), want b-0's, none undelivered", ev, ev.Err)
+	}
+}
+
+// TestSitesMessagesLeaverSilent: a member the registry says left, that
+// never acknowledges what it had, is RemoteDown within leaveLinger with
+// those messages counted, and is no member meanwhile: Send to it fails,
+// Remotes does not list it.
+func TestSitesMessagesLeaverSilent(t *testing.T) {
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	a, b, p := behindProxy(t, srv)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	events := a.Events(ctx)
+	p.stall() // b-0 hears nothing, and acknowledges nothing
+	sendRun(t, a, "b-0", 0, 3)
+	waitFor(t, "a-0 published", 5*time.Second, func() bool {
+		a.remotes.mu.Lock()
+		defer a.remotes.mu.Unlock()
+		r := a.remotes.byID["b-0"]
+		return r != nil && r.pub == 3
+	})
+	at := time.Now()
+	a.remotes.registryEvent(registry.Event{Kind: registry.RemoteDown, Peer: "b-0", Inc: b.remotes.run}) // as its leaving Beat does
+	if err := a.Send(ctx, "b-0", []byte("late")); !errors.Is(err, ErrUnknownPeer) {
+		t.Fatalf("Send to a member that left: %v", err)
+	}
+	if slices.Contains(remoteIDs(a), "b/b-0") {
+		t.Fatal("a-0 lists b-0 after it left")
+	}
+	ev := nextEvent(t, events, RemoteDown)
+	if d := time.Since(at); ev.Peer != "b-0" || ev.Err != nil || ev.Undelivered != 3 || d < leaveLinger || d > leaveLinger+time.Second {
+		t.Fatalf("RemoteDown %+v (err %v) after %v, want b-0's with 3 undelivered after about %v", ev, ev.Err, d, leaveLinger)
 	}
 }
