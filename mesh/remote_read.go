@@ -171,9 +171,19 @@ func (s *remoteSet) takePart(r *remote, a *wire.Addressee, e *wire.Envelope) err
 		s.dropPart(r)
 		return fmt.Errorf("from %s: a frame in parts over %d bytes", r.id, s.n.cfg.MaxMessageSize)
 	}
-	if !s.holdPart(r, len(e.Frames)) {
-		s.dropPart(r)
-		return fmt.Errorf("from %s: frames arriving in parts exceed %d bytes", r.id, maxPartBytes)
+	if need := len(p.buf) + len(e.Frames); need > cap(p.buf) {
+		// The budget counts the memory held: the first part makes room
+		// for the whole frame (parts are cut alike, but the last), a
+		// later one that does not fit grows it to what it needs.
+		c := need
+		if e.Part == 0 {
+			c = min(e.Parts*len(e.Frames), wire.HeaderMax+s.n.cfg.MaxMessageSize)
+		}
+		if !s.holdPart(r, c-cap(p.buf)) {
+			s.dropPart(r)
+			return fmt.Errorf("from %s: frames arriving in parts exceed %d bytes", r.id, maxPartBytes)
+		}
+		p.buf = append(make([]byte, 0, c), p.buf...)
 	}
 	p.buf = append(p.buf, e.Frames...)
 	p.next++
@@ -196,7 +206,7 @@ func (s *remoteSet) takePart(r *remote, a *wire.Addressee, e *wire.Envelope) err
 	return nil
 }
 
-// holdPart counts n more bytes of a frame arriving from r in parts, or
+// holdPart counts n more bytes held for a frame arriving from r in parts, or
 // reports false when that would exceed maxPartBytes, or r went.
 func (s *remoteSet) holdPart(r *remote, n int) bool {
 	s.mu.Lock()

@@ -45,8 +45,9 @@ type writer struct {
 	s *remoteSet
 	// limit bounds the frames of one envelope (a frame larger goes
 	// alone, in parts): batchBytes, or less when the connection's NATS
-	// messages are smaller.
+	// messages are smaller; shared bounds the addressees of one.
 	limit   int
+	shared  int
 	outs    []envelopeOut
 	abuf    []wire.Addressee
 	fbuf    [][]byte
@@ -79,7 +80,7 @@ func (s *remoteSet) writeLoop() {
 			}
 			sess = next
 		}
-		w.limit = max(1, min(batchBytes, sess.MaxMessage()-wire.EnvelopeHeaderMax(s.n.cfg.Site, s.n.id, maxSiteAddressees)))
+		w.size(sess.MaxMessage())
 		wait := w.collect(time.Now())
 		if len(w.outs) > 0 {
 			w.publish(sess)
@@ -128,6 +129,18 @@ func (s *remoteSet) goBackLocked(r *remote, now time.Time) {
 	r.timing = false // its acknowledgement could be the first publish's
 	delete(s.flight, r)
 	s.markLocked(r)
+}
+
+// size sets the bounds of an envelope for NATS messages of most bytes:
+// up to maxSiteAddressees addressees, fewer when their header would take
+// over half of one (an envelope whose header does not fit could never
+// go), and the frames that fit beside them.
+func (w *writer) size(most int) {
+	site, id := w.s.n.cfg.Site, w.s.n.id
+	base := wire.EnvelopeHeaderMax(site, id, 0)
+	each := wire.EnvelopeHeaderMax(site, id, 1) - base
+	w.shared = max(1, min(maxSiteAddressees, (most/2-base)/each))
+	w.limit = max(1, min(batchBytes, most-wire.EnvelopeHeaderMax(site, id, w.shared)))
 }
 
 // collect takes what to publish next into w.outs, and returns how long
@@ -241,7 +254,7 @@ func (w *writer) collectSite(rs []*remote, budget int, now time.Time) int {
 func (w *writer) takeShared(i int, now time.Time) int {
 	a0 := len(w.abuf)
 	members := w.members[:0]
-	for j := i; j < len(w.rs) && len(members) < maxSiteAddressees; j++ {
+	for j := i; j < len(w.rs) && len(members) < w.shared; j++ {
 		if w.used[j] || w.heads[j] != w.heads[i] || slices.ContainsFunc(members, func(m *remote) bool { return m.key == w.rs[j].key }) {
 			continue
 		}

@@ -905,6 +905,9 @@ func TestSitesMessagesPartsPassedAreDropped(t *testing.T) {
 		return bs.partBytes
 	}
 	waitFor(t, "b-0 holding the part", 5*time.Second, func() bool { return held() > 0 })
+	if got := held(); got < 2*64<<10 {
+		t.Errorf("b-0 counts %d bytes held for a frame of 2 parts of 64 KiB: less than the room it makes", got)
+	}
 	sendRun(t, a[0], "b-0", 3, 4) // the real frame 3, whole
 	checkRunFrom(t, receiveN(t, b[0], 1, 5*time.Second), "a-0", 3, 1)
 	waitFor(t, "the passed part let go", 5*time.Second, func() bool { return held() == 0 })
@@ -1125,5 +1128,25 @@ func TestSitesMessagesLeaverSilent(t *testing.T) {
 	ev := nextEvent(t, events, RemoteDown)
 	if d := time.Since(at); ev.Peer != "b-0" || ev.Err != nil || ev.Undelivered != 3 || d < leaveLinger || d > leaveLinger+time.Second {
 		t.Fatalf("RemoteDown %+v (err %v) after %v, want b-0's with 3 undelivered after about %v", ev, ev.Err, d, leaveLinger)
+	}
+}
+
+// TestEnvelopeBounds: whatever NATS's max_payload, an envelope to as
+// many members as the writer puts in one fits in a NATS message with
+// room for frames. Before, the writer could address 256 members in an
+// envelope whose header alone was larger than a NATS message (with
+// max_payload below about 10 KB): it never went, and was tried again
+// forever.
+func TestEnvelopeBounds(t *testing.T) {
+	w := &writer{s: &remoteSet{n: &Node{id: "a-0", cfg: Config{Site: "lab"}}}}
+	for _, most := range []int{1 << 20, 64 << 10, 8 << 10, 5000, 600} {
+		w.size(most)
+		header := wire.EnvelopeHeaderMax("lab", "a-0", w.shared)
+		if header > most/2 || w.limit < 1 || header+w.limit > most {
+			t.Errorf("NATS messages of %d bytes: %d addressees (header up to %d bytes), frames up to %d", most, w.shared, header, w.limit)
+		}
+		if most >= 1<<20 && w.shared != maxSiteAddressees {
+			t.Errorf("NATS messages of %d bytes: %d addressees, want %d", most, w.shared, maxSiteAddressees)
+		}
 	}
 }
