@@ -22,7 +22,7 @@ import (
 func (r *Registry) owner(id string) *owner {
 	o := r.owners[id]
 	if o == nil {
-		o = &owner{id: id, records: map[string]*entry{}, renewed: time.Now()}
+		o = &owner{id: id, records: map[string]*entry{}, renewed: time.Now(), idx: r.newIdx()}
 		o.uncovered = r.uncoveredOf(o)
 		r.owners[id] = o
 		r.ids.add(id)
@@ -108,6 +108,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 			x := r.owners[c.id]
 			lost = x == nil || x == r.self || x.inc == inc && eligible(x) && !r.shortcut(o, x)
 		}
+		r.nameBit(o, c.id, c.inc)
 		if c.inc == 0 {
 			delete(o.peers, c.id)
 			continue
@@ -512,23 +513,18 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 		enough = Rev{o.inc, o.namedAt}
 	}
 	// The peers o names it sends all itself; o.uncovered holds the others
-	// (never o).
+	// (never o). The cheap tests go first: this runs for every owner
+	// relayed and every peer, a hundred times a hundred and more while a
+	// large mesh is partial.
 	for peer := range o.uncovered {
 		if src != nil && peer == src.peer {
 			continue
 		}
+		p := r.owners[peer]
 		for _, l := range r.links[peer] {
 			// o's own adjacency first: in a mesh that is whole or
-			// nearly, it names most peers, and it is one map for all.
-			if !l.ready || announces(o, l) {
-				continue
-			}
-			k := l.known[o.id]
-			known := k.state
-			if records {
-				known = k.records
-			}
-			if known.Compare(enough) >= 0 || r.peerNames(l, o) {
+			// nearly, it names most peers.
+			if !l.ready || r.announcesTo(o, l, p) || r.peerNames(l, o) {
 				continue
 			}
 			if !records {
@@ -537,8 +533,16 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 					marked = true
 				}
 				if r.relayedBefore(l) {
-					break
+					break // (a test of the peer, not of this link)
 				}
+			}
+			k := l.known[o.id]
+			known := k.state
+			if records {
+				known = k.records
+			}
+			if known.Compare(enough) >= 0 {
+				continue
 			}
 			if records {
 				if frames == nil {
@@ -664,11 +668,12 @@ func (r *Registry) relayStates() {
 // of them when this node is not one. r.mu is held.
 func (r *Registry) markLower(o *owner) {
 	r.stamp++
-	inc, ok := o.peers[r.self.id]
-	mine := ok && inc == r.self.inc
+	clear(r.lower)
+	mine := o.names.has(r.self.idx)
 	for _, a := range r.neighbours(o) {
 		if !mine || a.o.id < r.self.id {
 			a.o.mark = r.stamp
+			r.lower.set(a.o.idx, true)
 		}
 	}
 }
@@ -687,15 +692,7 @@ func (r *Registry) relayedBefore(l *link) bool {
 		return false
 	}
 	po := r.owners[l.peer]
-	if po == nil {
-		return false
-	}
-	for _, a := range r.neighbours(po) {
-		if a.o.mark == r.stamp && a.o != po {
-			return true
-		}
-	}
-	return false
+	return po != nil && po.names.intersects(r.lower) // (po never names itself)
 }
 
 // adjacent reports whether o and l's peer have a link of their own, as
@@ -714,13 +711,11 @@ func (r *Registry) adjacent(o *owner, l *link) bool {
 // once) no longer names o, and what o's State says is relayed to it (see
 // peerMoved). r.mu is held.
 func (r *Registry) peerNames(l *link, o *owner) bool {
-	peers := l.helloPeers
-	if peers == nil {
-		if p := r.owners[l.peer]; p != nil && p.inc == l.peerInc {
-			peers = p.peers
-		}
+	if l.helloPeers == nil {
+		p := r.owners[l.peer]
+		return p != nil && p.inc == l.peerInc && p.names.has(o.idx)
 	}
-	inc, ok := peers[o.id]
+	inc, ok := l.helloPeers[o.id]
 	return ok && inc == o.inc
 }
 
@@ -734,6 +729,15 @@ func (r *Registry) peerNames(l *link, o *owner) bool {
 func announces(o *owner, l *link) bool {
 	inc, ok := o.peers[l.peer]
 	return ok && inc == l.peerInc
+}
+
+// announcesTo is announces, with p the owner of l's peer if known here:
+// a test of a bit when p is at the run l reaches. r.mu is held.
+func (r *Registry) announcesTo(o *owner, l *link, p *owner) bool {
+	if p != nil && p.inc == l.peerInc {
+		return o.names.has(p.idx)
+	}
+	return announces(o, l)
 }
 
 // shortcut reports whether u and v are both this node's neighbours,
@@ -759,10 +763,5 @@ func (r *Registry) bypassed(o *owner) bool {
 // linked reports whether u and v both announce a link to each other's
 // current incarnation: an edge of the graph liveness walks.
 func (r *Registry) linked(u, v *owner) bool {
-	inc, ok := u.peers[v.id]
-	if !ok || inc != v.inc {
-		return false
-	}
-	inc, ok = v.peers[u.id]
-	return ok && inc == u.inc
+	return u.names.has(v.idx) && v.names.has(u.idx)
 }

@@ -163,9 +163,17 @@ func (r *Registry) beatTargets() map[string]bool {
 			continue
 		}
 		first, found := "", false
-		for id, inc := range x.peers {
-			if have, ok := r.self.peers[id]; ok && have == inc && (!found || id < first) {
-				first, found = id, true
+		if adj := r.neighbours(x); len(adj) == len(x.peers) {
+			for _, a := range adj {
+				if r.selfNames(a) && (!found || a.o.id < first) {
+					first, found = a.o.id, true
+				}
+			}
+		} else { // it names ids of no owner known here
+			for id, inc := range x.peers {
+				if have, ok := r.self.peers[id]; ok && have == inc && (!found || id < first) {
+					first, found = id, true
+				}
 			}
 		}
 		if found {
@@ -180,15 +188,9 @@ func (r *Registry) beatTargets() map[string]bool {
 			far = true
 			continue
 		}
-		for pid, pinc := range q.peers {
-			if have, ok := r.self.peers[pid]; pid == r.self.id || ok && have == pinc {
-				continue
-			}
-			if p := r.owners[pid]; p == nil || p.beat == 0 || p.inc != pinc {
-				r.beatTo[id] = true
-				far = true
-				break
-			}
+		if r.beyond(q) {
+			r.beatTo[id] = true
+			far = true
 		}
 	}
 	if !far {
@@ -203,9 +205,44 @@ func (r *Registry) beatTargets() map[string]bool {
 // neighbour reports whether this node has a link to o's current
 // incarnation (its adjacency names it): the link's liveness stands for
 // o's heartbeat. r.mu is held.
-func (r *Registry) neighbour(o *owner) bool {
-	inc, ok := r.self.peers[o.id]
-	return ok && inc == o.inc
+func (r *Registry) neighbour(o *owner) bool { return r.self.names.has(o.idx) }
+
+// selfNames reports whether this node's adjacency names the run of a.o
+// that a names. r.mu is held.
+func (r *Registry) selfNames(a adjRef) bool {
+	if a.inc == a.o.inc {
+		return r.self.names.has(a.o.idx)
+	}
+	have, ok := r.self.peers[a.o.id]
+	return ok && have == a.inc
+}
+
+// beyond reports whether q, this node's neighbour, names a run that this
+// node has no link to and holds no current state of: q's link to it is
+// all this node knows of it, and this node's heartbeat is relayed there
+// through q (see beatTargets). r.mu is held.
+func (r *Registry) beyond(q *owner) bool {
+	adj := r.neighbours(q)
+	if len(adj) != len(q.peers) { // it names ids of no owner known here
+		for pid, pinc := range q.peers {
+			if have, ok := r.self.peers[pid]; pid == r.self.id || ok && have == pinc {
+				continue
+			}
+			if p := r.owners[pid]; p == nil || p.beat == 0 || p.inc != pinc {
+				return true
+			}
+		}
+		return false
+	}
+	for _, a := range adj {
+		if a.o == r.self || r.selfNames(a) {
+			continue
+		}
+		if a.o.beat == 0 || a.o.inc != a.inc {
+			return true
+		}
+	}
+	return false
 }
 
 // expire marks owners not renewed within Lifetime as expired, and forgets
@@ -241,6 +278,7 @@ func (r *Registry) expire(now time.Time) {
 			r.log.Debug("registry: owner expired", "owner", id)
 		}
 		if o.expired && !o.live && age > 2*lifetime {
+			r.forgetIdx(o)
 			delete(r.owners, id)
 			r.ids.remove(id)
 			r.ownersGen++
@@ -266,10 +304,10 @@ func (r *Registry) sharedNeighbour(o *owner, mutual bool) bool {
 		if a.inc != z.inc || !r.neighbour(z) || !eligible(z) {
 			continue
 		}
-		if inc, ok := z.peers[o.id]; !ok || inc != o.inc {
+		if !z.names.has(o.idx) {
 			continue
 		}
-		if inc, ok := z.peers[r.self.id]; !mutual || ok && inc == r.self.inc {
+		if !mutual || z.names.has(r.self.idx) {
 			return true
 		}
 	}
@@ -369,7 +407,7 @@ func (r *Registry) spread(from *owner) {
 			if v.reached || a.inc != v.inc || !eligible(v) {
 				continue
 			}
-			if inc, ok := v.peers[u.id]; !ok || inc != u.inc {
+			if !v.names.has(u.idx) {
 				continue // v does not announce u: no edge
 			}
 			v.reached = true

@@ -366,6 +366,7 @@ func (r *Registry) updateAdjacency(peer string) {
 	r.coverPeer(peer, old, inc) // each 0 when not had, not linked
 	if linked {
 		r.self.peers[peer] = inc
+		r.nameBit(r.self, peer, inc)
 		r.self.adj = nil
 		if had {
 			r.dirty = true // the peer restarted: the edge to its old run is gone
@@ -374,6 +375,7 @@ func (r *Registry) updateAdjacency(peer string) {
 		}
 	} else {
 		delete(r.self.peers, peer)
+		r.nameBit(r.self, peer, 0)
 		r.self.adj = nil
 		o := r.owners[peer]
 		if o == nil || o.inc == old && eligible(o) {

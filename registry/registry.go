@@ -47,9 +47,14 @@ type Registry struct {
 	walkDue   bool        // a walk awaits walkTimer
 	walkTimer *time.Timer // fires in heartbeatLoop
 	ownersGen uint64      // counts owners created and forgotten
-	adjGen    uint64      // counts changes of this node's adjacency
-	peersGen  uint64      // counts changes of other owners' adjacency
-	stamp     uint64      // relay's marks (see markLower)
+	// Each owner's index (owner.idx), for the bit sets of adjacency
+	// (owner.names): the next never given, and those given back.
+	idxNext  int
+	idxFree  []int
+	adjGen   uint64 // counts changes of this node's adjacency
+	peersGen uint64 // counts changes of other owners' adjacency
+	stamp    uint64 // relay's marks (see markLower)
+	lower    bitset // the owners markLower marked
 	// The neighbours the heartbeat goes to (see beatTargets), found for
 	// (peersGen, adjGen, ownersGen).
 	beatTo  map[string]bool
@@ -89,7 +94,13 @@ type owner struct {
 	// node's own Lifetime applies.
 	lifetime time.Duration
 	peers    map[string]uint64 // its adjacency as it announced it: peer → peer's incarnation
-	adjAt    uint64            // the beat peers was issued at
+	// idx numbers it among the owners known here (0: this node), and
+	// names holds the idx of each owner whose current run peers names:
+	// the walk and the relays ask "does u name v?" for every pair of
+	// owners, and a bit is cheaper than a look-up by id (see nameBit).
+	idx   int
+	names bitset
+	adjAt uint64 // the beat peers was issued at
 	// lossBeat is the beat of its latest state here that removed a link
 	// or left: a peer holding an older state of its run lacks more than
 	// added links (see onHello).
@@ -203,6 +214,7 @@ func New(cfg Config) (*Registry, error) {
 		reached: true,
 	}
 	r.owners[cfg.ID] = r.self
+	r.idxNext = 1 // self's is 0
 	r.issued, r.pushed, r.pushedAt = map[string]uint64{}, map[string]uint64{}, 1
 	r.ids.add(cfg.ID)
 	r.walkTimer = time.NewTimer(time.Hour)

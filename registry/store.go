@@ -138,10 +138,12 @@ func (r *Registry) resetOwner(o *owner, inc uint64) {
 	r.wipeRecords(o)
 	o.live, o.reached = false, false
 	o.inc = inc
+	r.renamed(o)
 	o.seq = 0
 	o.beat = 0
 	o.leaving = false
 	o.peers, o.adj, o.adjAt, o.lossBeat, o.namedAt = nil, nil, 0, 0, 0
+	clear(o.names)
 	o.uncovered = r.uncoveredOf(o)
 	r.peersGen++
 	o.frame, o.delta, o.deltaBase = nil, nil, 0

@@ -1,0 +1,72 @@
+package registry
+
+// bitset is a set of owner indices (owner.idx).
+type bitset []uint64
+
+func (b bitset) has(i int) bool {
+	w := i >> 6
+	return w < len(b) && b[w]&(1<<(i&63)) != 0
+}
+
+// set puts i in b (on) or takes it out.
+func (b *bitset) set(i int, on bool) {
+	w := i >> 6
+	switch {
+	case on:
+		for len(*b) <= w {
+			*b = append(*b, 0)
+		}
+		(*b)[w] |= 1 << (i & 63)
+	case w < len(*b):
+		(*b)[w] &^= 1 << (i & 63)
+	}
+}
+
+// intersects reports whether b and c have an index in common.
+func (b bitset) intersects(c bitset) bool {
+	for i := range min(len(b), len(c)) {
+		if b[i]&c[i] != 0 {
+			return true
+		}
+	}
+	return false
+}
+
+// newIdx gives a new owner its index: one given back, or the next.
+// r.mu is held.
+func (r *Registry) newIdx() int {
+	if n := len(r.idxFree); n > 0 {
+		i := r.idxFree[n-1]
+		r.idxFree = r.idxFree[:n-1]
+		return i
+	}
+	r.idxNext++
+	return r.idxNext - 1
+}
+
+// forgetIdx gives back the index of o, about to be forgotten: no owner
+// names it any more. r.mu is held.
+func (r *Registry) forgetIdx(o *owner) {
+	for _, w := range r.owners {
+		w.names.set(o.idx, false)
+	}
+	r.idxFree = append(r.idxFree, o.idx)
+}
+
+// nameBit keeps w.names in step with w.peers after w.peers[id] became
+// inc (0: removed). r.mu is held.
+func (r *Registry) nameBit(w *owner, id string, inc uint64) {
+	if x := r.owners[id]; x != nil {
+		w.names.set(x.idx, inc != 0 && inc == x.inc)
+	}
+}
+
+// renamed keeps every owner's names in step after o's run changed: those
+// that name o name its new run, or no longer name a run it has. r.mu is
+// held.
+func (r *Registry) renamed(o *owner) {
+	for _, w := range r.owners {
+		inc, ok := w.peers[o.id]
+		w.names.set(o.idx, ok && inc == o.inc)
+	}
+}
