@@ -220,25 +220,23 @@ func (r *Registry) selfNames(a adjRef) bool {
 // beyond reports whether q, this node's neighbour, names a run that this
 // node has no link to and holds no current state of: q's link to it is
 // all this node knows of it, and this node's heartbeat is relayed there
-// through q (see beatTargets). r.mu is held.
+// through q (see beatTargets). It walks q's map, not neighbours: that
+// would keep a resolved adjacency of every owner for good, 2 KiB per
+// link side in a whole mesh of a hundred. r.mu is held.
 func (r *Registry) beyond(q *owner) bool {
-	adj := r.neighbours(q)
-	if len(adj) != len(q.peers) { // it names ids of no owner known here
-		for pid, pinc := range q.peers {
-			if have, ok := r.self.peers[pid]; pid == r.self.id || ok && have == pinc {
-				continue
-			}
-			if p := r.owners[pid]; p == nil || p.beat == 0 || p.inc != pinc {
-				return true
-			}
-		}
-		return false
-	}
-	for _, a := range adj {
-		if a.o == r.self || r.selfNames(a) {
+	for pid, pinc := range q.peers {
+		p := r.owners[pid]
+		if p == r.self {
 			continue
 		}
-		if a.o.beat == 0 || a.o.inc != a.inc {
+		if p != nil && pinc == p.inc {
+			if r.self.names.has(p.idx) {
+				continue
+			}
+		} else if have, ok := r.self.peers[pid]; ok && have == pinc {
+			continue
+		}
+		if p == nil || p.beat == 0 || p.inc != pinc {
 			return true
 		}
 	}
