@@ -862,27 +862,36 @@ func TestSitesMessagesAckOfEarlierRun(t *testing.T) {
 	}
 }
 
+// withSpy starts a NATS server, one node of site a (options aOpts) and one
+// of site b on it, has a-0's messages m0 to m2 reach b-0, and returns
+// them with a NATS connection of no node's (a spy, to publish forged
+// envelopes), closed at the test's end.
+func withSpy(t *testing.T, aOpts ...func(*Config)) (a, b []*Node, spy *nats.Conn) {
+	t.Helper()
+	netns.Require(t)
+	leakcheck.Goroutines(t)
+	srv := natstest.Start(t, natstest.Options{})
+	urls := []string{srv.URL()}
+	a = site(t, "c", "a", 1, urls, aOpts...)
+	b = site(t, "c", "b", 1, urls)
+	waitRemotes(t, a[0], b...)
+	waitRemotes(t, b[0], a...)
+	sendRun(t, a[0], "b-0", 0, 3)
+	checkRun(t, receiveN(t, b[0], 3, 5*time.Second), "a-0", 3)
+	spy, err := nats.Connect(srv.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(spy.Close)
+	return a, b, spy
+}
+
 // The first parts of a frame that never comes whole (forged, or left by
 // a resend) are let go once delivery passes it: they held their share of
 // the parts' budget until the member went, and forged ones could block
 // every large message to the node.
 func TestSitesMessagesPartsPassedAreDropped(t *testing.T) {
-	netns.Require(t)
-	leakcheck.Goroutines(t)
-	srv := natstest.Start(t, natstest.Options{})
-	urls := []string{srv.URL()}
-	a := site(t, "c", "a", 1, urls)
-	b := site(t, "c", "b", 1, urls)
-	waitRemotes(t, a[0], b...)
-	waitRemotes(t, b[0], a...)
-	sendRun(t, a[0], "b-0", 0, 3)
-	checkRun(t, receiveN(t, b[0], 3, 5*time.Second), "a-0", 3)
-
-	spy, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer spy.Close()
+	a, b, spy := withSpy(t)
 	as := a[0].remotes
 	as.mu.Lock()
 	epoch := as.byID["b-0"].epoch
@@ -1017,23 +1026,8 @@ func TestSitesMessagesMemberBackOnSameRun(t *testing.T) {
 // starts a later one, and its messages arrive once and in order; a-0
 // says so at Warn.
 func TestSitesMessagesForgedEpoch(t *testing.T) {
-	netns.Require(t)
-	leakcheck.Goroutines(t)
-	srv := natstest.Start(t, natstest.Options{})
-	urls := []string{srv.URL()}
 	logs := &warnLog{}
-	a := site(t, "c", "a", 1, urls, func(c *Config) { c.Logger = slog.New(logs) })
-	b := site(t, "c", "b", 1, urls)
-	waitRemotes(t, a[0], b...)
-	waitRemotes(t, b[0], a...)
-	sendRun(t, a[0], "b-0", 0, 3)
-	checkRun(t, receiveN(t, b[0], 3, 5*time.Second), "a-0", 3)
-
-	spy, err := nats.Connect(srv.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer spy.Close()
+	a, b, spy := withSpy(t, func(c *Config) { c.Logger = slog.New(logs) })
 	as := a[0].remotes
 	key := wire.NodeKey("b-0", b[0].remotes.run)
 	next := 3
