@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
+	mathbits "math/bits"
 	"slices"
 	"time"
 )
@@ -23,6 +24,7 @@ func (r *Registry) owner(id string) *owner {
 	o := r.owners[id]
 	if o == nil {
 		o = &owner{id: id, records: map[string]*entry{}, renewed: time.Now(), idx: r.newIdx()}
+		r.byIdx[o.idx] = o
 		o.uncovered = r.uncoveredOf(o)
 		r.owners[id] = o
 		r.ids.add(id)
@@ -516,11 +518,11 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 	// (never o). The cheap tests go first: this runs for every owner
 	// relayed and every peer, a hundred times a hundred and more while a
 	// large mesh is partial.
-	for peer := range o.uncovered {
+	for _, c := range r.uncoveredPeers(o) {
+		peer, p := c.id, c.o
 		if src != nil && peer == src.peer {
 			continue
 		}
-		p := r.owners[peer]
 		for _, l := range r.links[peer] {
 			// o's own adjacency first: in a mesh that is whole or
 			// nearly, it names most peers.
@@ -568,6 +570,44 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 			r.relayed.Add(1)
 		}
 	}
+}
+
+// peerRefOwner is a peer of this node's adjacency, and its owner here
+// (nil: none known).
+type peerRefOwner struct {
+	id string
+	o  *owner
+}
+
+// uncoveredPeers lists o.uncovered with each peer's owner, in a buffer
+// the next call reuses. When every peer of this node's adjacency is an
+// owner known here at the run it links (as good as always), that set is
+// the bits of this node's names that o's lack, less o: found a word at a
+// time, with no look-up by id. r.mu is held.
+func (r *Registry) uncoveredPeers(o *owner) []peerRefOwner {
+	out := r.uncovBuf[:0]
+	if r.self.names.count() == len(r.self.peers) {
+		mine := r.self.names
+		for w := range mine {
+			bits := mine[w]
+			if w < len(o.names) {
+				bits &^= o.names[w]
+			}
+			for bits != 0 {
+				i := w<<6 | mathbits.TrailingZeros64(bits)
+				bits &= bits - 1
+				if p := r.byIdx[i]; p != o {
+					out = append(out, peerRefOwner{p.id, p})
+				}
+			}
+		}
+	} else {
+		for peer := range o.uncovered {
+			out = append(out, peerRefOwner{peer, r.owners[peer]})
+		}
+	}
+	r.uncovBuf = out
+	return out
 }
 
 // stateTo returns o's latest state as a frame for a peer known to hold

@@ -137,6 +137,7 @@ func BenchmarkApplyPutDel(b *testing.B) {
 	}
 	r.mu.Lock()
 	r.self.peers[owner] = inc
+	r.nameBit(r.self, owner, inc)
 	r.mu.Unlock()
 	apply(splitOf(must(encodeState(owner, inc, 0, 1, false, []peerRef{{"me", r.self.inc}}, 1<<20))))
 
@@ -324,6 +325,7 @@ func BenchmarkWholeWalk(b *testing.B) {
 		}
 		o.peers = peers
 	}
+	renameAll(r)
 	b.ReportAllocs()
 	for b.Loop() {
 		r.recompute()
@@ -331,6 +333,17 @@ func BenchmarkWholeWalk(b *testing.B) {
 	for _, o := range r.owners {
 		if !o.live {
 			b.Fatalf("%s not reached", o.id)
+		}
+	}
+}
+
+// renameAll sets every owner's names from its peers, for a benchmark
+// that set runs and adjacencies by hand. r.mu is held.
+func renameAll(r *Registry) {
+	for _, w := range r.owners {
+		clear(w.names)
+		for id, inc := range w.peers {
+			r.nameBit(w, id, inc)
 		}
 	}
 }
@@ -367,6 +380,7 @@ func BenchmarkIdleTick(b *testing.B) {
 			}
 		}
 	}
+	renameAll(r)
 	r.recompute()
 	beat := r.self.beat
 	b.ReportAllocs()

@@ -1,5 +1,7 @@
 package registry
 
+import "math/bits"
+
 // bitset is a set of owner indices (owner.idx).
 type bitset []uint64
 
@@ -22,6 +24,15 @@ func (b *bitset) set(i int, on bool) {
 	}
 }
 
+// count returns how many indices b holds.
+func (b bitset) count() int {
+	n := 0
+	for _, w := range b {
+		n += bits.OnesCount64(w)
+	}
+	return n
+}
+
 // intersects reports whether b and c have an index in common.
 func (b bitset) intersects(c bitset) bool {
 	for i := range min(len(b), len(c)) {
@@ -41,6 +52,7 @@ func (r *Registry) newIdx() int {
 		return i
 	}
 	r.idxNext++
+	r.byIdx = append(r.byIdx, nil)
 	return r.idxNext - 1
 }
 
@@ -51,6 +63,7 @@ func (r *Registry) forgetIdx(o *owner) {
 		w.names.set(o.idx, false)
 	}
 	r.idxFree = append(r.idxFree, o.idx)
+	r.byIdx[o.idx] = nil
 }
 
 // nameBit keeps w.names in step with w.peers after w.peers[id] became

@@ -331,15 +331,23 @@ func (r *Registry) lifetimeOf(o *owner) time.Duration {
 // node killed, its records go at once.
 const walkGap = 10 * time.Millisecond
 
+// walkGapMax bounds what a process's lateness adds to walkGap.
+const walkGapMax = time.Second
+
 // settle walks the whole graph if a loss calls for it (r.dirty): now,
 // or when walkGap has passed since the last walk. r.mu is held.
 func (r *Registry) settle() {
 	if !r.dirty || r.walkDue {
 		return
 	}
-	if since := time.Since(r.walked); since < walkGap {
+	// A process running late (internal/lag) spaces them by its lateness
+	// too, up to walkGapMax: what they find comes that late anyway, and
+	// with a whole mesh's worth of nodes in it, losses every few
+	// milliseconds made each node walk a hundred times a second.
+	gap := walkGap + min(lag.Current(), walkGapMax)
+	if since := time.Since(r.walked); since < gap {
 		r.walkDue = true
-		r.walkTimer.Reset(walkGap - since)
+		r.walkTimer.Reset(gap - since)
 		return
 	}
 	r.recompute()

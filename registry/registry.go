@@ -51,6 +51,8 @@ type Registry struct {
 	// (owner.names): the next never given, and those given back.
 	idxNext  int
 	idxFree  []int
+	byIdx    []*owner // by index: nil for one given back
+	uncovBuf []peerRefOwner
 	adjGen   uint64 // counts changes of this node's adjacency
 	peersGen uint64 // counts changes of other owners' adjacency
 	stamp    uint64 // relay's marks (see markLower)
@@ -214,7 +216,7 @@ func New(cfg Config) (*Registry, error) {
 		reached: true,
 	}
 	r.owners[cfg.ID] = r.self
-	r.idxNext = 1 // self's is 0
+	r.idxNext, r.byIdx = 1, []*owner{r.self} // self's is 0
 	r.issued, r.pushed, r.pushedAt = map[string]uint64{}, map[string]uint64{}, 1
 	r.ids.add(cfg.ID)
 	r.walkTimer = time.NewTimer(time.Hour)
