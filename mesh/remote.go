@@ -157,7 +157,10 @@ func (s *remoteSet) up(id, site string, inc uint64, observer bool) {
 	r := &remote{set: s, id: id, site: site, inc: inc, observer: observer, key: wire.NodeKey(id, inc), window: newWindow(), rto: resendAfter}
 	r.epoch = s.epochs.Add(1) // rising: a receiver tells an old epoch's late envelope from a new one
 	r.in.soon, r.in.wake = s.n.cfg.SendQueueBytes/4, func() { s.ackDue(r) }
-	s.finish(s.leaving[id]) // its last run's RemoteDown first
+	s.mu.Lock()
+	last := s.leaving[id]
+	s.mu.Unlock()
+	s.finish(last) // its last run's RemoteDown first
 	s.mu.Lock()
 	if s.closed || s.byID[id] != nil {
 		// Closing; or the registry's events of one id come in order
@@ -189,7 +192,7 @@ func (s *remoteSet) down(id string, inc uint64, err error) {
 		return
 	}
 	delete(s.byID, id)
-	if err == nil && r.pub > r.acked && !s.closed {
+	if err == nil && (r.pub > r.acked || r.recovering) && !s.closed {
 		r.window.stop() // Send to it fails; acknowledgements still count
 		delete(s.flight, r)
 		s.leaving[id] = r
