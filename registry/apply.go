@@ -703,16 +703,14 @@ func (r *Registry) relayStates() {
 // another node; records are relayed without this rule, since a missed
 // change is only found at the next one.
 
-// markLower marks the neighbours of o that relay its state before this
-// node, for relayedBefore: those whose ids sort below this node's, or all
-// of them when this node is not one. r.mu is held.
+// markLower marks, in r.lower, the neighbours of o that relay its state
+// before this node, for relayedBefore: those whose ids sort below this
+// node's, or all of them when this node is not one. r.mu is held.
 func (r *Registry) markLower(o *owner) {
-	r.stamp++
 	clear(r.lower)
 	mine := o.names.has(r.self.idx)
 	for _, a := range r.neighbours(o) {
 		if !mine || a.o.id < r.self.id {
-			a.o.mark = r.stamp
 			r.lower.set(a.o.idx, true)
 		}
 	}
@@ -725,7 +723,7 @@ func (r *Registry) markLower(o *owner) {
 func (r *Registry) relayedBefore(l *link) bool {
 	if l.helloPeers != nil {
 		for id, inc := range l.helloPeers {
-			if x := r.owners[id]; x != nil && x.mark == r.stamp && x.inc == inc {
+			if x := r.owners[id]; x != nil && x.inc == inc && r.lower.has(x.idx) {
 				return true
 			}
 		}

@@ -163,17 +163,9 @@ func (r *Registry) beatTargets() map[string]bool {
 			continue
 		}
 		first, found := "", false
-		if adj := r.neighbours(x); len(adj) == len(x.peers) {
-			for _, a := range adj {
-				if r.selfNames(a) && (!found || a.o.id < first) {
-					first, found = a.o.id, true
-				}
-			}
-		} else { // it names ids of no owner known here
-			for id, inc := range x.peers {
-				if have, ok := r.self.peers[id]; ok && have == inc && (!found || id < first) {
-					first, found = id, true
-				}
+		for id, inc := range x.peers {
+			if _, mine := r.selfLinks(id, inc); mine && (!found || id < first) {
+				first, found = id, true
 			}
 		}
 		if found {
@@ -207,33 +199,29 @@ func (r *Registry) beatTargets() map[string]bool {
 // o's heartbeat. r.mu is held.
 func (r *Registry) neighbour(o *owner) bool { return r.self.names.has(o.idx) }
 
-// selfNames reports whether this node's adjacency names the run of a.o
-// that a names. r.mu is held.
-func (r *Registry) selfNames(a adjRef) bool {
-	if a.inc == a.o.inc {
-		return r.self.names.has(a.o.idx)
+// selfLinks reports whether this node's adjacency names run inc of id,
+// and returns the owner of id known here (nil: none): a bit for the
+// owner's current run, a look-up for any other. It walks an adjacency's
+// map, not neighbours: that would keep a resolved adjacency of every
+// owner for good, 2 KiB per link side in a whole mesh of a hundred.
+// r.mu is held.
+func (r *Registry) selfLinks(id string, inc uint64) (p *owner, mine bool) {
+	p = r.owners[id]
+	if p != nil && inc == p.inc {
+		return p, r.self.names.has(p.idx)
 	}
-	have, ok := r.self.peers[a.o.id]
-	return ok && have == a.inc
+	have, ok := r.self.peers[id]
+	return p, ok && have == inc
 }
 
 // beyond reports whether q, this node's neighbour, names a run that this
 // node has no link to and holds no current state of: q's link to it is
 // all this node knows of it, and this node's heartbeat is relayed there
-// through q (see beatTargets). It walks q's map, not neighbours: that
-// would keep a resolved adjacency of every owner for good, 2 KiB per
-// link side in a whole mesh of a hundred. r.mu is held.
+// through q (see beatTargets). r.mu is held.
 func (r *Registry) beyond(q *owner) bool {
 	for pid, pinc := range q.peers {
-		p := r.owners[pid]
-		if p == r.self {
-			continue
-		}
-		if p != nil && pinc == p.inc {
-			if r.self.names.has(p.idx) {
-				continue
-			}
-		} else if have, ok := r.self.peers[pid]; ok && have == pinc {
+		p, mine := r.selfLinks(pid, pinc)
+		if p == r.self || mine {
 			continue
 		}
 		if p == nil || p.beat == 0 || p.inc != pinc {

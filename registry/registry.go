@@ -55,8 +55,7 @@ type Registry struct {
 	uncovBuf []peerRefOwner
 	adjGen   uint64 // counts changes of this node's adjacency
 	peersGen uint64 // counts changes of other owners' adjacency
-	stamp    uint64 // relay's marks (see markLower)
-	lower    bitset // the owners markLower marked
+	lower    bitset // the owners markLower marked (relay's)
 	// The neighbours the heartbeat goes to (see beatTargets), found for
 	// (peersGen, adjGen, ownersGen).
 	beatTo  map[string]bool
@@ -139,7 +138,6 @@ type owner struct {
 	adj     []adjRef
 	adjGen  uint64
 	reached bool
-	mark    uint64 // relay's stamp: a neighbour of the owner relayed
 	// uncovered holds the peers of this node's adjacency (other than the
 	// owner) that peers does not name at the incarnation this node's
 	// names, nil when none: nothing of the owner is relayed to the others
