@@ -492,7 +492,18 @@ func (n *Node) consider(id string, addrs []netip.AddrPort, announced bool) {
 		return
 	}
 	if p := n.peers[id]; p != nil {
-		if !announced && len(p.addrs) > 0 && !slices.ContainsFunc(addrs, func(a netip.AddrPort) bool { return slices.Contains(p.addrs, a) }) {
+		if announced {
+			// Linked before discovery saw it (it dialed this node, or a
+			// member list named it). That discovery reports it must
+			// outlive the link: should the link be lost for good, the
+			// peer is dialed again (redialLocked), and discovery, which
+			// reports only changes, will not report it again.
+			t := n.targetLocked(id)
+			t.addrs = mergeAddrs(addrs, t.addrs)
+			t.announced = true
+			return
+		}
+		if len(p.addrs) > 0 && !slices.ContainsFunc(addrs, func(a netip.AddrPort) bool { return slices.Contains(p.addrs, a) }) {
 			// A member list names a linked peer's id at none of its
 			// addresses: another run of the id may live there, held by
 			// the member that sent the list. A dial finds out (admit);

@@ -1,8 +1,10 @@
 package mesh
 
 import (
+	"context"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"testing"
 	"time"
@@ -159,5 +161,62 @@ func TestDialPacerBacksOffWhenLate(t *testing.T) {
 	p.release(true, false)
 	if p.limit != startDials/2+1 {
 		t.Fatalf("a link made on time: limit %d, want %d", p.limit, startDials/2+1)
+	}
+}
+
+// scripted is a discoverer whose reports the test makes: Run hands over
+// its report function, which the test calls (a report is taken in
+// before the call returns).
+type scripted chan func(discovery.Event)
+
+func (s scripted) Run(ctx context.Context, _ discovery.Self, report func(discovery.Event)) error {
+	select {
+	case s <- report:
+	case <-ctx.Done():
+	}
+	<-ctx.Done()
+	return nil
+}
+
+// TestAnnouncedAfterLinkRedialed: a peer that linked before discovery
+// reported it (here it dialed this node first) and whose link is then lost
+// for good is dialed again until the network carries again, although
+// discovery, which reports changes only, never reports it again.
+func TestAnnouncedAfterLinkRedialed(t *testing.T) {
+	leakcheck.Goroutines(t)
+	// Every path between a and b crosses a proxy, so that the test can
+	// stop the network between them.
+	pa, pb := newProxy(t, ""), newProxy(t, "")
+	da, db := make(scripted), make(scripted)
+	ca, cb := testConfig("a"), testConfig("b")
+	ca.Advertise = []netip.AddrPort{netip.MustParseAddrPort(pa.ln.Addr().String())}
+	cb.Advertise = []netip.AddrPort{netip.MustParseAddrPort(pb.ln.Addr().String())}
+	ca.Discovery, cb.Discovery = []discovery.Discoverer{da}, []discovery.Discoverer{db}
+	a, b := start(t, "c", ca), start(t, "c", cb)
+	pa.setTarget(a.ln.Addr().String())
+	pb.setTarget(b.ln.Addr().String())
+	reportA, reportB := <-da, <-db
+	ev := a.Events(t.Context())
+
+	// b finds a's address alone (as from discovery.Static) and dials it.
+	reportB(discovery.Event{Kind: discovery.Found, Peer: discovery.Peer{Addrs: ca.Advertise}})
+	waitFor(t, "a and b linked", 5*time.Second, func() bool { return settled(a, b) })
+	nextEvent(t, ev, PeerUp)
+	// Then a's discovery sees b, linked already.
+	reportA(discovery.Event{Kind: discovery.Found, Peer: discovery.Peer{ID: "b", Addrs: cb.Advertise}})
+
+	// The network between them stops for longer than a link may be made
+	// again: a sees b go down.
+	pa.stall()
+	pb.stall()
+	pa.cut()
+	pb.cut()
+	if e := nextEvent(t, ev, PeerDown); e.Peer != "b" {
+		t.Fatalf("PeerDown of %q", e.Peer)
+	}
+	pa.resume()
+	pb.resume()
+	if e := nextEvent(t, ev, PeerUp); e.Peer != "b" {
+		t.Fatalf("PeerUp of %q", e.Peer)
 	}
 }

@@ -151,11 +151,11 @@ func nextEvent(t *testing.T, ch <-chan Event, kind EventKind) Event {
 // a network that stops carrying would (TCP's retransmissions backing off
 // on a lossy link), and lets it go on resume.
 type proxy struct {
-	ln     net.Listener
-	target string
-	wg     sync.WaitGroup
+	ln net.Listener
+	wg sync.WaitGroup
 
 	mu      sync.Mutex
+	target  string
 	conns   []net.Conn
 	seen    bytes.Buffer
 	resumed chan struct{} // closed unless stalled
@@ -179,6 +179,9 @@ func newProxy(t *testing.T, target string) *proxy {
 			if err != nil {
 				return
 			}
+			p.mu.Lock()
+			target := p.target
+			p.mu.Unlock()
 			u, err := net.Dial("tcp", target)
 			if err != nil {
 				c.Close()
@@ -232,6 +235,15 @@ func (p *proxy) copy(dst io.Writer, src io.Reader) {
 			return
 		}
 	}
+}
+
+// setTarget makes the proxy forward the connections it accepts from now
+// on to target: for a node that advertises the proxy's address, and so
+// starts after it.
+func (p *proxy) setTarget(target string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.target = target
 }
 
 // stall holds what crosses the proxy from now on, until resume.
