@@ -43,7 +43,8 @@ type Config struct {
 	// 0.79–0.85 as much with 4 MiB (32 KiB writes; docs/benchmarks.md).
 	StreamWindow uint32
 	// AcceptBacklog bounds the streams opened by a peer and not yet
-	// accepted. Zero means 256.
+	// accepted; the opener's OpenStream waits while that many of its own
+	// are not (see Serve). Zero means DefaultAcceptBacklog.
 	AcceptBacklog int
 	// Secret, when set, is the cluster secret: only peers that know it
 	// can link, and everything after the handshake is sealed
@@ -98,6 +99,14 @@ func (c Config) flags() byte {
 	return f
 }
 
+// DefaultAcceptBacklog is Config.AcceptBacklog's default. yamux holds a
+// channel of that many stream pointers for each link, as long as it lives:
+// 256 (yamux's own default) was 2 KiB of every link side's heap, a
+// fourteenth of an idle 100-node mesh's. Streams are accepted as they
+// arrive (Serve), so the bound is met only by a burst of opens faster
+// than the peer takes them, and then the opener waits (OpenStream).
+const DefaultAcceptBacklog = 32
+
 // withDefaults returns a copy of c with zero fields filled.
 func (c Config) withDefaults() Config {
 	if c.HandshakeTimeout <= 0 {
@@ -117,7 +126,7 @@ func (c Config) withDefaults() Config {
 	}
 	c.StreamWindow = max(c.StreamWindow, 256<<10)
 	if c.AcceptBacklog <= 0 {
-		c.AcceptBacklog = 256
+		c.AcceptBacklog = DefaultAcceptBacklog
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
