@@ -191,9 +191,10 @@ type Config struct {
 	// MaxMetadataBytes bounds one record's metadata (keys plus values).
 	// Zero means 4 KiB. Use the same value on every node.
 	MaxMetadataBytes int
-	// WatchBuffer is how many events wait for a slow Watch consumer; one
-	// that falls further behind gets a final Overflowed event and its
-	// channel closes. Zero means 1024.
+	// WatchBuffer is how many events wait for a slow Watch consumer
+	// (taking memory only while they wait); one that falls further behind
+	// gets a final Overflowed event and its channel closes. Zero means
+	// 1024.
 	WatchBuffer int
 
 	// Logger receives the node's log lines, routine ones at Debug. Nil

@@ -98,9 +98,10 @@ type Config struct {
 	// one record of MaxMetadataBytes plus 4 KiB.
 	MaxMessageBytes int
 
-	// WatchBuffer is the number of events buffered for each Watch channel.
-	// A watcher that falls this far behind gets a final Overflowed event
-	// and its channel is closed. Zero means DefaultWatchBuffer (1024).
+	// WatchBuffer is the number of events held for each Watch channel
+	// (memory is taken as they wait, not up front). A watcher that falls
+	// this far behind gets a final Overflowed event and its channel is
+	// closed. Zero means DefaultWatchBuffer (1024).
 	WatchBuffer int
 
 	// Identity, when set, makes every owner prove what it says about

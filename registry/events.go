@@ -90,22 +90,36 @@ type Event struct {
 	Time time.Time
 }
 
-// watcher is one Watch call.
+// watcher is one Watch call. Its channel is small (watchChan): the
+// events it has no room for wait in backlog, in order, and a goroutine
+// (pump) hands them on while there are any. A channel as large as
+// Config.WatchBuffer, made at once, held about 200 KB per Watch for as
+// long as it lived, used or not: in an idle 100-node mesh with one Watch
+// a node, 2 KiB of every link side's heap.
 type watcher struct {
-	q      Query
-	ch     chan Event
-	stop   func() bool // stops the context.AfterFunc
-	closed bool
+	q       Query
+	ctx     context.Context
+	ch      chan Event
+	limit   int         // events pending at which the watcher overflows
+	backlog []Event     // what ch had no room for, in order
+	pumping bool        // a pump runs for the backlog
+	ended   bool        // the watch ended while a pump ran: it closes ch
+	stop    func() bool // stops the context.AfterFunc
+	closed  bool
 }
+
+// watchChan is the room of a Watch channel; the events beyond it wait in
+// the watcher's backlog.
+const watchChan = 16
 
 // Watch returns a channel that first receives a Registered event for every
 // record matching query at the time of the call, then every Registered,
 // Updated and Freed event of matching records, each once and in the order
 // this node applies them. The channel is closed when ctx ends or the
-// registry closes.
+// registry closes; events not yet received then are dropped.
 //
 // Delivery never blocks the registry: Config.WatchBuffer events are
-// buffered beyond the initial ones; a consumer that falls that far behind
+// held beyond the initial ones; a consumer that falls that far behind
 // receives a final Overflowed event and the channel is closed (call Watch
 // again to resume; the new channel starts with the current records).
 //
@@ -121,10 +135,10 @@ func (r *Registry) Watch(ctx context.Context, query string) (<-chan Event, error
 		return nil, ErrClosed
 	}
 	current := r.match(&q)
-	w := &watcher{q: q, ch: make(chan Event, len(current)+r.cfg.WatchBuffer)}
+	w := &watcher{q: q, ctx: ctx, ch: make(chan Event, watchChan), limit: len(current) + r.cfg.WatchBuffer}
 	now := time.Now()
 	for _, rec := range current {
-		w.ch <- Event{Kind: Registered, Record: rec, Time: now}
+		r.deliver(w, Event{Kind: Registered, Record: rec, Time: now})
 	}
 	r.watchers[w] = struct{}{}
 	r.wg.Add(1)
@@ -137,14 +151,64 @@ func (r *Registry) Watch(ctx context.Context, query string) (<-chan Event, error
 	return w.ch, nil
 }
 
-// closeWatcher closes w's channel once. r.mu is held.
+// deliver puts e on w's channel, or in its backlog behind the events
+// waiting there, starting a pump. r.mu is held.
+func (r *Registry) deliver(w *watcher, e Event) {
+	if len(w.backlog) == 0 && len(w.ch) < cap(w.ch) {
+		w.ch <- e
+		return
+	}
+	w.backlog = append(w.backlog, e)
+	if !w.pumping {
+		w.pumping = true
+		r.wg.Add(1)
+		go r.pump(w)
+	}
+}
+
+// pump hands w's backlog on to its channel, in order, until none is
+// left; it drops the rest when w's context ends or the registry closes.
+// It closes the channel when the watch ended meanwhile.
+func (r *Registry) pump(w *watcher) {
+	defer r.wg.Done()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for len(w.backlog) > 0 {
+		e := w.backlog[0]
+		r.mu.Unlock()
+		sent := false
+		select {
+		case w.ch <- e:
+			sent = true
+		case <-w.ctx.Done():
+		case <-r.done:
+		}
+		r.mu.Lock()
+		if !sent {
+			break
+		}
+		w.backlog[0] = Event{}
+		w.backlog = w.backlog[1:]
+	}
+	w.backlog, w.pumping = nil, false
+	if w.ended {
+		close(w.ch)
+	}
+}
+
+// closeWatcher ends w once: its channel closes, after the backlog when a
+// pump runs (see pump). r.mu is held.
 func (r *Registry) closeWatcher(w *watcher) {
 	if w.closed {
 		return
 	}
 	w.closed = true
-	close(w.ch)
 	delete(r.watchers, w)
+	if w.pumping {
+		w.ended = true
+		return
+	}
+	close(w.ch)
 }
 
 // emit reports a record event to the watchers, OnEvent and waiting
@@ -155,8 +219,8 @@ func (r *Registry) emit(kind EventKind, e *entry) {
 		if !w.q.matches(e) {
 			continue
 		}
-		if len(w.ch) >= cap(w.ch)-1 {
-			w.ch <- Event{Kind: Overflowed, Time: now}
+		if len(w.ch)+len(w.backlog) >= w.limit-1 {
+			r.deliver(w, Event{Kind: Overflowed, Time: now})
 			if w.stop() {
 				r.wg.Done()
 			}
@@ -164,7 +228,7 @@ func (r *Registry) emit(kind EventKind, e *entry) {
 			r.log.Warn("registry: watcher overflowed, channel closed", "query", w.q.String())
 			continue
 		}
-		w.ch <- Event{Kind: kind, Record: e.record(), Time: now}
+		r.deliver(w, Event{Kind: kind, Record: e.record(), Time: now})
 	}
 	if r.cfg.OnEvent != nil {
 		r.queueEvent(Event{Kind: kind, Record: e.record(), Time: now})

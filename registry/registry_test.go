@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tallship-go/tallship/internal/testutil/leakcheck"
 )
 
 func TestConfigDefaults(t *testing.T) {
@@ -268,6 +270,51 @@ func TestWatchOverflow(t *testing.T) {
 	}
 	if !slices.Equal(got, []EventKind{Registered, Registered, Registered, Overflowed}) {
 		t.Fatalf("events %v", got)
+	}
+}
+
+// A consumer that reads late, but within WatchBuffer, gets every event in
+// order, those that started the watch first; one that stops reading gets
+// its channel closed when its context ends, however much waits for it
+// (what waits is dropped), and the registry's goroutines end.
+func TestWatchSlowConsumer(t *testing.T) {
+	leakcheck.Goroutines(t)
+	n := newNode(t, "a", func(c *Config) { c.WatchBuffer = 200 })
+	const before, after = 40, 150
+	var want []string
+	for i := range before {
+		want = append(want, n.register(t, "x@1.0.0", 1000+i, nil).ID)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	ch, err := n.Watch(ctx, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	idle, err := n.Watch(ctx, "") // never read
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range after {
+		want = append(want, n.register(t, "x@1.0.0", 2000+i, nil).ID)
+	}
+	var got []string
+	for range want {
+		ev := <-ch
+		if ev.Kind != Registered {
+			t.Fatalf("event %d: %v, want registered", len(got), ev.Kind)
+		}
+		got = append(got, ev.Record.ID)
+	}
+	slices.Sort(got[:before]) // the records at the start come in no set order
+	slices.Sort(want[:before])
+	if !slices.Equal(got, want) {
+		t.Fatalf("events out of order or missing:\ngot  %v\nwant %v", got, want)
+	}
+	cancel()
+	for range ch {
+		t.Fatal("event after cancel")
+	}
+	for range idle { // closes although it was never read
 	}
 }
 
