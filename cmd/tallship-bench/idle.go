@@ -229,8 +229,9 @@ func meanTarget(perSecond float64) string {
 
 // measureIdleMesh counts mDNS packets and CPU over windows of an idle
 // mesh of n nodes. The sent row meets its target, meanTarget(maxSent),
-// when the mean over the whole watch is at most maxSent.
-func measureIdleMesh(sent, heard, cpu *row, n int, maxSent float64, settle, window time.Duration, windows int) {
+// when the mean over the whole watch is at most maxSent. A CPU profile of
+// the windows goes to profile when it is not empty.
+func measureIdleMesh(sent, heard, cpu *row, n int, maxSent float64, settle, window time.Duration, windows int, profile string) {
 	w, err := startIdleWatch()
 	if err != nil {
 		sent.err, heard.err, cpu.err = err, err, err
@@ -239,6 +240,11 @@ func measureIdleMesh(sent, heard, cpu *row, n int, maxSent float64, settle, wind
 	defer w.stop()
 	time.Sleep(settle)
 	sAll, hAll, tAll := w.sent(), w.heard.Load(), time.Now()
+	if profile != "" {
+		if stop := startCPUProfile(profile); stop != nil {
+			defer stop()
+		}
+	}
 	for range windows {
 		s0, h0, c0, t0 := w.sent(), w.heard.Load(), cpuTime(), time.Now()
 		time.Sleep(window)
@@ -298,5 +304,26 @@ func measureBusy(r *row, g *group, d time.Duration) {
 	}
 	if r.err == nil {
 		r.samples = append(r.samples, float64(down))
+	}
+}
+
+// startCPUProfile starts a CPU profile to file and returns what stops it,
+// nil when it could not start (said on stderr).
+func startCPUProfile(file string) (stop func()) {
+	f, err := os.Create(file)
+	if err == nil {
+		if err = pprof.StartCPUProfile(f); err != nil {
+			f.Close()
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tallship-bench:", err)
+		return nil
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			fmt.Fprintln(os.Stderr, "tallship-bench:", err)
+		}
 	}
 }

@@ -73,7 +73,12 @@ func run(args []string) int {
 	fs.StringVar(&memProfile, "memprofile", "", "write a heap profile of the idle links to this file (and of the idle 100-node mesh to this file + .mesh)")
 	form := fs.String("form", defaultForm, "node counts for the formation measure, comma-separated")
 	cpuprofile := fs.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	idleprofile := fs.String("idleprofile", "", "write a CPU profile of the idle 100-node mesh's windows (scale group) to this file; not with -cpuprofile")
 	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *cpuprofile != "" && *idleprofile != "" {
+		fmt.Fprintln(os.Stderr, "tallship-bench: -cpuprofile and -idleprofile: one profile at a time")
 		return 2
 	}
 	if *cpuprofile != "" {
@@ -168,7 +173,7 @@ func run(args []string) int {
 				cut.err = fmt.Errorf("the cut's LAN: %w", err)
 			}
 			onMesh(all, cluster, n, 60*time.Second, func(g *group) {
-				measureIdleMesh(sent, heard, cpu, n, maxSent, 5*time.Second, dur(30*time.Second, 5*time.Second), map[bool]int{false: 3, true: 2}[o.quick])
+				measureIdleMesh(sent, heard, cpu, n, maxSent, 5*time.Second, dur(30*time.Second, 5*time.Second), map[bool]int{false: 3, true: 2}[o.quick], "")
 				measureBurst(burstQM, burstLegacy, n)
 				for range map[bool]int{false: 2, true: 1}[o.quick] {
 					measureBusy(busy, g, dur(5*time.Second, 3*time.Second))
@@ -215,7 +220,7 @@ func run(args []string) int {
 			// Twice a formation run's time: these rows measure a mesh
 			// that has formed, however long that took.
 			onMesh(scaleRows, cluster, n, 2*formLimit(n), func(g *group) {
-				measureIdleMesh(sent, heard, cpu, n, maxSent, 10*time.Second, dur(20*time.Second, 5*time.Second), map[bool]int{false: 3, true: 2}[o.quick])
+				measureIdleMesh(sent, heard, cpu, n, maxSent, 10*time.Second, dur(20*time.Second, 5*time.Second), map[bool]int{false: 3, true: 2}[o.quick], *idleprofile)
 				measureMeshMemory(heap, gor, before, n)
 				measureChurn(join, register, leave, g, cluster, max(2, o.runs/2))
 				measureKill(kill, g, cluster, max(2, o.runs/4))
