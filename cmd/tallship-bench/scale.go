@@ -1,7 +1,11 @@
 package main
 
 import (
+	"cmp"
 	"fmt"
+	"maps"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -53,9 +57,19 @@ func measureFormation(r *row, tag string, n, runs int) {
 			r.samples = append(r.samples, ms(end.Sub(t0)))
 		}
 		cores := float64(cpuTime()-c0) / float64(end.Sub(t0))
-		downs := 0
+		downs, why := 0, map[string]int{}
 		for _, b := range g.nodes {
-			downs += b.count(0, isDown)
+			downs += b.count(0, func(e entry) bool {
+				if !isDown(e) {
+					return false
+				}
+				reason := "goodbye"
+				if e.Err != nil {
+					reason = generic(e.Err.Error())
+				}
+				why[reason]++
+				return true
+			})
 		}
 		shares := []float64{0.5, 0.9, 0.99}
 		var ups []string
@@ -70,11 +84,45 @@ func measureFormation(r *row, tag string, n, runs int) {
 		if err != nil {
 			outcome = "no full mesh: " + err.Error()
 		}
-		fmt.Printf("formation N=%d, run %d of %d: %s; link ends up: %s; %d peer-downs; CPU %.2f cores\n",
-			n, i+1, runs, outcome, strings.Join(ups, ", "), downs, cores)
+		fmt.Printf("formation N=%d, run %d of %d: %s; link ends up: %s; %d peer-downs%s; CPU %.2f cores\n",
+			n, i+1, runs, outcome, strings.Join(ups, ", "), downs, reasons(why, 3), cores)
 		g.closeAll()
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// reasons lists the most frequent of counted reasons, at most top of
+// them, as " (count reason, …)"; nothing when none was counted.
+func reasons(counts map[string]int, top int) string {
+	keys := slices.SortedFunc(maps.Keys(counts), func(a, b string) int {
+		if c := cmp.Compare(counts[b], counts[a]); c != 0 {
+			return c
+		}
+		return strings.Compare(a, b)
+	})
+	if len(keys) == 0 {
+		return ""
+	}
+	var parts []string
+	for _, k := range keys[:min(top, len(keys))] {
+		parts = append(parts, fmt.Sprintf("%d %s", counts[k], k))
+	}
+	if len(keys) > top {
+		parts = append(parts, "…")
+	}
+	return " (" + strings.Join(parts, "; ") + ")"
+}
+
+var (
+	uuidRE = regexp.MustCompile(`[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}`)
+	addrRE = regexp.MustCompile(`\[?[0-9a-f.:]+\]?:[0-9]+`)
+)
+
+// generic is the first line of an error's text, its ids and addresses
+// replaced by "ID" and "ADDR", so that errors of one kind count as one.
+func generic(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	return addrRE.ReplaceAllString(uuidRE.ReplaceAllString(s, "ID"), "ADDR")
 }
 
 // roundTime prints d to a precision that suits it.

@@ -1,0 +1,29 @@
+package main
+
+import "testing"
+
+// The formation line's peer-down reasons count errors of one kind as one,
+// most frequent first.
+func TestReasons(t *testing.T) {
+	counts := map[string]int{}
+	for _, e := range []string{
+		"link lost: transport: peer silent",
+		"link lost: transport: peer silent",
+		"transport: peer silent: 9bc36bda-747a-4583-ad13-323525aa655b found it silent, and the peers it asked too",
+		"transport: peer silent: e3bfc57d-3a7e-476f-8ea1-909d89bdfbf0 found it silent, and the peers it asked too",
+		"transport: peer silent: e3bfc57d-3a7e-476f-8ea1-909d89bdfbf0 found it silent, and the peers it asked too",
+		"link lost: mesh: dial tcp 127.0.0.1:42873: i/o timeout\nmesh: dial tcp [::1]:42873: i/o timeout",
+	} {
+		counts[generic(e)]++
+	}
+	want := " (3 transport: peer silent: ID found it silent, and the peers it asked too; 2 link lost: transport: peer silent; …)"
+	if got := reasons(counts, 2); got != want {
+		t.Errorf("reasons = %q\nwant       %q", got, want)
+	}
+	if got := reasons(nil, 3); got != "" {
+		t.Errorf("reasons of none = %q", got)
+	}
+	if got := generic("link lost: mesh: dial tcp 127.0.0.1:42873: i/o timeout\nmore"); got != "link lost: mesh: dial tcp ADDR: i/o timeout" {
+		t.Errorf("generic = %q", got)
+	}
+}
