@@ -3,9 +3,14 @@ package mesh
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -218,5 +223,55 @@ func TestAnnouncedAfterLinkRedialed(t *testing.T) {
 	pb.resume()
 	if e := nextEvent(t, ev, PeerUp); e.Peer != "b" {
 		t.Fatalf("PeerUp of %q", e.Peer)
+	}
+}
+
+// exhausted is a listener whose first accepts fail as they do in a process
+// out of file descriptors; then it accepts.
+type exhausted struct {
+	net.Listener
+	fails atomic.Int32
+}
+
+func (e *exhausted) Accept() (net.Conn, error) {
+	if e.fails.Add(-1) >= 0 {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: e.Addr(), Err: os.NewSyscallError("accept4", syscall.EMFILE)}
+	}
+	return e.Listener.Accept()
+}
+
+// TestAcceptSurvivesTooManyFiles: a node whose accepts fail for a while
+// (too many open files) says so once, at Warn with what to do, and
+// accepts links again once they pass. It used to stop accepting for good.
+func TestAcceptSurvivesTooManyFiles(t *testing.T) {
+	leakcheck.Goroutines(t)
+	warns := &warnLog{}
+	ca := testConfig("a")
+	ca.Logger = slog.New(warns)
+	a := start(t, "c", ca)
+	b := start(t, "c", testConfig("b"))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := &exhausted{Listener: ln}
+	ex.fails.Store(6)
+	a.wg.Add(1)
+	go a.acceptLoop(ex) // a's own loop stays on its own listener
+	t.Cleanup(func() { ln.Close() })
+
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	if _, err := b.Connect(ctx, ln.Addr().String()); err != nil {
+		t.Fatalf("connect once accepts work again: %v", err)
+	}
+	var said []string
+	for _, m := range warns.all() {
+		if strings.Contains(m, "accept failed") {
+			said = append(said, m)
+		}
+	}
+	if len(said) != 1 || !strings.Contains(said[0], "too many open files") || !strings.Contains(said[0], "ulimit -n") {
+		t.Fatalf("warnings of the failed accepts: %q, want one that names the limit", said)
 	}
 }

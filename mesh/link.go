@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tallship-go/tallship/internal/lag"
@@ -131,6 +132,8 @@ func readFinalAck(out io.Reader, p *peer) error {
 // acceptLoop accepts TCP connections and runs their handshakes.
 func (n *Node) acceptLoop(ln net.Listener) {
 	defer n.wg.Done()
+	var pause time.Duration // after an accept that failed: see acceptFailed
+	failed := 0
 	for {
 		conn, err := ln.Accept()
 		if err != nil {
@@ -139,12 +142,24 @@ func (n *Node) acceptLoop(ln net.Listener) {
 				return
 			default:
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if errors.Is(err, net.ErrClosed) {
+				n.log.Warn("listener closed; this node accepts no more links", "err", err)
+				return
 			}
-			n.log.Warn("accept failed", "err", err)
-			return
+			failed++
+			pause = n.acceptFailed(err, failed, pause)
+			timer := time.NewTimer(pause)
+			select {
+			case <-timer.C:
+			case <-n.closing:
+				timer.Stop()
+				return
+			}
+			continue
+		}
+		if failed > 0 {
+			n.log.Info("accepting links again", "failed", failed)
+			failed, pause = 0, 0
 		}
 		select {
 		case n.handshakes <- struct{}{}:
@@ -160,6 +175,30 @@ func (n *Node) acceptLoop(ln net.Listener) {
 			n.serveConn(conn)
 		}()
 	}
+}
+
+// acceptFailed says why an accept failed, at Warn for the first failure
+// of a run of them and at Debug after, and returns how long to wait
+// before the next: 5 ms after the first, twice the last after each other,
+// at most a second (as net/http does). Such a failure is the process's
+// and passes: mostly too many open files (EMFILE, ENFILE: links, streams
+// and the application's own share the limit), or a connection that the
+// peer reset before it was taken. The node accepts again once it passes;
+// until then dials to it wait in the kernel's queue, or time out.
+func (n *Node) acceptFailed(err error, failed int, last time.Duration) time.Duration {
+	if failed == 1 {
+		args := []any{"err", err}
+		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
+			args = append(args, "hint", "the process has too many open files: raise its limit (ulimit -n); each link takes one")
+		}
+		n.log.Warn("accept failed; trying again", args...)
+	} else {
+		n.log.Debug("accept failed again", "err", err, "failed", failed)
+	}
+	if last == 0 {
+		return 5 * time.Millisecond
+	}
+	return min(2*last, time.Second)
 }
 
 // serveConn runs the acceptor's handshake on conn.
