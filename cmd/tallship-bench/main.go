@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -104,6 +105,20 @@ func run(args []string) int {
 	inNS := netns.Inside()
 	fmt.Println(machine())
 	fmt.Printf("runs: %d%s; network: %s\n", o.runs, map[bool]string{true: " (quick)"}[o.quick], nsStatus())
+	want := func(group string) bool { return o.only == "" || strings.Contains(group, o.only) }
+	most := 0
+	if want("formation") || want("scale") {
+		most = slices.Max(append(slices.Clone(o.form), 100))
+	} else if want("mesh") {
+		most = 20
+	}
+	if most > 0 {
+		if files, err := raiseFileLimit(most); err != nil {
+			fmt.Printf("open files: %v\n", err)
+		} else {
+			fmt.Printf("open files: limit %d (%d nodes in one process take about %d)\n", files, most, filesFor(most))
+		}
+	}
 	fmt.Printf("load average at start: %s\n\n", loadavg())
 	start := time.Now()
 
@@ -111,7 +126,6 @@ func run(args []string) int {
 	// The rows, in the order of the specification's table.
 	var formRows, meshRows, linkRows, memRows, idleRows, scaleRows, deliveryRows, siteRows []*row
 	var msgs, pp *row // the 64 B message rows, of the link group and the delivery group
-	want := func(group string) bool { return o.only == "" || strings.Contains(group, o.only) }
 	dur := func(full, quick time.Duration) time.Duration {
 		if o.quick {
 			return quick
