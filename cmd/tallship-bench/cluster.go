@@ -326,10 +326,9 @@ func onMesh(rows []*row, cluster string, n int, limit time.Duration, measure fun
 	g.closeAll()
 }
 
-// linkEndsUp reads from the nodes' logs how long after t0 each share of
-// all the link ends of a full mesh (n·(n−1), each node's first PeerUp of
-// each peer) had come up; -1 for a share never reached.
-func (g *group) linkEndsUp(t0 time.Time, shares ...float64) []time.Duration {
+// firstUps returns when each peer was first up on each node of g, from
+// t0.
+func (g *group) firstUps(t0 time.Time) []time.Duration {
 	var ups []time.Duration
 	for _, b := range g.nodes {
 		b.mu.Lock()
@@ -342,8 +341,13 @@ func (g *group) linkEndsUp(t0 time.Time, shares ...float64) []time.Duration {
 		}
 		b.mu.Unlock()
 	}
-	slices.Sort(ups)
-	ends := len(g.nodes) * (len(g.nodes) - 1)
+	return ups
+}
+
+// endsUp returns when each share of ends link ends had been up, as ups
+// (firstUps, of every node) say; -1 for a share never reached.
+func endsUp(ups []time.Duration, ends int, shares ...float64) []time.Duration {
+	ups = slices.Sorted(slices.Values(ups))
 	at := make([]time.Duration, len(shares))
 	for i, share := range shares {
 		k := int(math.Ceil(share * float64(ends)))
@@ -353,6 +357,39 @@ func (g *group) linkEndsUp(t0 time.Time, shares ...float64) []time.Duration {
 		}
 	}
 	return at
+}
+
+// downs counts the peer-downs of g's nodes, and them by reason (generic).
+func (g *group) downs() (int, map[string]int) {
+	downs, why := 0, map[string]int{}
+	for _, b := range g.nodes {
+		downs += b.count(0, func(e entry) bool {
+			if !isDown(e) {
+				return false
+			}
+			reason := "goodbye"
+			if e.Err != nil {
+				reason = generic(e.Err.Error())
+			}
+			why[reason]++
+			return true
+		})
+	}
+	return downs, why
+}
+
+// short returns the fewest peers a node of g has, and how many nodes have
+// fewer than want.
+func (g *group) short(want int) (least, missing int) {
+	least = want
+	for _, b := range g.nodes {
+		n, _ := b.peersUp()
+		least = min(least, n)
+		if n != want {
+			missing++
+		}
+	}
+	return least, missing
 }
 
 func isPeer(kind mesh.EventKind, id string) func(entry) bool {

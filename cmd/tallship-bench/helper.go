@@ -24,6 +24,8 @@ func runHelper(args []string) error {
 		return node.Main(args[1:])
 	case "burn":
 		return helperBurn(args[1:])
+	case "form":
+		return helperForm(args[1:])
 	}
 	return fmt.Errorf("unknown helper %q", args[0])
 }
@@ -64,8 +66,9 @@ func helperBurn(args []string) error {
 
 // child is a burn helper process.
 type child struct {
-	cmd   *exec.Cmd
-	stdin io.WriteCloser
+	cmd    *exec.Cmd
+	stdin  io.WriteCloser
+	stdout io.ReadCloser
 }
 
 // startHelper starts a helper with the given mode and flags.
@@ -81,10 +84,14 @@ func startHelper(mode string, args ...string) (*child, error) {
 	if err != nil {
 		return nil, err
 	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	return &child{cmd: cmd, stdin: stdin}, nil
+	return &child{cmd: cmd, stdin: stdin, stdout: stdout}, nil
 }
 
 // wait waits for a helper that ends by itself.

@@ -13,8 +13,10 @@
 //
 // Other flags: -form (the node counts of the formation measure, by
 // default 10, 50, 100 and 200; a run of N nodes that has not formed in
-// 60 s, or 0.6 s a node beyond 100, counts as failed), -cpuprofile,
-// -memprofile. TALLSHIP_BENCH_LOG=debug (or info, warn) sends the
+// 60 s, or 0.6 s a node beyond 100, counts as failed; N nodes run in one
+// process unless its open-file limit is below the N(N−1) their links
+// take, and then in as few processes as fit it), -cpuprofile,
+// -idleprofile, -memprofile. TALLSHIP_BENCH_LOG=debug (or info, warn) sends the
 // nodes' logs to stderr.
 //
 // It re-executes itself in a private network namespace (a new user

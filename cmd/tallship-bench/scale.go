@@ -36,59 +36,90 @@ func formLimit(n int) time.Duration {
 }
 
 // measureFormation starts n nodes together, runs times, and records how
-// long each took to form the full mesh over mDNS. A run that has not
-// formed within formLimit(n) is a failed run of the row, with how far it
-// got. Each run prints a line: when shares of the link ends were up, the
-// peer-downs meanwhile (links lost and redone) and the process's CPU.
+// long each run took to form the full mesh (every node with n−1 peers); a
+// run not formed within formLimit(n) is a failed run of the row, with how
+// far it got. Each run prints a line: when shares of the link ends were
+// up, the peer-downs meanwhile (links lost and redone, and why) and the
+// CPU the nodes took.
+//
+// The nodes run in this process when its open-file limit allows them
+// (filesFor); else in as few processes of this binary as fit it, on the
+// same cores (processesFor), and the row's note says so.
 func measureFormation(r *row, tag string, n, runs int) {
 	limit := formLimit(n)
+	procs, files := processesFor(n)
+	if procs > 1 {
+		r.note = fmt.Sprintf("in %d processes: one may hold %d open files, and %d nodes in one take about %d", procs, files, n, filesFor(n))
+	}
 	for i := range runs {
-		c0 := cpuTime()
-		g, t0, err := startMesh(fmt.Sprintf("form%d-%s-%d", n, tag, i), n, mdnsConfig())
+		cluster := fmt.Sprintf("form%d-%s-%d", n, tag, i)
+		var f formRun
+		var err error
+		if procs == 1 {
+			f, err = formHere(cluster, n, limit)
+		} else {
+			f, err = formSplit(cluster, n, procs, limit)
+		}
 		if err != nil {
 			r.err = err
 			return
 		}
-		end, err := g.waitFull(g.nodes, n-1, limit)
-		if err != nil {
-			end = time.Now()
-			r.failed = append(r.failed, err)
+		outcome := "full mesh in " + roundTime(f.full)
+		if f.err != nil {
+			r.failed = append(r.failed, f.err)
+			outcome = "no full mesh: " + f.err.Error()
 		} else {
-			r.samples = append(r.samples, ms(end.Sub(t0)))
-		}
-		cores := float64(cpuTime()-c0) / float64(end.Sub(t0))
-		downs, why := 0, map[string]int{}
-		for _, b := range g.nodes {
-			downs += b.count(0, func(e entry) bool {
-				if !isDown(e) {
-					return false
-				}
-				reason := "goodbye"
-				if e.Err != nil {
-					reason = generic(e.Err.Error())
-				}
-				why[reason]++
-				return true
-			})
+			r.samples = append(r.samples, ms(f.full))
 		}
 		shares := []float64{0.5, 0.9, 0.99}
 		var ups []string
-		for i, at := range g.linkEndsUp(t0, shares...) {
+		for i, at := range endsUp(f.ups, n*(n-1), shares...) {
 			took := "never"
 			if at >= 0 {
 				took = roundTime(at)
 			}
 			ups = append(ups, fmt.Sprintf("%.0f%% %s", 100*shares[i], took))
 		}
-		outcome := "full mesh in " + roundTime(end.Sub(t0))
-		if err != nil {
-			outcome = "no full mesh: " + err.Error()
+		where := ""
+		if procs > 1 {
+			where = fmt.Sprintf(" in %d processes", procs)
 		}
-		fmt.Printf("formation N=%d, run %d of %d: %s; link ends up: %s; %d peer-downs%s; CPU %.2f cores\n",
-			n, i+1, runs, outcome, strings.Join(ups, ", "), downs, reasons(why, 3), cores)
-		g.closeAll()
+		fmt.Printf("formation N=%d%s, run %d of %d: %s; link ends up: %s; %d peer-downs%s; CPU %.2f cores\n",
+			n, where, i+1, runs, outcome, strings.Join(ups, ", "), f.downs, reasons(f.why, 3), float64(f.cpu)/float64(f.took))
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// formRun is what one formation run found.
+type formRun struct {
+	err   error           // why the mesh did not form in time; nil when it did
+	full  time.Duration   // when it formed, from the start
+	took  time.Duration   // from the start to its end (formed, or given up)
+	ups   []time.Duration // when each link end was first up, from the start
+	downs int             // peer-downs
+	why   map[string]int  // peer-downs by reason (generic)
+	cpu   time.Duration   // CPU the nodes' processes took meanwhile
+}
+
+// formHere runs a formation of n nodes in this process.
+func formHere(cluster string, n int, limit time.Duration) (formRun, error) {
+	c0 := cpuTime()
+	g, t0, err := startMesh(cluster, n, mdnsConfig())
+	if err != nil {
+		return formRun{}, err
+	}
+	defer g.closeAll()
+	var f formRun
+	end, err := g.waitFull(g.nodes, n-1, limit)
+	if err != nil {
+		end = time.Now()
+		f.err = err
+	}
+	f.full, f.took = end.Sub(t0), end.Sub(t0)
+	f.cpu = cpuTime() - c0
+	f.ups = g.firstUps(t0)
+	f.downs, f.why = g.downs()
+	return f, nil
 }
 
 // reasons lists the most frequent of counted reasons, at most top of

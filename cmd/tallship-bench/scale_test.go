@@ -27,3 +27,29 @@ func TestReasons(t *testing.T) {
 		t.Errorf("generic = %q", got)
 	}
 }
+
+// A formation runs in one process when the open-file limit allows it, and
+// else in the fewest whose shares fit.
+func TestProcessesWithin(t *testing.T) {
+	for _, c := range []struct {
+		n     int
+		files uint64
+		want  int
+	}{
+		{100, 20000, 1},   // 100 nodes take about 12,500
+		{200, 20000, 3},   // 88 a process at most
+		{200, 1 << 20, 1}, // a limit raised (root)
+		{200, 1024, 200},  // one node a process, at worst
+		{50, filesFor(50), 1},
+	} {
+		if got := processesWithin(c.n, c.files); got != c.want {
+			t.Errorf("processesWithin(%d, %d) = %d, want %d", c.n, c.files, got, c.want)
+		}
+		if procs := processesWithin(c.n, c.files); procs > 1 {
+			per := (c.n + procs - 1) / procs
+			if need := uint64(per*(c.n-1) + 16*per + 1024); need > c.files && c.files > 1024+uint64(c.n+15) {
+				t.Errorf("%d nodes in %d processes: %d a process take %d files, over %d", c.n, procs, per, need, c.files)
+			}
+		}
+	}
+}
