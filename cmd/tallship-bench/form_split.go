@@ -45,7 +45,8 @@ func processesWithin(n int, files uint64) int {
 
 // formReport is what a form helper tells, as JSON lines on its stdout:
 // first when its nodes have every peer or the limit passed (Full, or
-// Least and Missing), then, once its stdin closes, what its run saw.
+// Least and Missing), then, when asked (a line on its stdin), what its
+// run saw.
 type formReport struct {
 	Full    time.Duration   `json:"full,omitempty"` // when its last node had every peer, from the start
 	Least   int             `json:"least"`
@@ -58,7 +59,8 @@ type formReport struct {
 }
 
 // formSplit runs a formation of n nodes over procs helper processes, all
-// started at one time.
+// started at one time. With -cpuprofile FILE, each helper profiles its
+// run to FILE.<cluster>.<i>.
 func formSplit(cluster string, n, procs int, limit time.Duration) (formRun, error) {
 	at := time.Now().Add(time.Second) // for the helpers to make their nodes
 	type helper struct {
@@ -76,8 +78,12 @@ func formSplit(cluster string, n, procs int, limit time.Duration) (formRun, erro
 	}()
 	for i := range procs {
 		m := n/procs + map[bool]int{true: 1}[i < n%procs]
-		c, err := startHelper("form", "-cluster", cluster, "-nodes", strconv.Itoa(m), "-total", strconv.Itoa(n),
-			"-limit", limit.String(), "-at", strconv.FormatInt(at.UnixNano(), 10))
+		args := []string{"-cluster", cluster, "-nodes", strconv.Itoa(m), "-total", strconv.Itoa(n),
+			"-limit", limit.String(), "-at", strconv.FormatInt(at.UnixNano(), 10)}
+		if cpuProfile != "" {
+			args = append(args, "-cpuprofile", fmt.Sprintf("%s.%s.%d", cpuProfile, cluster, i))
+		}
+		c, err := startHelper("form", args...)
 		if err != nil {
 			return formRun{}, err
 		}
@@ -126,7 +132,12 @@ func formSplit(cluster string, n, procs int, limit time.Duration) (formRun, erro
 		f.err = fmt.Errorf("%w after %v: least-linked node %d of %d peers, %d of %d nodes short", errTimeout, limit, least, n-1, missing, n)
 	}
 	for _, h := range hs {
-		h.c.stdin.Close() // every process is done: each reports what it saw
+		// Every process is done: each reports what it saw, before any
+		// closes its nodes (the deferred close of stdin), whose peers
+		// elsewhere would count that as peer-downs.
+		if _, err := io.WriteString(h.c.stdin, "report\n"); err != nil {
+			return formRun{}, err
+		}
 	}
 	f.why = map[string]int{}
 	for _, h := range hs {
@@ -146,8 +157,9 @@ func formSplit(cluster string, n, procs int, limit time.Duration) (formRun, erro
 
 // helperForm is the "form" helper: it makes -nodes nodes of -cluster,
 // starts them at -at (Unix nanoseconds), waits until each has -total − 1
-// peers or -limit has passed, and reports (formReport); then, once its
-// stdin closes, what its nodes saw, and it closes them.
+// peers or -limit has passed, and reports (formReport); then, once a line
+// comes on its stdin, what its nodes saw; once its stdin closes, it closes
+// them.
 func helperForm(args []string) error {
 	fs := flag.NewFlagSet("form", flag.ContinueOnError)
 	cluster := fs.String("cluster", "", "cluster name")
@@ -155,6 +167,7 @@ func helperForm(args []string) error {
 	total := fs.Int("total", 1, "nodes in the mesh")
 	limit := fs.Duration("limit", time.Minute, "how long the mesh may take to form")
 	atNS := fs.Int64("at", 0, "when to start the nodes, Unix nanoseconds")
+	profile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -173,6 +186,11 @@ func helperForm(args []string) error {
 	t0 := time.Unix(0, *atNS)
 	time.Sleep(time.Until(t0))
 	c0 := cpuTime()
+	if *profile != "" {
+		if stop := startCPUProfile(*profile); stop != nil {
+			defer stop()
+		}
+	}
 	if _, err := g.startAll(g.nodes); err != nil {
 		return fail(err)
 	}
@@ -186,8 +204,15 @@ func helperForm(args []string) error {
 	if err := out.Encode(r); err != nil {
 		return err
 	}
-	io.Copy(io.Discard, os.Stdin) // until every process is done
+	in := bufio.NewReader(os.Stdin)
+	if _, err := in.ReadString('\n'); err != nil { // "report": every process is done
+		return err
+	}
 	r = formReport{Ups: g.firstUps(t0), CPU: cpuTime() - c0}
 	r.Downs, r.Why = g.downs()
-	return out.Encode(r)
+	if err := out.Encode(r); err != nil {
+		return err
+	}
+	io.Copy(io.Discard, in) // until every process has reported
+	return nil
 }

@@ -55,6 +55,10 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
+// cpuProfile is -cpuprofile: the form helpers profile their runs too
+// (formSplit).
+var cpuProfile string
+
 // defaultForm is the node counts of the formation measure unless -form
 // names others.
 const defaultForm = "10,50,100,200"
@@ -84,6 +88,7 @@ func run(args []string) int {
 		fmt.Fprintln(os.Stderr, "tallship-bench: -cpuprofile and -idleprofile: one profile at a time")
 		return 2
 	}
+	cpuProfile = *cpuprofile
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
 		if err != nil {
