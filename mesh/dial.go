@@ -342,7 +342,9 @@ func (n *Node) startDialLocked(t *target, delay time.Duration) {
 }
 
 // dialLoop dials t until it has a link: a kept target forever, with
-// backoff; another Config.DialAttempts times.
+// backoff, and so an announced one, and one the registry reaches through
+// other nodes' links (it lives: see redialLocked), while that holds;
+// another Config.DialAttempts times.
 func (n *Node) dialLoop(t *target, delay time.Duration) {
 	defer n.wg.Done()
 	backoff := n.cfg.DialBackoff
@@ -395,11 +397,14 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 			return
 		}
 		n.mu.Lock()
-		persist := t.kept || t.announced
+		// A peer that the registry reaches through others lives: only
+		// the way from this node to it failed (see redialLocked).
+		persist := t.kept || t.announced || n.reachableLocked(t.id)
 		n.mu.Unlock()
 		// A twin refused (this node or the peer holds another run of
 		// its id) stays refused while that run lives: only a kept or
-		// announced peer is tried again.
+		// announced peer, or one reached through others, is tried
+		// again.
 		twin := errors.Is(err, transport.ErrDuplicateID)
 		if !persist && (twin || attempt+1 >= n.cfg.DialAttempts) {
 			n.endDial(t)

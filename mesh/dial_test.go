@@ -275,3 +275,60 @@ func TestAcceptSurvivesTooManyFiles(t *testing.T) {
 		t.Fatalf("warnings of the failed accepts: %q, want one that names the limit", said)
 	}
 }
+
+// TestReachablePeerRedialed: a peer known from a member list alone (no
+// discoverer reports it) whose link is lost for good is dialed again, for
+// as long as the registry reaches it through another node: the two meet
+// again once the network between them carries, although no new link
+// brings a new member list.
+func TestReachablePeerRedialed(t *testing.T) {
+	leakcheck.Goroutines(t)
+	// a and c advertise proxies: the link between them crosses one, and
+	// the test can stop it; b reaches each at its own address.
+	pa, pc := newProxy(t, ""), newProxy(t, "")
+	ca, cc := testConfig("a"), testConfig("c")
+	ca.Advertise = []netip.AddrPort{netip.MustParseAddrPort(pa.ln.Addr().String())}
+	cc.Advertise = []netip.AddrPort{netip.MustParseAddrPort(pc.ln.Addr().String())}
+	db := make(scripted)
+	cb := testConfig("b")
+	cb.Discovery = []discovery.Discoverer{db}
+	a, b, c := start(t, "k", ca), start(t, "k", cb), start(t, "k", cc)
+	pa.setTarget(a.ln.Addr().String())
+	pc.setTarget(c.ln.Addr().String())
+	ev := a.Events(t.Context())
+
+	// b dials a and c at their own addresses (addresses alone, as from
+	// discovery.Static); a and c learn of each other from b's member
+	// lists and link through the proxies.
+	reportB := <-db
+	for _, n := range []*Node{a, c} {
+		ap := netip.MustParseAddrPort(n.ln.Addr().String())
+		reportB(discovery.Event{Kind: discovery.Found, Peer: discovery.Peer{Addrs: []netip.AddrPort{ap}}})
+	}
+	waitFor(t, "a full mesh of three", 10*time.Second, func() bool { return settled(a, b, c) })
+	waitFor(t, "a reaching c through b too", 10*time.Second, func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.reachableLocked("c")
+	})
+
+	// The way between a and c stops for longer than a link may be made
+	// again: a sees c go down, and still reaches it through b.
+	pa.stall()
+	pc.stall()
+	pa.cut()
+	pc.cut()
+	for {
+		if e := nextEvent(t, ev, PeerDown); e.Peer == "c" {
+			break
+		}
+	}
+	pa.resume()
+	pc.resume()
+	for {
+		if e := nextEvent(t, ev, PeerUp); e.Peer == "c" {
+			break
+		}
+	}
+	waitFor(t, "a full mesh of three again", 10*time.Second, func() bool { return settled(a, b, c) })
+}

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -423,6 +424,7 @@ func (n *Node) linkClosed(l *link) {
 		p.dropRetiringLocked(l)
 		return
 	}
+	var lost []netip.AddrPort // the peer may live on: see redialLocked
 	switch silent := errors.Is(l.tl.Err(), transport.ErrSilent); {
 	case l.goodbye || p.goodbye || p.left():
 		n.peerDownLocked(p, nil, false)
@@ -431,12 +433,14 @@ func (n *Node) linkClosed(l *link) {
 	case l.bad != nil:
 		n.peerDownLocked(p, l.bad, false)
 	case l.dead != nil:
+		lost = p.addrs
 		n.peerDownLocked(p, l.dead, false)
 		if l.tell {
 			n.tellDeadLocked(p)
 		}
 	case silent && time.Since(l.vouched) > n.silentBound():
 		// Silent, and nobody said they hear it (probe.go).
+		lost = p.addrs
 		n.peerDownLocked(p, fmt.Errorf("link lost: %w", l.tl.Err()), false)
 		n.tellDeadLocked(p)
 		n.sweepLocked()
@@ -446,23 +450,40 @@ func (n *Node) linkClosed(l *link) {
 		n.recoverLocked(p, l)
 		return
 	}
-	n.redialLocked(l.peer)
+	n.redialLocked(l.peer, lost)
 }
 
-// redialLocked redials a kept peer that went down, and one discovery still
-// reports present: the link may have died while both nodes live on. n.mu
-// is held.
-func (n *Node) redialLocked(id string) {
-	if t := n.targets[id]; t != nil && !n.closed {
-		switch {
-		case t.kept:
-			n.startDialLocked(t, n.cfg.DialBackoff)
-		case t.announced && n.id < t.id:
-			n.startDialLocked(t, n.cfg.DialBackoff)
-		case t.announced:
-			n.startDialLocked(t, lag.Stretch(n.cfg.FallbackDelay))
-		}
+// redialLocked redials a peer that went down: one kept, one a discoverer
+// still reports present, and, when lost holds its addresses (its link was
+// lost, not closed with a goodbye or for a fault of the peer's, nor
+// refused), any other: while the registry reaches it through other nodes'
+// links (see dialLoop), it lives and only this link failed. Peers known
+// from member lists alone, or from discoverers that report each peer
+// once, would otherwise never be dialed again: no new member list comes
+// while the other links stay up. n.mu is held.
+func (n *Node) redialLocked(id string, lost []netip.AddrPort) {
+	if n.closed {
+		return
 	}
+	t := n.targets[id]
+	if t == nil && len(lost) > 0 {
+		t = n.targetLocked(id)
+		t.addrs = slices.Clone(lost)
+	}
+	if t == nil || !(t.kept || t.announced || len(lost) > 0) {
+		return
+	}
+	delay := n.cfg.DialBackoff
+	if !t.kept && n.id > t.id {
+		delay = lag.Stretch(n.cfg.FallbackDelay) // the lower id dials first
+	}
+	n.startDialLocked(t, delay)
+}
+
+// reachableLocked reports whether the registry reaches the peer id
+// through other nodes' links (registry.Registry.Reachable). n.mu is held.
+func (n *Node) reachableLocked(id string) bool {
+	return id != "" && n.reg != nil && n.reg.Reachable(id)
 }
 
 // readMessages reads the peer's message stream on l.

@@ -110,7 +110,11 @@ func (n *Node) recoverPeer(ctx context.Context, p *peer, addrs []netip.AddrPort,
 		n.reg.PeerGone(p.id)
 	}
 	n.peerDownLocked(p, fmt.Errorf("link lost: %w", err), false)
-	n.redialLocked(p.id)
+	var lost []netip.AddrPort
+	if !gone {
+		lost = addrs
+	}
+	n.redialLocked(p.id, lost)
 }
 
 // redialPeer dials the peer id at each of addrs at once, until one links

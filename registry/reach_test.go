@@ -109,3 +109,22 @@ func liveOwners(r *Registry) []string {
 	slices.Sort(live)
 	return live
 }
+
+// Reachable says whether a node is reached over links, this node's or
+// others': in a chain a–b–c, a reaches c through b; once b's link to c is
+// cut, not; and a node never reaches itself.
+func TestReachable(t *testing.T) {
+	a, b, c := newNode(t, "a"), newNode(t, "b"), newNode(t, "c")
+	connectSynced(t, a, b)
+	bc := connectSynced(t, b, c)
+	waitFor(t, "a reaching c through b", func() bool { return a.Reachable("c") })
+	if !a.Reachable("b") || a.Reachable("a") || a.Reachable("nobody") {
+		t.Fatalf("a reaches b %v, itself %v, an unknown node %v; want true, false, false",
+			a.Reachable("b"), a.Reachable("a"), a.Reachable("nobody"))
+	}
+	bc.cut()
+	waitFor(t, "a no longer reaching c", func() bool { return !a.Reachable("c") })
+	if !a.Reachable("b") {
+		t.Fatal("a no longer reaches b, its neighbour")
+	}
+}

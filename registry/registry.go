@@ -411,6 +411,18 @@ func (r *Registry) Services(query string) ([]Record, error) {
 	return r.match(&q), nil
 }
 
+// Reachable reports whether this node reaches a run of node id over the
+// links the nodes announce, its own or others' (a path of links both ends
+// announce), and that run is renewed and not leaving. The mesh keeps
+// dialing a peer whose own link is lost while this holds: the peer lives,
+// and others are linked with it.
+func (r *Registry) Reachable(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o := r.owners[id]
+	return o != nil && o != r.self && o.reached && eligible(o)
+}
+
 // Len returns how many records Services("") would return: those whose
 // owners are live. It returns 0 once the registry has closed.
 func (r *Registry) Len() int {
