@@ -74,7 +74,10 @@ type Config struct {
 	DialBackoffMax time.Duration
 	// DialAttempts is how many times a discovered (not kept) peer is
 	// dialed before giving up until discovery reports it again. Zero
-	// means 5. Kept peers are redialed until Disconnect.
+	// means 5. Kept peers are redialed until Disconnect; a peer that a
+	// discoverer reports present, or whose link was lost while other
+	// nodes stay linked with it (the registry reaches it), as long as
+	// that holds, DialBackoffMax apart at most.
 	DialAttempts int
 	// FallbackDelay is how long the node with the higher id waits for a
 	// discovered peer with a lower id to dial it before it dials itself.
