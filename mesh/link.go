@@ -134,6 +134,7 @@ func readFinalAck(out io.Reader, p *peer) error {
 func (n *Node) acceptLoop(ln net.Listener) {
 	defer n.wg.Done()
 	var pause time.Duration // after an accept that failed: see acceptFailed
+	var warned time.Time    // when a failed accept was last said at Warn
 	failed := 0
 	for {
 		conn, err := ln.Accept()
@@ -148,7 +149,7 @@ func (n *Node) acceptLoop(ln net.Listener) {
 				return
 			}
 			failed++
-			pause = n.acceptFailed(err, failed, pause)
+			pause = n.acceptFailed(err, failed, pause, &warned)
 			timer := time.NewTimer(pause)
 			select {
 			case <-timer.C:
@@ -159,7 +160,7 @@ func (n *Node) acceptLoop(ln net.Listener) {
 			continue
 		}
 		if failed > 0 {
-			n.log.Info("accepting links again", "failed", failed)
+			n.log.Debug("accepting links again", "failed", failed)
 			failed, pause = 0, 0
 		}
 		select {
@@ -179,15 +180,17 @@ func (n *Node) acceptLoop(ln net.Listener) {
 }
 
 // acceptFailed says why an accept failed, at Warn for the first failure
-// of a run of them and at Debug after, and returns how long to wait
-// before the next: 5 ms after the first, twice the last after each other,
-// at most a second (as net/http does). Such a failure is the process's
-// and passes: mostly too many open files (EMFILE, ENFILE: links, streams
-// and the application's own share the limit), or a connection that the
-// peer reset before it was taken. The node accepts again once it passes;
-// until then dials to it wait in the kernel's queue, or time out.
-func (n *Node) acceptFailed(err error, failed int, last time.Duration) time.Duration {
-	if failed == 1 {
+// of a run of them (at most once a minute: warned is when it last did)
+// and at Debug after, and returns how long to wait before the next: 5 ms
+// after the first, twice the last after each other, at most a second (as
+// net/http does). Such a failure is the process's and passes: mostly too
+// many open files (EMFILE, ENFILE: links, streams and the application's
+// own share the limit), or a connection that the peer reset before it
+// was taken. The node accepts again once it passes; until then dials to
+// it wait in the kernel's queue, or time out.
+func (n *Node) acceptFailed(err error, failed int, last time.Duration, warned *time.Time) time.Duration {
+	if failed == 1 && time.Since(*warned) >= time.Minute {
+		*warned = time.Now()
 		args := []any{"err", err}
 		if errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) {
 			args = append(args, "hint", "the process has too many open files: raise its limit (ulimit -n); each link takes one")
