@@ -436,14 +436,14 @@ func (n *Node) linkClosed(l *link) {
 	case l.bad != nil:
 		n.peerDownLocked(p, l.bad, false)
 	case l.dead != nil:
-		lost = p.addrs
+		lost = p.lostAddrs()
 		n.peerDownLocked(p, l.dead, false)
 		if l.tell {
 			n.tellDeadLocked(p)
 		}
 	case silent && time.Since(l.vouched) > n.silentBound():
 		// Silent, and nobody said they hear it (probe.go).
-		lost = p.addrs
+		lost = p.lostAddrs()
 		n.peerDownLocked(p, fmt.Errorf("link lost: %w", l.tl.Err()), false)
 		n.tellDeadLocked(p)
 		n.sweepLocked()
@@ -481,6 +481,16 @@ func (n *Node) redialLocked(id string, lost []netip.AddrPort) {
 		delay = lag.Stretch(n.cfg.FallbackDelay) // the lower id dials first
 	}
 	n.startDialLocked(t, delay)
+}
+
+// lostAddrs returns where to dial p again after its link was lost (see
+// redialLocked): its addresses; none for an observer, which nobody dials
+// (it dials the members it finds).
+func (p *peer) lostAddrs() []netip.AddrPort {
+	if p.observer {
+		return nil
+	}
+	return p.addrs
 }
 
 // reachableLocked reports whether the registry reaches the peer id

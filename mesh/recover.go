@@ -111,7 +111,7 @@ func (n *Node) recoverPeer(ctx context.Context, p *peer, addrs []netip.AddrPort,
 	}
 	n.peerDownLocked(p, fmt.Errorf("link lost: %w", err), false)
 	var lost []netip.AddrPort
-	if !gone {
+	if !gone && !p.observer {
 		lost = addrs
 	}
 	n.redialLocked(p.id, lost)

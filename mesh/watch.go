@@ -121,7 +121,7 @@ func (n *Node) deadReported(from *peer, inc int64, id string) {
 	if q.active == nil {
 		// Its link is being made again: no need to wait for the bound.
 		n.peerDownLocked(q, err, false)
-		n.redialLocked(id, q.addrs)
+		n.redialLocked(id, q.lostAddrs())
 		return
 	}
 	q.active.dead = err
