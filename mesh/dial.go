@@ -467,10 +467,13 @@ func (n *Node) discovered(e discovery.Event) {
 	}
 }
 
-// learnMembers takes a member list a peer sent.
+// learnMembers takes a member list a peer sent, under one lock: in a
+// forming mesh each list names nearly every node.
 func (n *Node) learnMembers(ms []wire.Member) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
 	for _, m := range ms {
-		n.consider(m.ID, m.Addrs, false)
+		n.considerLocked(m.ID, m.Addrs, false)
 	}
 }
 
@@ -483,11 +486,16 @@ func (n *Node) learnMembers(ms []wire.Member) {
 // peer (one a discoverer reports present) is retried until it is linked
 // or lost.
 func (n *Node) consider(id string, addrs []netip.AddrPort, announced bool) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.considerLocked(id, addrs, announced)
+}
+
+// considerLocked is consider with n.mu held.
+func (n *Node) considerLocked(id string, addrs []netip.AddrPort, announced bool) {
 	if id == n.id || len(addrs) == 0 {
 		return
 	}
-	n.mu.Lock()
-	defer n.mu.Unlock()
 	if !n.runningLocked() {
 		return
 	}

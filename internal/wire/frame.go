@@ -233,6 +233,7 @@ const (
 // AppendMembers encodes a member list.
 func AppendMembers(b []byte, ms []Member) []byte {
 	b = binary.AppendUvarint(b, uint64(len(ms)))
+	var text [maxAddrText]byte // an address's text, without a string of its own
 	for _, m := range ms {
 		b = appendString(b, m.ID)
 		addrs := m.Addrs
@@ -241,7 +242,9 @@ func AppendMembers(b []byte, ms []Member) []byte {
 		}
 		b = binary.AppendUvarint(b, uint64(len(addrs)))
 		for _, a := range addrs {
-			b = appendString(b, a.String())
+			t := a.AppendTo(text[:0])
+			b = binary.AppendUvarint(b, uint64(len(t)))
+			b = append(b, t...)
 		}
 	}
 	return b
@@ -254,21 +257,26 @@ func ParseMembers(b []byte) ([]Member, error) {
 	if n > maxMembers {
 		return nil, fmt.Errorf("%w: %d members (max %d)", ErrBadFrame, n, maxMembers)
 	}
-	var ms []Member
+	// Room for as many members as the bytes left can hold (an id and a
+	// count at least each), not as many as a hostile count says.
+	ms := make([]Member, 0, min(n, uint64(len(d.b)/2)))
 	for i := uint64(0); i < n && d.err == nil; i++ {
 		m := Member{ID: d.string(maxMemberID)}
 		na := d.uvarint()
 		if na > maxMemberAddrs {
 			return nil, fmt.Errorf("%w: %d addresses (max %d)", ErrBadFrame, na, maxMemberAddrs)
 		}
+		if na > 0 && d.err == nil {
+			m.Addrs = make([]netip.AddrPort, 0, min(na, uint64(len(d.b))))
+		}
 		for j := uint64(0); j < na && d.err == nil; j++ {
-			s := d.string(maxAddrText)
+			t := d.bytes(maxAddrText)
 			if d.err != nil {
 				break
 			}
-			a, err := netip.ParseAddrPort(s)
+			a, err := netip.ParseAddrPort(string(t))
 			if err != nil {
-				return nil, fmt.Errorf("%w: address %q", ErrBadFrame, s)
+				return nil, fmt.Errorf("%w: address %q", ErrBadFrame, t)
 			}
 			m.Addrs = append(m.Addrs, a)
 		}
@@ -307,15 +315,21 @@ func (d *decoder) uvarint() uint64 {
 }
 
 func (d *decoder) string(max int) string {
+	return string(d.bytes(max))
+}
+
+// bytes reads a length-prefixed string of at most max bytes, as the frame's
+// own bytes (nil after an error).
+func (d *decoder) bytes(max int) []byte {
 	n := d.uvarint()
 	if d.err != nil {
-		return ""
+		return nil
 	}
 	if n > uint64(max) || n > uint64(len(d.b)) {
 		d.err = fmt.Errorf("%w: string of %d bytes", ErrBadFrame, n)
-		return ""
+		return nil
 	}
-	s := string(d.b[:n])
+	t := d.b[:n:n]
 	d.b = d.b[n:]
-	return s
+	return t
 }
