@@ -241,8 +241,9 @@ func (e *exhausted) Accept() (net.Conn, error) {
 }
 
 // TestAcceptSurvivesTooManyFiles: a node whose accepts fail for a while
-// (too many open files) says so once, at Warn with what to do, and
-// accepts links again once they pass. It used to stop accepting for good.
+// (too many open files) says so once, at Warn with what to do, counts
+// them (Stats), and accepts links again once they pass. It used to stop
+// accepting for good.
 func TestAcceptSurvivesTooManyFiles(t *testing.T) {
 	leakcheck.Goroutines(t)
 	warns := &warnLog{}
@@ -273,6 +274,9 @@ func TestAcceptSurvivesTooManyFiles(t *testing.T) {
 	}
 	if len(said) != 1 || !strings.Contains(said[0], "too many open files") || !strings.Contains(said[0], "ulimit -n") {
 		t.Fatalf("warnings of the failed accepts: %q, want one that names the limit", said)
+	}
+	if got := a.Stats().AcceptsFailed; got != 6 {
+		t.Fatalf("Stats().AcceptsFailed = %d, want 6", got)
 	}
 }
 

@@ -149,6 +149,7 @@ func (n *Node) acceptLoop(ln net.Listener) {
 				return
 			}
 			failed++
+			n.stats.acceptsFailed.Add(1)
 			pause = n.acceptFailed(err, failed, pause, &warned)
 			timer := time.NewTimer(pause)
 			select {

@@ -29,6 +29,10 @@ type Stats struct {
 	// before the peer was declared down (see PeerDown): nothing Send
 	// accepted was lost, but each is a link that broke.
 	LinksRedone uint64
+	// AcceptsFailed counts the accepts of inbound connections that failed
+	// (the node waits and accepts again): mostly a process out of file
+	// descriptors, each link taking one at each end (ulimit -n).
+	AcceptsFailed uint64
 	// HandshakesRefused counts the handshakes that failed, by reason, on
 	// either end: this node refused a peer, or a peer refused this node.
 	HandshakesRefused Refusals
@@ -124,6 +128,7 @@ func (n *Node) Stats() Stats {
 	s := Stats{
 		LinksMade:            c.linksMade.Load(),
 		LinksRedone:          c.linksRedone.Load(),
+		AcceptsFailed:        c.acceptsFailed.Load(),
 		MessagesSent:         c.messagesSent.Load(),
 		MessageBytesSent:     c.bytesSent.Load(),
 		MessagesReceived:     c.messagesReceived.Load(),
@@ -193,6 +198,7 @@ func natsStats(b sites.Stats, reg *registry.Registry) NATSStats {
 type nodeStats struct {
 	linksMade        atomic.Uint64
 	linksRedone      atomic.Uint64
+	acceptsFailed    atomic.Uint64
 	refused          [numRefusals]atomic.Uint64
 	messagesSent     atomic.Uint64
 	bytesSent        atomic.Uint64

@@ -19,10 +19,10 @@ func Register(reg prometheus.Registerer, n *mesh.Node) error {
 type collector struct {
 	n *mesh.Node
 
-	peers, queueBytes, records                    *prometheus.Desc
-	linksMade, linksRedone, refused               *prometheus.Desc
-	msgsSent, bytesSent, msgsReceived, bytesRecvd *prometheus.Desc
-	mdnsSent, mdnsReceived, eventsDropped         *prometheus.Desc
+	peers, queueBytes, records                     *prometheus.Desc
+	linksMade, linksRedone, acceptsFailed, refused *prometheus.Desc
+	msgsSent, bytesSent, msgsReceived, bytesRecvd  *prometheus.Desc
+	mdnsSent, mdnsReceived, eventsDropped          *prometheus.Desc
 
 	natsConnected, natsServer, natsReconnects, natsOutages, natsOutageSeconds *prometheus.Desc
 	natsMsgsSent, natsBytesSent, natsMsgsReceived, natsBytesReceived          *prometheus.Desc
@@ -40,6 +40,7 @@ func newCollector(n *mesh.Node) *collector {
 		records:       desc("registry_records", "Service records the node sees (those of live owners)."),
 		linksMade:     desc("links_made_total", "Links that passed their handshake and were taken into the mesh."),
 		linksRedone:   desc("links_redone_total", "Lost links to a live peer that were made again before the peer was declared down."),
+		acceptsFailed: desc("accepts_failed_total", "Accepts of inbound connections that failed (mostly too many open files); the node accepts again."),
 		refused:       desc("handshakes_refused_total", "Handshakes that failed, on either end, by reason.", "reason"),
 		msgsSent:      desc("messages_sent_total", "Messages queued by Send, SendMany and Broadcast, counted once per peer."),
 		bytesSent:     desc("message_bytes_sent_total", "Bytes of the messages queued by Send, SendMany and Broadcast, counted once per peer, without framing."),
@@ -67,7 +68,7 @@ func newCollector(n *mesh.Node) *collector {
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{
-		c.peers, c.queueBytes, c.records, c.linksMade, c.linksRedone, c.refused,
+		c.peers, c.queueBytes, c.records, c.linksMade, c.linksRedone, c.acceptsFailed, c.refused,
 		c.msgsSent, c.bytesSent, c.msgsReceived, c.bytesRecvd, c.mdnsSent, c.mdnsReceived, c.eventsDropped,
 		c.natsConnected, c.natsServer, c.natsReconnects, c.natsOutages, c.natsOutageSeconds,
 		c.natsMsgsSent, c.natsBytesSent, c.natsMsgsReceived, c.natsBytesReceived,
@@ -91,6 +92,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.records, s.Records)
 	counter(c.linksMade, s.LinksMade)
 	counter(c.linksRedone, s.LinksRedone)
+	counter(c.acceptsFailed, s.AcceptsFailed)
 	r := s.HandshakesRefused
 	counter(c.refused, r.Auth, "auth")
 	counter(c.refused, r.Cluster, "cluster")

@@ -24,6 +24,8 @@
 //	tallship_peers                              gauge    peers linked, or being linked again
 //	tallship_links_made_total                   counter  links taken into the mesh past their handshake
 //	tallship_links_redone_total                 counter  lost links to a live peer made again
+//	tallship_accepts_failed_total               counter  inbound accepts that failed (mostly too
+//	                                                     many open files: ulimit -n)
 //	tallship_handshakes_refused_total{reason}   counter  failed handshakes, on either end; reason is
 //	                                                     auth, cluster, version, duplicate_id, self,
 //	                                                     timeout or other
