@@ -63,9 +63,8 @@ type Config struct {
 	// KeepAliveInterval + WriteTimeout/2 makes the node ask other peers
 	// whether they hear it (one that does keeps it). Zero means 1 s. A link whose
 	// connection takes nothing more (a peer that stopped reading) is
-	// closed after 4 × WriteTimeout (up to 12 × while TCP resends what a
-	// lossy network dropped and the peer is heard). On a machine running
-	// late, both allow that lateness too (see transport.Config).
+	// closed after 4 × WriteTimeout. On a machine running late, both
+	// allow that lateness too (see transport.Config).
 	WriteTimeout time.Duration
 
 	// DialBackoff is the first wait before redialing a kept peer or

@@ -26,17 +26,13 @@ type Config struct {
 	// and for a frame's turn on it. Zero means 1 s. A link whose
 	// connection has taken nothing for 4 × WriteTimeout (a peer that
 	// stopped reading, a network that stopped carrying while the peer
-	// still sends) closes (its peer is reported down; yamux has queued
-	// the frame and may still send it, so the stream's bytes are no
-	// longer known); so does one whose frame waited 12 × WriteTimeout for
-	// its turn. Four times, because on a busy machine a peer too slow to
-	// read, or a send loop too slow to run, is mostly lateness, which is
-	// no reason to drop a live peer; a silent peer is found sooner
-	// (KeepAliveInterval). Both bounds grow by as much as this process
-	// runs late, and the first, up to 12 × WriteTimeout, while the kernel
-	// resends what a lossy network dropped and the peer is heard (Linux):
-	// at 10% frame loss TCP's backed-off resends hold a connection for
-	// seconds now and then.
+	// still sends), or whose frame waited that long for its turn, closes
+	// (its peer is reported down; yamux has queued the frame and may still
+	// send it, so the stream's bytes are no longer known). Four times,
+	// because on a busy machine a peer too slow to read, or a send loop
+	// too slow to run, is mostly lateness, which is no reason to drop a
+	// live peer; a silent peer is found sooner (KeepAliveInterval). Both
+	// bounds grow by as much as this process runs late.
 	WriteTimeout time.Duration
 	// StreamWindow is the yamux receive window per stream: how much a
 	// stream buffers for a slow reader. Zero means 1 MiB; less than
