@@ -134,12 +134,6 @@ func (c Config) withDefaults() Config {
 	return c
 }
 
-// connectionWriteTimeout is yamux's ConnectionWriteTimeout for a
-// WriteTimeout (see Config.yamux).
-func connectionWriteTimeout(writeTimeout time.Duration) time.Duration {
-	return lossPatience * (1 + lag.MaxStretch) * writeTimeout
-}
-
 // yamux is the session configuration of a link: hashicorp/yamux as it
 // is, tuned only through its Config.
 //
@@ -147,14 +141,13 @@ func connectionWriteTimeout(writeTimeout time.Duration) time.Duration {
 //     closes the session when one ping goes unanswered, however busy the
 //     link is).
 //   - ConnectionWriteTimeout, the longest a frame may wait for the
-//     session's send loop, is lossPatience × (1 + lag.MaxStretch) ×
-//     WriteTimeout: the connection not taking writes is found by the
-//     liveness check (WriteTimeout and the lag, longer while TCP resends
-//     what a lossy network dropped and the peer is heard), and the wait
-//     for the send loop on a machine behind by seconds is that machine's
-//     lateness, not the peer's. When it runs out, yamux returns
-//     ErrConnectionWriteTimeout with the frame still queued; the link then
-//     closes (Stream.linkErr), as for a dead peer.
+//     session's send loop, is (1 + lag.MaxStretch) × WriteTimeout: the
+//     connection not taking writes is found by the liveness check
+//     (WriteTimeout and the lag), and the wait for the send loop on a
+//     machine behind by seconds is that machine's lateness, not the
+//     peer's. When it runs out, yamux returns ErrConnectionWriteTimeout
+//     with the frame still queued; the link then closes (Stream.linkErr),
+//     as for a dead peer.
 //   - StreamOpenTimeout is 0: yamux would otherwise close the whole
 //     session when the peer is slow to accept one stream. OpenStream
 //     takes a context instead, and a peer that never accepts costs only
@@ -166,7 +159,7 @@ func (c Config) yamux(log *slog.Logger) *yamux.Config {
 	y.AcceptBacklog = c.AcceptBacklog
 	y.EnableKeepAlive = false
 	y.KeepAliveInterval = c.KeepAliveInterval
-	y.ConnectionWriteTimeout = connectionWriteTimeout(c.WriteTimeout)
+	y.ConnectionWriteTimeout = (1 + lag.MaxStretch) * c.WriteTimeout
 	y.MaxStreamWindowSize = c.StreamWindow
 	y.StreamOpenTimeout = 0
 	y.StreamCloseTimeout = 2 * c.HandshakeTimeout

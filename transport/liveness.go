@@ -108,17 +108,6 @@ type liveness struct {
 // by seconds.
 const maxLagLimits = 3
 
-// lossPatience is how much longer than its limit a write may block while
-// the network loses packets and TCP resends them (retransmitting), as long
-// as the peer is heard: TCP backs its resends off (0.2, 0.4, 0.8, 1.6, 3.2
-// s), so at 10% frame loss a run of three or four losses of one segment
-// held a write for over 4 s now and then, and closing the link for it
-// lost every stream it carried (TestLANFrameLoss). yamux's own wait for a
-// frame (ConnectionWriteTimeout) is as long; a peer that stopped reading
-// (a zero window: no resends) or a network that carries nothing more (the
-// peer unheard) still closes the link at the limit.
-const lossPatience = 3
-
 // now is the time on the lag gauge's clock.
 func now() time.Duration { return lag.Now() }
 
@@ -219,16 +208,11 @@ func (lv *liveness) tick() {
 			blocked = max(at-time.Duration(w), 0)
 		}
 	}
-	lossy := false // the write waits on a lossy network, the peer heard
 	if blocked >= writeLimit {
-		if blocked < lossPatience*writeLimit && silence < limit && retransmitting(lv.conn) {
-			lossy = true
-		} else {
-			lv.log.Debug("link write blocked; closing the link", "blocked", blocked.Round(time.Millisecond), "lag", lagged.Round(time.Millisecond))
-			lv.why.CompareAndSwap(nil, ErrWriteBlocked)
-			lv.sess.Close()
-			return
-		}
+		lv.log.Debug("link write blocked; closing the link", "blocked", blocked.Round(time.Millisecond), "lag", lagged.Round(time.Millisecond))
+		lv.why.CompareAndSwap(nil, ErrWriteBlocked)
+		lv.sess.Close()
+		return
 	}
 	// Beat once this side has written nothing for the interval; wake
 	// when it will have, or when the peer will have been silent for the
@@ -242,10 +226,7 @@ func (lv *liveness) tick() {
 	if silence < suspect && lv.onSilent != nil {
 		next = min(next, suspect-silence)
 	}
-	switch {
-	case lossy:
-		next = min(next, interval) // look again soon
-	case blocked > 0:
+	if blocked > 0 {
 		next = min(next, writeLimit-blocked)
 	}
 	next = max(next, time.Millisecond)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/tallship-go/tallship/internal/lag"
 )
 
 // Stream is one tagged stream of a link. It is a net.Conn whose
@@ -174,7 +176,7 @@ func (s *Stream) linkErr(err error) error {
 func (l *Link) streamErr(err error) error {
 	switch {
 	case errors.Is(err, yamux.ErrConnectionWriteTimeout):
-		wait := connectionWriteTimeout(l.cfg.WriteTimeout)
+		wait := (1 + lag.MaxStretch) * l.cfg.WriteTimeout
 		l.cfg.Logger.Debug("link write timed out; closing the link", "peer", l.remote.ID, "timeout", wait)
 		l.Close()
 		return fmt.Errorf("transport: link closed: a write waited %v for the connection: %w", wait, net.ErrClosed)
