@@ -107,6 +107,17 @@ func (c Config) flags() byte {
 // than the peer takes them, and then the opener waits (OpenStream).
 const DefaultAcceptBacklog = 32
 
+// frameWaits is how many times the liveness check's bound on a blocked
+// write a frame may wait for its turn in the send loop. A frame queued
+// behind a stream's bulk on a lossy link waits while every write before
+// it goes through, slowly (at 10% frame loss TCP's backed-off resends
+// make a connection crawl now and then): the connection takes writes and
+// the peer hears the data, so nothing is dead. At one bound, such a wait
+// of 4 s closed the link and lost the streams it carried
+// (TestLANFrameLoss); a connection that takes nothing is still closed at
+// the bound by the liveness check, whose write blocks the queue.
+const frameWaits = 3
+
 // withDefaults returns a copy of c with zero fields filled.
 func (c Config) withDefaults() Config {
 	if c.HandshakeTimeout <= 0 {
@@ -141,9 +152,10 @@ func (c Config) withDefaults() Config {
 //     closes the session when one ping goes unanswered, however busy the
 //     link is).
 //   - ConnectionWriteTimeout, the longest a frame may wait for the
-//     session's send loop, is (1 + lag.MaxStretch) × WriteTimeout: the
-//     connection not taking writes is found by the liveness check
-//     (WriteTimeout and the lag), and the wait for the send loop on a
+//     session's send loop, is frameWaits × (1 + lag.MaxStretch) ×
+//     WriteTimeout: the connection not taking writes is found by the
+//     liveness check (a write blocked for (1 + lag.MaxStretch) ×
+//     WriteTimeout and the lag), and the wait for the send loop on a
 //     machine behind by seconds is that machine's lateness, not the
 //     peer's. When it runs out, yamux returns ErrConnectionWriteTimeout
 //     with the frame still queued; the link then closes (Stream.linkErr),
@@ -159,7 +171,7 @@ func (c Config) yamux(log *slog.Logger) *yamux.Config {
 	y.AcceptBacklog = c.AcceptBacklog
 	y.EnableKeepAlive = false
 	y.KeepAliveInterval = c.KeepAliveInterval
-	y.ConnectionWriteTimeout = (1 + lag.MaxStretch) * c.WriteTimeout
+	y.ConnectionWriteTimeout = frameWaits * (1 + lag.MaxStretch) * c.WriteTimeout
 	y.MaxStreamWindowSize = c.StreamWindow
 	y.StreamOpenTimeout = 0
 	y.StreamCloseTimeout = 2 * c.HandshakeTimeout
