@@ -26,9 +26,10 @@ type Config struct {
 	// and for a frame's turn on it. Zero means 1 s. A link whose
 	// connection has taken nothing for 4 × WriteTimeout (a peer that
 	// stopped reading, a network that stopped carrying while the peer
-	// still sends), or whose frame waited that long for its turn, closes
-	// (its peer is reported down; yamux has queued the frame and may still
-	// send it, so the stream's bytes are no longer known). Four times,
+	// still sends), or whose frame waited 12 × WriteTimeout for its turn
+	// (see frameWaits), closes (its peer is reported down; yamux has
+	// queued the frame and may still send it, so the stream's bytes are
+	// no longer known). Four times,
 	// because on a busy machine a peer too slow to read, or a send loop
 	// too slow to run, is mostly lateness, which is no reason to drop a
 	// live peer; a silent peer is found sooner (KeepAliveInterval). Both
