@@ -17,22 +17,24 @@ type Config struct {
 	// HandshakeTimeout bounds the whole handshake. Zero means 2 s.
 	HandshakeTimeout time.Duration
 	// KeepAliveInterval is how often a quiet link beats (a 12-byte frame
-	// its peer reads and drops). Zero means 500 ms. A silent peer is declared dead within KeepAliveInterval +
-	// WriteTimeout, plus as much as this process runs late (at most 3
-	// times that: see internal/lag), so that a machine too busy to read
-	// in time does not drop live peers.
+	// its peer reads and drops). Zero means 500 ms. A silent peer is
+	// declared dead within KeepAliveInterval + WriteTimeout, plus as much
+	// as this process runs late (at most 3 times that: see internal/lag),
+	// so that a machine too busy to read in time does not drop live
+	// peers.
 	KeepAliveInterval time.Duration
 	// WriteTimeout bounds the wait for the connection to take a write
-	// and for a frame's turn on it. Zero means 1 s. A link whose
+	// and for a frame's turn on it. Zero means 1 s. A link closes (its
+	// peer is reported down; yamux has queued the frame and may still
+	// send it, so the stream's bytes are no longer known) when its
 	// connection has taken nothing for 4 × WriteTimeout (a peer that
 	// stopped reading, a network that stopped carrying while the peer
-	// still sends), or whose frame waited 12 × WriteTimeout for its turn
-	// (see frameWaits), closes (its peer is reported down; yamux has
-	// queued the frame and may still send it, so the stream's bytes are
-	// no longer known). Four times,
+	// still sends), or 12 × WriteTimeout while TCP resends what a lossy
+	// network dropped and the peer is heard, or when a frame waited
+	// 12 × WriteTimeout for its turn (see lossPatience). Four times,
 	// because on a busy machine a peer too slow to read, or a send loop
 	// too slow to run, is mostly lateness, which is no reason to drop a
-	// live peer; a silent peer is found sooner (KeepAliveInterval). Both
+	// live peer; a silent peer is found sooner (KeepAliveInterval). The
 	// bounds grow by as much as this process runs late.
 	WriteTimeout time.Duration
 	// StreamWindow is the yamux receive window per stream: how much a
@@ -108,16 +110,18 @@ func (c Config) flags() byte {
 // than the peer takes them, and then the opener waits (OpenStream).
 const DefaultAcceptBacklog = 32
 
-// frameWaits is how many times the liveness check's bound on a blocked
-// write a frame may wait for its turn in the send loop. A frame queued
-// behind a stream's bulk on a lossy link waits while every write before
-// it goes through, slowly (at 10% frame loss TCP's backed-off resends
-// make a connection crawl now and then): the connection takes writes and
-// the peer hears the data, so nothing is dead. At one bound, such a wait
-// of 4 s closed the link and lost the streams it carried
-// (TestLANFrameLoss); a connection that takes nothing is still closed at
-// the bound by the liveness check, whose write blocks the queue.
-const frameWaits = 3
+// lossPatience is how many times the liveness check's bound on a blocked
+// write ((1 + lag.MaxStretch) × WriteTimeout) a write may block while the
+// kernel resends what a lossy network dropped and the peer is heard, and
+// a frame may wait for its turn in the send loop. TCP backs its resends
+// off (0.2, 0.4, 0.8, 1.6, 3.2 s while more than three segments are in
+// flight): at 10% frame loss a run of four losses of one segment held a
+// stream's write for over 4 s now and then, and closing the link for it
+// lost every stream it carried (TestLANFrameLoss). A frame queued behind
+// such a write waits as long. A peer that stopped reading (a zero window:
+// TCP probes it, it resends nothing) and a network that carries nothing
+// more (the peer unheard) still close the link at the bound.
+const lossPatience = 3
 
 // withDefaults returns a copy of c with zero fields filled.
 func (c Config) withDefaults() Config {
@@ -153,10 +157,11 @@ func (c Config) withDefaults() Config {
 //     closes the session when one ping goes unanswered, however busy the
 //     link is).
 //   - ConnectionWriteTimeout, the longest a frame may wait for the
-//     session's send loop, is frameWaits × (1 + lag.MaxStretch) ×
+//     session's send loop, is lossPatience × (1 + lag.MaxStretch) ×
 //     WriteTimeout: the connection not taking writes is found by the
 //     liveness check (a write blocked for (1 + lag.MaxStretch) ×
-//     WriteTimeout and the lag), and the wait for the send loop on a
+//     WriteTimeout and the lag, lossPatience times that while TCP resends
+//     and the peer is heard), and the wait for the send loop on a
 //     machine behind by seconds is that machine's lateness, not the
 //     peer's. When it runs out, yamux returns ErrConnectionWriteTimeout
 //     with the frame still queued; the link then closes (Stream.linkErr),
@@ -172,7 +177,7 @@ func (c Config) yamux(log *slog.Logger) *yamux.Config {
 	y.AcceptBacklog = c.AcceptBacklog
 	y.EnableKeepAlive = false
 	y.KeepAliveInterval = c.KeepAliveInterval
-	y.ConnectionWriteTimeout = frameWaits * (1 + lag.MaxStretch) * c.WriteTimeout
+	y.ConnectionWriteTimeout = lossPatience * (1 + lag.MaxStretch) * c.WriteTimeout
 	y.MaxStreamWindowSize = c.StreamWindow
 	y.StreamOpenTimeout = 0
 	y.StreamCloseTimeout = 2 * c.HandshakeTimeout

@@ -39,7 +39,9 @@ var (
 	// and nobody vouched for it (Link.Vouch).
 	ErrSilent = errors.New("transport: peer silent")
 	// ErrWriteBlocked: the link closed because its connection took no
-	// write for (1 + 3) × WriteTimeout (plus the process's lateness).
+	// write for (1 + 3) × WriteTimeout (plus the process's lateness), or
+	// three times that while TCP resent what a lossy network dropped, or
+	// because a frame waited that long for its turn on the connection.
 	ErrWriteBlocked = errors.New("transport: connection takes no writes")
 )
 

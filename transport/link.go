@@ -91,6 +91,7 @@ func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify
 	l.id = binary.BigEndian.Uint64(nonce[:8])
 	log := cfg.Logger.With("peer", remote.ID)
 	yc := cfg.yamux(log)
+	thinStream(conn)
 	l.live = newLiveness(cfg, sealed, log)
 	l.streams.closeLinger = yc.StreamCloseTimeout + time.Second
 	l.live.each = l.streams.shrink

@@ -42,8 +42,12 @@ import (
 // It also closes a link whose connection takes nothing more: a write to
 // it (sessionConn) blocked for (1 + lag.MaxStretch) × WriteTimeout, plus
 // the lag below, means a peer that stopped reading or a network that
-// stopped carrying, whether or not the peer still sends (a frame waiting
-// for its turn meanwhile gets yamux's ConnectionWriteTimeout, as long).
+// stopped carrying, whether or not the peer still sends. While the kernel
+// resends what the network lost and the peer is heard, the write may
+// block lossPatience times as long: a lossy network, not a dead one (a
+// frame waiting for its turn meanwhile gets yamux's
+// ConnectionWriteTimeout, as long). The connection is a thin stream
+// (thinStream), so a beat the network drops is resent at a steady pace.
 // On a machine running late a peer slow to read is mostly lateness (in
 // one process of a hundred nodes, writes to a starved peer blocked for
 // WriteTimeout by hundreds): the silent peer, the one that is gone, is
@@ -91,6 +95,11 @@ type liveness struct {
 	writing, wrote *atomic.Int64
 	beat           func() error
 	writeLimit     time.Duration // how long a write may block
+	// resending reports whether the kernel is resending what the network
+	// lost (retransmitting); lossy counts the checks that let a blocked
+	// write go on past writeLimit for it.
+	resending func() bool
+	lossy     atomic.Int64
 
 	each func() // runs at every check (the link's streams' shrink)
 
@@ -114,9 +123,15 @@ func now() time.Duration { return lag.Now() }
 func newLiveness(cfg Config, conn net.Conn, log *slog.Logger) *liveness {
 	lv := &liveness{conn: conn, log: log, interval: cfg.KeepAliveInterval, limit: cfg.KeepAliveInterval + cfg.WriteTimeout,
 		suspect: cfg.KeepAliveInterval + cfg.WriteTimeout/2, relax: cfg.RelaxedInterval, writeLimit: (1 + lag.MaxStretch) * cfg.WriteTimeout}
+	resending := resendingOf
+	lv.resending = func() bool { return resending(conn) }
 	lv.touch()
 	return lv
 }
+
+// resendingOf is how a new link's check asks the kernel whether it is
+// resending lost data; a test may stand in for a lossy network.
+var resendingOf = retransmitting
 
 // params are the beat interval, the silence limit and the silence at
 // which onSilent is told, of the link's mode (see Link.SetRelaxed).
@@ -208,11 +223,17 @@ func (lv *liveness) tick() {
 			blocked = max(at-time.Duration(w), 0)
 		}
 	}
+	lossy := false // the write waits on a lossy network, the peer heard
 	if blocked >= writeLimit {
-		lv.log.Debug("link write blocked; closing the link", "blocked", blocked.Round(time.Millisecond), "lag", lagged.Round(time.Millisecond))
-		lv.why.CompareAndSwap(nil, ErrWriteBlocked)
-		lv.sess.Close()
-		return
+		if blocked < lossPatience*writeLimit && silence < limit && lv.resending() {
+			lossy = true
+			lv.lossy.Add(1)
+		} else {
+			lv.log.Debug("link write blocked; closing the link", "blocked", blocked.Round(time.Millisecond), "lag", lagged.Round(time.Millisecond))
+			lv.why.CompareAndSwap(nil, ErrWriteBlocked)
+			lv.sess.Close()
+			return
+		}
 	}
 	// Beat once this side has written nothing for the interval; wake
 	// when it will have, or when the peer will have been silent for the
@@ -226,7 +247,10 @@ func (lv *liveness) tick() {
 	if silence < suspect && lv.onSilent != nil {
 		next = min(next, suspect-silence)
 	}
-	if blocked > 0 {
+	switch {
+	case lossy:
+		next = min(next, interval) // look again soon
+	case blocked > 0:
 		next = min(next, writeLimit-blocked)
 	}
 	next = max(next, time.Millisecond)

@@ -203,26 +203,33 @@ func TestIdleLinkBeats(t *testing.T) {
 // writeStall is a connection whose writes, once stalled, block until it
 // closes, while its reads go on: the far end has stopped reading (its
 // receive window is full) but still sends.
+//
+// Released, its writes go through again, as on a lossy network once TCP's
+// resend gets through.
 type writeStall struct {
 	net.Conn
-	stalled, closed   chan struct{}
-	stallOnce, closer sync.Once
+	stalled, released, closed   chan struct{}
+	stallOnce, releaser, closer sync.Once
 }
 
 func newWriteStall(c net.Conn) *writeStall {
-	return &writeStall{Conn: c, stalled: make(chan struct{}), closed: make(chan struct{})}
+	return &writeStall{Conn: c, stalled: make(chan struct{}), released: make(chan struct{}), closed: make(chan struct{})}
 }
 
-func (w *writeStall) stall() { w.stallOnce.Do(func() { close(w.stalled) }) }
+func (w *writeStall) stall()   { w.stallOnce.Do(func() { close(w.stalled) }) }
+func (w *writeStall) release() { w.releaser.Do(func() { close(w.released) }) }
 
 func (w *writeStall) Write(p []byte) (int, error) {
 	select {
 	case <-w.stalled:
-		<-w.closed
-		return 0, net.ErrClosed
+		select {
+		case <-w.closed:
+			return 0, net.ErrClosed
+		case <-w.released:
+		}
 	default:
-		return w.Conn.Write(p)
 	}
+	return w.Conn.Write(p)
 }
 
 func (w *writeStall) Close() error {
@@ -230,18 +237,17 @@ func (w *writeStall) Close() error {
 	return w.Conn.Close()
 }
 
-// TestBlockedWriteClosesLink: a link whose connection takes no more
-// writes closes within 4 × WriteTimeout and a check, although its peer is
-// far from silent, and the blocked write reports net.ErrClosed.
-func TestBlockedWriteClosesLink(t *testing.T) {
-	leakcheck.Goroutines(t)
-	cfg := Config{KeepAliveInterval: 100 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}
+// stalledLink links over a connection whose dialer side stalls on demand
+// (writeStall). The acceptor, which never notices anything (its timers are
+// a minute), writes to the dialer every 20 ms all along, so the dialer's
+// peer is never silent. It returns the dialer's link.
+func stalledLink(t *testing.T, cfg Config) (*Link, *writeStall) {
+	t.Helper()
 	patient := Config{KeepAliveInterval: time.Minute, WriteTimeout: time.Minute}
 	dc, ac := loopback.Pair(t)
 	ws := newWriteStall(dc)
 	ctx := context.Background()
 	d, a := linkOn(t, ws, ac, cfg, patient)
-	// The peer talks all along: the link is never silent.
 	ps, err := a.OpenStream(ctx, "chatter")
 	if err != nil {
 		t.Fatal(err)
@@ -252,7 +258,7 @@ func TestBlockedWriteClosesLink(t *testing.T) {
 	}
 	go io.Copy(io.Discard, ds)
 	stop := make(chan struct{})
-	defer close(stop)
+	t.Cleanup(func() { close(stop) })
 	go func() {
 		tick := time.NewTicker(20 * time.Millisecond)
 		defer tick.Stop()
@@ -267,7 +273,17 @@ func TestBlockedWriteClosesLink(t *testing.T) {
 			}
 		}
 	}()
-	s, err := d.OpenStream(ctx, "w")
+	return d, ws
+}
+
+// TestBlockedWriteClosesLink: a link whose connection takes no more
+// writes closes within 4 × WriteTimeout and a check, although its peer is
+// far from silent, and the blocked write reports net.ErrClosed.
+func TestBlockedWriteClosesLink(t *testing.T) {
+	leakcheck.Goroutines(t)
+	cfg := Config{KeepAliveInterval: 100 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}
+	d, ws := stalledLink(t, cfg)
+	s, err := d.OpenStream(context.Background(), "w")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,4 +300,72 @@ func TestBlockedWriteClosesLink(t *testing.T) {
 	if took, bound := time.Since(start), (1+lag.MaxStretch)*cfg.WriteTimeout+cfg.KeepAliveInterval; took > bound+bound/2+lag.Current() {
 		t.Fatalf("link closed %v after its connection stopped taking writes, want about %v", took, bound)
 	}
+}
+
+// TestLossyWriteWaits: a write blocked while the kernel resends what a
+// lossy network dropped (stood in for here), the peer heard all along,
+// keeps the link past the blocked-write bound: once it goes through, the
+// link carries on. A write that stays blocked closes the link at
+// lossPatience times the bound.
+func TestLossyWriteWaits(t *testing.T) {
+	t.Cleanup(func() { resendingOf = retransmitting }) // after the leak check
+	resendingOf = func(net.Conn) bool { return true }
+	leakcheck.Goroutines(t)
+	cfg := Config{KeepAliveInterval: 100 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}
+	bound := (1 + lag.MaxStretch) * cfg.WriteTimeout
+	ctx := context.Background()
+
+	t.Run("goes through", func(t *testing.T) {
+		d, ws := stalledLink(t, cfg)
+		s, err := d.OpenStream(ctx, "w")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws.stall()
+		wrote := make(chan error, 1)
+		go func() {
+			_, err := s.Write(make([]byte, 1024))
+			wrote <- err
+		}()
+		deadline := time.Now().Add(10 * time.Second)
+		for d.live.lossy.Load() < 2 { // two checks past the bound
+			if time.Now().After(deadline) {
+				t.Fatal("the check never let the blocked write go on past its bound")
+			}
+			time.Sleep(5 * time.Millisecond) // polling against the deadline
+		}
+		select {
+		case <-d.Done():
+			t.Fatalf("the link closed while the kernel resent (%v)", d.Err())
+		default:
+		}
+		ws.release()
+		if err := <-wrote; err != nil {
+			t.Fatalf("the write, once the network carried it: %v", err)
+		}
+		if _, err := d.Ping(ctx); err != nil {
+			t.Fatalf("a ping after the lossy spell: %v", err)
+		}
+	})
+
+	t.Run("never goes through", func(t *testing.T) {
+		d, ws := stalledLink(t, cfg)
+		s, err := d.OpenStream(ctx, "w")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ws.stall()
+		start := time.Now()
+		if _, err := s.Write(make([]byte, 1024)); !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("write to a connection that takes nothing: %v, want net.ErrClosed", err)
+		}
+		<-d.Done()
+		took, patience := time.Since(start), lossPatience*bound
+		if took < patience-cfg.KeepAliveInterval || took > patience+patience/2+lag.Current() {
+			t.Fatalf("link closed %v after its connection stopped taking writes, want about %v", took, patience)
+		}
+		if !errors.Is(d.Err(), ErrWriteBlocked) {
+			t.Fatalf("link's error %v, want ErrWriteBlocked", d.Err())
+		}
+	})
 }

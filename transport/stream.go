@@ -176,8 +176,9 @@ func (s *Stream) linkErr(err error) error {
 func (l *Link) streamErr(err error) error {
 	switch {
 	case errors.Is(err, yamux.ErrConnectionWriteTimeout):
-		wait := frameWaits * (1 + lag.MaxStretch) * l.cfg.WriteTimeout
+		wait := lossPatience * (1 + lag.MaxStretch) * l.cfg.WriteTimeout
 		l.cfg.Logger.Debug("link write timed out; closing the link", "peer", l.remote.ID, "timeout", wait)
+		l.live.why.CompareAndSwap(nil, ErrWriteBlocked)
 		l.Close()
 		return fmt.Errorf("transport: link closed: a write waited %v for the connection: %w", wait, net.ErrClosed)
 	case errors.Is(err, yamux.ErrSessionShutdown):
