@@ -42,10 +42,11 @@ import (
 // It also closes a link whose connection takes nothing more: a write to
 // it (sessionConn) blocked for (1 + lag.MaxStretch) × WriteTimeout, plus
 // the lag below, means a peer that stopped reading or a network that
-// stopped carrying, whether or not the peer still sends. While the kernel
-// resends what the network lost and the peer is heard, the write may
-// block lossPatience times as long: a lossy network, not a dead one (a
-// frame waiting for its turn meanwhile gets yamux's
+// stopped carrying, whether or not the peer still sends. While the
+// connection still carries, slowly (the kernel resends what the network
+// lost, or the peer acknowledged data within that bound), and the peer is
+// heard, the write may block lossPatience times as long: a lossy network,
+// not a dead one (a frame waiting for its turn meanwhile gets yamux's
 // ConnectionWriteTimeout, as long). The connection is a thin stream
 // (thinStream), so a beat the network drops is resent at a steady pace.
 // On a machine running late a peer slow to read is mostly lateness (in
@@ -95,11 +96,17 @@ type liveness struct {
 	writing, wrote *atomic.Int64
 	beat           func() error
 	writeLimit     time.Duration // how long a write may block
-	// resending reports whether the kernel is resending what the network
-	// lost (retransmitting); lossy counts the checks that let a blocked
-	// write go on past writeLimit for it.
-	resending func() bool
-	lossy     atomic.Int64
+	// sending tells what the kernel says of the connection's sending
+	// (sendState). While a write is under way the check samples it
+	// (carrying): sampled is the write's start, acked the bytes the peer
+	// had acknowledged at the last sample, progressed when that last grew.
+	// The tick alone uses them. lossy counts the checks that let a
+	// blocked write go on past writeLimit.
+	sending    func() (acked uint64, resending, ok bool)
+	sampled    int64
+	acked      uint64
+	progressed time.Duration
+	lossy      atomic.Int64
 
 	each func() // runs at every check (the link's streams' shrink)
 
@@ -123,15 +130,37 @@ func now() time.Duration { return lag.Now() }
 func newLiveness(cfg Config, conn net.Conn, log *slog.Logger) *liveness {
 	lv := &liveness{conn: conn, log: log, interval: cfg.KeepAliveInterval, limit: cfg.KeepAliveInterval + cfg.WriteTimeout,
 		suspect: cfg.KeepAliveInterval + cfg.WriteTimeout/2, relax: cfg.RelaxedInterval, writeLimit: (1 + lag.MaxStretch) * cfg.WriteTimeout}
-	resending := resendingOf
-	lv.resending = func() bool { return resending(conn) }
+	sending := sendStateOf
+	lv.sending = func() (uint64, bool, bool) { return sending(conn) }
 	lv.touch()
 	return lv
 }
 
-// resendingOf is how a new link's check asks the kernel whether it is
-// resending lost data; a test may stand in for a lossy network.
-var resendingOf = retransmitting
+// sendStateOf is how a new link's check asks the kernel about its
+// connection's sending; a test may stand in for a lossy network.
+var sendStateOf = sendState
+
+// carrying samples the connection while a write that started at w is
+// under way, and reports whether it still carries, slowly: the kernel is
+// resending what the network lost, or the peer acknowledged more data
+// within the last writeLimit. A peer that stopped reading (a zero window)
+// acknowledges nothing and is not resent to; nor is a connection the
+// kernel cannot tell of. It runs on the tick.
+func (lv *liveness) carrying(w int64, at, writeLimit time.Duration) bool {
+	acked, resending, ok := lv.sending()
+	if !ok {
+		return false
+	}
+	switch {
+	case w != lv.sampled:
+		// A new write: what was acknowledged before it started is not
+		// progress of its own.
+		lv.sampled, lv.acked, lv.progressed = w, acked, time.Duration(w)
+	case acked > lv.acked:
+		lv.acked, lv.progressed = acked, at
+	}
+	return resending || at-lv.progressed < writeLimit
+}
 
 // params are the beat interval, the silence limit and the silence at
 // which onSilent is told, of the link's mode (see Link.SetRelaxed).
@@ -217,15 +246,16 @@ func (lv *liveness) tick() {
 	if silence >= suspect && lv.onSilent != nil && lv.suspected.Swap(heard) != heard {
 		lv.onSilent()
 	}
-	writeLimit, blocked := lv.writeLimit+lagged, time.Duration(0)
+	writeLimit, blocked, carrying := lv.writeLimit+lagged, time.Duration(0), false
 	if lv.writing != nil {
 		if w := lv.writing.Load(); w != 0 {
 			blocked = max(at-time.Duration(w), 0)
+			carrying = lv.carrying(w, at, writeLimit)
 		}
 	}
 	lossy := false // the write waits on a lossy network, the peer heard
 	if blocked >= writeLimit {
-		if blocked < lossPatience*writeLimit && silence < limit && lv.resending() {
+		if blocked < lossPatience*writeLimit && silence < limit && carrying {
 			lossy = true
 			lv.lossy.Add(1)
 		} else {
@@ -249,9 +279,11 @@ func (lv *liveness) tick() {
 	}
 	switch {
 	case lossy:
-		next = min(next, interval) // look again soon
+		next = min(next, lv.interval) // look again soon
 	case blocked > 0:
-		next = min(next, writeLimit-blocked)
+		// Sample the connection's progress at the strict interval at
+		// least, until the bound.
+		next = min(next, lv.interval, writeLimit-blocked)
 	}
 	next = max(next, time.Millisecond)
 	lv.mu.Lock()

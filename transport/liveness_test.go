@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -302,53 +303,63 @@ func TestBlockedWriteClosesLink(t *testing.T) {
 	}
 }
 
-// TestLossyWriteWaits: a write blocked while the kernel resends what a
-// lossy network dropped (stood in for here), the peer heard all along,
-// keeps the link past the blocked-write bound: once it goes through, the
-// link carries on. A write that stays blocked closes the link at
-// lossPatience times the bound.
+// TestLossyWriteWaits: a write blocked while the connection still
+// carries, slowly (the kernel resends what a lossy network dropped, or the
+// peer acknowledges data now and then: both stood in for here), the peer
+// heard all along, keeps the link past the blocked-write bound: once it
+// goes through, the link carries on. A write that stays blocked closes the
+// link at lossPatience times the bound.
 func TestLossyWriteWaits(t *testing.T) {
-	t.Cleanup(func() { resendingOf = retransmitting }) // after the leak check
-	resendingOf = func(net.Conn) bool { return true }
+	t.Cleanup(func() { sendStateOf = sendState }) // after the leak check
 	leakcheck.Goroutines(t)
 	cfg := Config{KeepAliveInterval: 100 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}
 	bound := (1 + lag.MaxStretch) * cfg.WriteTimeout
 	ctx := context.Background()
+	resent := func(net.Conn) (uint64, bool, bool) { return 0, true, true }
+	var acked atomic.Uint64
+	acking := func(net.Conn) (uint64, bool, bool) { return acked.Add(100), false, true }
 
-	t.Run("goes through", func(t *testing.T) {
-		d, ws := stalledLink(t, cfg)
-		s, err := d.OpenStream(ctx, "w")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ws.stall()
-		wrote := make(chan error, 1)
-		go func() {
-			_, err := s.Write(make([]byte, 1024))
-			wrote <- err
-		}()
-		deadline := time.Now().Add(10 * time.Second)
-		for d.live.lossy.Load() < 2 { // two checks past the bound
-			if time.Now().After(deadline) {
-				t.Fatal("the check never let the blocked write go on past its bound")
+	for _, c := range []struct {
+		name  string
+		state func(net.Conn) (uint64, bool, bool)
+	}{{"resent, goes through", resent}, {"acknowledged slowly, goes through", acking}} {
+		t.Run(c.name, func(t *testing.T) {
+			sendStateOf = c.state
+			d, ws := stalledLink(t, cfg)
+			s, err := d.OpenStream(ctx, "w")
+			if err != nil {
+				t.Fatal(err)
 			}
-			time.Sleep(5 * time.Millisecond) // polling against the deadline
-		}
-		select {
-		case <-d.Done():
-			t.Fatalf("the link closed while the kernel resent (%v)", d.Err())
-		default:
-		}
-		ws.release()
-		if err := <-wrote; err != nil {
-			t.Fatalf("the write, once the network carried it: %v", err)
-		}
-		if _, err := d.Ping(ctx); err != nil {
-			t.Fatalf("a ping after the lossy spell: %v", err)
-		}
-	})
+			ws.stall()
+			wrote := make(chan error, 1)
+			go func() {
+				_, err := s.Write(make([]byte, 1024))
+				wrote <- err
+			}()
+			deadline := time.Now().Add(10 * time.Second)
+			for d.live.lossy.Load() < 2 { // two checks past the bound
+				if time.Now().After(deadline) {
+					t.Fatal("the check never let the blocked write go on past its bound")
+				}
+				time.Sleep(5 * time.Millisecond) // polling against the deadline
+			}
+			select {
+			case <-d.Done():
+				t.Fatalf("the link closed while the connection carried (%v)", d.Err())
+			default:
+			}
+			ws.release()
+			if err := <-wrote; err != nil {
+				t.Fatalf("the write, once the network carried it: %v", err)
+			}
+			if _, err := d.Ping(ctx); err != nil {
+				t.Fatalf("a ping after the lossy spell: %v", err)
+			}
+		})
+	}
 
 	t.Run("never goes through", func(t *testing.T) {
+		sendStateOf = resent
 		d, ws := stalledLink(t, cfg)
 		s, err := d.OpenStream(ctx, "w")
 		if err != nil {

@@ -49,23 +49,21 @@ func pendingBytes(c net.Conn) int {
 	return n
 }
 
-// retransmitting reports whether the kernel is resending data of c that
-// the network lost (a retransmission timeout under way: TCP_INFO's
-// retransmits). Then the connection takes no more writes for now because
-// the network drops packets, not because the peer stopped reading: that
-// is a zero window, which TCP probes instead.
-func retransmitting(c net.Conn) bool {
+// sendState returns what the kernel says of c's sending (TCP_INFO): the
+// bytes the peer has acknowledged so far, and whether a retransmission
+// timeout is under way (the network lost what was sent, and the kernel
+// resends it). ok is false when it cannot tell.
+func sendState(c net.Conn) (acked uint64, resending, ok bool) {
 	raw := tcpRaw(c)
 	if raw == nil {
-		return false
+		return 0, false, false
 	}
-	resending := false
 	raw.Control(func(fd uintptr) {
 		if info, err := unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil {
-			resending = info.Retransmits > 0
+			acked, resending, ok = info.Bytes_acked, info.Retransmits > 0, true
 		}
 	})
-	return resending
+	return acked, resending, ok
 }
 
 // thinStream asks the kernel to resend a thin stream's lost data at a

@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"io"
 	"testing"
 	"time"
 
@@ -44,5 +45,30 @@ func TestThinStream(t *testing.T) {
 	thinStream(&sealedConn{Conn: c})
 	if v := thinOn(); v != 1 {
 		t.Fatalf("TCP_THIN_LINEAR_TIMEOUTS = %d after thinStream, want 1", v)
+	}
+}
+
+// TestSendState: the kernel's count of bytes the peer acknowledged grows
+// with what was written, and nothing is being resent on loopback.
+func TestSendState(t *testing.T) {
+	c, s := loopback.Pair(t)
+	before, resending, ok := sendState(&sealedConn{Conn: c})
+	if !ok || resending {
+		t.Fatalf("sendState = %d, %v, %v on a new connection", before, resending, ok)
+	}
+	c.Write(make([]byte, 1000))
+	if _, err := io.ReadFull(s, make([]byte, 1000)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		acked, resending, _ := sendState(c)
+		if acked >= before+1000 && !resending {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("acknowledged %d bytes (resending %v), want %d", acked-before, resending, 1000)
+		}
+		time.Sleep(time.Millisecond) // polling against the deadline
 	}
 }
