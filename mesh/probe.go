@@ -3,6 +3,7 @@ package mesh
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/tallship-go/tallship/internal/lag"
@@ -14,9 +15,12 @@ import (
 // refinement: ask before declaring). When nothing has arrived on a
 // peer's link for KeepAliveInterval + WriteTimeout/2, the link's check
 // tells the node (transport.Config.OnSilent), and it asks up to
-// probeFanout other peers whether they hear that one. A peer that has
-// heard it within KeepAliveInterval/2 says so at once; else it pings it
-// (a round trip on its own link) and answers. One "alive" vouches for the
+// probeFanout other peers whether they hear that one; if none has
+// vouched halfway from there to the bound, it is told again and asks up
+// to probeFanout others (on a lossy network a question or an answer is
+// lost now and then, and TCP resends it too late). A peer that has heard
+// it within KeepAliveInterval (it beats that often) says so at once; else
+// it pings it (a round trip on its own link) and answers. One "alive" vouches for the
 // link (transport.Link.Vouch): a lossy link whose TCP backs off its
 // retransmissions, or a peer slow on this link alone, is not a dead peer.
 // Nobody vouching, the link closes at the silent-peer bound, and the peer
@@ -73,20 +77,30 @@ func (n *Node) onSilent(tl *transport.Link) {
 // is nobody to ask, l's peer is dead. n.mu is held.
 func (n *Node) askLocked(l *link, swept bool) {
 	now := time.Now()
+	var before []map[string]bool // asked about l already, no vouch yet
 	for nonce, q := range n.probes {
-		if now.Sub(q.at) > n.silentBound() {
+		switch {
+		case now.Sub(q.at) > n.silentBound():
 			delete(n.probes, nonce)
+		case q.l == l:
+			before = append(before, q.asked)
 		}
+	}
+	askedBefore := func(id string) bool {
+		return slices.ContainsFunc(before, func(asked map[string]bool) bool { _, ok := asked[id]; return ok })
 	}
 	q := &probe{l: l, asked: make(map[string]bool, probeFanout), at: now, swept: swept}
 	for _, o := range n.peers {
 		if len(q.asked) == probeFanout {
 			break
 		}
-		if o == l.p || o.active == nil || o.active.tl.Suspect() {
+		if o == l.p || o.active == nil || o.active.tl.Suspect() || askedBefore(o.id) {
 			continue
 		}
 		q.asked[o.id] = false
+	}
+	if len(q.asked) == 0 && len(before) > 0 {
+		return // everyone healthy was asked; their answers may come yet
 	}
 	if len(q.asked) == 0 {
 		n.log.Debug("peer silent; no other peer to ask", "peer", l.peer)
@@ -124,7 +138,7 @@ func (n *Node) answerProbe(from *peer, nonce uint64, inc int64, id string) {
 		tl = q.active.tl
 	}
 	busy := n.answering >= maxAnswering
-	if tl != nil && !busy && tl.Silence() >= n.cfg.KeepAliveInterval/2 {
+	if tl != nil && !busy && tl.Silence() >= n.cfg.KeepAliveInterval {
 		n.answering++
 		n.wg.Add(1)
 		n.mu.Unlock()

@@ -136,3 +136,53 @@ func TestSilentPeerDownEverywhere(t *testing.T) {
 		})
 	}
 }
+
+// Asked again about a silent link (the check's second round), a node asks
+// peers it has not asked yet, and nobody twice: on a lossy network the
+// first ones' answers may be lost or late.
+func TestSecondRoundAsksOthers(t *testing.T) {
+	leakcheck.Goroutines(t)
+	ctx := context.Background()
+	var nodes []*Node
+	for _, id := range []string{"a", "b", "c", "d", "e", "f"} {
+		n := start(t, "c", testConfig(id))
+		for _, o := range nodes {
+			if _, err := n.Connect(ctx, addr(t, o)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		nodes = append(nodes, n)
+	}
+	waitFor(t, "full mesh", 5*time.Second, func() bool { return settled(nodes...) })
+	a := nodes[0]
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	l := a.peers["b"].active
+	asked := func() (rounds []map[string]bool) {
+		for _, q := range a.probes {
+			if q.l == l {
+				rounds = append(rounds, q.asked)
+			}
+		}
+		return rounds
+	}
+	a.askLocked(l, false)
+	a.askLocked(l, false)
+	a.askLocked(l, false) // everyone healthy has been asked: no third probe
+	rounds := asked()
+	if len(rounds) != 2 {
+		t.Fatalf("%d probes about b, want 2", len(rounds))
+	}
+	seen := map[string]bool{}
+	for _, r := range rounds {
+		for id := range r {
+			if seen[id] || id == "b" {
+				t.Fatalf("probes asked %v: %s twice, or b itself", rounds, id)
+			}
+			seen[id] = true
+		}
+	}
+	if len(seen) != 4 {
+		t.Fatalf("probes asked %v, want c, d, e and f between them", rounds)
+	}
+}

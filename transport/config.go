@@ -74,12 +74,13 @@ type Config struct {
 	// beats; its peer is silent after 3 × RelaxedInterval. Zero means
 	// 10 × KeepAliveInterval.
 	RelaxedInterval time.Duration
-	// OnSilent, when set, is called once per silence when nothing has
-	// arrived from a link's peer for KeepAliveInterval + WriteTimeout/2
-	// (plus the process's lateness): half of WriteTimeout before the link
-	// closes for it. The caller may find out whether the peer lives
-	// elsewhere (ask other peers) and call Link.Vouch to keep the link.
-	// It must not block.
+	// OnSilent, when set, is called when nothing has arrived from a
+	// link's peer for KeepAliveInterval + WriteTimeout/2 (plus the
+	// process's lateness): half of WriteTimeout before the link closes for
+	// it; and once more, halfway from there to the bound, if nothing has
+	// arrived and nobody vouched by then. The caller may find out whether
+	// the peer lives elsewhere (ask other peers) and call Link.Vouch to
+	// keep the link. It must not block.
 	OnSilent func(*Link)
 	// Logger receives link-level log lines. Nil means slog.Default().
 	Logger *slog.Logger

@@ -56,8 +56,10 @@ import (
 //
 // A silent peer is not declared dead on this link's word alone when
 // others can be asked: once it has been silent for KeepAliveInterval +
-// WriteTimeout/2, onSilent (Config.OnSilent) is told, and the mesh asks
-// other peers whether they hear it. One that does vouches for it (Vouch,
+// WriteTimeout/2, onSilent (Config.OnSilent) is told, and again halfway
+// from there to the bound if nobody vouched by then (on a lossy network a
+// question or its answer may be lost, and resent too late), and the mesh
+// asks other peers whether they hear it. One that does vouches for it (Vouch,
 // which counts as hearing from it): a lossy link whose TCP backs off its
 // retransmissions is then not a dead peer. Nobody vouching, the link
 // closes at the bound below, with ErrSilent as its reason (Link.Err).
@@ -89,6 +91,7 @@ type liveness struct {
 	// on the check's goroutine and must not block.
 	onSilent  func()
 	suspected atomic.Int64 // the time heard that onSilent was told about
+	rounds    atomic.Int32 // how often it was told about it (at most 2)
 	why       atomic.Value // error: why the check closed the session
 
 	// Of the connection under the session (sessionConn): when the write
@@ -243,8 +246,15 @@ func (lv *liveness) tick() {
 		return
 	}
 	suspect := suspectAt + lagged
-	if silence >= suspect && lv.onSilent != nil && lv.suspected.Swap(heard) != heard {
-		lv.onSilent()
+	again := suspect + (limit-suspect)/2 // onSilent's second round
+	if silence >= suspect && lv.onSilent != nil {
+		if lv.suspected.Swap(heard) != heard {
+			lv.rounds.Store(0)
+		}
+		if r := lv.rounds.Load(); r == 0 || r == 1 && silence >= again {
+			lv.rounds.Store(r + 1)
+			lv.onSilent()
+		}
 	}
 	writeLimit, blocked, carrying := lv.writeLimit+lagged, time.Duration(0), false
 	if lv.writing != nil {
@@ -274,8 +284,12 @@ func (lv *liveness) tick() {
 	if beat {
 		next = min(interval, limit-silence)
 	}
-	if silence < suspect && lv.onSilent != nil {
+	switch {
+	case lv.onSilent == nil:
+	case silence < suspect:
 		next = min(next, suspect-silence)
+	case silence < again:
+		next = min(next, again-silence)
 	}
 	switch {
 	case lossy:

@@ -380,3 +380,58 @@ func TestLossyWriteWaits(t *testing.T) {
 		}
 	})
 }
+
+// TestOnSilentTwice: a peer gone silent is reported to OnSilent when it
+// has been silent for KeepAliveInterval + WriteTimeout/2, and once more
+// halfway from there to the bound when nobody vouched (a lossy network
+// may lose the first question or its answer); then the link closes at
+// the bound. A vouch starts the silence again, and with it the rounds.
+func TestOnSilentTwice(t *testing.T) {
+	cfg := Config{KeepAliveInterval: 100 * time.Millisecond, WriteTimeout: 400 * time.Millisecond}
+	var mu sync.Mutex
+	var calls []time.Duration // silence of the peer at each call
+	vouch := 0                // calls still to answer with a vouch
+	cfg.OnSilent = func(l *Link) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls = append(calls, l.Silence())
+		if vouch > 0 {
+			vouch--
+			l.Vouch()
+		}
+	}
+	pcfg := Config{KeepAliveInterval: time.Minute, WriteTimeout: time.Minute} // the frozen end notices nothing
+	a, b := net.Pipe()
+	fb := newFreezable(b)
+	la, _ := linkOn(t, a, fb, cfg, pcfg)
+	mu.Lock()
+	vouch = 1
+	mu.Unlock()
+	fb.freeze()
+	limit := cfg.KeepAliveInterval + cfg.WriteTimeout
+	select {
+	case <-la.Done():
+	case <-time.After(20 * limit):
+		t.Fatalf("silent peer not declared dead after %v", 20*limit)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// Vouched at the first call; then two calls, the second halfway.
+	suspect := cfg.KeepAliveInterval + cfg.WriteTimeout/2
+	again := suspect + (limit-suspect)/2
+	if len(calls) != 3 {
+		t.Fatalf("OnSilent called %d times (at silences %v), want 3: once vouched, then twice", len(calls), calls)
+	}
+	slack := limit/4 + lag.Current()
+	// Silence counts from the last read; the vouch at the first call
+	// counts as hearing from the peer then.
+	v := calls[0]
+	for i, want := range []time.Duration{suspect, v + suspect, v + again} {
+		if got := calls[i]; got < want || got > want+slack {
+			t.Errorf("call %d at a silence of %v, want %v to %v", i+1, got, want, want+slack)
+		}
+	}
+	if !errors.Is(la.Err(), ErrSilent) {
+		t.Errorf("link's error %v, want ErrSilent", la.Err())
+	}
+}
