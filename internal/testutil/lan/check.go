@@ -39,23 +39,37 @@ func IDs(procs ...*Proc) []string {
 
 // FullMesh returns nil when each proc is linked with exactly the others.
 func FullMesh(procs ...*Proc) error {
+	const most = 10 // nodes named in the error
+	var bad []string
 	for _, p := range procs {
-		var want []string
-		for _, o := range procs {
-			if o != p {
-				want = append(want, o.ID)
-			}
-		}
-		slices.Sort(want)
 		got, err := p.Peers()
 		if err != nil {
 			return err
 		}
-		if !slices.Equal(got, want) {
-			return fmt.Errorf("%s has peers %s, want %s", p, short(got), short(want))
+		var lacks, extra []string
+		for _, o := range procs {
+			if o != p && !slices.Contains(got, o.ID) {
+				lacks = append(lacks, node.Short(o.ID))
+			}
+		}
+		for _, id := range got {
+			if !slices.ContainsFunc(procs, func(o *Proc) bool { return o.ID == id }) {
+				extra = append(extra, node.Short(id))
+			}
+		}
+		if len(lacks) > 0 || len(extra) > 0 {
+			bad = append(bad, fmt.Sprintf("%s lacks %v, has others %v", p, lacks, extra))
 		}
 	}
-	return nil
+	if len(bad) == 0 {
+		return nil
+	}
+	n, more := len(bad), ""
+	if n > most {
+		more = fmt.Sprintf("\n  and %d more", n-most)
+		bad = bad[:most]
+	}
+	return fmt.Errorf("%d of %d nodes short of a full mesh:\n  %s%s", n, len(procs), strings.Join(bad, "\n  "), more)
 }
 
 // SeeExactly returns nil when every proc sees exactly the records want
@@ -81,12 +95,4 @@ func recordKeys(rs []node.Record) []string {
 	}
 	slices.Sort(keys)
 	return keys
-}
-
-func short(ids []string) string {
-	var s []string
-	for _, id := range ids {
-		s = append(s, node.Short(id))
-	}
-	return "[" + strings.Join(s, " ") + "]"
 }

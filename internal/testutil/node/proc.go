@@ -346,15 +346,14 @@ func (p *Proc) WaitEvent(d time.Duration, match func(Event) bool) (Event, bool) 
 // Log formats the last n events, one a line, for a failed test's log;
 // replies that report no error are left out.
 func (p *Proc) Log(n int) string {
-	evs := p.Events()
+	// Plain replies are left out before the last n are taken: a test
+	// that polls the node (peers, services) would fill them otherwise.
+	evs := slices.DeleteFunc(p.Events(), func(e Event) bool { return e.Ev == "reply" && e.Err == "" })
 	if len(evs) > n {
 		evs = evs[len(evs)-n:]
 	}
 	var b strings.Builder
 	for _, e := range evs {
-		if e.Ev == "reply" && e.Err == "" {
-			continue
-		}
 		fmt.Fprintf(&b, "  %s %-15s", e.Time().Format("15:04:05.000"), e.Ev)
 		if e.Peer != "" {
 			fmt.Fprintf(&b, " peer=%s", Short(e.Peer))
