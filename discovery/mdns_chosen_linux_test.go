@@ -51,7 +51,17 @@ func TestMDNSAnswersOnlyOnItsInterfaces(t *testing.T) {
 // sighting the answers held.
 func browseOn(t *testing.T, ifi *net.Interface, cluster, id string) []sighting {
 	t.Helper()
-	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4zero})
+	// On loopback the query goes from 127.0.0.1. Unbound, its source
+	// would be the kernel's choice: for a multicast out of lo, an address
+	// of another interface (127.0.0.1 is of host scope), here the veth's;
+	// and now and then a node's socket reads a looped multicast without
+	// its arrival interface (IP_PKTINFO's ifindex 0), so that a query
+	// from the veth's subnet on lo could not be told from one on the veth.
+	laddr := net.IPv4zero
+	if ifi.Flags&net.FlagLoopback != 0 {
+		laddr = net.IPv4(127, 0, 0, 1)
+	}
+	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: laddr})
 	if err != nil {
 		t.Fatal(err)
 	}
