@@ -20,9 +20,10 @@ import (
 // to probeFanout others (on a lossy network a question or an answer is
 // lost now and then, and TCP resends it too late). A peer that has heard
 // it within KeepAliveInterval (it beats that often) says so at once; else
-// it pings it (a round trip on its own link) and answers. One "alive" vouches for the
-// link (transport.Link.Vouch): a lossy link whose TCP backs off its
-// retransmissions, or a peer slow on this link alone, is not a dead peer.
+// it pings it (a round trip on its own link) and answers. One "alive"
+// vouches for the link (transport.Link.Vouch): a lossy link whose TCP
+// backs off its retransmissions, or a peer slow on this link alone, is not
+// a dead peer.
 // Nobody vouching, the link closes at the silent-peer bound, and the peer
 // is down: a frozen host or a cut cable is found by everyone within
 // KeepAliveInterval + WriteTimeout as before.

@@ -59,9 +59,9 @@ import (
 // WriteTimeout/2, onSilent (Config.OnSilent) is told, and again halfway
 // from there to the bound if nobody vouched by then (on a lossy network a
 // question or its answer may be lost, and resent too late), and the mesh
-// asks other peers whether they hear it. One that does vouches for it (Vouch,
-// which counts as hearing from it): a lossy link whose TCP backs off its
-// retransmissions is then not a dead peer. Nobody vouching, the link
+// asks other peers whether they hear it. One that does vouches for it
+// (Vouch, which counts as hearing from it): a lossy link whose TCP backs
+// off its retransmissions is then not a dead peer. Nobody vouching, the link
 // closes at the bound below, with ErrSilent as its reason (Link.Err).
 //
 // The bound on a silent peer stays what the Config documents: a live
