@@ -277,13 +277,11 @@ func stalledLink(t *testing.T, cfg Config) (*Link, *writeStall) {
 	return d, ws
 }
 
-// TestBlockedWriteClosesLink: a link whose connection takes no more
-// writes closes within 4 × WriteTimeout and a check, although its peer is
-// far from silent, and the blocked write reports net.ErrClosed.
-func TestBlockedWriteClosesLink(t *testing.T) {
-	leakcheck.Goroutines(t)
-	cfg := Config{KeepAliveInterval: 100 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}
-	d, ws := stalledLink(t, cfg)
+// blockedWrite stalls ws under d and writes on a stream of d until the
+// link closes (10 s at most): the write must fail with net.ErrClosed. It
+// returns how long the link took to close.
+func blockedWrite(t *testing.T, d *Link, ws *writeStall) time.Duration {
+	t.Helper()
 	s, err := d.OpenStream(context.Background(), "w")
 	if err != nil {
 		t.Fatal(err)
@@ -298,7 +296,17 @@ func TestBlockedWriteClosesLink(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the link stayed up with its connection taking nothing for 10 s")
 	}
-	if took, bound := time.Since(start), (1+lag.MaxStretch)*cfg.WriteTimeout+cfg.KeepAliveInterval; took > bound+bound/2+lag.Current() {
+	return time.Since(start)
+}
+
+// TestBlockedWriteClosesLink: a link whose connection takes no more
+// writes closes within 4 × WriteTimeout and a check, although its peer is
+// far from silent, and the blocked write reports net.ErrClosed.
+func TestBlockedWriteClosesLink(t *testing.T) {
+	leakcheck.Goroutines(t)
+	cfg := Config{KeepAliveInterval: 100 * time.Millisecond, WriteTimeout: 200 * time.Millisecond}
+	d, ws := stalledLink(t, cfg)
+	if took, bound := blockedWrite(t, d, ws), (1+lag.MaxStretch)*cfg.WriteTimeout+cfg.KeepAliveInterval; took > bound+bound/2+lag.Current() {
 		t.Fatalf("link closed %v after its connection stopped taking writes, want about %v", took, bound)
 	}
 }
@@ -361,17 +369,7 @@ func TestLossyWriteWaits(t *testing.T) {
 	t.Run("never goes through", func(t *testing.T) {
 		sendStateOf = resent
 		d, ws := stalledLink(t, cfg)
-		s, err := d.OpenStream(ctx, "w")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ws.stall()
-		start := time.Now()
-		if _, err := s.Write(make([]byte, 1024)); !errors.Is(err, net.ErrClosed) {
-			t.Fatalf("write to a connection that takes nothing: %v, want net.ErrClosed", err)
-		}
-		<-d.Done()
-		took, patience := time.Since(start), lossPatience*bound
+		took, patience := blockedWrite(t, d, ws), lossPatience*bound
 		if took < patience-cfg.KeepAliveInterval || took > patience+patience/2+lag.Current() {
 			t.Fatalf("link closed %v after its connection stopped taking writes, want about %v", took, patience)
 		}
