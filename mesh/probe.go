@@ -3,7 +3,6 @@ package mesh
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/tallship-go/tallship/internal/lag"
@@ -78,24 +77,26 @@ func (n *Node) onSilent(tl *transport.Link) {
 // is nobody to ask, l's peer is dead. n.mu is held.
 func (n *Node) askLocked(l *link, swept bool) {
 	now := time.Now()
-	var before []map[string]bool // asked about l already, no vouch yet
+	var before map[string]bool // asked about l already, no vouch yet
 	for nonce, q := range n.probes {
 		switch {
 		case now.Sub(q.at) > n.silentBound():
 			delete(n.probes, nonce)
 		case q.l == l:
-			before = append(before, q.asked)
+			if before == nil {
+				before = make(map[string]bool, probeFanout)
+			}
+			for id := range q.asked {
+				before[id] = true
+			}
 		}
-	}
-	askedBefore := func(id string) bool {
-		return slices.ContainsFunc(before, func(asked map[string]bool) bool { _, ok := asked[id]; return ok })
 	}
 	q := &probe{l: l, asked: make(map[string]bool, probeFanout), at: now, swept: swept}
 	for _, o := range n.peers {
 		if len(q.asked) == probeFanout {
 			break
 		}
-		if o == l.p || o.active == nil || o.active.tl.Suspect() || askedBefore(o.id) {
+		if o == l.p || o.active == nil || o.active.tl.Suspect() || before[o.id] {
 			continue
 		}
 		q.asked[o.id] = false

@@ -29,8 +29,8 @@ type Config struct {
 	// send it, so the stream's bytes are no longer known) when its
 	// connection has taken nothing for 4 × WriteTimeout (a peer that
 	// stopped reading, a network that stopped carrying while the peer
-	// still sends), or 12 × WriteTimeout while TCP resends what a lossy
-	// network dropped and the peer is heard, or when a frame waited
+	// still sends), or 12 × WriteTimeout while it still carries, slowly,
+	// on a lossy network and the peer is heard, or when a frame waited
 	// 12 × WriteTimeout for its turn (see lossPatience). Four times,
 	// because on a busy machine a peer too slow to read, or a send loop
 	// too slow to run, is mostly lateness, which is no reason to drop a
@@ -112,9 +112,10 @@ func (c Config) flags() byte {
 const DefaultAcceptBacklog = 32
 
 // lossPatience is how many times the liveness check's bound on a blocked
-// write ((1 + lag.MaxStretch) × WriteTimeout) a write may block while the
-// kernel resends what a lossy network dropped and the peer is heard, and
-// a frame may wait for its turn in the send loop. TCP backs its resends
+// write (writeLimit) a write may block while the connection still carries,
+// slowly (the kernel resends what a lossy network dropped, or the peer
+// acknowledges data now and then) and the peer is heard, and a frame may
+// wait for its turn in the send loop (frameWait). TCP backs its resends
 // off (0.2, 0.4, 0.8, 1.6, 3.2 s while more than three segments are in
 // flight): at 10% frame loss a run of four losses of one segment held a
 // stream's write for over 4 s now and then, and closing the link for it
@@ -123,6 +124,15 @@ const DefaultAcceptBacklog = 32
 // TCP probes it, it resends nothing) and a network that carries nothing
 // more (the peer unheard) still close the link at the bound.
 const lossPatience = 3
+
+// writeLimit is how long a write to the connection may block before the
+// liveness check closes the link, lateness aside: (1 + lag.MaxStretch) ×
+// WriteTimeout.
+func (c Config) writeLimit() time.Duration { return (1 + lag.MaxStretch) * c.WriteTimeout }
+
+// frameWait is how long a frame may wait for its turn in yamux's send
+// loop (its ConnectionWriteTimeout): lossPatience × writeLimit.
+func (c Config) frameWait() time.Duration { return lossPatience * c.writeLimit() }
 
 // withDefaults returns a copy of c with zero fields filled.
 func (c Config) withDefaults() Config {
@@ -158,10 +168,9 @@ func (c Config) withDefaults() Config {
 //     closes the session when one ping goes unanswered, however busy the
 //     link is).
 //   - ConnectionWriteTimeout, the longest a frame may wait for the
-//     session's send loop, is lossPatience × (1 + lag.MaxStretch) ×
-//     WriteTimeout: the connection not taking writes is found by the
-//     liveness check (a write blocked for (1 + lag.MaxStretch) ×
-//     WriteTimeout and the lag, lossPatience times that while TCP resends
+//     session's send loop, is frameWait: the connection not taking writes
+//     is found by the liveness check (a write blocked for writeLimit and
+//     the lag, lossPatience times that while the connection still carries
 //     and the peer is heard), and the wait for the send loop on a
 //     machine behind by seconds is that machine's lateness, not the
 //     peer's. When it runs out, yamux returns ErrConnectionWriteTimeout
@@ -178,7 +187,7 @@ func (c Config) yamux(log *slog.Logger) *yamux.Config {
 	y.AcceptBacklog = c.AcceptBacklog
 	y.EnableKeepAlive = false
 	y.KeepAliveInterval = c.KeepAliveInterval
-	y.ConnectionWriteTimeout = lossPatience * (1 + lag.MaxStretch) * c.WriteTimeout
+	y.ConnectionWriteTimeout = c.frameWait()
 	y.MaxStreamWindowSize = c.StreamWindow
 	y.StreamOpenTimeout = 0
 	y.StreamCloseTimeout = 2 * c.HandshakeTimeout

@@ -40,8 +40,8 @@ var (
 	ErrSilent = errors.New("transport: peer silent")
 	// ErrWriteBlocked: the link closed because its connection took no
 	// write for (1 + 3) × WriteTimeout (plus the process's lateness), or
-	// three times that while TCP resent what a lossy network dropped, or
-	// because a frame waited that long for its turn on the connection.
+	// three times that while it still carried, slowly, on a lossy network,
+	// or because a frame waited that long for its turn on the connection.
 	ErrWriteBlocked = errors.New("transport: connection takes no writes")
 )
 

@@ -132,7 +132,7 @@ func now() time.Duration { return lag.Now() }
 
 func newLiveness(cfg Config, conn net.Conn, log *slog.Logger) *liveness {
 	lv := &liveness{conn: conn, log: log, interval: cfg.KeepAliveInterval, limit: cfg.KeepAliveInterval + cfg.WriteTimeout,
-		suspect: cfg.KeepAliveInterval + cfg.WriteTimeout/2, relax: cfg.RelaxedInterval, writeLimit: (1 + lag.MaxStretch) * cfg.WriteTimeout}
+		suspect: cfg.KeepAliveInterval + cfg.WriteTimeout/2, relax: cfg.RelaxedInterval, writeLimit: cfg.writeLimit()}
 	sending := sendStateOf
 	lv.sending = func() (uint64, bool, bool) { return sending(conn) }
 	lv.touch()

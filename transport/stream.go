@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
-
-	"github.com/tallship-go/tallship/internal/lag"
 )
 
 // Stream is one tagged stream of a link. It is a net.Conn whose
@@ -176,7 +174,7 @@ func (s *Stream) linkErr(err error) error {
 func (l *Link) streamErr(err error) error {
 	switch {
 	case errors.Is(err, yamux.ErrConnectionWriteTimeout):
-		wait := lossPatience * (1 + lag.MaxStretch) * l.cfg.WriteTimeout
+		wait := l.cfg.frameWait()
 		l.cfg.Logger.Debug("link write timed out; closing the link", "peer", l.remote.ID, "timeout", wait)
 		l.live.why.CompareAndSwap(nil, ErrWriteBlocked)
 		l.Close()
