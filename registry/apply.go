@@ -25,7 +25,6 @@ func (r *Registry) owner(id string) *owner {
 	if o == nil {
 		o = &owner{id: id, records: map[string]*entry{}, renewed: time.Now(), idx: r.newIdx()}
 		r.byIdx[o.idx] = o
-		o.uncovered = r.uncoveredOf(o)
 		r.owners[id] = o
 		r.ids.add(id)
 		r.ownersGen++
@@ -90,7 +89,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 	}
 	for _, c := range changes {
 		old, had := o.peers[c.id]
-		r.cover(o, c.id, old, c.inc)
+		r.covered(o, c.id, old, c.inc)
 		if c.id == r.self.id {
 			o.namedAt = 0
 			if c.inc == r.self.inc {
@@ -119,7 +118,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 		grown = append(grown, c.id)
 	}
 	if len(changes) > 0 {
-		o.adj = nil
+		o.adjStale = true
 	}
 	if !wasEligible {
 		grown = slices.Collect(maps.Keys(o.peers))
@@ -421,82 +420,34 @@ func (r *Registry) want(l *link, id string) {
 // Relaying looked at every link for every state and change of another
 // owner, and in a mesh that is whole, or nearly, found that the owner
 // names every peer there (it sends them all it has itself): work in
-// proportion to the peers, for nothing, on every node. So each owner
-// keeps the peers of this node's adjacency that its own adjacency does
-// not name (at the incarnation this node's names): owner.uncovered, kept
-// as either adjacency changes (cover, coverPeer). Relay looks at those
-// peers only; none, and it has nothing to do. While a mesh forms the set
-// shrinks as the owner links with this node's peers, and a whole mesh
-// holds none.
+// proportion to the peers, for nothing, on every node. So relay looks
+// only at the peers of this node's adjacency that the owner's does not
+// name (at the incarnation this node's names), found from the two
+// adjacencies' bits (see uncoveredPeers); none, and it has nothing to
+// do. While a mesh forms they grow fewer as the owner links with this
+// node's peers, and a whole mesh has none. (They were kept as a set for
+// each owner, updated on every change of either adjacency: while 100
+// nodes formed a mesh, a tenth of all the work.)
 
-// cover notes, in o.uncovered, the change of o's adjacency entry for id
-// from old to inc (0: none). r.mu is held.
-func (r *Registry) cover(o *owner, id string, old, inc uint64) {
-	mine, ok := r.self.peers[id]
-	if !ok || id == o.id || o == r.self {
+// covered notes that o's adjacency entry for id changed from old to inc
+// (0: none). When o now names this node's peer id at the run this node
+// links, nothing of o goes to that peer any more (o sends it all itself):
+// what it was known to hold of o is not needed, and kept, it was N
+// entries on each of a whole mesh's links. r.mu is held.
+func (r *Registry) covered(o *owner, id string, old, inc uint64) {
+	if inc == 0 || inc == old || id == o.id || o == r.self {
 		return
 	}
-	switch {
-	case old == mine && inc != mine:
-		o.uncover(id)
-	case old != mine && inc == mine:
-		o.covered(id)
-		// Nothing of o goes to that peer any more (o sends it all
-		// itself): what it was known to hold of o is not needed, and
-		// kept, it was N entries on each of a whole mesh's links.
-		for _, l := range r.links[id] {
-			l.forget(o.id)
-		}
+	ls := r.links[id]
+	if len(ls) == 0 {
+		return
 	}
-}
-
-// coverPeer notes, in every other owner's uncovered, the change of this
-// node's adjacency entry for peer from old to inc (0: none). r.mu is
-// held.
-func (r *Registry) coverPeer(peer string, old, inc uint64) {
-	for _, o := range r.owners {
-		if o == r.self || o.id == peer {
-			continue
-		}
-		named := o.peers[peer] // 0: not named (an adjacency names no run 0)
-		if old != 0 && named != old {
-			o.covered(peer)
-		}
-		if inc != 0 && named != inc {
-			o.uncover(peer)
-		}
+	if mine, ok := r.self.peers[id]; !ok || mine != inc {
+		return
 	}
-}
-
-// uncover adds peer to o.uncovered; covered takes it out, and drops the
-// set once empty (a map keeps its room: in a whole mesh, N sets of N).
-func (o *owner) uncover(peer string) {
-	if o.uncovered == nil {
-		o.uncovered = map[string]struct{}{}
+	for _, l := range ls {
+		l.forget(o.id)
 	}
-	o.uncovered[peer] = struct{}{}
-}
-
-func (o *owner) covered(peer string) {
-	delete(o.uncovered, peer)
-	if len(o.uncovered) == 0 {
-		o.uncovered = nil
-	}
-}
-
-// uncoveredOf finds afresh what o.uncovered holds, for a new or reset
-// owner. r.mu is held.
-func (r *Registry) uncoveredOf(o *owner) map[string]struct{} {
-	var set map[string]struct{}
-	for id, mine := range r.self.peers {
-		if id != o.id && o.peers[id] != mine {
-			if set == nil {
-				set = map[string]struct{}{}
-			}
-			set[id] = struct{}{}
-		}
-	}
-	return set
 }
 
 // relay forwards what was just applied from src about o (one message's
@@ -514,8 +465,8 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 	if !records && o.renewOnly && o.namedAt > 0 && r.neighbour(o) {
 		enough = Rev{o.inc, o.namedAt}
 	}
-	// The peers o names it sends all itself; o.uncovered holds the others
-	// (never o). The cheap tests go first: this runs for every owner
+	// The peers o names it sends all itself; uncoveredPeers lists the
+	// others (never o). The cheap tests go first: this runs for every owner
 	// relayed and every peer, a hundred times a hundred and more while a
 	// large mesh is partial.
 	for _, c := range r.uncoveredPeers(o) {
@@ -579,11 +530,13 @@ type peerRefOwner struct {
 	o  *owner
 }
 
-// uncoveredPeers lists o.uncovered with each peer's owner, in a buffer
-// the next call reuses. When every peer of this node's adjacency is an
-// owner known here at the run it links (as good as always), that set is
-// the bits of this node's names that o's lack, less o: found a word at a
-// time, with no look-up by id. r.mu is held.
+// uncoveredPeers lists the peers of this node's adjacency (other than o)
+// that o's does not name at the incarnation this node's names, each with
+// its owner here (nil: none known), in a buffer the next call reuses.
+// When every peer of this node's adjacency is an owner known here at the
+// run it links (as good as always), those are the bits of this node's
+// names that o's lack, less o: found a word at a time, with no look-up
+// by id. r.mu is held.
 func (r *Registry) uncoveredPeers(o *owner) []peerRefOwner {
 	out := r.uncovBuf[:0]
 	if r.self.names.count() == len(r.self.peers) {
@@ -602,8 +555,10 @@ func (r *Registry) uncoveredPeers(o *owner) []peerRefOwner {
 			}
 		}
 	} else {
-		for peer := range o.uncovered {
-			out = append(out, peerRefOwner{peer, r.owners[peer]})
+		for peer, mine := range r.self.peers {
+			if peer != o.id && o.peers[peer] != mine {
+				out = append(out, peerRefOwner{peer, r.owners[peer]})
+			}
 		}
 	}
 	r.uncovBuf = out

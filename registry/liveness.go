@@ -94,7 +94,7 @@ func (r *Registry) tick(now time.Time) {
 // held.
 func (r *Registry) renewNeighbours(now time.Time) {
 	for _, o := range r.owners {
-		if o.uncovered == nil || o.namedAt == 0 || o.leaving || !r.neighbour(o) {
+		if o.namedAt == 0 || o.leaving || !r.neighbour(o) || len(r.uncoveredPeers(o)) == 0 {
 			continue
 		}
 		if now.Sub(o.relayedAt) >= r.lifetimeOf(o)/2 {
@@ -417,7 +417,7 @@ func (r *Registry) spread(from *owner) {
 // here), resolved once for each change of u's peers or of the owners.
 // r.mu is held.
 func (r *Registry) neighbours(u *owner) []adjRef {
-	if u.adj != nil && u.adjGen == r.ownersGen {
+	if u.adj != nil && !u.adjStale && u.adjGen == r.ownersGen {
 		return u.adj
 	}
 	adj := u.adj[:0]
@@ -429,7 +429,7 @@ func (r *Registry) neighbours(u *owner) []adjRef {
 	if adj == nil {
 		adj = []adjRef{}
 	}
-	u.adj, u.adjGen = adj, r.ownersGen
+	u.adj, u.adjGen, u.adjStale = adj, r.ownersGen, false
 	return adj
 }
 

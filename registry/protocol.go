@@ -363,11 +363,10 @@ func (r *Registry) updateAdjacency(peer string) {
 		}
 	}
 	r.adjGen++
-	r.coverPeer(peer, old, inc) // each 0 when not had, not linked
 	if linked {
 		r.self.peers[peer] = inc
 		r.nameBit(r.self, peer, inc)
-		r.self.adj = nil
+		r.self.adjStale = true
 		if had {
 			r.dirty = true // the peer restarted: the edge to its old run is gone
 		} else {
@@ -376,7 +375,7 @@ func (r *Registry) updateAdjacency(peer string) {
 	} else {
 		delete(r.self.peers, peer)
 		r.nameBit(r.self, peer, 0)
-		r.self.adj = nil
+		r.self.adjStale = true
 		o := r.owners[peer]
 		if o == nil || o.inc == old && eligible(o) {
 			r.dirty = true // (an edge to a run that left or is gone carried nothing)

@@ -132,17 +132,13 @@ type owner struct {
 	// state of it renews it, not a link, nor a neighbour's (see expire).
 	gone bool
 
-	// For the reachability walk: the owners peers names, resolved (nil
-	// when to resolve again: peers changed, or owners came or went since
-	// adjGen), and whether the walk reached it.
-	adj     []adjRef
-	adjGen  uint64
-	reached bool
-	// uncovered holds the peers of this node's adjacency (other than the
-	// owner) that peers does not name at the incarnation this node's
-	// names, nil when none: nothing of the owner is relayed to the others
-	// (see cover).
-	uncovered map[string]struct{}
+	// For the reachability walk: the owners peers names, resolved (to
+	// resolve again when adjStale, peers changed, or owners came or went
+	// since adjGen: the slice is reused), and whether the walk reached it.
+	adj      []adjRef
+	adjGen   uint64
+	adjStale bool
+	reached  bool
 
 	// When owners sign (Config.Identity): its credentials for its latest
 	// runs (see addCred), its signature of its records at (inc, seq), and

@@ -144,7 +144,6 @@ func (r *Registry) resetOwner(o *owner, inc uint64) {
 	o.leaving = false
 	o.peers, o.adj, o.adjAt, o.lossBeat, o.namedAt = nil, nil, 0, 0, 0
 	clear(o.names)
-	o.uncovered = r.uncoveredOf(o)
 	r.peersGen++
 	o.frame, o.delta, o.deltaBase = nil, nil, 0
 	o.recSig, o.stateSig, o.stateSeq = nil, nil, 0 // (its credentials are by run: kept)
