@@ -378,6 +378,19 @@ func (g *group) downs() (int, map[string]int) {
 	return downs, why
 }
 
+// handshakes returns the links g's nodes took into the mesh (each link
+// counts at both ends: a full mesh of N nodes made with no link redone
+// and no duplicate is N(N−1)) and the handshakes they refused.
+func (g *group) handshakes() (made, refused uint64) {
+	for _, b := range g.nodes {
+		s := b.Stats()
+		made += s.LinksMade
+		r := s.HandshakesRefused
+		refused += r.Auth + r.Cluster + r.Version + r.DuplicateID + r.Self + r.Timeout + r.Other
+	}
+	return made, refused
+}
+
 // short returns the fewest peers a node of g has, and how many nodes have
 // fewer than want.
 func (g *group) short(want int) (least, missing int) {

@@ -53,6 +53,8 @@ type formReport struct {
 	Missing int             `json:"missing"`
 	Ups     []time.Duration `json:"ups,omitempty"` // each link end's first up, from the start
 	Downs   int             `json:"downs"`
+	Made    uint64          `json:"made"`    // links its nodes took in (mesh.Stats.LinksMade)
+	Refused uint64          `json:"refused"` // handshakes its nodes refused
 	Why     map[string]int  `json:"why,omitempty"`
 	CPU     time.Duration   `json:"cpu"`
 	Err     string          `json:"err,omitempty"` // a failure to start
@@ -147,6 +149,8 @@ func formSplit(cluster string, n, procs int, limit time.Duration) (formRun, erro
 		}
 		f.ups = append(f.ups, r.Ups...)
 		f.downs += r.Downs
+		f.made += r.Made
+		f.refused += r.Refused
 		for k, v := range r.Why {
 			f.why[k] += v
 		}
@@ -210,6 +214,7 @@ func helperForm(args []string) error {
 	}
 	r = formReport{Ups: g.firstUps(t0), CPU: cpuTime() - c0}
 	r.Downs, r.Why = g.downs()
+	r.Made, r.Refused = g.handshakes()
 	if err := out.Encode(r); err != nil {
 		return err
 	}

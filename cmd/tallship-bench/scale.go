@@ -71,7 +71,7 @@ func measureFormation(r *row, tag string, n, runs int) {
 		} else {
 			r.samples = append(r.samples, ms(f.full))
 		}
-		shares := []float64{0.5, 0.9, 0.99}
+		shares := []float64{0.1, 0.25, 0.5, 0.75, 0.9, 0.99}
 		var ups []string
 		for i, at := range endsUp(f.ups, n*(n-1), shares...) {
 			took := "never"
@@ -84,8 +84,8 @@ func measureFormation(r *row, tag string, n, runs int) {
 		if procs > 1 {
 			where = fmt.Sprintf(" in %d processes", procs)
 		}
-		fmt.Printf("formation N=%d%s, run %d of %d: %s; link ends up: %s; %d peer-downs%s; CPU %.2f cores\n",
-			n, where, i+1, runs, outcome, strings.Join(ups, ", "), f.downs, reasons(f.why, 3), float64(f.cpu)/float64(f.took))
+		fmt.Printf("formation N=%d%s, run %d of %d: %s; link ends up: %s; link ends made %d for %d; %d handshakes refused; %d peer-downs%s; CPU %.2f cores\n",
+			n, where, i+1, runs, outcome, strings.Join(ups, ", "), f.made, n*(n-1), f.refused, f.downs, reasons(f.why, 3), float64(f.cpu)/float64(f.took))
 		time.Sleep(200 * time.Millisecond)
 	}
 }
@@ -97,8 +97,11 @@ type formRun struct {
 	took  time.Duration   // from the start to its end (formed, or given up)
 	ups   []time.Duration // when each link end was first up, from the start
 	downs int             // peer-downs
-	why   map[string]int  // peer-downs by reason (generic)
-	cpu   time.Duration   // CPU the nodes' processes took meanwhile
+	made  uint64          // links taken in, by either end (each link counts twice)
+	// refused is how many handshakes the nodes refused (all reasons).
+	refused uint64
+	why     map[string]int // peer-downs by reason (generic)
+	cpu     time.Duration  // CPU the nodes' processes took meanwhile
 }
 
 // formHere runs a formation of n nodes in this process.
@@ -119,6 +122,7 @@ func formHere(cluster string, n int, limit time.Duration) (formRun, error) {
 	f.cpu = cpuTime() - c0
 	f.ups = g.firstUps(t0)
 	f.downs, f.why = g.downs()
+	f.made, f.refused = g.handshakes()
 	return f, nil
 }
 
