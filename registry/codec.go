@@ -141,11 +141,13 @@ type message struct {
 func (m *message) trim() {
 	const keep = 16
 	if cap(m.digest) > keep {
-		digests.Put(&m.digest)
+		d := m.digest
+		digests.Put(&d)
 		m.digest = nil
 	}
 	if cap(m.peers) > keep {
-		peerLists.Put(&m.peers)
+		p := m.peers
+		peerLists.Put(&p)
 		m.peers = nil
 	}
 	if cap(m.recs) > keep {

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -119,6 +120,9 @@ func formHere(cluster string, n int, limit time.Duration) (formRun, error) {
 		f.err = err
 	}
 	f.full, f.took = end.Sub(t0), end.Sub(t0)
+	if p := os.Getenv("FORM_ALLOCS"); p != "" {
+		writeProfile("allocs", p)
+	}
 	f.cpu = cpuTime() - c0
 	f.ups = g.firstUps(t0)
 	f.downs, f.why = g.downs()
