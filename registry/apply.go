@@ -118,7 +118,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 		grown = append(grown, c.id)
 	}
 	if len(changes) > 0 {
-		o.adjStale = true
+		o.adj = nil
 	}
 	if !wasEligible {
 		grown = slices.Collect(maps.Keys(o.peers))

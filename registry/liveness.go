@@ -417,7 +417,7 @@ func (r *Registry) spread(from *owner) {
 // here), resolved once for each change of u's peers or of the owners.
 // r.mu is held.
 func (r *Registry) neighbours(u *owner) []adjRef {
-	if u.adj != nil && !u.adjStale && u.adjGen == r.ownersGen {
+	if u.adj != nil && u.adjGen == r.ownersGen {
 		return u.adj
 	}
 	adj := u.adj[:0]
@@ -429,7 +429,7 @@ func (r *Registry) neighbours(u *owner) []adjRef {
 	if adj == nil {
 		adj = []adjRef{}
 	}
-	u.adj, u.adjGen, u.adjStale = adj, r.ownersGen, false
+	u.adj, u.adjGen = adj, r.ownersGen
 	return adj
 }
 

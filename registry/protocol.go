@@ -366,7 +366,7 @@ func (r *Registry) updateAdjacency(peer string) {
 	if linked {
 		r.self.peers[peer] = inc
 		r.nameBit(r.self, peer, inc)
-		r.self.adjStale = true
+		r.self.adj = nil
 		if had {
 			r.dirty = true // the peer restarted: the edge to its old run is gone
 		} else {
@@ -375,7 +375,7 @@ func (r *Registry) updateAdjacency(peer string) {
 	} else {
 		delete(r.self.peers, peer)
 		r.nameBit(r.self, peer, 0)
-		r.self.adjStale = true
+		r.self.adj = nil
 		o := r.owners[peer]
 		if o == nil || o.inc == old && eligible(o) {
 			r.dirty = true // (an edge to a run that left or is gone carried nothing)

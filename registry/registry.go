@@ -132,13 +132,14 @@ type owner struct {
 	// state of it renews it, not a link, nor a neighbour's (see expire).
 	gone bool
 
-	// For the reachability walk: the owners peers names, resolved (to
-	// resolve again when adjStale, peers changed, or owners came or went
-	// since adjGen: the slice is reused), and whether the walk reached it.
-	adj      []adjRef
-	adjGen   uint64
-	adjStale bool
-	reached  bool
+	// For the reachability walk: the owners peers names, resolved (nil
+	// when to resolve again: peers changed, or owners came or went since
+	// adjGen), and whether the walk reached it. Dropped, not kept for
+	// reuse, when peers change: at idle, a whole mesh's slices were 2 KiB
+	// a link side.
+	adj     []adjRef
+	adjGen  uint64
+	reached bool
 
 	// When owners sign (Config.Identity): its credentials for its latest
 	// runs (see addCred), its signature of its records at (inc, seq), and
