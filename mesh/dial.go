@@ -549,22 +549,111 @@ func (n *Node) dialAddrsLocked(addrs []netip.AddrPort) {
 	n.startDialLocked(&target{addrs: addrs}, 0)
 }
 
-// exchangeLocked tells a new peer the members this node is linked with;
-// n.mu is held. The new peer dials those it is not linked with (at once:
-// they do not know it). Of any two members linked with this node, the one
-// that linked later has the other in its list, so the mesh completes.
-// The members are not told of the new peer in turn: in a mesh forming
-// all at once that was a frame to every member for every new link, N³
-// frames for N nodes (a fifth to a third of the CPU of 50 nodes started
-// together), nearly all of them about peers the members already knew.
-func (n *Node) exchangeLocked(p *peer) {
-	var known []wire.Member
-	for _, o := range n.peers {
-		if o != p && !o.observer { // nobody dials an observer
-			known = append(known, wire.Member{ID: o.id, Addrs: o.addrs})
+// exchangeLaterLocked tells a new peer the members this node is linked
+// with, FallbackDelay from now (see exchangeLocked); n.mu is held. One
+// timer serves every peer whose list waits.
+//
+// The list waits because it is rarely needed: on a LAN, discovery
+// finds every member for every node, and in a mesh forming all at once
+// each new link's list named up to every node, N³ entries for N nodes
+// (every one sent, parsed and looked up for nothing: at 200 nodes,
+// lists of 200 on each of 40,000 link ends). After the wait, the list
+// names only the members the peer is not linked to by then, as the
+// registry knows (Registry.Unlinked): often none. A node that joined
+// through one address (Connect, Static, DNS) learns the others that much
+// later; a peer found only in a list is still dialed at once.
+func (n *Node) exchangeLaterLocked(p *peer) {
+	if n.closed {
+		return
+	}
+	if n.exchangeDue == nil {
+		n.exchangeDue = map[*peer]time.Time{}
+	}
+	n.exchangeDue[p] = time.Now().Add(lag.Stretch(n.cfg.FallbackDelay))
+	n.armExchangesLocked()
+}
+
+// armExchangesLocked starts the exchange timer for the first list due,
+// unless it runs; n.mu is held.
+func (n *Node) armExchangesLocked() {
+	if n.exchangeArmed || len(n.exchangeDue) == 0 {
+		return
+	}
+	first := time.Time{}
+	for _, at := range n.exchangeDue {
+		if first.IsZero() || at.Before(first) {
+			first = at
 		}
 	}
-	if len(known) > 0 {
-		p.push(wire.Frame(wire.Members, wire.AppendMembers(nil, known)))
+	n.exchangeArmed = true
+	n.wg.Add(1) // (ended by the timer's function, or by its Stop)
+	if n.exchangeTimer == nil {
+		n.exchangeTimer = time.AfterFunc(time.Until(first), n.exchangesDue)
+	} else {
+		n.exchangeTimer.Reset(time.Until(first))
 	}
+}
+
+// exchangesDue sends the member lists that are due, and arms the timer
+// for the next.
+func (n *Node) exchangesDue() {
+	defer n.wg.Done()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	n.exchangeArmed = false
+	if n.closed {
+		return
+	}
+	now := time.Now()
+	for p, at := range n.exchangeDue {
+		if at.After(now) {
+			continue
+		}
+		delete(n.exchangeDue, p)
+		if n.peers[p.id] == p {
+			n.exchangeLocked(p)
+		}
+	}
+	n.armExchangesLocked()
+}
+
+// stopExchangesLocked drops the lists that wait, as the node closes;
+// n.mu is held.
+func (n *Node) stopExchangesLocked() {
+	clear(n.exchangeDue)
+	if n.exchangeArmed && n.exchangeTimer.Stop() {
+		n.exchangeArmed = false
+		n.wg.Done()
+	}
+}
+
+// exchangeLocked tells a peer the members this node is linked with that
+// it is not linked to, as far as the registry knows; n.mu is held. The
+// peer dials those it is not linked with (at once: they do not know it).
+// Of any two members linked with this node, the one that linked later
+// has the other in its list unless it is linked to it, so the mesh
+// completes. The members are not told of the new peer in turn: in a
+// mesh forming all at once that was a frame to every member for every
+// new link, N³ frames for N nodes (a fifth to a third of the CPU of 50
+// nodes started together), nearly all of them about peers the members
+// already knew.
+func (n *Node) exchangeLocked(p *peer) {
+	var ids []string
+	for _, o := range n.peers {
+		if o != p && !o.observer { // nobody dials an observer
+			ids = append(ids, o.id)
+		}
+	}
+	if len(ids) > 0 && n.reg != nil {
+		ids = n.reg.Unlinked(p.id, ids)
+	}
+	if len(ids) == 0 {
+		return
+	}
+	known := make([]wire.Member, 0, len(ids))
+	for _, id := range ids {
+		o := n.peers[id]
+		known = append(known, wire.Member{ID: o.id, Addrs: o.addrs})
+	}
+	p.push(wire.Frame(wire.Members, wire.AppendMembers(nil, known)))
 }

@@ -76,6 +76,11 @@ type Node struct {
 	probes      map[uint64]*probe   // questions about silent links (probe.go)
 	probeSeq    uint64
 	answering   int  // probes being answered
+	// Member lists waiting to go to new peers, by when each is due, and
+	// the one timer that sends them (see exchangeLaterLocked).
+	exchangeDue   map[*peer]time.Time
+	exchangeTimer *time.Timer
+	exchangeArmed bool
 	sweeping    bool // a sweep of relaxed links runs (watch.go)
 	sweepAgain  bool
 	reg         *registry.Registry
@@ -432,6 +437,7 @@ func (n *Node) close(ctx context.Context) error {
 	n.closed = true
 	close(n.closing)
 	n.cancel()
+	n.stopExchangesLocked()
 	if n.ln != nil {
 		n.ln.Close()
 	}

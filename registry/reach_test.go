@@ -128,3 +128,30 @@ func TestReachable(t *testing.T) {
 		t.Fatal("a no longer reaches b, its neighbour")
 	}
 }
+
+// TestUnlinked: what the mesh's peer exchange leaves out of a new peer's
+// member list is what the States held here say that peer is linked to,
+// either end's word; a member the peer is not linked to stays in, and so
+// does every member while no State of the peer's run is held.
+func TestUnlinked(t *testing.T) {
+	a, b, c, d, e := newNode(t, "a"), newNode(t, "b"), newNode(t, "c"), newNode(t, "d"), newNode(t, "e")
+	if got := a.Unlinked("b", []string{"c", "d"}); !slices.Equal(got, []string{"c", "d"}) {
+		t.Errorf("before a links b: Unlinked(b) = %v, want every id", got)
+	}
+	connectSynced(t, a, b)
+	connectSynced(t, b, c)
+	connectSynced(t, a, d)
+	connectSynced(t, d, e)
+	settled(t, a, b, c, d, e)
+	// b names c; e names d, not b; nobody names "x".
+	if got := a.Unlinked("b", []string{"c", "d", "e", "x"}); !slices.Equal(got, []string{"d", "e", "x"}) {
+		t.Errorf("Unlinked(b, [c d e x]) = %v, want [d e x]", got)
+	}
+	if got := a.Unlinked("d", []string{"b", "e"}); !slices.Equal(got, []string{"b"}) {
+		t.Errorf("Unlinked(d, [b e]) = %v, want [b]", got)
+	}
+	// c is not a peer of a: nothing is known of a link of a's own to it.
+	if got := a.Unlinked("c", []string{"b"}); !slices.Equal(got, []string{"b"}) {
+		t.Errorf("Unlinked(c, [b]) = %v, want [b] (c is not a's peer)", got)
+	}
+}

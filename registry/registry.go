@@ -420,6 +420,29 @@ func (r *Registry) Reachable(id string) bool {
 	return o != nil && o != r.self && o.reached && eligible(o)
 }
 
+// Unlinked returns those of ids that node a has no link to, as far as
+// this node knows: a link is known when the State held here of a's run
+// that this node links names the id's current run, or the id's State
+// names a's. With no State of that run of a held here, that is all of
+// them. The mesh tells a new peer only the members it is not linked to
+// already (its peer exchange).
+func (r *Registry) Unlinked(a string, ids []string) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	pa := r.owners[a]
+	if inc, ok := r.self.peers[a]; !ok || pa == nil || pa.inc != inc || pa.beat == 0 {
+		return ids
+	}
+	var out []string
+	for _, id := range ids {
+		o := r.owners[id]
+		if o == nil || o == r.self || o.inc == 0 || !pa.names.has(o.idx) && !o.names.has(pa.idx) {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
 // Len returns how many records Services("") would return: those whose
 // owners are live. It returns 0 once the registry has closed.
 func (r *Registry) Len() int {
