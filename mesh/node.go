@@ -71,23 +71,23 @@ type Node struct {
 	discCancel  context.CancelFunc
 	// redials cancel the dials of each peer whose link is being made
 	// again (recover.go).
-	redials     map[*peer]context.CancelFunc
-	marks       map[string]recvMark // of peers declared down (delivery.go)
-	probes      map[uint64]*probe   // questions about silent links (probe.go)
-	probeSeq    uint64
-	answering   int  // probes being answered
+	redials   map[*peer]context.CancelFunc
+	marks     map[string]recvMark // of peers declared down (delivery.go)
+	probes    map[uint64]*probe   // questions about silent links (probe.go)
+	probeSeq  uint64
+	answering int // probes being answered
 	// Member lists waiting to go to new peers, by when each is due, and
 	// the one timer that sends them (see exchangeLaterLocked).
 	exchangeDue   map[*peer]time.Time
 	exchangeTimer *time.Timer
 	exchangeArmed bool
-	sweeping    bool // a sweep of relaxed links runs (watch.go)
-	sweepAgain  bool
-	reg         *registry.Registry
-	bus         *sites.Bus             // the connection to NATS (Config.NATS), nil without
-	remotes     *remoteSet             // messaging with the members of other sites, nil without NATS
-	discoverers []discovery.Discoverer // those started (stats.go)
-	stats       nodeStats
+	sweeping      bool // a sweep of relaxed links runs (watch.go)
+	sweepAgain    bool
+	reg           *registry.Registry
+	bus           *sites.Bus             // the connection to NATS (Config.NATS), nil without
+	remotes       *remoteSet             // messaging with the members of other sites, nil without NATS
+	discoverers   []discovery.Discoverer // those started (stats.go)
+	stats         nodeStats
 
 	closeOnce sync.Once
 	closeDone chan struct{} // closed once Shutdown or Close has finished
