@@ -148,9 +148,9 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 	}
 	if m.delta {
 		o.adjAt, o.frame = m.beat, nil
-		o.delta, o.deltaBase = frameOf(payload), m.base
+		o.delta, o.deltaBase = l.keepFrame(payload), m.base
 	} else {
-		o.adjAt, o.frame = m.base, frameOf(payload) // for syncs and relays, as received
+		o.adjAt, o.frame = m.base, l.keepFrame(payload) // for syncs and relays, as received
 		o.delta, o.deltaBase = nil, 0
 	}
 	// Another owner's state is relayed when it says something that

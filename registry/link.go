@@ -2,6 +2,7 @@ package registry
 
 import (
 	"bufio"
+	"bytes"
 	"io"
 	"maps"
 	"sync"
@@ -31,6 +32,9 @@ type link struct {
 	// (see forget).
 	knownPeak int
 	wanted    map[string]bool // owners whose snapshot was asked for
+	// taken: the frame being handled is kept as it was read (keepFrame);
+	// the next is read into a new buffer. Used by the reader alone.
+	taken bool
 	snap      *snapshot       // a snapshot being received
 	// The peer's neighbours as its Hello named them (owner → incarnation),
 	// until a State it issued after the Hello (a beat above helloBeat)
@@ -103,6 +107,19 @@ func (l *link) forget(owner string) {
 		maps.Copy(known, l.known)
 		l.known, l.knownPeak = known, len(known)
 	}
+}
+
+// keepFrame returns frame, just read from the peer, to keep for syncs and
+// relays: the read buffer itself when frame fills it (a frame larger than
+// the reader keeps between reads is read into a buffer its size), else a
+// copy. While a mesh forms every node keeps N States, each many times
+// over, and copying them was a twentieth of what it allocated.
+func (l *link) keepFrame(frame []byte) []byte {
+	if len(frame) == cap(frame) {
+		l.taken = true
+		return frame
+	}
+	return bytes.Clone(frame)
 }
 
 // untracked reports whether what the peer holds of owner is not noted:

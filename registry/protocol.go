@@ -131,8 +131,8 @@ func (r *Registry) readLoop(l *link) error {
 		// Hello or State, need not be held while the link idles: on
 		// each of a 100-node mesh's 9900 link sides, they were most of
 		// what it held (a 4 KiB frame, a digest of 100 entries).
-		if cap(buf) > 1<<10 {
-			buf = nil
+		if cap(buf) > 1<<10 || l.taken {
+			buf, l.taken = nil, false
 		}
 		m.trim()
 	}
