@@ -35,7 +35,7 @@ type link struct {
 	// taken: the frame being handled is kept as it was read (keepFrame);
 	// the next is read into a new buffer. Used by the reader alone.
 	taken bool
-	snap      *snapshot       // a snapshot being received
+	snap  *snapshot // a snapshot being received
 	// The peer's neighbours as its Hello named them (owner → incarnation),
 	// until a State it issued after the Hello (a beat above helloBeat)
 	// supersedes them: then nil.
