@@ -489,7 +489,7 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 					break // (a test of the peer, not of this link)
 				}
 			}
-			k := l.known[o.id]
+			k := l.knows(o)
 			known := k.state
 			if records {
 				known = k.records

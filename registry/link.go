@@ -28,6 +28,13 @@ type link struct {
 	ready   bool                 // our sync is queued: changes are pushed
 	synced  bool                 // the peer's sync is applied
 	known   map[string]peerKnows // what the peer is known to have, by owner
+	// helloKnown is what the peer's Hello said it holds of the owners
+	// known here that it is not linked to, by owner idx, until a Lifetime
+	// after the Hello (helloAt; see knows). Kept in known, it was a map
+	// entry made, and deleted as each owner linked with the peer, for
+	// half of N owners on each of a forming mesh's N² link ends.
+	helloKnown []helloKnows
+	helloAt    time.Time
 	// knownPeak is the most entries known has held since it was made
 	// (see forget).
 	knownPeak int
@@ -64,6 +71,30 @@ type link struct {
 	writer    sync.WaitGroup
 	flushed   chan struct{} // closed once finishing and all is written (or the link failed)
 	flushOnce sync.Once
+}
+
+// helloKnows is what a Hello said its sender holds of o.
+type helloKnows struct {
+	o *owner
+	k peerKnows
+}
+
+// knows returns what the peer is known to hold of o: from what it sent
+// or was sent on the link (known), or said in its Hello (helloKnown),
+// whichever is newer.
+func (l *link) knows(o *owner) peerKnows {
+	k := l.known[o.id]
+	if o.idx < len(l.helloKnown) {
+		if h := l.helloKnown[o.idx]; h.o == o {
+			if h.k.records.Compare(k.records) > 0 {
+				k.records = h.k.records
+			}
+			if h.k.state.Compare(k.state) > 0 {
+				k.state = h.k.state
+			}
+		}
+	}
+	return k
 }
 
 // peerKnows is the newest version of an owner's records and state that a

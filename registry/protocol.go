@@ -188,6 +188,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 	}
 	l.hello = true
 	l.helloPeers = map[string]uint64{}
+	l.helloAt = time.Now()
 	for _, d := range m.digest {
 		if d.owner == l.peer {
 			l.peerInc, l.helloBeat = d.inc, d.beat
@@ -195,17 +196,24 @@ func (r *Registry) onHello(l *link, m *message) error {
 		if d.neighbour {
 			l.helloPeers[d.owner] = d.inc
 		}
-		if !d.neighbour || d.owner == l.peer || d.owner == r.self.id {
+		o := r.owners[d.owner]
+		if o != nil && (!d.neighbour || d.owner == l.peer || d.owner == r.self.id) {
 			// Of an owner the peer is linked to, nothing is synced or
 			// relayed to it (see adjacent), and should their link fail,
 			// what is sent to it then is at worst what it has: in a whole
 			// mesh that would be N entries on each of a node's N−1 links.
-			l.known[d.owner] = peerKnows{records: Rev{d.inc, d.seq}, state: Rev{d.inc, d.beat}}
-			l.knownPeak = max(l.knownPeak, len(l.known))
+			// (Of an owner not known here, what the peer holds is noted
+			// as it sends it.)
+			if l.helloKnown == nil {
+				l.helloKnown = make([]helloKnows, len(r.byIdx))
+			}
+			if o.idx < len(l.helloKnown) {
+				l.helloKnown[o.idx] = helloKnows{o, peerKnows{records: Rev{d.inc, d.seq}, state: Rev{d.inc, d.beat}}}
+			}
 		}
 		// A peer that restarted: its old incarnation is gone for good,
 		// before it can look reachable again through this link.
-		if o := r.owners[d.owner]; d.owner == l.peer && o != nil && d.inc > o.inc {
+		if d.owner == l.peer && o != nil && d.inc > o.inc {
 			r.resetOwner(o, d.inc)
 		}
 	}
@@ -229,7 +237,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 		if o != r.self && r.adjacent(o, l) {
 			continue // o syncs the peer itself (see relay)
 		}
-		k := l.known[o.id]
+		k := l.knows(o)
 		// An owner that never had records (seq 0) has no snapshot to
 		// send: its state says as much.
 		if v := (Rev{o.inc, o.seq}); o.seq > 0 && v.Compare(k.records) > 0 && r.provable(o) {
