@@ -89,7 +89,8 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 	}
 	for _, c := range changes {
 		old, had := o.peers[c.id]
-		r.covered(o, c.id, old, c.inc)
+		x := r.owners[c.id] // (nil: not known here)
+		r.covered(o, x, old, c.inc)
 		if c.id == r.self.id {
 			o.namedAt = 0
 			if c.inc == r.self.inc {
@@ -106,10 +107,11 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 			// does an edge between two of this node's neighbours: what
 			// either reaches, this node reaches through the other's
 			// link of its own (see shortcut).
-			x := r.owners[c.id]
 			lost = x == nil || x == r.self || x.inc == inc && eligible(x) && !r.shortcut(o, x)
 		}
-		r.nameBit(o, c.id, c.inc)
+		if x != nil {
+			o.names.set(x.idx, c.inc != 0 && c.inc == x.inc) // (nameBit)
+		}
 		if c.inc == 0 {
 			delete(o.peers, c.id)
 			continue
@@ -429,23 +431,16 @@ func (r *Registry) want(l *link, id string) {
 // each owner, updated on every change of either adjacency: while 100
 // nodes formed a mesh, a tenth of all the work.)
 
-// covered notes that o's adjacency entry for id changed from old to inc
-// (0: none). When o now names this node's peer id at the run this node
-// links, nothing of o goes to that peer any more (o sends it all itself):
-// what it was known to hold of o is not needed, and kept, it was N
-// entries on each of a whole mesh's links. r.mu is held.
-func (r *Registry) covered(o *owner, id string, old, inc uint64) {
-	if inc == 0 || inc == old || id == o.id || o == r.self {
+// covered notes that o's adjacency entry for x changed from old to inc
+// (0: none). When o now names x's run that this node links, nothing of o
+// goes to that peer any more (o sends it all itself): what it was known
+// to hold of o is not needed, and kept, it was N entries on each of a
+// whole mesh's links. x is nil when not known here. r.mu is held.
+func (r *Registry) covered(o, x *owner, old, inc uint64) {
+	if x == nil || inc == 0 || inc == old || x == o || o == r.self || x.inc != inc || !r.self.names.has(x.idx) {
 		return
 	}
-	ls := r.links[id]
-	if len(ls) == 0 {
-		return
-	}
-	if mine, ok := r.self.peers[id]; !ok || mine != inc {
-		return
-	}
-	for _, l := range ls {
+	for _, l := range r.links[x.id] {
 		l.forget(o.id)
 	}
 }
