@@ -687,8 +687,9 @@ func (r *Registry) relayedBefore(l *link) bool {
 // either's word says: o's State names the peer (announces), or the peer
 // names o (peerNames). o then sends the peer its changes and states
 // itself, and nothing of o is relayed to the peer nor sent in its sync.
-func (r *Registry) adjacent(o *owner, l *link) bool {
-	return announces(o, l) || r.peerNames(l, o)
+// p is the owner of l's peer, if known here. r.mu is held.
+func (r *Registry) adjacent(o *owner, l *link, p *owner) bool {
+	return r.announcesTo(o, l, p) || r.peerNames(l, o)
 }
 
 // peerNames reports whether l's peer names o's current run as its

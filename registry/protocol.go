@@ -230,11 +230,12 @@ func (r *Registry) onHello(l *link, m *message) error {
 		}
 	}
 	var frames [][]byte
+	p := r.owners[l.peer]
 	for _, o := range r.owners {
 		if o.id == l.peer || o.inc == 0 || (o.expired && o != r.self) {
 			continue
 		}
-		if o != r.self && r.adjacent(o, l) {
+		if o != r.self && r.adjacent(o, l, p) {
 			continue // o syncs the peer itself (see relay)
 		}
 		k := l.knows(o)
