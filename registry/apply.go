@@ -37,11 +37,15 @@ func (r *Registry) owner(id string) *owner {
 // does not find it here is not applied, and the whole state is asked
 // for (with a snapshot of the records: see onWant).
 func (r *Registry) onState(l *link, m *message, payload []byte) error {
-	l.noteState(m.owner, m.inc, m.beat)
-	if m.owner == r.self.id || r.secondHand(l, m.owner, m.inc) {
+	if m.owner == r.self.id {
+		return nil
+	}
+	if r.secondHand(l, m.owner, m.inc) {
+		l.noteState(r.owners[m.owner], m.inc, m.beat) // (known here: this node links it)
 		return nil
 	}
 	o := r.owner(m.owner)
+	l.noteState(o, m.inc, m.beat)
 	if m.inc < o.inc {
 		return nil
 	}
@@ -275,11 +279,15 @@ func (r *Registry) relayAgain(id string, inc uint64) {
 
 // onChange applies a Put or a Del.
 func (r *Registry) onChange(l *link, m *message, payload []byte) error {
-	l.noteRecords(m.owner, m.inc, m.seq)
-	if m.owner == r.self.id || r.secondHand(l, m.owner, m.inc) {
+	if m.owner == r.self.id {
+		return nil
+	}
+	if r.secondHand(l, m.owner, m.inc) {
+		l.noteRecords(r.owners[m.owner], m.inc, m.seq) // (known here: this node links it)
 		return nil
 	}
 	o := r.owner(m.owner)
+	l.noteRecords(o, m.inc, m.seq)
 	if m.inc < o.inc || (m.inc == o.inc && m.seq <= o.seq) {
 		return nil // stale or duplicate
 	}
@@ -349,11 +357,14 @@ func (r *Registry) onSnap(l *link, m *message, payload []byte) error {
 	}
 	l.snap = nil
 	delete(l.wanted, s.owner)
-	l.noteRecords(s.owner, s.inc, s.seq)
+	if x := r.owners[s.owner]; x != nil && x != r.self {
+		l.noteRecords(x, s.inc, s.seq)
+	}
 	if s.owner == r.self.id || s.inc == 0 || r.secondHand(l, s.owner, s.inc) {
 		return nil
 	}
 	o := r.owner(s.owner)
+	l.noteRecords(o, s.inc, s.seq)
 	if (Rev{s.inc, s.seq}).Compare(Rev{o.inc, o.seq}) <= 0 {
 		return nil
 	}
@@ -441,7 +452,7 @@ func (r *Registry) covered(o, x *owner, old, inc uint64) {
 		return
 	}
 	for _, l := range r.links[x.id] {
-		l.forget(o.id)
+		l.forget(o)
 	}
 }
 
@@ -499,7 +510,7 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 				if c := r.credTo(l, o, v.Incarnation); c != nil {
 					l.enqueue(c)
 				}
-				l.noteRecords(o.id, v.Incarnation, v.Seq)
+				l.noteRecords(o, v.Incarnation, v.Seq)
 				l.enqueue(frames...)
 			} else {
 				f, err := r.stateTo(o, known)
@@ -510,7 +521,7 @@ func (r *Registry) relay(src *link, o *owner, records bool, v Rev, payload []byt
 				if c := r.credTo(l, o, v.Incarnation); c != nil {
 					l.enqueue(c)
 				}
-				l.noteState(o.id, v.Incarnation, v.Seq)
+				l.noteState(o, v.Incarnation, v.Seq)
 				l.enqueue(f)
 			}
 			r.relayed.Add(1)

@@ -62,6 +62,11 @@ func (r *Registry) forgetIdx(o *owner) {
 	for _, w := range r.owners {
 		w.names.set(o.idx, false)
 	}
+	for _, ls := range r.links {
+		for _, l := range ls {
+			l.forget(o) // (its idx goes to another owner)
+		}
+	}
 	r.idxFree = append(r.idxFree, o.idx)
 	r.byIdx[o.idx] = nil
 }

@@ -81,22 +81,8 @@ func (r *Registry) tick(now time.Time) {
 	}
 	r.expire(now)
 	r.renewNeighbours(now)
-	r.forgetHellos(now)
 	r.settle()
 	r.busTick(now)
-}
-
-// forgetHellos drops what peers' Hellos said they hold a Lifetime after
-// each Hello: it spares relays while a mesh forms, and what the peers
-// were sent or sent since is noted in link.known. r.mu is held.
-func (r *Registry) forgetHellos(now time.Time) {
-	for _, ls := range r.links {
-		for _, l := range ls {
-			if l.helloKnown != nil && now.Sub(l.helloAt) > r.cfg.Lifetime {
-				l.helloKnown = nil
-			}
-		}
-	}
 }
 
 // renewNeighbours queues, every half of its lifetime, the state of each
@@ -144,7 +130,7 @@ func (r *Registry) heartbeat() {
 	for peer := range to {
 		for _, l := range r.links[peer] {
 			if l.ready {
-				l.noteState(r.self.id, r.self.inc, r.self.beat)
+				l.noteState(r.self, r.self.inc, r.self.beat)
 				l.enqueue(f)
 				l.selfAdj, l.selfIssued = r.self.adjAt, r.issued
 			}

@@ -188,7 +188,6 @@ func (r *Registry) onHello(l *link, m *message) error {
 	}
 	l.hello = true
 	l.helloPeers = map[string]uint64{}
-	l.helloAt = time.Now()
 	for _, d := range m.digest {
 		if d.owner == l.peer {
 			l.peerInc, l.helloBeat = d.inc, d.beat
@@ -203,13 +202,8 @@ func (r *Registry) onHello(l *link, m *message) error {
 			// what is sent to it then is at worst what it has: in a whole
 			// mesh that would be N entries on each of a node's N−1 links.
 			// (Of an owner not known here, what the peer holds is noted
-			// as it sends it.)
-			if l.helloKnown == nil {
-				l.helloKnown = make([]helloKnows, len(r.byIdx))
-			}
-			if o.idx < len(l.helloKnown) {
-				l.helloKnown[o.idx] = helloKnows{o, peerKnows{records: Rev{d.inc, d.seq}, state: Rev{d.inc, d.beat}}}
-			}
+			// as it sends it: known is by owner.)
+			l.note(o, peerKnows{records: Rev{d.inc, d.seq}, state: Rev{d.inc, d.beat}})
 		}
 		// A peer that restarted: its old incarnation is gone for good,
 		// before it can look reachable again through this link.
@@ -250,7 +244,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 				frames = append(frames, c)
 			}
 			frames = append(frames, fs...)
-			l.noteRecords(o.id, o.inc, o.seq)
+			l.noteRecords(o, o.inc, o.seq)
 		}
 		if v := (Rev{o.inc, o.beat}); o.beat > 0 && v.Compare(k.state) > 0 {
 			if o != r.self && k.state.Incarnation == o.inc && k.state.Seq > 0 {
@@ -271,7 +265,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 				frames = append(frames, c)
 			}
 			frames = append(frames, f)
-			l.noteState(o.id, o.inc, o.beat)
+			l.noteState(o, o.inc, o.beat)
 		}
 	}
 	// The peer has this node's current state now, or had it already.
@@ -281,11 +275,10 @@ func (r *Registry) onHello(l *link, m *message) error {
 	l.ready = true
 	// What the peer holds of itself and of this node is noted no more
 	// (see untracked); often nothing else is left.
-	delete(l.known, l.peer)
-	delete(l.known, l.self)
-	if len(l.known) == 0 {
-		l.known, l.knownPeak = map[string]peerKnows{}, 0
+	if p != nil {
+		l.forget(p)
 	}
+	l.forget(r.self)
 	return nil
 }
 
@@ -488,7 +481,7 @@ func (r *Registry) onWant(l *link, id string) {
 			return
 		}
 		frames = append(frames, fs...)
-		l.noteRecords(o.id, o.inc, o.seq)
+		l.noteRecords(o, o.inc, o.seq)
 	} else {
 		// Nothing this node holds of o's records is signed as it is
 		// (see provable): the answer says so, and o's state follows.
@@ -498,7 +491,7 @@ func (r *Registry) onWant(l *link, id string) {
 	if o.beat > 0 {
 		if f, err := r.stateFrame(o); err == nil {
 			frames = append(frames, f)
-			l.noteState(o.id, o.inc, o.beat)
+			l.noteState(o, o.inc, o.beat)
 			if o == r.self {
 				l.selfAdj, l.selfIssued = o.adjAt, r.issued
 			}
@@ -627,7 +620,7 @@ func (r *Registry) bumpState() {
 			if !l.ready {
 				continue
 			}
-			l.noteState(r.self.id, r.self.inc, r.self.beat)
+			l.noteState(r.self, r.self.inc, r.self.beat)
 			switch {
 			case delta != nil && l.selfAdj == r.pushedAt:
 				l.enqueue(delta)
@@ -685,7 +678,7 @@ func (r *Registry) pushRecords(frame []byte) {
 	for _, ls := range r.links {
 		for _, l := range ls {
 			if l.ready {
-				l.noteRecords(o.id, o.inc, o.seq)
+				l.noteRecords(o, o.inc, o.seq)
 				l.enqueue(frame)
 			}
 		}
