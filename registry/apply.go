@@ -94,7 +94,6 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 	for _, c := range changes {
 		old, had := o.peers[c.id]
 		x := r.owners[c.id] // (nil: not known here)
-		r.covered(o, x, old, c.inc)
 		if c.id == r.self.id {
 			o.namedAt = 0
 			if c.inc == r.self.inc {
@@ -441,20 +440,6 @@ func (r *Registry) want(l *link, id string) {
 // node's peers, and a whole mesh has none. (They were kept as a set for
 // each owner, updated on every change of either adjacency: while 100
 // nodes formed a mesh, a tenth of all the work.)
-
-// covered notes that o's adjacency entry for x changed from old to inc
-// (0: none). When o now names x's run that this node links, nothing of o
-// goes to that peer any more (o sends it all itself): what it was known
-// to hold of o is not needed, and kept, it was N entries on each of a
-// whole mesh's links. x is nil when not known here. r.mu is held.
-func (r *Registry) covered(o, x *owner, old, inc uint64) {
-	if x == nil || inc == 0 || inc == old || x == o || o == r.self || x.inc != inc || !r.self.names.has(x.idx) {
-		return
-	}
-	for _, l := range r.links[x.id] {
-		l.forget(o)
-	}
-}
 
 // relay forwards what was just applied from src about o (one message's
 // payload, or the frames of a snapshot) to each other peer that may lack

@@ -278,3 +278,39 @@ func TestNoForgeryOfNeighboursRecords(t *testing.T) {
 		t.Fatalf("x's records on a after p's forgeries: %v; want web, not evil", roles)
 	}
 }
+
+// TestWholeMeshLinksHoldNoTable: once a mesh is whole, no link holds a
+// table of what its peer has of other owners (each owner sends its peers
+// all of its own): formed in any order, syncs and relays noted entries
+// on the way, and every one goes within a heartbeat or so.
+func TestWholeMeshLinksHoldNoTable(t *testing.T) {
+	ns := []*node{newNode(t, "a"), newNode(t, "b"), newNode(t, "c"), newNode(t, "d"), newNode(t, "e")}
+	for _, n := range ns {
+		n.register(t, "x@1.0.0", 1, nil)
+	}
+	// A chain first, so that syncs carry other owners' records and
+	// states, then every other pair.
+	for i := range len(ns) - 1 {
+		connectSynced(t, ns[i], ns[i+1])
+	}
+	for i := range ns {
+		for j := i + 2; j < len(ns); j++ {
+			connectSynced(t, ns[i], ns[j])
+		}
+	}
+	settled(t, ns...)
+	for _, n := range ns {
+		waitFor(t, n.ID()+"'s links holding no table", func() bool {
+			return locked(n, func(r *Registry) bool {
+				for _, ls := range r.links {
+					for _, l := range ls {
+						if l.knownCount != 0 || l.known != nil {
+							return false
+						}
+					}
+				}
+				return true
+			})
+		})
+	}
+}

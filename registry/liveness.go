@@ -81,8 +81,33 @@ func (r *Registry) tick(now time.Time) {
 	}
 	r.expire(now)
 	r.renewNeighbours(now)
+	r.forgetCovered()
 	r.settle()
 	r.busTick(now)
+}
+
+// forgetCovered drops, from each link's table of what its peer holds,
+// the owners that now name the peer's run: nothing of theirs goes to it
+// any more (they send it all themselves), and kept, that was N entries
+// on each of a whole mesh's links. It was done as each State arrived,
+// for every change of adjacency and link of the peer named, a million
+// times while 100 nodes formed a mesh; once a heartbeat, it looks only
+// at the tables that hold anything (a whole mesh's links hold none).
+// r.mu is held.
+func (r *Registry) forgetCovered() {
+	for id, ls := range r.links {
+		p := r.owners[id]
+		for _, l := range ls {
+			if l.knownCount == 0 || p == nil || p.inc != l.peerInc {
+				continue
+			}
+			for _, e := range l.known {
+				if e.o != nil && e.o.names.has(p.idx) {
+					l.forget(e.o)
+				}
+			}
+		}
+	}
 }
 
 // renewNeighbours queues, every half of its lifetime, the state of each
