@@ -30,6 +30,8 @@ type target struct {
 	// is retried, with backoff, as long as that holds.
 	announced bool
 	dialing   bool // a dial goroutine runs for it
+	// yield ends the dial attempt under way, if any (see yieldLocked).
+	yield context.CancelFunc
 }
 
 // Connect links to the node at addr, waits for the link's handshake and
@@ -390,11 +392,29 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		if host != "" {
 			addrs = n.redialAddrs(host, addrs)
 		}
-		l, timedOut, err := n.dialAny(n.ctx, addrs, t.id)
+		ctx, yield := context.WithCancel(n.ctx)
+		n.mu.Lock()
+		t.yield = yield
+		n.mu.Unlock()
+		l, timedOut, err := n.dialAny(ctx, addrs, t.id)
+		n.mu.Lock()
+		t.yield = nil
+		n.mu.Unlock()
+		yielded := ctx.Err() != nil && n.ctx.Err() == nil
+		yield()
 		n.dials.release(l != nil, timedOut)
 		if l != nil {
 			n.endDial(t)
 			return
+		}
+		if yielded {
+			// The peer's own dial is under way (yieldLocked): look
+			// again once it may have ended, as for a peer dialing in
+			// before this dial began. Not an attempt that failed.
+			n.deferred.Add(1)
+			attempt--
+			delay = n.cfg.DialBackoff
+			continue
 		}
 		n.mu.Lock()
 		// A peer that the registry reaches through others lives: only
@@ -412,6 +432,22 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		}
 		delay = backoff
 		backoff = min(2*backoff, n.cfg.DialBackoffMax)
+	}
+}
+
+// yieldLocked ends this node's dial to peer id, if one is under way,
+// when the peer's own dial to this node has passed admission: of the two
+// links they would make, both ends keep the one the lower id dialed, and
+// id is the lower. A busy node's dials wait for a turn (Config.MaxDials)
+// and take long, so that the fallback dial of the higher id (after
+// FallbackDelay) and the lower id's own dial often ran at once: a
+// duplicate link, made whole, registry sync and all, to be retired (one
+// link in four while 100 nodes on two cores formed a mesh). The dial
+// loop goes on: it finds the peer linked, or dials again if that
+// handshake failed. n.mu is held.
+func (n *Node) yieldLocked(id string) {
+	if t := n.targets[id]; t != nil && t.yield != nil && id < n.id {
+		t.yield()
 	}
 }
 

@@ -227,6 +227,7 @@ func (n *Node) serveConn(conn net.Conn) {
 		n.pending[pendingID] = make(chan struct{})
 		n.inbound[h.ID]++
 		from = h.ID
+		n.yieldLocked(h.ID)
 		n.mu.Unlock()
 		return nil
 	}

@@ -9,6 +9,8 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -616,6 +618,56 @@ func TestNoDialWhilePeerDialsIn(t *testing.T) {
 	<-handshook
 	if e := nextEvent(t, ev, PeerUp); e.Peer != "b" || e.Time.Before(released) {
 		t.Fatalf("a: %+v, want b up after %v", e, released.Format(time.StampMicro))
+	}
+}
+
+// TestDialYieldsToLowerPeersDial: a node whose own dial to a lower-id
+// peer is under way (here: stuck at an address that answers nothing)
+// ends it when that peer's dial to it passes admission: of the two links
+// both ends would keep the lower id's, so the pair gets one link, and the
+// node's dial is not left to run to its timeout.
+func TestDialYieldsToLowerPeersDial(t *testing.T) {
+	leakcheck.Goroutines(t)
+	a := start(t, "c", testConfig("a"))
+	cfg := testConfig("b")
+	cfg.HandshakeTimeout = 30 * time.Second // a dial that is not ended stays under way
+	b := start(t, "c", cfg)
+	mute, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		if c, err := mute.Accept(); err == nil {
+			accepted <- c
+		}
+	}()
+	// b hears of a at an address where nothing answers, and dials it.
+	b.consider("a", []netip.AddrPort{netip.MustParseAddrPort(mute.Addr().String())}, false)
+	var stuck net.Conn
+	select {
+	case stuck = <-accepted:
+		defer stuck.Close()
+	case <-time.After(10 * time.Second):
+		t.Fatal("b did not dial a")
+	}
+	// a dials b: b's dial yields.
+	a.consider("b", b.Addrs(), true)
+	waitFor(t, "a and b linked", 10*time.Second, func() bool { return settled(a, b) })
+	// b's hello, then the end of its dial (its close), not the deadline.
+	stuck.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.Copy(io.Discard, stuck); errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatal("b's dial to a was left running after a's dial to b was admitted")
+	}
+	waitFor(t, "b's dial to end", 10*time.Second, func() bool {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		t := b.targets["a"]
+		return t == nil || !t.dialing
+	})
+	if made := b.Stats().LinksMade; made != 1 {
+		t.Errorf("b took in %d links, want 1", made)
 	}
 }
 
