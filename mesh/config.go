@@ -119,8 +119,9 @@ type Config struct {
 	// that a node meeting a large mesh never buries it, or itself, in
 	// handshakes that time out and are redone. Within it the node adapts:
 	// it starts with 8 at once, allows one more for each dial that links
-	// and halves the number for each that fails. Zero means 32. Connect
-	// is not counted.
+	// within a sixteenth of HandshakeTimeout, and halves the number for
+	// each that times out or takes a quarter of it. Zero means 32.
+	// Connect is not counted.
 	MaxDials int
 
 	// Observer makes the node take part only to read the cluster for a

@@ -375,7 +375,7 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		host := t.host
 		n.mu.Unlock()
 		if (linked && t.id != "") || !current {
-			n.dials.release(false, false)
+			n.dials.release(false, false, 0)
 			n.endDial(t)
 			return
 		}
@@ -384,7 +384,7 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 			// a dial now would make a duplicate link to retire. Look
 			// again after a while (a handshake ends within
 			// HandshakeTimeout).
-			n.dials.release(false, false)
+			n.dials.release(false, false, 0)
 			n.deferred.Add(1)
 			delay = n.cfg.DialBackoff
 			continue
@@ -396,13 +396,15 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		n.mu.Lock()
 		t.yield = yield
 		n.mu.Unlock()
+		began := time.Now()
 		l, timedOut, err := n.dialAny(ctx, addrs, t.id)
+		took := time.Since(began)
 		n.mu.Lock()
 		t.yield = nil
 		n.mu.Unlock()
 		yielded := ctx.Err() != nil && n.ctx.Err() == nil
 		yield()
-		n.dials.release(l != nil, timedOut)
+		n.dials.release(l != nil, timedOut, took)
 		if l != nil {
 			n.endDial(t)
 			return

@@ -104,28 +104,28 @@ func TestDialPacerAdapts(t *testing.T) {
 		t.Fatalf("%d turns at the start, want %d", n, startDials)
 	}
 	for range 4 {
-		p.release(true, false)
+		p.release(true, false, 0)
 	}
 	if p.limit != startDials+4 {
 		t.Errorf("after 4 links: limit %d, want %d", p.limit, startDials+4)
 	}
-	p.release(false, false)
+	p.release(false, false, 0)
 	if p.limit != startDials+4 {
 		t.Errorf("a refusal moved the limit to %d", p.limit)
 	}
-	p.release(false, true)
+	p.release(false, true, 0)
 	if p.limit != (startDials+4)/2 {
 		t.Errorf("after a timeout: limit %d, want %d", p.limit, (startDials+4)/2)
 	}
 	for range 2 {
-		p.release(false, true)
+		p.release(false, true, 0)
 	}
 	if p.limit != minDials {
 		t.Errorf("after timeouts: limit %d, want the floor %d", p.limit, minDials)
 	}
 	// A turn waits while the limit is reached, and comes when one frees.
 	for p.active > 0 {
-		p.release(false, false)
+		p.release(false, false, 0)
 	}
 	take()
 	got := make(chan bool)
@@ -135,7 +135,7 @@ func TestDialPacerAdapts(t *testing.T) {
 		t.Fatal("a turn past the limit was given")
 	case <-time.After(20 * time.Millisecond):
 	}
-	p.release(true, false)
+	p.release(true, false, 0)
 	if !<-got {
 		t.Fatal("no turn once one freed")
 	}
@@ -158,14 +158,40 @@ func TestDialPacerBacksOffWhenLate(t *testing.T) {
 	for range 4 {
 		p.acquire(stop)
 	}
-	p.release(true, false)
+	p.release(true, false, 0)
 	if p.limit != startDials/2 {
 		t.Fatalf("a link made while the process ran %v late: limit %d, want %d", late, p.limit, startDials/2)
 	}
 	late = 10 * time.Millisecond
-	p.release(true, false)
+	p.release(true, false, 0)
 	if p.limit != startDials/2+1 {
 		t.Fatalf("a link made on time: limit %d, want %d", p.limit, startDials/2+1)
+	}
+}
+
+// TestDialPacerSlowLinks: a dial that links raises the dials allowed at
+// once only if it took under a sixteenth of HandshakeTimeout; one that
+// took longer leaves the bound, and one that took a quarter of it halves
+// the bound as a timeout does: a busy machine, or peer, links slowly
+// long before its handshakes time out.
+func TestDialPacerSlowLinks(t *testing.T) {
+	p := newDialPacer(32, 2*time.Second)
+	p.late = func() time.Duration { return 0 }
+	stop := make(chan struct{})
+	for range 4 {
+		p.acquire(stop)
+	}
+	p.release(true, false, 50*time.Millisecond)
+	if p.limit != startDials+1 {
+		t.Fatalf("a link in 50 ms: limit %d, want %d", p.limit, startDials+1)
+	}
+	p.release(true, false, 300*time.Millisecond)
+	if p.limit != startDials+1 {
+		t.Fatalf("a link in 300 ms: limit %d, want it left at %d", p.limit, startDials+1)
+	}
+	p.release(true, false, 600*time.Millisecond)
+	if p.limit != (startDials+1)/2 {
+		t.Fatalf("a link in 600 ms (over a quarter of the 2 s timeout): limit %d, want %d", p.limit, (startDials+1)/2)
 	}
 }
 
