@@ -34,6 +34,7 @@ type link struct {
 	// work for 100 nodes.
 	known      []knownOf
 	knownCount int             // entries of known in use
+	knownSize  int             // how large a table to make: the owners known here at the Hello
 	wanted     map[string]bool // owners whose snapshot was asked for
 	// taken: the frame being handled is kept as it was read (keepFrame);
 	// the next is read into a new buffer. Used by the reader alone.
@@ -86,7 +87,7 @@ func (l *link) knows(o *owner) peerKnows {
 // note sets what the peer is known to hold of o.
 func (l *link) note(o *owner, k peerKnows) {
 	if o.idx >= len(l.known) {
-		known := make([]knownOf, max(o.idx+1, 2*len(l.known), 8))
+		known := make([]knownOf, max(o.idx+1, 2*len(l.known), l.knownSize, 8))
 		copy(known, l.known)
 		l.known = known
 	}

@@ -188,6 +188,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 	}
 	l.hello = true
 	l.helloPeers = map[string]uint64{}
+	l.knownSize = len(r.byIdx)
 	for _, d := range m.digest {
 		if d.owner == l.peer {
 			l.peerInc, l.helloBeat = d.inc, d.beat
