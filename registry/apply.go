@@ -198,7 +198,7 @@ func (r *Registry) onState(l *link, m *message, payload []byte) error {
 // wholeDelta returns the changes from the adjacency have to the whole one
 // peers names, in the form of a delta.
 func (r *Registry) wholeDelta(have map[string]uint64, peers []peerRef) []peerRef {
-	var d []peerRef
+	d := make([]peerRef, 0, max(len(peers)-len(have), 4)) // (what is added, when nothing is dropped)
 	kept := 0
 	for _, p := range peers {
 		if inc, ok := have[p.id]; ok && inc == p.inc {

@@ -187,7 +187,7 @@ func (r *Registry) onHello(l *link, m *message) error {
 		return fmt.Errorf("%w: peer says it is %q, expected %q", ErrProtocol, m.node, l.peer)
 	}
 	l.hello = true
-	l.helloPeers = map[string]uint64{}
+	l.helloPeers = make(map[string]uint64, len(m.digest))
 	l.knownSize = len(r.byIdx)
 	for _, d := range m.digest {
 		if d.owner == l.peer {
