@@ -81,9 +81,9 @@ type Config struct {
 	DialAttempts int
 	// FallbackDelay is how long the node with the higher id waits for a
 	// discovered peer with a lower id to dial it before it dials itself,
-	// and how long a new peer waits for this node's member list (peer
-	// exchange), which names only the members it is not linked to by
-	// then. Zero means 1 s.
+	// and, once this node has more than 16 peers, how long a new peer
+	// waits for its member list (peer exchange), which names only the
+	// members it is not linked to by then. Zero means 1 s.
 	FallbackDelay time.Duration
 
 	// MaxMessageSize bounds one message. Zero means 1 MiB. A larger Send

@@ -588,8 +588,9 @@ func (n *Node) dialAddrsLocked(addrs []netip.AddrPort) {
 }
 
 // exchangeLaterLocked tells a new peer the members this node is linked
-// with, FallbackDelay from now (see exchangeLocked); n.mu is held. One
-// timer serves every peer whose list waits.
+// with: at once while they are few (exchangeAtOnce), else FallbackDelay
+// from now (see exchangeLocked); n.mu is held. One timer serves every
+// peer whose list waits.
 //
 // The list waits because it is rarely needed: on a LAN, discovery
 // finds every member for every node, and in a mesh forming all at once
@@ -604,12 +605,22 @@ func (n *Node) exchangeLaterLocked(p *peer) {
 	if n.closed {
 		return
 	}
+	if len(n.peers) <= exchangeAtOnce {
+		// A short list costs little, and at once it links a small
+		// mesh sooner than discovery does (10 nodes in 20 ms, not 120).
+		n.exchangeLocked(p)
+		return
+	}
 	if n.exchangeDue == nil {
 		n.exchangeDue = map[*peer]time.Time{}
 	}
 	n.exchangeDue[p] = time.Now().Add(lag.Stretch(n.cfg.FallbackDelay))
 	n.armExchangesLocked()
 }
+
+// exchangeAtOnce is how many peers a node may have for a new peer's
+// member list to go at once; with more, it waits (exchangeLaterLocked).
+const exchangeAtOnce = 16
 
 // armExchangesLocked starts the exchange timer for the first list due,
 // unless it runs; n.mu is held.
