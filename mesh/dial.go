@@ -588,9 +588,10 @@ func (n *Node) dialAddrsLocked(addrs []netip.AddrPort) {
 }
 
 // exchangeLaterLocked tells a new peer the members this node is linked
-// with: at once while they are few (exchangeAtOnce), else FallbackDelay
-// from now (see exchangeLocked); n.mu is held. One timer serves every
-// peer whose list waits.
+// with: at once while they are few (exchangeAtOnce) or when the peer is
+// a new run of one it held (restart), else FallbackDelay from now (see
+// exchangeLocked); n.mu is held. One timer serves every peer whose list
+// waits.
 //
 // The list waits because it is rarely needed: on a LAN, discovery
 // finds every member for every node, and in a mesh forming all at once
@@ -601,14 +602,22 @@ func (n *Node) dialAddrsLocked(addrs []netip.AddrPort) {
 // registry knows (Registry.Unlinked): often none. A node that joined
 // through one address (Connect, Static, DNS) learns the others that much
 // later; a peer found only in a list is still dialed at once.
-func (n *Node) exchangeLaterLocked(p *peer) {
+func (n *Node) exchangeLaterLocked(p *peer, restart bool) {
 	if n.closed {
+		return
+	}
+	if restart {
+		// A new run of a peer this node held: what the registry says of
+		// the old run's links says nothing of the new one's (and the new
+		// run, on a new address, is found by no member but through this
+		// list). All of them, at once.
+		n.exchangeLocked(p, false)
 		return
 	}
 	if len(n.peers) <= exchangeAtOnce {
 		// A short list costs little, and at once it links a small
 		// mesh sooner than discovery does (10 nodes in 20 ms, not 120).
-		n.exchangeLocked(p)
+		n.exchangeLocked(p, true)
 		return
 	}
 	if n.exchangeDue == nil {
@@ -660,7 +669,7 @@ func (n *Node) exchangesDue() {
 		}
 		delete(n.exchangeDue, p)
 		if n.peers[p.id] == p {
-			n.exchangeLocked(p)
+			n.exchangeLocked(p, true)
 		}
 	}
 	n.armExchangesLocked()
@@ -676,8 +685,9 @@ func (n *Node) stopExchangesLocked() {
 	}
 }
 
-// exchangeLocked tells a peer the members this node is linked with that
-// it is not linked to, as far as the registry knows; n.mu is held. The
+// exchangeLocked tells a peer the members this node is linked with (with
+// filter, those it is not linked to, as far as the registry knows); n.mu
+// is held. The
 // peer dials those it is not linked with (at once: they do not know it).
 // Of any two members linked with this node, the one that linked later
 // has the other in its list unless it is linked to it, so the mesh
@@ -686,14 +696,14 @@ func (n *Node) stopExchangesLocked() {
 // new link, N³ frames for N nodes (a fifth to a third of the CPU of 50
 // nodes started together), nearly all of them about peers the members
 // already knew.
-func (n *Node) exchangeLocked(p *peer) {
+func (n *Node) exchangeLocked(p *peer, filter bool) {
 	var ids []string
 	for _, o := range n.peers {
 		if o != p && !o.observer { // nobody dials an observer
 			ids = append(ids, o.id)
 		}
 	}
-	if len(ids) > 0 && n.reg != nil {
+	if filter && len(ids) > 0 && n.reg != nil {
 		ids = n.reg.Unlinked(p.id, ids)
 	}
 	if len(ids) == 0 {

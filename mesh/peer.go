@@ -106,7 +106,7 @@ func (n *Node) peerUpLocked(l *link, restart bool) {
 	}
 	n.events.publish(Event{Kind: PeerUp, Peer: p.id, Addrs: slices.Clone(p.addrs), Observer: p.observer})
 	n.log.Debug("peer up", "peer", p.id)
-	n.exchangeLaterLocked(p)
+	n.exchangeLaterLocked(p, restart)
 	n.rewatchLocked()
 }
 
