@@ -687,11 +687,10 @@ func (n *Node) stopExchangesLocked() {
 
 // exchangeLocked tells a peer the members this node is linked with (with
 // filter, those it is not linked to, as far as the registry knows); n.mu
-// is held. The
-// peer dials those it is not linked with (at once: they do not know it).
-// Of any two members linked with this node, the one that linked later
-// has the other in its list unless it is linked to it, so the mesh
-// completes. The members are not told of the new peer in turn: in a
+// is held. The peer dials those it is not linked with (at once: they do
+// not know it). Of any two members linked with this node, the one that
+// linked later has the other in its list unless it is linked to it, so
+// the mesh completes. The members are not told of the new peer in turn: in a
 // mesh forming all at once that was a frame to every member for every
 // new link, N³ frames for N nodes (a fifth to a third of the CPU of 50
 // nodes started together), nearly all of them about peers the members

@@ -12,10 +12,9 @@ import (
 // increase, multiplicative decrease): each dial that links quickly raises
 // it by one, up to Config.MaxDials; each that timed out, or was slow,
 // halves it, down to minDials (a refusal or a dead address says nothing
-// of the load). A node
-// meeting a mesh that answers fast soon dials many peers at once; one
-// whose dials time out (a machine, or a mesh, buried in handshakes) backs
-// off before it buries them deeper.
+// of the load). A node meeting a mesh that answers fast soon dials many
+// peers at once; one whose dials time out (a machine, or a mesh, buried
+// in handshakes) backs off before it buries them deeper.
 //
 // A timeout is a late sign: by then the handshakes in flight have waited
 // HandshakeTimeout, and most of them fail too. The early sign is the

@@ -356,10 +356,8 @@ func (r *Registry) onSnap(l *link, m *message, payload []byte) error {
 	}
 	l.snap = nil
 	delete(l.wanted, s.owner)
-	if x := r.owners[s.owner]; x != nil && x != r.self {
-		l.noteRecords(x, s.inc, s.seq)
-	}
 	if s.owner == r.self.id || s.inc == 0 || r.secondHand(l, s.owner, s.inc) {
+		l.noteRecords(r.owners[s.owner], s.inc, s.seq) // (nil when not known here)
 		return nil
 	}
 	o := r.owner(s.owner)

@@ -2,11 +2,9 @@ package registry
 
 import (
 	"fmt"
-	"math/rand/v2"
 	"os"
 	"runtime"
 	"runtime/pprof"
-	"slices"
 	"syscall"
 	"testing"
 	"time"
@@ -23,82 +21,66 @@ import (
 //	go test -run - -bench Formation -benchtime 1x ./registry
 func BenchmarkFormation(b *testing.B) {
 	const n = 100
-	{
-		b.StopTimer()
-		rng := rand.New(rand.NewPCG(1, 17))
-		defaults := func(c *Config) { c.Heartbeat, c.Lifetime = 0, 0 }
-		ns := make([]*node, n)
-		for i := range ns {
-			ns[i] = newNode(b, fmt.Sprintf("n%03d", i), defaults)
-			ns[i].register(b, "x@1.0.0", 100+i, nil)
+	b.StopTimer()
+	defaults := func(c *Config) { c.Heartbeat, c.Lifetime = 0, 0 }
+	ns := make([]*node, n)
+	for i := range ns {
+		ns[i] = newNode(b, fmt.Sprintf("n%03d", i), defaults)
+		ns[i].register(b, "x@1.0.0", 100+i, nil)
+	}
+	starts := linkSchedule(n, 2*time.Second, 1)
+	tally := &frameTally{}
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	cpu0 := cpuNow()
+	if f := os.Getenv("FORMATION_CPUPROFILE"); f != "" {
+		out, err := os.Create(f)
+		if err != nil {
+			b.Fatal(err)
 		}
-		type start struct {
-			at   time.Duration
-			a, b int
-		}
-		var starts []start
-		for i := range ns {
-			for j := i + 1; j < n; j++ {
-				starts = append(starts, start{time.Duration(rng.Int64N(int64(2 * time.Second))), i, j})
-			}
-		}
-		slices.SortFunc(starts, func(x, y start) int { return int(x.at - y.at) })
-		tally := &frameTally{}
-		var ms0, ms1 runtime.MemStats
-		runtime.ReadMemStats(&ms0)
-		cpu0 := cpuNow()
-		if f := os.Getenv("FORMATION_CPUPROFILE"); f != "" {
-			out, err := os.Create(f)
-			if err != nil {
-				b.Fatal(err)
-			}
-			pprof.StartCPUProfile(out)
-		}
-		b.StartTimer()
-		begin := time.Now()
-		for _, s := range starts {
-			time.Sleep(s.at - time.Since(begin))
-			connectTally(b, ns[s.a], ns[s.b], tally)
-		}
-		whole := func() bool {
-			for _, nd := range ns {
-				full := locked(nd, func(r *Registry) bool {
-					if len(r.relayDue) > 0 || r.stateDue {
-						return false
-					}
-					for _, o := range r.owners {
-						if len(o.peers) != n-1 || len(o.records) != 1 {
-							return false
-						}
-					}
-					return len(r.owners) == n
-				})
-				if !full {
+		pprof.StartCPUProfile(out)
+	}
+	b.StartTimer()
+	begin := time.Now()
+	linkAll(b, ns, starts, tally)
+	whole := func() bool {
+		for _, nd := range ns {
+			full := locked(nd, func(r *Registry) bool {
+				if len(r.relayDue) > 0 || r.stateDue {
 					return false
 				}
+				for _, o := range r.owners {
+					if len(o.peers) != n-1 || len(o.records) != 1 {
+						return false
+					}
+				}
+				return len(r.owners) == n
+			})
+			if !full {
+				return false
 			}
-			return true
 		}
-		deadline := time.Now().Add(time.Minute)
-		for !whole() {
-			if time.Now().After(deadline) {
-				b.Fatal("no full mesh within a minute")
-			}
-			time.Sleep(20 * time.Millisecond)
+		return true
+	}
+	deadline := time.Now().Add(time.Minute)
+	for !whole() {
+		if time.Now().After(deadline) {
+			b.Fatal("no full mesh within a minute")
 		}
-		b.StopTimer()
-		pprof.StopCPUProfile()
-		runtime.ReadMemStats(&ms1)
-		b.ReportMetric((cpuNow() - cpu0).Seconds(), "cpu-s")
-		b.ReportMetric(float64(ms1.TotalAlloc-ms0.TotalAlloc)/(1<<20), "MiB-alloc")
-		b.ReportMetric(time.Since(begin).Seconds(), "s-formed")
-		links := float64(len(starts))
-		for t := range tally.frames {
-			b.Logf("type %d: %.1f frames, %.1f KiB a link", t, float64(tally.frames[t].Load())/links, float64(tally.bytes[t].Load())/links/1024)
-		}
-		for _, nd := range ns {
-			nd.Close()
-		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	b.StopTimer()
+	pprof.StopCPUProfile()
+	runtime.ReadMemStats(&ms1)
+	b.ReportMetric((cpuNow() - cpu0).Seconds(), "cpu-s")
+	b.ReportMetric(float64(ms1.TotalAlloc-ms0.TotalAlloc)/(1<<20), "MiB-alloc")
+	b.ReportMetric(time.Since(begin).Seconds(), "s-formed")
+	links := float64(len(starts))
+	for t := range tally.frames {
+		b.Logf("type %d: %.1f frames, %.1f KiB a link", t, float64(tally.frames[t].Load())/links, float64(tally.bytes[t].Load())/links/1024)
+	}
+	for _, nd := range ns {
+		nd.Close()
 	}
 }
 

@@ -64,7 +64,6 @@ func connectTally(t testing.TB, a, b *node, tally *frameTally) *testLink {
 // It runs in a synctest bubble.
 func formMesh(t testing.TB, n int, spread time.Duration, seed uint64) *frameTally {
 	t.Helper()
-	rng := rand.New(rand.NewPCG(seed, 17))
 	defaults := func(c *Config) { c.Heartbeat, c.Lifetime = 0, 0 }
 	ns := make([]*node, n)
 	var recs []Record
@@ -72,23 +71,8 @@ func formMesh(t testing.TB, n int, spread time.Duration, seed uint64) *frameTall
 		ns[i] = newNode(t, fmt.Sprintf("n%02d", i), defaults)
 		recs = append(recs, ns[i].register(t, "x@1.0.0", 100+i, nil))
 	}
-	type start struct {
-		at   time.Duration
-		a, b int
-	}
-	var starts []start
-	for i := range ns {
-		for j := i + 1; j < n; j++ {
-			starts = append(starts, start{time.Duration(rng.Int64N(int64(spread))), i, j})
-		}
-	}
-	slices.SortFunc(starts, func(x, y start) int { return int(x.at - y.at) })
 	tally := &frameTally{}
-	begin := time.Now()
-	for _, s := range starts {
-		time.Sleep(s.at - time.Since(begin))
-		connectTally(t, ns[s.a], ns[s.b], tally)
-	}
+	linkAll(t, ns, linkSchedule(n, spread, seed), tally)
 	time.Sleep(2 * time.Second) // merged states go out, relays settle
 	synctest.Wait()
 	for _, nd := range ns {
@@ -99,6 +83,36 @@ func formMesh(t testing.TB, n int, spread time.Duration, seed uint64) *frameTall
 		}
 	}
 	return tally
+}
+
+// linkStart is when a formation links nodes a and b, from its start.
+type linkStart struct {
+	at   time.Duration
+	a, b int
+}
+
+// linkSchedule gives every pair of n nodes a random time within spread,
+// in the order of those times.
+func linkSchedule(n int, spread time.Duration, seed uint64) []linkStart {
+	rng := rand.New(rand.NewPCG(seed, 17))
+	var starts []linkStart
+	for i := range n {
+		for j := i + 1; j < n; j++ {
+			starts = append(starts, linkStart{time.Duration(rng.Int64N(int64(spread))), i, j})
+		}
+	}
+	slices.SortFunc(starts, func(x, y linkStart) int { return int(x.at - y.at) })
+	return starts
+}
+
+// linkAll links the nodes ns as starts says, each pair at its time,
+// counting their frames in tally.
+func linkAll(t testing.TB, ns []*node, starts []linkStart, tally *frameTally) {
+	begin := time.Now()
+	for _, s := range starts {
+		time.Sleep(s.at - time.Since(begin))
+		connectTally(t, ns[s.a], ns[s.b], tally)
+	}
 }
 
 // TestFormationStatesPerLink: while a full mesh forms, the States a link

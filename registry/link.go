@@ -150,11 +150,11 @@ func (l *link) keepFrame(frame []byte) []byte {
 	return bytes.Clone(frame)
 }
 
-// untracked reports whether what the peer holds of o is not noted (nil:
-// an owner not known here):
-// of the peer itself (the owner of it all) and of this node (whose
-// changes go to every ready link), once the sync is computed. Kept, they
-// were a map of two entries on every link of a whole mesh.
+// untracked reports whether what the peer holds of o is not noted: of an
+// owner not known here (nil), and, once the sync is computed, of the
+// peer itself (the owner of it all) and of this node (whose changes go
+// to every ready link). Kept, they were two entries on every link of a
+// whole mesh.
 func (l *link) untracked(o *owner) bool {
 	return o == nil || l.ready && (o.id == l.peer || o.id == l.self)
 }
