@@ -120,8 +120,11 @@ type Config struct {
 	// handshakes that time out and are redone. Within it the node adapts:
 	// it starts with 8 at once, allows one more for each dial that links
 	// within a sixteenth of HandshakeTimeout, and halves the number for
-	// each that times out or takes a quarter of it. Zero means 32.
-	// Connect is not counted.
+	// each whose handshake times out or that takes a quarter of it. A
+	// dial that no address has answered within 250 ms gives its turn
+	// back, and takes one again once its connection is made: peers that
+	// do not answer (gone without a goodbye, beyond a partition) take no
+	// turns from those that do. Zero means 32. Connect is not counted.
 	MaxDials int
 
 	// Observer makes the node take part only to read the cluster for a

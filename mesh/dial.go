@@ -32,6 +32,9 @@ type target struct {
 	dialing   bool // a dial goroutine runs for it
 	// yield ends the dial attempt under way, if any (see yieldLocked).
 	yield context.CancelFunc
+	// silent: no address answered the last attempt; the next one starts
+	// without a turn of the dial pacer (see turn).
+	silent bool
 }
 
 // Connect links to the node at addr, waits for the link's handshake and
@@ -57,7 +60,7 @@ func (n *Node) Connect(ctx context.Context, addr string) (Peer, error) {
 	if err != nil {
 		return Peer{}, fmt.Errorf("mesh: connect: %w", err)
 	}
-	l, _, err := n.dialAny(ctx, addrs, "")
+	l, _, err := n.dialAny(ctx, addrs, "", nil)
 	if l == nil {
 		return Peer{}, err
 	}
@@ -157,8 +160,8 @@ func (n *Node) dial(ctx context.Context, ap netip.AddrPort) (*link, error) {
 // handshake dials one address and runs the handshake, until ctx or the
 // node ends; the connection takes at most HandshakeTimeout, and so does
 // the handshake. connected, when not nil, is called once the address
-// answered, before the handshake.
-func (n *Node) handshake(ctx context.Context, ap netip.AddrPort, connected func()) (*transport.Link, error) {
+// answered, before the handshake; an error of it ends the attempt.
+func (n *Node) handshake(ctx context.Context, ap netip.AddrPort, connected func() error) (*transport.Link, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stop := context.AfterFunc(n.ctx, cancel)
@@ -172,7 +175,7 @@ func (n *Node) handshake(ctx context.Context, ap netip.AddrPort, connected func(
 	return tl, nil
 }
 
-func (n *Node) connect(ctx context.Context, ap netip.AddrPort, connected func()) (*transport.Link, error) {
+func (n *Node) connect(ctx context.Context, ap netip.AddrPort, connected func() error) (*transport.Link, error) {
 	var d net.Dialer
 	dctx, cancel := context.WithTimeout(ctx, lag.Stretch(n.cfg.HandshakeTimeout))
 	conn, err := d.DialContext(dctx, "tcp", ap.String())
@@ -181,7 +184,10 @@ func (n *Node) connect(ctx context.Context, ap netip.AddrPort, connected func())
 		return nil, err
 	}
 	if connected != nil {
-		connected()
+		if err := connected(); err != nil {
+			conn.Close()
+			return nil, err
+		}
 	}
 	var admitted *transport.Hello
 	verify := func(h transport.Hello) error {
@@ -215,15 +221,23 @@ const dialStagger = 250 * time.Millisecond
 // address has answered, no other is tried unless its handshake fails: a
 // handshake that is slow (a busy peer) is not one more reason to start
 // another. Each connection and each handshake takes at most
-// HandshakeTimeout; all of it ends when ctx does or the node closes. It
-// returns nil when none linked, and whether an attempt timed out (the
-// sign of a machine or a peer buried in work), with the error that says
-// most: that of an address that answered (a refusal), else the first
+// HandshakeTimeout; all of it ends when ctx does or the node closes.
+// With tn, a turn of the dial pacer, the dial gives the turn back if no
+// address has answered within dialStagger, takes it again (waiting a
+// quarter of HandshakeTimeout at most; else the attempt ends with
+// errNoTurn) once one has, and ends it with the outcome. It returns nil
+// when none linked, and whether no address answered with a connection
+// timed out (a peer that may be gone), with the error that says most:
+// that of an address that answered (a refusal), else the first
 // address's, ctx's when it ended, errClosed when the node closed. The
 // error is nil when the only links made were to other peers than want.
-func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string) (_ *link, timedOut bool, err error) {
+func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string, tn *turn) (l *link, silent bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// A handshake timed out: the sign of a machine or a peer buried in
+	// work (a connection that times out is a peer that may be gone).
+	hsTimedOut, anyAnswered := false, false
+	defer func() { tn.end(l != nil, hsTimedOut) }()
 	// One channel for both reports of an attempt keeps them in order.
 	type report struct {
 		ap        netip.AddrPort
@@ -257,8 +271,18 @@ func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string)
 	var connected atomic.Int32
 	stagger := time.NewTimer(0)
 	defer stagger.Stop()
+	var graceC <-chan time.Time // gives tn back (see turn)
+	if tn.holds() {
+		grace := time.NewTimer(lag.Stretch(dialStagger))
+		defer grace.Stop()
+		graceC = grace.C
+	}
 	for next < len(addrs) || pending > 0 {
 		select {
+		case <-graceC:
+			if connected.Load() == 0 && answered == 0 {
+				tn.giveBack()
+			}
 		case <-stagger.C:
 			if next == len(addrs) || connected.Load() > 0 {
 				continue
@@ -268,10 +292,16 @@ func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string)
 			pending++
 			wg.Go(func() {
 				answered := false
-				tl, err := n.handshake(ctx, ap, func() {
+				tl, err := n.handshake(ctx, ap, func() error {
 					answered = true
 					connected.Add(1)
 					reports <- report{ap: ap, connected: true}
+					wait := time.NewTimer(lag.Stretch(n.cfg.HandshakeTimeout / 4))
+					defer wait.Stop()
+					if !tn.take(ctx.Done(), wait.C) {
+						return errNoTurn
+					}
+					return nil
 				})
 				if answered {
 					connected.Add(-1)
@@ -288,10 +318,17 @@ func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string)
 			pending--
 			if r.answered {
 				answered--
+				anyAnswered = true
 			}
 			if r.err != nil {
 				var ne net.Error
-				timedOut = timedOut || (errors.As(r.err, &ne) && ne.Timeout())
+				if errors.As(r.err, &ne) && ne.Timeout() {
+					if r.answered {
+						hsTimedOut = true
+					} else {
+						silent = true
+					}
+				}
 				if err == nil || (r.answered && !errAnswered) {
 					err, errAnswered, errAP = r.err, r.answered, r.ap
 				}
@@ -304,28 +341,33 @@ func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string)
 				n.log.Info("address now belongs to another node", "addr", r.ap.String(), "peer", r.tl.Peer(), "want", want)
 			}
 			n.linkMade(r.ap)
-			l := n.addLink(r.tl)
-			if l == nil {
-				return nil, timedOut, errClosed
+			made := n.addLink(r.tl)
+			if made == nil {
+				return nil, false, errClosed
 			}
-			if want == "" || l.peer == want {
-				return l, timedOut, nil
+			if want == "" || made.peer == want {
+				return made, false, nil
 			}
 			stagger.Reset(0)
 		case <-ctx.Done():
 			if n.ctx.Err() != nil {
-				return nil, timedOut, errClosed
+				return nil, false, errClosed
 			}
-			return nil, timedOut, fmt.Errorf("mesh: %w", ctx.Err())
+			return nil, false, fmt.Errorf("mesh: %w", ctx.Err())
 		case <-n.closing:
-			return nil, timedOut, errClosed
+			return nil, false, errClosed
 		}
 	}
-	if err != nil && ctx.Err() == nil {
+	if err != nil && ctx.Err() == nil && !errors.Is(err, errNoTurn) {
 		n.linkFailed(errAP, true, errAnswered, want, err)
 	}
-	return nil, timedOut, err
+	return nil, silent && !anyAnswered, err
 }
+
+// errNoTurn ends a dial attempt whose address answered after the dial
+// gave its turn back, when no turn freed soon (see turn): the dial loop
+// tries again, with a turn from the start.
+var errNoTurn = errors.New("no dial turn free")
 
 // startDialLocked starts t's dial goroutine after delay unless one runs;
 // n.mu is held.
@@ -362,8 +404,13 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 			}
 		}
 		// Wait for a turn (Config.MaxDials), then look again: the peer
-		// may have dialed this node meanwhile.
-		if !n.dials.acquire(n.closing) {
+		// may have dialed this node meanwhile. A peer that did not
+		// answer last time is dialed without one (see turn).
+		tn := &turn{p: n.dials}
+		n.mu.Lock()
+		silent := t.silent
+		n.mu.Unlock()
+		if !silent && !tn.take(n.closing, nil) {
 			n.endDial(t)
 			return
 		}
@@ -375,7 +422,7 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		host := t.host
 		n.mu.Unlock()
 		if (linked && t.id != "") || !current {
-			n.dials.release(false, false, 0)
+			tn.giveBack()
 			n.endDial(t)
 			return
 		}
@@ -384,7 +431,7 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 			// a dial now would make a duplicate link to retire. Look
 			// again after a while (a handshake ends within
 			// HandshakeTimeout).
-			n.dials.release(false, false, 0)
+			tn.giveBack()
 			n.deferred.Add(1)
 			delay = n.cfg.DialBackoff
 			continue
@@ -396,23 +443,23 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		n.mu.Lock()
 		t.yield = yield
 		n.mu.Unlock()
-		began := time.Now()
-		l, timedOut, err := n.dialAny(ctx, addrs, t.id)
-		took := time.Since(began)
+		l, silent, err := n.dialAny(ctx, addrs, t.id, tn)
+		yielded := ctx.Err() != nil && n.ctx.Err() == nil
 		n.mu.Lock()
 		t.yield = nil
+		t.silent = silent
 		n.mu.Unlock()
-		yielded := ctx.Err() != nil && n.ctx.Err() == nil
 		yield()
-		n.dials.release(l != nil, timedOut, took)
 		if l != nil {
 			n.endDial(t)
 			return
 		}
-		if yielded {
+		if yielded || errors.Is(err, errNoTurn) {
 			// The peer's own dial is under way (yieldLocked): look
 			// again once it may have ended, as for a peer dialing in
-			// before this dial began. Not an attempt that failed.
+			// before this dial began. Or the peer answered late and no
+			// turn was free: dial again, with a turn. Not an attempt
+			// that failed.
 			n.deferred.Add(1)
 			attempt--
 			delay = n.cfg.DialBackoff

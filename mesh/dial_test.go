@@ -2,6 +2,7 @@ package mesh
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -95,7 +96,7 @@ func TestDialPacerAdapts(t *testing.T) {
 	p.late = func() time.Duration { return 0 }
 	stop := make(chan struct{})
 	take := func() (n int) {
-		for p.active < p.limit && p.acquire(stop) {
+		for p.active < p.limit && p.acquire(stop, nil) {
 			n++
 		}
 		return n
@@ -129,7 +130,7 @@ func TestDialPacerAdapts(t *testing.T) {
 	}
 	take()
 	got := make(chan bool)
-	go func() { got <- p.acquire(stop) }()
+	go func() { got <- p.acquire(stop, nil) }()
 	select {
 	case <-got:
 		t.Fatal("a turn past the limit was given")
@@ -142,7 +143,7 @@ func TestDialPacerAdapts(t *testing.T) {
 	// With no turn free, a stopped wait gives up.
 	take()
 	close(stop)
-	if p.acquire(stop) {
+	if p.acquire(stop, nil) {
 		t.Fatal("a stopped wait got a turn past the limit")
 	}
 }
@@ -156,7 +157,7 @@ func TestDialPacerBacksOffWhenLate(t *testing.T) {
 	p.late = func() time.Duration { return late }
 	stop := make(chan struct{})
 	for range 4 {
-		p.acquire(stop)
+		p.acquire(stop, nil)
 	}
 	p.release(true, false, 0)
 	if p.limit != startDials/2 {
@@ -179,7 +180,7 @@ func TestDialPacerSlowLinks(t *testing.T) {
 	p.late = func() time.Duration { return 0 }
 	stop := make(chan struct{})
 	for range 4 {
-		p.acquire(stop)
+		p.acquire(stop, nil)
 	}
 	p.release(true, false, 50*time.Millisecond)
 	if p.limit != startDials+1 {
@@ -361,4 +362,129 @@ func TestReachablePeerRedialed(t *testing.T) {
 		}
 	}
 	waitFor(t, "a full mesh of three again", 10*time.Second, func() bool { return settled(a, b, c) })
+}
+
+// blackHole returns an address on loopback where no connection is ever
+// answered, as at a peer gone without a goodbye or beyond a partition:
+// a listener whose accept queue (of one) is full and never accepted
+// from, so that the kernel drops every SYN and a dial waits until it
+// times out.
+func blackHole(t *testing.T) netip.AddrPort {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ap := netip.AddrPortFrom(netip.AddrFrom4([4]byte{127, 0, 0, 1}), uint16(sa.(*syscall.SockaddrInet4).Port))
+	// Fill the queue, then make sure a dial is not answered.
+	for filled := false; !filled; {
+		c, err := net.DialTimeout("tcp", ap.String(), 100*time.Millisecond)
+		if err != nil {
+			filled = true
+			continue
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	return ap
+}
+
+// TestSilentPeersHoldNoDialTurns: peers that do not answer (gone
+// without a goodbye, or beyond a partition, while discovery still
+// reports them: two minutes by default) do not keep a node from linking
+// to one that does. Their dials used to hold their turns (MaxDials)
+// until they timed out: after a hundred nodes on two hosts were split
+// 50|50, each node's dials to the fifty of the far side held every turn,
+// and a link lost within a side was not made again for a minute.
+func TestSilentPeersHoldNoDialTurns(t *testing.T) {
+	leakcheck.Goroutines(t)
+	hole := blackHole(t)
+	d := make(scripted)
+	cfg := testConfig("a")
+	cfg.MaxDials = 2
+	cfg.HandshakeTimeout = 10 * time.Second
+	cfg.Discovery = []discovery.Discoverer{d}
+	a := start(t, "silent", cfg)
+	report := <-d
+	ev := a.Events(t.Context())
+	// Twenty peers that never answer, then one that does: a has the
+	// lower id, so it dials each at once.
+	for i := range 20 {
+		report(discovery.Event{Kind: discovery.Found, Peer: discovery.Peer{ID: fmt.Sprintf("b%02d", i), Addrs: []netip.AddrPort{hole}}})
+	}
+	live := start(t, "silent", testConfig("z"))
+	report(discovery.Event{Kind: discovery.Found, Peer: discovery.Peer{ID: "z", Addrs: live.Addrs()}})
+	for {
+		select {
+		case e := <-ev:
+			switch e.Kind {
+			case PeerUp:
+				if e.Peer == "z" {
+					return
+				}
+			case LinkFailed:
+				t.Fatalf("a dial to a silent peer timed out (%v) before the peer that answers was linked: the silent peers' dials held the turns", e.Err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatal("neither linked nor failed in a minute")
+		}
+	}
+}
+
+// TestDialTurn: a dial's turn given back leaves the bound as it was; one
+// taken again after it was given back waits for a free turn, and gives
+// up when none frees in time; one ended with the dial's outcome moves
+// the bound, timed from when it was taken.
+func TestDialTurn(t *testing.T) {
+	p := newDialPacer(32, 2*time.Second)
+	p.late = func() time.Duration { return 0 }
+	stop := make(chan struct{})
+	tn := &turn{p: p}
+	if !tn.take(stop, nil) || !tn.holds() || p.active != 1 {
+		t.Fatalf("take: held %v, active %d", tn.holds(), p.active)
+	}
+	tn.giveBack()
+	if tn.holds() || p.active != 0 || p.limit != startDials {
+		t.Fatalf("given back: held %v, active %d, limit %d (want %d)", tn.holds(), p.active, p.limit, startDials)
+	}
+	tn.giveBack() // not held: nothing
+	if p.active != 0 {
+		t.Fatalf("a second give-back: active %d", p.active)
+	}
+	// Every other turn taken: taking it again waits, and expires.
+	for p.active < p.limit {
+		p.acquire(stop, nil)
+	}
+	expire := make(chan time.Time)
+	close(expire)
+	if tn.take(stop, expire) {
+		t.Fatal("a turn taken past the bound")
+	}
+	p.giveBack()
+	if !tn.take(stop, expire) {
+		t.Fatal("no turn while one was free")
+	}
+	tn.end(true, false)
+	if tn.holds() || p.limit != startDials+1 {
+		t.Fatalf("ended with a quick link: held %v, limit %d, want %d", tn.holds(), p.limit, startDials+1)
+	}
+	tn.take(stop, nil)
+	tn.end(false, true)
+	if p.limit != (startDials+1)/2 {
+		t.Fatalf("ended with a timeout: limit %d, want %d", p.limit, (startDials+1)/2)
+	}
+	tn.end(false, true) // not held: nothing
+	if p.limit != (startDials+1)/2 {
+		t.Fatalf("ended twice: limit %d", p.limit)
+	}
 }

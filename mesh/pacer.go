@@ -44,8 +44,9 @@ func newDialPacer(max int, handshakeTimeout time.Duration) *dialPacer {
 		late: lag.Current, overload: handshakeTimeout / 4}
 }
 
-// acquire waits for a turn; it returns false when stop is closed first.
-func (p *dialPacer) acquire(stop <-chan struct{}) bool {
+// acquire waits for a turn; it returns false when stop is closed, or
+// expire fires (nil: never), first.
+func (p *dialPacer) acquire(stop <-chan struct{}, expire <-chan time.Time) bool {
 	for {
 		p.mu.Lock()
 		if p.active < p.limit {
@@ -58,6 +59,8 @@ func (p *dialPacer) acquire(stop <-chan struct{}) bool {
 		select {
 		case <-wake:
 		case <-stop:
+			return false
+		case <-expire:
 			return false
 		}
 	}
@@ -84,4 +87,87 @@ func (p *dialPacer) release(linked, timedOut bool, took time.Duration) {
 	}
 	close(p.wake)
 	p.wake = make(chan struct{})
+}
+
+// giveBack ends a turn that says nothing of the load: a dial put off, or
+// one whose peer has not answered (see turn).
+func (p *dialPacer) giveBack() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.active--
+	close(p.wake)
+	p.wake = make(chan struct{})
+}
+
+// turn is one dial's place among those the pacer allows at once. What
+// the pacer bounds is the work of handshakes, and a connection that
+// answers on a LAN answers within a millisecond: a dial holds its turn
+// from its start only while an address answers within dialStagger. When
+// none has, the dial gives the turn back and waits for its connection
+// without one, and takes a turn again, if one frees soon, once the
+// connection is made. A peer that does not answer (gone without a
+// goodbye, or beyond a partition, while discovery's records of it have
+// not run out: two minutes by default) waits at no one's expense: when
+// its dials held their turns until they timed out, the fifty peers of
+// the far side of a partitioned mesh kept every turn of every node, and
+// a link lost within a side was not made again for a minute.
+type turn struct {
+	p     *dialPacer
+	mu    sync.Mutex
+	held  bool
+	since time.Time // when it was taken
+}
+
+// take takes the turn unless it is held, waiting as acquire does.
+func (t *turn) take(stop <-chan struct{}, expire <-chan time.Time) bool {
+	if t == nil {
+		return true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.held {
+		return true
+	}
+	if !t.p.acquire(stop, expire) {
+		return false
+	}
+	t.held, t.since = true, time.Now()
+	return true
+}
+
+// holds reports whether the turn is held.
+func (t *turn) holds() bool {
+	if t == nil {
+		return false
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.held
+}
+
+// giveBack gives the turn back, if held, leaving the bound as it is.
+func (t *turn) giveBack() {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.held {
+		t.held = false
+		t.p.giveBack()
+	}
+}
+
+// end gives the turn back, if held, with the dial's outcome (see
+// release), timed from when the turn was taken.
+func (t *turn) end(linked, timedOut bool) {
+	if t == nil {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.held {
+		t.held = false
+		t.p.release(linked, timedOut, time.Since(t.since))
+	}
 }
