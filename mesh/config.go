@@ -105,7 +105,10 @@ type Config struct {
 	// refused. Zero means 1024.
 	MaxPeers int
 	// MaxStreams bounds the open streams on one link; a peer opening more
-	// has them refused. Zero means 1024.
+	// has them refused (closed at once), and one that has twice as many
+	// open, refused ones included (each stays until the peer closes its
+	// side, or for a minute), loses the link, with a line at Warn. Zero
+	// means 1024.
 	MaxStreams int
 	// MaxHandshakes bounds the handshakes in progress on accepted
 	// connections; connections beyond it are dropped at once (their

@@ -358,7 +358,16 @@ func (n *Node) serveStream(l *link, s *transport.Stream, err error) {
 		}
 		return
 	}
-	if l.tl.NumStreams() > n.cfg.MaxStreams {
+	if k := l.tl.NumStreams(); k > n.cfg.MaxStreams {
+		if k > 2*n.cfg.MaxStreams {
+			// A stream refused stays until the peer closes its side
+			// (yamux resets it after a minute): a peer that goes on
+			// opening streams it does not close floods the link.
+			n.log.Warn("peer keeps opening streams past the limit; closing the link", "peer", l.peer, "streams", k, "max", n.cfg.MaxStreams)
+			l.tl.Close()
+			s.Close()
+			return
+		}
 		n.log.Warn("stream limit reached; refusing stream", "peer", l.peer, "max", n.cfg.MaxStreams)
 		s.Close()
 		return

@@ -418,7 +418,7 @@ func (p *peer) end() {
 	if p.out.head != nil {
 		p.out.s.Write(p.out.head)
 	}
-	p.out.s.Close()
+	p.out.s.CloseWrite() // drain reads the peer's final Ack from it
 	p.out.link.finishOut()
 	p.prev = p.out.link.tl.ID()
 	p.out = nil
@@ -445,7 +445,7 @@ func (p *peer) pass() bool {
 			// nothing more comes on it.
 			if s := p.open(l, p.prev); s != nil {
 				s.s.Write(s.head)
-				s.s.Close()
+				s.s.CloseWrite()
 				p.prev = l.tl.ID()
 			}
 			l.finishOut()

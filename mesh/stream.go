@@ -13,6 +13,10 @@ const maxProtocol = 200
 
 // OpenStream opens a stream to the peer with id, for the peer's listener
 // of protocol. The stream is a net.Conn whose RemoteAddr names the peer.
+// Its Close ends reads and writes here at once, as a net.Conn's does; the
+// peer still reads everything written before it, then io.EOF. For a
+// half-close, the stream has CloseWrite, as a *net.TCPConn has: reads go
+// on until the peer closes its side too.
 // It returns an error wrapping ErrRemotePeer, naming the id and its
 // site, for a member of another site (Remotes: streams are LAN-only),
 // ErrUnknownPeer when no link to the peer is up, ErrBadProtocol for an

@@ -93,7 +93,6 @@ func newLink(ctx context.Context, conn net.Conn, local Hello, cfg Config, verify
 	yc := cfg.yamux(log)
 	thinStream(conn)
 	l.live = newLiveness(cfg, sealed, log)
-	l.streams.closeLinger = yc.StreamCloseTimeout + time.Second
 	l.live.each = l.streams.shrink
 	if cfg.OnSilent != nil {
 		l.live.onSilent = func() { cfg.OnSilent(l) }

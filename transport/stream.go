@@ -26,20 +26,33 @@ type Stream struct {
 	link     *Link
 
 	readDeadline, writeDeadline atomic.Value // time.Time
-	closedAt                    atomic.Int64 // Close's time, in Unix nanoseconds; 0 while open
+	closed                      atomic.Bool  // its writing side is closed (Close, CloseWrite)
+	readClosed                  atomic.Bool  // its reading side is closed (Close)
+	reads                       atomic.Int32 // reads under way (see streamSet.shrink)
 }
+
+// errStreamClosed is what a read or write of a stream closed here gets.
+var errStreamClosed = fmt.Errorf("transport: stream closed: %w", net.ErrClosed)
 
 // Read reads from the stream; a deadline already past fails at once with
 // a net.Error whose Timeout is true. Once the peer has closed its side and
-// everything it sent is read, Read returns io.EOF; once the link has
-// closed, an error that unwraps to net.ErrClosed.
+// everything it sent is read, Read returns io.EOF; once the link or the
+// stream (Close) has closed, an error that unwraps to net.ErrClosed.
 func (s *Stream) Read(b []byte) (int, error) {
+	if s.readClosed.Load() {
+		return 0, errStreamClosed
+	}
 	if past(&s.readDeadline) {
 		return 0, s.linkErr(&timeoutError{op: "read"})
 	}
+	s.reads.Add(1)
+	if s.closed.Load() {
+		s.link.streams.reading(s) // see streamSet.shrink
+	}
 	n, err := s.ys.Read(b)
-	if err != nil && s.closedAt.Load() != 0 {
-		s.link.streams.remove(s) // both sides have ended: nothing left to abort
+	s.reads.Add(-1)
+	if err != nil && s.readClosed.Load() {
+		return n, errStreamClosed // ended by Close
 	}
 	return n, s.linkErr(err)
 }
@@ -74,14 +87,26 @@ func (s *Stream) WriteNoWait(b []byte) (int, error) {
 	return n, s.linkErr(err)
 }
 
-// Close closes the stream. The peer reads what was written, then io.EOF;
-// reads on this side go on until the peer closes its side as well (a
-// stream the peer does not close within twice HandshakeTimeout is reset).
-//
-// The stream stays in the link's set (see streamSet) while its reads may
-// go on, so that a read blocked when the link closes still ends at once.
+// Close closes the stream, as a net.Conn's Close does: reads and writes
+// here end at once with an error that unwraps to net.ErrClosed, blocked
+// ones included. The peer reads what was written, then io.EOF; what it
+// writes from then on is dropped. (yamux waits for the peer's close up to
+// streamCloseTimeout, and then resets the stream.)
 func (s *Stream) Close() error {
-	s.closedAt.CompareAndSwap(0, time.Now().UnixNano())
+	s.readClosed.Store(true)
+	s.ys.SetReadDeadline(abortedDeadline) // ends a read under way
+	return s.CloseWrite()
+}
+
+// CloseWrite closes the writing side of the stream only, as a TCP
+// connection's CloseWrite does: the peer reads what was written, then
+// io.EOF; reads here go on until the peer closes its side as well (a
+// peer that has not closed it streamCloseTimeout later, a minute, has
+// the stream reset). A read keeps the stream in the link's set (see
+// streamSet), so that a read blocked when the link closes still ends at
+// once.
+func (s *Stream) CloseWrite() error {
+	s.closed.Store(true)
 	return s.linkErr(s.ys.Close())
 }
 
@@ -94,10 +119,14 @@ func (s *Stream) SetDeadline(t time.Time) error {
 // SetReadDeadline sets the read deadline.
 func (s *Stream) SetReadDeadline(t time.Time) error {
 	s.readDeadline.Store(t)
-	if s.link.streams.isAborted() {
+	if s.link.streams.isAborted() || s.readClosed.Load() {
 		t = abortedDeadline
 	}
-	return s.ys.SetReadDeadline(t)
+	err := s.ys.SetReadDeadline(t)
+	if s.readClosed.Load() {
+		s.ys.SetReadDeadline(abortedDeadline) // Close came meanwhile
+	}
+	return err
 }
 
 // SetWriteDeadline sets the write deadline.

@@ -26,8 +26,6 @@ type streamSet struct {
 	mu      sync.Mutex
 	m       map[*Stream]struct{}
 	aborted bool
-
-	closeLinger time.Duration // see shrink
 }
 
 // add tracks s; it reports false, and s must be closed, when the link is
@@ -43,12 +41,6 @@ func (ss *streamSet) add(s *Stream) bool {
 	}
 	ss.m[s] = struct{}{}
 	return true
-}
-
-func (ss *streamSet) remove(s *Stream) {
-	ss.mu.Lock()
-	delete(ss.m, s)
-	ss.mu.Unlock()
 }
 
 // isAborted reports whether abort has run.
@@ -70,31 +62,48 @@ func (ss *streamSet) abort() {
 	}
 }
 
-// shrink drops the streams closed on this side longer than closeLinger
-// ago and lets go of the receive buffers of the streams that have none of
-// their data waiting. yamux keeps a stream's buffer as large as the
+// shrink drops the streams closed on this side on which no read is under
+// way, and lets go of the receive buffers of the streams that have none
+// of their data waiting. yamux keeps a stream's buffer as large as the
 // largest burst it has held until Shrink is called, so without this a
 // link that once synced a large registry, or carried a bulk transfer,
 // would hold up to StreamWindow per stream for as long as it lives. The
 // link's liveness check calls it every KeepAliveInterval: a busy stream
 // allocates its buffer again at most that often.
 //
-// A stream closed on this side stays in the set while reads on it may
-// still block: until one ends (the peer closed its side too), or until
-// yamux has reset it for want of the peer's close (StreamCloseTimeout,
-// after which its reads end by themselves); closeLinger is that time and
-// a margin.
+// Only a read can block on a stream whose writing side is closed here
+// (CloseWrite: a write fails at once; Close ends its reads too), so such
+// a stream needs to be in the set only while a read on it is under way:
+// a read that starts on a stream dropped already puts it back (reading). Streams closed long ago are not kept for a read that
+// may come: yamux waits up to a minute for the peer's close
+// (streamCloseTimeout), and a link that opens streams by the thousand
+// would hold them all that long.
 func (ss *streamSet) shrink() {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	old := time.Now().Add(-ss.closeLinger).UnixNano()
 	for s := range ss.m {
-		if at := s.closedAt.Load(); at != 0 && at < old {
+		if s.closed.Load() && s.reads.Load() == 0 {
 			delete(ss.m, s)
 			continue
 		}
 		s.ys.Shrink()
 	}
+}
+
+// reading puts s, closed on this side, back in the set while a read on
+// it is under way (see shrink); once the set is aborted, it ends the
+// read at once instead.
+func (ss *streamSet) reading(s *Stream) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.aborted {
+		s.abortDeadlines()
+		return
+	}
+	if ss.m == nil {
+		ss.m = make(map[*Stream]struct{})
+	}
+	ss.m[s] = struct{}{}
 }
 
 // abortedDeadline is a deadline long past.

@@ -478,9 +478,11 @@ func TestDrainedStreamsLetGoOfBuffers(t *testing.T) {
 	}
 }
 
-// A stream closed on this side leaves the link's set of streams once a
-// read on it has ended, or once yamux would have reset it: a long-lived
-// link does not hold every stream it ever closed.
+// A stream whose writing side is closed here (CloseWrite) leaves the
+// link's set of streams at the next sweep once no read on it is under way, and a read that starts
+// then puts it back, so that the link's close still ends that read: a
+// long-lived link does not hold every stream it ever closed, however
+// long yamux waits for the peer's close.
 func TestClosedStreamsLeaveTheSet(t *testing.T) {
 	dc, ac := loopback.Pair(t)
 	d, a := linkOver(t, fastConfig, dc, ac)
@@ -489,33 +491,81 @@ func TestClosedStreamsLeaveTheSet(t *testing.T) {
 		defer d.streams.mu.Unlock()
 		return len(d.streams.m)
 	}
-	// Both sides close: the read that sees the end drops it.
+	// Both sides close, the end is read: dropped at the sweep.
 	s, err := d.OpenStream(context.Background(), "both")
 	if err != nil {
 		t.Fatal(err)
 	}
 	peer := acceptAll(t, a, 1)[0]
-	s.Close()
+	s.CloseWrite()
 	peer.Close()
 	if _, err := io.ReadAll(s); err != nil {
 		t.Fatal(err)
 	}
+	d.streams.shrink()
 	if n := tracked(); n != 0 {
 		t.Fatalf("%d streams tracked after both sides closed and the end was read, want 0", n)
 	}
-	// Closed here, never read: dropped by the sweep after closeLinger.
+	// Closed here, the peer's side open: a read blocks on it.
 	s, err = d.OpenStream(context.Background(), "unread")
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Close()
-	d.streams.shrink()
-	if n := tracked(); n != 1 {
-		t.Fatalf("%d streams tracked right after Close, want 1 (its reads may still block)", n)
-	}
-	s.closedAt.Store(time.Now().Add(-d.streams.closeLinger - time.Second).UnixNano())
+	acceptAll(t, a, 1)
+	s.CloseWrite()
 	d.streams.shrink()
 	if n := tracked(); n != 0 {
-		t.Fatalf("%d streams tracked after closeLinger, want 0", n)
+		t.Fatalf("%d streams tracked after CloseWrite with no read under way, want 0", n)
 	}
+	read := make(chan error, 1)
+	go func() {
+		_, err := s.Read(make([]byte, 1))
+		read <- err
+	}()
+	waitTracked := time.Now().Add(5 * time.Second)
+	for s.reads.Load() == 0 || tracked() != 1 {
+		if time.Now().After(waitTracked) {
+			t.Fatalf("a read on a closed stream: %d tracked, want 1", tracked())
+		}
+		time.Sleep(time.Millisecond) // polling against the deadline
+	}
+	d.streams.shrink()
+	if n := tracked(); n != 1 {
+		t.Fatalf("%d streams tracked after a sweep while a read is under way, want 1", n)
+	}
+	d.Close()
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Fatal("a read on a stream closed on both ends returned no error")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a read blocked on a closed stream still blocks 5 s after the link closed")
+	}
+}
+
+// A stream's writer closes it with data still unread: a reader that
+// comes to it later than twice HandshakeTimeout (the bound yamux had to
+// wait for the peer's close) still reads every byte, then io.EOF. On a
+// lossy link the last window of a stream takes seconds to arrive, and
+// the reset that bound sent cut it short.
+func TestClosedStreamWaitsForSlowReader(t *testing.T) {
+	dc, ac := loopback.Pair(t)
+	d, a := linkOver(t, fastConfig, dc, ac)
+	s, err := d.OpenStream(context.Background(), "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer := acceptAll(t, a, 1)[0]
+	want := bytes.Repeat([]byte("tallship"), 16<<10) // 128 KiB: within the window
+	if _, err := s.Write(want); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	time.Sleep(3 * fastConfig.HandshakeTimeout) // the reader is slow to come
+	got, err := io.ReadAll(peer)
+	if err != nil || !bytes.Equal(got, want) {
+		t.Fatalf("read %d of %d bytes (equal %v), err %v", len(got), len(want), bytes.Equal(got, want), err)
+	}
+	peer.Close()
 }
