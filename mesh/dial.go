@@ -405,14 +405,27 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		}
 		// Wait for a turn (Config.MaxDials), then look again: the peer
 		// may have dialed this node meanwhile. A peer that did not
-		// answer last time is dialed without one (see turn).
+		// answer last time is dialed without one, MaxDials of those at
+		// once (see turn).
 		tn := &turn{p: n.dials}
 		n.mu.Lock()
 		silent := t.silent
 		n.mu.Unlock()
-		if !silent && !tn.take(n.closing, nil) {
+		var ok bool
+		if silent {
+			ok = n.dials.acquireSilent(n.closing)
+		} else {
+			ok = tn.take(n.closing, nil)
+		}
+		if !ok {
 			n.endDial(t)
 			return
+		}
+		leave := func() {
+			tn.giveBack()
+			if silent {
+				n.dials.releaseSilent()
+			}
 		}
 		n.mu.Lock()
 		_, linked := n.peers[t.id]
@@ -422,7 +435,7 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		host := t.host
 		n.mu.Unlock()
 		if (linked && t.id != "") || !current {
-			tn.giveBack()
+			leave()
 			n.endDial(t)
 			return
 		}
@@ -431,7 +444,7 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 			// a dial now would make a duplicate link to retire. Look
 			// again after a while (a handshake ends within
 			// HandshakeTimeout).
-			tn.giveBack()
+			leave()
 			n.deferred.Add(1)
 			delay = n.cfg.DialBackoff
 			continue
@@ -443,11 +456,12 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		n.mu.Lock()
 		t.yield = yield
 		n.mu.Unlock()
-		l, silent, err := n.dialAny(ctx, addrs, t.id, tn)
+		l, unanswered, err := n.dialAny(ctx, addrs, t.id, tn)
+		leave()
 		yielded := ctx.Err() != nil && n.ctx.Err() == nil
 		n.mu.Lock()
 		t.yield = nil
-		t.silent = silent
+		t.silent = unanswered
 		n.mu.Unlock()
 		yield()
 		if l != nil {

@@ -487,4 +487,30 @@ func TestDialTurn(t *testing.T) {
 	if p.limit != (startDials+1)/2 {
 		t.Fatalf("ended twice: limit %d", p.limit)
 	}
+	// Dials to peers that did not answer: the maximum at once, apart
+	// from the turns.
+	active := p.active
+	for range p.max {
+		if !p.acquireSilent(stop) {
+			t.Fatal("no place for a silent dial below the maximum")
+		}
+	}
+	if p.active != active {
+		t.Fatalf("silent dials took %d turns", p.active-active)
+	}
+	got := make(chan bool)
+	go func() { got <- p.acquireSilent(stop) }()
+	select {
+	case <-got:
+		t.Fatal("a silent dial past the maximum was let through")
+	case <-time.After(20 * time.Millisecond):
+	}
+	p.releaseSilent()
+	if !<-got {
+		t.Fatal("no place for a silent dial once one freed")
+	}
+	close(stop)
+	if p.acquireSilent(stop) {
+		t.Fatal("a stopped wait got a place past the maximum")
+	}
 }

@@ -32,6 +32,12 @@ type dialPacer struct {
 	wake     chan struct{}        // closed and replaced when a turn frees
 	late     func() time.Duration // how late the process runs (lag.Current)
 	overload time.Duration        // lateness that counts as a timeout
+
+	// silent bounds the dials, max at once, to peers that did not answer
+	// the last one (see turn): they take no turn, and cost no work, but
+	// each sends its SYNs, and when half of a LAN's machines vanish at
+	// once each node has that many.
+	silent chan struct{}
 }
 
 const (
@@ -41,8 +47,22 @@ const (
 
 func newDialPacer(max int, handshakeTimeout time.Duration) *dialPacer {
 	return &dialPacer{limit: min(startDials, max), max: max, wake: make(chan struct{}),
-		late: lag.Current, overload: handshakeTimeout / 4}
+		late: lag.Current, overload: handshakeTimeout / 4, silent: make(chan struct{}, max)}
 }
+
+// acquireSilent waits for a place among the dials to peers that did not
+// answer; it returns false when stop is closed first.
+func (p *dialPacer) acquireSilent(stop <-chan struct{}) bool {
+	select {
+	case p.silent <- struct{}{}:
+		return true
+	case <-stop:
+		return false
+	}
+}
+
+// releaseSilent ends what acquireSilent began.
+func (p *dialPacer) releaseSilent() { <-p.silent }
 
 // acquire waits for a turn; it returns false when stop is closed, or
 // expire fires (nil: never), first.
@@ -107,8 +127,10 @@ func (p *dialPacer) giveBack() {
 // without one, and takes a turn again, if one frees soon, once the
 // connection is made. A peer that does not answer (gone without a
 // goodbye, or beyond a partition, while discovery's records of it have
-// not run out: two minutes by default) waits at no one's expense: when
-// its dials held their turns until they timed out, the fifty peers of
+// not run out: two minutes by default) waits at no one's expense (its
+// next dials take no turn; MaxDials of them run at once, on their own:
+// see dialPacer.silent): when its dials held their turns until they
+// timed out, the fifty peers of
 // the far side of a partitioned mesh kept every turn of every node, and
 // a link lost within a side was not made again for a minute.
 type turn struct {
