@@ -1,6 +1,7 @@
 package registry
 
 import (
+	"math/bits"
 	"slices"
 	"time"
 
@@ -419,19 +420,35 @@ func (r *Registry) spread(from *owner) {
 		r.setLive(from, true)
 	}
 	queue := append(r.queue[:0], from)
+	// The owners u names at their current runs are its names bits: no
+	// look-up by id (a walk after a loss resolved every owner's
+	// adjacency again by id, and allocated it: most of the work of a
+	// mesh of a hundred when one of them died). Of those, only the ones
+	// the walk has not done with (walkSeen: reached, or unable to be)
+	// are looked at: in a whole mesh, none past this node's own.
+	seen := &r.walkSeen
+	clear(*seen)
+	seen.set(from.idx, true)
 	for i := 0; i < len(queue); i++ {
 		u := queue[i]
-		for _, a := range r.neighbours(u) {
-			v := a.o
-			if v.reached || a.inc != v.inc || !eligible(v) {
-				continue
+		for w, word := range u.names {
+			if w < len(*seen) {
+				word &^= (*seen)[w]
 			}
-			if !v.names.has(u.idx) {
-				continue // v does not announce u: no edge
+			for word != 0 {
+				idx := w<<6 | bits.TrailingZeros64(word)
+				word &= word - 1
+				v := r.byIdx[idx]
+				switch {
+				case v.reached || !eligible(v):
+					seen.set(idx, true)
+				case v.names.has(u.idx): // else v does not announce u: no edge
+					seen.set(idx, true)
+					v.reached = true
+					r.setLive(v, true)
+					queue = append(queue, v)
+				}
 			}
-			v.reached = true
-			r.setLive(v, true)
-			queue = append(queue, v)
 		}
 	}
 	clear(queue)

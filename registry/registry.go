@@ -66,6 +66,8 @@ type Registry struct {
 	relayNext  time.Time
 	relayTimer *time.Timer // fires in heartbeatLoop at relayNext
 	queue      []*owner
+	// walkSeen: the owners a walk (spread) has done with, by idx.
+	walkSeen bitset
 	// What ServeBus keeps: the bus's run, the owners of other sites.
 	sites siteState
 
