@@ -212,12 +212,6 @@ func Dial(ctx context.Context, cfg Config) (*Bus, error) {
 	b.pumping.Add(1)
 	go b.pump()
 	if nc.IsConnected() {
-		// Once the server has the subscriptions, what is published to
-		// this node from then on reaches it: a round trip, since NATS
-		// sends them without waiting (a peer that published at once
-		// lost what came before them). Failing, the reconnect that
-		// follows subscribes again.
-		nc.FlushTimeout(2 * time.Second)
 		b.doneDialing()
 		return b, nil // the session comes with ConnectHandler
 	}

@@ -578,6 +578,13 @@ func TestBusInboxBoundsEmptyMessages(t *testing.T) {
 	messageInboxBytes = 64 << 10
 	srv := natstest.Start(t, natstest.Options{})
 	b := dial(t, config("b", "sb", srv.URL()))
+	// NATS sends b's subscriptions without waiting for the server: a
+	// round trip on b's connection makes sure the server has them before
+	// the spy publishes (in the mesh, a peer learns of b from what b
+	// publishes after them, on the same connection).
+	if err := b.nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
 	spy, err := nats.Connect(srv.URL())
 	if err != nil {
 		t.Fatal(err)
