@@ -169,20 +169,17 @@ func (t *turn) holds() bool {
 
 // giveBack gives the turn back, if held, leaving the bound as it is.
 func (t *turn) giveBack() {
-	if t == nil {
-		return
-	}
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.held {
-		t.held = false
-		t.p.giveBack()
-	}
+	t.let(func(p *dialPacer, _ time.Duration) { p.giveBack() })
 }
 
 // end gives the turn back, if held, with the dial's outcome (see
 // release), timed from when the turn was taken.
 func (t *turn) end(linked, timedOut bool) {
+	t.let(func(p *dialPacer, took time.Duration) { p.release(linked, timedOut, took) })
+}
+
+// let ends the turn, if held, with done, given how long it was held.
+func (t *turn) let(done func(p *dialPacer, took time.Duration)) {
 	if t == nil {
 		return
 	}
@@ -190,6 +187,6 @@ func (t *turn) end(linked, timedOut bool) {
 	defer t.mu.Unlock()
 	if t.held {
 		t.held = false
-		t.p.release(linked, timedOut, time.Since(t.since))
+		done(t.p, time.Since(t.since))
 	}
 }
