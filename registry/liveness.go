@@ -311,16 +311,23 @@ func (r *Registry) vouched(o *owner) bool { return r.sharedNeighbour(o, false) }
 // names this node too, so that o has this node renewed by z's link as
 // well (see beatTargets). r.mu is held.
 func (r *Registry) sharedNeighbour(o *owner, mutual bool) bool {
-	for _, a := range r.neighbours(o) {
-		z := a.o
-		if a.inc != z.inc || !r.neighbour(z) || !eligible(z) {
-			continue
+	// The owners o names at their current runs that this node names
+	// too: the two names bitsets' common bits.
+	mine := r.self.names
+	for w, word := range o.names {
+		if w >= len(mine) {
+			break
 		}
-		if !z.names.has(o.idx) {
-			continue
-		}
-		if !mutual || z.names.has(r.self.idx) {
-			return true
+		word &= mine[w]
+		for word != 0 {
+			z := r.byIdx[w<<6|bits.TrailingZeros64(word)]
+			word &= word - 1
+			if !eligible(z) || !z.names.has(o.idx) {
+				continue
+			}
+			if !mutual || z.names.has(r.self.idx) {
+				return true
+			}
 		}
 	}
 	return false
