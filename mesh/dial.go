@@ -231,12 +231,13 @@ const dialStagger = 250 * time.Millisecond
 // that of an address that answered (a refusal), else the first
 // address's, ctx's when it ended, errClosed when the node closed. The
 // error is nil when the only links made were to other peers than want.
-func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string, tn *turn) (l *link, silent bool, err error) {
+func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string, tn *turn) (l *link, unanswered bool, err error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	// A handshake timed out: the sign of a machine or a peer buried in
-	// work (a connection that times out is a peer that may be gone).
-	hsTimedOut, anyAnswered := false, false
+	// A handshake that timed out is the sign of a machine or a peer
+	// buried in work; a connection that timed out, of a peer that may be
+	// gone.
+	hsTimedOut, connTimedOut, anyAnswered := false, false, false
 	defer func() { tn.end(l != nil, hsTimedOut) }()
 	// One channel for both reports of an attempt keeps them in order.
 	type report struct {
@@ -326,7 +327,7 @@ func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string,
 					if r.answered {
 						hsTimedOut = true
 					} else {
-						silent = true
+						connTimedOut = true
 					}
 				}
 				if err == nil || (r.answered && !errAnswered) {
@@ -361,7 +362,7 @@ func (n *Node) dialAny(ctx context.Context, addrs []netip.AddrPort, want string,
 	if err != nil && ctx.Err() == nil && !errors.Is(err, errNoTurn) {
 		n.linkFailed(errAP, true, errAnswered, want, err)
 	}
-	return nil, silent && !anyAnswered, err
+	return nil, connTimedOut && !anyAnswered, err
 }
 
 // errNoTurn ends a dial attempt whose address answered after the dial

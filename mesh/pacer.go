@@ -130,9 +130,9 @@ func (p *dialPacer) giveBack() {
 // not run out: two minutes by default) waits at no one's expense (its
 // next dials take no turn; MaxDials of them run at once, on their own:
 // see dialPacer.silent): when its dials held their turns until they
-// timed out, the fifty peers of
-// the far side of a partitioned mesh kept every turn of every node, and
-// a link lost within a side was not made again for a minute.
+// timed out, the fifty peers of the far side of a partitioned mesh kept
+// every turn of every node, and a link lost within a side was not made
+// again for a minute.
 type turn struct {
 	p     *dialPacer
 	mu    sync.Mutex

@@ -74,10 +74,10 @@ func (ss *streamSet) abort() {
 // Only a read can block on a stream whose writing side is closed here
 // (CloseWrite: a write fails at once; Close ends its reads too), so such
 // a stream needs to be in the set only while a read on it is under way:
-// a read that starts on a stream dropped already puts it back (reading). Streams closed long ago are not kept for a read that
-// may come: yamux waits up to a minute for the peer's close
-// (streamCloseTimeout), and a link that opens streams by the thousand
-// would hold them all that long.
+// a read that starts on a stream dropped already puts it back (reading).
+// Streams closed long ago are not kept for a read that may come: yamux
+// waits up to a minute for the peer's close (streamCloseTimeout), and a
+// link that opens streams by the thousand would hold them all that long.
 func (ss *streamSet) shrink() {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()

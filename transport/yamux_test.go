@@ -479,10 +479,10 @@ func TestDrainedStreamsLetGoOfBuffers(t *testing.T) {
 }
 
 // A stream whose writing side is closed here (CloseWrite) leaves the
-// link's set of streams at the next sweep once no read on it is under way, and a read that starts
-// then puts it back, so that the link's close still ends that read: a
-// long-lived link does not hold every stream it ever closed, however
-// long yamux waits for the peer's close.
+// link's set of streams at the next sweep once no read on it is under
+// way, and a read that starts then puts it back, so that the link's close
+// still ends that read: a long-lived link does not hold every stream it
+// ever closed, however long yamux waits for the peer's close.
 func TestClosedStreamsLeaveTheSet(t *testing.T) {
 	dc, ac := loopback.Pair(t)
 	d, a := linkOver(t, fastConfig, dc, ac)
