@@ -25,6 +25,7 @@ func (r *Registry) owner(id string) *owner {
 	if o == nil {
 		o = &owner{id: id, records: map[string]*entry{}, renewed: time.Now(), idx: r.newIdx()}
 		r.byIdx[o.idx] = o
+		r.above.set(o.idx, id > r.self.id)
 		r.owners[id] = o
 		r.ids.add(id)
 		r.ownersGen++
@@ -649,15 +650,22 @@ func (r *Registry) relayStates() {
 
 // markLower marks, in r.lower, the neighbours of o that relay its state
 // before this node, for relayedBefore: those whose ids sort below this
-// node's, or all of them when this node is not one. r.mu is held.
+// node's, or all of them when this node is not one: o's names, less,
+// when this node is one of them, the owners whose ids sort above it
+// (r.above), and itself. (It was a loop over o's neighbours, resolved
+// again whenever owners came or went: while 200 nodes formed a mesh in
+// 90 s, a twentieth of all the work.) r.mu is held.
 func (r *Registry) markLower(o *owner) {
-	clear(r.lower)
-	mine := o.names.has(r.self.idx)
-	for _, a := range r.neighbours(o) {
-		if !mine || a.o.id < r.self.id {
-			r.lower.set(a.o.idx, true)
+	r.lower = append(r.lower[:0], o.names...)
+	if !o.names.has(r.self.idx) {
+		return
+	}
+	for w := range r.lower {
+		if w < len(r.above) {
+			r.lower[w] &^= r.above[w]
 		}
 	}
+	r.lower.set(r.self.idx, false)
 }
 
 // relayedBefore reports whether l's peer p names one of the owners

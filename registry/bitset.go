@@ -69,6 +69,7 @@ func (r *Registry) forgetIdx(o *owner) {
 	}
 	r.idxFree = append(r.idxFree, o.idx)
 	r.byIdx[o.idx] = nil
+	r.above.set(o.idx, false)
 }
 
 // nameBit keeps w.names in step with w.peers after w.peers[id] became

@@ -82,7 +82,15 @@ func (r *Registry) tick(now time.Time) {
 	}
 	r.expire(now)
 	r.renewNeighbours(now)
-	r.forgetCovered()
+	// Only once adjacencies have not changed for a heartbeat: while they
+	// do (a mesh forming), the tables are only looked through, and what
+	// they keep meanwhile is never wrong (see forgetCovered).
+	if key := [2]uint64{r.peersGen, r.adjGen}; key == r.tickKey && key != r.coveredKey {
+		r.forgetCovered()
+		r.coveredKey = key
+	} else {
+		r.tickKey = key
+	}
 	r.settle()
 	r.busTick(now)
 }
@@ -93,7 +101,12 @@ func (r *Registry) tick(now time.Time) {
 // on each of a whole mesh's links. It was done as each State arrived,
 // for every change of adjacency and link of the peer named, a million
 // times while 100 nodes formed a mesh; once a heartbeat, it looks only
-// at the tables that hold anything (a whole mesh's links hold none).
+// at the tables that hold anything (a whole mesh's links hold none),
+// and only once adjacencies stand still (see tick): while 200 nodes
+// formed a mesh in 90 s, looking through every link's table every
+// heartbeat was a fiftieth of all the work. What a table keeps of an
+// owner that names the peer is never read meanwhile (relay and the sync
+// skip the owner's neighbours first) and is true: the peer had it.
 // r.mu is held.
 func (r *Registry) forgetCovered() {
 	for id, ls := range r.links {
@@ -184,17 +197,12 @@ func (r *Registry) beatTargets() map[string]bool {
 	clear(r.beatTo)
 	r.beatKey = key
 	far := false // an owner that does not renew this node by a neighbour's link
+	current := r.linksCurrent()
 	for _, x := range r.owners {
 		if x == r.self || x.beat == 0 || x.leaving || r.neighbour(x) {
 			continue
 		}
-		first, found := "", false
-		for id, inc := range x.peers {
-			if _, mine := r.selfLinks(id, inc); mine && (!found || id < first) {
-				first, found = id, true
-			}
-		}
-		if found {
+		if first := r.firstShared(x, current); first != "" {
 			r.beatTo[first] = true
 		}
 		far = far || !r.sharedNeighbour(x, true)
@@ -206,7 +214,7 @@ func (r *Registry) beatTargets() map[string]bool {
 			far = true
 			continue
 		}
-		if r.beyond(q) {
+		if r.beyond(q, current) {
 			r.beatTo[id] = true
 			far = true
 		}
@@ -240,11 +248,72 @@ func (r *Registry) selfLinks(id string, inc uint64) (p *owner, mine bool) {
 	return p, ok && have == inc
 }
 
+// linksCurrent reports whether every run this node's adjacency names is
+// its owner's current one here (as good as always: a peer that restarts
+// is relinked at its new run). The names bits then say all that the
+// adjacency's map does, and the heartbeat's targets are found from them
+// (firstShared, beyond): while 200 nodes formed a mesh in 90 s, looking
+// up by id every entry of every owner's adjacency was a fortieth of all
+// the work. r.mu is held.
+func (r *Registry) linksCurrent() bool {
+	return r.self.names.count() == len(r.self.peers)
+}
+
+// firstShared returns, of the owners that x names and this node has a
+// link to, the one with the lowest id ("" if none): it relays this
+// node's heartbeat to x first-hand (see markLower). current is
+// linksCurrent's answer. r.mu is held.
+func (r *Registry) firstShared(x *owner, current bool) string {
+	first := ""
+	if !current {
+		for id, inc := range x.peers {
+			if _, mine := r.selfLinks(id, inc); mine && (first == "" || id < first) {
+				first = id
+			}
+		}
+		return first
+	}
+	mine := r.self.names
+	for w, word := range x.names {
+		if w >= len(mine) {
+			break
+		}
+		word &= mine[w]
+		for word != 0 {
+			id := r.byIdx[w<<6|bits.TrailingZeros64(word)].id
+			word &= word - 1
+			if first == "" || id < first {
+				first = id
+			}
+		}
+	}
+	return first
+}
+
 // beyond reports whether q, this node's neighbour, names a run that this
 // node has no link to and holds no current state of: q's link to it is
 // all this node knows of it, and this node's heartbeat is relayed there
-// through q (see beatTargets). r.mu is held.
-func (r *Registry) beyond(q *owner) bool {
+// through q (see beatTargets). current is linksCurrent's answer. r.mu is
+// held.
+func (r *Registry) beyond(q *owner, current bool) bool {
+	if current && q.names.count() == len(q.peers) {
+		// Every run q names is a current one here: those this node has
+		// no link to are q's bits that it lacks.
+		mine := r.self.names
+		for w, word := range q.names {
+			if w < len(mine) {
+				word &^= mine[w]
+			}
+			for word != 0 {
+				p := r.byIdx[w<<6|bits.TrailingZeros64(word)]
+				word &= word - 1
+				if p != r.self && p.beat == 0 {
+					return true
+				}
+			}
+		}
+		return false
+	}
 	for pid, pinc := range q.peers {
 		p, mine := r.selfLinks(pid, pinc)
 		if p == r.self || mine {

@@ -192,3 +192,37 @@ func TestSyncSendsNoSnapshotBeforeRecords(t *testing.T) {
 	rec := o.register(t, "o@1.0.0", 1, nil)
 	c.waitEvent(t, Registered, rec.ID)
 }
+
+// TestWholeMeshKeepsNoTables: a peer's table of what it holds keeps the
+// owners that are not its neighbours. Formed as a chain and then made
+// whole, every owner is every peer's neighbour, and once adjacencies
+// stand still no link keeps a table (forgetCovered, which waits for
+// that while they change).
+func TestWholeMeshKeepsNoTables(t *testing.T) {
+	a, b, c := newNode(t, "a"), newNode(t, "b"), newNode(t, "c")
+	a.register(t, "web@1.0.0", 1, nil)
+	c.register(t, "db@1.0.0", 2, nil)
+	connectSynced(t, a, b)
+	connectSynced(t, b, c)
+	settled(t, a, b, c)
+	held := func(n *node) int {
+		return locked(n, func(r *Registry) int {
+			k := 0
+			for _, ls := range r.links {
+				for _, l := range ls {
+					k += l.knownCount
+				}
+			}
+			return k
+		})
+	}
+	// b relayed a's records and state to c, and c's to a.
+	if held(b) == 0 {
+		t.Fatal("b, the middle of a chain, keeps no table of what its peers hold")
+	}
+	connectSynced(t, a, c)
+	settled(t, a, b, c)
+	for _, n := range []*node{a, b, c} {
+		waitFor(t, n.ID()+" keeps no table", func() bool { return held(n) == 0 })
+	}
+}

@@ -56,10 +56,14 @@ type Registry struct {
 	adjGen   uint64 // counts changes of this node's adjacency
 	peersGen uint64 // counts changes of other owners' adjacency
 	lower    bitset // the owners markLower marked (relay's)
+	above    bitset // the owners whose ids sort above this node's
 	// The neighbours the heartbeat goes to (see beatTargets), found for
 	// (peersGen, adjGen, ownersGen).
 	beatTo  map[string]bool
 	beatKey [3]uint64
+	// (peersGen, adjGen) at the last heartbeat, and when forgetCovered
+	// last ran.
+	tickKey, coveredKey [2]uint64
 	// Other owners' states are relayed a while after they arrive (see
 	// relayLater): when each is due, and the earliest of those times.
 	relayDue   map[*owner]time.Time
