@@ -514,3 +514,60 @@ func TestDialTurn(t *testing.T) {
 		t.Fatal("a stopped wait got a place past the maximum")
 	}
 }
+
+// TestDialPacerTurnsInOrder: a turn that frees goes to the dial that has
+// waited longest, and to it alone; a dial that gives up waiting takes no
+// turn, even one granted as it gave up.
+func TestDialPacerTurnsInOrder(t *testing.T) {
+	p := newDialPacer(minDials, 2*time.Second)
+	p.late = func() time.Duration { return 0 }
+	stop := make(chan struct{})
+	for range minDials {
+		if !p.acquire(stop, nil) {
+			t.Fatal("no turn free at the start")
+		}
+	}
+	const waiters = 5
+	got := make(chan int, waiters)
+	for i := range waiters {
+		go func() {
+			if p.acquire(stop, nil) {
+				got <- i
+			}
+		}()
+		// (Each in turn: the next starts once this one waits.)
+		waitFor(t, "a dial waiting", 5*time.Second, func() bool { return p.waitingDials() == i+1 })
+	}
+	for want := range waiters {
+		p.giveBack()
+		if i := <-got; i != want {
+			t.Fatalf("turn %d went to the dial that came %d-th", want, i)
+		}
+		select {
+		case i := <-got:
+			t.Fatalf("one freed turn woke dial %d too", i)
+		default:
+		}
+	}
+	// A dial that gives up: its place goes, and the turns stay counted.
+	expire := make(chan time.Time)
+	gaveUp := make(chan bool)
+	go func() { gaveUp <- p.acquire(stop, expire) }()
+	waitFor(t, "a dial waiting", 5*time.Second, func() bool { return p.waitingDials() == 1 })
+	close(expire)
+	if <-gaveUp {
+		t.Fatal("a dial that gave up took a turn")
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.waiting) != 0 || p.active != p.limit {
+		t.Fatalf("after a dial gave up: %d waiting, %d turns taken of %d", len(p.waiting), p.active, p.limit)
+	}
+}
+
+// waitingDials returns how many dials wait for a turn.
+func (p *dialPacer) waitingDials() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.waiting)
+}

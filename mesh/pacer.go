@@ -1,6 +1,7 @@
 package mesh
 
 import (
+	"slices"
 	"sync"
 	"time"
 
@@ -25,11 +26,15 @@ import (
 // feeding on themselves: handshakes given up are work done for nothing,
 // and their retries more.
 type dialPacer struct {
-	mu       sync.Mutex
-	limit    int // dials allowed at once now
-	max      int
-	active   int
-	wake     chan struct{}        // closed and replaced when a turn frees
+	mu     sync.Mutex
+	limit  int // dials allowed at once now
+	max    int
+	active int
+	// waiting: the dials that wait for a turn, first come first; a turn
+	// that frees goes to the first (grant). Every waiting dial was woken
+	// when one freed, and all but one waited again: with a node waiting
+	// to dial each of 199 peers, a fiftieth of a forming mesh's work.
+	waiting  []chan struct{}
 	late     func() time.Duration // how late the process runs (lag.Current)
 	overload time.Duration        // lateness that counts as a timeout
 
@@ -46,7 +51,7 @@ const (
 )
 
 func newDialPacer(max int, handshakeTimeout time.Duration) *dialPacer {
-	return &dialPacer{limit: min(startDials, max), max: max, wake: make(chan struct{}),
+	return &dialPacer{limit: min(startDials, max), max: max,
 		late: lag.Current, overload: handshakeTimeout / 4, silent: make(chan struct{}, max)}
 }
 
@@ -67,22 +72,40 @@ func (p *dialPacer) releaseSilent() { <-p.silent }
 // acquire waits for a turn; it returns false when stop is closed, or
 // expire fires (nil: never), first.
 func (p *dialPacer) acquire(stop <-chan struct{}, expire <-chan time.Time) bool {
-	for {
-		p.mu.Lock()
-		if p.active < p.limit {
-			p.active++
-			p.mu.Unlock()
-			return true
-		}
-		wake := p.wake
+	p.mu.Lock()
+	if p.active < p.limit && len(p.waiting) == 0 {
+		p.active++
 		p.mu.Unlock()
-		select {
-		case <-wake:
-		case <-stop:
-			return false
-		case <-expire:
-			return false
-		}
+		return true
+	}
+	granted := make(chan struct{}, 1)
+	p.waiting = append(p.waiting, granted)
+	p.mu.Unlock()
+	select {
+	case <-granted:
+		return true
+	case <-stop:
+	case <-expire:
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if i := slices.Index(p.waiting, granted); i >= 0 {
+		p.waiting = slices.Delete(p.waiting, i, i+1)
+	} else {
+		// Granted as it gave up: the turn goes to the next.
+		p.active--
+		p.grant()
+	}
+	return false
+}
+
+// grant gives the turns that are free to the dials that wait, first
+// come first. p.mu is held.
+func (p *dialPacer) grant() {
+	for p.active < p.limit && len(p.waiting) > 0 {
+		p.active++
+		p.waiting[0] <- struct{}{}
+		p.waiting = slices.Delete(p.waiting, 0, 1)
 	}
 }
 
@@ -105,8 +128,7 @@ func (p *dialPacer) release(linked, timedOut bool, took time.Duration) {
 	case linked && took < p.overload/4:
 		p.limit = min(p.max, p.limit+1)
 	}
-	close(p.wake)
-	p.wake = make(chan struct{})
+	p.grant()
 }
 
 // giveBack ends a turn that says nothing of the load: a dial put off, or
@@ -115,8 +137,7 @@ func (p *dialPacer) giveBack() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.active--
-	close(p.wake)
-	p.wake = make(chan struct{})
+	p.grant()
 }
 
 // turn is one dial's place among those the pacer allows at once. What
