@@ -408,7 +408,7 @@ func (n *Node) dialLoop(t *target, delay time.Duration) {
 		// may have dialed this node meanwhile. A peer that did not
 		// answer last time is dialed without one, MaxDials of those at
 		// once (see turn).
-		tn := &turn{p: n.dials}
+		tn := &turn{p: n.dials, fallback: t.id != "" && t.id < n.id}
 		n.mu.Lock()
 		silent := t.silent
 		n.mu.Unlock()

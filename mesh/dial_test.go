@@ -516,8 +516,8 @@ func TestDialTurn(t *testing.T) {
 }
 
 // TestDialPacerTurnsInOrder: a turn that frees goes to the dial that has
-// waited longest, and to it alone; a dial that gives up waiting takes no
-// turn, even one granted as it gave up.
+// waited longest, and to it alone, fallbacks last; a dial that gives up
+// waiting takes no turn, even one granted as it gave up.
 func TestDialPacerTurnsInOrder(t *testing.T) {
 	p := newDialPacer(minDials, 2*time.Second)
 	p.late = func() time.Duration { return 0 }
@@ -549,6 +549,27 @@ func TestDialPacerTurnsInOrder(t *testing.T) {
 		default:
 		}
 	}
+	// A fallback dial (to a lower id, which dials this node itself)
+	// waits behind a dial that came after it.
+	order := make(chan string, 2)
+	go func() {
+		if p.acquireAs(true, stop, nil) {
+			order <- "fallback"
+		}
+	}()
+	waitFor(t, "a fallback waiting", 5*time.Second, func() bool { p.mu.Lock(); defer p.mu.Unlock(); return len(p.fallbacks) == 1 })
+	go func() {
+		if p.acquire(stop, nil) {
+			order <- "dial"
+		}
+	}()
+	waitFor(t, "a dial waiting", 5*time.Second, func() bool { return p.waitingDials() == 1 })
+	p.giveBack()
+	if first := <-order; first != "dial" {
+		t.Fatalf("a freed turn went to the %s first", first)
+	}
+	p.giveBack()
+	<-order
 	// A dial that gives up: its place goes, and the turns stay counted.
 	expire := make(chan time.Time)
 	gaveUp := make(chan bool)

@@ -34,9 +34,14 @@ type dialPacer struct {
 	// that frees goes to the first (grant). Every waiting dial was woken
 	// when one freed, and all but one waited again: with a node waiting
 	// to dial each of 199 peers, a fiftieth of a forming mesh's work.
-	waiting  []chan struct{}
-	late     func() time.Duration // how late the process runs (lag.Current)
-	overload time.Duration        // lateness that counts as a timeout
+	// fallbacks: the dials to lower ids, which dial this node themselves
+	// (see considerLocked), wait behind all others: given turns in the
+	// order they came, they ran while those peers' own dials came in,
+	// and twice as many handshakes were ended half made (yieldLocked).
+	waiting   []chan struct{}
+	fallbacks []chan struct{}
+	late      func() time.Duration // how late the process runs (lag.Current)
+	overload  time.Duration        // lateness that counts as a timeout
 
 	// silent bounds the dials, max at once, to peers that did not answer
 	// the last one (see turn): they take no turn, and cost no work, but
@@ -72,14 +77,24 @@ func (p *dialPacer) releaseSilent() { <-p.silent }
 // acquire waits for a turn; it returns false when stop is closed, or
 // expire fires (nil: never), first.
 func (p *dialPacer) acquire(stop <-chan struct{}, expire <-chan time.Time) bool {
+	return p.acquireAs(false, stop, expire)
+}
+
+// acquireAs is acquire for a dial that is a fallback (see
+// dialPacer.fallbacks), or not.
+func (p *dialPacer) acquireAs(fallback bool, stop <-chan struct{}, expire <-chan time.Time) bool {
 	p.mu.Lock()
-	if p.active < p.limit && len(p.waiting) == 0 {
+	if p.active < p.limit && len(p.waiting)+len(p.fallbacks) == 0 {
 		p.active++
 		p.mu.Unlock()
 		return true
 	}
+	q := &p.waiting
+	if fallback {
+		q = &p.fallbacks
+	}
 	granted := make(chan struct{}, 1)
-	p.waiting = append(p.waiting, granted)
+	*q = append(*q, granted)
 	p.mu.Unlock()
 	select {
 	case <-granted:
@@ -89,8 +104,8 @@ func (p *dialPacer) acquire(stop <-chan struct{}, expire <-chan time.Time) bool 
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if i := slices.Index(p.waiting, granted); i >= 0 {
-		p.waiting = slices.Delete(p.waiting, i, i+1)
+	if i := slices.Index(*q, granted); i >= 0 {
+		*q = slices.Delete(*q, i, i+1)
 	} else {
 		// Granted as it gave up: the turn goes to the next.
 		p.active--
@@ -100,12 +115,19 @@ func (p *dialPacer) acquire(stop <-chan struct{}, expire <-chan time.Time) bool 
 }
 
 // grant gives the turns that are free to the dials that wait, first
-// come first. p.mu is held.
+// come first, fallbacks last. p.mu is held.
 func (p *dialPacer) grant() {
-	for p.active < p.limit && len(p.waiting) > 0 {
+	for p.active < p.limit {
+		q := &p.waiting
+		if len(*q) == 0 {
+			q = &p.fallbacks
+		}
+		if len(*q) == 0 {
+			return
+		}
 		p.active++
-		p.waiting[0] <- struct{}{}
-		p.waiting = slices.Delete(p.waiting, 0, 1)
+		(*q)[0] <- struct{}{}
+		*q = slices.Delete(*q, 0, 1)
 	}
 }
 
@@ -155,10 +177,11 @@ func (p *dialPacer) giveBack() {
 // every turn of every node, and a link lost within a side was not made
 // again for a minute.
 type turn struct {
-	p     *dialPacer
-	mu    sync.Mutex
-	held  bool
-	since time.Time // when it was taken
+	p        *dialPacer
+	fallback bool // a dial to a lower id (see dialPacer.fallbacks)
+	mu       sync.Mutex
+	held     bool
+	since    time.Time // when it was taken
 }
 
 // take takes the turn unless it is held, waiting as acquire does.
@@ -171,7 +194,7 @@ func (t *turn) take(stop <-chan struct{}, expire <-chan time.Time) bool {
 	if t.held {
 		return true
 	}
-	if !t.p.acquire(stop, expire) {
+	if !t.p.acquireAs(t.fallback, stop, expire) {
 		return false
 	}
 	t.held, t.since = true, time.Now()
