@@ -70,15 +70,20 @@ type link struct {
 	flushOnce sync.Once
 }
 
-// knownOf is what a peer is known to hold of o (o nil: nothing noted).
+// knownOf is what a peer is known to hold of the owner of its index
+// (used false: nothing noted). An index given back to the registry is
+// forgotten on every link first (forgetIdx), so an entry in use is
+// always of the owner that holds the index. The table holds no pointer:
+// a forming mesh's tables were written a million times, and each write
+// of a pointer cost the garbage collector's write barrier.
 type knownOf struct {
-	o *owner
-	k peerKnows
+	used bool
+	k    peerKnows
 }
 
 // knows returns what the peer is known to hold of o.
 func (l *link) knows(o *owner) peerKnows {
-	if o.idx < len(l.known) && l.known[o.idx].o == o {
+	if o.idx < len(l.known) && l.known[o.idx].used {
 		return l.known[o.idx].k
 	}
 	return peerKnows{}
@@ -91,10 +96,10 @@ func (l *link) note(o *owner, k peerKnows) {
 		copy(known, l.known)
 		l.known = known
 	}
-	if l.known[o.idx].o == nil {
+	if !l.known[o.idx].used {
 		l.knownCount++
 	}
-	l.known[o.idx] = knownOf{o, k}
+	l.known[o.idx] = knownOf{true, k}
 }
 
 // peerKnows is the newest version of an owner's records and state that a
@@ -127,10 +132,10 @@ func newLink(peer string, conn io.ReadWriteCloser) *link {
 // id that was forgotten here). Once nothing is left, so is the table: a
 // whole mesh holds none.
 func (l *link) forget(o *owner) {
-	if o.idx >= len(l.known) || l.known[o.idx].o == nil {
+	if o.idx >= len(l.known) || !l.known[o.idx].used {
 		return
 	}
-	delete(l.creds, l.known[o.idx].o.id) // sent again if needed: a Cred twice is harmless
+	delete(l.creds, o.id) // sent again if needed: a Cred twice is harmless
 	l.known[o.idx] = knownOf{}
 	if l.knownCount--; l.knownCount == 0 {
 		l.known = nil

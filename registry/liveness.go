@@ -115,9 +115,11 @@ func (r *Registry) forgetCovered() {
 			if l.knownCount == 0 || p == nil || p.inc != l.peerInc {
 				continue
 			}
-			for _, e := range l.known {
-				if e.o != nil && e.o.names.has(p.idx) {
-					l.forget(e.o)
+			// (A table may be longer than the owners' indices; forget
+			// drops it when it empties.)
+			for i := 0; i < min(len(l.known), len(r.byIdx)); i++ {
+				if o := r.byIdx[i]; l.known[i].used && o.names.has(p.idx) {
+					l.forget(o)
 				}
 			}
 		}

@@ -337,6 +337,23 @@ func (r *Registry) holdPeer(peer string, delta int) {
 	}
 }
 
+// sortedPeer keeps r.selfSorted in step with r.self.peers after
+// r.self.peers[peer] became inc (0: removed). While a mesh forms, this
+// node issues a State of its own for each peer it links (see onHello),
+// and sorting its adjacency for each was a thirtieth of the registry's
+// work at 200 nodes. r.mu is held.
+func (r *Registry) sortedPeer(peer string, inc uint64) {
+	i, found := slices.BinarySearchFunc(r.selfSorted, peer, func(p peerRef, id string) int { return strings.Compare(p.id, id) })
+	switch {
+	case found && inc == 0:
+		r.selfSorted = slices.Delete(r.selfSorted, i, i+1)
+	case found:
+		r.selfSorted[i].inc = inc
+	case inc != 0:
+		r.selfSorted = slices.Insert(r.selfSorted, i, peerRef{id: peer, inc: inc})
+	}
+}
+
 // updateAdjacency makes this node's adjacency entry for peer follow its
 // handshaken links (the newest incarnation among them), and announces a
 // change. While the peer is held (PeerUp) or a link that replaces the last
@@ -367,6 +384,7 @@ func (r *Registry) updateAdjacency(peer string) {
 		}
 	}
 	r.adjGen++
+	r.sortedPeer(peer, inc)
 	if linked {
 		r.self.peers[peer] = inc
 		r.nameBit(r.self, peer, inc)
@@ -550,9 +568,12 @@ func (r *Registry) stateFrame(o *owner) ([]byte, error) {
 	if o.frame != nil {
 		return o.frame, nil
 	}
-	peers := make([]peerRef, 0, len(o.peers))
-	for _, id := range slices.Sorted(maps.Keys(o.peers)) {
-		peers = append(peers, peerRef{id: id, inc: o.peers[id]})
+	peers := r.selfSorted
+	if o != r.self {
+		peers = make([]peerRef, 0, len(o.peers))
+		for _, id := range slices.Sorted(maps.Keys(o.peers)) {
+			peers = append(peers, peerRef{id: id, inc: o.peers[id]})
+		}
 	}
 	lifetime := o.lifetime
 	if o == r.self {

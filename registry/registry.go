@@ -56,7 +56,10 @@ type Registry struct {
 	adjGen   uint64 // counts changes of this node's adjacency
 	peersGen uint64 // counts changes of other owners' adjacency
 	lower    bitset // the owners markLower marked (relay's)
-	above    bitset // the owners whose ids sort above this node's
+	// selfSorted is self.peers in the order of their ids, as a State
+	// lists them (see sortedPeer).
+	selfSorted []peerRef
+	above      bitset // the owners whose ids sort above this node's
 	// The neighbours the heartbeat goes to (see beatTargets), found for
 	// (peersGen, adjGen, ownersGen).
 	beatTo  map[string]bool
