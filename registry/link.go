@@ -50,7 +50,7 @@ type link struct {
 	// that one. selfIssued is that adjacency (Registry.issued then, which
 	// is never changed in place).
 	selfAdj    uint64
-	selfIssued map[string]uint64
+	selfIssued []peerRef
 	// creds names, by owner, the run whose credential the peer has (sent
 	// either way); nil unless owners sign.
 	creds map[string]uint64

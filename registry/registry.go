@@ -34,9 +34,10 @@ type Registry struct {
 	// This node's adjacency as last issued (at self.adjAt), and as its
 	// last State to every peer said it, at pushedAt: the next change goes
 	// as a delta from that one to the peers known to hold it (see
-	// bumpState). Neither map is changed in place.
-	issued   map[string]uint64
-	pushed   map[string]uint64
+	// bumpState). Both are in the order of the ids, and neither is
+	// changed in place.
+	issued   []peerRef
+	pushed   []peerRef
 	pushedAt uint64
 	// Adjacency changes are merged for a while before a new state is
 	// issued (see announce).
@@ -59,7 +60,8 @@ type Registry struct {
 	// selfSorted is self.peers in the order of their ids, as a State
 	// lists them (see sortedPeer).
 	selfSorted []peerRef
-	above      bitset // the owners whose ids sort above this node's
+	digestBuf  []digestEntry // (see digest)
+	above      bitset        // the owners whose ids sort above this node's
 	// The neighbours the heartbeat goes to (see beatTargets), found for
 	// (peersGen, adjGen, ownersGen).
 	beatTo  map[string]bool
@@ -221,7 +223,7 @@ func New(cfg Config) (*Registry, error) {
 	}
 	r.owners[cfg.ID] = r.self
 	r.idxNext, r.byIdx = 1, []*owner{r.self} // self's is 0
-	r.issued, r.pushed, r.pushedAt = map[string]uint64{}, map[string]uint64{}, 1
+	r.issued, r.pushed, r.pushedAt = []peerRef{}, []peerRef{}, 1
 	r.ids.add(cfg.ID)
 	r.walkTimer = time.NewTimer(time.Hour)
 	r.walkTimer.Stop()
