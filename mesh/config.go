@@ -127,7 +127,9 @@ type Config struct {
 	// dial that no address has answered within 250 ms gives its turn
 	// back, and takes one again once its connection is made: peers that
 	// do not answer (gone without a goodbye, beyond a partition) take no
-	// turns from those that do. Zero means 32. Connect is not counted.
+	// turns from those that do. Turns go first come first, dials to
+	// lower ids (which dial this node themselves) last. Zero means 32.
+	// Connect is not counted.
 	MaxDials int
 
 	// Observer makes the node take part only to read the cluster for a
