@@ -1,6 +1,9 @@
 package registry
 
-import "math/bits"
+import (
+	"iter"
+	"math/bits"
+)
 
 // bitset is a set of owner indices (owner.idx).
 type bitset []uint64
@@ -31,6 +34,19 @@ func (b bitset) count() int {
 		n += bits.OnesCount64(w)
 	}
 	return n
+}
+
+// common yields, in increasing order, the indices b and c both hold.
+func (b bitset) common(c bitset) iter.Seq[int] {
+	return func(yield func(int) bool) {
+		for w := range min(len(b), len(c)) {
+			for word := b[w] & c[w]; word != 0; word &= word - 1 {
+				if !yield(w<<6 | bits.TrailingZeros64(word)) {
+					return
+				}
+			}
+		}
+	}
 }
 
 // intersects reports whether b and c have an index in common.

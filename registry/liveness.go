@@ -275,18 +275,9 @@ func (r *Registry) firstShared(x *owner, current bool) string {
 		}
 		return first
 	}
-	mine := r.self.names
-	for w, word := range x.names {
-		if w >= len(mine) {
-			break
-		}
-		word &= mine[w]
-		for word != 0 {
-			id := r.byIdx[w<<6|bits.TrailingZeros64(word)].id
-			word &= word - 1
-			if first == "" || id < first {
-				first = id
-			}
+	for i := range x.names.common(r.self.names) {
+		if id := r.byIdx[i].id; first == "" || id < first {
+			first = id
 		}
 	}
 	return first
@@ -384,21 +375,10 @@ func (r *Registry) vouched(o *owner) bool { return r.sharedNeighbour(o, false) }
 func (r *Registry) sharedNeighbour(o *owner, mutual bool) bool {
 	// The owners o names at their current runs that this node names
 	// too: the two names bitsets' common bits.
-	mine := r.self.names
-	for w, word := range o.names {
-		if w >= len(mine) {
-			break
-		}
-		word &= mine[w]
-		for word != 0 {
-			z := r.byIdx[w<<6|bits.TrailingZeros64(word)]
-			word &= word - 1
-			if !eligible(z) || !z.names.has(o.idx) {
-				continue
-			}
-			if !mutual || z.names.has(r.self.idx) {
-				return true
-			}
+	for i := range o.names.common(r.self.names) {
+		z := r.byIdx[i]
+		if eligible(z) && z.names.has(o.idx) && (!mutual || z.names.has(r.self.idx)) {
+			return true
 		}
 	}
 	return false
