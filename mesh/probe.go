@@ -60,8 +60,13 @@ func (n *Node) onSilent(tl *transport.Link) {
 		return
 	}
 	now := time.Now()
-	if now.Sub(l.suspected) > 2*n.silentBound() {
-		l.vouches = 0 // heard from in between
+	if now.Sub(l.suspected) > 2*n.silentBound() || now.Add(-tl.Silence()).After(l.vouched) {
+		// Heard from in between: on its own link since the last vouch,
+		// or the last suspicion is long past. (Counting only the second,
+		// a link silent for a second every other second, heard each time
+		// in between, as one carrying a bulk stream through 10% loss may
+		// be, was let go after eight as if silent all along.)
+		l.vouches = 0
 	}
 	l.suspected = now
 	if l.vouches >= maxVouches {

@@ -67,6 +67,58 @@ func TestSilentLinkVouchedByAnother(t *testing.T) {
 	}
 }
 
+// TestVouchesCountOneSilence: the vouches after which a silent link is
+// let go (maxVouches) count one silence, all along: a link heard from
+// between two stalls starts again from none.
+func TestVouchesCountOneSilence(t *testing.T) {
+	leakcheck.Goroutines(t)
+	a := start(t, "c", testConfig("a"))
+	b := start(t, "c", testConfig("b"))
+	c := start(t, "c", testConfig("c"))
+	ctx := context.Background()
+	px := newProxy(t, addr(t, b))
+	if _, err := a.Connect(ctx, px.ln.Addr().String()); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*Node{a, b} {
+		if _, err := c.Connect(ctx, addr(t, n)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "full mesh", 5*time.Second, func() bool { return settled(a, b, c) })
+	bound := a.silentBound()
+	px.stall()
+	waitFor(t, "vouches", 10*bound, func() bool { return vouches(a, "b") >= 2 })
+	px.resume()
+	resumed := time.Now()
+	waitFor(t, "b heard again", 10*bound, func() bool { return heardSince(a, "b", resumed) })
+	px.stall()
+	stalled := time.Now()
+	waitFor(t, "a vouch in the second stall", 10*bound, func() bool { return vouchedSince(a, "b", stalled) })
+	if v := vouches(a, "b"); v != 1 {
+		t.Fatalf("%d vouches in a row counted at the first of a new silence, want 1", v)
+	}
+	px.resume()
+}
+
+// heardSince reports whether n's link to id has heard from the peer
+// since t.
+func heardSince(n *Node, id string, t time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := n.peers[id]
+	return p != nil && p.active != nil && time.Now().Add(-p.active.tl.Silence()).After(t)
+}
+
+// vouchedSince reports whether another node vouched for n's link to id
+// since t.
+func vouchedSince(n *Node, id string, t time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	p := n.peers[id]
+	return p != nil && p.active != nil && p.active.vouched.After(t)
+}
+
 // relaxed reports whether n's link to id is relaxed (watch.go).
 func relaxed(n *Node, id string) bool {
 	n.mu.Lock()
