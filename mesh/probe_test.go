@@ -31,20 +31,8 @@ func noPeerChange(t *testing.T, n *Node, ev <-chan Event) {
 // and what was sent meanwhile arrives once the link carries again.
 func TestSilentLinkVouchedByAnother(t *testing.T) {
 	leakcheck.Goroutines(t)
-	a := start(t, "c", testConfig("a"))
-	b := start(t, "c", testConfig("b"))
-	c := start(t, "c", testConfig("c"))
+	a, b, px := stallableMesh(t)
 	ctx := context.Background()
-	px := newProxy(t, addr(t, b))
-	if _, err := a.Connect(ctx, px.ln.Addr().String()); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range []*Node{a, b} {
-		if _, err := c.Connect(ctx, addr(t, n)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitFor(t, "full mesh", 5*time.Second, func() bool { return settled(a, b, c) })
 	evA, evB := a.Events(ctx), b.Events(ctx)
 	link := activeLink(a, "b")
 
@@ -67,16 +55,15 @@ func TestSilentLinkVouchedByAnother(t *testing.T) {
 	}
 }
 
-// TestVouchesCountOneSilence: the vouches after which a silent link is
-// let go (maxVouches) count one silence, all along: a link heard from
-// between two stalls starts again from none.
-func TestVouchesCountOneSilence(t *testing.T) {
-	leakcheck.Goroutines(t)
-	a := start(t, "c", testConfig("a"))
-	b := start(t, "c", testConfig("b"))
+// stallableMesh starts a full mesh of a, b and c in which a's link to b
+// runs through a proxy that can stall it, while c hears both.
+func stallableMesh(t *testing.T) (a, b *Node, px *proxy) {
+	t.Helper()
+	a = start(t, "c", testConfig("a"))
+	b = start(t, "c", testConfig("b"))
 	c := start(t, "c", testConfig("c"))
 	ctx := context.Background()
-	px := newProxy(t, addr(t, b))
+	px = newProxy(t, addr(t, b))
 	if _, err := a.Connect(ctx, px.ln.Addr().String()); err != nil {
 		t.Fatal(err)
 	}
@@ -86,6 +73,15 @@ func TestVouchesCountOneSilence(t *testing.T) {
 		}
 	}
 	waitFor(t, "full mesh", 5*time.Second, func() bool { return settled(a, b, c) })
+	return a, b, px
+}
+
+// TestVouchesCountOneSilence: the vouches after which a silent link is
+// let go (maxVouches) count one silence, all along: a link heard from
+// between two stalls starts again from none.
+func TestVouchesCountOneSilence(t *testing.T) {
+	leakcheck.Goroutines(t)
+	a, _, px := stallableMesh(t)
 	bound := a.silentBound()
 	px.stall()
 	waitFor(t, "vouches", 10*bound, func() bool { return vouches(a, "b") >= 2 })

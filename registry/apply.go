@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"maps"
-	mathbits "math/bits"
 	"slices"
 	"time"
 )
@@ -529,19 +528,10 @@ type peerRefOwner struct {
 // by id. r.mu is held.
 func (r *Registry) uncoveredPeers(o *owner) []peerRefOwner {
 	out := r.uncovBuf[:0]
-	if r.self.names.count() == len(r.self.peers) {
-		mine := r.self.names
-		for w := range mine {
-			bits := mine[w]
-			if w < len(o.names) {
-				bits &^= o.names[w]
-			}
-			for bits != 0 {
-				i := w<<6 | mathbits.TrailingZeros64(bits)
-				bits &= bits - 1
-				if p := r.byIdx[i]; p != o {
-					out = append(out, peerRefOwner{p.id, p})
-				}
+	if r.linksCurrent() {
+		for i := range r.self.names.without(o.names) {
+			if p := r.byIdx[i]; p != o {
+				out = append(out, peerRefOwner{p.id, p})
 			}
 		}
 	} else {

@@ -49,6 +49,23 @@ func (b bitset) common(c bitset) iter.Seq[int] {
 	}
 }
 
+// without yields, in increasing order, the indices b holds and c does
+// not.
+func (b bitset) without(c bitset) iter.Seq[int] {
+	return func(yield func(int) bool) {
+		for w, word := range b {
+			if w < len(c) {
+				word &^= c[w]
+			}
+			for ; word != 0; word &= word - 1 {
+				if !yield(w<<6 | bits.TrailingZeros64(word)) {
+					return
+				}
+			}
+		}
+	}
+}
+
 // intersects reports whether b and c have an index in common.
 func (b bitset) intersects(c bitset) bool {
 	for i := range min(len(b), len(c)) {

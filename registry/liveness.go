@@ -292,17 +292,9 @@ func (r *Registry) beyond(q *owner, current bool) bool {
 	if current && q.names.count() == len(q.peers) {
 		// Every run q names is a current one here: those this node has
 		// no link to are q's bits that it lacks.
-		mine := r.self.names
-		for w, word := range q.names {
-			if w < len(mine) {
-				word &^= mine[w]
-			}
-			for word != 0 {
-				p := r.byIdx[w<<6|bits.TrailingZeros64(word)]
-				word &= word - 1
-				if p != r.self && p.beat == 0 {
-					return true
-				}
+		for i := range q.names.without(r.self.names) {
+			if p := r.byIdx[i]; p != r.self && p.beat == 0 {
+				return true
 			}
 		}
 		return false
